@@ -1,0 +1,66 @@
+"""Agents as configured: identity, model, system prompt, defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent_worker.domain import Sampling
+from agent_worker.errors import UnknownAgentError
+from services.config import ClawgateConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    id: str
+    name: str
+    provider: str
+    model: str
+    system_prompt: str
+    history_limit: int
+    sampling: Sampling
+    is_default: bool
+
+    @property
+    def model_ref(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+class AgentRegistry:
+    def __init__(self, agents: list[Agent]) -> None:
+        self._agents = {agent.id: agent for agent in agents}
+
+    @classmethod
+    def from_config(cls, config: ClawgateConfig) -> AgentRegistry:
+        defaults = config.agents.defaults
+        default_id = config.default_agent_id
+        agents = []
+        for entry in config.agents.entries:
+            provider, _, model = (entry.model or defaults.model).partition("/")
+            sampling = entry.sampling or defaults.sampling
+            agents.append(
+                Agent(
+                    id=entry.id,
+                    name=entry.name or entry.id,
+                    provider=provider,
+                    model=model or provider,
+                    system_prompt=entry.system_prompt if entry.system_prompt is not None else defaults.system_prompt,
+                    history_limit=entry.history_limit if entry.history_limit is not None else defaults.history_limit,
+                    sampling=Sampling(
+                        temperature=sampling.temperature,
+                        top_p=sampling.top_p,
+                        max_tokens=sampling.max_tokens,
+                    ),
+                    is_default=entry.id == default_id,
+                )
+            )
+        return cls(agents)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._agents.values())
+
+    def get(self, agent_id: str) -> Agent:
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            known = ", ".join(sorted(self._agents)) or "none"
+            raise UnknownAgentError(f"unknown agent {agent_id!r} (configured: {known})")
+        return agent

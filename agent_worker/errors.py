@@ -1,0 +1,57 @@
+"""Domain errors of the worker, each carrying the gRPC status code it maps to (mapped once)."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class TurnError(Exception):
+    """A turn could not run or failed; `code` is the gRPC status a client sees."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnknownAgentError(TurnError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class InvalidTurnError(TurnError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class WorkerAtCapacityError(TurnError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class SessionBusyError(TurnError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class ProviderUnavailableError(TurnError):
+    """The provider could not be reached (connection refused, DNS, connect timeout)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class ProviderTimeoutError(TurnError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class ProviderRateLimitedError(TurnError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class ProviderRejectedError(TurnError):
+    """The provider refused the request as invalid (an upstream 400/404/422)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class ProviderFailedError(TurnError):
+    """The provider answered with an error or broke off its answer."""
+
+    code = grpc.StatusCode.INTERNAL

@@ -1,0 +1,40 @@
+"""The one interface every provider implements."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent_worker.domain import ChatMessage, Sampling, TextDelta, TurnFinished
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRequest:
+    """A full prompt: the system message first (when any), the turn's input last."""
+
+    model: str
+    messages: tuple[ChatMessage, ...]
+    sampling: Sampling
+
+
+ProviderEvent = TextDelta | TurnFinished
+
+
+class Provider(Protocol):
+    """Streams the reply to one prompt: text deltas, then exactly one TurnFinished.
+
+    Cancelling the iteration (closing it, or cancelling the task that drives it) must abort the
+    work behind it, such as an HTTP request or a generation thread. Failures raise the errors of
+    `agent_worker.errors`.
+    """
+
+    supports_images: bool
+
+    async def start(self) -> None:
+        """Loads models or opens connections; called once before the worker serves."""
+
+    async def close(self) -> None:
+        """Releases what start() took."""
+
+    def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]: ...

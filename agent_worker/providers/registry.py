@@ -1,0 +1,23 @@
+"""Builds providers from `models.providers`; adding a provider means one module and one entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from agent_worker.providers.base import Provider
+from agent_worker.providers.echo import EchoProvider
+from agent_worker.providers.llama_cpp import LlamaCppProvider
+from agent_worker.providers.openai_compatible import OpenAICompatibleProvider
+from services.config import ProviderConfig
+
+
+_FACTORIES: dict[str, Callable[[Any], Provider]] = {
+    "echo": EchoProvider,
+    "openai-compatible": OpenAICompatibleProvider,
+    "llama-cpp": LlamaCppProvider,
+}
+
+
+def build_provider(config: ProviderConfig) -> Provider:
+    return _FACTORIES[config.api](config)

@@ -1,0 +1,113 @@
+"""Builds and serves the worker: AgentService, grpc.health.v1 and server reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agent_worker.agents import AgentRegistry
+from agent_worker.providers.base import Provider
+from agent_worker.providers.registry import build_provider
+from agent_worker.servicer import AgentServicer
+from agent_worker.sessions.store import store_for_url
+from agent_worker.turn_runner import TurnRunner
+from services.config import ClawgateConfig
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+
+log = logging.getLogger("clawgate.worker")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
+_OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class SharedSecretInterceptor(grpc.aio.ServerInterceptor):
+    """Requires `authorization: Bearer <secret>` on AgentService calls (health stays open)."""
+
+    def __init__(self, secret: str) -> None:
+        self._expected = f"bearer {secret}".encode()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        if details.method.startswith(_OPEN_METHODS):
+            return await continuation(details)
+        import hmac
+
+        metadata = dict(details.invocation_metadata or ())
+        given = str(metadata.get("authorization", "")).strip().lower().encode()
+        if hmac.compare_digest(given, self._expected.lower()):
+            return await continuation(details)
+        return _deny()
+
+
+def _deny() -> grpc.RpcMethodHandler:
+    async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong worker secret")
+
+    return grpc.unary_unary_rpc_method_handler(deny)
+
+
+async def serve(config: ClawgateConfig, listen: str | None = None) -> None:
+    """Starts providers and the store, serves until SIGTERM/SIGINT, then stops with grace."""
+    address = listen or config.worker.listen
+    agents = AgentRegistry.from_config(config)
+    used = {agent.provider for agent in agents}
+    providers: dict[str, Provider] = {
+        name: build_provider(provider_config)
+        for name, provider_config in config.models.providers.items()
+        if name in used
+    }
+    store = store_for_url(config.sessions.store)
+    runner = TurnRunner(
+        agents,
+        providers,
+        store,
+        max_concurrent_turns=config.worker.max_concurrent_turns,
+        session_wait_timeout=config.worker.session_wait_timeout_ms / 1000,
+    )
+    interceptors = [SharedSecretInterceptor(config.worker.shared_secret)] if config.worker.shared_secret else []
+    server = grpc.aio.server(interceptors=interceptors)
+    pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(runner, agents, store), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"worker cannot listen on {address}")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    await store.open()
+    for name, provider in providers.items():
+        log.info("starting provider %s", name)
+        await provider.start()
+    await server.start()
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    log.info("worker serving on %s (agents: %s)", address, ", ".join(agent.id for agent in agents))
+    try:
+        await stop.wait()
+    finally:
+        log.info("worker stopping (grace %.0fs)", config.worker.shutdown_grace_seconds)
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(config.worker.shutdown_grace_seconds)
+        for provider in providers.values():
+            with contextlib.suppress(Exception):
+                await provider.close()
+        await store.close()
+        log.info("worker stopped")

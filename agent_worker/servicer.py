@@ -1,0 +1,157 @@
+"""The gRPC face of the worker: translates proto messages to domain objects and back, and maps
+domain errors to gRPC statuses (the one place that does)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Literal, cast
+
+import grpc
+
+from agent_worker.agents import AgentRegistry
+from agent_worker.domain import (
+    ChatMessage,
+    FinishReason,
+    Image,
+    Role,
+    Sampling,
+    TextDelta,
+    TurnEvent,
+    TurnFinished,
+    TurnRequest,
+    TurnStarted,
+)
+from agent_worker.errors import TurnError
+from agent_worker.sessions.store import SessionStore
+from agent_worker.turn_runner import TurnRunner
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from services.logging import request_id_var
+
+log = logging.getLogger("clawgate.worker")
+
+_ROLES: dict[int, Role] = {pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant", pb.ROLE_TOOL: "tool"}
+_ROLE_NUMBERS = {role: number for number, role in _ROLES.items()}
+_FINISH_REASONS = {
+    FinishReason.STOP: pb.FINISH_REASON_STOP,
+    FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
+    FinishReason.TOOL_CALLS: pb.FINISH_REASON_TOOL_CALLS,
+    FinishReason.CONTENT_FILTER: pb.FINISH_REASON_CONTENT_FILTER,
+}
+_RESPONSE_FORMATS: dict[int, Literal["text", "json_object", "json_schema"]] = {
+    pb.RESPONSE_FORMAT_TYPE_TEXT: "text",
+    pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT: "json_object",
+    pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: "json_schema",
+}
+
+
+def message_from_proto(message: pb.Message) -> ChatMessage:
+    return ChatMessage(
+        role=_ROLES.get(message.role, "user"),
+        text=message.text,
+        images=tuple(Image(image.media_type, image.data) for image in message.images),
+    )
+
+
+def message_to_proto(message: ChatMessage) -> pb.Message:
+    return pb.Message(role=_ROLE_NUMBERS.get(message.role, pb.ROLE_USER), text=message.text)
+
+
+def sampling_from_proto(sampling: pb.SamplingOptions) -> Sampling:
+    def optional(name: str) -> float | int | None:
+        return cast(float | int, getattr(sampling, name)) if sampling.HasField(name) else None
+
+    return Sampling(
+        temperature=cast(float | None, optional("temperature")),
+        top_p=cast(float | None, optional("top_p")),
+        max_tokens=cast(int | None, optional("max_tokens")),
+        stop=tuple(sampling.stop),
+        seed=cast(int | None, optional("seed")),
+        presence_penalty=cast(float | None, optional("presence_penalty")),
+        frequency_penalty=cast(float | None, optional("frequency_penalty")),
+        response_format=_RESPONSE_FORMATS.get(sampling.response_format),
+        json_schema=sampling.json_schema,
+    )
+
+
+def turn_request_from_proto(request: pb.RunTurnRequest) -> TurnRequest:
+    return TurnRequest(
+        agent_id=request.agent_id,
+        session_key=request.session_key,
+        input=message_from_proto(request.input),
+        context=tuple(message_from_proto(message) for message in request.context),
+        extra_system_prompt=request.extra_system_prompt,
+        sampling=sampling_from_proto(request.sampling),
+        request_id=request.request_id,
+    )
+
+
+def event_to_proto(event: TurnEvent) -> pb.RunTurnEvent:
+    if isinstance(event, TextDelta):
+        return pb.RunTurnEvent(delta=pb.TextDelta(text=event.text))
+    if isinstance(event, TurnStarted):
+        return pb.RunTurnEvent(started=pb.TurnStarted(run_id=event.run_id, model=event.model))
+    assert isinstance(event, TurnFinished)
+    usage = event.usage
+    return pb.RunTurnEvent(
+        finished=pb.TurnFinished(
+            finish_reason=_FINISH_REASONS[event.finish_reason],
+            usage=pb.Usage(
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+            ),
+        )
+    )
+
+
+class AgentServicer(pb_grpc.AgentServiceServicer):
+    def __init__(self, runner: TurnRunner, agents: AgentRegistry, store: SessionStore) -> None:
+        self._runner = runner
+        self._agents = agents
+        self._store = store
+
+    async def RunTurn(  # noqa: N802 - gRPC method name
+        self, request: pb.RunTurnRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RunTurnEvent]:
+        request_id_var.set(request.request_id or "-")
+        started = False
+        try:
+            async for event in self._runner.run(turn_request_from_proto(request)):
+                started = True
+                yield event_to_proto(event)
+        except TurnError as error:
+            failure = error
+        except Exception:
+            log.exception("turn failed unexpectedly")
+            failure = TurnError("the worker failed unexpectedly while running the turn")
+        else:
+            return
+        log.warning("turn failed: %s: %s", failure.code.name, failure.message)
+        if not started:
+            await context.abort(failure.code, failure.message)
+        yield pb.RunTurnEvent(error=pb.TurnError(code=failure.code.value[0], message=failure.message))
+
+    async def ListAgents(  # noqa: N802
+        self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAgentsResponse:
+        return pb.ListAgentsResponse(
+            agents=[
+                pb.Agent(id=agent.id, name=agent.name, model=agent.model_ref, is_default=agent.is_default)
+                for agent in self._agents
+            ]
+        )
+
+    async def GetSession(  # noqa: N802
+        self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSessionResponse:
+        messages = await self._store.load(request.session_key)
+        return pb.GetSessionResponse(
+            session_key=request.session_key, messages=[message_to_proto(m) for m in messages]
+        )
+
+    async def DeleteSession(  # noqa: N802
+        self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteSessionResponse:
+        return pb.DeleteSessionResponse(deleted=await self._store.delete(request.session_key))

@@ -1,0 +1,1 @@
+"""Session transcripts: the store interface, its backends and per-session serialization."""

@@ -1,0 +1,101 @@
+"""The embedded default store: one SQLite file in WAL mode, written off the event loop.
+
+All access goes through one thread that owns the connection, so writes are serialized without
+locks and the event loop never blocks on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar, cast
+
+from agent_worker.domain import ChatMessage, Role
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS session_messages (
+    session_key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (session_key, seq)
+) WITHOUT ROWID;
+"""
+T = TypeVar("T")
+
+
+class SqliteSessionStore:
+    def __init__(self, path: Path | str) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._connection: sqlite3.Connection | None = None
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        connection = self._connection
+        if connection is None:
+            raise RuntimeError("the session store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work, connection)
+
+    async def open(self) -> None:
+        def connect() -> sqlite3.Connection:
+            if isinstance(self._path, Path):
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(str(self._path), check_same_thread=False, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA busy_timeout=10000")
+            connection.executescript(_SCHEMA)
+            return connection
+
+        self._connection = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._run(lambda connection: connection.close())
+            self._connection = None
+        self._executor.shutdown(wait=True)
+
+    async def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
+        def read(connection: sqlite3.Connection) -> list[ChatMessage]:
+            rows = connection.execute(
+                "SELECT role, content FROM session_messages WHERE session_key = ?"
+                " ORDER BY seq DESC LIMIT ?",
+                (session_key, -1 if limit is None else limit),
+            ).fetchall()
+            return [ChatMessage(cast(Role, role), content) for role, content in reversed(rows)]
+
+        return await self._run(read)
+
+    async def append_turn(self, session_key: str, messages: Sequence[ChatMessage]) -> None:
+        def write(connection: sqlite3.Connection) -> None:
+            now = time.time()
+            with connection:  # one transaction: the whole turn or nothing
+                connection.execute("BEGIN IMMEDIATE")
+                (last,) = connection.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM session_messages WHERE session_key = ?",
+                    (session_key,),
+                ).fetchone()
+                connection.executemany(
+                    "INSERT INTO session_messages VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (session_key, last + offset, message.role, message.text, now)
+                        for offset, message in enumerate(messages, start=1)
+                    ],
+                )
+
+        await self._run(write)
+
+    async def delete(self, session_key: str) -> bool:
+        def remove(connection: sqlite3.Connection) -> bool:
+            with connection:
+                cursor = connection.execute(
+                    "DELETE FROM session_messages WHERE session_key = ?", (session_key,)
+                )
+            return cursor.rowcount > 0
+
+        return await self._run(remove)

@@ -1,0 +1,127 @@
+"""Runs one agent turn: capacity, session lock, prompt from history, provider stream, storage."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
+
+from agent_worker.agents import Agent, AgentRegistry
+from agent_worker.domain import (
+    ChatMessage,
+    Sampling,
+    TextDelta,
+    TurnEvent,
+    TurnFinished,
+    TurnRequest,
+    TurnStarted,
+)
+from agent_worker.errors import InvalidTurnError, ProviderFailedError, WorkerAtCapacityError
+from agent_worker.providers.base import Provider, ProviderRequest
+from agent_worker.sessions.locks import SessionLocks
+from agent_worker.sessions.store import SessionStore
+
+log = logging.getLogger("clawgate.worker.turns")
+
+
+def messages_after_last_assistant(context: Sequence[ChatMessage]) -> list[ChatMessage]:
+    for index in range(len(context) - 1, -1, -1):
+        if context[index].role == "assistant":
+            return list(context[index + 1 :])
+    return list(context)
+
+
+def merged_sampling(agent_defaults: Sampling, requested: Sampling) -> Sampling:
+    """The request's values win; the agent's defaults fill what the request left unset."""
+    changes = {
+        field.name: getattr(agent_defaults, field.name)
+        for field in dataclasses.fields(Sampling)
+        if getattr(requested, field.name) is None and getattr(agent_defaults, field.name) is not None
+    }
+    return dataclasses.replace(requested, **changes)
+
+
+def system_prompt_for(agent: Agent, extra: str) -> str:
+    return "\n\n".join(part for part in (agent.system_prompt, extra) if part)
+
+
+class TurnRunner:
+    def __init__(
+        self,
+        agents: AgentRegistry,
+        providers: Mapping[str, Provider],
+        store: SessionStore,
+        *,
+        max_concurrent_turns: int,
+        session_wait_timeout: float,
+    ) -> None:
+        self._agents = agents
+        self._providers = providers
+        self._store = store
+        self._locks = SessionLocks()
+        self._max_concurrent_turns = max_concurrent_turns
+        self._session_wait_timeout = session_wait_timeout
+        self.turns_in_flight = 0
+
+    async def run(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
+        if self.turns_in_flight >= self._max_concurrent_turns:
+            raise WorkerAtCapacityError(
+                f"worker is at capacity ({self._max_concurrent_turns} turns in flight)"
+            )
+        agent = self._agents.get(request.agent_id)
+        provider = self._providers[agent.provider]
+        self._check(request, provider)
+        self.turns_in_flight += 1
+        try:
+            async with self._locks.hold(request.session_key, self._session_wait_timeout):
+                async for event in self._run_locked(request, agent, provider):
+                    yield event
+        finally:
+            self.turns_in_flight -= 1
+
+    @staticmethod
+    def _check(request: TurnRequest, provider: Provider) -> None:
+        if not request.session_key.strip():
+            raise InvalidTurnError("session_key must not be empty")
+        if not request.input.text and not request.input.images:
+            raise InvalidTurnError("the turn's input has no text and no image")
+        has_images = any(message.images for message in (*request.context, request.input))
+        if has_images and not provider.supports_images:
+            raise InvalidTurnError(f"this agent's model does not accept images")
+
+    async def _run_locked(
+        self, request: TurnRequest, agent: Agent, provider: Provider
+    ) -> AsyncIterator[TurnEvent]:
+        stored = await self._store.load(request.session_key, agent.history_limit)
+        new_context = messages_after_last_assistant(request.context) if stored else list(request.context)
+        system = system_prompt_for(agent, request.extra_system_prompt)
+        prompt = (
+            *([ChatMessage("system", system)] if system else []),
+            *stored,
+            *new_context,
+            request.input,
+        )
+        run_id = uuid.uuid4().hex
+        log.info("turn %s started: agent=%s model=%s history=%d", run_id, agent.id, agent.model_ref, len(prompt) - 1)
+        yield TurnStarted(run_id, agent.model_ref)
+
+        reply: list[str] = []
+        finished: TurnFinished | None = None
+        provider_request = ProviderRequest(agent.model, prompt, merged_sampling(agent.sampling, request.sampling))
+        async with aclosing(provider.stream(provider_request)) as events:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    reply.append(event.text)
+                    yield event
+                else:
+                    finished = event
+        if finished is None:
+            raise ProviderFailedError("the provider ended its answer without finishing it")
+        turn = [*new_context, request.input, ChatMessage("assistant", "".join(reply))]
+        # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
+        await asyncio.shield(self._store.append_turn(request.session_key, turn))
+        log.info("turn %s finished: %s, %d tokens", run_id, finished.finish_reason.value, finished.usage.completion_tokens)
+        yield finished

@@ -1,0 +1,1 @@
+"""The clawgate edge: an OpenAI-compatible HTTP front (FastAPI) for agent workers."""

@@ -1,0 +1,78 @@
+"""The edge's app factory: routes, error mapping, and the worker pool's lifetime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from gateway_edge import chat_completions, health
+from gateway_edge.auth import Authenticator
+from gateway_edge.errors import ApiError, bad_request
+from gateway_edge.request_id import RequestIdMiddleware
+from gateway_edge.state import EdgeState
+from gateway_edge.worker_pool import WorkerPool
+from services.config import ClawgateConfig
+
+log = logging.getLogger("clawgate.edge")
+_HTTP_ERROR_TYPES = {404: "not_found_error", 405: "invalid_request_error"}
+
+
+def error_response(error: ApiError) -> Response:
+    return Response(error.body(), status_code=error.status, media_type="application/json", headers=error.headers)
+
+
+async def _api_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, ApiError)
+    return error_response(error)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    message = {404: f"Not found: {request.url.path}", 405: "Method not allowed."}.get(
+        error.status_code, str(error.detail)
+    )
+    response = error_response(ApiError(error.status_code, message, _HTTP_ERROR_TYPES.get(error.status_code, "invalid_request_error")))
+    response.headers.update(error.headers or {})
+    return response
+
+
+async def _validation_error(request: Request, error: Exception) -> Response:
+    return error_response(bad_request("The request is invalid."))
+
+
+async def _unexpected_error(request: Request, error: Exception) -> Response:
+    log.exception("unexpected error", exc_info=error)
+    return error_response(ApiError(500, "Internal error.", "api_error"))
+
+
+def create_app(config: ClawgateConfig) -> FastAPI:
+    """Builds the edge; raises AuthSetupError when auth would run open by accident."""
+    authenticator = Authenticator.from_config(config.gateway.auth, config.gateway.bind)
+    workers = WorkerPool(config.gateway.workers, shared_secret=config.worker.shared_secret)
+    state = EdgeState(config, authenticator, frozenset(a.id for a in config.agents.entries), workers)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await workers.open()
+        try:
+            yield
+        finally:
+            await workers.close()
+
+    app = FastAPI(title="clawgate", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.edge = state
+    app.include_router(health.router)
+    if config.gateway.http.endpoints.chat_completions.enabled:
+        app.include_router(chat_completions.router)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,68 @@
+"""Bearer auth in token or password mode, with the OpenClaw env fallbacks."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from services.config import AuthConfig
+
+TOKEN_ENV = "OPENCLAW_GATEWAY_TOKEN"
+PASSWORD_ENV = "OPENCLAW_GATEWAY_PASSWORD"
+
+
+class AuthSetupError(Exception):
+    """The auth config would leave the gateway open by accident; the edge refuses to start."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticator:
+    mode: Literal["token", "password", "none"]
+    secret: bytes
+
+    @classmethod
+    def from_config(
+        cls, config: AuthConfig, bind: str, environ: Mapping[str, str] = os.environ
+    ) -> Authenticator:
+        token = config.token or environ.get(TOKEN_ENV) or ""
+        password = config.password or environ.get(PASSWORD_ENV) or ""
+        mode = config.mode or ("password" if password else "token")
+        if mode == "none":
+            if not is_loopback(bind) and not config.allow_unauthenticated_non_loopback:
+                raise AuthSetupError(
+                    f"gateway.auth.mode is 'none' but gateway.bind is {bind!r}, not loopback: set "
+                    "gateway.auth.allowUnauthenticatedNonLoopback to true to really run open"
+                )
+            return cls("none", b"")
+        secret = token if mode == "token" else password
+        if not secret:
+            key, env = ("token", TOKEN_ENV) if mode == "token" else ("password", PASSWORD_ENV)
+            raise AuthSetupError(
+                f"gateway.auth.mode is {mode!r} but no secret is set: set gateway.auth.{key} "
+                f"or the environment variable {env}"
+            )
+        return cls(mode, secret.encode())
+
+    def accepts(self, authorization: str | None) -> bool:
+        """Whether an `Authorization` header value carries the secret (constant-time compare)."""
+        if self.mode == "none":
+            return True
+        if not authorization:
+            return False
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(value.strip().encode(), self.secret)

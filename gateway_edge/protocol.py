@@ -1,0 +1,135 @@
+"""Pydantic models of the Chat Completions request, in OpenAI's field order.
+
+Only what clawgate reads is modelled strictly; unknown fields are ignored, as OpenAI clients send
+many. Responses are written as pre-shaped dicts/bytes on the hot path, not through models.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+from gateway_edge.errors import ApiError, bad_request
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class TextPart(_Lenient):
+    type: Literal["text", "input_text"]
+    text: StrictStr
+
+
+class ImageUrl(_Lenient):
+    url: StrictStr
+    detail: StrictStr | None = None
+
+
+class ImagePart(_Lenient):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
+class ChatMessage(_Lenient):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: StrictStr | list[ContentPart] | None = None
+    name: StrictStr | None = None
+
+
+class StreamOptions(_Lenient):
+    include_usage: StrictBool | None = None
+
+
+class JsonSchemaFormat(_Lenient):
+    name: StrictStr
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: StrictBool | None = None
+    description: StrictStr | None = None
+
+
+class ResponseFormat(_Lenient):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+Probability = Annotated[StrictFloat, Field(ge=0, le=1)]
+Temperature = Annotated[StrictFloat, Field(ge=0, le=2)]
+Penalty = Annotated[StrictFloat, Field(ge=-2, le=2)]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+
+
+class ChatCompletionRequest(_Lenient):
+    messages: list[ChatMessage] = Field(min_length=1)
+    model: StrictStr | None = None
+    frequency_penalty: Penalty | None = None
+    max_completion_tokens: PositiveInt | None = None
+    max_tokens: PositiveInt | None = None
+    n: StrictInt | None = None
+    presence_penalty: Penalty | None = None
+    response_format: ResponseFormat | None = None
+    seed: StrictInt | None = None
+    stop: StrictStr | Annotated[list[StrictStr], Field(max_length=4)] | None = None
+    stream: StrictBool | None = None
+    stream_options: StreamOptions | None = None
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    user: StrictStr | None = None
+
+
+def _param_path(location: tuple[int | str, ...]) -> str:
+    """('messages', 0, 'content', 'list[...]', 0, 'text', 'text') → 'messages[0].content[0].text'.
+
+    Pydantic puts union branch names and the discriminator's tag into the location; they are
+    not fields, so they are dropped.
+    """
+    path = ""
+    previous: tuple[int | str, ...] = ()
+    for part in location:
+        is_tag = len(previous) >= 3 and previous[-3] == "content" and isinstance(previous[-1], int)
+        previous = (*previous, part)
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "str" or part.startswith(("list[", "constrained-", "function-")) or is_tag:
+            continue
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def parse_chat_request(document: Any) -> ChatCompletionRequest:
+    if not isinstance(document, dict):
+        raise bad_request("The request body must be a JSON object.")
+    try:
+        request = ChatCompletionRequest.model_validate(document)
+    except ValidationError as error:
+        raise validation_error(error) from None
+    if request.n is not None and request.n != 1:
+        raise bad_request("Only n=1 is supported.", "n")
+    return request
+
+
+def validation_error(error: ValidationError) -> ApiError:
+    # In a union the deepest error is the one that says what is wrong (not "should be a string").
+    first = max(
+        error.errors(include_url=False),
+        key=lambda issue: (len(issue["loc"]), issue["type"] != "string_type"),
+    )
+    param = _param_path(tuple(first["loc"]))
+    message = first["msg"]
+    if first["type"] == "missing":
+        return bad_request(f"Missing required parameter: '{param}'.", param)
+    return bad_request(f"Invalid value for '{param}': {message}.", param)

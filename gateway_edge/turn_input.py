@@ -1,0 +1,130 @@
+"""From OpenAI `messages` to an agent turn (contract §2.5)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+
+import orjson
+
+from gateway_edge.errors import bad_request
+from gateway_edge.protocol import ChatCompletionRequest, ChatMessage, ImagePart
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+MAX_IMAGES = 8
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MISSING_USER_MESSAGE = "Missing user message in messages."
+_INSTRUCTION_ROLES = ("system", "developer")
+_INPUT_ROLES = ("user", "tool")
+_ROLES = {"user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT, "tool": pb.ROLE_TOOL, "function": pb.ROLE_TOOL}
+_RESPONSE_FORMATS = {
+    "text": pb.RESPONSE_FORMAT_TYPE_TEXT,
+    "json_object": pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
+    "json_schema": pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+}
+
+
+class _ImageBudget:
+    def __init__(self) -> None:
+        self.count = 0
+        self.total_bytes = 0
+
+    def decode(self, part: ImagePart, param: str) -> pb.Image:
+        url = part.image_url.url
+        header, comma, payload = url.partition(",")
+        if not url.startswith("data:") or not comma or not header.endswith(";base64"):
+            raise bad_request(
+                "Only base64 data: URIs are accepted for images (data:image/png;base64,...).", param
+            )
+        media_type = header.removeprefix("data:").removesuffix(";base64").lower()
+        if media_type not in IMAGE_MEDIA_TYPES:
+            raise bad_request(
+                f"Unsupported image type {media_type!r}; allowed: {', '.join(IMAGE_MEDIA_TYPES)}.", param
+            )
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad_request("The image's base64 data is invalid.", param) from None
+        self.count += 1
+        self.total_bytes += len(data)
+        if self.count > MAX_IMAGES:
+            raise bad_request(f"At most {MAX_IMAGES} images are allowed per request.", param)
+        if self.total_bytes > MAX_IMAGE_BYTES:
+            raise bad_request(f"Images may total at most {MAX_IMAGE_BYTES // (1024 * 1024)} MiB per request.", param)
+        return pb.Image(media_type=media_type, data=data)
+
+
+def _text_and_images(message: ChatMessage, index: int, images: _ImageBudget) -> tuple[str, list[pb.Image]]:
+    content = message.content
+    if content is None or isinstance(content, str):
+        return content or "", []
+    texts: list[str] = []
+    decoded: list[pb.Image] = []
+    for part_index, part in enumerate(content):
+        if isinstance(part, ImagePart):
+            decoded.append(images.decode(part, f"messages[{index}].content[{part_index}].image_url.url"))
+        else:
+            texts.append(part.text)
+    return "\n".join(texts), decoded
+
+
+def _sampling(request: ChatCompletionRequest) -> pb.SamplingOptions:
+    sampling = pb.SamplingOptions(
+        temperature=request.temperature,
+        top_p=request.top_p,
+        max_tokens=request.max_completion_tokens or request.max_tokens,
+        seed=request.seed,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
+    )
+    if request.stop is not None:
+        sampling.stop.extend([request.stop] if isinstance(request.stop, str) else request.stop)
+    if request.response_format is not None:
+        sampling.response_format = _RESPONSE_FORMATS[request.response_format.type]
+        schema = request.response_format.json_schema
+        if schema is not None:
+            sampling.json_schema = orjson.dumps(schema.model_dump(by_alias=True, exclude_none=True)).decode()
+    return sampling
+
+
+def _input_index(messages: Sequence[ChatMessage]) -> int:
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role in _INPUT_ROLES:
+            return index
+    raise bad_request(MISSING_USER_MESSAGE, "messages")
+
+
+def turn_request_for(
+    request: ChatCompletionRequest, agent_id: str, session_key: str, request_id: str
+) -> pb.RunTurnRequest:
+    images = _ImageBudget()
+    messages = request.messages
+    input_index = _input_index(messages)
+    instructions: list[str] = []
+    context: list[pb.Message] = []
+    turn_input: pb.Message | None = None
+    for index, message in enumerate(messages[: input_index + 1]):
+        text, decoded = _text_and_images(message, index, images)
+        if message.role in _INSTRUCTION_ROLES:
+            if text.strip():
+                instructions.append(text)
+            continue
+        proto = pb.Message(role=_ROLES[message.role], text=text, images=decoded)
+        if index == input_index:
+            turn_input = proto
+        else:
+            context.append(proto)
+    assert turn_input is not None
+    if not turn_input.text.strip() and not turn_input.images:
+        raise bad_request(MISSING_USER_MESSAGE, "messages")
+    return pb.RunTurnRequest(
+        agent_id=agent_id,
+        session_key=session_key,
+        input=turn_input,
+        context=context,
+        extra_system_prompt="\n\n".join(instructions),
+        sampling=_sampling(request),
+        request_id=request_id,
+    )

@@ -1,0 +1,1 @@
+"""What the clawgate edge and agent workers share: config, logging, the CLI, gRPC stubs."""

@@ -1,0 +1,37 @@
+"""`clawgate agent`: one turn straight through a worker's RunTurn, printed as it streams."""
+
+from __future__ import annotations
+
+import sys
+
+import grpc
+
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+
+
+async def run_agent_turn(
+    address: str, agent_id: str, message: str, session_key: str, shared_secret: str | None
+) -> int:
+    metadata = (("authorization", f"Bearer {shared_secret}"),) if shared_secret else ()
+    request = pb.RunTurnRequest(
+        agent_id=agent_id,
+        session_key=session_key,
+        input=pb.Message(role=pb.ROLE_USER, text=message),
+    )
+    print(f"session: {session_key}", file=sys.stderr)
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            async for event in pb_grpc.AgentServiceStub(channel).RunTurn(request, metadata=metadata):
+                kind = event.WhichOneof("event")
+                if kind == "delta":
+                    sys.stdout.write(event.delta.text)
+                    sys.stdout.flush()
+                elif kind == "error":
+                    print(f"\nclawgate agent: turn failed: {event.error.message}", file=sys.stderr)
+                    return 1
+        except grpc.aio.AioRpcError as error:
+            print(f"clawgate agent: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    sys.stdout.write("\n")
+    return 0

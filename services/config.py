@@ -1,0 +1,248 @@
+"""The clawgate config file: one JSON5 document, `${VAR}` expansion, validated with pydantic.
+
+Keys follow the OpenClaw Gateway's names (camelCase). Unknown keys are reported as warnings so
+that an OpenClaw config with more keys still loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import json5
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+log = logging.getLogger("clawgate.config")
+
+DEFAULT_CONFIG_PATH = "~/.clawgate/clawgate.json5"
+CONFIG_ENV_VAR = "CLAWGATE_CONFIG"
+AGENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """The config file is missing, unreadable or invalid; the message names the bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+
+
+class RateLimitConfig(_Section):
+    max_attempts: int = Field(10, alias="maxAttempts", ge=1)
+    window_ms: int = Field(60_000, alias="windowMs", ge=1)
+    lockout_ms: int = Field(300_000, alias="lockoutMs", ge=0)
+    exempt_loopback: bool = Field(True, alias="exemptLoopback")
+
+
+class AuthConfig(_Section):
+    mode: Literal["token", "password", "none"] | None = None
+    token: str | None = None
+    password: str | None = None
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig, alias="rateLimit")
+    allow_unauthenticated_non_loopback: bool = Field(False, alias="allowUnauthenticatedNonLoopback")
+
+
+class ChatCompletionsEndpointConfig(_Section):
+    enabled: bool = False
+    max_body_bytes: int = Field(20 * 1024 * 1024, alias="maxBodyBytes", ge=1)
+
+
+class EndpointsConfig(_Section):
+    chat_completions: ChatCompletionsEndpointConfig = Field(
+        default_factory=ChatCompletionsEndpointConfig, alias="chatCompletions"
+    )
+
+
+class HttpConfig(_Section):
+    endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
+
+
+class GatewayConfig(_Section):
+    port: int = Field(18789, ge=0, le=65535)
+    bind: str = "127.0.0.1"
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    workers: list[str] = Field(default_factory=lambda: ["127.0.0.1:50051"], min_length=1)
+    keep_alive_seconds: float = Field(15.0, alias="keepAliveSeconds", gt=0)
+
+
+class WorkerConfig(_Section):
+    listen: str = "127.0.0.1:50051"
+    max_concurrent_turns: int = Field(64, alias="maxConcurrentTurns", ge=1)
+    session_wait_timeout_ms: int = Field(120_000, alias="sessionWaitTimeoutMs", ge=0)
+    shutdown_grace_seconds: float = Field(30.0, alias="shutdownGraceSeconds", ge=0)
+    shared_secret: str | None = Field(None, alias="sharedSecret")
+
+
+class SessionsConfig(_Section):
+    store: str = "sqlite:///~/.clawgate/sessions.db"
+
+
+class EchoProviderConfig(_Section):
+    api: Literal["echo"]
+    reply: str = "{input}"
+    delay_ms: float = Field(0, alias="delayMs", ge=0)
+
+
+class LlamaCppProviderConfig(_Section):
+    api: Literal["llama-cpp"]
+    model_path: str | None = Field(None, alias="modelPath")
+    context_size: int = Field(2048, alias="contextSize", ge=128)
+    threads: int | None = Field(None, ge=1)
+    max_tokens: int = Field(256, alias="maxTokens", ge=1)
+
+
+class OpenAICompatibleProviderConfig(_Section):
+    api: Literal["openai-compatible"]
+    base_url: str = Field(alias="baseUrl")
+    api_key: str | None = Field(None, alias="apiKey")
+    timeout_seconds: float = Field(600.0, alias="timeoutSeconds", gt=0)
+    connect_timeout_seconds: float = Field(5.0, alias="connectTimeoutSeconds", gt=0)
+
+
+ProviderConfig = Annotated[
+    EchoProviderConfig | LlamaCppProviderConfig | OpenAICompatibleProviderConfig,
+    Field(discriminator="api"),
+]
+
+
+class ModelsConfig(_Section):
+    providers: dict[str, ProviderConfig] = Field(
+        default_factory=lambda: {"local": LlamaCppProviderConfig(api="llama-cpp")}
+    )
+
+
+class SamplingDefaults(_Section):
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, alias="topP", ge=0, le=1)
+    max_tokens: int | None = Field(None, alias="maxTokens", ge=1)
+
+
+class AgentDefaults(_Section):
+    model: str = "local/smollm2-135m"
+    system_prompt: str = Field("You are a helpful assistant.", alias="systemPrompt")
+    history_limit: int = Field(100, alias="historyLimit", ge=0)
+    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
+
+
+class AgentConfig(_Section):
+    id: str = Field(pattern=AGENT_ID_PATTERN)
+    name: str | None = None
+    default: bool = False
+    model: str | None = None
+    system_prompt: str | None = Field(None, alias="systemPrompt")
+    history_limit: int | None = Field(None, alias="historyLimit", ge=0)
+    sampling: SamplingDefaults | None = None
+
+
+class AgentsConfig(_Section):
+    defaults: AgentDefaults = Field(default_factory=AgentDefaults)
+    entries: list[AgentConfig] = Field(
+        default_factory=lambda: [AgentConfig(id="main", default=True)], alias="list"
+    )
+
+    @field_validator("entries")
+    @classmethod
+    def _unique_ids(cls, agents: list[AgentConfig]) -> list[AgentConfig]:
+        seen: set[str] = set()
+        for agent in agents:
+            if agent.id in seen:
+                raise ValueError(f"agent id {agent.id!r} appears twice")
+            seen.add(agent.id)
+        if sum(agent.default for agent in agents) > 1:
+            raise ValueError("more than one agent is marked default")
+        return agents
+
+
+class ClawgateConfig(_Section):
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    agents: AgentsConfig = Field(default_factory=AgentsConfig)
+
+    @model_validator(mode="after")
+    def _agent_models_exist(self) -> ClawgateConfig:
+        for index, agent in enumerate(self.agents.entries):
+            model_ref = agent.model or self.agents.defaults.model
+            provider, _, _ = model_ref.partition("/")
+            if provider not in self.models.providers:
+                key = f"agents.list.{index}.model" if agent.model else "agents.defaults.model"
+                raise ValueError(
+                    f"{key}: provider {provider!r} of model {model_ref!r} is not in "
+                    f"models.providers (have: {', '.join(sorted(self.models.providers))})"
+                )
+        return self
+
+    @property
+    def default_agent_id(self) -> str:
+        for agent in self.agents.entries:
+            if agent.default:
+                return agent.id
+        return "main"
+
+    def agent(self, agent_id: str) -> AgentConfig | None:
+        return next((agent for agent in self.agents.entries if agent.id == agent_id), None)
+
+
+def expand_env(value: Any, environ: dict[str, str] | os._Environ[str] = os.environ) -> Any:
+    """Replaces `${VAR}` in every string of a parsed JSON5 document; unset variables read as ''."""
+    if isinstance(value, str):
+        return _ENV_REFERENCE.sub(lambda match: environ.get(match.group(1), ""), value)
+    if isinstance(value, list):
+        return [expand_env(item, environ) for item in value]
+    if isinstance(value, dict):
+        return {key: expand_env(item, environ) for key, item in value.items()}
+    return value
+
+
+def unknown_keys(section: BaseModel, prefix: str = "") -> list[str]:
+    """Dotted paths of keys the schema does not know, for warnings."""
+    found = [f"{prefix}{key}" for key in (section.model_extra or {})]
+    for name, field in type(section).model_fields.items():
+        child = getattr(section, name)
+        key = f"{prefix}{field.alias or name}"
+        children = child.items() if isinstance(child, dict) else enumerate(child) if isinstance(child, list) else [(None, child)]
+        for child_key, item in children:
+            if isinstance(item, BaseModel):
+                path = key if child_key is None else f"{key}.{child_key}"
+                found.extend(unknown_keys(item, f"{path}."))
+    return found
+
+
+def parse_config(text: str, source: str = "<config>") -> ClawgateConfig:
+    try:
+        document = json5.loads(text)
+    except ValueError as error:
+        raise ConfigError(f"{source}: not valid JSON5: {error}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: the top level must be an object")
+    try:
+        config = ClawgateConfig.model_validate(expand_env(document))
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc']) or '<root>'}: {issue['msg']}"
+            for issue in error.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from None
+    for key in unknown_keys(config):
+        log.warning("%s: unknown key %s (ignored)", source, key)
+    return config
+
+
+def config_path(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH).expanduser()
+
+
+def load_config(path: Path) -> ClawgateConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (run `clawgate up` to write one)") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error}") from None
+    return parse_config(text, str(path))

