@@ -1,0 +1,183 @@
+"""Starts real clawgate processes (`python -m services.cli …`) and waits until they serve."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import json5
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "test-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def echo_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    """A config with echo agents `main` (default) and `beta`, on free ports."""
+    worker = f"127.0.0.1:{free_port()}"
+    config: dict[str, Any] = {
+        "gateway": {
+            "port": free_port(),
+            "auth": {"mode": "token", "token": TOKEN},
+            "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
+            "workers": [worker],
+        },
+        "worker": {"listen": worker},
+        "sessions": {"store": f"sqlite:///{tmp_path / 'sessions.db'}"},
+        "models": {
+            "providers": {
+                "echo": {"api": "echo", "reply": "echo: {input} [turns={turns}]"},
+            }
+        },
+        "agents": {
+            "defaults": {"model": "echo/echo-1", "systemPrompt": "You are an echo."},
+            "list": [{"id": "main", "default": True}, {"id": "beta"}],
+        },
+    }
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
+    path = tmp_path / "clawgate.json5"
+    path.write_text(json5.dumps(config, indent=2))
+    return path
+
+
+@dataclass
+class Process:
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            self.argv,
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        assert self.popen is not None
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+
+def clawgate(config_path: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "services.cli", "--config", str(config_path), *args]
+
+
+def wait_until(predicate: Any, timeout: float, what: str, process: Process | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and not process.alive():
+            raise AssertionError(f"{what}: the process exited:\n{process.log()}")
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not ready after {timeout}s\n{process.log() if process else ''}")
+
+
+def worker_serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+    return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def edge_ready(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_worker(config_path: Path, address: str, log_path: Path, timeout: float = 60) -> Process:
+    process = Process(clawgate(config_path, "worker"), log_path).start()
+    wait_until(lambda: worker_serving(address), timeout, f"worker {address}", process)
+    return process
+
+
+def start_edge(config_path: Path, base_url: str, log_path: Path, env: dict[str, str] | None = None) -> Process:
+    process = Process(clawgate(config_path, "edge"), log_path, env or {}).start()
+    wait_until(lambda: edge_ready(base_url), 30, f"edge {base_url}", process)
+    return process
+
+
+@dataclass
+class Stack:
+    """A running worker + edge on one config."""
+
+    config: dict[str, Any]
+    config_path: Path
+    worker: Process
+    edge: Process
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.config['gateway']['port']}"
+
+    @property
+    def worker_address(self) -> str:
+        return str(self.config["worker"]["listen"])
+
+    def restart_worker(self) -> None:
+        self.worker.stop()
+        self.worker = start_worker(self.config_path, self.worker_address, self.worker.log_path)
+
+    def stop(self) -> None:
+        self.edge.stop()
+        self.worker.stop()
+
+
+def start_stack(tmp_path: Path, config: dict[str, Any]) -> Stack:
+    config_path = write_config(tmp_path, config)
+    worker = start_worker(config_path, config["worker"]["listen"], tmp_path / "worker.log")
+    try:
+        base_url = f"http://127.0.0.1:{config['gateway']['port']}"
+        edge = start_edge(config_path, base_url, tmp_path / "edge.log")
+    except BaseException:
+        worker.stop()
+        raise
+    return Stack(config, config_path, worker, edge)
