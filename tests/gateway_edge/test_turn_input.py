@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from gateway_edge.errors import ApiError
+from gateway_edge.protocol import parse_chat_request
+from gateway_edge.turn_input import MISSING_USER_MESSAGE, turn_request_for
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+
+
+def turn(**body: object) -> pb.RunTurnRequest:
+    return turn_request_for(parse_chat_request(body), "main", "key", "rid")
+
+
+def test_system_and_developer_become_extra_instructions() -> None:
+    request = turn(
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": [{"type": "text", "text": "Use French."}]},
+            {"role": "system", "content": "  "},
+            {"role": "user", "content": "hi"},
+        ]
+    )
+    assert request.extra_system_prompt == "Be brief.\n\nUse French."
+    assert request.input.text == "hi" and request.input.role == pb.ROLE_USER
+    assert list(request.context) == []
+    assert (request.agent_id, request.session_key, request.request_id) == ("main", "key", "rid")
+
+
+def test_earlier_turns_are_structured_context() -> None:
+    request = turn(
+        messages=[
+            {"role": "user", "content": "q1"},
+            {"role": "assistant", "content": "a1"},
+            {"role": "assistant", "content": None},
+            {"role": "tool", "content": "tool out"},
+        ]
+    )
+    assert [(m.role, m.text) for m in request.context] == [
+        (pb.ROLE_USER, "q1"), (pb.ROLE_ASSISTANT, "a1"), (pb.ROLE_ASSISTANT, "")
+    ]
+    assert request.input.role == pb.ROLE_TOOL and request.input.text == "tool out"
+
+
+def test_text_parts_join_with_newlines_and_images_decode() -> None:
+    request = turn(
+        messages=[
+            {"role": "user", "content": [
+                {"type": "text", "text": "a"},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                {"type": "input_text", "text": "b"},
+            ]}
+        ]
+    )
+    assert request.input.text == "a\nb"
+    assert request.input.images[0].media_type == "image/png"
+    assert request.input.images[0].data.startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "system", "content": "only system"}],
+        [{"role": "user", "content": "   "}],
+        [{"role": "user", "content": []}],
+        [{"role": "assistant", "content": "no user"}],
+    ],
+)
+def test_missing_user_message(messages: list[dict]) -> None:
+    with pytest.raises(ApiError, match=MISSING_USER_MESSAGE):
+        turn(messages=messages)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://example.com/cat.png", "base64 data: URIs"),
+        ("data:image/bmp;base64,AAAA", "Unsupported image type"),
+        ("data:image/png;base64,@@@", "base64 data is invalid"),
+        ("data:image/png,plain", "base64 data: URIs"),
+    ],
+)
+def test_bad_images_are_400(url: str, message: str) -> None:
+    with pytest.raises(ApiError, match=message) as caught:
+        turn(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}])
+    assert caught.value.param == "messages[0].content[0].image_url.url"
+
+
+def test_at_most_eight_images() -> None:
+    part = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
+    turn(messages=[{"role": "user", "content": [part] * 8}])
+    with pytest.raises(ApiError, match="At most 8 images"):
+        turn(messages=[{"role": "user", "content": [part] * 9}])
+
+
+def test_sampling_fields_are_forwarded() -> None:
+    request = turn(
+        messages=[{"role": "user", "content": "x"}],
+        temperature=0.5, top_p=0.9, max_tokens=10, max_completion_tokens=7, stop="END", seed=3,
+        presence_penalty=-1.5, frequency_penalty=2, response_format={"type": "json_object"},
+    )
+    sampling = request.sampling
+    assert (sampling.temperature, sampling.top_p, sampling.max_tokens) == (0.5, 0.9, 7)
+    assert list(sampling.stop) == ["END"] and sampling.seed == 3
+    assert (sampling.presence_penalty, sampling.frequency_penalty) == (-1.5, 2)
+    assert sampling.response_format == pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+    assert not turn(messages=[{"role": "user", "content": "x"}]).sampling.HasField("temperature")

@@ -1,0 +1,103 @@
+"""The `openai-compatible` provider against a server this project did not write:
+llama-cpp-python's own `python -m llama_cpp.server`, serving the same SmolLM2 GGUF file."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from agent_worker.providers.llama_cpp import default_model_path
+from tests.support.processes import TOKEN, Process, Stack, echo_config, free_port, start_stack, wait_until
+from tests.support.schemas import assert_valid
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("upstream") / "llama_server.log"
+    server = Process(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "False"],
+        log,
+    ).start()
+    base_url = f"http://127.0.0.1:{port}/v1"
+
+    def serving() -> bool:
+        try:
+            return httpx.get(f"{base_url}/models", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(serving, 120, "llama_cpp.server", server)
+        yield base_url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream_stack(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp_path: Path = tmp_path_factory.mktemp("stack")
+    config = echo_config(tmp_path)
+    config["models"]["providers"] = {
+        "upstream": {"api": "openai-compatible", "baseUrl": upstream, "apiKey": "${UNSET_TEST_KEY}"},
+        "nowhere": {"api": "openai-compatible", "baseUrl": f"http://127.0.0.1:{free_port()}/v1"},
+    }
+    config["agents"] = {
+        "defaults": {"model": "upstream/smollm2", "sampling": {"maxTokens": 24}},
+        "list": [{"id": "main", "default": True}, {"id": "broken", "model": "nowhere/any"}],
+    }
+    stack = start_stack(tmp_path, config)
+    yield stack
+    stack.stop()
+
+
+def sdk(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=TOKEN, max_retries=0, timeout=120)
+
+
+def test_non_stream_through_upstream(upstream_stack: Stack) -> None:
+    raw = sdk(upstream_stack).chat.completions.with_raw_response.create(
+        model="openclaw:main", messages=[{"role": "user", "content": "Say hello."}], max_tokens=16
+    )
+    body = raw.http_response.json()
+    assert_valid("CreateChatCompletionResponse", body)
+    assert body["choices"][0]["message"]["content"].strip()
+    assert body["usage"]["completion_tokens"] > 0
+    # llama_cpp.server reports no usage in streams; the worker then counts the streamed tokens.
+    usage = body["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert body["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_stream_through_upstream(upstream_stack: Stack) -> None:
+    chunks = list(
+        sdk(upstream_stack).chat.completions.create(
+            model="openclaw:main",
+            messages=[{"role": "user", "content": "Count to five."}],
+            stream=True,
+            max_tokens=16,
+        )
+    )
+    for chunk in chunks:
+        assert_valid("CreateChatCompletionStreamResponse", chunk.model_dump(exclude_unset=True))
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(deltas) > 1  # tokens arrived one by one, not as one block
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_unreachable_provider_is_a_502(upstream_stack: Stack) -> None:
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk(upstream_stack).chat.completions.create(
+            model="openclaw:broken", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert caught.value.status_code == 502
+    assert caught.value.body["type"] == "api_error"  # type: ignore[index]
+    assert "unreachable" in caught.value.body["message"]  # type: ignore[index]

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from services.config import ConfigError, LlamaCppProviderConfig, expand_env, load_config, parse_config
+
+
+def test_empty_config_gives_the_embedded_default() -> None:
+    config = parse_config("{}")
+    assert config.gateway.port == 18789 and config.gateway.bind == "127.0.0.1"
+    assert config.gateway.http.endpoints.chat_completions.enabled is False
+    assert config.gateway.http.endpoints.chat_completions.max_body_bytes == 20 * 1024 * 1024
+    assert isinstance(config.models.providers["local"], LlamaCppProviderConfig)
+    assert [agent.id for agent in config.agents.entries] == ["main"]
+    assert config.default_agent_id == "main"
+
+
+def test_json5_with_comments_and_openclaw_keys() -> None:
+    config = parse_config(
+        """// comment
+        { gateway: { auth: { mode: 'password', password: 'pw', rateLimit: { maxAttempts: 3 } },
+          http: { endpoints: { chatCompletions: { enabled: true, } } } },
+          agents: { list: [ { id: 'beta', default: true }, { id: 'main' } ] }, }"""
+    )
+    assert config.gateway.auth.mode == "password"
+    assert config.gateway.auth.rate_limit.max_attempts == 3
+    assert config.default_agent_id == "beta"
+
+
+def test_env_expansion_reads_the_environment() -> None:
+    assert expand_env({"a": ["${X}-${Y}"], "b": 1}, {"X": "1", "Y": "2"}) == {"a": ["1-2"], "b": 1}
+    assert expand_env("${MISSING}", {}) == ""
+
+
+def test_unknown_keys_warn_but_load(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        parse_config("{ gateway: { mystery: 1, auth: { extra: 2 } }, channels: {} }", "cfg")
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    assert "gateway.mystery" in warned and "gateway.auth.extra" in warned and "channels" in warned
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("{ gateway: { port: 'x' } }", "gateway.port"),
+        ("{ gateway: { auth: { mode: 'open' } } }", "gateway.auth.mode"),
+        ("{ agents: { list: [ { id: 'Bad Id' } ] } }", "agents.list.0.id"),
+        ("{ models: { providers: { x: { api: 'nope' } } } }", "models.providers.x"),
+        ("{ agents: { list: [ { id: 'a', model: 'ghost/m' } ] } }", "agents.list.0.model"),
+        ("{ agents: { list: [ { id: 'a' }, { id: 'a' } ] } }", "appears twice"),
+        ("[1]", "top level must be an object"),
+        ("{ nope", "not valid JSON5"),
+    ],
+)
+def test_invalid_config_names_the_key(text: str, named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert named in str(caught.value)
+
+
+def test_missing_file_says_how_to_get_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="clawgate up"):
+        load_config(tmp_path / "absent.json5")
