@@ -43,8 +43,12 @@ class AgentRegistry:
                     name=entry.name or entry.id,
                     provider=provider,
                     model=model or provider,
-                    system_prompt=entry.system_prompt if entry.system_prompt is not None else defaults.system_prompt,
-                    history_limit=entry.history_limit if entry.history_limit is not None else defaults.history_limit,
+                    system_prompt=entry.system_prompt
+                    if entry.system_prompt is not None
+                    else defaults.system_prompt,
+                    history_limit=entry.history_limit
+                    if entry.history_limit is not None
+                    else defaults.history_limit,
                     sampling=Sampling(
                         temperature=sampling.temperature,
                         top_p=sampling.top_p,

@@ -75,13 +75,21 @@ async def serve(config: ClawgateConfig, listen: str | None = None) -> None:
         max_concurrent_turns=config.worker.max_concurrent_turns,
         session_wait_timeout=config.worker.session_wait_timeout_ms / 1000,
     )
-    interceptors = [SharedSecretInterceptor(config.worker.shared_secret)] if config.worker.shared_secret else []
+    interceptors = (
+        [SharedSecretInterceptor(config.worker.shared_secret)]
+        if config.worker.shared_secret
+        else []
+    )
     server = grpc.aio.server(interceptors=interceptors)
     pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(runner, agents, store), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     if server.add_insecure_port(address) == 0:

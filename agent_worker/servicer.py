@@ -31,7 +31,11 @@ from services.logging import request_id_var
 
 log = logging.getLogger("clawgate.worker")
 
-_ROLES: dict[int, Role] = {pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant", pb.ROLE_TOOL: "tool"}
+_ROLES: dict[int, Role] = {
+    pb.ROLE_USER: "user",
+    pb.ROLE_ASSISTANT: "assistant",
+    pb.ROLE_TOOL: "tool",
+}
 _ROLE_NUMBERS = {role: number for number, role in _ROLES.items()}
 _FINISH_REASONS = {
     FinishReason.STOP: pb.FINISH_REASON_STOP,
@@ -55,7 +59,8 @@ def message_from_proto(message: pb.Message) -> ChatMessage:
 
 
 def message_to_proto(message: ChatMessage) -> pb.Message:
-    return pb.Message(role=_ROLE_NUMBERS.get(message.role, pb.ROLE_USER), text=message.text)
+    role = cast(pb.Role, _ROLE_NUMBERS.get(message.role, pb.ROLE_USER))
+    return pb.Message(role=role, text=message.text)
 
 
 def sampling_from_proto(sampling: pb.SamplingOptions) -> Sampling:
@@ -131,14 +136,18 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         log.warning("turn failed: %s: %s", failure.code.name, failure.message)
         if not started:
             await context.abort(failure.code, failure.message)
-        yield pb.RunTurnEvent(error=pb.TurnError(code=failure.code.value[0], message=failure.message))
+        yield pb.RunTurnEvent(
+            error=pb.TurnError(code=failure.code.value[0], message=failure.message)
+        )
 
     async def ListAgents(  # noqa: N802
         self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAgentsResponse:
         return pb.ListAgentsResponse(
             agents=[
-                pb.Agent(id=agent.id, name=agent.name, model=agent.model_ref, is_default=agent.is_default)
+                pb.Agent(
+                    id=agent.id, name=agent.name, model=agent.model_ref, is_default=agent.is_default
+                )
                 for agent in self._agents
             ]
         )

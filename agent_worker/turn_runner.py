@@ -39,7 +39,8 @@ def merged_sampling(agent_defaults: Sampling, requested: Sampling) -> Sampling:
     changes = {
         field.name: getattr(agent_defaults, field.name)
         for field in dataclasses.fields(Sampling)
-        if getattr(requested, field.name) is None and getattr(agent_defaults, field.name) is not None
+        if getattr(requested, field.name) is None
+        and getattr(agent_defaults, field.name) is not None
     }
     return dataclasses.replace(requested, **changes)
 
@@ -90,13 +91,15 @@ class TurnRunner:
             raise InvalidTurnError("the turn's input has no text and no image")
         has_images = any(message.images for message in (*request.context, request.input))
         if has_images and not provider.supports_images:
-            raise InvalidTurnError(f"this agent's model does not accept images")
+            raise InvalidTurnError("this agent's model does not accept images")
 
     async def _run_locked(
         self, request: TurnRequest, agent: Agent, provider: Provider
     ) -> AsyncIterator[TurnEvent]:
         stored = await self._store.load(request.session_key, agent.history_limit)
-        new_context = messages_after_last_assistant(request.context) if stored else list(request.context)
+        new_context = (
+            messages_after_last_assistant(request.context) if stored else list(request.context)
+        )
         system = system_prompt_for(agent, request.extra_system_prompt)
         prompt = (
             *([ChatMessage("system", system)] if system else []),
@@ -105,12 +108,20 @@ class TurnRunner:
             request.input,
         )
         run_id = uuid.uuid4().hex
-        log.info("turn %s started: agent=%s model=%s history=%d", run_id, agent.id, agent.model_ref, len(prompt) - 1)
+        log.info(
+            "turn %s started: agent=%s model=%s history=%d",
+            run_id,
+            agent.id,
+            agent.model_ref,
+            len(prompt) - 1,
+        )
         yield TurnStarted(run_id, agent.model_ref)
 
         reply: list[str] = []
         finished: TurnFinished | None = None
-        provider_request = ProviderRequest(agent.model, prompt, merged_sampling(agent.sampling, request.sampling))
+        provider_request = ProviderRequest(
+            agent.model, prompt, merged_sampling(agent.sampling, request.sampling)
+        )
         async with aclosing(provider.stream(provider_request)) as events:
             async for event in events:
                 if isinstance(event, TextDelta):
@@ -123,5 +134,10 @@ class TurnRunner:
         turn = [*new_context, request.input, ChatMessage("assistant", "".join(reply))]
         # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
         await asyncio.shield(self._store.append_turn(request.session_key, turn))
-        log.info("turn %s finished: %s, %d tokens", run_id, finished.finish_reason.value, finished.usage.completion_tokens)
+        log.info(
+            "turn %s finished: %s, %d tokens",
+            run_id,
+            finished.finish_reason.value,
+            finished.usage.completion_tokens,
+        )
         yield finished

@@ -10,7 +10,10 @@ from gateway_edge.errors import bad_request
 _AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _DEFAULT_MODELS = ("openclaw", "openclaw/default")
 _PREFIXES = ("openclaw:", "openclaw/", "agent:")
-VALID_FORMS = "'openclaw', 'openclaw/default', 'openclaw:<agentId>', 'openclaw/<agentId>' or 'agent:<agentId>'"
+VALID_FORMS = (
+    "'openclaw', 'openclaw/default', "
+    "'openclaw:<agentId>', 'openclaw/<agentId>' or 'agent:<agentId>'"
+)
 
 
 def agent_id_from_model(model: str | None, default_agent_id: str) -> str:
@@ -36,7 +39,9 @@ def resolve_agent(
     if header_agent_id is not None and header_agent_id.strip():
         agent_id = header_agent_id.strip().lower()
         if not _AGENT_ID.fullmatch(agent_id):
-            raise bad_request(f"Invalid agent id {header_agent_id!r} in x-openclaw-agent-id.", param="model")
+            raise bad_request(
+                f"Invalid agent id {header_agent_id!r} in x-openclaw-agent-id.", param="model"
+            )
     else:
         agent_id = agent_id_from_model(model, default_agent_id)
     if agent_id not in known:

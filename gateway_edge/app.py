@@ -24,7 +24,9 @@ _HTTP_ERROR_TYPES = {404: "not_found_error", 405: "invalid_request_error"}
 
 
 def error_response(error: ApiError) -> Response:
-    return Response(error.body(), status_code=error.status, media_type="application/json", headers=error.headers)
+    return Response(
+        error.body(), status_code=error.status, media_type="application/json", headers=error.headers
+    )
 
 
 async def _api_error(request: Request, error: Exception) -> Response:
@@ -37,7 +39,13 @@ async def _http_error(request: Request, error: Exception) -> Response:
     message = {404: f"Not found: {request.url.path}", 405: "Method not allowed."}.get(
         error.status_code, str(error.detail)
     )
-    response = error_response(ApiError(error.status_code, message, _HTTP_ERROR_TYPES.get(error.status_code, "invalid_request_error")))
+    response = error_response(
+        ApiError(
+            error.status_code,
+            message,
+            _HTTP_ERROR_TYPES.get(error.status_code, "invalid_request_error"),
+        )
+    )
     response.headers.update(error.headers or {})
     return response
 
@@ -55,7 +63,9 @@ def create_app(config: ClawgateConfig) -> FastAPI:
     """Builds the edge; raises AuthSetupError when auth would run open by accident."""
     authenticator = Authenticator.from_config(config.gateway.auth, config.gateway.bind)
     workers = WorkerPool(config.gateway.workers, shared_secret=config.worker.shared_secret)
-    state = EdgeState(config, authenticator, frozenset(a.id for a in config.agents.entries), workers)
+    state = EdgeState(
+        config, authenticator, frozenset(a.id for a in config.agents.entries), workers
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -54,7 +54,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
+            raise ApiError(
+                413, f"Request body is larger than {limit} bytes.", code="request_too_large"
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -73,7 +75,9 @@ async def create_chat_completion(request: Request) -> Response:
     state: EdgeState = request.app.state.edge
     if not state.authenticator.accepts(request.headers.get("authorization")):
         raise unauthorized()
-    body = await read_body(request, state.config.gateway.http.endpoints.chat_completions.max_body_bytes)
+    body = await read_body(
+        request, state.config.gateway.http.endpoints.chat_completions.max_body_bytes
+    )
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -87,8 +91,12 @@ async def create_chat_completion(request: Request) -> Response:
         state.config.default_agent_id,
     )
     session_key = session_key_for(agent_id, chat.user, headers.get(SESSION_KEY_HEADER))
-    turn = await state.workers.start_turn(turn_request_for(chat, agent_id, session_key, request_id_var.get()))
-    completion = Completion(f"chatcmpl_{uuid.uuid4().hex}", int(time.time()), chat.model or "openclaw")
+    turn = await state.workers.start_turn(
+        turn_request_for(chat, agent_id, session_key, request_id_var.get())
+    )
+    completion = Completion(
+        f"chatcmpl_{uuid.uuid4().hex}", int(time.time()), chat.model or "openclaw"
+    )
     response_headers = {SESSION_KEY_HEADER: session_key}
     if chat.stream:
         return StreamingResponse(
@@ -96,7 +104,9 @@ async def create_chat_completion(request: Request) -> Response:
             media_type="text/event-stream",
             headers={**_STREAM_HEADERS, **response_headers},
         )
-    return Response(await complete(turn, completion), media_type="application/json", headers=response_headers)
+    return Response(
+        await complete(turn, completion), media_type="application/json", headers=response_headers
+    )
 
 
 async def complete(turn: TurnCall, completion: Completion) -> bytes:

@@ -20,7 +20,14 @@ class ApiError(Exception):
 
     def body(self) -> bytes:
         return orjson.dumps(
-            {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+            {
+                "error": {
+                    "message": self.message,
+                    "type": self.type,
+                    "param": self.param,
+                    "code": self.code,
+                }
+            }
         )
 
 
@@ -30,6 +37,7 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 def unauthorized() -> ApiError:
     return ApiError(401, "Unauthorized", "unauthorized")
+
 
 RETRY_AFTER_SECONDS = "1"
 

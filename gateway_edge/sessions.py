@@ -15,14 +15,18 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def validate_session_key(key: str) -> str:
     key = key.strip()
     if not key:
-        raise bad_request("x-openclaw-session-key must not be empty.", param="x-openclaw-session-key")
+        raise bad_request(
+            "x-openclaw-session-key must not be empty.", param="x-openclaw-session-key"
+        )
     if len(key) > MAX_SESSION_KEY_LENGTH:
         raise bad_request(
             f"x-openclaw-session-key is longer than {MAX_SESSION_KEY_LENGTH} characters.",
             param="x-openclaw-session-key",
         )
     if _CONTROL_CHARACTERS.search(key):
-        raise bad_request("x-openclaw-session-key contains control characters.", param="x-openclaw-session-key")
+        raise bad_request(
+            "x-openclaw-session-key contains control characters.", param="x-openclaw-session-key"
+        )
     if key.lower().startswith(RESERVED_NAMESPACES):
         raise bad_request(
             f"x-openclaw-session-key uses a reserved namespace ({', '.join(RESERVED_NAMESPACES)}).",

@@ -20,7 +20,12 @@ class ChunkEncoder:
 
     def __init__(self, completion_id: str, created: int, model: str) -> None:
         head = orjson.dumps(
-            {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+            }
         )[:-1]
         self._head = head
         self._delta_prefix = b"data: " + head + b',"choices":[{"index":0,"delta":{"content":'
@@ -31,14 +36,29 @@ class ChunkEncoder:
 
     def role(self) -> bytes:
         return self._frame(
-            {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]}
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ]
+            }
         )
 
     def delta(self, text: str) -> bytes:
         return self._delta_prefix + orjson.dumps(text) + self._delta_suffix
 
     def finish(self, finish_reason: str) -> bytes:
-        return self._frame({"choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}]})
+        return self._frame(
+            {
+                "choices": [
+                    {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}
+                ]
+            }
+        )
 
     def usage(self, usage: dict[str, int]) -> bytes:
         return self._frame({"choices": [], "usage": usage})

@@ -18,7 +18,12 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MISSING_USER_MESSAGE = "Missing user message in messages."
 _INSTRUCTION_ROLES = ("system", "developer")
 _INPUT_ROLES = ("user", "tool")
-_ROLES = {"user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT, "tool": pb.ROLE_TOOL, "function": pb.ROLE_TOOL}
+_ROLES = {
+    "user": pb.ROLE_USER,
+    "assistant": pb.ROLE_ASSISTANT,
+    "tool": pb.ROLE_TOOL,
+    "function": pb.ROLE_TOOL,
+}
 _RESPONSE_FORMATS = {
     "text": pb.RESPONSE_FORMAT_TYPE_TEXT,
     "json_object": pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
@@ -41,7 +46,8 @@ class _ImageBudget:
         media_type = header.removeprefix("data:").removesuffix(";base64").lower()
         if media_type not in IMAGE_MEDIA_TYPES:
             raise bad_request(
-                f"Unsupported image type {media_type!r}; allowed: {', '.join(IMAGE_MEDIA_TYPES)}.", param
+                f"Unsupported image type {media_type!r}; allowed: {', '.join(IMAGE_MEDIA_TYPES)}.",
+                param,
             )
         try:
             data = base64.b64decode(payload, validate=True)
@@ -52,11 +58,16 @@ class _ImageBudget:
         if self.count > MAX_IMAGES:
             raise bad_request(f"At most {MAX_IMAGES} images are allowed per request.", param)
         if self.total_bytes > MAX_IMAGE_BYTES:
-            raise bad_request(f"Images may total at most {MAX_IMAGE_BYTES // (1024 * 1024)} MiB per request.", param)
+            raise bad_request(
+                f"Images may total at most {MAX_IMAGE_BYTES // (1024 * 1024)} MiB per request.",
+                param,
+            )
         return pb.Image(media_type=media_type, data=data)
 
 
-def _text_and_images(message: ChatMessage, index: int, images: _ImageBudget) -> tuple[str, list[pb.Image]]:
+def _text_and_images(
+    message: ChatMessage, index: int, images: _ImageBudget
+) -> tuple[str, list[pb.Image]]:
     content = message.content
     if content is None or isinstance(content, str):
         return content or "", []
@@ -64,7 +75,9 @@ def _text_and_images(message: ChatMessage, index: int, images: _ImageBudget) -> 
     decoded: list[pb.Image] = []
     for part_index, part in enumerate(content):
         if isinstance(part, ImagePart):
-            decoded.append(images.decode(part, f"messages[{index}].content[{part_index}].image_url.url"))
+            decoded.append(
+                images.decode(part, f"messages[{index}].content[{part_index}].image_url.url")
+            )
         else:
             texts.append(part.text)
     return "\n".join(texts), decoded
@@ -85,7 +98,9 @@ def _sampling(request: ChatCompletionRequest) -> pb.SamplingOptions:
         sampling.response_format = _RESPONSE_FORMATS[request.response_format.type]
         schema = request.response_format.json_schema
         if schema is not None:
-            sampling.json_schema = orjson.dumps(schema.model_dump(by_alias=True, exclude_none=True)).decode()
+            sampling.json_schema = orjson.dumps(
+                schema.model_dump(by_alias=True, exclude_none=True)
+            ).decode()
     return sampling
 
 

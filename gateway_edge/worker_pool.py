@@ -20,6 +20,7 @@ from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger("clawgate.edge.workers")
+HEALTH_CHECK_SECONDS = 1.0
 _RETRY_ELSEWHERE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 _CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 20_000),
@@ -46,7 +47,9 @@ class Worker:
 class TurnCall:
     """A turn a worker has accepted (its `started` event is in hand); iterate for the rest."""
 
-    def __init__(self, call: grpc.aio.UnaryStreamCall, started: pb.TurnStarted, worker: str) -> None:
+    def __init__(
+        self, call: grpc.aio.UnaryStreamCall, started: pb.TurnStarted, worker: str
+    ) -> None:
         self._call = call
         self.started = started
         self.worker = worker
@@ -68,7 +71,9 @@ class TurnCall:
                     raise api_error_from_turn_error(event.error.code, event.error.message)
         except grpc.aio.AioRpcError as error:
             raise api_error_from_call(error.code(), error.details()) from None
-        raise ApiError(502, "The worker ended the turn without finishing it.", "api_error", code="worker_error")
+        raise ApiError(
+            502, "The worker ended the turn without finishing it.", "api_error", code="worker_error"
+        )
 
 
 class WorkerPool:
@@ -83,7 +88,12 @@ class WorkerPool:
         for address in self._addresses:
             channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
             self.workers.append(
-                Worker(address, channel, pb_grpc.AgentServiceStub(channel), health_pb2_grpc.HealthStub(channel))
+                Worker(
+                    address,
+                    channel,
+                    pb_grpc.AgentServiceStub(channel),
+                    health_pb2_grpc.HealthStub(channel),
+                )
             )
 
     async def close(self) -> None:
@@ -103,7 +113,9 @@ class WorkerPool:
                 first = await call.read()
             except grpc.aio.AioRpcError as error:
                 if error.code() in _RETRY_ELSEWHERE:
-                    log.info("worker %s: %s, trying the next one", worker.address, error.code().name)
+                    log.info(
+                        "worker %s: %s, trying the next one", worker.address, error.code().name
+                    )
                     last_error = error
                     continue
                 raise api_error_from_call(error.code(), error.details()) from None
@@ -112,15 +124,19 @@ class WorkerPool:
                 raise
             if first is grpc.aio.EOF or first.WhichOneof("event") != "started":
                 call.cancel()
-                raise ApiError(502, "The worker did not start the turn.", "api_error", code="worker_error")
+                raise ApiError(
+                    502, "The worker did not start the turn.", "api_error", code="worker_error"
+                )
             return TurnCall(call, first.started, worker.address)
         if last_error is None:
             raise api_error_from_call(grpc.StatusCode.UNAVAILABLE, None)
         raise api_error_from_call(last_error.code(), last_error.details())
 
-    async def is_serving(self, worker: Worker, timeout: float = 1.0) -> bool:
+    async def is_serving(self, worker: Worker) -> bool:
         try:
-            response = await worker.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            response = await worker.health.Check(
+                health_pb2.HealthCheckRequest(), timeout=HEALTH_CHECK_SECONDS
+            )
         except grpc.aio.AioRpcError:
             return False
         return response.status == health_pb2.HealthCheckResponse.SERVING

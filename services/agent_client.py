@@ -22,7 +22,9 @@ async def run_agent_turn(
     print(f"session: {session_key}", file=sys.stderr)
     async with grpc.aio.insecure_channel(address) as channel:
         try:
-            async for event in pb_grpc.AgentServiceStub(channel).RunTurn(request, metadata=metadata):
+            async for event in pb_grpc.AgentServiceStub(channel).RunTurn(
+                request, metadata=metadata
+            ):
                 kind = event.WhichOneof("event")
                 if kind == "delta":
                     sys.stdout.write(event.delta.text)

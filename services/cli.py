@@ -7,7 +7,6 @@ import asyncio
 import logging
 import sys
 import uuid
-from pathlib import Path
 
 from services.config import ClawgateConfig, ConfigError, config_path, load_config
 from services.logging import configure_logging
@@ -35,7 +34,9 @@ def run_edge(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.workers:
         config = config.model_copy(
-            update={"gateway": config.gateway.model_copy(update={"workers": args.workers.split(",")})}
+            update={
+                "gateway": config.gateway.model_copy(update={"workers": args.workers.split(",")})
+            }
         )
     try:
         serve(config, args.log_level)
@@ -59,28 +60,42 @@ def run_agent(args: argparse.Namespace) -> int:
     config = _load(args)
     address = args.worker or config.gateway.workers[0]
     session_key = args.session_key or f"agent:{args.agent}:cli:{uuid.uuid4()}"
-    return asyncio.run(run_agent_turn(address, args.agent, args.message, session_key, config.worker.shared_secret))
+    return asyncio.run(
+        run_agent_turn(address, args.agent, args.message, session_key, config.worker.shared_secret)
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clawgate", description="OpenAI-compatible gateway for agents.")
-    parser.add_argument("--config", help="config file (default: $CLAWGATE_CONFIG or ~/.clawgate/clawgate.json5)")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser = argparse.ArgumentParser(
+        prog="clawgate", description="OpenAI-compatible gateway for agents."
+    )
+    parser.add_argument(
+        "--config", help="config file (default: $CLAWGATE_CONFIG or ~/.clawgate/clawgate.json5)"
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    up = commands.add_parser("up", help="run the edge and workers together (writes a starter config)")
+    up = commands.add_parser(
+        "up", help="run the edge and workers together (writes a starter config)"
+    )
     up.add_argument("--workers", type=int, default=1, help="number of worker processes (default 1)")
     up.set_defaults(handler=run_up)
 
     edge = commands.add_parser("edge", help="run the HTTP edge")
-    edge.add_argument("--workers", help="comma-separated worker addresses (overrides gateway.workers)")
+    edge.add_argument(
+        "--workers", help="comma-separated worker addresses (overrides gateway.workers)"
+    )
     edge.set_defaults(handler=run_edge)
 
     worker = commands.add_parser("worker", help="run an agent worker")
     worker.add_argument("--listen", help="address to listen on (overrides worker.listen)")
     worker.set_defaults(handler=run_worker)
 
-    agent = commands.add_parser("agent", help="run one agent turn through a worker and stream the reply")
+    agent = commands.add_parser(
+        "agent", help="run one agent turn through a worker and stream the reply"
+    )
     agent.add_argument("--agent", default="main", help="agent id (default: main)")
     agent.add_argument("--message", required=True, help="the user message")
     agent.add_argument("--session-key", help="continue this session (default: a fresh one)")

@@ -110,10 +110,12 @@ ProviderConfig = Annotated[
 ]
 
 
+def _embedded_default_provider() -> dict[str, ProviderConfig]:
+    return {"local": LlamaCppProviderConfig(api="llama-cpp")}
+
+
 class ModelsConfig(_Section):
-    providers: dict[str, ProviderConfig] = Field(
-        default_factory=lambda: {"local": LlamaCppProviderConfig(api="llama-cpp")}
-    )
+    providers: dict[str, ProviderConfig] = Field(default_factory=_embedded_default_provider)
 
 
 class SamplingDefaults(_Section):
@@ -206,7 +208,13 @@ def unknown_keys(section: BaseModel, prefix: str = "") -> list[str]:
     for name, field in type(section).model_fields.items():
         child = getattr(section, name)
         key = f"{prefix}{field.alias or name}"
-        children = child.items() if isinstance(child, dict) else enumerate(child) if isinstance(child, list) else [(None, child)]
+        children = (
+            child.items()
+            if isinstance(child, dict)
+            else enumerate(child)
+            if isinstance(child, list)
+            else [(None, child)]
+        )
         for child_key, item in children:
             if isinstance(item, BaseModel):
                 path = key if child_key is None else f"{key}.{child_key}"

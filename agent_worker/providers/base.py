@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,4 +37,4 @@ class Provider(Protocol):
     async def close(self) -> None:
         """Releases what start() took."""
 
-    def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]: ...
+    def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]: ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from agent_worker.domain import FinishReason, TextDelta, TurnFinished, Usage
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
@@ -39,7 +39,7 @@ class EchoProvider:
     async def close(self) -> None:
         return None
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         words = _WORD_WITH_SPACE.findall(render_reply(self._template, request))
         max_tokens = request.sampling.max_tokens
         finish_reason = FinishReason.STOP

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,7 @@ class LlamaCppProvider:
             self._llama.close()
             self._llama = None
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         if self._llama is None:
             raise ProviderUnavailableError("the local model is not loaded")
         loop = asyncio.get_running_loop()
@@ -114,11 +114,15 @@ class LlamaCppProvider:
             cancelled.set()
             job.cancel()
 
-    def _generate(self, request: ProviderRequest, cancelled: threading.Event) -> Iterator[ProviderEvent]:
+    def _generate(
+        self, request: ProviderRequest, cancelled: threading.Event
+    ) -> Iterator[ProviderEvent]:
         if cancelled.is_set():
             return
         chunks = self._llama.create_chat_completion(
-            messages=[{"role": message.role, "content": message.text} for message in request.messages],
+            messages=[
+                {"role": message.role, "content": message.text} for message in request.messages
+            ],
             stream=True,
             **sampling_arguments(request.sampling, self._config.max_tokens),
         )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import openai
 import orjson
+from openai import AsyncStream
+from openai.types.chat import ChatCompletionChunk
 
 from agent_worker.domain import ChatMessage, FinishReason, Sampling, TextDelta, TurnFinished, Usage
 from agent_worker.errors import (
@@ -36,7 +38,14 @@ def message_payload(message: ChatMessage) -> dict[str, Any]:
 
 def sampling_arguments(sampling: Sampling) -> dict[str, Any]:
     arguments: dict[str, Any] = {}
-    for name in ("temperature", "top_p", "max_tokens", "seed", "presence_penalty", "frequency_penalty"):
+    for name in (
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+    ):
         value = getattr(sampling, name)
         if value is not None:
             arguments[name] = value
@@ -80,15 +89,15 @@ class OpenAICompatibleProvider:
     async def close(self) -> None:
         await self._client.close()
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         try:
-            chunks = await self._client.chat.completions.create(
+            chunks: AsyncStream[ChatCompletionChunk] = await self._client.chat.completions.create(
                 model=request.model,
                 messages=[message_payload(message) for message in request.messages],  # type: ignore[misc]
                 stream=True,
                 stream_options={"include_usage": True},
                 **sampling_arguments(request.sampling),
-            )
+            )  # type: ignore[call-overload]
         except openai.APIError as error:
             raise provider_error(error) from error
         finish_reason = FinishReason.STOP

@@ -11,7 +11,6 @@ from agent_worker.providers.llama_cpp import LlamaCppProvider
 from agent_worker.providers.openai_compatible import OpenAICompatibleProvider
 from services.config import ProviderConfig
 
-
 _FACTORIES: dict[str, Callable[[Any], Provider]] = {
     "echo": EchoProvider,
     "openai-compatible": OpenAICompatibleProvider,

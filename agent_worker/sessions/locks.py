@@ -21,15 +21,15 @@ class SessionLocks:
         return len(self._locks)
 
     @asynccontextmanager
-    async def hold(self, session_key: str, timeout: float) -> AsyncIterator[None]:
+    async def hold(self, session_key: str, wait_seconds: float) -> AsyncIterator[None]:
         lock = self._locks.setdefault(session_key, asyncio.Lock())
         self._users[session_key] = self._users.get(session_key, 0) + 1
         try:
             try:
-                await asyncio.wait_for(lock.acquire(), timeout)
+                await asyncio.wait_for(lock.acquire(), wait_seconds)
             except TimeoutError:
                 raise SessionBusyError(
-                    f"session is busy: the previous turn did not finish within {timeout:g}s"
+                    f"session is busy: the previous turn did not finish within {wait_seconds:g}s"
                 ) from None
             try:
                 yield

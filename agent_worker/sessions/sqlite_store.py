@@ -45,7 +45,9 @@ class SqliteSessionStore:
         def connect() -> sqlite3.Connection:
             if isinstance(self._path, Path):
                 self._path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(str(self._path), check_same_thread=False, isolation_level=None)
+            connection = sqlite3.connect(
+                str(self._path), check_same_thread=False, isolation_level=None
+            )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA busy_timeout=10000")

@@ -35,5 +35,9 @@ def store_for_url(url: str) -> SessionStore:
 
     if url.startswith("sqlite:///"):
         location = url.removeprefix("sqlite:///")
-        return SqliteSessionStore(location if location == ":memory:" else Path(location).expanduser())
-    raise UnsupportedStoreError(f"sessions.store: unsupported store URL {url!r} (use sqlite:///PATH)")
+        return SqliteSessionStore(
+            location if location == ":memory:" else Path(location).expanduser()
+        )
+    raise UnsupportedStoreError(
+        f"sessions.store: unsupported store URL {url!r} (use sqlite:///PATH)"
+    )

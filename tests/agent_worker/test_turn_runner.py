@@ -1,14 +1,28 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from agent_worker.agents import AgentRegistry
-from agent_worker.domain import ChatMessage, FinishReason, Sampling, TextDelta, TurnFinished, TurnRequest, TurnStarted, Usage
-from agent_worker.errors import InvalidTurnError, ProviderFailedError, UnknownAgentError, WorkerAtCapacityError
+from agent_worker.domain import (
+    ChatMessage,
+    FinishReason,
+    Sampling,
+    TextDelta,
+    TurnFinished,
+    TurnRequest,
+    TurnStarted,
+    Usage,
+)
+from agent_worker.errors import (
+    InvalidTurnError,
+    ProviderFailedError,
+    UnknownAgentError,
+    WorkerAtCapacityError,
+)
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
 from agent_worker.sessions.sqlite_store import SqliteSessionStore
 from agent_worker.turn_runner import TurnRunner, merged_sampling
@@ -20,7 +34,9 @@ class ScriptedProvider:
 
     supports_images = False
 
-    def __init__(self, words: list[str], fail_after: int | None = None, hang_after: int | None = None) -> None:
+    def __init__(
+        self, words: list[str], fail_after: int | None = None, hang_after: int | None = None
+    ) -> None:
         self.words, self.fail_after, self.hang_after = words, fail_after, hang_after
         self.prompts: list[ProviderRequest] = []
         self.closed = asyncio.Event()
@@ -28,7 +44,7 @@ class ScriptedProvider:
     async def start(self) -> None: ...
     async def close(self) -> None: ...
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         self.prompts.append(request)
         try:
             for index, word in enumerate(self.words):
@@ -43,8 +59,8 @@ class ScriptedProvider:
 
 
 CONFIG = parse_config(
-    "{ models: { providers: { p: { api: 'echo' } } }, agents: { defaults: { model: 'p/m', systemPrompt: 'SYS', "
-    "sampling: { temperature: 0.3 } }, list: [ { id: 'main' } ] } }"
+    "{ models: { providers: { p: { api: 'echo' } } }, agents: { defaults: { model: 'p/m', "
+    "systemPrompt: 'SYS', sampling: { temperature: 0.3 } }, list: [ { id: 'main' } ] } }"
 )
 
 
@@ -57,11 +73,19 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteSessionStore]:
 
 
 def runner(provider: ScriptedProvider, store: SqliteSessionStore, capacity: int = 4) -> TurnRunner:
-    return TurnRunner(AgentRegistry.from_config(CONFIG), {"p": provider}, store, max_concurrent_turns=capacity, session_wait_timeout=5)
+    return TurnRunner(
+        AgentRegistry.from_config(CONFIG),
+        {"p": provider},
+        store,
+        max_concurrent_turns=capacity,
+        session_wait_timeout=5,
+    )
 
 
 def request(text: str, *context: ChatMessage, key: str = "k", extra: str = "") -> TurnRequest:
-    return TurnRequest("main", key, ChatMessage("user", text), tuple(context), extra, Sampling(max_tokens=9))
+    return TurnRequest(
+        "main", key, ChatMessage("user", text), tuple(context), extra, Sampling(max_tokens=9)
+    )
 
 
 async def test_a_turn_streams_and_is_stored(store: SqliteSessionStore) -> None:
@@ -73,28 +97,56 @@ async def test_a_turn_streams_and_is_stored(store: SqliteSessionStore) -> None:
     prompt = provider.prompts[0]
     assert prompt.messages[0] == ChatMessage("system", "SYS\n\nEXTRA")
     assert prompt.sampling.temperature == 0.3 and prompt.sampling.max_tokens == 9
-    assert [(m.role, m.text) for m in await store.load("k")] == [("user", "hi"), ("assistant", "Hello")]
+    assert [(m.role, m.text) for m in await store.load("k")] == [
+        ("user", "hi"),
+        ("assistant", "Hello"),
+    ]
 
 
 async def test_stored_history_replaces_request_context(store: SqliteSessionStore) -> None:
     provider = ScriptedProvider(["ok"])
     turns = runner(provider, store)
-    [e async for e in turns.run(request("q1", ChatMessage("user", "old"), ChatMessage("assistant", "older")))]
-    resent = (ChatMessage("user", "old"), ChatMessage("assistant", "older"), ChatMessage("user", "q1"),
-              ChatMessage("assistant", "ok"), ChatMessage("user", "extra"))
+    [
+        e
+        async for e in turns.run(
+            request("q1", ChatMessage("user", "old"), ChatMessage("assistant", "older"))
+        )
+    ]
+    resent = (
+        ChatMessage("user", "old"),
+        ChatMessage("assistant", "older"),
+        ChatMessage("user", "q1"),
+        ChatMessage("assistant", "ok"),
+        ChatMessage("user", "extra"),
+    )
     [e async for e in turns.run(request("q2", *resent))]
     texts = [m.text for m in provider.prompts[1].messages]
     assert texts == ["SYS", "old", "older", "q1", "ok", "extra", "q2"]
-    assert [m.text for m in await store.load("k")] == ["old", "older", "q1", "ok", "extra", "q2", "ok"]
+    assert [m.text for m in await store.load("k")] == [
+        "old",
+        "older",
+        "q1",
+        "ok",
+        "extra",
+        "q2",
+        "ok",
+    ]
 
 
 async def test_a_failed_turn_stores_nothing(store: SqliteSessionStore) -> None:
     with pytest.raises(ProviderFailedError):
-        [e async for e in runner(ScriptedProvider(["a", "b"], fail_after=1), store).run(request("hi"))]
+        [
+            e
+            async for e in runner(ScriptedProvider(["a", "b"], fail_after=1), store).run(
+                request("hi")
+            )
+        ]
     assert await store.load("k") == []
 
 
-async def test_cancelling_a_turn_closes_the_provider_and_stores_nothing(store: SqliteSessionStore) -> None:
+async def test_cancelling_a_turn_closes_the_provider_and_stores_nothing(
+    store: SqliteSessionStore,
+) -> None:
     provider = ScriptedProvider(["a", "b"], hang_after=1)
     turns = runner(provider, store)
     task = asyncio.create_task(anext_n(turns.run(request("hi")), 10))

@@ -30,7 +30,9 @@ def test_header_wins_and_default_is_configurable() -> None:
     assert resolve_agent("openclaw:main", "", KNOWN, "main") == "main"
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "openclaw:", "openclaw:-x", "agent:" + "a" * 65, "claw:main"])
+@pytest.mark.parametrize(
+    "model", ["gpt-4o", "openclaw:", "openclaw:-x", "agent:" + "a" * 65, "claw:main"]
+)
 def test_other_model_strings_are_400(model: str) -> None:
     with pytest.raises(ApiError) as caught:
         resolve_agent(model, None, KNOWN, "main")

@@ -6,7 +6,9 @@ from gateway_edge.auth import PASSWORD_ENV, TOKEN_ENV, Authenticator, AuthSetupE
 from services.config import AuthConfig
 
 
-def auth(environ: dict[str, str] | None = None, bind: str = "127.0.0.1", **fields: object) -> Authenticator:
+def auth(
+    environ: dict[str, str] | None = None, bind: str = "127.0.0.1", **fields: object
+) -> Authenticator:
     return Authenticator.from_config(AuthConfig.model_validate(fields), bind, environ or {})
 
 
@@ -30,7 +32,11 @@ def test_env_fallbacks_and_config_wins() -> None:
 
 def test_mode_absent_prefers_password_when_set() -> None:
     checker = auth(token="t", password="p")
-    assert checker.mode == "password" and checker.accepts("Bearer p") and not checker.accepts("Bearer t")
+    assert (
+        checker.mode == "password"
+        and checker.accepts("Bearer p")
+        and not checker.accepts("Bearer t")
+    )
 
 
 def test_no_secret_refuses_to_start() -> None:

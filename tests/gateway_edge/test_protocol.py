@@ -30,14 +30,24 @@ USER = [{"role": "user", "content": "x"}]
         ({}, "messages"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
-        ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "messages[0].content[0]"),
-        ({"messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]}, "messages[0].content[0].text"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "audio"}]}]},
+            "messages[0].content[0]",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]},
+            "messages[0].content[0].text",
+        ),
     ],
 )
 def test_bad_fields_name_their_param(body: dict, param: str) -> None:
     with pytest.raises(ApiError) as caught:
         parse_chat_request(body)
-    assert (caught.value.status, caught.value.type, caught.value.param) == (400, "invalid_request_error", param)
+    assert (caught.value.status, caught.value.type, caught.value.param) == (
+        400,
+        "invalid_request_error",
+        param,
+    )
     assert param in caught.value.message
 
 
@@ -48,5 +58,7 @@ def test_non_object_bodies(document: object) -> None:
 
 
 def test_unknown_fields_are_ignored_and_n_1_is_fine() -> None:
-    request = parse_chat_request({"messages": USER, "n": 1, "tools": [], "logit_bias": {}, "temperature": 0})
+    request = parse_chat_request(
+        {"messages": USER, "n": 1, "tools": [], "logit_bias": {}, "temperature": 0}
+    )
     assert request.temperature == 0

@@ -15,7 +15,8 @@ def test_precedence_header_then_user_then_fresh() -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["", "  ", "x" * 513, "a\x00b", "a\nb", "a\x7fb", "a\u0085b", "subagent:1", "CRON:x", "acp:y"]
+    "key",
+    ["", "  ", "x" * 513, "a\x00b", "a\nb", "a\x7fb", "a\u0085b", "subagent:1", "CRON:x", "acp:y"],
 )
 def test_bad_header_keys(key: str) -> None:
     with pytest.raises(ApiError) as caught:

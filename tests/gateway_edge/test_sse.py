@@ -24,15 +24,29 @@ def test_frames_are_valid_chunks_sharing_id_and_created() -> None:
         assert (chunk["id"], chunk["created"], chunk["model"]) == ("chatcmpl_1", 123, "openclaw")
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert chunks[1]["choices"][0]["delta"]["content"] == 'quote " and \n newline'
-    assert chunks[2]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}
+    assert chunks[2]["choices"][0] == {
+        "index": 0,
+        "delta": {},
+        "logprobs": None,
+        "finish_reason": "length",
+    }
     usage = payload(encoder.usage({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}))
     assert_valid("CreateChatCompletionStreamResponse", usage)
     assert usage["choices"] == []
 
 
 def test_error_frame_has_the_error_shape() -> None:
-    body = payload(error_frame(ApiError(502, "provider failed", "api_error", code="provider_error")))
-    assert body == {"error": {"message": "provider failed", "type": "api_error", "param": None, "code": "provider_error"}}
+    body = payload(
+        error_frame(ApiError(502, "provider failed", "api_error", code="provider_error"))
+    )
+    assert body == {
+        "error": {
+            "message": "provider failed",
+            "type": "api_error",
+            "param": None,
+            "code": "provider_error",
+        }
+    }
 
 
 async def test_keep_alive_ticks_while_the_source_is_silent() -> None:

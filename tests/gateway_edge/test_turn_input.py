@@ -41,7 +41,9 @@ def test_earlier_turns_are_structured_context() -> None:
         ]
     )
     assert [(m.role, m.text) for m in request.context] == [
-        (pb.ROLE_USER, "q1"), (pb.ROLE_ASSISTANT, "a1"), (pb.ROLE_ASSISTANT, "")
+        (pb.ROLE_USER, "q1"),
+        (pb.ROLE_ASSISTANT, "a1"),
+        (pb.ROLE_ASSISTANT, ""),
     ]
     assert request.input.role == pb.ROLE_TOOL and request.input.text == "tool out"
 
@@ -49,11 +51,14 @@ def test_earlier_turns_are_structured_context() -> None:
 def test_text_parts_join_with_newlines_and_images_decode() -> None:
     request = turn(
         messages=[
-            {"role": "user", "content": [
-                {"type": "text", "text": "a"},
-                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
-                {"type": "input_text", "text": "b"},
-            ]}
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "a"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                    {"type": "input_text", "text": "b"},
+                ],
+            }
         ]
     )
     assert request.input.text == "a\nb"
@@ -86,7 +91,11 @@ def test_missing_user_message(messages: list[dict]) -> None:
 )
 def test_bad_images_are_400(url: str, message: str) -> None:
     with pytest.raises(ApiError, match=message) as caught:
-        turn(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}])
+        turn(
+            messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}
+            ]
+        )
     assert caught.value.param == "messages[0].content[0].image_url.url"
 
 
@@ -100,8 +109,15 @@ def test_at_most_eight_images() -> None:
 def test_sampling_fields_are_forwarded() -> None:
     request = turn(
         messages=[{"role": "user", "content": "x"}],
-        temperature=0.5, top_p=0.9, max_tokens=10, max_completion_tokens=7, stop="END", seed=3,
-        presence_penalty=-1.5, frequency_penalty=2, response_format={"type": "json_object"},
+        temperature=0.5,
+        top_p=0.9,
+        max_tokens=10,
+        max_completion_tokens=7,
+        stop="END",
+        seed=3,
+        presence_penalty=-1.5,
+        frequency_penalty=2,
+        response_format={"type": "json_object"},
     )
     sampling = request.sampling
     assert (sampling.temperature, sampling.top_p, sampling.max_tokens) == (0.5, 0.9, 7)

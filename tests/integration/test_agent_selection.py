@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -31,7 +33,7 @@ def post(stack: Stack, body: dict, headers: dict[str, str] | None = None) -> htt
     ],
 )
 def test_model_forms(echo_stack: Stack, model: str | None, agent: str) -> None:
-    body = {"messages": [{"role": "user", "content": "hi"}]}
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}]}
     if model is not None:
         body["model"] = model
     response = post(echo_stack, body)
@@ -43,7 +45,11 @@ def test_model_forms(echo_stack: Stack, model: str | None, agent: str) -> None:
 
 @pytest.mark.parametrize("header", ["x-openclaw-agent-id", "x-openclaw-agent"])
 def test_header_wins_over_model(echo_stack: Stack, header: str) -> None:
-    response = post(echo_stack, {"model": "openclaw:main", "messages": [{"role": "user", "content": "hi"}]}, {header: "beta"})
+    response = post(
+        echo_stack,
+        {"model": "openclaw:main", "messages": [{"role": "user", "content": "hi"}]},
+        {header: "beta"},
+    )
     assert response.status_code == 200, response.text
     assert response.headers["x-openclaw-session-key"].startswith("agent:beta:openai:")
 
@@ -58,7 +64,9 @@ def test_invalid_model_forms(echo_stack: Stack, model: str) -> None:
 
 
 def test_unknown_agent_is_named(echo_stack: Stack) -> None:
-    response = post(echo_stack, {"model": "openclaw:gamma", "messages": [{"role": "user", "content": "hi"}]})
+    response = post(
+        echo_stack, {"model": "openclaw:gamma", "messages": [{"role": "user", "content": "hi"}]}
+    )
     assert response.status_code == 400
     assert "'gamma'" in response.json()["error"]["message"]
     assert response.json()["error"]["param"] == "model"

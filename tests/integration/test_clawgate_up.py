@@ -11,11 +11,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.processes import REPO_ROOT, Process, wait_until
+from tests.support.processes import Process, wait_until
 from tests.support.schemas import assert_valid
 
 pytestmark = pytest.mark.slow
@@ -36,14 +37,28 @@ def pid_alive(pid: int) -> bool:
 
 
 def curl(token: str, *extra: str, stream: bool = False) -> str:
-    body = {"model": "openclaw", "messages": [{"role": "user", "content": "hi"}]}
+    body: dict[str, Any] = {"model": "openclaw", "messages": [{"role": "user", "content": "hi"}]}
     if stream:
         body["stream"] = True
     result = subprocess.run(
-        ["curl", "-sS", *(["-N"] if stream else []), f"{BASE_URL}/v1/chat/completions",
-         "-H", f"Authorization: Bearer {token}", "-H", "Content-Type: application/json",
-         "-H", "x-openclaw-agent-id: main", "-d", json.dumps(body), *extra],
-        capture_output=True, text=True, timeout=120,
+        [
+            "curl",
+            "-sS",
+            *(["-N"] if stream else []),
+            f"{BASE_URL}/v1/chat/completions",
+            "-H",
+            f"Authorization: Bearer {token}",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "x-openclaw-agent-id: main",
+            "-d",
+            json.dumps(body),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -75,7 +90,9 @@ def test_up_answers_both_curl_examples_with_the_local_model(tmp_path: Path) -> N
         chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
         for chunk in chunks:
             assert_valid("CreateChatCompletionStreamResponse", chunk)
-        streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+        streamed = "".join(
+            c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]
+        )
         assert streamed.strip()
         assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
 

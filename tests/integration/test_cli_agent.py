@@ -10,7 +10,11 @@ from tests.support.processes import REPO_ROOT, Stack, clawgate
 
 def run_agent(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        clawgate(stack.config_path, "agent", *args), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+        clawgate(stack.config_path, "agent", *args),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -11,7 +11,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import REPO_ROOT, TOKEN, Stack, clawgate, free_port, start_edge, write_config
+from tests.support.processes import (
+    REPO_ROOT,
+    TOKEN,
+    Stack,
+    clawgate,
+    free_port,
+    start_edge,
+    write_config,
+)
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 URL = "/v1/chat/completions"
@@ -37,7 +45,13 @@ def test_other_methods_are_405_before_auth(echo_stack: Stack, method: str) -> No
 
 
 @pytest.mark.parametrize(
-    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN}]
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": TOKEN},
+    ],
 )
 def test_missing_or_wrong_secret_is_401(echo_stack: Stack, headers: dict[str, str]) -> None:
     response = httpx.post(f"{echo_stack.base_url}{URL}", headers=headers, json={"messages": []})
@@ -53,14 +67,22 @@ def test_body_limit_declared_and_streamed(tmp_path: Path, echo_stack: Stack) -> 
     edge = start_edge(write_config(tmp_path, config), base_url, tmp_path / "edge.log")
     try:
         big = b'{"messages":[{"role":"user","content":"' + b"x" * 2000 + b'"}]}'
-        assert_error(httpx.post(f"{base_url}{URL}", headers=AUTH, content=big), 413, "invalid_request_error")
+        assert_error(
+            httpx.post(f"{base_url}{URL}", headers=AUTH, content=big), 413, "invalid_request_error"
+        )
 
         def chunked() -> Iterator[bytes]:  # no Content-Length: the limit applies while reading
             yield big[:500]
             yield big[500:]
 
-        assert_error(httpx.post(f"{base_url}{URL}", headers=AUTH, content=chunked()), 413, "invalid_request_error")
-        small = httpx.post(f"{base_url}{URL}", headers=AUTH, json={"messages": [{"role": "user", "content": "ok"}]})
+        assert_error(
+            httpx.post(f"{base_url}{URL}", headers=AUTH, content=chunked()),
+            413,
+            "invalid_request_error",
+        )
+        small = httpx.post(
+            f"{base_url}{URL}", headers=AUTH, json={"messages": [{"role": "user", "content": "ok"}]}
+        )
         assert small.status_code == 200
     finally:
         edge.stop()
@@ -74,9 +96,14 @@ def test_bad_bodies_are_400(echo_stack: Stack, body: bytes) -> None:
 
 def test_no_user_message_is_400(echo_stack: Stack) -> None:
     response = httpx.post(
-        f"{echo_stack.base_url}{URL}", headers=AUTH, json={"messages": [{"role": "system", "content": "x"}]}
+        f"{echo_stack.base_url}{URL}",
+        headers=AUTH,
+        json={"messages": [{"role": "system", "content": "x"}]},
     )
-    assert assert_error(response, 400, "invalid_request_error")["message"] == "Missing user message in messages."
+    assert (
+        assert_error(response, 400, "invalid_request_error")["message"]
+        == "Missing user message in messages."
+    )
 
 
 def test_health_and_readiness_need_no_auth(echo_stack: Stack) -> None:
@@ -98,7 +125,9 @@ def test_disabled_endpoint_is_404(tmp_path: Path, echo_stack: Stack) -> None:
     base_url = f"http://127.0.0.1:{config['gateway']['port']}"
     edge = start_edge(write_config(tmp_path, config), base_url, tmp_path / "edge.log")
     try:
-        response = httpx.post(f"{base_url}{URL}", headers=AUTH, json={"messages": [{"role": "user", "content": "x"}]})
+        response = httpx.post(
+            f"{base_url}{URL}", headers=AUTH, json={"messages": [{"role": "user", "content": "x"}]}
+        )
         assert_error(response, 404, "not_found_error")
         assert httpx.get(f"{base_url}{URL}").status_code == 404
     finally:
@@ -110,6 +139,8 @@ def test_edge_refuses_to_start_without_a_secret(tmp_path: Path, echo_stack: Stac
     config["gateway"]["auth"] = {"mode": "token"}
     path = write_config(tmp_path, config)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_GATEWAY_")}
-    result = subprocess.run(clawgate(path, "edge"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, env=env)
+    result = subprocess.run(
+        clawgate(path, "edge"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, env=env
+    )
     assert result.returncode == 2
     assert "OPENCLAW_GATEWAY_TOKEN" in result.stderr and "Traceback" not in result.stderr

@@ -12,7 +12,15 @@ import openai
 import pytest
 
 from agent_worker.providers.llama_cpp import default_model_path
-from tests.support.processes import TOKEN, Process, Stack, echo_config, free_port, start_stack, wait_until
+from tests.support.processes import (
+    TOKEN,
+    Process,
+    Stack,
+    echo_config,
+    free_port,
+    start_stack,
+    wait_until,
+)
 from tests.support.schemas import assert_valid
 
 pytestmark = pytest.mark.slow
@@ -23,8 +31,21 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("upstream") / "llama_server.log"
     server = Process(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "False"],
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(default_model_path()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+            "--verbose",
+            "False",
+        ],
         log,
     ).start()
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -47,7 +68,11 @@ def upstream_stack(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> I
     tmp_path: Path = tmp_path_factory.mktemp("stack")
     config = echo_config(tmp_path)
     config["models"]["providers"] = {
-        "upstream": {"api": "openai-compatible", "baseUrl": upstream, "apiKey": "${UNSET_TEST_KEY}"},
+        "upstream": {
+            "api": "openai-compatible",
+            "baseUrl": upstream,
+            "apiKey": "${UNSET_TEST_KEY}",
+        },
         "nowhere": {"api": "openai-compatible", "baseUrl": f"http://127.0.0.1:{free_port()}/v1"},
     }
     config["agents"] = {
@@ -88,7 +113,9 @@ def test_stream_through_upstream(upstream_stack: Stack) -> None:
     )
     for chunk in chunks:
         assert_valid("CreateChatCompletionStreamResponse", chunk.model_dump(exclude_unset=True))
-    deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    deltas = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
     assert len(deltas) > 1  # tokens arrived one by one, not as one block
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
 

@@ -47,7 +47,9 @@ def test_sync_stream(echo_stack: Stack) -> None:
 
 
 async def test_async_non_stream_and_stream(echo_stack: Stack) -> None:
-    async with openai.AsyncOpenAI(base_url=f"{echo_stack.base_url}/v1", api_key=TOKEN, max_retries=0) as aclient:
+    async with openai.AsyncOpenAI(
+        base_url=f"{echo_stack.base_url}/v1", api_key=TOKEN, max_retries=0
+    ) as aclient:
         completion = await aclient.chat.completions.create(
             model="openclaw:main", messages=[{"role": "user", "content": "async one"}]
         )
@@ -64,7 +66,11 @@ def test_raw_stream_frames_validate_and_end_with_done(echo_stack: Stack) -> None
         "POST",
         f"{echo_stack.base_url}/v1/chat/completions",
         headers={"Authorization": f"Bearer {TOKEN}"},
-        json={"model": "openclaw", "stream": True, "messages": [{"role": "user", "content": "a b c"}]},
+        json={
+            "model": "openclaw",
+            "stream": True,
+            "messages": [{"role": "user", "content": "a b c"}],
+        },
     ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -81,9 +87,11 @@ def test_raw_stream_frames_validate_and_end_with_done(echo_stack: Stack) -> None
 
 def test_sdk_raises_standard_errors(echo_stack: Stack) -> None:
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=f"{echo_stack.base_url}/v1", api_key="wrong", max_retries=0).chat.completions.create(
-            model="openclaw", messages=[{"role": "user", "content": "x"}]
-        )
+        openai.OpenAI(
+            base_url=f"{echo_stack.base_url}/v1", api_key="wrong", max_retries=0
+        ).chat.completions.create(model="openclaw", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError) as caught:
-        client(echo_stack).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+        client(echo_stack).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+        )
     assert caught.value.body["param"] == "model"  # type: ignore[index]

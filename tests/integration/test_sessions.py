@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import grpc
 import httpx
@@ -15,7 +16,9 @@ from tests.support.processes import TOKEN, Stack
 from tests.support.raw_http import raw_post
 
 
-def chat(stack: Stack, messages: list[dict], headers: dict[str, str] | None = None, **fields: object) -> httpx.Response:
+def chat(
+    stack: Stack, messages: list[dict], headers: dict[str, str] | None = None, **fields: object
+) -> httpx.Response:
     response = httpx.post(
         f"{stack.base_url}/v1/chat/completions",
         headers={"Authorization": f"Bearer {TOKEN}", **(headers or {})},
@@ -32,7 +35,9 @@ def reply(response: httpx.Response) -> str:
 
 def transcript(stack: Stack, session_key: str) -> list[tuple[int, str]]:
     with grpc.insecure_channel(stack.worker_address) as channel:
-        session = pb_grpc.AgentServiceStub(channel).GetSession(pb.GetSessionRequest(session_key=session_key))
+        session = pb_grpc.AgentServiceStub(channel).GetSession(
+            pb.GetSessionRequest(session_key=session_key)
+        )
     return [(message.role, message.text) for message in session.messages]
 
 
@@ -62,13 +67,17 @@ def test_without_user_every_call_is_fresh(echo_stack: Stack) -> None:
 def test_header_key_wins_and_continues_a_stateless_start(echo_stack: Stack) -> None:
     started = chat(echo_stack, [{"role": "user", "content": "first"}])
     key = f"my-app:{uuid.uuid4().hex}"
-    with_header = chat(echo_stack, [{"role": "user", "content": "a"}], {"x-openclaw-session-key": key}, user="u")
+    with_header = chat(
+        echo_stack, [{"role": "user", "content": "a"}], {"x-openclaw-session-key": key}, user="u"
+    )
     assert with_header.headers["x-openclaw-session-key"] == key
     again = chat(echo_stack, [{"role": "user", "content": "b"}], {"x-openclaw-session-key": key})
     assert reply(again) == "echo: b [turns=2]"
     # A client continues a session it did not name by echoing the response header back.
     continued = chat(
-        echo_stack, [{"role": "user", "content": "c"}], {"x-openclaw-session-key": started.headers["x-openclaw-session-key"]}
+        echo_stack,
+        [{"role": "user", "content": "c"}],
+        {"x-openclaw-session-key": started.headers["x-openclaw-session-key"]},
     )
     assert reply(continued) == "echo: c [turns=2]"
 
@@ -89,13 +98,24 @@ def test_stored_history_is_not_fed_twice(echo_stack: Stack) -> None:
 
 def test_context_of_a_new_session_is_structured_and_stored(echo_stack: Stack) -> None:
     key = f"ctx:{uuid.uuid4().hex}"
-    messages = [
-        {"role": "user", "content": [{"type": "text", "text": "part one"}, {"type": "input_text", "text": "part two"}]},
+    messages: list[dict[str, Any]] = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "part one"},
+                {"type": "input_text", "text": "part two"},
+            ],
+        },
         {"role": "assistant", "content": "earlier answer"},
         {"role": "user", "content": "now"},
     ]
-    assert reply(chat(echo_stack, messages, {"x-openclaw-session-key": key})) == "echo: now [turns=2]"
-    assert transcript(echo_stack, key)[:2] == [(pb.ROLE_USER, "part one\npart two"), (pb.ROLE_ASSISTANT, "earlier answer")]
+    assert (
+        reply(chat(echo_stack, messages, {"x-openclaw-session-key": key})) == "echo: now [turns=2]"
+    )
+    assert transcript(echo_stack, key)[:2] == [
+        (pb.ROLE_USER, "part one\npart two"),
+        (pb.ROLE_ASSISTANT, "earlier answer"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -119,5 +139,11 @@ def test_transcript_survives_a_worker_restart(echo_stack: Stack) -> None:
     old_pid = echo_stack.worker.pid
     echo_stack.restart_worker()
     assert echo_stack.worker.pid != old_pid
-    assert reply(chat(echo_stack, [{"role": "user", "content": "after"}], user=user)) == "echo: after [turns=2]"
-    assert transcript(echo_stack, f"agent:main:openai-user:{user}")[0] == (pb.ROLE_USER, "before restart")
+    assert (
+        reply(chat(echo_stack, [{"role": "user", "content": "after"}], user=user))
+        == "echo: after [turns=2]"
+    )
+    assert transcript(echo_stack, f"agent:main:openai-user:{user}")[0] == (
+        pb.ROLE_USER,
+        "before restart",
+    )

@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from services.config import ConfigError, LlamaCppProviderConfig, expand_env, load_config, parse_config
+from services.config import (
+    ConfigError,
+    LlamaCppProviderConfig,
+    expand_env,
+    load_config,
+    parse_config,
+)
 
 
 def test_empty_config_gives_the_embedded_default() -> None:

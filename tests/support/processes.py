@@ -120,7 +120,9 @@ def wait_until(predicate: Any, timeout: float, what: str, process: Process | Non
 def worker_serving(address: str) -> bool:
     with grpc.insecure_channel(address) as channel:
         try:
-            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
         except grpc.RpcError:
             return False
     return response.status == health_pb2.HealthCheckResponse.SERVING
@@ -139,7 +141,9 @@ def start_worker(config_path: Path, address: str, log_path: Path, timeout: float
     return process
 
 
-def start_edge(config_path: Path, base_url: str, log_path: Path, env: dict[str, str] | None = None) -> Process:
+def start_edge(
+    config_path: Path, base_url: str, log_path: Path, env: dict[str, str] | None = None
+) -> Process:
     process = Process(clawgate(config_path, "edge"), log_path, env or {}).start()
     wait_until(lambda: edge_ready(base_url), 30, f"edge {base_url}", process)
     return process

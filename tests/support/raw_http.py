@@ -5,10 +5,16 @@ from __future__ import annotations
 import socket
 
 
-def raw_post(base_url: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes]:
+def raw_post(
+    base_url: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes
+) -> tuple[int, bytes]:
     host, port = base_url.removeprefix("http://").split(":")
-    head = [b"POST " + path.encode() + b" HTTP/1.1", b"Host: " + host.encode(), b"Connection: close",
-            b"Content-Length: " + str(len(body)).encode()]
+    head = [
+        b"POST " + path.encode() + b" HTTP/1.1",
+        b"Host: " + host.encode(),
+        b"Connection: close",
+        b"Content-Length: " + str(len(body)).encode(),
+    ]
     head += [name + b": " + value for name, value in headers]
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(b"\r\n".join(head) + b"\r\n\r\n" + body)

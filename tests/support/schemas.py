@@ -14,7 +14,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 SCHEMAS_FILE = Path(__file__).with_name("openai-chat-schemas.json")
-SHARED_SCHEMAS_FILE = Path(__file__).resolve().parents[3] / "shared" / "spec" / "openai-chat-schemas.json"
+SHARED_SCHEMAS_FILE = (
+    Path(__file__).resolve().parents[3] / "shared" / "spec" / "openai-chat-schemas.json"
+)
 
 
 def _without_nullable(node: Any) -> Any:
@@ -25,7 +27,9 @@ def _without_nullable(node: Any) -> Any:
     converted = {key: _without_nullable(value) for key, value in node.items() if key != "nullable"}
     if node.get("nullable") is True:
         if "type" in converted:
-            types = converted["type"] if isinstance(converted["type"], list) else [converted["type"]]
+            types = (
+                converted["type"] if isinstance(converted["type"], list) else [converted["type"]]
+            )
             converted["type"] = [*types, "null"]
         if "enum" in converted:
             converted["enum"] = [*converted["enum"], None]
@@ -45,7 +49,9 @@ def validator(schema_name: str) -> Draft202012Validator:
 
 
 def assert_valid(schema_name: str, instance: Any) -> None:
-    errors = sorted(validator(schema_name).iter_errors(instance), key=lambda error: list(error.path))
+    errors = sorted(
+        validator(schema_name).iter_errors(instance), key=lambda error: list(error.path)
+    )
     assert not errors, f"{schema_name}: " + "; ".join(
         f"{'/'.join(map(str, error.path))}: {error.message}" for error in errors[:5]
     )

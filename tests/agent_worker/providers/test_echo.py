@@ -20,7 +20,12 @@ async def test_template_fields_and_word_deltas() -> None:
     provider = EchoProvider(EchoProviderConfig(api="echo", reply="{system}|{turns}|{input}"))
     events = await collect(
         provider,
-        request(ChatMessage("system", "sys"), ChatMessage("user", "q"), ChatMessage("assistant", "a"), ChatMessage("user", "two words")),
+        request(
+            ChatMessage("system", "sys"),
+            ChatMessage("user", "q"),
+            ChatMessage("assistant", "a"),
+            ChatMessage("user", "two words"),
+        ),
     )
     assert [e.text for e in events if isinstance(e, TextDelta)] == ["sys|2|two ", "words"]
     finished = events[-1]

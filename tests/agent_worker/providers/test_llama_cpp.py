@@ -24,7 +24,9 @@ async def provider() -> AsyncIterator[LlamaCppProvider]:
 
 def prompt(text: str, max_tokens: int = 12) -> ProviderRequest:
     return ProviderRequest(
-        "smollm2", (ChatMessage("system", "You are helpful."), ChatMessage("user", text)), Sampling(max_tokens=max_tokens, seed=1)
+        "smollm2",
+        (ChatMessage("system", "You are helpful."), ChatMessage("user", text)),
+        Sampling(max_tokens=max_tokens, seed=1),
     )
 
 
@@ -62,6 +64,8 @@ async def test_a_cancelled_turn_stops_and_frees_the_model(provider: LlamaCppProv
 
 
 async def test_missing_model_file_is_unavailable(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    broken = LlamaCppProvider(LlamaCppProviderConfig(api="llama-cpp", modelPath=str(tmp_path / "none.gguf")))
+    broken = LlamaCppProvider(
+        LlamaCppProviderConfig(api="llama-cpp", modelPath=str(tmp_path / "none.gguf"))
+    )
     with pytest.raises(ProviderUnavailableError, match="none.gguf"):
         await broken.start()

@@ -13,7 +13,7 @@ async def test_one_key_runs_in_order_other_keys_in_parallel() -> None:
     order: list[str] = []
 
     async def turn(key: str, name: str, hold: float) -> None:
-        async with locks.hold(key, timeout=5):
+        async with locks.hold(key, wait_seconds=5):
             order.append(f"{name}+")
             await asyncio.sleep(hold)
             order.append(f"{name}-")
@@ -26,8 +26,8 @@ async def test_one_key_runs_in_order_other_keys_in_parallel() -> None:
 
 async def test_waiting_too_long_is_session_busy() -> None:
     locks = SessionLocks()
-    async with locks.hold("a", timeout=1):
+    async with locks.hold("a", wait_seconds=1):
         with pytest.raises(SessionBusyError):
-            async with locks.hold("a", timeout=0.05):
+            async with locks.hold("a", wait_seconds=0.05):
                 pass
     assert locks.active == 0
