@@ -114,6 +114,8 @@ class OpenAICompatibleProvider:
                     if choice.finish_reason:
                         finish_reason = _FINISH_REASONS.get(choice.finish_reason, FinishReason.STOP)
         except openai.APIError as error:
+            if type(error) is openai.APIConnectionError:  # connected before: it broke off
+                raise ProviderFailedError(f"provider broke off its answer: {error}") from error
             raise provider_error(error) from error
         except Exception as error:  # the HTTP client's own errors when a stream breaks off
             raise ProviderFailedError(f"provider broke off its answer: {error}") from error

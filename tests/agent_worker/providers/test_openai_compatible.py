@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from agent_worker.domain import ChatMessage, FinishReason, Image, Sampling, TextDelta, TurnFinished
+from agent_worker.errors import (
+    ProviderFailedError,
+    ProviderRateLimitedError,
+    ProviderRejectedError,
+    ProviderUnavailableError,
+    TurnError,
+)
+from agent_worker.providers.base import ProviderRequest
+from agent_worker.providers.openai_compatible import OpenAICompatibleProvider
+from services.config import OpenAICompatibleProviderConfig
+from tests.support.processes import free_port
+from tests.support.upstream import UpstreamStandIn
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[UpstreamStandIn]:
+    with UpstreamStandIn() as server:
+        yield server
+
+
+def provider(base_url: str) -> OpenAICompatibleProvider:
+    return OpenAICompatibleProvider(
+        OpenAICompatibleProviderConfig(api="openai-compatible", baseUrl=base_url, apiKey="k")
+    )
+
+
+def request(model: str, **sampling: object) -> ProviderRequest:
+    return ProviderRequest(model, (ChatMessage("user", "hi"),), Sampling(**sampling))  # type: ignore[arg-type]
+
+
+async def test_streams_deltas_and_passes_usage_and_sampling(upstream: UpstreamStandIn) -> None:
+    client = provider(upstream.base_url)
+    events = [e async for e in client.stream(request("m", temperature=0.2, stop=("x",), seed=4))]
+    await client.close()
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["one ", "two ", "three"]
+    finished = events[-1]
+    assert isinstance(finished, TurnFinished)
+    assert finished.finish_reason is FinishReason.LENGTH
+    assert (finished.usage.prompt_tokens, finished.usage.completion_tokens) == (11, 3)
+    sent = upstream.requests[-1]
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert (sent["temperature"], sent["stop"], sent["seed"]) == (0.2, ["x"], 4)
+    assert "top_p" not in sent
+
+
+async def test_images_are_sent_as_data_uris(upstream: UpstreamStandIn) -> None:
+    client = provider(upstream.base_url)
+    message = ChatMessage("user", "look", (Image("image/png", b"\x89PNG"),))
+    [e async for e in client.stream(ProviderRequest("m", (message,), Sampling()))]
+    await client.close()
+    content = upstream.requests[-1]["messages"][0]["content"]
+    assert content[0] == {"type": "text", "text": "look"}
+    assert content[1]["image_url"]["url"] == "data:image/png;base64,iVBORw=="
+
+
+@pytest.mark.parametrize(
+    ("model", "error"),
+    [
+        ("status-429", ProviderRateLimitedError),
+        ("status-400", ProviderRejectedError),
+        ("status-404", ProviderRejectedError),
+        ("status-401", ProviderFailedError),
+        ("status-500", ProviderFailedError),
+        ("status-503", ProviderFailedError),
+        ("break-after-1", ProviderFailedError),
+    ],
+)
+async def test_upstream_errors_map_to_turn_errors(
+    upstream: UpstreamStandIn, model: str, error: type[TurnError]
+) -> None:
+    client = provider(upstream.base_url)
+    with pytest.raises(error) as caught:
+        [e async for e in client.stream(request(model))]
+    await client.close()
+    assert type(caught.value) is error and caught.value.message
+
+
+async def test_unreachable_upstream_is_unavailable() -> None:
+    client = provider(f"http://127.0.0.1:{free_port()}/v1")
+    with pytest.raises(ProviderUnavailableError, match="unreachable"):
+        [e async for e in client.stream(request("m"))]
+    await client.close()
