@@ -26,9 +26,8 @@ def upstream() -> Iterator[UpstreamStandIn]:
 
 
 def provider(base_url: str) -> OpenAICompatibleProvider:
-    return OpenAICompatibleProvider(
-        OpenAICompatibleProviderConfig(api="openai-compatible", baseUrl=base_url, apiKey="k")
-    )
+    config = {"api": "openai-compatible", "baseUrl": base_url, "apiKey": "k"}
+    return OpenAICompatibleProvider(OpenAICompatibleProviderConfig.model_validate(config))
 
 
 def request(model: str, **sampling: object) -> ProviderRequest:
