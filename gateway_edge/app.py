@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,22 +12,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from gateway_edge import chat_completions, health
-from gateway_edge.auth import Authenticator
+from gateway_edge import chat_completions, health, models
+from gateway_edge.auth import AccessGuard, Authenticator
 from gateway_edge.errors import ApiError, bad_request
+from gateway_edge.rate_limit import AuthFailureLimiter
 from gateway_edge.request_id import RequestIdMiddleware
+from gateway_edge.responses import error_response
 from gateway_edge.state import EdgeState
 from gateway_edge.worker_pool import WorkerPool
 from services.config import ClawgateConfig
 
 log = logging.getLogger("clawgate.edge")
 _HTTP_ERROR_TYPES = {404: "not_found_error", 405: "invalid_request_error"}
-
-
-def error_response(error: ApiError) -> Response:
-    return Response(
-        error.body(), status_code=error.status, media_type="application/json", headers=error.headers
-    )
 
 
 async def _api_error(request: Request, error: Exception) -> Response:
@@ -61,11 +58,13 @@ async def _unexpected_error(request: Request, error: Exception) -> Response:
 
 def create_app(config: ClawgateConfig) -> FastAPI:
     """Builds the edge; raises AuthSetupError when auth would run open by accident."""
-    authenticator = Authenticator.from_config(config.gateway.auth, config.gateway.bind)
-    workers = WorkerPool(config.gateway.workers, shared_secret=config.worker.shared_secret)
-    state = EdgeState(
-        config, authenticator, frozenset(a.id for a in config.agents.entries), workers
+    auth = config.gateway.auth
+    access = AccessGuard(
+        Authenticator.from_config(auth, config.gateway.bind), AuthFailureLimiter(auth.rate_limit)
     )
+    workers = WorkerPool(config.gateway.workers, shared_secret=config.worker.shared_secret)
+    agent_ids = frozenset(agent.id for agent in config.agents.entries)
+    state = EdgeState(config, access, agent_ids, workers, int(time.time()))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,6 +79,7 @@ def create_app(config: ClawgateConfig) -> FastAPI:
     app.include_router(health.router)
     if config.gateway.http.endpoints.chat_completions.enabled:
         app.include_router(chat_completions.router)
+        app.include_router(models.router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

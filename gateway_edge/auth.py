@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway_edge.addresses import is_loopback
+from gateway_edge.errors import rate_limited, unauthorized
+from gateway_edge.rate_limit import AuthFailureLimiter
 from services.config import AuthConfig
 
 TOKEN_ENV = "OPENCLAW_GATEWAY_TOKEN"
@@ -17,15 +20,6 @@ PASSWORD_ENV = "OPENCLAW_GATEWAY_PASSWORD"
 
 class AuthSetupError(Exception):
     """The auth config would leave the gateway open by accident; the edge refuses to start."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +60,25 @@ class Authenticator:
         if scheme.lower() != "bearer":
             return False
         return hmac.compare_digest(value.strip().encode(), self.secret)
+
+
+class AccessGuard:
+    """Auth for the API routes: lockout first, then the secret; failures are counted per IP."""
+
+    def __init__(self, authenticator: Authenticator, limiter: AuthFailureLimiter) -> None:
+        self._authenticator = authenticator
+        self._limiter = limiter
+
+    def check(self, client_ip: str, authorization: str | None) -> None:
+        """Raises ApiError 429 for a locked-out client and 401 for a missing or wrong secret."""
+        if self._authenticator.mode == "none":
+            return
+        wait = self._limiter.retry_after(client_ip)
+        if wait is not None:
+            raise rate_limited(math.ceil(wait))
+        if self._authenticator.accepts(authorization):
+            self._limiter.record_success(client_ip)
+            return
+        if authorization is not None:
+            self._limiter.record_failure(client_ip)
+        raise unauthorized()

@@ -12,8 +12,9 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from gateway_edge.addresses import client_ip
 from gateway_edge.agent_resolution import resolve_agent
-from gateway_edge.errors import ApiError, bad_request, unauthorized
+from gateway_edge.errors import ApiError, bad_request
 from gateway_edge.protocol import ChatCompletionRequest, parse_chat_request
 from gateway_edge.sessions import session_key_for
 from gateway_edge.sse import DONE, KEEP_ALIVE, ChunkEncoder, error_frame, with_keep_alive
@@ -73,8 +74,7 @@ def usage_of(finished: pb.TurnFinished) -> dict[str, int]:
 @router.post("/v1/chat/completions")
 async def create_chat_completion(request: Request) -> Response:
     state: EdgeState = request.app.state.edge
-    if not state.authenticator.accepts(request.headers.get("authorization")):
-        raise unauthorized()
+    state.access.check(client_ip(request.client), request.headers.get("authorization"))
     body = await read_body(
         request, state.config.gateway.http.endpoints.chat_completions.max_body_bytes
     )

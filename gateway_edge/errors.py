@@ -39,6 +39,16 @@ def unauthorized() -> ApiError:
     return ApiError(401, "Unauthorized", "unauthorized")
 
 
+def rate_limited(retry_after_seconds: int) -> ApiError:
+    return ApiError(
+        429,
+        f"Too many failed authentication attempts; retry after {retry_after_seconds} seconds.",
+        "rate_limited",
+        code="auth_rate_limited",
+        headers={"retry-after": str(retry_after_seconds)},
+    )
+
+
 RETRY_AFTER_SECONDS = "1"
 
 # gRPC status of a worker call → (HTTP status, type, code).

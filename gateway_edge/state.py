@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway_edge.auth import Authenticator
+from gateway_edge.auth import AccessGuard
 from gateway_edge.worker_pool import WorkerPool
 from services.config import ClawgateConfig
 
@@ -12,6 +12,7 @@ from services.config import ClawgateConfig
 @dataclass(frozen=True, slots=True)
 class EdgeState:
     config: ClawgateConfig
-    authenticator: Authenticator
+    access: AccessGuard
     agent_ids: frozenset[str]
     workers: WorkerPool
+    started_at: int

@@ -1,0 +1,43 @@
+"""GET /v1/models and GET /v1/models/{id}: the agents, in the forms `model` accepts."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from gateway_edge.addresses import client_ip
+from gateway_edge.errors import ApiError
+from gateway_edge.responses import json_response
+from gateway_edge.state import EdgeState
+
+router = APIRouter()
+
+
+def model_ids(state: EdgeState) -> list[str]:
+    return [
+        "openclaw",
+        "openclaw/default",
+        *(f"openclaw/{agent_id}" for agent_id in sorted(state.agent_ids)),
+    ]
+
+
+def model_card(model_id: str, created: int) -> dict[str, object]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "openclaw"}
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> Response:
+    state: EdgeState = request.app.state.edge
+    state.access.check(client_ip(request.client), request.headers.get("authorization"))
+    cards = [model_card(model_id, state.started_at) for model_id in model_ids(state)]
+    return json_response({"object": "list", "data": cards})
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, request: Request) -> Response:
+    state: EdgeState = request.app.state.edge
+    state.access.check(client_ip(request.client), request.headers.get("authorization"))
+    if model_id not in model_ids(state):
+        message = f"The model '{model_id}' does not exist."
+        raise ApiError(404, message, "invalid_request_error", "model", "model_not_found")
+    return json_response(model_card(model_id, state.started_at))
