@@ -6,12 +6,25 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import Stack, echo_config, start_stack
+from tests.support.upstream import UpstreamStandIn
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[UpstreamStandIn]:
+    """An OpenAI-compatible upstream stand-in, for agents on the openai-compatible provider."""
+    with UpstreamStandIn() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-def echo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A real worker (echo provider, SQLite file) and a real edge, shared by one test module."""
+def echo_stack(
+    tmp_path_factory: pytest.TempPathFactory, upstream: UpstreamStandIn
+) -> Iterator[Stack]:
+    """A real worker (SQLite file) and a real edge, shared by one test module; agents as in
+    `echo_config`, the upstream ones on the stand-in."""
     tmp_path: Path = tmp_path_factory.mktemp("stack")
-    stack = start_stack(tmp_path, echo_config(tmp_path))
+    config = echo_config(tmp_path, upstream.base_url)
+    config["gateway"]["keepAliveSeconds"] = 0.25
+    stack = start_stack(tmp_path, config)
     yield stack
     stack.stop()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +30,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def echo_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
-    """A config with echo agents `main` (default) and `beta`, on free ports."""
+def echo_config(tmp_path: Path, upstream_url: str | None = None) -> dict[str, Any]:
+    """A config on free ports with echo agents `main` (default), `beta` and `slow`; given an
+    upstream stand-in, also `vision` (answers), `flaky` (breaks off after one chunk) and
+    `sluggish` (slower than its provider's timeout)."""
     worker = f"127.0.0.1:{free_port()}"
     config: dict[str, Any] = {
         "gateway": {
@@ -42,20 +47,36 @@ def echo_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
         "models": {
             "providers": {
                 "echo": {"api": "echo", "reply": "echo: {input} [turns={turns}]"},
+                "slowecho": {"api": "echo", "reply": "slow {input}", "delayMs": 700},
             }
         },
         "agents": {
             "defaults": {"model": "echo/echo-1", "systemPrompt": "You are an echo."},
-            "list": [{"id": "main", "default": True}, {"id": "beta"}],
+            "list": [
+                {"id": "main", "default": True},
+                {"id": "beta"},
+                {"id": "slow", "model": "slowecho/slow-1"},
+            ],
         },
     }
-    for key, value in overrides.items():
-        config[key] = value
+    if upstream_url is not None:
+        providers = config["models"]["providers"]
+        providers["upstream"] = {"api": "openai-compatible", "baseUrl": upstream_url}
+        providers["impatient"] = {
+            "api": "openai-compatible",
+            "baseUrl": upstream_url,
+            "timeoutSeconds": 0.5,
+        }
+        config["agents"]["list"] += [
+            {"id": "vision", "model": "upstream/m"},
+            {"id": "flaky", "model": "upstream/break-after-1"},
+            {"id": "sluggish", "model": "impatient/slow-1000"},
+        ]
     return config
 
 
-def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:
-    path = tmp_path / "clawgate.json5"
+def write_config(tmp_path: Path, config: dict[str, Any], name: str = "clawgate.json5") -> Path:
+    path = tmp_path / name
     path.write_text(json5.dumps(config, indent=2))
     return path
 
@@ -128,9 +149,9 @@ def worker_serving(address: str) -> bool:
     return response.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def edge_ready(base_url: str) -> bool:
+def edge_answers(base_url: str, path: str = "/readyz") -> bool:
     try:
-        return httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200
+        return httpx.get(f"{base_url}{path}", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -142,10 +163,15 @@ def start_worker(config_path: Path, address: str, log_path: Path, timeout: float
 
 
 def start_edge(
-    config_path: Path, base_url: str, log_path: Path, env: dict[str, str] | None = None
+    config_path: Path,
+    base_url: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    ready_path: str = "/readyz",
 ) -> Process:
+    """Starts an edge and waits for `ready_path` (use /healthz when no worker is up)."""
     process = Process(clawgate(config_path, "edge"), log_path, env or {}).start()
-    wait_until(lambda: edge_ready(base_url), 30, f"edge {base_url}", process)
+    wait_until(lambda: edge_answers(base_url, ready_path), 30, f"edge {base_url}", process)
     return process
 
 
@@ -185,3 +211,24 @@ def start_stack(tmp_path: Path, config: dict[str, Any]) -> Stack:
         worker.stop()
         raise
     return Stack(config, config_path, worker, edge)
+
+
+@contextmanager
+def extra_edge(
+    tmp_path: Path,
+    config: dict[str, Any],
+    change: Callable[[dict[str, Any]], None],
+    env: dict[str, str] | None = None,
+    ready_path: str = "/readyz",
+) -> Iterator[str]:
+    """Another edge process on a changed copy of `config` (same workers); yields its base URL."""
+    config = copy.deepcopy(config)
+    config["gateway"]["port"] = port = free_port()
+    change(config)
+    path = write_config(tmp_path, config, f"edge-{port}.json5")
+    base_url = f"http://127.0.0.1:{port}"
+    edge = start_edge(path, base_url, tmp_path / f"edge-{port}.log", env, ready_path)
+    try:
+        yield base_url
+    finally:
+        edge.stop()

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from agent_worker.domain import ChatMessage, FinishReason, Image, Sampling, TextDelta, TurnFinished
@@ -17,12 +15,6 @@ from agent_worker.providers.openai_compatible import OpenAICompatibleProvider
 from services.config import OpenAICompatibleProviderConfig
 from tests.support.processes import free_port
 from tests.support.upstream import UpstreamStandIn
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[UpstreamStandIn]:
-    with UpstreamStandIn() as server:
-        yield server
 
 
 def provider(base_url: str) -> OpenAICompatibleProvider:
