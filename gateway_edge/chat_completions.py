@@ -16,7 +16,7 @@ from gateway_edge.addresses import client_ip
 from gateway_edge.agent_resolution import resolve_agent
 from gateway_edge.errors import ApiError, bad_request
 from gateway_edge.protocol import ChatCompletionRequest, parse_chat_request
-from gateway_edge.sessions import session_key_for
+from gateway_edge.sessions import SESSION_KEY_HEADER, session_key_for
 from gateway_edge.sse import DONE, KEEP_ALIVE, ChunkEncoder, error_frame, with_keep_alive
 from gateway_edge.state import EdgeState
 from gateway_edge.turn_input import turn_request_for
@@ -26,7 +26,6 @@ from services.logging import request_id_var
 
 log = logging.getLogger("clawgate.edge")
 router = APIRouter()
-SESSION_KEY_HEADER = "x-openclaw-session-key"
 _FINISH_REASONS = {
     pb.FINISH_REASON_UNSPECIFIED: "stop",
     pb.FINISH_REASON_STOP: "stop",
@@ -35,6 +34,7 @@ _FINISH_REASONS = {
     pb.FINISH_REASON_CONTENT_FILTER: "content_filter",
 }
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+_SESSION_KEY_HEADER_BYTES = SESSION_KEY_HEADER.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,16 +97,17 @@ async def create_chat_completion(request: Request) -> Response:
     completion = Completion(
         f"chatcmpl_{uuid.uuid4().hex}", int(time.time()), chat.model or "openclaw"
     )
-    response_headers = {SESSION_KEY_HEADER: session_key}
+    response: Response
     if chat.stream:
-        return StreamingResponse(
+        response = StreamingResponse(
             stream_completion(turn, completion, chat, state.config.gateway.keep_alive_seconds),
             media_type="text/event-stream",
-            headers={**_STREAM_HEADERS, **response_headers},
+            headers=_STREAM_HEADERS,
         )
-    return Response(
-        await complete(turn, completion), media_type="application/json", headers=response_headers
-    )
+    else:
+        response = Response(await complete(turn, completion), media_type="application/json")
+    response.raw_headers.append((_SESSION_KEY_HEADER_BYTES, session_key.encode()))
+    return response
 
 
 async def complete(turn: TurnCall, completion: Completion) -> bytes:

@@ -1,4 +1,8 @@
-"""Which session a request continues: header > OpenAI `user` > a fresh key."""
+"""Which session a request continues: header > OpenAI `user` > a fresh key.
+
+Keys travel in an HTTP header both ways, so they are read and written as UTF-8 bytes and may
+hold no control characters: a key a client got back can always be sent again verbatim.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +11,43 @@ import uuid
 
 from gateway_edge.errors import bad_request
 
+SESSION_KEY_HEADER = "x-openclaw-session-key"
 MAX_SESSION_KEY_LENGTH = 512
 RESERVED_NAMESPACES = ("subagent:", "cron:", "acp:")
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def validate_session_key(key: str) -> str:
-    key = key.strip()
+def header_text(raw: str) -> str:
+    """A header value as the client meant it: ASGI servers hand us bytes decoded as latin-1."""
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return raw
+
+
+def _check(key: str, param: str, what: str) -> str:
     if not key:
-        raise bad_request(
-            "x-openclaw-session-key must not be empty.", param="x-openclaw-session-key"
-        )
+        raise bad_request(f"{what} must not be empty.", param)
     if len(key) > MAX_SESSION_KEY_LENGTH:
-        raise bad_request(
-            f"x-openclaw-session-key is longer than {MAX_SESSION_KEY_LENGTH} characters.",
-            param="x-openclaw-session-key",
-        )
+        raise bad_request(f"{what} is longer than {MAX_SESSION_KEY_LENGTH} characters.", param)
     if _CONTROL_CHARACTERS.search(key):
-        raise bad_request(
-            "x-openclaw-session-key contains control characters.", param="x-openclaw-session-key"
-        )
+        raise bad_request(f"{what} contains control characters.", param)
+    return key
+
+
+def validate_session_key(key: str) -> str:
+    key = _check(key.strip(), SESSION_KEY_HEADER, SESSION_KEY_HEADER)
     if key.lower().startswith(RESERVED_NAMESPACES):
         raise bad_request(
-            f"x-openclaw-session-key uses a reserved namespace ({', '.join(RESERVED_NAMESPACES)}).",
-            param="x-openclaw-session-key",
+            f"{SESSION_KEY_HEADER} uses a reserved namespace ({', '.join(RESERVED_NAMESPACES)}).",
+            SESSION_KEY_HEADER,
         )
     return key
 
 
 def session_key_for(agent_id: str, user: str | None, header_key: str | None) -> str:
     if header_key is not None:
-        return validate_session_key(header_key)
+        return validate_session_key(header_text(header_key))
     if user:
-        return f"agent:{agent_id}:openai-user:{user}"
+        return _check(f"agent:{agent_id}:openai-user:{user}", "user", "The session key from `user`")
     return f"agent:{agent_id}:openai:{uuid.uuid4()}"

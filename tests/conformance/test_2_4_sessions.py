@@ -147,3 +147,31 @@ def test_transcript_survives_a_worker_restart(echo_stack: Stack) -> None:
         pb.ROLE_USER,
         "before restart",
     )
+
+
+def test_non_ascii_user_round_trips_through_the_session_header(echo_stack: Stack) -> None:
+    user = f"jose-日本-{uuid.uuid4().hex[:6]}"
+    first = chat(echo_stack, [{"role": "user", "content": "one"}], user=user)
+    assert reply(first) == "echo: one [turns=0]"
+    raw_key = first.headers.raw[
+        [n.lower() for n, _ in first.headers.raw].index(b"x-openclaw-session-key")
+    ][1]
+    assert raw_key.decode() == f"agent:main:openai-user:{user}"
+    status, body = raw_post(
+        echo_stack.base_url,
+        "/v1/chat/completions",
+        [(b"Authorization", f"Bearer {TOKEN}".encode()), (b"x-openclaw-session-key", raw_key)],
+        orjson.dumps({"messages": [{"role": "user", "content": "two"}]}),
+    )
+    assert (
+        status == 200
+        and orjson.loads(body)["choices"][0]["message"]["content"] == "echo: two [turns=2]"
+    )
+
+
+@pytest.mark.parametrize("user", ["line\nbreak", "x\r\nSet-Cookie: a=b", "nul\x00", "u" * 600])
+def test_users_that_cannot_make_a_session_key_are_400(echo_stack: Stack, user: str) -> None:
+    response = chat(echo_stack, [{"role": "user", "content": "x"}], user=user)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "user"
+    assert "set-cookie" not in response.headers

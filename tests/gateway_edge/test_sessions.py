@@ -26,3 +26,16 @@ def test_bad_header_keys(key: str) -> None:
 
 def test_longest_allowed_key() -> None:
     assert session_key_for("main", None, "k" * 512) == "k" * 512
+
+
+def test_header_keys_are_read_as_utf8() -> None:
+    sent = "agent:main:openai-user:日本".encode()
+    assert session_key_for("main", None, sent.decode("latin-1")) == "agent:main:openai-user:日本"
+    assert session_key_for("main", None, "caf\xe9") == "caf\xe9"  # not UTF-8: kept as received
+
+
+@pytest.mark.parametrize("user", ["a\nb", "\x00", "u" * 600])
+def test_users_that_cannot_make_a_key(user: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        session_key_for("main", user, None)
+    assert caught.value.param == "user"
