@@ -28,3 +28,13 @@ def echo_stack(
     stack = start_stack(tmp_path, config)
     yield stack
     stack.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.conformance.test_generated_inputs import STATS
+
+    if STATS["requests"]:
+        terminalreporter.write_line(
+            f"generated-input run: {STATS['requests']} requests sent, {STATS['5xx']} got a 5xx, "
+            f"{STATS['tracebacks']} showed a traceback"
+        )
