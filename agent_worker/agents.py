@@ -17,6 +17,7 @@ class Agent:
     model: str
     system_prompt: str
     history_limit: int
+    turn_timeout: float
     sampling: Sampling
     is_default: bool
 
@@ -49,6 +50,7 @@ class AgentRegistry:
                     history_limit=entry.history_limit
                     if entry.history_limit is not None
                     else defaults.history_limit,
+                    turn_timeout=(entry.turn_timeout_ms or defaults.turn_timeout_ms) / 1000,
                     sampling=Sampling(
                         temperature=sampling.temperature,
                         top_p=sampling.top_p,

@@ -31,6 +31,10 @@ class SessionBusyError(TurnError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class TurnTimeoutError(TurnError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class ProviderUnavailableError(TurnError):
     """The provider could not be reached (connection refused, DNS, connect timeout)."""
 

@@ -19,7 +19,12 @@ from agent_worker.domain import (
     TurnRequest,
     TurnStarted,
 )
-from agent_worker.errors import InvalidTurnError, ProviderFailedError, WorkerAtCapacityError
+from agent_worker.errors import (
+    InvalidTurnError,
+    ProviderFailedError,
+    TurnTimeoutError,
+    WorkerAtCapacityError,
+)
 from agent_worker.providers.base import Provider, ProviderRequest
 from agent_worker.sessions.locks import SessionLocks
 from agent_worker.sessions.store import SessionStore
@@ -122,8 +127,19 @@ class TurnRunner:
         provider_request = ProviderRequest(
             agent.model, prompt, merged_sampling(agent.sampling, request.sampling)
         )
+        deadline = asyncio.get_running_loop().time() + agent.turn_timeout
         async with aclosing(provider.stream(provider_request)) as events:
-            async for event in events:
+            while True:
+                try:
+                    # Only the provider's wait is timed: a consumer paused at `yield` is not.
+                    async with asyncio.timeout_at(deadline):
+                        event = await anext(events, None)
+                except TimeoutError:
+                    raise TurnTimeoutError(
+                        f"the turn took longer than {agent.turn_timeout:g}s (turnTimeoutMs)"
+                    ) from None
+                if event is None:
+                    break
                 if isinstance(event, TextDelta):
                     reply.append(event.text)
                     yield event

@@ -14,6 +14,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from gateway_edge.addresses import client_ip
 from gateway_edge.agent_resolution import resolve_agent
+from gateway_edge.disconnect import ClientDisconnected, unless_disconnected
 from gateway_edge.errors import ApiError, bad_request
 from gateway_edge.protocol import ChatCompletionRequest, parse_chat_request
 from gateway_edge.sessions import SESSION_KEY_HEADER, session_key_for
@@ -33,6 +34,7 @@ _FINISH_REASONS = {
     pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
     pb.FINISH_REASON_CONTENT_FILTER: "content_filter",
 }
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for it; nobody receives it, logs show it
 _STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _SESSION_KEY_HEADER_BYTES = SESSION_KEY_HEADER.encode()
 
@@ -91,21 +93,26 @@ async def create_chat_completion(request: Request) -> Response:
         state.config.default_agent_id,
     )
     session_key = session_key_for(agent_id, chat.user, headers.get(SESSION_KEY_HEADER))
-    turn = await state.workers.start_turn(
-        turn_request_for(chat, agent_id, session_key, request_id_var.get())
-    )
+    turn_request = turn_request_for(chat, agent_id, session_key, request_id_var.get())
     completion = Completion(
         f"chatcmpl_{uuid.uuid4().hex}", int(time.time()), chat.model or "openclaw"
     )
     response: Response
-    if chat.stream:
-        response = StreamingResponse(
-            stream_completion(turn, completion, chat, state.config.gateway.keep_alive_seconds),
-            media_type="text/event-stream",
-            headers=_STREAM_HEADERS,
-        )
-    else:
-        response = Response(await complete(turn, completion), media_type="application/json")
+    try:
+        turn = await unless_disconnected(request.receive, state.workers.start_turn(turn_request))
+        if chat.stream:
+            keep_alive = state.config.gateway.keep_alive_seconds
+            response = StreamingResponse(
+                stream_completion(turn, completion, chat, keep_alive),
+                media_type="text/event-stream",
+                headers=_STREAM_HEADERS,
+            )
+        else:
+            answer = await unless_disconnected(request.receive, complete(turn, completion))
+            response = Response(answer, media_type="application/json")
+    except ClientDisconnected:
+        log.info("the client went away before the answer; its turn was cancelled")
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     response.raw_headers.append((_SESSION_KEY_HEADER_BYTES, session_key.encode()))
     return response
 

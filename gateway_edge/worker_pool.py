@@ -33,6 +33,11 @@ _CHANNEL_OPTIONS = (
 )
 
 
+def rendezvous_weight(address: str, session_key: str) -> bytes:
+    """A session goes to the reachable worker with the highest weight for its key."""
+    return hashlib.blake2b(f"{address}|{session_key}".encode(), digest_size=8).digest()
+
+
 @dataclass(slots=True)
 class Worker:
     address: str
@@ -41,7 +46,7 @@ class Worker:
     health: health_pb2_grpc.HealthStub
 
     def weight_for(self, session_key: str) -> bytes:
-        return hashlib.blake2b(f"{self.address}|{session_key}".encode(), digest_size=8).digest()
+        return rendezvous_weight(self.address, session_key)
 
 
 class TurnCall:

@@ -128,6 +128,7 @@ class AgentDefaults(_Section):
     model: str = "local/smollm2-135m"
     system_prompt: str = Field("You are a helpful assistant.", alias="systemPrompt")
     history_limit: int = Field(100, alias="historyLimit", ge=0)
+    turn_timeout_ms: int = Field(600_000, alias="turnTimeoutMs", ge=1)
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
 
 
@@ -138,6 +139,7 @@ class AgentConfig(_Section):
     model: str | None = None
     system_prompt: str | None = Field(None, alias="systemPrompt")
     history_limit: int | None = Field(None, alias="historyLimit", ge=0)
+    turn_timeout_ms: int | None = Field(None, alias="turnTimeoutMs", ge=1)
     sampling: SamplingDefaults | None = None
 
 

@@ -20,6 +20,7 @@ from agent_worker.domain import (
 from agent_worker.errors import (
     InvalidTurnError,
     ProviderFailedError,
+    TurnTimeoutError,
     UnknownAgentError,
     WorkerAtCapacityError,
 )
@@ -186,3 +187,24 @@ async def test_capacity_is_enforced(store: SqliteSessionStore) -> None:
 def test_request_sampling_wins_over_agent_defaults() -> None:
     merged = merged_sampling(Sampling(temperature=0.3, max_tokens=5), Sampling(temperature=1.0))
     assert merged.temperature == 1.0 and merged.max_tokens == 5
+
+
+async def test_a_turn_over_its_timeout_is_aborted(tmp_path: Path) -> None:
+    config = parse_config(
+        "{ models: { providers: { p: { api: 'echo' } } }, "
+        "agents: { list: [ { id: 'main', model: 'p/m', turnTimeoutMs: 100 } ] } }"
+    )
+    store = SqliteSessionStore(tmp_path / "t.db")
+    await store.open()
+    provider = ScriptedProvider(["a", "b"], hang_after=1)
+    turns = TurnRunner(
+        AgentRegistry.from_config(config),
+        {"p": provider},
+        store,
+        max_concurrent_turns=2,
+        session_wait_timeout=1,
+    )
+    with pytest.raises(TurnTimeoutError, match="turnTimeoutMs"):
+        [event async for event in turns.run(request("x"))]
+    assert provider.closed.is_set() and await store.load("k") == []
+    await store.close()

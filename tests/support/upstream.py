@@ -1,9 +1,10 @@
 """A small OpenAI-compatible upstream stand-in (raw ASGI on uvicorn, in a thread).
 
 The requested `model` steers it: `status-<code>` answers that HTTP error, `break-after-<n>`
-streams n chunks then drops the connection, `slow-<ms>` waits between chunks; anything else
-streams "one two three" with usage. Every request body is recorded, and `disconnects` counts
-clients that went away mid-answer.
+streams n chunks then drops the connection, `slow-<ms>` waits between its 300 chunks,
+`big-<n>` streams n chunks of about 1 KB as fast as the client takes them; anything else
+streams "one two three" with usage. It records every request body, how many chunks it sent,
+and when each client went away before the end of its answer.
 """
 
 from __future__ import annotations
@@ -19,28 +20,44 @@ import uvicorn
 from tests.support.processes import free_port
 
 WORDS = ["one ", "two ", "three"]
+BIG_CHUNK_TEXT = "x" * 1000
+
+
+def _chunk(model: str, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+    chunk = {
+        "id": "x",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
 class UpstreamStandIn:
     def __init__(self) -> None:
         self.port = free_port()
         self.requests: list[dict[str, Any]] = []
-        self.disconnects = 0
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                self.app,
-                host="127.0.0.1",
-                port=self.port,
-                log_level="error",
-                lifespan="off",
-                interface="asgi3",
-            )
+        self.disconnect_times: list[float] = []
+        self.chunks_sent = 0
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="error",
+            lifespan="off",
+            interface="asgi3",
         )
+        self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def disconnects(self) -> int:
+        return len(self.disconnect_times)
 
     def __enter__(self) -> UpstreamStandIn:
         self._thread.start()
@@ -84,48 +101,47 @@ class UpstreamStandIn:
                 "headers": [(b"content-type", b"text/event-stream")],
             }
         )
+        answer = asyncio.ensure_future(self._answer(model, send))
+        gone = asyncio.ensure_future(receive())  # http.disconnect, when the client leaves early
+        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done():
+            self.disconnect_times.append(time.monotonic())
+            answer.cancel()
+        gone.cancel()
+        await asyncio.gather(answer, return_exceptions=True)
+        if not answer.cancelled() and isinstance(answer.exception(), ConnectionAbortedError):
+            raise answer.exception()  # type: ignore[misc]
+
+    async def _answer(self, model: str, send: Any) -> None:
+        async def body(data: bytes, more: bool = True) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": more})
+
         delay = int(model.removeprefix("slow-")) / 1000 if model.startswith("slow-") else 0
         limit = (
             int(model.removeprefix("break-after-")) if model.startswith("break-after-") else None
         )
-        words = WORDS * 100 if delay else WORDS
-        try:
-            for index, word in enumerate(words):
-                if limit is not None and index == limit:
-                    raise ConnectionAbortedError("the stand-in drops the connection on purpose")
-                if delay:
-                    await asyncio.sleep(delay)
-                chunk = {
-                    "id": "x",
-                    "object": "chat.completion.chunk",
-                    "created": 0,
-                    "model": model,
-                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
-                }
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": b"data: " + orjson.dumps(chunk) + b"\n\n",
-                        "more_body": True,
-                    }
-                )
-            final = {
-                "id": "x",
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": model,
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
-            }
-            usage = {
-                "id": "x",
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": model,
-                "choices": [],
-                "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
-            }
-            tail = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in (final, usage))
-            await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
-        except (OSError, asyncio.CancelledError):
-            self.disconnects += 1
-            raise
+        if model.startswith("big-"):
+            words = [BIG_CHUNK_TEXT] * int(model.removeprefix("big-"))
+        else:
+            words = WORDS * 100 if delay else WORDS
+        for index, word in enumerate(words):
+            if limit is not None and index == limit:
+                raise ConnectionAbortedError("the stand-in drops the connection on purpose")
+            if delay:
+                await asyncio.sleep(delay)
+            await body(_chunk(model, {"content": word}))
+            self.chunks_sent += 1
+        usage = {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": 11,
+                "completion_tokens": len(words),
+                "total_tokens": 11 + len(words),
+            },
+        }
+        tail = _chunk(model, {}, "length") + b"data: " + orjson.dumps(usage) + b"\n\n"
+        await body(tail + b"data: [DONE]\n\n", more=False)

@@ -1,0 +1,33 @@
+"""Reading what processes and streams do: memory, SSE lines with their arrival times."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process now (VmRSS), in KiB."""
+    return _status_field(pid, "VmRSS")
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The most resident memory a process has had (VmHWM), in KiB."""
+    return _status_field(pid, "VmHWM")
+
+
+def _status_field(pid: int, name: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    raise KeyError(name)
+
+
+def timed_lines(response: httpx.Response) -> Iterator[tuple[float, str]]:
+    """Non-empty SSE lines with the monotonic time each arrived."""
+    for line in response.iter_lines():
+        if line:
+            yield time.monotonic(), line
