@@ -67,7 +67,7 @@ async def serve(config: ClawgateConfig, listen: str | None = None) -> None:
         for name, provider_config in config.models.providers.items()
         if name in used
     }
-    store = store_for_url(config.sessions.store)
+    store = store_for_url(config.sessions.store, config.sessions.pool_size)
     runner = TurnRunner(
         agents,
         providers,
@@ -113,7 +113,13 @@ async def serve(config: ClawgateConfig, listen: str | None = None) -> None:
     finally:
         log.info("worker stopping (grace %.0fs)", config.worker.shutdown_grace_seconds)
         await health_servicer.enter_graceful_shutdown()
-        await server.stop(config.worker.shutdown_grace_seconds)
+        grace = config.worker.shutdown_grace_seconds
+        stopping = asyncio.create_task(server.stop(grace))  # refuses new calls from now on
+        # Running turns may finish; open health watches would hold the grace period to its end.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runner.wait_idle(), grace)
+        await server.stop(0)
+        await stopping
         for provider in providers.values():
             with contextlib.suppress(Exception):
                 await provider.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -26,7 +27,6 @@ from agent_worker.errors import (
     WorkerAtCapacityError,
 )
 from agent_worker.providers.base import Provider, ProviderRequest
-from agent_worker.sessions.locks import SessionLocks
 from agent_worker.sessions.store import SessionStore
 
 log = logging.getLogger("clawgate.worker.turns")
@@ -37,6 +37,11 @@ def messages_after_last_assistant(context: Sequence[ChatMessage]) -> list[ChatMe
         if context[index].role == "assistant":
             return list(context[index + 1 :])
     return list(context)
+
+
+def session_fingerprint(session_key: str) -> str:
+    """Names a session in logs without writing its key (keys may carry user ids)."""
+    return hashlib.blake2b(session_key.encode(), digest_size=6).hexdigest()
 
 
 def merged_sampling(agent_defaults: Sampling, requested: Sampling) -> Sampling:
@@ -67,10 +72,11 @@ class TurnRunner:
         self._agents = agents
         self._providers = providers
         self._store = store
-        self._locks = SessionLocks()
         self._max_concurrent_turns = max_concurrent_turns
         self._session_wait_timeout = session_wait_timeout
         self.turns_in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def run(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
         if self.turns_in_flight >= self._max_concurrent_turns:
@@ -81,12 +87,19 @@ class TurnRunner:
         provider = self._providers[agent.provider]
         self._check(request, provider)
         self.turns_in_flight += 1
+        self._idle.clear()
         try:
-            async with self._locks.hold(request.session_key, self._session_wait_timeout):
+            async with self._store.session_lock(request.session_key, self._session_wait_timeout):
                 async for event in self._run_locked(request, agent, provider):
                     yield event
         finally:
             self.turns_in_flight -= 1
+            if not self.turns_in_flight:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Returns once no turn is running."""
+        await self._idle.wait()
 
     @staticmethod
     def _check(request: TurnRequest, provider: Provider) -> None:
@@ -114,10 +127,11 @@ class TurnRunner:
         )
         run_id = uuid.uuid4().hex
         log.info(
-            "turn %s started: agent=%s model=%s history=%d",
+            "turn %s started: agent=%s model=%s session=%s history=%d",
             run_id,
             agent.id,
             agent.model_ref,
+            session_fingerprint(request.session_key),
             len(prompt) - 1,
         )
         yield TurnStarted(run_id, agent.model_ref)

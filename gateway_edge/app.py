@@ -62,7 +62,11 @@ def create_app(config: ClawgateConfig) -> FastAPI:
     access = AccessGuard(
         Authenticator.from_config(auth, config.gateway.bind), AuthFailureLimiter(auth.rate_limit)
     )
-    workers = WorkerPool(config.gateway.workers, shared_secret=config.worker.shared_secret)
+    workers = WorkerPool(
+        config.gateway.workers,
+        shared_secret=config.worker.shared_secret,
+        resolve_seconds=config.gateway.worker_resolve_seconds,
+    )
     agent_ids = frozenset(agent.id for agent in config.agents.entries)
     state = EdgeState(config, access, agent_ids, workers, int(time.time()))
 

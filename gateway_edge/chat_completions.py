@@ -99,7 +99,10 @@ async def create_chat_completion(request: Request) -> Response:
     )
     response: Response
     try:
-        turn = await unless_disconnected(request.receive, state.workers.start_turn(turn_request))
+        # A named session sticks to its worker; a fresh one goes where there is most room.
+        sticky = SESSION_KEY_HEADER in headers or bool(chat.user)
+        starting = state.workers.start_turn(turn_request, sticky)
+        turn = await unless_disconnected(request.receive, starting)
         if chat.stream:
             keep_alive = state.config.gateway.keep_alive_seconds
             response = StreamingResponse(

@@ -18,6 +18,6 @@ async def healthz() -> JSONResponse:
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     state: EdgeState = request.app.state.edge
-    if await state.workers.any_serving():
+    if state.workers.any_serving():
         return JSONResponse({"status": "ready"})
     return JSONResponse({"status": "no worker is serving"}, status_code=503)

@@ -1,16 +1,23 @@
-"""The edge's view of its workers: one long-lived gRPC channel each, a session sticks to one.
+"""The edge's view of its workers: one long-lived gRPC channel each, health from
+`grpc.health.v1` Watch streams, session affinity by rendezvous hashing.
 
-Turns for a session key go to the first reachable worker in rendezvous-hash order, so every
-edge picks the same worker for the same key without sharing state.
+Targets are `host:port` or `dns:///host:port`; a host name is resolved to all of its addresses
+and re-resolved periodically (compose replicas, a Kubernetes headless service). Turns of a named
+session go to the first usable worker in rendezvous order for its key, so every edge picks the
+same worker without sharing state; fresh sessions go to the worker with the fewest turns in
+flight. A worker that is not serving leaves the candidates until its health says it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import ipaddress
 import logging
+import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,7 +27,8 @@ from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger("clawgate.edge.workers")
-HEALTH_CHECK_SECONDS = 1.0
+HEALTH_RETRY_SECONDS = 1.0
+_SERVING = health_pb2.HealthCheckResponse.SERVING
 _RETRY_ELSEWHERE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 _CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 20_000),
@@ -34,33 +42,62 @@ _CHANNEL_OPTIONS = (
 
 
 def rendezvous_weight(address: str, session_key: str) -> bytes:
-    """A session goes to the reachable worker with the highest weight for its key."""
+    """A session goes to the usable worker with the highest weight for its key."""
     return hashlib.blake2b(f"{address}|{session_key}".encode(), digest_size=8).digest()
 
 
-@dataclass(slots=True)
+def split_target(target: str) -> tuple[str, int]:
+    """'dns:///agent-worker:50051' or 'agent-worker:50051' → ('agent-worker', 50051)."""
+    host, _, port = target.removeprefix("dns:///").rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def is_static(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def join_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(eq=False)
 class Worker:
     address: str
     channel: grpc.aio.Channel
     agents: pb_grpc.AgentServiceStub
     health: health_pb2_grpc.HealthStub
+    serving: bool | None = None  # None until its health is known
+    in_flight: int = 0
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
-    def weight_for(self, session_key: str) -> bytes:
-        return rendezvous_weight(self.address, session_key)
+    @property
+    def usable(self) -> bool:
+        return self.serving is not False
 
 
 class TurnCall:
     """A turn a worker has accepted (its `started` event is in hand); iterate for the rest."""
 
     def __init__(
-        self, call: grpc.aio.UnaryStreamCall, started: pb.TurnStarted, worker: str
+        self, call: grpc.aio.UnaryStreamCall, started: pb.TurnStarted, worker: Worker
     ) -> None:
         self._call = call
         self.started = started
         self.worker = worker
+        self._released = False
 
     def cancel(self) -> None:
+        """Ends the call (a no-op once it ended) and gives its slot back."""
         self._call.cancel()
+        if not self._released:
+            self._released = True
+            self.worker.in_flight -= 1
 
     async def events(self) -> AsyncIterator[pb.TextDelta | pb.TurnFinished]:
         """Text deltas, then the finished event; failures raise ApiError."""
@@ -82,70 +119,132 @@ class TurnCall:
 
 
 class WorkerPool:
-    def __init__(self, addresses: list[str], *, shared_secret: str | None = None) -> None:
-        self._addresses = addresses
+    def __init__(
+        self, targets: list[str], *, shared_secret: str | None = None, resolve_seconds: float = 5.0
+    ) -> None:
+        self._targets = [split_target(target) for target in targets]
+        self._resolve_seconds = resolve_seconds
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {shared_secret}"),) if shared_secret else ()
         )
-        self.workers: list[Worker] = []
+        self._workers: dict[str, Worker] = {}
+        self._resolver: asyncio.Task[None] | None = None
+
+    @property
+    def workers(self) -> list[Worker]:
+        return list(self._workers.values())
 
     async def open(self) -> None:
-        for address in self._addresses:
-            channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
-            self.workers.append(
-                Worker(
-                    address,
-                    channel,
-                    pb_grpc.AgentServiceStub(channel),
-                    health_pb2_grpc.HealthStub(channel),
-                )
-            )
+        await self._refresh()
+        if not all(is_static(host) for host, _ in self._targets):
+            self._resolver = asyncio.create_task(self._keep_resolving())
 
     async def close(self) -> None:
-        await asyncio.gather(*(worker.channel.close() for worker in self.workers))
-        self.workers.clear()
+        if self._resolver is not None:
+            self._resolver.cancel()
+        for address in list(self._workers):
+            await self._remove(address)
 
-    def workers_for(self, session_key: str) -> list[Worker]:
-        return sorted(self.workers, key=lambda worker: worker.weight_for(session_key), reverse=True)
+    async def _addresses(self) -> set[str]:
+        loop = asyncio.get_running_loop()
+        found: set[str] = set()
+        for host, port in self._targets:
+            if is_static(host):
+                found.add(join_address(host, port))
+                continue
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as error:
+                log.warning("cannot resolve workers at %s: %s", host, error)
+                continue
+            found.update(join_address(str(info[4][0]), port) for info in infos)
+        return found
 
-    async def start_turn(self, request: pb.RunTurnRequest) -> TurnCall:
+    async def _refresh(self) -> None:
+        addresses = await self._addresses()
+        for address in addresses - self._workers.keys():
+            self._add(address)
+        for address in self._workers.keys() - addresses:
+            if self._workers[address].in_flight == 0:
+                await self._remove(address)
+
+    async def _keep_resolving(self) -> None:
+        while True:
+            await asyncio.sleep(self._resolve_seconds)
+            await self._refresh()
+
+    def _add(self, address: str) -> None:
+        channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        worker = Worker(
+            address, channel, pb_grpc.AgentServiceStub(channel), health_pb2_grpc.HealthStub(channel)
+        )
+        worker.watcher = asyncio.create_task(self._watch(worker))
+        self._workers[address] = worker
+        log.info("worker %s joined the pool", address)
+
+    async def _remove(self, address: str) -> None:
+        worker = self._workers.pop(address)
+        if worker.watcher is not None:
+            worker.watcher.cancel()
+        await worker.channel.close()
+        log.info("worker %s left the pool", address)
+
+    async def _watch(self, worker: Worker) -> None:
+        while True:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                async for reply in worker.health.Watch(health_pb2.HealthCheckRequest()):
+                    self._set_serving(worker, reply.status == _SERVING)
+            self._set_serving(worker, False)
+            await asyncio.sleep(HEALTH_RETRY_SECONDS)
+
+    @staticmethod
+    def _set_serving(worker: Worker, serving: bool) -> None:
+        if worker.serving != serving:
+            log.info("worker %s is %s", worker.address, "serving" if serving else "not serving")
+        worker.serving = serving
+
+    def candidates(self, session_key: str, sticky: bool) -> list[Worker]:
+        """Workers to try in order: usable ones first (all of them when none is)."""
+        usable = [worker for worker in self._workers.values() if worker.usable] or self.workers
+        usable.sort(key=lambda worker: rendezvous_weight(worker.address, session_key), reverse=True)
+        if not sticky:
+            usable.sort(key=lambda worker: worker.in_flight)  # stable: ties keep the hash order
+        return usable
+
+    async def start_turn(self, request: pb.RunTurnRequest, sticky: bool) -> TurnCall:
         """Sends the turn to the session's worker (or the next one that can take it)."""
         last_error: grpc.aio.AioRpcError | None = None
-        for worker in self.workers_for(request.session_key):
-            metadata = (*self._metadata, ("x-request-id", request.request_id))
+        metadata = (*self._metadata, ("x-request-id", request.request_id))
+        for worker in self.candidates(request.session_key, sticky):
             call = worker.agents.RunTurn(request, metadata=metadata)
+            worker.in_flight += 1
             try:
                 first = await call.read()
             except grpc.aio.AioRpcError as error:
+                worker.in_flight -= 1
                 if error.code() in _RETRY_ELSEWHERE:
                     log.info(
                         "worker %s: %s, trying the next one", worker.address, error.code().name
                     )
+                    if error.code() is grpc.StatusCode.UNAVAILABLE:
+                        self._set_serving(worker, False)
                     last_error = error
                     continue
                 raise api_error_from_call(error.code(), error.details()) from None
             except BaseException:
+                worker.in_flight -= 1
                 call.cancel()
                 raise
             if first is grpc.aio.EOF or first.WhichOneof("event") != "started":
+                worker.in_flight -= 1
                 call.cancel()
                 raise ApiError(
                     502, "The worker did not start the turn.", "api_error", code="worker_error"
                 )
-            return TurnCall(call, first.started, worker.address)
+            return TurnCall(call, first.started, worker)
         if last_error is None:
             raise api_error_from_call(grpc.StatusCode.UNAVAILABLE, None)
         raise api_error_from_call(last_error.code(), last_error.details())
 
-    async def is_serving(self, worker: Worker) -> bool:
-        try:
-            response = await worker.health.Check(
-                health_pb2.HealthCheckRequest(), timeout=HEALTH_CHECK_SECONDS
-            )
-        except grpc.aio.AioRpcError:
-            return False
-        return response.status == health_pb2.HealthCheckResponse.SERVING
-
-    async def any_serving(self) -> bool:
-        results = await asyncio.gather(*(self.is_serving(worker) for worker in self.workers))
-        return any(results)
+    def any_serving(self) -> bool:
+        return any(worker.serving for worker in self._workers.values())

@@ -68,6 +68,7 @@ class GatewayConfig(_Section):
     http: HttpConfig = Field(default_factory=HttpConfig)
     workers: list[str] = Field(default_factory=lambda: ["127.0.0.1:50051"], min_length=1)
     keep_alive_seconds: float = Field(15.0, alias="keepAliveSeconds", gt=0)
+    worker_resolve_seconds: float = Field(5.0, alias="workerResolveSeconds", gt=0)
 
 
 class WorkerConfig(_Section):
@@ -80,6 +81,8 @@ class WorkerConfig(_Section):
 
 class SessionsConfig(_Section):
     store: str = "sqlite:///~/.clawgate/sessions.db"
+    # PostgreSQL: connections per worker; each running turn holds one for its session lock.
+    pool_size: int = Field(20, alias="poolSize", ge=2)
 
 
 class EchoProviderConfig(_Section):

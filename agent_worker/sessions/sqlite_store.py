@@ -1,7 +1,9 @@
 """The embedded default store: one SQLite file in WAL mode, written off the event loop.
 
 All access goes through one thread that owns the connection, so writes are serialized without
-locks and the event loop never blocks on disk.
+locks and the event loop never blocks on disk. Sessions are serialized within this process;
+workers that share the file (`clawgate up --workers N`) keep each session on one worker through
+the edge's session affinity. Use PostgreSQL when workers must fail over under load.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TypeVar, cast
 
 from agent_worker.domain import ChatMessage, Role
+from agent_worker.sessions.locks import SessionLocks
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS session_messages (
@@ -34,6 +38,7 @@ class SqliteSessionStore:
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._connection: sqlite3.Connection | None = None
+        self._locks = SessionLocks()
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         connection = self._connection
@@ -61,6 +66,18 @@ class SqliteSessionStore:
             await self._run(lambda connection: connection.close())
             self._connection = None
         self._executor.shutdown(wait=True)
+
+    def session_lock(
+        self, session_key: str, wait_seconds: float
+    ) -> AbstractAsyncContextManager[None]:
+        return self._locks.hold(session_key, wait_seconds)
+
+    async def ping(self) -> bool:
+        try:
+            await self._run(lambda connection: connection.execute("SELECT 1").fetchone())
+        except (sqlite3.Error, RuntimeError):
+            return False
+        return True
 
     async def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
         def read(connection: sqlite3.Connection) -> list[ChatMessage]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
 
@@ -14,6 +15,15 @@ class SessionStore(Protocol):
         """Connects and creates or migrates the schema."""
 
     async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """Whether the store answers now (for readiness)."""
+
+    def session_lock(
+        self, session_key: str, wait_seconds: float
+    ) -> AbstractAsyncContextManager[None]:
+        """Holds the session for one turn, so that no two turns of a session interleave, across
+        every worker that shares this store; raises SessionBusyError after `wait_seconds`."""
 
     async def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
         """The session's messages, oldest first; only the last `limit` when given."""
@@ -29,15 +39,19 @@ class UnsupportedStoreError(ValueError):
     pass
 
 
-def store_for_url(url: str) -> SessionStore:
-    """`sqlite:///path` (`~` expanded) or `sqlite:///:memory:`."""
-    from agent_worker.sessions.sqlite_store import SqliteSessionStore
-
+def store_for_url(url: str, pool_size: int = 20) -> SessionStore:
+    """`sqlite:///path` (`~` expanded), `sqlite:///:memory:` or `postgresql://…`."""
     if url.startswith("sqlite:///"):
+        from agent_worker.sessions.sqlite_store import SqliteSessionStore
+
         location = url.removeprefix("sqlite:///")
         return SqliteSessionStore(
             location if location == ":memory:" else Path(location).expanduser()
         )
+    if url.startswith(("postgresql://", "postgres://")):
+        from agent_worker.sessions.postgres_store import PostgresSessionStore
+
+        return PostgresSessionStore(url, pool_size)
     raise UnsupportedStoreError(
-        f"sessions.store: unsupported store URL {url!r} (use sqlite:///PATH)"
+        f"sessions.store: unsupported store URL {url!r} (use sqlite:///PATH or postgresql://…)"
     )

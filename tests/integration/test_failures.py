@@ -391,7 +391,7 @@ def test_8_sigkill_mid_turn_leaves_only_complete_turns(stack: Stack) -> None:
             pass
         stack.worker.stop(signal.SIGKILL)
         list(lines)
-    stack.worker = start_worker(stack.config_path, stack.worker_address, stack.worker.log_path)
+    stack.restart_worker()
     assert transcript(stack.worker_address, key) == [
         (pb.ROLE_USER, "first"),
         (pb.ROLE_ASSISTANT, "turns=0 for first"),

@@ -193,8 +193,10 @@ class Stack:
         return str(self.config["worker"]["listen"])
 
     def restart_worker(self) -> None:
+        """Restarts the worker and waits until the edge has seen it come back."""
         self.worker.stop()
         self.worker = start_worker(self.config_path, self.worker_address, self.worker.log_path)
+        wait_until(lambda: edge_answers(self.base_url), 10, "edge sees the worker", self.edge)
 
     def stop(self) -> None:
         self.edge.stop()

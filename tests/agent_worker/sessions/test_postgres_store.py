@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent_worker.domain import ChatMessage
+from agent_worker.errors import SessionBusyError
+from agent_worker.sessions.postgres_store import PostgresSessionStore
+from agent_worker.sessions.store import store_for_url
+from tests.support.postgres import POSTGRES_URL, requires_postgres
+
+pytestmark = requires_postgres
+
+
+@pytest.fixture
+async def stores() -> AsyncIterator[tuple[PostgresSessionStore, PostgresSessionStore]]:
+    """Two stores on one database, as two workers would have."""
+    first, second = PostgresSessionStore(POSTGRES_URL, 4), PostgresSessionStore(POSTGRES_URL, 4)
+    await first.open()
+    await second.open()  # the schema is already there: opening again migrates nothing
+    yield first, second
+    await first.close()
+    await second.close()
+
+
+def key() -> str:
+    return f"test:{uuid.uuid4().hex}"
+
+
+async def test_turns_are_shared_between_workers(stores: tuple[PostgresSessionStore, ...]) -> None:
+    first, second = stores
+    session = key()
+    await first.append_turn(session, [ChatMessage("user", "q1"), ChatMessage("assistant", "a1")])
+    await second.append_turn(session, [ChatMessage("user", "q2"), ChatMessage("assistant", "a2")])
+    assert [m.text for m in await first.load(session)] == ["q1", "a1", "q2", "a2"]
+    assert [(m.role, m.text) for m in await second.load(session, limit=1)] == [("assistant", "a2")]
+    assert await first.ping()
+    assert await second.delete(session) is True and await first.load(session) == []
+    assert await second.delete(session) is False
+
+
+async def test_a_failed_append_writes_nothing(stores: tuple[PostgresSessionStore, ...]) -> None:
+    first, _ = stores
+    session = key()
+    with pytest.raises(Exception):  # noqa: B017 - asyncpg's encode error for a None text
+        await first.append_turn(session, [ChatMessage("user", "x"), ChatMessage("assistant", None)])  # type: ignore[arg-type]
+    assert await first.load(session) == []
+
+
+async def test_session_lock_holds_across_workers(stores: tuple[PostgresSessionStore, ...]) -> None:
+    first, second = stores
+    session = key()
+    order: list[str] = []
+
+    async def turn(store: PostgresSessionStore, name: str, hold: float) -> None:
+        async with store.session_lock(session, 5):
+            order.append(f"{name}+")
+            await asyncio.sleep(hold)
+            order.append(f"{name}-")
+
+    await asyncio.gather(turn(first, "a", 0.3), turn(second, "b", 0), turn(first, "c", 0))
+    assert order in (["a+", "a-", "b+", "b-", "c+", "c-"], ["a+", "a-", "c+", "c-", "b+", "b-"])
+    async with first.session_lock(session, 1):
+        with pytest.raises(SessionBusyError, match="another worker"):
+            async with second.session_lock(session, 0.2):
+                pass
+    async with second.session_lock(session, 1):  # released: free again at once
+        pass
+
+
+async def test_a_dead_connection_releases_its_lock(
+    stores: tuple[PostgresSessionStore, ...],
+) -> None:
+    _, second = stores
+    session = key()
+    doomed = PostgresSessionStore(POSTGRES_URL, 2)
+    await doomed.open()
+    holding = doomed.session_lock(session, 1)
+    await holding.__aenter__()
+    doomed.pool.terminate()  # as if its worker were killed
+    async with second.session_lock(session, 5):
+        pass
+
+
+def test_store_url_picks_postgres() -> None:
+    assert isinstance(store_for_url(POSTGRES_URL), PostgresSessionStore)
