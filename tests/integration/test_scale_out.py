@@ -1,0 +1,191 @@
+"""Three real workers sharing the machine's PostgreSQL server behind one edge (and two edges):
+session affinity, spread of fresh sessions, failover without losing a turn, and no interleaving
+of one session's turns across workers."""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from agent_worker.turn_runner import session_fingerprint
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from tests.support.postgres import POSTGRES_URL, requires_postgres
+from tests.support.processes import (
+    TOKEN,
+    Process,
+    clawgate,
+    echo_config,
+    free_port,
+    start_edge,
+    wait_until,
+    worker_serving,
+    write_config,
+)
+
+pytestmark = requires_postgres
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class Cluster:
+    def __init__(self, tmp_path: Path) -> None:
+        self.config: dict[str, Any] = echo_config(tmp_path)
+        self.config["sessions"] = {"store": POSTGRES_URL, "poolSize": 8}
+        self.config["models"]["providers"]["paced"] = {
+            "api": "echo",
+            "reply": "turns={turns} for {input}",
+            "delayMs": 60,
+        }
+        self.config["agents"]["list"].append({"id": "paced", "model": "paced/p"})
+        self.addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+        self.config["gateway"]["workers"] = self.addresses
+        self.tmp_path = tmp_path
+        self.path = write_config(tmp_path, self.config)
+        self.workers: dict[str, Process] = {}
+        self.edges: list[Process] = []
+
+    def start_worker(self, address: str) -> None:
+        index = self.addresses.index(address)
+        process = Process(
+            clawgate(self.path, "worker", "--listen", address), self.tmp_path / f"worker{index}.log"
+        ).start()
+        wait_until(lambda: worker_serving(address), 60, f"worker {address}", process)
+        self.workers[address] = process
+
+    def start_edge(self, addresses: list[str]) -> str:
+        port = free_port()
+        config = {
+            **self.config,
+            "gateway": {**self.config["gateway"], "port": port, "workers": addresses},
+        }
+        path = write_config(self.tmp_path, config, f"edge-{port}.json5")
+        base_url = f"http://127.0.0.1:{port}"
+        self.edges.append(start_edge(path, base_url, self.tmp_path / f"edge-{port}.log"))
+        return base_url
+
+    def turns_logged(self, address: str, session_key: str | None = None) -> int:
+        log = self.workers[address].log()
+        if session_key is None:
+            return len(re.findall(r"turn \w+ started", log))
+        return log.count(f"session={session_fingerprint(session_key)}")
+
+    def stop(self) -> None:
+        for process in [*self.edges, *self.workers.values()]:
+            process.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path)
+    try:
+        for address in cluster.addresses:
+            cluster.start_worker(address)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def ask(base_url: str, text: str, **fields: Any) -> str:
+    response = httpx.post(
+        f"{base_url}/v1/chat/completions",
+        headers=AUTH,
+        timeout=60,
+        json={"messages": [{"role": "user", "content": text}], **fields},
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["choices"][0]["message"]["content"])
+
+
+def test_a_session_sticks_and_fresh_sessions_spread(cluster: Cluster) -> None:
+    base_url = cluster.start_edge(cluster.addresses)
+    user = f"sticky-{uuid.uuid4().hex[:8]}"
+    for index in range(6):
+        assert ask(base_url, f"q{index}", user=user) == f"echo: q{index} [turns={2 * index}]"
+    key = f"agent:main:openai-user:{user}"
+    per_worker = {address: cluster.turns_logged(address, key) for address in cluster.addresses}
+    assert sorted(per_worker.values()) == [0, 0, 6], per_worker
+
+    before = {address: cluster.turns_logged(address) for address in cluster.addresses}
+    callers = [
+        threading.Thread(target=ask, args=(base_url, "fresh"), kwargs={"model": "openclaw:slow"})
+        for _ in range(6)
+    ]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(60)
+    spread = {
+        address: cluster.turns_logged(address) - before[address] for address in cluster.addresses
+    }
+    assert sorted(spread.values()) == [2, 2, 2], spread  # least in flight: two on each worker
+
+
+def test_killing_the_serving_worker_loses_no_turn(cluster: Cluster) -> None:
+    base_url = cluster.start_edge(cluster.addresses)
+    user = f"failover-{uuid.uuid4().hex[:8]}"
+    key = f"agent:main:openai-user:{user}"
+    for index in range(3):
+        ask(base_url, f"q{index}", user=user)
+    serving = next(address for address in cluster.addresses if cluster.turns_logged(address, key))
+    cluster.workers[serving].stop(signal.SIGKILL)
+    assert ask(base_url, "after the crash", user=user) == "echo: after the crash [turns=6]"
+    takers = [a for a in cluster.addresses if a != serving and cluster.turns_logged(a, key)]
+    assert len(takers) == 1  # another worker, with the full history from PostgreSQL
+
+
+def test_one_session_through_two_edges_never_interleaves(cluster: Cluster) -> None:
+    edges = [cluster.start_edge([cluster.addresses[0]]), cluster.start_edge([cluster.addresses[1]])]
+    key = f"two-edges:{uuid.uuid4().hex}"
+    replies: list[str] = []
+
+    def call(index: int) -> None:
+        response = httpx.post(
+            f"{edges[index % 2]}/v1/chat/completions",
+            timeout=60,
+            headers={**AUTH, "x-openclaw-session-key": key},
+            json={
+                "model": "openclaw:paced",
+                "messages": [{"role": "user", "content": f"m{index}"}],
+            },
+        )
+        assert response.status_code == 200, response.text
+        replies.append(response.json()["choices"][0]["message"]["content"])
+
+    callers = [threading.Thread(target=call, args=(index,)) for index in range(8)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(60)
+    assert sorted(int(reply.split()[0].removeprefix("turns=")) for reply in replies) == list(
+        range(0, 16, 2)
+    )
+    assert cluster.turns_logged(cluster.addresses[0], key) and cluster.turns_logged(
+        cluster.addresses[1], key
+    )
+    transcript = ask_transcript(cluster, key)
+    assert len(transcript) == 16
+    for index in range(8):
+        (user_role, user_text), (assistant_role, answer) = (
+            transcript[2 * index],
+            transcript[2 * index + 1],
+        )
+        assert (user_role, assistant_role) == ("user", "assistant")
+        assert answer == f"turns={2 * index} for {user_text}"
+
+
+def ask_transcript(cluster: Cluster, key: str) -> list[tuple[str, str]]:
+    roles = {pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant"}
+    with grpc.insecure_channel(cluster.addresses[2]) as channel:
+        session = pb_grpc.AgentServiceStub(channel).GetSession(
+            pb.GetSessionRequest(session_key=key)
+        )
+    return [(roles[message.role], message.text) for message in session.messages]
