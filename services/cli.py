@@ -65,6 +65,24 @@ def run_agent(args: argparse.Namespace) -> int:
     )
 
 
+def run_probe(args: argparse.Namespace) -> int:
+    """Exits 0 when the worker's grpc.health.v1 status is SERVING (for container healthchecks)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.worker) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=args.timeout
+            )
+        except grpc.RpcError as error:
+            print(f"clawgate probe: {args.worker}: {error.code().name}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.worker}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clawgate", description="OpenAI-compatible gateway for agents."
@@ -101,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--session-key", help="continue this session (default: a fresh one)")
     agent.add_argument("--worker", help="worker address (default: the first of gateway.workers)")
     agent.set_defaults(handler=run_agent)
+    probe = commands.add_parser("probe", help="check a worker's health (exit 0 when serving)")
+    probe.add_argument("--worker", default="127.0.0.1:50051", help="worker address")
+    probe.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    probe.set_defaults(handler=run_probe)
     return parser
 
 
