@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -14,14 +15,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agent_worker.agents import AgentRegistry
+from agent_worker.metrics import WorkerMetrics
 from agent_worker.providers.base import Provider
 from agent_worker.providers.registry import build_provider
 from agent_worker.servicer import AgentServicer
-from agent_worker.sessions.store import store_for_url
+from agent_worker.sessions.store import SessionStore, store_for_url
 from agent_worker.turn_runner import TurnRunner
 from services.config import ClawgateConfig
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from services.metrics_http import serve_metrics
 
 log = logging.getLogger("clawgate.worker")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
@@ -41,8 +44,6 @@ class SharedSecretInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         if details.method.startswith(_OPEN_METHODS):
             return await continuation(details)
-        import hmac
-
         metadata = dict(details.invocation_metadata or ())
         given = str(metadata.get("authorization", "")).strip().lower().encode()
         if hmac.compare_digest(given, self._expected.lower()):
@@ -57,7 +58,31 @@ def _deny() -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(deny)
 
 
-async def serve(config: ClawgateConfig, listen: str | None = None) -> None:
+async def report_store_health(
+    store: SessionStore, health_servicer: health.aio.HealthServicer, every_seconds: float
+) -> None:
+    """Keeps the worker's health NOT_SERVING while its session store does not answer."""
+    serving = True
+    while True:
+        await asyncio.sleep(every_seconds)
+        reachable = await store.ping()
+        if reachable != serving:
+            serving = reachable
+            log.warning(
+                "session store %s", "is reachable again" if reachable else "does not answer"
+            )
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if reachable
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for service in ("", SERVICE_NAME):
+                await health_servicer.set(service, status)
+
+
+async def serve(
+    config: ClawgateConfig, listen: str | None = None, metrics_listen: str | None = None
+) -> None:
     """Starts providers and the store, serves until SIGTERM/SIGINT, then stops with grace."""
     address = listen or config.worker.listen
     agents = AgentRegistry.from_config(config)
@@ -68,12 +93,14 @@ async def serve(config: ClawgateConfig, listen: str | None = None) -> None:
         if name in used
     }
     store = store_for_url(config.sessions.store, config.sessions.pool_size)
+    metrics = WorkerMetrics()
     runner = TurnRunner(
         agents,
         providers,
         store,
         max_concurrent_turns=config.worker.max_concurrent_turns,
         session_wait_timeout=config.worker.session_wait_timeout_ms / 1000,
+        metrics=metrics,
     )
     interceptors = (
         [SharedSecretInterceptor(config.worker.shared_secret)]
@@ -107,11 +134,17 @@ async def serve(config: ClawgateConfig, listen: str | None = None) -> None:
     await server.start()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    metrics_address = metrics_listen or config.worker.metrics_listen
+    stop_metrics = serve_metrics(metrics_address, metrics.registry) if metrics_address else None
+    store_watch = asyncio.create_task(
+        report_store_health(store, health_servicer, config.worker.store_check_seconds)
+    )
     log.info("worker serving on %s (agents: %s)", address, ", ".join(agent.id for agent in agents))
     try:
         await stop.wait()
     finally:
         log.info("worker stopping (grace %.0fs)", config.worker.shutdown_grace_seconds)
+        store_watch.cancel()
         await health_servicer.enter_graceful_shutdown()
         grace = config.worker.shutdown_grace_seconds
         stopping = asyncio.create_task(server.stop(grace))  # refuses new calls from now on
@@ -124,4 +157,6 @@ async def serve(config: ClawgateConfig, listen: str | None = None) -> None:
             with contextlib.suppress(Exception):
                 await provider.close()
         await store.close()
+        if stop_metrics is not None:
+            stop_metrics()
         log.info("worker stopped")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import aclosing
+from contextlib import AsyncExitStack, aclosing
 
 from agent_worker.agents import Agent, AgentRegistry
 from agent_worker.domain import (
@@ -23,11 +23,14 @@ from agent_worker.domain import (
 from agent_worker.errors import (
     InvalidTurnError,
     ProviderFailedError,
+    TurnError,
     TurnTimeoutError,
     WorkerAtCapacityError,
 )
+from agent_worker.metrics import WorkerMetrics
 from agent_worker.providers.base import Provider, ProviderRequest
 from agent_worker.sessions.store import SessionStore
+from services.logging import fingerprint
 
 log = logging.getLogger("clawgate.worker.turns")
 
@@ -37,11 +40,6 @@ def messages_after_last_assistant(context: Sequence[ChatMessage]) -> list[ChatMe
         if context[index].role == "assistant":
             return list(context[index + 1 :])
     return list(context)
-
-
-def session_fingerprint(session_key: str) -> str:
-    """Names a session in logs without writing its key (keys may carry user ids)."""
-    return hashlib.blake2b(session_key.encode(), digest_size=6).hexdigest()
 
 
 def merged_sampling(agent_defaults: Sampling, requested: Sampling) -> Sampling:
@@ -68,6 +66,7 @@ class TurnRunner:
         *,
         max_concurrent_turns: int,
         session_wait_timeout: float,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._agents = agents
         self._providers = providers
@@ -75,6 +74,8 @@ class TurnRunner:
         self._max_concurrent_turns = max_concurrent_turns
         self._session_wait_timeout = session_wait_timeout
         self.turns_in_flight = 0
+        self.metrics = metrics or WorkerMetrics()
+        self.metrics.turns_in_flight.set_function(lambda: self.turns_in_flight)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -88,14 +89,27 @@ class TurnRunner:
         self._check(request, provider)
         self.turns_in_flight += 1
         self._idle.clear()
+        started = time.monotonic()
+        outcome = "cancelled"
         try:
-            async with self._store.session_lock(request.session_key, self._session_wait_timeout):
+            async with AsyncExitStack() as session:
+                with self.metrics.sessions_waiting.track_inprogress():
+                    wait = self._session_wait_timeout
+                    await session.enter_async_context(
+                        self._store.session_lock(request.session_key, wait)
+                    )
                 async for event in self._run_locked(request, agent, provider):
                     yield event
+            outcome = "ok"
+        except TurnError as error:
+            outcome = error.code.name.lower()
+            raise
         finally:
             self.turns_in_flight -= 1
             if not self.turns_in_flight:
                 self._idle.set()
+            self.metrics.turns.labels(agent.id, outcome).inc()
+            self.metrics.turn_seconds.labels(agent.id).observe(time.monotonic() - started)
 
     async def wait_idle(self) -> None:
         """Returns once no turn is running."""
@@ -131,7 +145,7 @@ class TurnRunner:
             run_id,
             agent.id,
             agent.model_ref,
-            session_fingerprint(request.session_key),
+            fingerprint(request.session_key),
             len(prompt) - 1,
         )
         yield TurnStarted(run_id, agent.model_ref)
@@ -142,6 +156,7 @@ class TurnRunner:
             agent.model, prompt, merged_sampling(agent.sampling, request.sampling)
         )
         deadline = asyncio.get_running_loop().time() + agent.turn_timeout
+        asked = time.monotonic()
         async with aclosing(provider.stream(provider_request)) as events:
             while True:
                 try:
@@ -155,12 +170,17 @@ class TurnRunner:
                 if event is None:
                     break
                 if isinstance(event, TextDelta):
+                    if not reply:
+                        self.metrics.provider_first_token_seconds.labels(agent.provider).observe(
+                            time.monotonic() - asked
+                        )
                     reply.append(event.text)
                     yield event
                 else:
                     finished = event
         if finished is None:
             raise ProviderFailedError("the provider ended its answer without finishing it")
+        self.metrics.provider_seconds.labels(agent.provider).observe(time.monotonic() - asked)
         turn = [*new_context, request.input, ChatMessage("assistant", "".join(reply))]
         # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
         await asyncio.shield(self._store.append_turn(request.session_key, turn))

@@ -12,15 +12,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from gateway_edge import chat_completions, health, models
+from gateway_edge import chat_completions, health, models, status
+from gateway_edge import metrics as metrics_route
 from gateway_edge.auth import AccessGuard, Authenticator
 from gateway_edge.errors import ApiError, bad_request
+from gateway_edge.metrics import EdgeMetrics
+from gateway_edge.observability import ObservabilityMiddleware
 from gateway_edge.rate_limit import AuthFailureLimiter
-from gateway_edge.request_id import RequestIdMiddleware
 from gateway_edge.responses import error_response
 from gateway_edge.state import EdgeState
 from gateway_edge.worker_pool import WorkerPool
 from services.config import ClawgateConfig
+from services.metrics_http import serve_metrics
 
 log = logging.getLogger("clawgate.edge")
 _HTTP_ERROR_TYPES = {404: "not_found_error", 405: "invalid_request_error"}
@@ -59,28 +62,43 @@ async def _unexpected_error(request: Request, error: Exception) -> Response:
 def create_app(config: ClawgateConfig) -> FastAPI:
     """Builds the edge; raises AuthSetupError when auth would run open by accident."""
     auth = config.gateway.auth
+    metrics = EdgeMetrics()
     access = AccessGuard(
-        Authenticator.from_config(auth, config.gateway.bind), AuthFailureLimiter(auth.rate_limit)
+        Authenticator.from_config(auth, config.gateway.bind),
+        AuthFailureLimiter(auth.rate_limit),
+        on_failure=lambda reason: metrics.auth_failures.labels(reason).inc(),
     )
     workers = WorkerPool(
         config.gateway.workers,
         shared_secret=config.worker.shared_secret,
         resolve_seconds=config.gateway.worker_resolve_seconds,
+        on_outcome=lambda outcome: metrics.worker_calls.labels(outcome).inc(),
     )
     agent_ids = frozenset(agent.id for agent in config.agents.entries)
-    state = EdgeState(config, access, agent_ids, workers, int(time.time()))
+    state = EdgeState(config, access, agent_ids, workers, int(time.time()), metrics)
+    metrics_config = config.gateway.metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await workers.open()
+        stop_metrics = (
+            serve_metrics(metrics_config.listen, metrics.registry)
+            if metrics_config.enabled and metrics_config.listen
+            else None
+        )
         try:
             yield
         finally:
+            if stop_metrics is not None:
+                stop_metrics()
             await workers.close()
 
     app = FastAPI(title="clawgate", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.edge = state
     app.include_router(health.router)
+    app.include_router(status.router)
+    if metrics_config.enabled and not metrics_config.listen:
+        app.include_router(metrics_route.router)
     if config.gateway.http.endpoints.chat_completions.enabled:
         app.include_router(chat_completions.router)
         app.include_router(models.router)
@@ -88,5 +106,5 @@ def create_app(config: ClawgateConfig) -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     return app

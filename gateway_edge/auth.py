@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,9 +65,15 @@ class Authenticator:
 class AccessGuard:
     """Auth for the API routes: lockout first, then the secret; failures are counted per IP."""
 
-    def __init__(self, authenticator: Authenticator, limiter: AuthFailureLimiter) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        limiter: AuthFailureLimiter,
+        on_failure: Callable[[str], None] = lambda reason: None,
+    ) -> None:
         self._authenticator = authenticator
         self._limiter = limiter
+        self._on_failure = on_failure
 
     def check(self, client_ip: str, authorization: str | None) -> None:
         """Raises ApiError 429 for a locked-out client and 401 for a missing or wrong secret."""
@@ -75,10 +81,12 @@ class AccessGuard:
             return
         wait = self._limiter.retry_after(client_ip)
         if wait is not None:
+            self._on_failure("locked_out")
             raise rate_limited(math.ceil(wait))
         if self._authenticator.accepts(authorization):
             self._limiter.record_success(client_ip)
             return
         if authorization is not None:
             self._limiter.record_failure(client_ip)
+        self._on_failure("invalid" if authorization is not None else "missing")
         raise unauthorized()

@@ -16,6 +16,8 @@ from gateway_edge.addresses import client_ip
 from gateway_edge.agent_resolution import resolve_agent
 from gateway_edge.disconnect import ClientDisconnected, unless_disconnected
 from gateway_edge.errors import ApiError, bad_request
+from gateway_edge.metrics import EdgeMetrics
+from gateway_edge.observability import RequestRecord, record_of
 from gateway_edge.protocol import ChatCompletionRequest, parse_chat_request
 from gateway_edge.sessions import SESSION_KEY_HEADER, session_key_for
 from gateway_edge.sse import DONE, KEEP_ALIVE, ChunkEncoder, error_frame, with_keep_alive
@@ -41,11 +43,19 @@ _SESSION_KEY_HEADER_BYTES = SESSION_KEY_HEADER.encode()
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """What one response's frames share."""
+    """What one response's frames share, and where its observations go."""
 
     id: str
     created: int
     model: str
+    record: RequestRecord
+    metrics: EdgeMetrics
+
+    def first_token(self) -> None:
+        self.record.first_token()
+
+    def finished(self, finished: pb.TurnFinished) -> None:
+        self.metrics.completion_tokens.inc(finished.usage.completion_tokens)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -93,9 +103,15 @@ async def create_chat_completion(request: Request) -> Response:
         state.config.default_agent_id,
     )
     session_key = session_key_for(agent_id, chat.user, headers.get(SESSION_KEY_HEADER))
+    record = record_of(request.scope)
+    record.agent, record.session_key = agent_id, session_key
     turn_request = turn_request_for(chat, agent_id, session_key, request_id_var.get())
     completion = Completion(
-        f"chatcmpl_{uuid.uuid4().hex}", int(time.time()), chat.model or "openclaw"
+        f"chatcmpl_{uuid.uuid4().hex}",
+        int(time.time()),
+        chat.model or "openclaw",
+        record,
+        state.metrics,
     )
     response: Response
     try:
@@ -125,9 +141,12 @@ async def complete(turn: TurnCall, completion: Completion) -> bytes:
     try:
         async for event in turn.events():
             if isinstance(event, pb.TextDelta):
+                if not parts:
+                    completion.first_token()
                 parts.append(event.text)
             else:
                 finished = event
+                completion.finished(finished)
     finally:
         turn.cancel()
     return orjson.dumps(
@@ -154,14 +173,18 @@ async def stream_completion(
 ) -> AsyncIterator[bytes]:
     encoder = ChunkEncoder(completion.id, completion.created, completion.model)
     include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-    yield encoder.role()
+    streams_open = completion.metrics.streams_open
+    streams_open.inc()
     try:
+        yield encoder.role()
         async for event in with_keep_alive(turn.events(), keep_alive):
             if event is None:
                 yield KEEP_ALIVE
             elif isinstance(event, pb.TextDelta):
+                completion.first_token()
                 yield encoder.delta(event.text)
             else:
+                completion.finished(event)
                 yield encoder.finish(_FINISH_REASONS[event.finish_reason])
                 if include_usage:
                     yield encoder.usage(usage_of(event))
@@ -170,4 +193,5 @@ async def stream_completion(
         yield error_frame(error)
     finally:
         turn.cancel()
+        streams_open.dec()
     yield DONE

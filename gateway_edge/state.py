@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway_edge.auth import AccessGuard
+from gateway_edge.metrics import EdgeMetrics
 from gateway_edge.worker_pool import WorkerPool
 from services.config import ClawgateConfig
 
@@ -16,3 +17,4 @@ class EdgeState:
     agent_ids: frozenset[str]
     workers: WorkerPool
     started_at: int
+    metrics: EdgeMetrics

@@ -16,7 +16,7 @@ import hashlib
 import ipaddress
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -85,16 +85,28 @@ class TurnCall:
     """A turn a worker has accepted (its `started` event is in hand); iterate for the rest."""
 
     def __init__(
-        self, call: grpc.aio.UnaryStreamCall, started: pb.TurnStarted, worker: Worker
+        self,
+        call: grpc.aio.UnaryStreamCall,
+        started: pb.TurnStarted,
+        worker: Worker,
+        on_outcome: Callable[[str], None],
     ) -> None:
         self._call = call
         self.started = started
         self.worker = worker
+        self._on_outcome = on_outcome
+        self._outcome: str | None = None
         self._released = False
+
+    def _end(self, outcome: str) -> None:
+        if self._outcome is None:
+            self._outcome = outcome
+            self._on_outcome(outcome)
 
     def cancel(self) -> None:
         """Ends the call (a no-op once it ended) and gives its slot back."""
         self._call.cancel()
+        self._end("cancelled")
         if not self._released:
             self._released = True
             self.worker.in_flight -= 1
@@ -107,12 +119,16 @@ class TurnCall:
                 if kind == "delta":
                     yield event.delta
                 elif kind == "finished":
+                    self._end("ok")
                     yield event.finished
                     return
                 elif kind == "error":
+                    self._end("turn_error")
                     raise api_error_from_turn_error(event.error.code, event.error.message)
         except grpc.aio.AioRpcError as error:
+            self._end(error.code().name.lower())
             raise api_error_from_call(error.code(), error.details()) from None
+        self._end("incomplete")
         raise ApiError(
             502, "The worker ended the turn without finishing it.", "api_error", code="worker_error"
         )
@@ -120,8 +136,14 @@ class TurnCall:
 
 class WorkerPool:
     def __init__(
-        self, targets: list[str], *, shared_secret: str | None = None, resolve_seconds: float = 5.0
+        self,
+        targets: list[str],
+        *,
+        shared_secret: str | None = None,
+        resolve_seconds: float = 5.0,
+        on_outcome: Callable[[str], None] = lambda outcome: None,
     ) -> None:
+        self._on_outcome = on_outcome
         self._targets = [split_target(target) for target in targets]
         self._resolve_seconds = resolve_seconds
         self._metadata: tuple[tuple[str, str], ...] = (
@@ -222,6 +244,7 @@ class WorkerPool:
                 first = await call.read()
             except grpc.aio.AioRpcError as error:
                 worker.in_flight -= 1
+                self._on_outcome(error.code().name.lower())
                 if error.code() in _RETRY_ELSEWHERE:
                     log.info(
                         "worker %s: %s, trying the next one", worker.address, error.code().name
@@ -241,7 +264,7 @@ class WorkerPool:
                 raise ApiError(
                     502, "The worker did not start the turn.", "api_error", code="worker_error"
                 )
-            return TurnCall(call, first.started, worker)
+            return TurnCall(call, first.started, worker, self._on_outcome)
         if last_error is None:
             raise api_error_from_call(grpc.StatusCode.UNAVAILABLE, None)
         raise api_error_from_call(last_error.code(), last_error.details())

@@ -21,8 +21,8 @@ def _load(args: argparse.Namespace) -> ClawgateConfig:
 def run_worker(args: argparse.Namespace) -> int:
     from agent_worker.server import serve
 
-    configure_logging(args.log_level, "worker")
-    asyncio.run(serve(_load(args), args.listen))
+    configure_logging(args.log_level, "worker", args.log_format)
+    asyncio.run(serve(_load(args), args.listen, args.metrics_listen))
     return 0
 
 
@@ -30,7 +30,7 @@ def run_edge(args: argparse.Namespace) -> int:
     from gateway_edge.auth import AuthSetupError
     from gateway_edge.server import serve
 
-    configure_logging(args.log_level, "edge")
+    configure_logging(args.log_level, "edge", args.log_format)
     config = _load(args)
     if args.workers:
         config = config.model_copy(
@@ -49,8 +49,8 @@ def run_edge(args: argparse.Namespace) -> int:
 def run_up(args: argparse.Namespace) -> int:
     from services.supervisor import run_up as supervise
 
-    configure_logging(args.log_level, "up")
-    return supervise(config_path(args.config), args.workers, args.log_level)
+    configure_logging(args.log_level, "up", args.log_format)
+    return supervise(config_path(args.config), args.workers, args.log_level, args.log_format)
 
 
 def run_agent(args: argparse.Namespace) -> int:
@@ -83,6 +83,39 @@ def run_probe(args: argparse.Namespace) -> int:
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def run_status(args: argparse.Namespace) -> int:
+    """Prints the edge's view of its workers; exits 0 while at least one is serving."""
+    import json
+    import os
+    import urllib.error
+    import urllib.request
+
+    config = _load(args)
+    gateway = config.gateway
+    host = "127.0.0.1" if gateway.bind in ("0.0.0.0", "::") else gateway.bind
+    url = args.url or f"http://{host}:{gateway.port}"
+    secret = (
+        gateway.auth.password
+        or gateway.auth.token
+        or os.environ.get("OPENCLAW_GATEWAY_PASSWORD")
+        or os.environ.get("OPENCLAW_GATEWAY_TOKEN")
+        or ""
+    )
+    request = urllib.request.Request(f"{url}/status", headers={"Authorization": f"Bearer {secret}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            status = json.loads(response.read())
+    except (urllib.error.URLError, OSError) as error:
+        print(f"clawgate status: cannot reach the edge at {url}: {error}", file=sys.stderr)
+        return 1
+    print(f"edge {url}: {'ready' if status['ready'] else 'NOT READY'}")
+    print(f"{'worker':<28} {'health':<12} turns in flight")
+    for worker in status["workers"]:
+        health = {True: "serving", False: "not serving", None: "unknown"}[worker["serving"]]
+        print(f"{worker['address']:<28} {health:<12} {worker['turns_in_flight']}")
+    return 0 if status["ready"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clawgate", description="OpenAI-compatible gateway for agents."
@@ -92,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one object per line"
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -109,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run an agent worker")
     worker.add_argument("--listen", help="address to listen on (overrides worker.listen)")
+    worker.add_argument(
+        "--metrics-listen", help="host:port for /metrics (overrides worker.metricsListen)"
+    )
     worker.set_defaults(handler=run_worker)
 
     agent = commands.add_parser(
@@ -119,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--session-key", help="continue this session (default: a fresh one)")
     agent.add_argument("--worker", help="worker address (default: the first of gateway.workers)")
     agent.set_defaults(handler=run_agent)
+    status = commands.add_parser("status", help="the edge's view of its workers")
+    status.add_argument("--url", help="edge base URL (default: from the config)")
+    status.set_defaults(handler=run_status)
+
     probe = commands.add_parser("probe", help="check a worker's health (exit 0 when serving)")
     probe.add_argument("--worker", default="127.0.0.1:50051", help="worker address")
     probe.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")

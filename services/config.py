@@ -61,6 +61,12 @@ class HttpConfig(_Section):
     endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
 
 
+class MetricsConfig(_Section):
+    enabled: bool = True
+    # Serve /metrics on its own "host:port" instead of the gateway's port.
+    listen: str | None = None
+
+
 class GatewayConfig(_Section):
     port: int = Field(18789, ge=0, le=65535)
     bind: str = "127.0.0.1"
@@ -69,6 +75,7 @@ class GatewayConfig(_Section):
     workers: list[str] = Field(default_factory=lambda: ["127.0.0.1:50051"], min_length=1)
     keep_alive_seconds: float = Field(15.0, alias="keepAliveSeconds", gt=0)
     worker_resolve_seconds: float = Field(5.0, alias="workerResolveSeconds", gt=0)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
 class WorkerConfig(_Section):
@@ -77,6 +84,9 @@ class WorkerConfig(_Section):
     session_wait_timeout_ms: int = Field(120_000, alias="sessionWaitTimeoutMs", ge=0)
     shutdown_grace_seconds: float = Field(30.0, alias="shutdownGraceSeconds", ge=0)
     shared_secret: str | None = Field(None, alias="sharedSecret")
+    # Prometheus metrics over HTTP on "host:port"; off when unset.
+    metrics_listen: str | None = Field(None, alias="metricsListen")
+    store_check_seconds: float = Field(5.0, alias="storeCheckSeconds", gt=0)
 
 
 class SessionsConfig(_Section):

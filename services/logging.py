@@ -1,12 +1,27 @@
-"""Logging for both processes: one format, and the request id on every line."""
+"""Logging for both processes: one format, and the request id on every line.
+
+`text` is for people; `json` writes one JSON object per line for log pipelines. Structured
+fields passed with `extra={"fields": {...}}` become keys of the JSON object (and `key=value`
+pairs in text).
+"""
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import logging
 import sys
+import time
+from typing import Any
+
+import orjson
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+def fingerprint(secret_ish: str) -> str:
+    """Names a session in logs without writing its key (keys may carry user ids)."""
+    return hashlib.blake2b(secret_ish.encode(), digest_size=6).hexdigest()
 
 
 class _RequestIdFilter(logging.Filter):
@@ -15,14 +30,45 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "info", process: str = "clawgate") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestIdFilter())
-    handler.setFormatter(
-        logging.Formatter(
+class _TextFormatter(logging.Formatter):
+    def __init__(self, process: str) -> None:
+        super().__init__(
             f"%(asctime)s %(levelname)s {process} [%(request_id)s] %(name)s: %(message)s"
         )
-    )
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields: dict[str, Any] | None = getattr(record, "fields", None)
+        if fields:
+            line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+        return line
+
+
+class _JsonFormatter(logging.Formatter):
+    def __init__(self, process: str) -> None:
+        super().__init__()
+        self._process = process
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "process": self._process,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str = "info", process: str = "clawgate", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RequestIdFilter())
+    handler.setFormatter(_JsonFormatter(process) if fmt == "json" else _TextFormatter(process))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -73,18 +73,19 @@ def worker_addresses(config: ClawgateConfig, count: int) -> list[str]:
     return [f"{host}:{int(port) + index}" for index in range(count)]
 
 
-def _spawn(config_file: Path, log_level: str, *command: str) -> subprocess.Popen[bytes]:
-    argv = [
-        sys.executable,
-        "-m",
-        "services.cli",
-        "--config",
-        str(config_file),
-        "--log-level",
-        log_level,
-        *command,
-    ]
+def _spawn(config_file: Path, logging: tuple[str, str], *command: str) -> subprocess.Popen[bytes]:
+    level, fmt = logging
+    argv = [sys.executable, "-m", "services.cli", "--config", str(config_file)]
+    argv += ["--log-level", level, "--log-format", fmt, *command]
     return subprocess.Popen(argv, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+
+
+def metrics_option(config: ClawgateConfig, index: int) -> list[str]:
+    """Worker i serves its metrics on the configured port + i, so N workers do not collide."""
+    if not config.worker.metrics_listen:
+        return []
+    host, _, port = config.worker.metrics_listen.rpartition(":")
+    return ["--metrics-listen", f"{host}:{int(port) + index}"]
 
 
 def _is_ready(url: str) -> bool:
@@ -110,7 +111,7 @@ def stop_children(
             child.wait()
 
 
-def run_up(config_file: Path, worker_count: int, log_level: str) -> int:
+def run_up(config_file: Path, worker_count: int, log_level: str, log_format: str = "text") -> int:
     token: str | None = None
     if not config_file.exists():
         token = write_starter_config(config_file)
@@ -128,10 +129,14 @@ def run_up(config_file: Path, worker_count: int, log_level: str) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
+    logging_options = (log_level, log_format)
     workers = [
-        _spawn(config_file, log_level, "worker", "--listen", address) for address in addresses
+        _spawn(
+            config_file, logging_options, "worker", "--listen", address, *metrics_option(config, i)
+        )
+        for i, address in enumerate(addresses)
     ]
-    edge = _spawn(config_file, log_level, "edge", "--workers", ",".join(addresses))
+    edge = _spawn(config_file, logging_options, "edge", "--workers", ",".join(addresses))
     children = [edge, *workers]  # the edge stops first, so its open streams can finish
     host = "127.0.0.1" if config.gateway.bind in ("0.0.0.0", "::") else config.gateway.bind
     base_url = f"http://{host}:{config.gateway.port}"

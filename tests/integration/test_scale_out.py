@@ -16,9 +16,9 @@ import grpc
 import httpx
 import pytest
 
-from agent_worker.turn_runner import session_fingerprint
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from services.logging import fingerprint
 from tests.support.postgres import POSTGRES_URL, requires_postgres
 from tests.support.processes import (
     TOKEN,
@@ -76,7 +76,7 @@ class Cluster:
         log = self.workers[address].log()
         if session_key is None:
             return len(re.findall(r"turn \w+ started", log))
-        return log.count(f"session={session_fingerprint(session_key)}")
+        return log.count(f"session={fingerprint(session_key)}")
 
     def stop(self) -> None:
         for process in [*self.edges, *self.workers.values()]:

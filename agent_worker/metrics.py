@@ -1,0 +1,48 @@
+"""The worker's Prometheus metrics, in a registry of its own (served on `worker.metricsListen`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_FIRST_TOKEN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.turns = Counter(
+            "clawgate_worker_turns",
+            "Agent turns by agent and outcome (ok, cancelled, or the gRPC code).",
+            ["agent", "outcome"],
+            registry=self.registry,
+        )
+        self.turn_seconds = Histogram(
+            "clawgate_worker_turn_duration_seconds",
+            "Time from a turn's start to its end.",
+            ["agent"],
+            buckets=_TURN_BUCKETS,
+            registry=self.registry,
+        )
+        self.provider_seconds = Histogram(
+            "clawgate_worker_provider_duration_seconds",
+            "Time a provider took for a whole answer.",
+            ["provider"],
+            buckets=_TURN_BUCKETS,
+            registry=self.registry,
+        )
+        self.provider_first_token_seconds = Histogram(
+            "clawgate_worker_provider_time_to_first_token_seconds",
+            "Time from asking a provider to its first text delta.",
+            ["provider"],
+            buckets=_FIRST_TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.sessions_waiting = Gauge(
+            "clawgate_worker_sessions_waiting",
+            "Turns waiting for their session's previous turn to finish.",
+            registry=self.registry,
+        )
+        self.turns_in_flight = Gauge(
+            "clawgate_worker_turns_in_flight", "Turns running now.", registry=self.registry
+        )

@@ -1,0 +1,85 @@
+"""The edge's Prometheus metrics (a registry of its own) and the GET /metrics route."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_FIRST_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+ROUTES = frozenset(
+    {"/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/metrics", "/status"}
+)
+
+
+def route_label(path: str) -> str:
+    """A bounded label: known routes by name, everything else as 'other'."""
+    if path in ROUTES:
+        return path
+    return "/v1/models/{id}" if path.startswith("/v1/models/") else "other"
+
+
+class EdgeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "clawgate_edge_requests",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "clawgate_edge_request_duration_seconds",
+            "Time from a request's arrival to the end of its response.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.first_token_seconds = Histogram(
+            "clawgate_edge_time_to_first_token_seconds",
+            "Time from a chat request's arrival to its first content token.",
+            buckets=_FIRST_TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.streams_open = Gauge(
+            "clawgate_edge_streams_open",
+            "SSE responses being streamed now.",
+            registry=self.registry,
+        )
+        self.completion_tokens = Counter(
+            "clawgate_edge_completion_tokens",
+            "Completion tokens sent to clients (as the providers counted them).",
+            registry=self.registry,
+        )
+        self.worker_calls = Counter(
+            "clawgate_edge_worker_calls",
+            "RunTurn calls to workers by outcome (ok, cancelled, turn_error or the gRPC code).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "clawgate_edge_auth_failures",
+            "Requests refused by auth (missing, invalid or locked_out).",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+router = APIRouter()
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    edge_metrics: EdgeMetrics = request.app.state.edge.metrics
+    return Response(edge_metrics.render(), media_type=CONTENT_TYPE_LATEST)

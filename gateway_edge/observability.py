@@ -1,0 +1,89 @@
+"""Pure ASGI middleware around every request: its id, one access-log line and its metrics.
+
+The request id comes from `x-request-id` (when sane) or is made here; it is echoed in the
+response and set for every log line written while the request runs. Handlers add what only
+they know (agent, session, time to first token) to the request's `RequestRecord`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway_edge.metrics import EdgeMetrics, route_label
+from services.logging import fingerprint, request_id_var
+
+log = logging.getLogger("clawgate.edge.access")
+RECORD_KEY = "clawgate.record"
+_ACCEPTABLE_ID = re.compile(rb"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    started: float
+    agent: str | None = None
+    session_key: str | None = None
+    first_token_at: float | None = None
+
+    def first_token(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+
+
+def record_of(scope: Scope) -> RequestRecord:
+    record: RequestRecord = scope[RECORD_KEY]
+    return record
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp, metrics: EdgeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((value for name, value in scope["headers"] if name == b"x-request-id"), b"")
+        request_id = given if _ACCEPTABLE_ID.fullmatch(given) else uuid.uuid4().hex.encode()
+        request_id_var.set(request_id.decode())
+        record = scope[RECORD_KEY] = RequestRecord(time.monotonic())
+        status = 500
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            self._observe(scope, record, status)
+
+    def _observe(self, scope: Scope, record: RequestRecord, status: int) -> None:
+        ended = time.monotonic()
+        route = route_label(scope["path"])
+        self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+        self.metrics.request_seconds.labels(route).observe(ended - record.started)
+        fields: dict[str, object] = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round((ended - record.started) * 1000, 1),
+        }
+        if record.agent is not None:
+            fields["agent"] = record.agent
+        if record.session_key is not None:
+            fields["session"] = fingerprint(record.session_key)
+        if record.first_token_at is not None:
+            first_token = record.first_token_at - record.started
+            self.metrics.first_token_seconds.observe(first_token)
+            fields["ttft_ms"] = round(first_token * 1000, 1)
+        log.info("%s %s %s", scope["method"], scope["path"], status, extra={"fields": fields})
