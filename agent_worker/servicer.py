@@ -3,6 +3,7 @@ domain errors to gRPC statuses (the one place that does)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Literal, cast
@@ -30,6 +31,7 @@ from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grp
 from services.logging import request_id_var
 
 log = logging.getLogger("clawgate.worker")
+EVENT_BUFFER = 256  # events a turn may run ahead of its caller before the provider is paused
 
 _ROLES: dict[int, Role] = {
     pb.ROLE_USER: "user",
@@ -119,26 +121,47 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
 
     async def RunTurn(  # noqa: N802 - gRPC method name
         self, request: pb.RunTurnRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.RunTurnEvent]:
+    ) -> AsyncIterator[pb.RunTurnResponse]:
         request_id_var.set(request.request_id or "-")
-        started = False
+        outbox: asyncio.Queue[pb.RunTurnEvent | TurnError | None] = asyncio.Queue(EVENT_BUFFER)
+        producer = asyncio.create_task(self._run(turn_request_from_proto(request), outbox))
+        sent_any = False
         try:
-            async for event in self._runner.run(turn_request_from_proto(request)):
-                started = True
-                yield event_to_proto(event)
+            while (item := await outbox.get()) is not None:
+                # Whatever else is ready already goes in the same message: one write, one wakeup.
+                batch: list[pb.RunTurnEvent | TurnError | None] = [item]
+                while not outbox.empty() and batch[-1] is not None:
+                    batch.append(outbox.get_nowait())
+                ended = batch[-1] is None
+                events = [entry for entry in batch if isinstance(entry, pb.RunTurnEvent)]
+                failure = next((entry for entry in batch if isinstance(entry, TurnError)), None)
+                if failure is not None:
+                    log.warning("turn failed: %s: %s", failure.code.name, failure.message)
+                    if not sent_any and not events:
+                        await context.abort(failure.code, failure.message)
+                    code = failure.code.value[0]
+                    events.append(
+                        pb.RunTurnEvent(error=pb.TurnError(code=code, message=failure.message))
+                    )
+                yield pb.RunTurnResponse(events=events)
+                sent_any = True
+                if ended or failure is not None:
+                    break
+        finally:
+            producer.cancel()
+
+    async def _run(
+        self, request: TurnRequest, outbox: asyncio.Queue[pb.RunTurnEvent | TurnError | None]
+    ) -> None:
+        try:
+            async for event in self._runner.run(request):
+                await outbox.put(event_to_proto(event))
         except TurnError as error:
-            failure = error
+            await outbox.put(error)
         except Exception:
             log.exception("turn failed unexpectedly")
-            failure = TurnError("the worker failed unexpectedly while running the turn")
-        else:
-            return
-        log.warning("turn failed: %s: %s", failure.code.name, failure.message)
-        if not started:
-            await context.abort(failure.code, failure.message)
-        yield pb.RunTurnEvent(
-            error=pb.TurnError(code=failure.code.value[0], message=failure.message)
-        )
+            await outbox.put(TurnError("the worker failed unexpectedly while running the turn"))
+        await outbox.put(None)
 
     async def ListAgents(  # noqa: N802
         self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext

@@ -139,14 +139,15 @@ async def create_chat_completion(request: Request) -> Response:
 async def complete(turn: TurnCall, completion: Completion) -> bytes:
     parts: list[str] = []
     try:
-        async for event in turn.events():
-            if isinstance(event, pb.TextDelta):
-                if not parts:
-                    completion.first_token()
-                parts.append(event.text)
-            else:
-                finished = event
-                completion.finished(finished)
+        async for batch in turn.batches():
+            for event in batch:
+                if isinstance(event, pb.TextDelta):
+                    if not parts:
+                        completion.first_token()
+                    parts.append(event.text)
+                else:
+                    finished = event
+                    completion.finished(finished)
     finally:
         turn.cancel()
     return orjson.dumps(
@@ -177,17 +178,22 @@ async def stream_completion(
     streams_open.inc()
     try:
         yield encoder.role()
-        async for event in with_keep_alive(turn.events(), keep_alive):
-            if event is None:
+        async for batch in with_keep_alive(turn.batches(), keep_alive):
+            if batch is None:
                 yield KEEP_ALIVE
-            elif isinstance(event, pb.TextDelta):
-                completion.first_token()
-                yield encoder.delta(event.text)
-            else:
-                completion.finished(event)
-                yield encoder.finish(_FINISH_REASONS[event.finish_reason])
-                if include_usage:
-                    yield encoder.usage(usage_of(event))
+                continue
+            frames: list[bytes] = []  # what arrived together goes out in one write
+            for event in batch:
+                if isinstance(event, pb.TextDelta):
+                    completion.first_token()
+                    frames.append(encoder.delta(event.text))
+                else:
+                    completion.finished(event)
+                    frames.append(encoder.finish(_FINISH_REASONS[event.finish_reason]))
+                    if include_usage:
+                        frames.append(encoder.usage(usage_of(event)))
+            if frames:
+                yield b"".join(frames)
     except ApiError as error:
         log.warning("turn failed after the stream started: %s", error.message)
         yield error_frame(error)

@@ -16,7 +16,7 @@ import hashlib
 import ipaddress
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -90,8 +90,10 @@ class TurnCall:
         started: pb.TurnStarted,
         worker: Worker,
         on_outcome: Callable[[str], None],
+        early_events: Sequence[pb.RunTurnEvent] = (),
     ) -> None:
         self._call = call
+        self._early_events = early_events
         self.started = started
         self.worker = worker
         self._on_outcome = on_outcome
@@ -111,20 +113,27 @@ class TurnCall:
             self._released = True
             self.worker.in_flight -= 1
 
-    async def events(self) -> AsyncIterator[pb.TextDelta | pb.TurnFinished]:
-        """Text deltas, then the finished event; failures raise ApiError."""
+    async def batches(self) -> AsyncIterator[list[pb.TextDelta | pb.TurnFinished]]:
+        """Text deltas, then the finished event, in the groups the worker sent them; failures
+        raise ApiError (after the events that came before them)."""
         try:
-            while (event := await self._call.read()) is not grpc.aio.EOF:
-                kind = event.WhichOneof("event")
-                if kind == "delta":
-                    yield event.delta
-                elif kind == "finished":
-                    self._end("ok")
-                    yield event.finished
-                    return
-                elif kind == "error":
-                    self._end("turn_error")
-                    raise api_error_from_turn_error(event.error.code, event.error.message)
+            async for events in self._event_groups():
+                batch: list[pb.TextDelta | pb.TurnFinished] = []
+                for event in events:
+                    kind = event.WhichOneof("event")
+                    if kind == "delta":
+                        batch.append(event.delta)
+                    elif kind == "finished":
+                        self._end("ok")
+                        batch.append(event.finished)
+                        yield batch
+                        return
+                    elif kind == "error":
+                        self._end("turn_error")
+                        if batch:
+                            yield batch
+                        raise api_error_from_turn_error(event.error.code, event.error.message)
+                yield batch
         except grpc.aio.AioRpcError as error:
             self._end(error.code().name.lower())
             raise api_error_from_call(error.code(), error.details()) from None
@@ -132,6 +141,12 @@ class TurnCall:
         raise ApiError(
             502, "The worker ended the turn without finishing it.", "api_error", code="worker_error"
         )
+
+    async def _event_groups(self) -> AsyncIterator[Sequence[pb.RunTurnEvent]]:
+        if self._early_events:
+            yield self._early_events
+        while (response := await self._call.read()) is not grpc.aio.EOF:
+            yield response.events
 
 
 class WorkerPool:
@@ -258,13 +273,14 @@ class WorkerPool:
                 worker.in_flight -= 1
                 call.cancel()
                 raise
-            if first is grpc.aio.EOF or first.WhichOneof("event") != "started":
+            if first is grpc.aio.EOF or not first.events or not first.events[0].HasField("started"):
                 worker.in_flight -= 1
                 call.cancel()
                 raise ApiError(
                     502, "The worker did not start the turn.", "api_error", code="worker_error"
                 )
-            return TurnCall(call, first.started, worker, self._on_outcome)
+            started, *early_events = first.events
+            return TurnCall(call, started.started, worker, self._on_outcome, early_events)
         if last_error is None:
             raise api_error_from_call(grpc.StatusCode.UNAVAILABLE, None)
         raise api_error_from_call(last_error.code(), last_error.details())

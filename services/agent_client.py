@@ -22,16 +22,16 @@ async def run_agent_turn(
     print(f"session: {session_key}", file=sys.stderr)
     async with grpc.aio.insecure_channel(address) as channel:
         try:
-            async for event in pb_grpc.AgentServiceStub(channel).RunTurn(
-                request, metadata=metadata
-            ):
-                kind = event.WhichOneof("event")
-                if kind == "delta":
-                    sys.stdout.write(event.delta.text)
-                    sys.stdout.flush()
-                elif kind == "error":
-                    print(f"\nclawgate agent: turn failed: {event.error.message}", file=sys.stderr)
-                    return 1
+            turn = pb_grpc.AgentServiceStub(channel).RunTurn(request, metadata=metadata)
+            async for response in turn:
+                for event in response.events:
+                    if event.HasField("delta"):
+                        sys.stdout.write(event.delta.text)
+                    elif event.HasField("error"):
+                        message = event.error.message
+                        print(f"\nclawgate agent: turn failed: {message}", file=sys.stderr)
+                        return 1
+                sys.stdout.flush()
         except grpc.aio.AioRpcError as error:
             print(f"clawgate agent: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1

@@ -140,6 +140,12 @@ class TurnError(_message.Message):
     message: str
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
+class RunTurnResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[RunTurnEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[RunTurnEvent, _Mapping]]] = ...) -> None: ...
+
 class RunTurnEvent(_message.Message):
     __slots__ = ("started", "delta", "finished", "error")
     STARTED_FIELD_NUMBER: _ClassVar[int]

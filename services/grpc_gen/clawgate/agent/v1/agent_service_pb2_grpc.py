@@ -43,7 +43,7 @@ class AgentServiceStub:
         self.RunTurn = channel.unary_stream(
                 '/clawgate.agent.v1.AgentService/RunTurn',
                 request_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnRequest.SerializeToString,
-                response_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnEvent.FromString,
+                response_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnResponse.FromString,
                 _registered_method=True)
         self.ListAgents = channel.unary_unary(
                 '/clawgate.agent.v1.AgentService/ListAgents',
@@ -107,7 +107,7 @@ def add_AgentServiceServicer_to_server(servicer, server):
             'RunTurn': grpc.unary_stream_rpc_method_handler(
                     servicer.RunTurn,
                     request_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnRequest.FromString,
-                    response_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnEvent.SerializeToString,
+                    response_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnResponse.SerializeToString,
             ),
             'ListAgents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAgents,
@@ -157,7 +157,7 @@ class AgentService:
             target,
             '/clawgate.agent.v1.AgentService/RunTurn',
             services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnRequest.SerializeToString,
-            services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnEvent.FromString,
+            services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,146 @@
+"""What the benchmark scenarios share: wrk with a Lua script, a time-to-first-token client,
+peak memory of processes, and one table row per scenario."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHAT_BODY: dict[str, object] = {
+    "model": "openclaw",
+    "messages": [{"role": "user", "content": "hi"}],
+}
+FIRST_TOKEN = re.compile(rb'"content":\s*"[^"]')  # the first non-empty content
+
+
+@dataclass
+class Row:
+    scenario: str
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    ttft_p50_ms: float | None = None
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+
+    def markdown(self) -> str:
+        ttft = f"{self.ttft_p50_ms:.2f} ms" if self.ttft_p50_ms is not None else "—"
+        rss = ", ".join(f"{name} {mb:.0f} MB" for name, mb in self.peak_rss_mb.items()) or "—"
+        return (
+            f"| {self.scenario} | {self.requests_per_second:,.0f} | {self.p50_ms:.1f} ms"
+            f" | {self.p99_ms:.1f} ms | {self.errors} | {ttft} | {rss} |"
+        )
+
+
+HEADER = (
+    "| scenario | req/s | p50 | p99 | errors/timeouts | TTFT p50 (c=1) | peak RSS |\n"
+    "|---|---|---|---|---|---|---|"
+)
+
+
+def wrk_lua(body: dict[str, object], headers: dict[str, str]) -> str:
+    lines = ['wrk.method = "POST"', f"wrk.body = [[{json.dumps(body)}]]"]
+    lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _milliseconds(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def run_wrk(
+    url: str,
+    body: dict[str, object],
+    headers: dict[str, str],
+    seconds: float,
+    connections: int = 32,
+) -> tuple[float, float, float, int]:
+    """(req/s, p50 ms, p99 ms, non-2xx + socket errors) from `wrk -t1 -c<connections>`."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(wrk_lua(body, {"Content-Type": "application/json", **headers}))
+    output = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds:g}s",
+            "--latency",
+            "--timeout",
+            "10s",
+            "-s",
+            script.name,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    ).stdout
+    Path(script.name).unlink()
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _milliseconds(re.search(r"50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p99 = _milliseconds(re.search(r"99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    return rate, p50, p99, errors
+
+
+async def _first_token_ms(
+    host: str, port: int, path: str, body: bytes, headers: dict[str, str]
+) -> float:
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        + "\r\n"
+    ).encode() + body
+    reader, writer = await asyncio.open_connection(host, port)
+    started = time.perf_counter()
+    writer.write(request)
+    seen = b""
+    while not FIRST_TOKEN.search(seen):
+        chunk = await reader.read(65536)
+        if not chunk:
+            raise RuntimeError(f"no content token in the answer: {seen[:300]!r}")
+        seen += chunk
+    elapsed = (time.perf_counter() - started) * 1000
+    writer.close()
+    return elapsed
+
+
+def ttft_p50(
+    url: str, body: dict[str, object], headers: dict[str, str], samples: int = 200
+) -> float:
+    """Median time to the first content token over `samples` sequential streamed requests."""
+    host_port, _, path = url.removeprefix("http://").partition("/")
+    host, _, port = host_port.partition(":")
+    payload = json.dumps({**body, "stream": True}).encode()
+
+    async def measure() -> list[float]:
+        for _ in range(20):  # warm up
+            await _first_token_ms(host, int(port), "/" + path, payload, headers)
+        return [
+            await _first_token_ms(host, int(port), "/" + path, payload, headers)
+            for _ in range(samples)
+        ]
+
+    return statistics.median(asyncio.run(measure()))
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0

@@ -1,0 +1,329 @@
+"""Benchmark scenarios, one command each; `all` runs every one in one go and prints ratios.
+
+    python bench/run.py SCENARIO [--seconds 10] [--connections 32]
+
+Scenarios: standin (the raw-ASGI floor), edge-echo (edge + echo worker answering at once),
+edge-stub (edge + a stub gRPC server), worker (RunTurn over gRPC, no edge), pair and
+pair-stream (edge + worker + openai-compatible provider + the stand-in), litellm and
+litellm-stream (LiteLLM's proxy 1.108.0 in front of the same stand-in), all.
+Each prints one table row (wrk -t1 -c32 for req/s and latency; a sequential asyncio client for
+the median time to first token; peak RSS of each clawgate process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+import grpc
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import CHAT_BODY, HEADER, Row, peak_rss_mb, run_wrk, ttft_p50  # noqa: E402
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb  # noqa: E402
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    TOKEN,
+    Process,
+    clawgate,
+    echo_config,
+    edge_answers,
+    free_port,
+    wait_until,
+    worker_serving,
+    write_config,
+)
+
+BENCH = Path(__file__).resolve().parent
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LITELLM_VERSION = "1.108.0"
+LITELLM_VENV = Path(
+    os.environ.get(
+        "CLAWGATE_BENCH_LITELLM_VENV", Path.home() / ".cache/clawgate-bench/litellm-venv"
+    )
+)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.stack = ExitStack()
+
+    def process(self, argv: list[str], name: str) -> Process:
+        process = Process(argv, self.tmp / f"{name}.log").start()
+        self.stack.callback(process.stop)
+        return process
+
+    def standin(self) -> str:
+        port = free_port()
+        process = self.process(
+            [sys.executable, str(BENCH / "upstream_standin.py"), "--port", str(port)], "standin"
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(f"{base_url}/v1/models"), 20, "stand-in", process)
+        return base_url
+
+    def clawgate_pair(
+        self, upstream: str | None = None, stub: bool = False
+    ) -> tuple[str, dict[str, Process]]:
+        config = echo_config(self.tmp)
+        config["models"]["providers"]["echo"] = {
+            "api": "echo",
+            "reply": " ".join(f"w{i}" for i in range(16)),
+        }
+        config["agents"]["list"] = [{"id": "main", "default": True}]
+        config["sessions"] = {"store": f"sqlite:///{self.tmp / f'bench-{free_port()}.db'}"}
+        config["worker"]["maxConcurrentTurns"] = 1024
+        if upstream:
+            config["models"]["providers"]["standin"] = {
+                "api": "openai-compatible",
+                "baseUrl": f"{upstream}/v1",
+            }
+            config["agents"]["list"] = [{"id": "main", "default": True, "model": "standin/standin"}]
+        path = write_config(self.tmp, config, f"bench-{config['gateway']['port']}.json5")
+        address = config["worker"]["listen"]
+        level = ("--log-level", self.args.log_level)
+        if stub:
+            worker = self.process(
+                [sys.executable, str(BENCH / "stub_worker.py"), "--listen", address], "stub"
+            )
+        else:
+            worker = self.process(clawgate(path, *level, "worker"), "worker")
+        wait_until(lambda: worker_serving(address), 60, "worker", worker)
+        edge = self.process(clawgate(path, *level, "edge"), "edge")
+        base_url = f"http://127.0.0.1:{config['gateway']['port']}"
+        wait_until(lambda: edge_answers(base_url), 30, "edge", edge)
+        return base_url, {"edge": edge, "stub" if stub else "worker": worker}
+
+    def litellm(self, upstream: str) -> tuple[str, Process]:
+        binary = ensure_litellm()
+        port = free_port()
+        config = self.tmp / "litellm.yaml"
+        config.write_text(
+            "model_list:\n  - model_name: openclaw\n    litellm_params:\n"
+            f"      model: openai/standin\n      api_base: {upstream}/v1\n      api_key: unused\n"
+        )
+        argv = [
+            str(binary),
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ]
+        process = self.process(argv, "litellm")
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(f"{base_url}/health/liveliness"), 180, "litellm", process)
+        return base_url, process
+
+    def measure(
+        self,
+        name: str,
+        url: str,
+        headers: dict[str, str],
+        stream: bool,
+        processes: dict[str, Process],
+    ) -> Row:
+        body: dict[str, object] = {**CHAT_BODY, "stream": True} if stream else CHAT_BODY
+        run_wrk(url, body, headers, 2, self.args.connections)  # warm-up: connections, lazy imports
+        rate, p50, p99, errors = run_wrk(
+            url, body, headers, self.args.seconds, self.args.connections
+        )
+        ttft = ttft_p50(url, CHAT_BODY, headers, self.args.ttft_samples)
+        rss = {role: peak_rss_mb(process.pid) for role, process in processes.items()}
+        row = Row(name, rate, p50, p99, errors, ttft, rss)
+        print(row.markdown(), flush=True)
+        return row
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def ensure_litellm() -> Path:
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if not binary.exists():
+        print(
+            f"installing litellm[proxy]=={LITELLM_VERSION} into {LITELLM_VENV} (about 90 s)...",
+            file=sys.stderr,
+        )
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        subprocess.run(
+            [
+                str(LITELLM_VENV / "bin" / "pip"),
+                "install",
+                "-q",
+                f"litellm[proxy]=={LITELLM_VERSION}",
+            ],
+            check=True,
+        )
+    return binary
+
+
+def worker_alone(bench: Bench) -> Row:
+    config = echo_config(bench.tmp)
+    config["models"]["providers"]["echo"] = {
+        "api": "echo",
+        "reply": " ".join(f"w{i}" for i in range(16)),
+    }
+    config["agents"]["list"] = [{"id": "main", "default": True}]
+    config["worker"]["maxConcurrentTurns"] = 1024
+    path = write_config(bench.tmp, config, "worker-alone.json5")
+    address = config["worker"]["listen"]
+    worker = bench.process(
+        clawgate(path, "--log-level", bench.args.log_level, "worker"), "worker-alone"
+    )
+    wait_until(lambda: worker_serving(address), 60, "worker", worker)
+
+    async def load(seconds: float) -> tuple[int, list[float]]:
+        latencies: list[float] = []
+        deadline = time.monotonic() + seconds
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pb_grpc.AgentServiceStub(channel)
+
+            async def client(index: int) -> None:
+                turn = 0
+                while time.monotonic() < deadline:
+                    turn += 1
+                    request = pb.RunTurnRequest(
+                        agent_id="main",
+                        session_key=f"bench:{index}:{turn}",
+                        input=pb.Message(role=pb.ROLE_USER, text="hi"),
+                    )
+                    started = time.perf_counter()
+                    async for _ in stub.RunTurn(request):
+                        pass
+                    latencies.append(time.perf_counter() - started)
+
+            await asyncio.gather(*(client(index) for index in range(bench.args.connections)))
+        return len(latencies), latencies
+
+    asyncio.run(load(2))
+    count, latencies = asyncio.run(load(bench.args.seconds))
+    quantiles = statistics.quantiles(latencies, n=100)
+    row = Row(
+        "worker alone (gRPC RunTurn, echo)",
+        count / bench.args.seconds,
+        quantiles[49] * 1000,
+        quantiles[98] * 1000,
+        0,
+        None,
+        {"worker": peak_rss_mb(worker.pid)},
+    )
+    print(row.markdown(), flush=True)
+    return row
+
+
+def scenario_standin(bench: Bench) -> Row:
+    url = bench.standin()
+    return bench.measure(
+        "upstream stand-in alone (floor)", f"{url}/v1/chat/completions", {}, False, {}
+    )
+
+
+def scenario_edge_echo(bench: Bench) -> Row:
+    url, processes = bench.clawgate_pair()
+    return bench.measure(
+        "edge + echo worker, non-stream", f"{url}/v1/chat/completions", AUTH, False, processes
+    )
+
+
+def scenario_edge_stub(bench: Bench) -> Row:
+    url, processes = bench.clawgate_pair(stub=True)
+    return bench.measure(
+        "edge + stub gRPC server, non-stream", f"{url}/v1/chat/completions", AUTH, False, processes
+    )
+
+
+def _pair(bench: Bench, stream: bool) -> Row:
+    url, processes = bench.clawgate_pair(upstream=bench.standin())
+    name = f"clawgate pair, {'stream' if stream else 'non-stream'}"
+    return bench.measure(name, f"{url}/v1/chat/completions", AUTH, stream, processes)
+
+
+def _litellm(bench: Bench, stream: bool) -> Row:
+    url, process = bench.litellm(bench.standin())
+    name = f"LiteLLM {LITELLM_VERSION}, {'stream' if stream else 'non-stream'}"
+    return bench.measure(
+        name, f"{url}/v1/chat/completions", {"Authorization": "Bearer unused"}, stream, {}
+    )
+
+
+SCENARIOS: dict[str, Callable[[Bench], Row]] = {
+    "standin": scenario_standin,
+    "edge-echo": scenario_edge_echo,
+    "edge-stub": scenario_edge_stub,
+    "worker": worker_alone,
+    "pair": lambda bench: _pair(bench, False),
+    "pair-stream": lambda bench: _pair(bench, True),
+    "litellm": lambda bench: _litellm(bench, False),
+    "litellm-stream": lambda bench: _litellm(bench, True),
+}
+
+
+def summary(rows: dict[str, Row]) -> str:
+    def ratio(a: str, b: str) -> str:
+        return (
+            f"{rows[a].requests_per_second / rows[b].requests_per_second:.2f}x"
+            if a in rows and b in rows
+            else "n/a"
+        )
+
+    parts = [f"edge+echo/floor {ratio('edge-echo', 'standin')} (goal >= 0.35x)"]
+    parts.append(f"pair/LiteLLM {ratio('pair', 'litellm')} (goal >= 20x)")
+    if "pair" in rows and "litellm" in rows:
+        parts.append(
+            f"p99 pair/LiteLLM {rows['pair'].p99_ms / rows['litellm'].p99_ms:.3f} (goal <= 0.1)"
+        )
+    parts.append(
+        f"pair-stream/LiteLLM-stream {ratio('pair-stream', 'litellm-stream')} (goal >= 30x)"
+    )
+    if "pair-stream" in rows and "standin" in rows:
+        added = rows["pair-stream"].ttft_p50_ms - rows["standin"].ttft_p50_ms  # type: ignore[operator]
+        parts.append(f"TTFT added by clawgate {added:.2f} ms (goal <= 1.5 ms)")
+    return "summary: " + "; ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenario", choices=[*SCENARIOS, "all"])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--ttft-samples", type=int, default=200)
+    parser.add_argument(
+        "--log-level", default="warning", help="clawgate's log level (default warning)"
+    )
+    args = parser.parse_args()
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    print(
+        f"wrk -t1 -c{args.connections} -d{args.seconds:g}s; clawgate log level {args.log_level}; {os.cpu_count()} cores"
+    )
+    print(HEADER, flush=True)
+    rows: dict[str, Row] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            bench = Bench(args, Path(tmp))
+            with bench.stack:
+                rows[name] = SCENARIOS[name](bench)
+    print(summary(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""A stub AgentService for benchmarks: answers every RunTurn at once with pre-built events
+(started, 16 deltas, finished, in one message as a worker batches them), so the edge can be
+measured without a real worker.
+
+    python bench/stub_worker.py --listen 127.0.0.1:50151
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb  # noqa: E402
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc  # noqa: E402
+
+EVENTS = [
+    pb.RunTurnEvent(started=pb.TurnStarted(run_id="stub", model="stub/stub")),
+    *(pb.RunTurnEvent(delta=pb.TextDelta(text=f"w{index} ")) for index in range(16)),
+    pb.RunTurnEvent(
+        finished=pb.TurnFinished(
+            finish_reason=pb.FINISH_REASON_STOP,
+            usage=pb.Usage(prompt_tokens=8, completion_tokens=16, total_tokens=24),
+        )
+    ),
+]
+
+
+RESPONSE = pb.RunTurnResponse(events=EVENTS)
+
+
+class StubAgentService(pb_grpc.AgentServiceServicer):
+    async def RunTurn(  # noqa: N802
+        self, request: pb.RunTurnRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RunTurnResponse]:
+        yield RESPONSE
+
+
+async def serve(listen: str) -> None:
+    server = grpc.aio.server()
+    pb_grpc.add_AgentServiceServicer_to_server(StubAgentService(), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_insecure_port(listen)
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listen", default="127.0.0.1:50151")
+    asyncio.run(serve(parser.parse_args().listen))

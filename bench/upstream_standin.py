@@ -1,0 +1,125 @@
+"""An OpenAI-compatible upstream stand-in for benchmarks: raw ASGI, answers at once.
+
+Streams 16 content chunks (all written at once) then `[DONE]`, or the same text as one JSON
+completion; `GET /v1/models` for health checks. Everything is pre-encoded: this is the floor
+every gateway is compared with.
+
+    python bench/upstream_standin.py --port 18001
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import orjson
+
+CHUNKS = 16
+_WORDS = [f"w{index} " for index in range(CHUNKS)]
+
+
+def _chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+    return (
+        b"data: "
+        + orjson.dumps(
+            {
+                "id": "chatcmpl-standin",
+                "object": "chat.completion.chunk",
+                "created": 1700000000,
+                "model": "standin",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            }
+        )
+        + b"\n\n"
+    )
+
+
+STREAM_BODY = (
+    _chunk({"role": "assistant", "content": ""})
+    + b"".join(_chunk({"content": word}) for word in _WORDS)
+    + _chunk({}, "stop")
+    + b"data: "
+    + orjson.dumps(
+        {
+            "id": "chatcmpl-standin",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": "standin",
+            "choices": [],
+            "usage": {"prompt_tokens": 8, "completion_tokens": CHUNKS, "total_tokens": 8 + CHUNKS},
+        }
+    )
+    + b"\n\n"
+    + b"data: [DONE]\n\n"
+)
+JSON_BODY = orjson.dumps(
+    {
+        "id": "chatcmpl-standin",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "standin",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(_WORDS)},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {"prompt_tokens": 8, "completion_tokens": CHUNKS, "total_tokens": 8 + CHUNKS},
+    }
+)
+MODELS_BODY = orjson.dumps(
+    {
+        "object": "list",
+        "data": [{"id": "standin", "object": "model", "created": 0, "owned_by": "bench"}],
+    }
+)
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    if scope["method"] == "GET":
+        await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS})
+        await send({"type": "http.response.body", "body": MODELS_BODY})
+        return
+    stream = b'"stream":true' in body.replace(b" ", b"")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": _SSE_HEADERS if stream else _JSON_HEADERS,
+        }
+    )
+    await send({"type": "http.response.body", "body": STREAM_BODY if stream else JSON_BODY})
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=18001)
+    args = parser.parse_args()
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+
+
+if __name__ == "__main__":
+    main()
