@@ -47,6 +47,7 @@ from tests.support.processes import (  # noqa: E402
 BENCH = Path(__file__).resolve().parent
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LITELLM_VERSION = "1.108.0"
+LITELLM_KEY = "sk-clawgate-bench-0123456789abcdef0123456789abcdef"
 LITELLM_VENV = Path(
     os.environ.get(
         "CLAWGATE_BENCH_LITELLM_VENV", Path.home() / ".cache/clawgate-bench/litellm-venv"
@@ -113,6 +114,7 @@ class Bench:
         config.write_text(
             "model_list:\n  - model_name: openclaw\n    litellm_params:\n"
             f"      model: openai/standin\n      api_base: {upstream}/v1\n      api_key: unused\n"
+            f"general_settings:\n  master_key: {LITELLM_KEY}\n"
         )
         argv = [
             str(binary),
@@ -313,7 +315,8 @@ def main() -> None:
     args = parser.parse_args()
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     print(
-        f"wrk -t1 -c{args.connections} -d{args.seconds:g}s; clawgate log level {args.log_level}; {os.cpu_count()} cores"
+        f"wrk -t1 -c{args.connections} -d{args.seconds:g}s;"
+        f" clawgate log level {args.log_level}; {os.cpu_count()} cores"
     )
     print(HEADER, flush=True)
     rows: dict[str, Row] = {}
