@@ -47,7 +47,8 @@ from tests.support.processes import (  # noqa: E402
 BENCH = Path(__file__).resolve().parent
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LITELLM_VERSION = "1.108.0"
-LITELLM_KEY = "sk-clawgate-bench-0123456789abcdef0123456789abcdef"
+LITELLM_KEY = "sk-unused"
+LITELLM_OPEN = "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY"
 LITELLM_VENV = Path(
     os.environ.get(
         "CLAWGATE_BENCH_LITELLM_VENV", Path.home() / ".cache/clawgate-bench/litellm-venv"
@@ -114,7 +115,6 @@ class Bench:
         config.write_text(
             "model_list:\n  - model_name: openclaw\n    litellm_params:\n"
             f"      model: openai/standin\n      api_base: {upstream}/v1\n      api_key: unused\n"
-            f"general_settings:\n  master_key: {LITELLM_KEY}\n"
         )
         argv = [
             str(binary),
@@ -127,7 +127,9 @@ class Bench:
             "--num_workers",
             "1",
         ]
-        process = self.process(argv, "litellm")
+        # A benchmark on loopback: no master key (it would need LiteLLM's database).
+        process = Process(argv, self.tmp / "litellm.log", {LITELLM_OPEN: "true"}).start()
+        self.stack.callback(process.stop)
         base_url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _answers(f"{base_url}/health/liveliness"), 180, "litellm", process)
         return base_url, process
