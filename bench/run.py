@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.harness import CHAT_BODY, HEADER, Row, peak_rss_mb, run_wrk, ttft_p50  # noqa: E402
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb  # noqa: E402
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc  # noqa: E402
+from tests.support.observe import rss_kib  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     TOKEN,
     Process,
@@ -270,6 +273,72 @@ def _litellm(bench: Bench, stream: bool) -> Row:
     )
 
 
+def idle_streams(bench: Bench, count: int = 1000) -> Row:
+    """RSS per open, idle stream: `count` streams that got their first word and then wait."""
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (8192, max(8192, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    )
+    config = echo_config(bench.tmp)
+    config["models"]["providers"]["echo"] = {
+        "api": "echo",
+        "reply": "first second",
+        "delayMs": 600_000,
+    }
+    config["agents"]["list"] = [{"id": "main", "default": True}]
+    config["worker"]["maxConcurrentTurns"] = count * 2
+    path = write_config(bench.tmp, config, "idle.json5")
+    address = config["worker"]["listen"]
+    level = ("--log-level", bench.args.log_level)
+    worker = bench.process(clawgate(path, *level, "worker"), "idle-worker")
+    wait_until(lambda: worker_serving(address), 60, "worker", worker)
+    edge = bench.process(clawgate(path, *level, "edge"), "idle-edge")
+    port = config["gateway"]["port"]
+    wait_until(lambda: edge_answers(f"http://127.0.0.1:{port}"), 30, "edge", edge)
+    body = json.dumps({**CHAT_BODY, "stream": True}).encode()
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+    async def hold_streams() -> dict[str, float]:
+        async def open_one() -> asyncio.StreamWriter:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            seen = b""
+            while b'"content":"first' not in seen:
+                seen += await reader.read(4096)
+            return writer
+
+        for _ in range(20):  # warm up, then measure from a settled baseline
+            (await open_one()).close()
+        await asyncio.sleep(1)
+        before = {"edge": rss_kib(edge.pid), "worker": rss_kib(worker.pid)}
+        writers = []
+        for _ in range(count // 50):
+            writers += await asyncio.gather(*(open_one() for _ in range(50)))
+        await asyncio.sleep(1)
+        after = {"edge": rss_kib(edge.pid), "worker": rss_kib(worker.pid)}
+        for writer in writers:
+            writer.close()
+        return {name: (after[name] - before[name]) / count for name in before}
+
+    per_stream = asyncio.run(hold_streams())
+    print(
+        f"idle streams: {count} open; RSS per stream: edge {per_stream['edge']:.1f} KB,"
+        f" worker {per_stream['worker']:.1f} KB (goal <= 50 KB each)",
+        flush=True,
+    )
+    return Row(
+        f"{count} idle streams",
+        0,
+        0,
+        0,
+        0,
+        None,
+        {"edge KB/stream": per_stream["edge"], "worker KB/stream": per_stream["worker"]},
+    )
+
+
 SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "standin": scenario_standin,
     "edge-echo": scenario_edge_echo,
@@ -279,6 +348,7 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "pair-stream": lambda bench: _pair(bench, True),
     "litellm": lambda bench: _litellm(bench, False),
     "litellm-stream": lambda bench: _litellm(bench, True),
+    "idle-streams": idle_streams,
 }
 
 
