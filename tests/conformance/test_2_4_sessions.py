@@ -5,15 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import grpc
 import httpx
 import orjson
 import pytest
 
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from tests.support.processes import TOKEN, Stack
 from tests.support.raw_http import raw_post
+from tests.support.sessions import transcript
 
 
 def chat(
@@ -33,14 +32,6 @@ def reply(response: httpx.Response) -> str:
     return str(response.json()["choices"][0]["message"]["content"])
 
 
-def transcript(stack: Stack, session_key: str) -> list[tuple[int, str]]:
-    with grpc.insecure_channel(stack.worker_address) as channel:
-        session = pb_grpc.AgentServiceStub(channel).GetSession(
-            pb.GetSessionRequest(session_key=session_key)
-        )
-    return [(message.role, message.text) for message in session.messages]
-
-
 def test_stable_user_continues_the_conversation(echo_stack: Stack) -> None:
     user = f"user-{uuid.uuid4().hex[:8]}"
     first = chat(echo_stack, [{"role": "user", "content": "one"}], user=user)
@@ -48,7 +39,7 @@ def test_stable_user_continues_the_conversation(echo_stack: Stack) -> None:
     assert first.headers["x-openclaw-session-key"] == f"agent:main:openai-user:{user}"
     second = chat(echo_stack, [{"role": "user", "content": "two"}], user=user)
     assert reply(second) == "echo: two [turns=2]"
-    assert transcript(echo_stack, f"agent:main:openai-user:{user}") == [
+    assert transcript(echo_stack.worker_address, f"agent:main:openai-user:{user}") == [
         (pb.ROLE_USER, "one"),
         (pb.ROLE_ASSISTANT, "echo: one [turns=0]"),
         (pb.ROLE_USER, "two"),
@@ -93,7 +84,7 @@ def test_stored_history_is_not_fed_twice(echo_stack: Stack) -> None:
         {"role": "user", "content": "q2"},
     ]
     assert reply(chat(echo_stack, full, user=user)) == "echo: q2 [turns=2]"
-    assert len(transcript(echo_stack, f"agent:main:openai-user:{user}")) == 4
+    assert len(transcript(echo_stack.worker_address, f"agent:main:openai-user:{user}")) == 4
 
 
 def test_context_of_a_new_session_is_structured_and_stored(echo_stack: Stack) -> None:
@@ -112,7 +103,7 @@ def test_context_of_a_new_session_is_structured_and_stored(echo_stack: Stack) ->
     assert (
         reply(chat(echo_stack, messages, {"x-openclaw-session-key": key})) == "echo: now [turns=2]"
     )
-    assert transcript(echo_stack, key)[:2] == [
+    assert transcript(echo_stack.worker_address, key)[:2] == [
         (pb.ROLE_USER, "part one\npart two"),
         (pb.ROLE_ASSISTANT, "earlier answer"),
     ]
@@ -143,7 +134,7 @@ def test_transcript_survives_a_worker_restart(echo_stack: Stack) -> None:
         reply(chat(echo_stack, [{"role": "user", "content": "after"}], user=user))
         == "echo: after [turns=2]"
     )
-    assert transcript(echo_stack, f"agent:main:openai-user:{user}")[0] == (
+    assert transcript(echo_stack.worker_address, f"agent:main:openai-user:{user}")[0] == (
         pb.ROLE_USER,
         "before restart",
     )

@@ -13,13 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 
 from gateway_edge.worker_pool import rendezvous_weight
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from tests.support.observe import peak_rss_kib, rss_kib, timed_lines
 from tests.support.processes import (
     TOKEN,
@@ -34,6 +32,7 @@ from tests.support.processes import (
     wait_until,
     write_config,
 )
+from tests.support.sessions import assert_one_turn_at_a_time, transcript
 from tests.support.upstream import UpstreamStandIn
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -61,14 +60,6 @@ def stack(tmp_path: Path, upstream: UpstreamStandIn) -> Iterator[Stack]:
     stack = start_stack(tmp_path, failure_config(tmp_path, upstream))
     yield stack
     stack.stop()
-
-
-def transcript(address: str, session_key: str) -> list[tuple[int, str]]:
-    with grpc.insecure_channel(address) as channel:
-        reply = pb_grpc.AgentServiceStub(channel).GetSession(
-            pb.GetSessionRequest(session_key=session_key)
-        )
-    return [(message.role, message.text) for message in reply.messages]
 
 
 def stream(
@@ -364,13 +355,7 @@ def test_7_same_session_turns_run_one_after_another(stack: Stack) -> None:
         caller.start()
     for caller in callers:
         caller.join(60)
-    assert sorted(reply.split()[0] for reply in replies) == [f"turns={n}" for n in (0, 2, 4, 6, 8)]
-    stored = transcript(stack.worker_address, key)
-    assert len(stored) == 10
-    for index in range(5):
-        (user_role, user_text), (assistant_role, answer) = stored[2 * index], stored[2 * index + 1]
-        assert (user_role, assistant_role) == (pb.ROLE_USER, pb.ROLE_ASSISTANT)
-        assert answer == f"turns={2 * index} for {user_text}"
+    assert_one_turn_at_a_time(replies, transcript(stack.worker_address, key))
 
 
 # 8. Crash consistency

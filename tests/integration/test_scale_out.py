@@ -12,12 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from services.logging import fingerprint
 from tests.support.postgres import POSTGRES_URL, requires_postgres
 from tests.support.processes import (
@@ -31,6 +28,7 @@ from tests.support.processes import (
     worker_serving,
     write_config,
 )
+from tests.support.sessions import assert_one_turn_at_a_time, transcript
 
 pytestmark = requires_postgres
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -165,27 +163,7 @@ def test_one_session_through_two_edges_never_interleaves(cluster: Cluster) -> No
         caller.start()
     for caller in callers:
         caller.join(60)
-    assert sorted(int(reply.split()[0].removeprefix("turns=")) for reply in replies) == list(
-        range(0, 16, 2)
-    )
     assert cluster.turns_logged(cluster.addresses[0], key) and cluster.turns_logged(
         cluster.addresses[1], key
     )
-    transcript = ask_transcript(cluster, key)
-    assert len(transcript) == 16
-    for index in range(8):
-        (user_role, user_text), (assistant_role, answer) = (
-            transcript[2 * index],
-            transcript[2 * index + 1],
-        )
-        assert (user_role, assistant_role) == ("user", "assistant")
-        assert answer == f"turns={2 * index} for {user_text}"
-
-
-def ask_transcript(cluster: Cluster, key: str) -> list[tuple[str, str]]:
-    roles = {pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant"}
-    with grpc.insecure_channel(cluster.addresses[2]) as channel:
-        session = pb_grpc.AgentServiceStub(channel).GetSession(
-            pb.GetSessionRequest(session_key=key)
-        )
-    return [(roles[message.role], message.text) for message in session.messages]
+    assert_one_turn_at_a_time(replies, transcript(cluster.addresses[2], key))
