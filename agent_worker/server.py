@@ -28,6 +28,7 @@ from services.metrics_http import serve_metrics
 
 log = logging.getLogger("clawgate.worker")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
+FINAL_GRACE_SECONDS = 1.0
 _OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
@@ -108,7 +109,8 @@ async def serve(
         else []
     )
     server = grpc.aio.server(interceptors=interceptors)
-    pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(runner, agents, store), server)
+    servicer = AgentServicer(runner, agents, store)
+    pb_grpc.add_AgentServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -148,10 +150,11 @@ async def serve(
         await health_servicer.enter_graceful_shutdown()
         grace = config.worker.shutdown_grace_seconds
         stopping = asyncio.create_task(server.stop(grace))  # refuses new calls from now on
-        # Running turns may finish; open health watches would hold the grace period to its end.
+        # Running turns may finish; open health watches would hold the grace period to its end,
+        # so once no turn is left the rest get a short grace (a last status still goes out).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(runner.wait_idle(), grace)
-        await server.stop(0)
+            await asyncio.wait_for(servicer.wait_idle(), grace)
+        await server.stop(min(grace, FINAL_GRACE_SECONDS))
         await stopping
         for provider in providers.values():
             with contextlib.suppress(Exception):

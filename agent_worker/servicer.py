@@ -118,11 +118,16 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self._runner = runner
         self._agents = agents
         self._store = store
+        self._calls = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def RunTurn(  # noqa: N802 - gRPC method name
         self, request: pb.RunTurnRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.RunTurnResponse]:
         request_id_var.set(request.request_id or "-")
+        self._calls += 1
+        self._idle.clear()
         outbox: asyncio.Queue[pb.RunTurnEvent | TurnError | None] = asyncio.Queue(EVENT_BUFFER)
         producer = asyncio.create_task(self._run(turn_request_from_proto(request), outbox))
         sent_any = False
@@ -149,6 +154,13 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     break
         finally:
             producer.cancel()
+            self._calls -= 1
+            if not self._calls:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Returns once no RunTurn call is open (its last message written)."""
+        await self._idle.wait()
 
     async def _run(
         self, request: TurnRequest, outbox: asyncio.Queue[pb.RunTurnEvent | TurnError | None]

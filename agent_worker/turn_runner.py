@@ -76,8 +76,6 @@ class TurnRunner:
         self.turns_in_flight = 0
         self.metrics = metrics or WorkerMetrics()
         self.metrics.turns_in_flight.set_function(lambda: self.turns_in_flight)
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     async def run(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
         if self.turns_in_flight >= self._max_concurrent_turns:
@@ -88,7 +86,6 @@ class TurnRunner:
         provider = self._providers[agent.provider]
         self._check(request, provider)
         self.turns_in_flight += 1
-        self._idle.clear()
         started = time.monotonic()
         outcome = "cancelled"
         try:
@@ -106,14 +103,8 @@ class TurnRunner:
             raise
         finally:
             self.turns_in_flight -= 1
-            if not self.turns_in_flight:
-                self._idle.set()
             self.metrics.turns.labels(agent.id, outcome).inc()
             self.metrics.turn_seconds.labels(agent.id).observe(time.monotonic() - started)
-
-    async def wait_idle(self) -> None:
-        """Returns once no turn is running."""
-        await self._idle.wait()
 
     @staticmethod
     def _check(request: TurnRequest, provider: Provider) -> None:
