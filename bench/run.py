@@ -5,7 +5,8 @@
 Scenarios: standin (the raw-ASGI floor), edge-echo (edge + echo worker answering at once),
 edge-stub (edge + a stub gRPC server), worker (RunTurn over gRPC, no edge), pair and
 pair-stream (edge + worker + openai-compatible provider + the stand-in), litellm and
-litellm-stream (LiteLLM's proxy 1.108.0 in front of the same stand-in), all.
+litellm-stream (LiteLLM's proxy 1.108.0 in front of the same stand-in), all (these eight);
+idle-streams (RSS per open, idle stream) and soak (RSS growth over 100,000 requests).
 Each prints one table row (wrk -t1 -c32 for req/s and latency; a sequential asyncio client for
 the median time to first token; peak RSS of each clawgate process).
 """
@@ -339,6 +340,30 @@ def idle_streams(bench: Bench, count: int = 1000) -> Row:
     )
 
 
+def soak(bench: Bench, target: int = 100_000) -> Row:
+    """RSS growth of edge and worker over `target` requests (edge + echo worker, non-stream),
+    from after a warm-up slice to the end; wrk runs in 10 s slices until the target is met."""
+    url, processes = bench.clawgate_pair()
+    chat_url = f"{url}/v1/chat/completions"
+    rate, *_ = run_wrk(chat_url, CHAT_BODY, AUTH, 10, bench.args.connections)
+    sent = int(rate * 10)
+    warm = {name: rss_kib(process.pid) for name, process in processes.items()}
+    while sent < target:
+        rate, _, _, errors = run_wrk(chat_url, CHAT_BODY, AUTH, 10, bench.args.connections)
+        sent += int(rate * 10)
+    end = {name: rss_kib(process.pid) for name, process in processes.items()}
+    growth = {name: (end[name] - warm[name]) / warm[name] * 100 for name in warm}
+    print(
+        f"soak: {sent:,} requests; RSS after warm-up -> end: "
+        + ", ".join(
+            f"{n} {warm[n] / 1024:.0f} -> {end[n] / 1024:.0f} MB ({growth[n]:+.1f}%)" for n in warm
+        )
+        + " (goal <= +10%)",
+        flush=True,
+    )
+    return Row(f"soak, {sent:,} requests", 0, 0, 0, 0)
+
+
 SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "standin": scenario_standin,
     "edge-echo": scenario_edge_echo,
@@ -350,6 +375,8 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "litellm-stream": lambda bench: _litellm(bench, True),
     "idle-streams": idle_streams,
 }
+ALL = [name for name in SCENARIOS if name != "idle-streams"]
+SCENARIOS["soak"] = soak
 
 
 def summary(rows: dict[str, Row]) -> str:
@@ -385,7 +412,7 @@ def main() -> None:
         "--log-level", default="warning", help="clawgate's log level (default warning)"
     )
     args = parser.parse_args()
-    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    names = ALL if args.scenario == "all" else [args.scenario]
     print(
         f"wrk -t1 -c{args.connections} -d{args.seconds:g}s;"
         f" clawgate log level {args.log_level}; {os.cpu_count()} cores"
