@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.observe import peak_rss_kib
+
 CHAT_BODY: dict[str, object] = {
     "model": "openclaw",
     "messages": [{"role": "user", "content": "hi"}],
@@ -139,8 +141,4 @@ def ttft_p50(
 
 
 def peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return peak_rss_kib(pid) / 1024

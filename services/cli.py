@@ -98,21 +98,19 @@ def run_probe(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     """Prints the edge's view of its workers; exits 0 while at least one is serving."""
     import json
-    import os
     import urllib.error
     import urllib.request
 
+    from gateway_edge.auth import Authenticator, AuthSetupError
+
     config = _load(args)
-    gateway = config.gateway
-    host = "127.0.0.1" if gateway.bind in ("0.0.0.0", "::") else gateway.bind
-    url = args.url or f"http://{host}:{gateway.port}"
-    secret = (
-        gateway.auth.password
-        or gateway.auth.token
-        or os.environ.get("OPENCLAW_GATEWAY_PASSWORD")
-        or os.environ.get("OPENCLAW_GATEWAY_TOKEN")
-        or ""
-    )
+    url = args.url or config.gateway.local_url
+    # The same secret, found by the same rules (config, then environment), as the edge uses.
+    try:
+        auth = Authenticator.from_config(config.gateway.auth, config.gateway.bind)
+        secret = auth.secret.decode()
+    except AuthSetupError:
+        secret = ""
     request = urllib.request.Request(f"{url}/status", headers={"Authorization": f"Bearer {secret}"})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:

@@ -77,6 +77,12 @@ class GatewayConfig(_Section):
     worker_resolve_seconds: float = Field(5.0, alias="workerResolveSeconds", gt=0)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
+    @property
+    def local_url(self) -> str:
+        """The edge's base URL from this machine (a wildcard bind is reached on loopback)."""
+        host = "127.0.0.1" if self.bind in ("0.0.0.0", "::", "") else self.bind
+        return f"http://{host}:{self.port}"
+
 
 class WorkerConfig(_Section):
     listen: str = "127.0.0.1:50051"
@@ -201,9 +207,6 @@ class ClawgateConfig(_Section):
             if agent.default:
                 return agent.id
         return "main"
-
-    def agent(self, agent_id: str) -> AgentConfig | None:
-        return next((agent for agent in self.agents.entries if agent.id == agent_id), None)
 
 
 def expand_env(value: Any, environ: dict[str, str] | os._Environ[str] = os.environ) -> Any:

@@ -138,8 +138,7 @@ def run_up(config_file: Path, worker_count: int, log_level: str, log_format: str
     ]
     edge = _spawn(config_file, logging_options, "edge", "--workers", ",".join(addresses))
     children = [edge, *workers]  # the edge stops first, so its open streams can finish
-    host = "127.0.0.1" if config.gateway.bind in ("0.0.0.0", "::") else config.gateway.bind
-    base_url = f"http://{host}:{config.gateway.port}"
+    base_url = config.gateway.local_url
     exit_code = 0
     try:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
