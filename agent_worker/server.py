@@ -149,6 +149,7 @@ async def serve(
         store_watch.cancel()
         await health_servicer.enter_graceful_shutdown()
         grace = config.worker.shutdown_grace_seconds
+        servicer.drain()  # turns opened on existing Exchange streams are refused too
         stopping = asyncio.create_task(server.stop(grace))  # refuses new calls from now on
         # Running turns may finish; open health watches would hold the grace period to its end,
         # so once no turn is left the rest get a short grace (a last status still goes out).

@@ -24,6 +24,7 @@ from agent_worker.domain import (
     TurnStarted,
 )
 from agent_worker.errors import TurnError
+from agent_worker.exchange import EVENT_BUFFER, ExchangeCall
 from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_runner import TurnRunner
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
@@ -31,7 +32,6 @@ from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grp
 from services.logging import request_id_var
 
 log = logging.getLogger("clawgate.worker")
-EVENT_BUFFER = 256  # events a turn may run ahead of its caller before the provider is paused
 
 _ROLES: dict[int, Role] = {
     pb.ROLE_USER: "user",
@@ -118,18 +118,49 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self._runner = runner
         self._agents = agents
         self._store = store
-        self._calls = 0
+        self._open_turns = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._draining = False
+
+    def _turn_opened(self) -> None:
+        self._open_turns += 1
+        self._idle.clear()
+
+    def _turn_closed(self) -> None:
+        self._open_turns -= 1
+        if not self._open_turns:
+            self._idle.set()
+
+    def drain(self) -> None:
+        """New turns are refused from now on (Exchange answers them UNAVAILABLE)."""
+        self._draining = True
+
+    async def _events(self, request: pb.RunTurnRequest) -> AsyncIterator[pb.RunTurnEvent]:
+        async for event in self._runner.run(turn_request_from_proto(request)):
+            yield event_to_proto(event)
+
+    async def Exchange(  # noqa: N802 - gRPC method name
+        self,
+        requests: AsyncIterator[pb.ExchangeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ExchangeResponse]:
+        call = ExchangeCall(
+            self._events,
+            draining=lambda: self._draining,
+            on_turn_open=self._turn_opened,
+            on_turn_closed=self._turn_closed,
+        )
+        async for response in call.responses(requests):
+            yield response
 
     async def RunTurn(  # noqa: N802 - gRPC method name
         self, request: pb.RunTurnRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.RunTurnResponse]:
         request_id_var.set(request.request_id or "-")
-        self._calls += 1
-        self._idle.clear()
+        self._turn_opened()
         outbox: asyncio.Queue[pb.RunTurnEvent | TurnError | None] = asyncio.Queue(EVENT_BUFFER)
-        producer = asyncio.create_task(self._run(turn_request_from_proto(request), outbox))
+        producer = asyncio.create_task(self._run(request, outbox))
         sent_any = False
         try:
             while (item := await outbox.get()) is not None:
@@ -154,20 +185,18 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     break
         finally:
             producer.cancel()
-            self._calls -= 1
-            if not self._calls:
-                self._idle.set()
+            self._turn_closed()
 
     async def wait_idle(self) -> None:
-        """Returns once no RunTurn call is open (its last message written)."""
+        """Returns once no turn is open (its last message written)."""
         await self._idle.wait()
 
     async def _run(
-        self, request: TurnRequest, outbox: asyncio.Queue[pb.RunTurnEvent | TurnError | None]
+        self, request: pb.RunTurnRequest, outbox: asyncio.Queue[pb.RunTurnEvent | TurnError | None]
     ) -> None:
         try:
-            async for event in self._runner.run(request):
-                await outbox.put(event_to_proto(event))
+            async for event in self._events(request):
+                await outbox.put(event)
         except TurnError as error:
             await outbox.put(error)
         except Exception:

@@ -67,7 +67,7 @@ _TURN_ERROR: dict[grpc.StatusCode, tuple[int, str, str]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: (504, "api_error", "timeout"),
 }
 _PROVIDER_FAILED = (502, "api_error", "provider_error")
-_CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def api_error_from_call(code: grpc.StatusCode, details: str | None) -> ApiError:
@@ -83,7 +83,7 @@ def api_error_from_call(code: grpc.StatusCode, details: str | None) -> ApiError:
 
 
 def api_error_from_turn_error(code_number: int, message: str) -> ApiError:
-    code = _CODES_BY_NUMBER.get(code_number, grpc.StatusCode.UNKNOWN)
+    code = STATUS_BY_NUMBER.get(code_number, grpc.StatusCode.UNKNOWN)
     status, error_type, error_code = _TURN_ERROR.get(code, _PROVIDER_FAILED)
     error = ApiError(status, message or "the agent's turn failed", error_type, None, error_code)
     if status == 429:

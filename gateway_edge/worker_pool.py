@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway_edge.errors import ApiError, api_error_from_call, api_error_from_turn_error
+from gateway_edge.errors import (
+    STATUS_BY_NUMBER,
+    ApiError,
+    api_error_from_call,
+    api_error_from_turn_error,
+)
+from gateway_edge.worker_link import LinkFailure, TurnInbox, WorkerLink
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 
@@ -72,6 +78,7 @@ class Worker:
     channel: grpc.aio.Channel
     agents: pb_grpc.AgentServiceStub
     health: health_pb2_grpc.HealthStub
+    link: WorkerLink
     serving: bool | None = None  # None until its health is known
     in_flight: int = 0
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -86,13 +93,13 @@ class TurnCall:
 
     def __init__(
         self,
-        call: grpc.aio.UnaryStreamCall,
+        inbox: TurnInbox,
         started: pb.TurnStarted,
         worker: Worker,
         on_outcome: Callable[[str], None],
         early_events: Sequence[pb.RunTurnEvent] = (),
     ) -> None:
-        self._call = call
+        self._inbox = inbox
         self._early_events = early_events
         self.started = started
         self.worker = worker
@@ -106,8 +113,8 @@ class TurnCall:
             self._on_outcome(outcome)
 
     def cancel(self) -> None:
-        """Ends the call (a no-op once it ended) and gives its slot back."""
-        self._call.cancel()
+        """Ends the turn (a no-op once it ended) and gives its slot back."""
+        self._inbox.cancel()
         self._end("cancelled")
         if not self._released:
             self._released = True
@@ -116,8 +123,9 @@ class TurnCall:
     async def batches(self) -> AsyncIterator[list[pb.TextDelta | pb.TurnFinished]]:
         """Text deltas, then the finished event, in the groups the worker sent them; failures
         raise ApiError (after the events that came before them)."""
+        events: Sequence[pb.RunTurnEvent] = self._early_events
         try:
-            async for events in self._event_groups():
+            while True:
                 batch: list[pb.TextDelta | pb.TurnFinished] = []
                 for event in events:
                     kind = event.WhichOneof("event")
@@ -133,20 +141,12 @@ class TurnCall:
                         if batch:
                             yield batch
                         raise api_error_from_turn_error(event.error.code, event.error.message)
-                yield batch
-        except grpc.aio.AioRpcError as error:
-            self._end(error.code().name.lower())
-            raise api_error_from_call(error.code(), error.details()) from None
-        self._end("incomplete")
-        raise ApiError(
-            502, "The worker ended the turn without finishing it.", "api_error", code="worker_error"
-        )
-
-    async def _event_groups(self) -> AsyncIterator[Sequence[pb.RunTurnEvent]]:
-        if self._early_events:
-            yield self._early_events
-        while (response := await self._call.read()) is not grpc.aio.EOF:
-            yield response.events
+                if batch:
+                    yield batch
+                events = await self._inbox.next_events()
+        except LinkFailure as failure:
+            self._end(failure.code.name.lower())
+            raise api_error_from_call(failure.code, failure.details) from None
 
 
 class WorkerPool:
@@ -212,8 +212,13 @@ class WorkerPool:
 
     def _add(self, address: str) -> None:
         channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        agents = pb_grpc.AgentServiceStub(channel)
         worker = Worker(
-            address, channel, pb_grpc.AgentServiceStub(channel), health_pb2_grpc.HealthStub(channel)
+            address,
+            channel,
+            agents,
+            health_pb2_grpc.HealthStub(channel),
+            WorkerLink(agents, self._metadata),
         )
         worker.watcher = asyncio.create_task(self._watch(worker))
         self._workers[address] = worker
@@ -223,6 +228,7 @@ class WorkerPool:
         worker = self._workers.pop(address)
         if worker.watcher is not None:
             worker.watcher.cancel()
+        await worker.link.close()
         await worker.channel.close()
         log.info("worker %s left the pool", address)
 
@@ -250,40 +256,41 @@ class WorkerPool:
 
     async def start_turn(self, request: pb.RunTurnRequest, sticky: bool) -> TurnCall:
         """Sends the turn to the session's worker (or the next one that can take it)."""
-        last_error: grpc.aio.AioRpcError | None = None
-        metadata = (*self._metadata, ("x-request-id", request.request_id))
+        last_failure: tuple[grpc.StatusCode, str | None] | None = None
         for worker in self.candidates(request.session_key, sticky):
-            call = worker.agents.RunTurn(request, metadata=metadata)
+            inbox = worker.link.open_turn(request)
             worker.in_flight += 1
             try:
-                first = await call.read()
-            except grpc.aio.AioRpcError as error:
+                first = await inbox.next_events()
+            except LinkFailure as failure:
                 worker.in_flight -= 1
-                self._on_outcome(error.code().name.lower())
-                if error.code() in _RETRY_ELSEWHERE:
-                    log.info(
-                        "worker %s: %s, trying the next one", worker.address, error.code().name
-                    )
-                    if error.code() is grpc.StatusCode.UNAVAILABLE:
-                        self._set_serving(worker, False)
-                    last_error = error
-                    continue
-                raise api_error_from_call(error.code(), error.details()) from None
+                code, details = failure.code, failure.details
             except BaseException:
                 worker.in_flight -= 1
-                call.cancel()
+                inbox.cancel()
                 raise
-            if first is grpc.aio.EOF or not first.events or not first.events[0].HasField("started"):
+            else:
+                head = first[0] if first else None
+                if head is not None and head.HasField("started"):
+                    return TurnCall(inbox, head.started, worker, self._on_outcome, first[1:])
                 worker.in_flight -= 1
-                call.cancel()
-                raise ApiError(
-                    502, "The worker did not start the turn.", "api_error", code="worker_error"
-                )
-            started, *early_events = first.events
-            return TurnCall(call, started.started, worker, self._on_outcome, early_events)
-        if last_error is None:
+                if head is None or not head.HasField("error"):
+                    inbox.cancel()
+                    raise ApiError(
+                        502, "The worker did not start the turn.", "api_error", code="worker_error"
+                    )
+                code = STATUS_BY_NUMBER.get(head.error.code, grpc.StatusCode.UNKNOWN)
+                details = head.error.message
+            self._on_outcome(code.name.lower())
+            if code not in _RETRY_ELSEWHERE:
+                raise api_error_from_call(code, details)
+            log.info("worker %s: %s, trying the next one", worker.address, code.name)
+            if code is grpc.StatusCode.UNAVAILABLE:
+                self._set_serving(worker, False)
+            last_failure = (code, details)
+        if last_failure is None:
             raise api_error_from_call(grpc.StatusCode.UNAVAILABLE, None)
-        raise api_error_from_call(last_error.code(), last_error.details())
+        raise api_error_from_call(*last_failure)
 
     def any_serving(self) -> bool:
         return any(worker.serving for worker in self._workers.values())

@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n7services/grpc_gen/clawgate/agent/v1/agent_service.proto\x12\x11\x63lawgate.agent.v1\")\n\x05Image\x12\x12\n\nmedia_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"h\n\x07Message\x12%\n\x04role\x18\x01 \x01(\x0e\x32\x17.clawgate.agent.v1.Role\x12\x0c\n\x04text\x18\x02 \x01(\t\x12(\n\x06images\x18\x03 \x03(\x0b\x32\x18.clawgate.agent.v1.Image\"\xea\x02\n\x0fSamplingOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x01H\x05\x88\x01\x01\x12>\n\x0fresponse_format\x18\x08 \x01(\x0e\x32%.clawgate.agent.v1.ResponseFormatType\x12\x13\n\x0bjson_schema\x18\t \x01(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\xf6\x01\n\x0eRunTurnRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x13\n\x0bsession_key\x18\x02 \x01(\t\x12)\n\x05input\x18\x03 \x01(\x0b\x32\x1a.clawgate.agent.v1.Message\x12+\n\x07\x63ontext\x18\x04 \x03(\x0b\x32\x1a.clawgate.agent.v1.Message\x12\x1b\n\x13\x65xtra_system_prompt\x18\x05 \x01(\t\x12\x34\n\x08sampling\x18\x06 \x01(\x0b\x32\".clawgate.agent.v1.SamplingOptions\x12\x12\n\nrequest_id\x18\x07 \x01(\t\",\n\x0bTurnStarted\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"o\n\x0cTurnFinished\x12\x36\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1f.clawgate.agent.v1.FinishReason\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.clawgate.agent.v1.Usage\"*\n\tTurnError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"B\n\x0fRunTurnResponse\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.clawgate.agent.v1.RunTurnEvent\"\xdd\x01\n\x0cRunTurnEvent\x12\x31\n\x07started\x18\x01 \x01(\x0b\x32\x1e.clawgate.agent.v1.TurnStartedH\x00\x12-\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1c.clawgate.agent.v1.TextDeltaH\x00\x12\x33\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x1f.clawgate.agent.v1.TurnFinishedH\x00\x12-\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1c.clawgate.agent.v1.TurnErrorH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListAgentsRequest\"D\n\x05\x41gent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nis_default\x18\x04 \x01(\x08\">\n\x12ListAgentsResponse\x12(\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x18.clawgate.agent.v1.Agent\"(\n\x11GetSessionRequest\x12\x13\n\x0bsession_key\x18\x01 \x01(\t\"W\n\x12GetSessionResponse\x12\x13\n\x0bsession_key\x18\x01 \x01(\t\x12,\n\x08messages\x18\x02 \x03(\x0b\x32\x1a.clawgate.agent.v1.Message\"+\n\x14\x44\x65leteSessionRequest\x12\x13\n\x0bsession_key\x18\x01 \x01(\t\"(\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08*N\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\x12\r\n\tROLE_TOOL\x10\x03*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\x9f\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04\x32\xfc\x02\n\x0c\x41gentService\x12R\n\x07RunTurn\x12!.clawgate.agent.v1.RunTurnRequest\x1a\".clawgate.agent.v1.RunTurnResponse0\x01\x12Y\n\nListAgents\x12$.clawgate.agent.v1.ListAgentsRequest\x1a%.clawgate.agent.v1.ListAgentsResponse\x12Y\n\nGetSession\x12$.clawgate.agent.v1.GetSessionRequest\x1a%.clawgate.agent.v1.GetSessionResponse\x12\x62\n\rDeleteSession\x12\'.clawgate.agent.v1.DeleteSessionRequest\x1a(.clawgate.agent.v1.DeleteSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n7services/grpc_gen/clawgate/agent/v1/agent_service.proto\x12\x11\x63lawgate.agent.v1\")\n\x05Image\x12\x12\n\nmedia_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"h\n\x07Message\x12%\n\x04role\x18\x01 \x01(\x0e\x32\x17.clawgate.agent.v1.Role\x12\x0c\n\x04text\x18\x02 \x01(\t\x12(\n\x06images\x18\x03 \x03(\x0b\x32\x18.clawgate.agent.v1.Image\"\xea\x02\n\x0fSamplingOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x01H\x05\x88\x01\x01\x12>\n\x0fresponse_format\x18\x08 \x01(\x0e\x32%.clawgate.agent.v1.ResponseFormatType\x12\x13\n\x0bjson_schema\x18\t \x01(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\xf6\x01\n\x0eRunTurnRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x13\n\x0bsession_key\x18\x02 \x01(\t\x12)\n\x05input\x18\x03 \x01(\x0b\x32\x1a.clawgate.agent.v1.Message\x12+\n\x07\x63ontext\x18\x04 \x03(\x0b\x32\x1a.clawgate.agent.v1.Message\x12\x1b\n\x13\x65xtra_system_prompt\x18\x05 \x01(\t\x12\x34\n\x08sampling\x18\x06 \x01(\x0b\x32\".clawgate.agent.v1.SamplingOptions\x12\x12\n\nrequest_id\x18\x07 \x01(\t\",\n\x0bTurnStarted\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"o\n\x0cTurnFinished\x12\x36\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1f.clawgate.agent.v1.FinishReason\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.clawgate.agent.v1.Usage\"*\n\tTurnError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"B\n\x0fRunTurnResponse\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.clawgate.agent.v1.RunTurnEvent\"\xdd\x01\n\x0cRunTurnEvent\x12\x31\n\x07started\x18\x01 \x01(\x0b\x32\x1e.clawgate.agent.v1.TurnStartedH\x00\x12-\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1c.clawgate.agent.v1.TextDeltaH\x00\x12\x33\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x1f.clawgate.agent.v1.TurnFinishedH\x00\x12-\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1c.clawgate.agent.v1.TurnErrorH\x00\x42\x07\n\x05\x65vent\"~\n\x0f\x45xchangeRequest\x12*\n\x05opens\x18\x01 \x03(\x0b\x32\x1b.clawgate.agent.v1.TurnOpen\x12\x0f\n\x07\x63\x61ncels\x18\x02 \x03(\x04\x12.\n\x07\x63redits\x18\x03 \x03(\x0b\x32\x1d.clawgate.agent.v1.TurnCredit\"_\n\x08TurnOpen\x12\x0f\n\x07turn_id\x18\x01 \x01(\x04\x12\x32\n\x07request\x18\x02 \x01(\x0b\x32!.clawgate.agent.v1.RunTurnRequest\x12\x0e\n\x06\x63redit\x18\x03 \x01(\r\"-\n\nTurnCredit\x12\x0f\n\x07turn_id\x18\x01 \x01(\x04\x12\x0e\n\x06\x65vents\x18\x02 \x01(\r\"@\n\x10\x45xchangeResponse\x12,\n\x05turns\x18\x01 \x03(\x0b\x32\x1d.clawgate.agent.v1.TurnEvents\"N\n\nTurnEvents\x12\x0f\n\x07turn_id\x18\x01 \x01(\x04\x12/\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1f.clawgate.agent.v1.RunTurnEvent\"\x13\n\x11ListAgentsRequest\"D\n\x05\x41gent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nis_default\x18\x04 \x01(\x08\">\n\x12ListAgentsResponse\x12(\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x18.clawgate.agent.v1.Agent\"(\n\x11GetSessionRequest\x12\x13\n\x0bsession_key\x18\x01 \x01(\t\"W\n\x12GetSessionResponse\x12\x13\n\x0bsession_key\x18\x01 \x01(\t\x12,\n\x08messages\x18\x02 \x03(\x0b\x32\x1a.clawgate.agent.v1.Message\"+\n\x14\x44\x65leteSessionRequest\x12\x13\n\x0bsession_key\x18\x01 \x01(\t\"(\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08*N\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\x12\r\n\tROLE_TOOL\x10\x03*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\x9f\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04\x32\xd5\x03\n\x0c\x41gentService\x12R\n\x07RunTurn\x12!.clawgate.agent.v1.RunTurnRequest\x1a\".clawgate.agent.v1.RunTurnResponse0\x01\x12W\n\x08\x45xchange\x12\".clawgate.agent.v1.ExchangeRequest\x1a#.clawgate.agent.v1.ExchangeResponse(\x01\x30\x01\x12Y\n\nListAgents\x12$.clawgate.agent.v1.ListAgentsRequest\x1a%.clawgate.agent.v1.ListAgentsResponse\x12Y\n\nGetSession\x12$.clawgate.agent.v1.GetSessionRequest\x1a%.clawgate.agent.v1.GetSessionResponse\x12\x62\n\rDeleteSession\x12\'.clawgate.agent.v1.DeleteSessionRequest\x1a(.clawgate.agent.v1.DeleteSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'services.grpc_gen.clawgate.agent.v1.agent_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1817
-  _globals['_ROLE']._serialized_end=1895
-  _globals['_RESPONSEFORMATTYPE']._serialized_start=1898
-  _globals['_RESPONSEFORMATTYPE']._serialized_end=2063
-  _globals['_FINISHREASON']._serialized_start=2066
-  _globals['_FINISHREASON']._serialized_end=2225
+  _globals['_ROLE']._serialized_start=2235
+  _globals['_ROLE']._serialized_end=2313
+  _globals['_RESPONSEFORMATTYPE']._serialized_start=2316
+  _globals['_RESPONSEFORMATTYPE']._serialized_end=2481
+  _globals['_FINISHREASON']._serialized_start=2484
+  _globals['_FINISHREASON']._serialized_end=2643
   _globals['_IMAGE']._serialized_start=78
   _globals['_IMAGE']._serialized_end=119
   _globals['_MESSAGE']._serialized_start=121
@@ -59,20 +59,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNTURNRESPONSE']._serialized_end=1218
   _globals['_RUNTURNEVENT']._serialized_start=1221
   _globals['_RUNTURNEVENT']._serialized_end=1442
-  _globals['_LISTAGENTSREQUEST']._serialized_start=1444
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1463
-  _globals['_AGENT']._serialized_start=1465
-  _globals['_AGENT']._serialized_end=1533
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=1535
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=1597
-  _globals['_GETSESSIONREQUEST']._serialized_start=1599
-  _globals['_GETSESSIONREQUEST']._serialized_end=1639
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1641
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1728
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1730
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1773
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1775
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=1815
-  _globals['_AGENTSERVICE']._serialized_start=2228
-  _globals['_AGENTSERVICE']._serialized_end=2608
+  _globals['_EXCHANGEREQUEST']._serialized_start=1444
+  _globals['_EXCHANGEREQUEST']._serialized_end=1570
+  _globals['_TURNOPEN']._serialized_start=1572
+  _globals['_TURNOPEN']._serialized_end=1667
+  _globals['_TURNCREDIT']._serialized_start=1669
+  _globals['_TURNCREDIT']._serialized_end=1714
+  _globals['_EXCHANGERESPONSE']._serialized_start=1716
+  _globals['_EXCHANGERESPONSE']._serialized_end=1780
+  _globals['_TURNEVENTS']._serialized_start=1782
+  _globals['_TURNEVENTS']._serialized_end=1860
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1862
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1881
+  _globals['_AGENT']._serialized_start=1883
+  _globals['_AGENT']._serialized_end=1951
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=1953
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=2015
+  _globals['_GETSESSIONREQUEST']._serialized_start=2017
+  _globals['_GETSESSIONREQUEST']._serialized_end=2057
+  _globals['_GETSESSIONRESPONSE']._serialized_start=2059
+  _globals['_GETSESSIONRESPONSE']._serialized_end=2146
+  _globals['_DELETESESSIONREQUEST']._serialized_start=2148
+  _globals['_DELETESESSIONREQUEST']._serialized_end=2191
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=2193
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=2233
+  _globals['_AGENTSERVICE']._serialized_start=2646
+  _globals['_AGENTSERVICE']._serialized_end=3115
 # @@protoc_insertion_point(module_scope)

@@ -158,6 +158,48 @@ class RunTurnEvent(_message.Message):
     error: TurnError
     def __init__(self, started: _Optional[_Union[TurnStarted, _Mapping]] = ..., delta: _Optional[_Union[TextDelta, _Mapping]] = ..., finished: _Optional[_Union[TurnFinished, _Mapping]] = ..., error: _Optional[_Union[TurnError, _Mapping]] = ...) -> None: ...
 
+class ExchangeRequest(_message.Message):
+    __slots__ = ("opens", "cancels", "credits")
+    OPENS_FIELD_NUMBER: _ClassVar[int]
+    CANCELS_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
+    opens: _containers.RepeatedCompositeFieldContainer[TurnOpen]
+    cancels: _containers.RepeatedScalarFieldContainer[int]
+    credits: _containers.RepeatedCompositeFieldContainer[TurnCredit]
+    def __init__(self, opens: _Optional[_Iterable[_Union[TurnOpen, _Mapping]]] = ..., cancels: _Optional[_Iterable[int]] = ..., credits: _Optional[_Iterable[_Union[TurnCredit, _Mapping]]] = ...) -> None: ...
+
+class TurnOpen(_message.Message):
+    __slots__ = ("turn_id", "request", "credit")
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_FIELD_NUMBER: _ClassVar[int]
+    turn_id: int
+    request: RunTurnRequest
+    credit: int
+    def __init__(self, turn_id: _Optional[int] = ..., request: _Optional[_Union[RunTurnRequest, _Mapping]] = ..., credit: _Optional[int] = ...) -> None: ...
+
+class TurnCredit(_message.Message):
+    __slots__ = ("turn_id", "events")
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    turn_id: int
+    events: int
+    def __init__(self, turn_id: _Optional[int] = ..., events: _Optional[int] = ...) -> None: ...
+
+class ExchangeResponse(_message.Message):
+    __slots__ = ("turns",)
+    TURNS_FIELD_NUMBER: _ClassVar[int]
+    turns: _containers.RepeatedCompositeFieldContainer[TurnEvents]
+    def __init__(self, turns: _Optional[_Iterable[_Union[TurnEvents, _Mapping]]] = ...) -> None: ...
+
+class TurnEvents(_message.Message):
+    __slots__ = ("turn_id", "events")
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    turn_id: int
+    events: _containers.RepeatedCompositeFieldContainer[RunTurnEvent]
+    def __init__(self, turn_id: _Optional[int] = ..., events: _Optional[_Iterable[_Union[RunTurnEvent, _Mapping]]] = ...) -> None: ...
+
 class ListAgentsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

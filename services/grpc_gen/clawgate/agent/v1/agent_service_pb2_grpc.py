@@ -45,6 +45,11 @@ class AgentServiceStub:
                 request_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnRequest.SerializeToString,
                 response_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnResponse.FromString,
                 _registered_method=True)
+        self.Exchange = channel.stream_stream(
+                '/clawgate.agent.v1.AgentService/Exchange',
+                request_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeRequest.SerializeToString,
+                response_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeResponse.FromString,
+                _registered_method=True)
         self.ListAgents = channel.unary_unary(
                 '/clawgate.agent.v1.AgentService/ListAgents',
                 request_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListAgentsRequest.SerializeToString,
@@ -80,6 +85,18 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exchange(self, request_iterator, context):
+        """Runs many turns over one long-lived stream, with the same events and rules as RunTurn.
+        Each message carries what was ready together (turns to open, cancels, credits; events of
+        many turns), so a busy caller pays gRPC's per-call and per-message cost once for many
+        turns. The clawgate edge keeps one Exchange open per worker. A turn that fails before it
+        starts ends with an error event whose code is what RunTurn's status would have been.
+        Turns still open when the stream breaks are cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAgents(self, request, context):
         """Lists the agents this worker serves.
         """
@@ -108,6 +125,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.RunTurn,
                     request_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnRequest.FromString,
                     response_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnResponse.SerializeToString,
+            ),
+            'Exchange': grpc.stream_stream_rpc_method_handler(
+                    servicer.Exchange,
+                    request_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeRequest.FromString,
+                    response_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeResponse.SerializeToString,
             ),
             'ListAgents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAgents,
@@ -158,6 +180,33 @@ class AgentService:
             '/clawgate.agent.v1.AgentService/RunTurn',
             services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnRequest.SerializeToString,
             services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exchange(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/clawgate.agent.v1.AgentService/Exchange',
+            services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeRequest.SerializeToString,
+            services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

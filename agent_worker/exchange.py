@@ -1,0 +1,175 @@
+"""The worker's side of `Exchange`: many turns over one stream, their events sent in shared
+messages.
+
+Each turn runs in its own task and queues its events; one sender takes whatever is ready across
+all turns, within each turn's credit, and writes it as one message. A turn whose caller has no
+room left stops being read, and once its queue is full its provider waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+
+import grpc
+
+from agent_worker.errors import TurnError
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+from services.logging import request_id_var
+
+log = logging.getLogger("clawgate.worker")
+EVENT_BUFFER = 256  # events a turn may run ahead of its caller before the provider is paused
+_DRAINING = pb.TurnError(
+    code=grpc.StatusCode.UNAVAILABLE.value[0], message="the worker is shutting down"
+)
+
+
+def error_event(error: TurnError) -> pb.RunTurnEvent:
+    return pb.RunTurnEvent(error=pb.TurnError(code=error.code.value[0], message=error.message))
+
+
+class _Turn:
+    __slots__ = ("id", "task", "events", "credit", "ended", "room")
+
+    def __init__(self, turn_id: int, credit: int) -> None:
+        self.id = turn_id
+        self.task: asyncio.Task[None] | None = None
+        self.events: deque[pb.RunTurnEvent] = deque()
+        self.credit = credit
+        self.ended = False  # its last event is queued
+        self.room = asyncio.Event()  # set while the queue has room
+        self.room.set()
+
+
+class ExchangeCall:
+    """One open Exchange: reads opens, cancels and credits; yields shared event messages."""
+
+    def __init__(
+        self,
+        to_events: Callable[[pb.RunTurnRequest], AsyncIterator[pb.RunTurnEvent]],
+        *,
+        draining: Callable[[], bool],
+        on_turn_open: Callable[[], None],
+        on_turn_closed: Callable[[], None],
+    ) -> None:
+        self._to_events = to_events
+        self._draining = draining
+        self._on_turn_open = on_turn_open
+        self._on_turn_closed = on_turn_closed
+        self._turns: dict[int, _Turn] = {}
+        self._ready: dict[int, _Turn] = {}  # turns with events to send and credit to send them
+        self._wakeup = asyncio.Event()
+        self._reading = True
+
+    async def responses(
+        self, requests: AsyncIterable[pb.ExchangeRequest]
+    ) -> AsyncIterator[pb.ExchangeResponse]:
+        reader = asyncio.create_task(self._read(requests))
+        try:
+            while self._reading or self._turns:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                if not self._ready:
+                    continue
+                turns, finished = self._take_ready()
+                yield pb.ExchangeResponse(turns=turns)
+                for _ in range(finished):  # counted once their last event is written
+                    self._on_turn_closed()
+        finally:
+            reader.cancel()
+            for turn in list(self._turns.values()):
+                self._close(turn)
+
+    async def _read(self, requests: AsyncIterable[pb.ExchangeRequest]) -> None:
+        try:
+            async for request in requests:
+                for turn_id in request.cancels:
+                    if (turn := self._turns.get(turn_id)) is not None:
+                        self._close(turn)
+                for credit in request.credits:
+                    if (turn := self._turns.get(credit.turn_id)) is not None:
+                        turn.credit += credit.events
+                        self._mark_ready(turn)
+                for opened in request.opens:
+                    self._open(opened)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as error:
+            log.info("exchange: the caller's stream broke: %s", error)
+        finally:
+            self._reading = False
+            self._wakeup.set()
+
+    def _open(self, opened: pb.TurnOpen) -> None:
+        if opened.turn_id in self._turns:
+            return  # a caller bug; the first turn with this id keeps it
+        turn = _Turn(opened.turn_id, opened.credit or EVENT_BUFFER)
+        self._turns[turn.id] = turn
+        self._on_turn_open()
+        if self._draining():
+            self._push(turn, pb.RunTurnEvent(error=_DRAINING), last=True)
+            return
+        turn.task = asyncio.create_task(self._produce(turn, opened.request))
+
+    async def _produce(self, turn: _Turn, request: pb.RunTurnRequest) -> None:
+        request_id_var.set(request.request_id or "-")
+        try:
+            async for event in self._to_events(request):
+                ending = event.HasField("finished") or event.HasField("error")
+                self._push(turn, event, last=ending)
+                if ending:
+                    continue  # the runner still gets to finish (its lock, its metrics)
+                if len(turn.events) >= EVENT_BUFFER:
+                    turn.room.clear()
+                    await turn.room.wait()
+        except TurnError as error:
+            log.warning("turn failed: %s: %s", error.code.name, error.message)
+            self._push(turn, error_event(error), last=True)
+        except Exception:
+            log.exception("turn failed unexpectedly")
+            failure = TurnError("the worker failed unexpectedly while running the turn")
+            self._push(turn, error_event(failure), last=True)
+        else:
+            if not turn.ended:
+                failure = TurnError("the turn ended without finishing")
+                self._push(turn, error_event(failure), last=True)
+
+    def _push(self, turn: _Turn, event: pb.RunTurnEvent, *, last: bool) -> None:
+        turn.events.append(event)
+        turn.ended = last
+        self._mark_ready(turn)
+
+    def _mark_ready(self, turn: _Turn) -> None:
+        if turn.events and turn.credit > 0 and self._turns.get(turn.id) is turn:
+            self._ready[turn.id] = turn
+            self._wakeup.set()
+
+    def _take_ready(self) -> tuple[list[pb.TurnEvents], int]:
+        batches: list[pb.TurnEvents] = []
+        finished = 0
+        for turn in self._ready.values():
+            count = min(turn.credit, len(turn.events))
+            turn.credit -= count
+            taken = [turn.events.popleft() for _ in range(count)]
+            batches.append(pb.TurnEvents(turn_id=turn.id, events=taken))
+            if turn.ended and not turn.events:
+                del self._turns[turn.id]
+                finished += 1
+            elif len(turn.events) < EVENT_BUFFER:
+                turn.room.set()
+        self._ready = {
+            turn_id: turn
+            for turn_id, turn in self._ready.items()
+            if turn.events and turn.credit > 0 and self._turns.get(turn_id) is turn
+        }
+        return batches, finished
+
+    def _close(self, turn: _Turn) -> None:
+        """Aborts a turn whose caller is gone; nothing more of it is sent."""
+        if self._turns.get(turn.id) is not turn:
+            return
+        del self._turns[turn.id]
+        self._ready.pop(turn.id, None)
+        if turn.task is not None:
+            turn.task.cancel()
+        self._on_turn_closed()

@@ -1,0 +1,183 @@
+"""One `Exchange` stream per worker: the edge's turns to that worker share it.
+
+Whatever is ready together (turns to open, cancels, credits) goes out in one message, and one
+reader hands each turn its events, so a busy edge pays gRPC's per-message cost once for many
+turns instead of a call per turn. Each turn may receive `CREDIT` events ahead of its HTTP
+client; it gives credit back as the client takes them, so a slow reader pauses only its own
+turn. When the stream breaks, its open turns fail as an unavailable worker would, and the next
+turn opens a new stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+from collections.abc import Sequence
+
+import grpc
+
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+
+log = logging.getLogger("clawgate.edge.workers")
+CREDIT = 256  # events a turn may have in flight towards the edge
+_ENDING = ("finished", "error")
+
+
+class LinkFailure(Exception):
+    """The turn's stream to its worker broke; `code` is what the call ended with."""
+
+    def __init__(self, code: grpc.StatusCode, details: str | None) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class TurnInbox:
+    """Events of one turn as its worker sends them; read with `next_events`."""
+
+    __slots__ = ("id", "ended", "_link", "_batches", "_waiter", "_failure")
+
+    def __init__(self, link: WorkerLink, turn_id: int) -> None:
+        self.id = turn_id
+        self.ended = False  # its finished or error event has arrived
+        self._link = link
+        self._batches: deque[Sequence[pb.RunTurnEvent]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._failure: LinkFailure | None = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def deliver(self, events: Sequence[pb.RunTurnEvent]) -> None:
+        self._batches.append(events)
+        self._wake()
+
+    def fail(self, failure: LinkFailure) -> None:
+        self._failure = failure
+        self._wake()
+
+    async def next_events(self) -> Sequence[pb.RunTurnEvent]:
+        """The next events that arrived together; raises LinkFailure when the stream broke."""
+        while not self._batches:
+            if self._failure is not None:
+                raise self._failure
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        events = self._batches.popleft()
+        if not self.ended:
+            self._link.grant(self.id, len(events))
+        return events
+
+    def cancel(self) -> None:
+        """Tells the worker to abort the turn, unless it already ended."""
+        if not self.ended:
+            self.ended = True
+            self._link.cancel(self.id)
+
+
+class WorkerLink:
+    def __init__(self, stub: pb_grpc.AgentServiceStub, metadata: tuple[tuple[str, str], ...]):
+        self._stub = stub
+        self._metadata = metadata
+        self._ids = itertools.count(1)
+        self._turns: dict[int, TurnInbox] = {}
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._tasks: tuple[asyncio.Task[None], ...] = ()
+        self._opens: list[pb.TurnOpen] = []
+        self._cancels: list[int] = []
+        self._credits: dict[int, int] = {}
+        self._pending = asyncio.Event()
+
+    def open_turn(self, request: pb.RunTurnRequest) -> TurnInbox:
+        if self._call is None:
+            self._connect()
+        inbox = TurnInbox(self, next(self._ids))
+        self._turns[inbox.id] = inbox
+        self._opens.append(pb.TurnOpen(turn_id=inbox.id, request=request, credit=CREDIT))
+        self._pending.set()
+        return inbox
+
+    def grant(self, turn_id: int, events: int) -> None:
+        if turn_id in self._turns:
+            self._credits[turn_id] = self._credits.get(turn_id, 0) + events
+            self._pending.set()
+
+    def cancel(self, turn_id: int) -> None:
+        if self._turns.pop(turn_id, None) is not None:
+            self._credits.pop(turn_id, None)
+            self._cancels.append(turn_id)
+            self._pending.set()
+
+    async def close(self) -> None:
+        call, tasks = self._call, self._tasks
+        if call is not None:
+            call.cancel()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _connect(self) -> None:
+        call = self._stub.Exchange(metadata=self._metadata)
+        self._call = call
+        self._tasks = (
+            asyncio.create_task(self._write(call)),
+            asyncio.create_task(self._read(call)),
+        )
+
+    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
+        while True:
+            await self._pending.wait()
+            self._pending.clear()
+            credits = [pb.TurnCredit(turn_id=k, events=v) for k, v in self._credits.items()]
+            frame = pb.ExchangeRequest(opens=self._opens, cancels=self._cancels, credits=credits)
+            self._opens, self._cancels, self._credits = [], [], {}
+            try:
+                await call.write(frame)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                return  # the reader sees the call end and fails its turns
+
+    async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
+        failure = LinkFailure(grpc.StatusCode.UNAVAILABLE, "the worker ended the stream")
+        try:
+            while (reply := await call.read()) is not grpc.aio.EOF:
+                for turn in reply.turns:
+                    inbox = self._turns.get(turn.turn_id)
+                    if inbox is None:
+                        continue  # cancelled here while its events were on the way
+                    events = turn.events
+                    if events and events[-1].WhichOneof("event") in _ENDING:
+                        inbox.ended = True
+                        del self._turns[turn.turn_id]
+                        self._credits.pop(turn.turn_id, None)
+                    inbox.deliver(events)
+        except grpc.aio.AioRpcError as error:
+            failure = LinkFailure(error.code(), error.details())
+        finally:
+            self._broken(call, failure)
+
+    def _broken(self, call: grpc.aio.StreamStreamCall, failure: LinkFailure) -> None:
+        call.cancel()
+        if self._call is not call:
+            return
+        if self._turns:
+            log.info(
+                "stream to the worker broke (%s); failing its %d turns", failure, len(self._turns)
+            )
+        self._call = None
+        writer, _ = self._tasks
+        writer.cancel()
+        self._tasks = ()
+        turns, self._turns = self._turns, {}
+        self._opens, self._cancels, self._credits = [], [], {}
+        for inbox in turns.values():
+            inbox.fail(failure)
