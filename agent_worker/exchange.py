@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+from contextlib import aclosing
 
 import grpc
 
@@ -21,6 +22,7 @@ from services.logging import request_id_var
 
 log = logging.getLogger("clawgate.worker")
 EVENT_BUFFER = 256  # events a turn may run ahead of its caller before the provider is paused
+_UNLIMITED = 2**62
 _DRAINING = pb.TurnError(
     code=grpc.StatusCode.UNAVAILABLE.value[0], message="the worker is shutting down"
 )
@@ -48,7 +50,7 @@ class ExchangeCall:
 
     def __init__(
         self,
-        to_events: Callable[[pb.RunTurnRequest], AsyncIterator[pb.RunTurnEvent]],
+        to_events: Callable[[pb.RunTurnRequest], AsyncGenerator[pb.RunTurnEvent, None]],
         *,
         draining: Callable[[], bool],
         on_turn_open: Callable[[], None],
@@ -97,7 +99,11 @@ class ExchangeCall:
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as error:
             log.info("exchange: the caller's stream broke: %s", error)
         finally:
+            # No credit can come any more: what is open runs to its end, paced by gRPC alone.
             self._reading = False
+            for turn in self._turns.values():
+                turn.credit = _UNLIMITED
+                self._mark_ready(turn)
             self._wakeup.set()
 
     def _open(self, opened: pb.TurnOpen) -> None:
@@ -114,14 +120,15 @@ class ExchangeCall:
     async def _produce(self, turn: _Turn, request: pb.RunTurnRequest) -> None:
         request_id_var.set(request.request_id or "-")
         try:
-            async for event in self._to_events(request):
-                ending = event.HasField("finished") or event.HasField("error")
-                self._push(turn, event, last=ending)
-                if ending:
-                    continue  # the runner still gets to finish (its lock, its metrics)
-                if len(turn.events) >= EVENT_BUFFER:
-                    turn.room.clear()
-                    await turn.room.wait()
+            async with aclosing(self._to_events(request)) as events:
+                async for event in events:
+                    ending = event.HasField("finished") or event.HasField("error")
+                    self._push(turn, event, last=ending)
+                    if ending:
+                        continue  # the runner still gets to finish (its lock, its metrics)
+                    if len(turn.events) >= EVENT_BUFFER:
+                        turn.room.clear()
+                        await turn.room.wait()
         except TurnError as error:
             log.warning("turn failed: %s: %s", error.code.name, error.message)
             self._push(turn, error_event(error), last=True)

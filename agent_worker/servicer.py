@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Literal, cast
 
 import grpc
@@ -136,7 +137,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         """New turns are refused from now on (Exchange answers them UNAVAILABLE)."""
         self._draining = True
 
-    async def _events(self, request: pb.RunTurnRequest) -> AsyncIterator[pb.RunTurnEvent]:
+    async def _events(self, request: pb.RunTurnRequest) -> AsyncGenerator[pb.RunTurnEvent, None]:
         async for event in self._runner.run(turn_request_from_proto(request)):
             yield event_to_proto(event)
 
@@ -195,8 +196,9 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self, request: pb.RunTurnRequest, outbox: asyncio.Queue[pb.RunTurnEvent | TurnError | None]
     ) -> None:
         try:
-            async for event in self._events(request):
-                await outbox.put(event)
+            async with aclosing(self._events(request)) as events:
+                async for event in events:
+                    await outbox.put(event)
         except TurnError as error:
             await outbox.put(error)
         except Exception:

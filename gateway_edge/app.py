@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway_edge import chat_completions, health, models, status
 from gateway_edge import metrics as metrics_route
@@ -59,7 +60,22 @@ async def _unexpected_error(request: Request, error: Exception) -> Response:
     return error_response(ApiError(500, "Internal error.", "api_error"))
 
 
-def create_app(config: ClawgateConfig) -> FastAPI:
+class HotPath:
+    """Hands one path straight to its pure ASGI endpoint and everything else to `app`."""
+
+    def __init__(self, app: ASGIApp, path: str, endpoint: ASGIApp) -> None:
+        self._app = app
+        self._path = path
+        self._endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self._path:
+            await self._endpoint(scope, receive, send)
+        else:
+            await self._app(scope, receive, send)
+
+
+def create_app(config: ClawgateConfig) -> ASGIApp:
     """Builds the edge; raises AuthSetupError when auth would run open by accident."""
     auth = config.gateway.auth
     metrics = EdgeMetrics()
@@ -99,12 +115,12 @@ def create_app(config: ClawgateConfig) -> FastAPI:
     app.include_router(status.router)
     if metrics_config.enabled and not metrics_config.listen:
         app.include_router(metrics_route.router)
-    if config.gateway.http.endpoints.chat_completions.enabled:
-        app.include_router(chat_completions.router)
-        app.include_router(models.router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
-    return app
+    if not config.gateway.http.endpoints.chat_completions.enabled:
+        return ObservabilityMiddleware(app, metrics)
+    app.include_router(models.router)
+    endpoint = chat_completions.ChatCompletionsEndpoint(state)
+    return ObservabilityMiddleware(HotPath(app, chat_completions.PATH, endpoint), metrics)

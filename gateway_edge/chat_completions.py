@@ -1,26 +1,30 @@
-"""POST /v1/chat/completions: auth, body, agent and session, one worker turn, JSON or SSE."""
+"""POST /v1/chat/completions as a pure ASGI app: auth, body, agent and session, one worker turn,
+JSON or SSE.
+
+This is the hot path, so it skips the framework's routing, dependency injection and response
+classes: it reads the body, sends pre-encoded bytes, and waits on one disconnect watcher per
+request, which cancels the request's work when its client goes away.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import orjson
-from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from gateway_edge.addresses import client_ip
 from gateway_edge.agent_resolution import resolve_agent
-from gateway_edge.disconnect import ClientDisconnected, unless_disconnected
 from gateway_edge.errors import ApiError, bad_request
 from gateway_edge.metrics import EdgeMetrics
 from gateway_edge.observability import RequestRecord, record_of
 from gateway_edge.protocol import ChatCompletionRequest, parse_chat_request
 from gateway_edge.sessions import SESSION_KEY_HEADER, session_key_for
-from gateway_edge.sse import DONE, KEEP_ALIVE, ChunkEncoder, error_frame, with_keep_alive
+from gateway_edge.sse import DONE, KEEP_ALIVE, ChunkEncoder, error_frame
 from gateway_edge.state import EdgeState
 from gateway_edge.turn_input import turn_request_for
 from gateway_edge.worker_pool import TurnCall
@@ -28,7 +32,7 @@ from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.logging import request_id_var
 
 log = logging.getLogger("clawgate.edge")
-router = APIRouter()
+PATH = "/v1/chat/completions"
 _FINISH_REASONS = {
     pb.FINISH_REASON_UNSPECIFIED: "stop",
     pb.FINISH_REASON_STOP: "stop",
@@ -37,8 +41,17 @@ _FINISH_REASONS = {
     pb.FINISH_REASON_CONTENT_FILTER: "content_filter",
 }
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for it; nobody receives it, logs show it
-_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
 _SESSION_KEY_HEADER_BYTES = SESSION_KEY_HEADER.encode()
+
+
+class ClientDisconnected(Exception):
+    """The HTTP client closed the connection before the answer was complete."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,22 +71,6 @@ class Completion:
         self.metrics.completion_tokens.inc(finished.usage.completion_tokens)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(
-                413, f"Request body is larger than {limit} bytes.", code="request_too_large"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def usage_of(finished: pb.TurnFinished) -> dict[str, int]:
     usage = finished.usage
     return {
@@ -83,73 +80,202 @@ def usage_of(finished: pb.TurnFinished) -> dict[str, int]:
     }
 
 
-@router.post("/v1/chat/completions")
-async def create_chat_completion(request: Request) -> Response:
-    state: EdgeState = request.app.state.edge
-    state.access.check(client_ip(request.client), request.headers.get("authorization"))
-    body = await read_body(
-        request, state.config.gateway.http.endpoints.chat_completions.max_body_bytes
-    )
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise bad_request("The request body is not valid JSON.") from None
-    chat = parse_chat_request(document)
-    headers = request.headers
-    agent_id = resolve_agent(
-        chat.model,
-        headers.get("x-openclaw-agent-id", headers.get("x-openclaw-agent")),
-        state.agent_ids,
-        state.config.default_agent_id,
-    )
-    session_key = session_key_for(agent_id, chat.user, headers.get(SESSION_KEY_HEADER))
-    record = record_of(request.scope)
-    record.agent, record.session_key = agent_id, session_key
-    turn_request = turn_request_for(chat, agent_id, session_key, request_id_var.get())
-    completion = Completion(
-        f"chatcmpl_{uuid.uuid4().hex}",
-        int(time.time()),
-        chat.model or "openclaw",
-        record,
-        state.metrics,
-    )
-    response: Response
-    try:
-        # A named session sticks to its worker; a fresh one goes where there is most room.
-        sticky = SESSION_KEY_HEADER in headers or bool(chat.user)
-        starting = state.workers.start_turn(turn_request, sticky)
-        turn = await unless_disconnected(request.receive, starting)
-        if chat.stream:
-            keep_alive = state.config.gateway.keep_alive_seconds
-            response = StreamingResponse(
-                stream_completion(turn, completion, chat, keep_alive),
-                media_type="text/event-stream",
-                headers=_STREAM_HEADERS,
+async def send_bytes(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    length = (b"content-length", str(len(body)).encode())
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, length]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, error: ApiError) -> None:
+    headers = [*_JSON_HEADERS, *((k.encode(), v.encode()) for k, v in error.headers.items())]
+    await send_bytes(send, error.status, headers, error.body())
+
+
+async def read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(
+                413, f"Request body is larger than {limit} bytes.", code="request_too_large"
             )
-        else:
-            answer = await unless_disconnected(request.receive, complete(turn, completion))
-            response = Response(answer, media_type="application/json")
-    except ClientDisconnected:
-        log.info("the client went away before the answer; its turn was cancelled")
-        return Response(status_code=CLIENT_CLOSED_REQUEST)
-    response.raw_headers.append((_SESSION_KEY_HEADER_BYTES, session_key.encode()))
-    return response
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _cancel_on_disconnect(
+    receive: Receive, work: asyncio.Task[None], gone: list[bool]
+) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.append(True)
+    work.cancel()
+
+
+class ChatCompletionsEndpoint:
+    def __init__(self, state: EdgeState) -> None:
+        self._state = state
+        self._max_body = state.config.gateway.http.endpoints.chat_completions.max_body_bytes
+        self._keep_alive = state.config.gateway.keep_alive_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            error = ApiError(405, "Method not allowed.", headers={"allow": "POST"})
+            await send_error(send, error)
+            return
+        started = False
+
+        async def send_tracked(message: dict[str, object]) -> None:
+            nonlocal started
+            started = True
+            await send(message)  # type: ignore[arg-type]
+
+        try:
+            await self._handle(scope, receive, send_tracked)  # type: ignore[arg-type]
+        except ClientDisconnected:
+            log.info("the client went away before the answer; its turn was cancelled")
+            if not started:  # nobody receives it (the server drops it); logs and metrics show it
+                await send_bytes(send, CLIENT_CLOSED_REQUEST, [], b"")
+        except ApiError as error:
+            if not started:
+                await send_error(send, error)
+        except Exception:
+            log.exception("unexpected error")
+            if not started:
+                await send_error(send, ApiError(500, "Internal error.", "api_error"))
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self._state
+        headers = dict(reversed(scope["headers"]))  # the first of repeated headers wins
+        authorization = headers.get(b"authorization")
+        state.access.check(
+            client_ip(scope.get("client")),
+            None if authorization is None else authorization.decode("latin-1"),
+        )
+        body = await read_body(receive, headers.get(b"content-length"), self._max_body)
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise bad_request("The request body is not valid JSON.") from None
+        chat = parse_chat_request(document)
+        agent_header = headers.get(b"x-openclaw-agent-id", headers.get(b"x-openclaw-agent"))
+        agent_id = resolve_agent(
+            chat.model,
+            None if agent_header is None else agent_header.decode("latin-1"),
+            state.agent_ids,
+            state.config.default_agent_id,
+        )
+        key_header = headers.get(_SESSION_KEY_HEADER_BYTES)
+        session_key = session_key_for(
+            agent_id, chat.user, None if key_header is None else key_header.decode("latin-1")
+        )
+        record = record_of(scope)
+        record.agent, record.session_key = agent_id, session_key
+        turn_request = turn_request_for(chat, agent_id, session_key, request_id_var.get())
+        completion = Completion(
+            f"chatcmpl_{uuid.uuid4().hex}",
+            int(time.time()),
+            chat.model or "openclaw",
+            record,
+            state.metrics,
+        )
+        response_headers = [(_SESSION_KEY_HEADER_BYTES, session_key.encode())]
+        # A named session sticks to its worker; a fresh one goes where there is most room.
+        sticky = key_header is not None or bool(chat.user)
+        work = asyncio.current_task()
+        assert work is not None
+        gone: list[bool] = []
+        watcher = asyncio.create_task(_cancel_on_disconnect(receive, work, gone))
+        turn: TurnCall | None = None
+        try:
+            turn = await state.workers.start_turn(turn_request, sticky)
+            if chat.stream:
+                await self._stream(send, turn, completion, chat, response_headers)
+            else:
+                answer = await complete(turn, completion)
+                await send_bytes(send, 200, [*_JSON_HEADERS, *response_headers], answer)
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            work.uncancel()
+            raise ClientDisconnected from None
+        finally:
+            watcher.cancel()
+            if turn is not None:
+                turn.cancel()
+
+    async def _stream(
+        self,
+        send: Send,
+        turn: TurnCall,
+        completion: Completion,
+        chat: ChatCompletionRequest,
+        response_headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        encoder = ChunkEncoder(completion.id, completion.created, completion.model)
+        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+        streams_open = completion.metrics.streams_open
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*_STREAM_HEADERS, *response_headers],
+        }
+        await send(start)  # type: ignore[arg-type]
+        streams_open.inc()
+        try:
+            await send(_chunk(encoder.role()))
+            while not turn.done:
+                batch = await turn.next_batch(self._keep_alive)
+                if batch is None:
+                    await send(_chunk(KEEP_ALIVE))
+                    continue
+                frames: list[bytes] = []  # what arrived together goes out in one write
+                for event in batch:
+                    if isinstance(event, pb.TextDelta):
+                        completion.first_token()
+                        frames.append(encoder.delta(event.text))
+                    else:
+                        completion.finished(event)
+                        frames.append(encoder.finish(_FINISH_REASONS[event.finish_reason]))
+                        if include_usage:
+                            frames.append(encoder.usage(usage_of(event)))
+                await send(_chunk(b"".join(frames)))
+        except ApiError as error:
+            log.warning("turn failed after the stream started: %s", error.message)
+            await send(_chunk(error_frame(error)))
+        finally:
+            streams_open.dec()
+        await send({"type": "http.response.body", "body": DONE})
+
+
+def _chunk(body: bytes) -> dict[str, object]:
+    return {"type": "http.response.body", "body": body, "more_body": True}
 
 
 async def complete(turn: TurnCall, completion: Completion) -> bytes:
     parts: list[str] = []
-    try:
-        async for batch in turn.batches():
-            for event in batch:
-                if isinstance(event, pb.TextDelta):
-                    if not parts:
-                        completion.first_token()
-                    parts.append(event.text)
-                else:
-                    finished = event
-                    completion.finished(finished)
-    finally:
-        turn.cancel()
+    finished: pb.TurnFinished | None = None
+    while finished is None:
+        batch = await turn.next_batch()
+        assert batch is not None  # no wait_seconds: it waits for events
+        for event in batch:
+            if isinstance(event, pb.TextDelta):
+                if not parts:
+                    completion.first_token()
+                parts.append(event.text)
+            else:
+                finished = event
+                completion.finished(finished)
     return orjson.dumps(
         {
             "id": completion.id,
@@ -167,37 +293,3 @@ async def complete(turn: TurnCall, completion: Completion) -> bytes:
             "usage": usage_of(finished),
         }
     )
-
-
-async def stream_completion(
-    turn: TurnCall, completion: Completion, chat: ChatCompletionRequest, keep_alive: float
-) -> AsyncIterator[bytes]:
-    encoder = ChunkEncoder(completion.id, completion.created, completion.model)
-    include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-    streams_open = completion.metrics.streams_open
-    streams_open.inc()
-    try:
-        yield encoder.role()
-        async for batch in with_keep_alive(turn.batches(), keep_alive):
-            if batch is None:
-                yield KEEP_ALIVE
-                continue
-            frames: list[bytes] = []  # what arrived together goes out in one write
-            for event in batch:
-                if isinstance(event, pb.TextDelta):
-                    completion.first_token()
-                    frames.append(encoder.delta(event.text))
-                else:
-                    completion.finished(event)
-                    frames.append(encoder.finish(_FINISH_REASONS[event.finish_reason]))
-                    if include_usage:
-                        frames.append(encoder.usage(usage_of(event)))
-            if frames:
-                yield b"".join(frames)
-    except ApiError as error:
-        log.warning("turn failed after the stream started: %s", error.message)
-        yield error_frame(error)
-    finally:
-        turn.cancel()
-        streams_open.dec()
-    yield DONE

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from typing import TypeVar
-
 import orjson
 
 from gateway_edge.errors import ApiError
 
 DONE = b"data: [DONE]\n\n"
 KEEP_ALIVE = b": keep-alive\n\n"
-T = TypeVar("T")
 
 
 class ChunkEncoder:
@@ -66,26 +61,3 @@ class ChunkEncoder:
 
 def error_frame(error: ApiError) -> bytes:
     return b"data: " + error.body() + b"\n\n"
-
-
-async def with_keep_alive(events: AsyncIterator[T], interval: float) -> AsyncIterator[T | None]:
-    """Yields the events, and None whenever `interval` seconds pass without one."""
-    iterator = aiter(events)
-    pending: asyncio.Future[T] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait((pending,), timeout=interval)
-            if not done:
-                yield None
-                continue
-            try:
-                event = pending.result()
-            except StopAsyncIteration:
-                return
-            pending = None
-            yield event
-    finally:
-        if pending is not None:
-            pending.cancel()

@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -25,6 +25,10 @@ from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grp
 log = logging.getLogger("clawgate.edge.workers")
 CREDIT = 256  # events a turn may have in flight towards the edge
 _ENDING = ("finished", "error")
+
+
+def _call_later(seconds: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+    return asyncio.get_running_loop().call_later(seconds, callback)
 
 
 class LinkFailure(Exception):
@@ -61,16 +65,24 @@ class TurnInbox:
         self._failure = failure
         self._wake()
 
-    async def next_events(self) -> Sequence[pb.RunTurnEvent]:
-        """The next events that arrived together; raises LinkFailure when the stream broke."""
-        while not self._batches:
+    async def next_events(self, wait_seconds: float | None = None) -> Sequence[pb.RunTurnEvent]:
+        """The next events that arrived together, or () when `wait_seconds` passed without any;
+        raises LinkFailure when the stream broke."""
+        if not self._batches:
             if self._failure is not None:
                 raise self._failure
-            self._waiter = asyncio.get_running_loop().create_future()
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            timer = None if wait_seconds is None else _call_later(wait_seconds, self._wake)
             try:
-                await self._waiter
+                await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not self._batches:
+                if self._failure is not None:
+                    raise self._failure
+                return ()
         events = self._batches.popleft()
         if not self.ended:
             self._link.grant(self.id, len(events))

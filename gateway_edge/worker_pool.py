@@ -16,7 +16,7 @@ import hashlib
 import ipaddress
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -89,7 +89,7 @@ class Worker:
 
 
 class TurnCall:
-    """A turn a worker has accepted (its `started` event is in hand); iterate for the rest."""
+    """A turn a worker has accepted (its `started` event is in hand); read it with next_batch."""
 
     def __init__(
         self,
@@ -103,11 +103,14 @@ class TurnCall:
         self._early_events = early_events
         self.started = started
         self.worker = worker
+        self.done = False  # finished, failed or cancelled
         self._on_outcome = on_outcome
         self._outcome: str | None = None
+        self._failure: ApiError | None = None
         self._released = False
 
     def _end(self, outcome: str) -> None:
+        self.done = True
         if self._outcome is None:
             self._outcome = outcome
             self._on_outcome(outcome)
@@ -120,33 +123,44 @@ class TurnCall:
             self._released = True
             self.worker.in_flight -= 1
 
-    async def batches(self) -> AsyncIterator[list[pb.TextDelta | pb.TurnFinished]]:
-        """Text deltas, then the finished event, in the groups the worker sent them; failures
-        raise ApiError (after the events that came before them)."""
-        events: Sequence[pb.RunTurnEvent] = self._early_events
-        try:
-            while True:
-                batch: list[pb.TextDelta | pb.TurnFinished] = []
-                for event in events:
-                    kind = event.WhichOneof("event")
-                    if kind == "delta":
-                        batch.append(event.delta)
-                    elif kind == "finished":
-                        self._end("ok")
-                        batch.append(event.finished)
-                        yield batch
-                        return
-                    elif kind == "error":
-                        self._end("turn_error")
-                        if batch:
-                            yield batch
-                        raise api_error_from_turn_error(event.error.code, event.error.message)
-                if batch:
-                    yield batch
-                events = await self._inbox.next_events()
-        except LinkFailure as failure:
-            self._end(failure.code.name.lower())
-            raise api_error_from_call(failure.code, failure.details) from None
+    async def next_batch(
+        self, wait_seconds: float | None = None
+    ) -> list[pb.TextDelta | pb.TurnFinished] | None:
+        """The text deltas that arrived together; the last batch ends with the finished event.
+        None when `wait_seconds` pass without events. A failure raises ApiError, after the
+        batch of events that came before it."""
+        while not self.done:
+            events = self._early_events
+            if events:
+                self._early_events = ()
+            else:
+                try:
+                    events = await self._inbox.next_events(wait_seconds)
+                except LinkFailure as failure:
+                    self._end(failure.code.name.lower())
+                    raise api_error_from_call(failure.code, failure.details) from None
+                if not events:
+                    return None
+            batch: list[pb.TextDelta | pb.TurnFinished] = []
+            for event in events:
+                kind = event.WhichOneof("event")
+                if kind == "delta":
+                    batch.append(event.delta)
+                elif kind == "finished":
+                    self._end("ok")
+                    batch.append(event.finished)
+                    return batch
+                elif kind == "error":
+                    self._end("turn_error")
+                    self._failure = api_error_from_turn_error(event.error.code, event.error.message)
+                    break
+            if batch:
+                return batch
+        if self._failure is not None:
+            raise self._failure
+        raise ApiError(
+            502, "The worker ended the turn without finishing it.", "api_error", code="worker_error"
+        )
 
 
 class WorkerPool:

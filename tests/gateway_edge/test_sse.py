@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-
 import orjson
 
 from gateway_edge.errors import ApiError
-from gateway_edge.sse import ChunkEncoder, error_frame, with_keep_alive
+from gateway_edge.sse import ChunkEncoder, error_frame
 from tests.support.schemas import assert_valid
 
 
@@ -47,14 +44,3 @@ def test_error_frame_has_the_error_shape() -> None:
             "code": "provider_error",
         }
     }
-
-
-async def test_keep_alive_ticks_while_the_source_is_silent() -> None:
-    async def slow() -> AsyncIterator[str]:
-        yield "a"
-        await asyncio.sleep(0.35)
-        yield "b"
-
-    seen = [item async for item in with_keep_alive(slow(), 0.1)]
-    assert seen[0] == "a" and seen[-1] == "b"
-    assert 2 <= seen.count(None) <= 4

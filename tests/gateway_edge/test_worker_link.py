@@ -1,0 +1,127 @@
+"""WorkerLink against a real grpc.aio server on a random port: frames, credit, broken streams."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from gateway_edge.worker_link import CREDIT, LinkFailure, WorkerLink
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+
+
+def started() -> pb.RunTurnEvent:
+    return pb.RunTurnEvent(started=pb.TurnStarted(run_id="r"))
+
+
+class ScriptedWorker(pb_grpc.AgentServiceServicer):
+    """Answers each opened turn with `started` and records every frame the link sends."""
+
+    def __init__(self) -> None:
+        self.frames: list[pb.ExchangeRequest] = []
+        self.hang_up = asyncio.Event()
+
+    async def Exchange(  # noqa: N802
+        self, requests: AsyncIterator[pb.ExchangeRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ExchangeResponse]:
+        answers: asyncio.Queue[pb.ExchangeResponse] = asyncio.Queue()
+
+        async def read() -> None:
+            async for request in requests:
+                self.frames.append(request)
+                for opened in request.opens:
+                    answers.put_nowait(
+                        pb.ExchangeResponse(
+                            turns=[pb.TurnEvents(turn_id=opened.turn_id, events=[started()])]
+                        )
+                    )
+
+        reader = asyncio.create_task(read())
+        hang_up = asyncio.create_task(self.hang_up.wait())
+        try:
+            while True:
+                answer = asyncio.create_task(answers.get())
+                done, _ = await asyncio.wait((answer, hang_up), return_when="FIRST_COMPLETED")
+                if hang_up in done:
+                    answer.cancel()
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
+                yield answer.result()
+        finally:
+            reader.cancel()
+            hang_up.cancel()
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[tuple[ScriptedWorker, WorkerLink]]:
+    server = grpc.aio.server()
+    servicer = ScriptedWorker()
+    pb_grpc.add_AgentServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    link = WorkerLink(pb_grpc.AgentServiceStub(channel), ())
+    try:
+        yield servicer, link
+    finally:
+        await link.close()
+        await channel.close()
+        await server.stop(None)
+
+
+async def test_turns_opened_together_go_out_in_one_frame(
+    worker: tuple[ScriptedWorker, WorkerLink],
+) -> None:
+    servicer, link = worker
+    inboxes = [link.open_turn(pb.RunTurnRequest(session_key=f"s{n}")) for n in range(5)]
+    for inbox in inboxes:
+        (event,) = await asyncio.wait_for(inbox.next_events(), 5)
+        assert event.HasField("started")
+    first = servicer.frames[0]
+    assert [opened.request.session_key for opened in first.opens] == [f"s{n}" for n in range(5)]
+    assert {opened.credit for opened in first.opens} == {CREDIT}
+    assert len({opened.turn_id for opened in first.opens}) == 5
+
+
+async def test_taking_events_gives_credit_back_and_cancel_is_sent(
+    worker: tuple[ScriptedWorker, WorkerLink],
+) -> None:
+    servicer, link = worker
+    inbox = link.open_turn(pb.RunTurnRequest())
+    await asyncio.wait_for(inbox.next_events(), 5)
+    inbox.cancel()
+    for _ in range(100):
+        if any(frame.cancels for frame in servicer.frames):
+            break
+        await asyncio.sleep(0.01)
+    credits = [credit for frame in servicer.frames for credit in frame.credits]
+    assert [(credit.turn_id, credit.events) for credit in credits] == [(inbox.id, 1)]
+    assert [list(frame.cancels) for frame in servicer.frames if frame.cancels] == [[inbox.id]]
+
+
+async def test_a_broken_stream_fails_its_open_turns_and_the_next_turn_reconnects(
+    worker: tuple[ScriptedWorker, WorkerLink],
+) -> None:
+    servicer, link = worker
+    inbox = link.open_turn(pb.RunTurnRequest())
+    await asyncio.wait_for(inbox.next_events(), 5)
+    servicer.hang_up.set()
+    with pytest.raises(LinkFailure) as failure:
+        await asyncio.wait_for(inbox.next_events(), 5)
+    assert failure.value.code is grpc.StatusCode.UNAVAILABLE
+    servicer.hang_up.clear()
+    again = link.open_turn(pb.RunTurnRequest())
+    (event,) = await asyncio.wait_for(again.next_events(), 5)
+    assert event.HasField("started")
+
+
+async def test_a_wait_with_a_limit_returns_nothing_when_no_event_came(
+    worker: tuple[ScriptedWorker, WorkerLink],
+) -> None:
+    _, link = worker
+    inbox = link.open_turn(pb.RunTurnRequest())
+    await asyncio.wait_for(inbox.next_events(), 5)  # started
+    assert await asyncio.wait_for(inbox.next_events(0.05), 5) == ()
+    inbox.cancel()
