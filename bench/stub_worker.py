@@ -1,6 +1,6 @@
-"""A stub AgentService for benchmarks: answers every RunTurn at once with pre-built events
-(started, 16 deltas, finished, in one message as a worker batches them), so the edge can be
-measured without a real worker.
+"""A stub AgentService for benchmarks: answers every turn (RunTurn or Exchange) at once with
+pre-built events (started, 16 deltas, finished, in one message as a worker batches them), so
+the edge can be measured without a real worker.
 
     python bench/stub_worker.py --listen 127.0.0.1:50151
 """
@@ -41,6 +41,15 @@ class StubAgentService(pb_grpc.AgentServiceServicer):
         self, request: pb.RunTurnRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.RunTurnResponse]:
         yield RESPONSE
+
+    async def Exchange(  # noqa: N802
+        self, requests: AsyncIterator[pb.ExchangeRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ExchangeResponse]:
+        async for request in requests:
+            if request.opens:
+                yield pb.ExchangeResponse(
+                    turns=[pb.TurnEvents(turn_id=o.turn_id, events=EVENTS) for o in request.opens]
+                )
 
 
 async def serve(listen: str) -> None:
