@@ -61,6 +61,7 @@ class TurnRequest:
     extra_system_prompt: str = ""
     sampling: Sampling = field(default_factory=Sampling)
     request_id: str = ""
+    new_session: bool = False  # the key was made up for this turn: nothing is stored under it
 
 
 @dataclass(frozen=True, slots=True)

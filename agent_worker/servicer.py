@@ -92,6 +92,7 @@ def turn_request_from_proto(request: pb.RunTurnRequest) -> TurnRequest:
         extra_system_prompt=request.extra_system_prompt,
         sampling=sampling_from_proto(request.sampling),
         request_id=request.request_id,
+        new_session=request.new_session,
     )
 
 

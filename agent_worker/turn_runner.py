@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing
+from typing import TypeVar
 
 from agent_worker.agents import Agent, AgentRegistry
 from agent_worker.domain import (
@@ -33,6 +35,7 @@ from agent_worker.sessions.store import SessionStore
 from services.logging import fingerprint
 
 log = logging.getLogger("clawgate.worker.turns")
+T = TypeVar("T")
 
 
 def messages_after_last_assistant(context: Sequence[ChatMessage]) -> list[ChatMessage]:
@@ -55,6 +58,50 @@ def merged_sampling(agent_defaults: Sampling, requested: Sampling) -> Sampling:
 
 def system_prompt_for(agent: Agent, extra: str) -> str:
     return "\n\n".join(part for part in (agent.system_prompt, extra) if part)
+
+
+class ProviderDeadline:
+    """Times only the provider's waits: a consumer paused at `yield` is never cancelled by it.
+
+    One timer per turn rather than a timeout scope per event: the timer cancels the turn's task
+    only while it waits for the provider, and a wait that starts after the deadline fails at once.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._seconds = seconds
+        self._task = asyncio.current_task()
+        self._handle = loop.call_at(loop.time() + seconds, self._expire)
+        self._expired = False
+        self._waiting = False
+        self._fired = False
+
+    def _expire(self) -> None:
+        self._expired = True
+        if self._waiting and self._task is not None:
+            self._fired = True
+            self._task.cancel()
+
+    def _timeout(self) -> TurnTimeoutError:
+        return TurnTimeoutError(f"the turn took longer than {self._seconds:g}s (turnTimeoutMs)")
+
+    async def wait_for(self, step: Awaitable[T]) -> T:
+        if self._expired:
+            if inspect.iscoroutine(step):
+                step.close()
+            raise self._timeout()
+        self._waiting = True
+        try:
+            return await step
+        except asyncio.CancelledError:
+            if not self._fired or self._task is None or self._task.uncancel() > 0:
+                raise
+            raise self._timeout() from None
+        finally:
+            self._waiting = False
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 class TurnRunner:
@@ -119,7 +166,11 @@ class TurnRunner:
     async def _run_locked(
         self, request: TurnRequest, agent: Agent, provider: Provider
     ) -> AsyncIterator[TurnEvent]:
-        stored = await self._store.load(request.session_key, agent.history_limit)
+        stored = (
+            []
+            if request.new_session
+            else await self._store.load(request.session_key, agent.history_limit)
+        )
         new_context = (
             messages_after_last_assistant(request.context) if stored else list(request.context)
         )
@@ -146,29 +197,22 @@ class TurnRunner:
         provider_request = ProviderRequest(
             agent.model, prompt, merged_sampling(agent.sampling, request.sampling)
         )
-        deadline = asyncio.get_running_loop().time() + agent.turn_timeout
+        deadline = ProviderDeadline(agent.turn_timeout)
         asked = time.monotonic()
-        async with aclosing(provider.stream(provider_request)) as events:
-            while True:
-                try:
-                    # Only the provider's wait is timed: a consumer paused at `yield` is not.
-                    async with asyncio.timeout_at(deadline):
-                        event = await anext(events, None)
-                except TimeoutError:
-                    raise TurnTimeoutError(
-                        f"the turn took longer than {agent.turn_timeout:g}s (turnTimeoutMs)"
-                    ) from None
-                if event is None:
-                    break
-                if isinstance(event, TextDelta):
-                    if not reply:
-                        self.metrics.provider_first_token_seconds.labels(agent.provider).observe(
-                            time.monotonic() - asked
-                        )
-                    reply.append(event.text)
-                    yield event
-                else:
-                    finished = event
+        try:
+            async with aclosing(provider.stream(provider_request)) as events:
+                while (event := await deadline.wait_for(anext(events, None))) is not None:
+                    if isinstance(event, TextDelta):
+                        if not reply:
+                            self.metrics.provider_first_token_seconds.labels(
+                                agent.provider
+                            ).observe(time.monotonic() - asked)
+                        reply.append(event.text)
+                        yield event
+                    else:
+                        finished = event
+        finally:
+            deadline.cancel()
         if finished is None:
             raise ProviderFailedError("the provider ended its answer without finishing it")
         self.metrics.provider_seconds.labels(agent.provider).observe(time.monotonic() - asked)

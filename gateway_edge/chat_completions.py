@@ -192,6 +192,7 @@ class ChatCompletionsEndpoint:
         response_headers = [(_SESSION_KEY_HEADER_BYTES, session_key.encode())]
         # A named session sticks to its worker; a fresh one goes where there is most room.
         sticky = key_header is not None or bool(chat.user)
+        turn_request.new_session = not sticky
         work = asyncio.current_task()
         assert work is not None
         gone: list[bool] = []

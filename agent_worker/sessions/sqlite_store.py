@@ -31,6 +31,69 @@ CREATE TABLE IF NOT EXISTS session_messages (
 ) WITHOUT ROWID;
 """
 T = TypeVar("T")
+_UnwrittenTurn = tuple[str, Sequence[ChatMessage], "asyncio.Future[None]"]
+
+
+def _insert_turn(
+    connection: sqlite3.Connection, session_key: str, messages: Sequence[ChatMessage], now: float
+) -> None:
+    (last,) = connection.execute(
+        "SELECT COALESCE(MAX(seq), 0) FROM session_messages WHERE session_key = ?",
+        (session_key,),
+    ).fetchone()
+    connection.executemany(
+        "INSERT INTO session_messages VALUES (?, ?, ?, ?, ?)",
+        [
+            (session_key, last + offset, message.role, message.text, now)
+            for offset, message in enumerate(messages, start=1)
+        ],
+    )
+
+
+def _write_turns(
+    connection: sqlite3.Connection, turns: Sequence[_UnwrittenTurn]
+) -> list[Exception | None]:
+    """One transaction for the group; if it fails, each turn alone, so that one bad turn
+    fails only itself. Returns each turn's error (None when stored)."""
+    now = time.time()
+    try:
+        with connection:
+            connection.execute("BEGIN IMMEDIATE")
+            for session_key, messages, _ in turns:
+                _insert_turn(connection, session_key, messages, now)
+        return [None] * len(turns)
+    except sqlite3.Error:
+        if len(turns) == 1:
+            raise
+    errors: list[Exception | None] = []
+    for session_key, messages, _ in turns:
+        try:
+            with connection:
+                connection.execute("BEGIN IMMEDIATE")
+                _insert_turn(connection, session_key, messages, now)
+            errors.append(None)
+        except sqlite3.Error as error:
+            errors.append(error)
+    return errors
+
+
+def _settle(
+    turns: Sequence[_UnwrittenTurn], outcome: asyncio.Future[list[Exception | None]]
+) -> None:
+    errors: Sequence[BaseException | None]
+    if outcome.cancelled():
+        errors = [asyncio.CancelledError()] * len(turns)
+    elif (failure := outcome.exception()) is not None:
+        errors = [failure] * len(turns)
+    else:
+        errors = outcome.result()
+    for (_, _, done), error in zip(turns, errors, strict=True):
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
 
 
 class SqliteSessionStore:
@@ -39,12 +102,13 @@ class SqliteSessionStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._connection: sqlite3.Connection | None = None
         self._locks = SessionLocks()
+        self._unwritten: list[_UnwrittenTurn] = []
 
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _run(self, work: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         connection = self._connection
         if connection is None:
             raise RuntimeError("the session store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work, connection)
+        return asyncio.get_running_loop().run_in_executor(self._executor, work, connection)
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
@@ -91,23 +155,22 @@ class SqliteSessionStore:
         return await self._run(read)
 
     async def append_turn(self, session_key: str, messages: Sequence[ChatMessage]) -> None:
-        def write(connection: sqlite3.Connection) -> None:
-            now = time.time()
-            with connection:  # one transaction: the whole turn or nothing
-                connection.execute("BEGIN IMMEDIATE")
-                (last,) = connection.execute(
-                    "SELECT COALESCE(MAX(seq), 0) FROM session_messages WHERE session_key = ?",
-                    (session_key,),
-                ).fetchone()
-                connection.executemany(
-                    "INSERT INTO session_messages VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (session_key, last + offset, message.role, message.text, now)
-                        for offset, message in enumerate(messages, start=1)
-                    ],
-                )
+        """Stores a whole turn or nothing. Turns that end together share one transaction (a
+        group commit): under load that is one disk sync and one thread hop for many turns."""
+        done = asyncio.get_running_loop().create_future()
+        self._unwritten.append((session_key, messages, done))
+        if len(self._unwritten) == 1:
+            asyncio.get_running_loop().call_soon(self._write_unwritten)
+        await done
 
-        await self._run(write)
+    def _write_unwritten(self) -> None:
+        turns, self._unwritten = self._unwritten, []
+        try:
+            written = self._run(lambda connection: _write_turns(connection, turns))
+        except RuntimeError as error:  # closed meanwhile
+            written = asyncio.get_running_loop().create_future()
+            written.set_exception(error)  # every waiting turn gets this error
+        written.add_done_callback(lambda outcome: _settle(turns, outcome))
 
     async def delete(self, session_key: str) -> bool:
         def remove(connection: sqlite3.Connection) -> bool:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from agent_worker.errors import (
 )
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
 from agent_worker.sessions.sqlite_store import SqliteSessionStore
-from agent_worker.turn_runner import TurnRunner, merged_sampling
+from agent_worker.turn_runner import ProviderDeadline, TurnRunner, merged_sampling
 from services.config import parse_config
 
 
@@ -208,3 +209,37 @@ async def test_a_turn_over_its_timeout_is_aborted(tmp_path: Path) -> None:
         [event async for event in turns.run(request("x"))]
     assert provider.closed.is_set() and await store.load("k") == []
     await store.close()
+
+
+async def test_the_deadline_times_the_provider_not_a_paused_consumer() -> None:
+    deadline = ProviderDeadline(0.05)
+    assert await deadline.wait_for(asyncio.sleep(0, "first")) == "first"
+    await asyncio.sleep(0.1)  # the consumer holds the turn past its deadline: nothing fires
+    with pytest.raises(TurnTimeoutError):
+        await deadline.wait_for(asyncio.sleep(0))  # the next provider wait fails at once
+    deadline.cancel()
+
+
+async def test_the_deadline_turns_only_its_own_cancel_into_a_timeout() -> None:
+    async def wait(seconds: float) -> None:
+        deadline = ProviderDeadline(seconds)
+        try:
+            await deadline.wait_for(asyncio.sleep(3600))
+        finally:
+            deadline.cancel()
+
+    with pytest.raises(TurnTimeoutError):
+        await wait(0.02)
+    outer = asyncio.create_task(wait(60))
+    await asyncio.sleep(0.02)
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+
+
+async def test_a_new_session_does_not_read_the_store(store: SqliteSessionStore) -> None:
+    await store.append_turn("k", [ChatMessage("user", "old"), ChatMessage("assistant", "reply")])
+    provider = ScriptedProvider(["hi"])
+    fresh = dataclasses.replace(request("now"), new_session=True)
+    [event async for event in runner(provider, store).run(fresh)]
+    assert [message.text for message in provider.prompts[0].messages] == ["SYS", "now"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -44,3 +45,32 @@ def test_store_urls() -> None:
     assert isinstance(store_for_url("sqlite:///:memory:"), SqliteSessionStore)
     with pytest.raises(UnsupportedStoreError, match="sessions.store"):
         store_for_url("mysql://x")
+
+
+async def test_turns_ending_together_share_a_commit_and_keep_their_order(tmp_path: Path) -> None:
+    store = SqliteSessionStore(tmp_path / "s.db")
+    await store.open()
+    await asyncio.gather(
+        *(store.append_turn(f"k{n % 2}", [ChatMessage("user", f"q{n}")]) for n in range(20))
+    )
+    assert [m.text for m in await store.load("k0")] == [f"q{n}" for n in range(0, 20, 2)]
+    assert [m.text for m in await store.load("k1")] == [f"q{n}" for n in range(1, 20, 2)]
+    await store.close()
+
+
+async def test_a_bad_turn_in_a_group_fails_only_itself(tmp_path: Path) -> None:
+    store = SqliteSessionStore(tmp_path / "s.db")
+    await store.open()
+    bad = [ChatMessage("user", "half"), ChatMessage("assistant", None)]  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        store.append_turn("a", [ChatMessage("user", "fine")]),
+        store.append_turn("b", bad),
+        store.append_turn("c", [ChatMessage("user", "also fine")]),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], sqlite3.Error)
+    assert [m.text for m in await store.load("a")] == ["fine"]
+    assert await store.load("b") == []
+    assert [m.text for m in await store.load("c")] == ["also fine"]
+    await store.close()
