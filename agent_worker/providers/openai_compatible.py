@@ -1,7 +1,8 @@
 """`openai-compatible`: any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama, llama.cpp server…).
 
-One long-lived httpx client per provider (keep-alive), the request encoded with orjson and the
-SSE answer parsed line by line: a turn costs the worker little more than the bytes it forwards.
+One long-lived aiohttp session per provider (keep-alive; its HTTP parser is in C), the request
+encoded with orjson and the SSE answer parsed line by line: a turn costs the worker little more
+than the bytes it forwards.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import base64
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from agent_worker.domain import ChatMessage, FinishReason, Sampling, TextDelta, TurnFinished, Usage
@@ -27,6 +28,7 @@ from services.config import OpenAICompatibleProviderConfig
 
 _FINISH_REASONS = {reason.value: reason for reason in FinishReason}
 _REJECTED = frozenset({400, 404, 413, 422})
+_READ_BUFFER = 1 << 20  # the longest SSE line read whole is twice this
 
 
 def message_payload(message: ChatMessage) -> dict[str, Any]:
@@ -80,20 +82,33 @@ class OpenAICompatibleProvider:
 
     def __init__(self, config: OpenAICompatibleProviderConfig) -> None:
         self._url = config.base_url.rstrip("/") + "/chat/completions"
-        headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
         if config.api_key:
-            headers["authorization"] = f"Bearer {config.api_key}"
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            self._headers["authorization"] = f"Bearer {config.api_key}"
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=config.connect_timeout_seconds,
+            sock_read=config.timeout_seconds,
         )
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:  # made on first use: it belongs to the running event loop
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=0),
+                read_bufsize=_READ_BUFFER,
+            )
+        return self._session
 
     async def start(self) -> None:
-        return None
+        self._client()
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def _body(self, request: ProviderRequest) -> bytes:
         return orjson.dumps(
@@ -112,17 +127,15 @@ class OpenAICompatibleProvider:
         deltas = 0
         answered = False
         try:
-            async with self._client.stream(
-                "POST", self._url, content=self._body(request)
-            ) as response:
-                if response.status_code >= 400:
-                    raise status_error(response.status_code, await response.aread())
+            async with self._client().post(self._url, data=self._body(request)) as response:
+                if response.status >= 400:
+                    raise status_error(response.status, await response.read())
                 answered = True
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
+                async for line in response.content:
+                    if not line.startswith(b"data:"):
                         continue
                     data = line[5:].strip()
-                    if data == "[DONE]":
+                    if data == b"[DONE]":
                         break
                     chunk = orjson.loads(data)
                     if "error" in chunk:
@@ -142,11 +155,11 @@ class OpenAICompatibleProvider:
                             finish_reason = _FINISH_REASONS.get(
                                 choice["finish_reason"], FinishReason.STOP
                             )
-        except httpx.TimeoutException as error:
+        except TimeoutError as error:
             raise ProviderTimeoutError(f"provider timed out: {type(error).__name__}") from error
-        except (httpx.ConnectError, httpx.UnsupportedProtocol) as error:
+        except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as error:
             raise ProviderUnavailableError(f"provider unreachable: {error}") from error
-        except (httpx.HTTPError, orjson.JSONDecodeError) as error:
+        except (aiohttp.ClientError, ValueError) as error:
             what = "broke off its answer" if answered else "failed"
             raise ProviderFailedError(f"provider {what}: {error!r}") from error
         yield TurnFinished(finish_reason, usage or Usage(0, deltas))
