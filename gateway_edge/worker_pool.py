@@ -1,5 +1,6 @@
-"""The edge's view of its workers: one long-lived gRPC channel each, health from
-`grpc.health.v1` Watch streams, session affinity by rendezvous hashing.
+"""The edge's view of its workers: one long-lived gRPC channel each (turns share its `Exchange`
+stream, see worker_link.py), health from `grpc.health.v1` Watch streams, session affinity by
+rendezvous hashing.
 
 Targets are `host:port` or `dns:///host:port`; a host name is resolved to all of its addresses
 and re-resolved periodically (compose replicas, a Kubernetes headless service). Turns of a named
