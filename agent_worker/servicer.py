@@ -1,12 +1,11 @@
-"""The gRPC face of the worker: translates proto messages to domain objects and back, and maps
-domain errors to gRPC statuses (the one place that does)."""
+"""The gRPC face of the worker: translates proto messages to domain objects and back. Both turn
+RPCs run on ExchangeCall (which turns domain errors into error events); RunTurn is an Exchange
+of one turn."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
 from typing import Literal, cast
 
 import grpc
@@ -24,15 +23,12 @@ from agent_worker.domain import (
     TurnRequest,
     TurnStarted,
 )
-from agent_worker.errors import TurnError
-from agent_worker.exchange import EVENT_BUFFER, ExchangeCall
+from agent_worker.exchange import ExchangeCall
 from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_runner import TurnRunner
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
-from services.logging import request_id_var
-
-log = logging.getLogger("clawgate.worker")
+from services.grpc_status import STATUS_BY_NUMBER
 
 _ROLES: dict[int, Role] = {
     pb.ROLE_USER: "user",
@@ -96,6 +92,10 @@ def turn_request_from_proto(request: pb.RunTurnRequest) -> TurnRequest:
     )
 
 
+async def _only(request: pb.RunTurnRequest) -> AsyncIterator[pb.ExchangeRequest]:
+    yield pb.ExchangeRequest(opens=[pb.TurnOpen(turn_id=1, request=request)])
+
+
 def event_to_proto(event: TurnEvent) -> pb.RunTurnEvent:
     if isinstance(event, TextDelta):
         return pb.RunTurnEvent(delta=pb.TextDelta(text=event.text))
@@ -142,70 +142,39 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         async for event in self._runner.run(turn_request_from_proto(request)):
             yield event_to_proto(event)
 
-    async def Exchange(  # noqa: N802 - gRPC method name
-        self,
-        requests: AsyncIterator[pb.ExchangeRequest],
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[pb.ExchangeResponse]:
-        call = ExchangeCall(
+    def _exchange(self) -> ExchangeCall:
+        return ExchangeCall(
             self._events,
             draining=lambda: self._draining,
             on_turn_open=self._turn_opened,
             on_turn_closed=self._turn_closed,
         )
-        async for response in call.responses(requests):
+
+    async def Exchange(  # noqa: N802 - gRPC method name
+        self,
+        requests: AsyncIterator[pb.ExchangeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ExchangeResponse]:
+        async for response in self._exchange().responses(requests):
             yield response
 
     async def RunTurn(  # noqa: N802 - gRPC method name
         self, request: pb.RunTurnRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.RunTurnResponse]:
-        request_id_var.set(request.request_id or "-")
-        self._turn_opened()
-        outbox: asyncio.Queue[pb.RunTurnEvent | TurnError | None] = asyncio.Queue(EVENT_BUFFER)
-        producer = asyncio.create_task(self._run(request, outbox))
+        """One turn as an Exchange of one; a turn refused before it starts is the call's status."""
         sent_any = False
-        try:
-            while (item := await outbox.get()) is not None:
-                # Whatever else is ready already goes in the same message: one write, one wakeup.
-                batch: list[pb.RunTurnEvent | TurnError | None] = [item]
-                while not outbox.empty() and batch[-1] is not None:
-                    batch.append(outbox.get_nowait())
-                ended = batch[-1] is None
-                events = [entry for entry in batch if isinstance(entry, pb.RunTurnEvent)]
-                failure = next((entry for entry in batch if isinstance(entry, TurnError)), None)
-                if failure is not None:
-                    log.warning("turn failed: %s: %s", failure.code.name, failure.message)
-                    if not sent_any and not events:
-                        await context.abort(failure.code, failure.message)
-                    code = failure.code.value[0]
-                    events.append(
-                        pb.RunTurnEvent(error=pb.TurnError(code=code, message=failure.message))
-                    )
+        async for response in self._exchange().responses(_only(request)):
+            for turn in response.turns:
+                events = turn.events
+                if not sent_any and len(events) == 1 and events[0].HasField("error"):
+                    error = events[0].error
+                    await context.abort(STATUS_BY_NUMBER[error.code], error.message)
                 yield pb.RunTurnResponse(events=events)
                 sent_any = True
-                if ended or failure is not None:
-                    break
-        finally:
-            producer.cancel()
-            self._turn_closed()
 
     async def wait_idle(self) -> None:
         """Returns once no turn is open (its last message written)."""
         await self._idle.wait()
-
-    async def _run(
-        self, request: pb.RunTurnRequest, outbox: asyncio.Queue[pb.RunTurnEvent | TurnError | None]
-    ) -> None:
-        try:
-            async with aclosing(self._events(request)) as events:
-                async for event in events:
-                    await outbox.put(event)
-        except TurnError as error:
-            await outbox.put(error)
-        except Exception:
-            log.exception("turn failed unexpectedly")
-            await outbox.put(TurnError("the worker failed unexpectedly while running the turn"))
-        await outbox.put(None)
 
     async def ListAgents(  # noqa: N802
         self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext

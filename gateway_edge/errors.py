@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import grpc
 import orjson
 
+from services.grpc_status import STATUS_BY_NUMBER
+
 
 @dataclass(slots=True)
 class ApiError(Exception):
@@ -67,7 +69,6 @@ _TURN_ERROR: dict[grpc.StatusCode, tuple[int, str, str]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: (504, "api_error", "timeout"),
 }
 _PROVIDER_FAILED = (502, "api_error", "provider_error")
-STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def api_error_from_call(code: grpc.StatusCode, details: str | None) -> ApiError:

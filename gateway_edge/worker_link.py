@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import grpc
 
@@ -25,10 +25,6 @@ from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grp
 log = logging.getLogger("clawgate.edge.workers")
 CREDIT = 256  # events a turn may have in flight towards the edge
 _ENDING = ("finished", "error")
-
-
-def _call_later(seconds: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
-    return asyncio.get_running_loop().call_later(seconds, callback)
 
 
 class LinkFailure(Exception):
@@ -71,8 +67,9 @@ class TurnInbox:
         if not self._batches:
             if self._failure is not None:
                 raise self._failure
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-            timer = None if wait_seconds is None else _call_later(wait_seconds, self._wake)
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = None if wait_seconds is None else loop.call_later(wait_seconds, self._wake)
             try:
                 await waiter
             finally:

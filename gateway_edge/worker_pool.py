@@ -23,15 +23,11 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway_edge.errors import (
-    STATUS_BY_NUMBER,
-    ApiError,
-    api_error_from_call,
-    api_error_from_turn_error,
-)
+from gateway_edge.errors import ApiError, api_error_from_call, api_error_from_turn_error
 from gateway_edge.worker_link import LinkFailure, TurnInbox, WorkerLink
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from services.grpc_status import STATUS_BY_NUMBER
 
 log = logging.getLogger("clawgate.edge.workers")
 HEALTH_RETRY_SECONDS = 1.0
