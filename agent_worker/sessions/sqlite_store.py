@@ -31,7 +31,22 @@ CREATE TABLE IF NOT EXISTS session_messages (
 ) WITHOUT ROWID;
 """
 T = TypeVar("T")
+BUSY_TIMEOUT_SECONDS = 10.0
 _UnwrittenTurn = tuple[str, Sequence[ChatMessage], "asyncio.Future[None]"]
+
+
+def _switch_to_wal(connection: sqlite3.Connection) -> None:
+    """Workers sharing a new file switch it to WAL while another may hold its lock; SQLite
+    answers that at once with 'database is locked' (its busy handler would deadlock), so retry."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _insert_turn(
@@ -115,11 +130,13 @@ class SqliteSessionStore:
             if isinstance(self._path, Path):
                 self._path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(
-                str(self._path), check_same_thread=False, isolation_level=None
+                str(self._path),
+                timeout=BUSY_TIMEOUT_SECONDS,
+                check_same_thread=False,
+                isolation_level=None,
             )
-            connection.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(connection)
             connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("PRAGMA busy_timeout=10000")
             connection.executescript(_SCHEMA)
             return connection
 

@@ -74,3 +74,20 @@ async def test_a_bad_turn_in_a_group_fails_only_itself(tmp_path: Path) -> None:
     assert await store.load("b") == []
     assert [m.text for m in await store.load("c")] == ["also fine"]
     await store.close()
+
+
+async def test_opening_waits_for_another_process_holding_the_lock(tmp_path: Path) -> None:
+    """Found by CI: of two workers starting on one new file, one failed 'database is locked'
+    switching it to WAL (SQLite answers that at once instead of waiting)."""
+    path = tmp_path / "shared.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE held (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO held VALUES (1)")
+    asyncio.get_running_loop().call_later(0.3, lambda: other.execute("COMMIT"))
+    store = SqliteSessionStore(path)
+    await store.open()
+    await store.append_turn("k", [ChatMessage("user", "after the wait")])
+    assert [m.text for m in await store.load("k")] == ["after the wait"]
+    await store.close()
+    other.close()
