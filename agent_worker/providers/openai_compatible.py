@@ -28,7 +28,8 @@ from services.config import OpenAICompatibleProviderConfig
 
 _FINISH_REASONS = {reason.value: reason for reason in FinishReason}
 _REJECTED = frozenset({400, 404, 413, 422})
-_READ_BUFFER = 1 << 20  # the longest SSE line read whole is twice this
+_READ_BUFFER = 1 << 20
+_MAX_LINE = 8 << 20
 
 
 def message_payload(message: ChatMessage) -> dict[str, Any]:
@@ -131,30 +132,42 @@ class OpenAICompatibleProvider:
                 if response.status >= 400:
                     raise status_error(response.status, await response.read())
                 answered = True
-                async for line in response.content:
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        break
-                    chunk = orjson.loads(data)
-                    if "error" in chunk:
-                        message = (chunk["error"] or {}).get("message", "an error event")
-                        raise ProviderFailedError(f"provider failed mid-answer: {message}")
-                    if chunk.get("usage"):
-                        counts = chunk["usage"]
-                        usage = Usage(
-                            counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0)
-                        )
-                    for choice in (chunk.get("choices") or ())[:1]:
-                        content = (choice.get("delta") or {}).get("content")
-                        if content:
-                            deltas += 1
-                            yield TextDelta(content)
-                        if choice.get("finish_reason"):
-                            finish_reason = _FINISH_REASONS.get(
-                                choice["finish_reason"], FinishReason.STOP
+                pending = b""
+                ended = False
+                async for block in response.content.iter_any():
+                    # Lines split here, per network read: aiohttp's readline costs a few
+                    # Python calls per line.
+                    lines = (pending + block).split(b"\n")
+                    pending = lines.pop()
+                    if len(pending) > _MAX_LINE:
+                        raise ProviderFailedError("provider sent an SSE line over 8 MiB")
+                    for line in lines:
+                        if not line.startswith(b"data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            ended = True
+                            break
+                        chunk = orjson.loads(data)
+                        if "error" in chunk:
+                            message = (chunk["error"] or {}).get("message", "an error event")
+                            raise ProviderFailedError(f"provider failed mid-answer: {message}")
+                        if chunk.get("usage"):
+                            counts = chunk["usage"]
+                            usage = Usage(
+                                counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0)
                             )
+                        for choice in (chunk.get("choices") or ())[:1]:
+                            content = (choice.get("delta") or {}).get("content")
+                            if content:
+                                deltas += 1
+                                yield TextDelta(content)
+                            if choice.get("finish_reason"):
+                                finish_reason = _FINISH_REASONS.get(
+                                    choice["finish_reason"], FinishReason.STOP
+                                )
+                    if ended:
+                        break
         except TimeoutError as error:
             raise ProviderTimeoutError(f"provider timed out: {type(error).__name__}") from error
         except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as error:

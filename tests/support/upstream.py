@@ -114,6 +114,11 @@ class UpstreamStandIn:
 
     async def _answer(self, model: str, send: Any) -> None:
         async def body(data: bytes, more: bool = True) -> None:
+            if model == "split":  # SSE lines cut across separate network writes
+                while len(data) > 7:
+                    await send({"type": "http.response.body", "body": data[:7], "more_body": True})
+                    await asyncio.sleep(0.001)
+                    data = data[7:]
             await send({"type": "http.response.body", "body": data, "more_body": more})
 
         delay = int(model.removeprefix("slow-")) / 1000 if model.startswith("slow-") else 0

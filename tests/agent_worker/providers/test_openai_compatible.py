@@ -41,6 +41,15 @@ async def test_streams_deltas_and_passes_usage_and_sampling(upstream: UpstreamSt
     assert "top_p" not in sent
 
 
+async def test_sse_lines_cut_across_network_reads_are_joined(upstream: UpstreamStandIn) -> None:
+    client = provider(upstream.base_url)
+    events = [e async for e in client.stream(request("split"))]
+    await client.close()
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["one ", "two ", "three"]
+    finished = events[-1]
+    assert isinstance(finished, TurnFinished) and finished.usage.completion_tokens == 3
+
+
 async def test_images_are_sent_as_data_uris(upstream: UpstreamStandIn) -> None:
     client = provider(upstream.base_url)
     message = ChatMessage("user", "look", (Image("image/png", b"\x89PNG"),))
