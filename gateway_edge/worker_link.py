@@ -3,9 +3,9 @@
 Whatever is ready together (turns to open, cancels, credits) goes out in one message, and one
 reader hands each turn its events, so a busy edge pays gRPC's per-message cost once for many
 turns instead of a call per turn. Each turn may receive `CREDIT` events ahead of its HTTP
-client; it gives credit back as the client takes them, so a slow reader pauses only its own
-turn. When the stream breaks, its open turns fail as an unavailable worker would, and the next
-turn opens a new stream.
+client; it gives credit back as the client takes them (half a window at a time), so a slow
+reader pauses only its own turn. When the stream breaks, its open turns fail as an unavailable
+worker would, and the next turn opens a new stream.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grp
 
 log = logging.getLogger("clawgate.edge.workers")
 CREDIT = 256  # events a turn may have in flight towards the edge
+# Credit goes back in batches of half the window: a short turn sends no credit message at all,
+# and a long one keeps the worker from ever waiting on a full window.
+CREDIT_BATCH = CREDIT // 2
 _ENDING = ("finished", "error")
 
 
@@ -39,7 +42,7 @@ class LinkFailure(Exception):
 class TurnInbox:
     """Events of one turn as its worker sends them; read with `next_events`."""
 
-    __slots__ = ("id", "ended", "_link", "_batches", "_waiter", "_failure")
+    __slots__ = ("id", "ended", "_link", "_batches", "_waiter", "_failure", "_taken")
 
     def __init__(self, link: WorkerLink, turn_id: int) -> None:
         self.id = turn_id
@@ -48,6 +51,7 @@ class TurnInbox:
         self._batches: deque[Sequence[pb.RunTurnEvent]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._failure: LinkFailure | None = None
+        self._taken = 0  # events taken in since credit was last given back
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -81,8 +85,10 @@ class TurnInbox:
                     raise self._failure
                 return ()
         events = self._batches.popleft()
-        if not self.ended:
-            self._link.grant(self.id, len(events))
+        self._taken += len(events)
+        if self._taken >= CREDIT_BATCH and not self.ended:
+            self._link.grant(self.id, self._taken)
+            self._taken = 0
         return events
 
     def cancel(self) -> None:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from gateway_edge.worker_link import CREDIT, LinkFailure, WorkerLink
+from gateway_edge.worker_link import CREDIT, CREDIT_BATCH, LinkFailure, WorkerLink
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 
@@ -90,14 +90,18 @@ async def test_taking_events_gives_credit_back_and_cancel_is_sent(
 ) -> None:
     servicer, link = worker
     inbox = link.open_turn(pb.RunTurnRequest())
-    await asyncio.wait_for(inbox.next_events(), 5)
+    await asyncio.wait_for(inbox.next_events(), 5)  # started: 1 event, no credit back yet
+    delta = pb.RunTurnEvent(delta=pb.TextDelta(text="x"))
+    inbox.deliver([delta] * (CREDIT_BATCH - 1))
+    await inbox.next_events()  # half the window taken: credit for all of it goes back
+    await asyncio.sleep(0.05)
     inbox.cancel()
     for _ in range(100):
         if any(frame.cancels for frame in servicer.frames):
             break
         await asyncio.sleep(0.01)
     credits = [credit for frame in servicer.frames for credit in frame.credits]
-    assert [(credit.turn_id, credit.events) for credit in credits] == [(inbox.id, 1)]
+    assert [(credit.turn_id, credit.events) for credit in credits] == [(inbox.id, CREDIT_BATCH)]
     assert [list(frame.cancels) for frame in servicer.frames if frame.cancels] == [[inbox.id]]
 
 
