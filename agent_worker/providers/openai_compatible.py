@@ -30,6 +30,7 @@ _FINISH_REASONS = {reason.value: reason for reason in FinishReason}
 _REJECTED = frozenset({400, 404, 413, 422})
 _READ_BUFFER = 1 << 20
 _MAX_LINE = 8 << 20
+MAX_DELTA_CHARS = 1024  # so that a turn's event credit bounds its bytes as before
 
 
 def message_payload(message: ChatMessage) -> dict[str, Any]:
@@ -78,6 +79,67 @@ def status_error(status: int, body: bytes) -> TurnError:
     return ProviderFailedError(f"provider failed ({status}): {detail}")
 
 
+class SseBody:
+    """An OpenAI-style SSE answer, parsed a network read at a time.
+
+    Lines are split here rather than by aiohttp's readline (a few Python calls per line), and
+    the text of chunks that arrived in one read goes on as one delta (up to MAX_DELTA_CHARS):
+    they were all there at the same instant, so joining them costs no latency and saves the
+    worker and the edge an event each.
+    """
+
+    def __init__(self) -> None:
+        self.finish_reason = FinishReason.STOP
+        self.usage: Usage | None = None
+        self.deltas = 0  # content chunks seen: the usage when the provider reports none
+        self.done = False  # [DONE] arrived
+        self.failure: ProviderFailedError | None = None  # an error event arrived
+        self._pending = b""
+
+    def feed(self, block: bytes) -> list[str]:
+        """The text of this read's complete lines; sets done, failure, finish_reason, usage."""
+        lines = (self._pending + block).split(b"\n")
+        self._pending = lines.pop()
+        if len(self._pending) > _MAX_LINE:
+            raise ProviderFailedError("provider sent an SSE line over 8 MiB")
+        texts: list[str] = []
+        parts: list[str] = []
+        size = 0
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                self.done = True
+                break
+            chunk = orjson.loads(data)
+            if "error" in chunk:
+                message = (chunk["error"] or {}).get("message", "an error event")
+                self.failure = ProviderFailedError(f"provider failed mid-answer: {message}")
+                break
+            if chunk.get("usage"):
+                counts = chunk["usage"]
+                self.usage = Usage(
+                    counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0)
+                )
+            for choice in (chunk.get("choices") or ())[:1]:
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    self.deltas += 1
+                    parts.append(content)
+                    size += len(content)
+                    if size >= MAX_DELTA_CHARS:
+                        texts.append("".join(parts))
+                        parts, size = [], 0
+                if choice.get("finish_reason"):
+                    self.finish_reason = _FINISH_REASONS.get(
+                        choice["finish_reason"], FinishReason.STOP
+                    )
+        if parts:
+            texts.append("".join(parts))
+        return texts
+
+
 class OpenAICompatibleProvider:
     supports_images = True
 
@@ -123,50 +185,19 @@ class OpenAICompatibleProvider:
         )
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
-        finish_reason = FinishReason.STOP
-        usage: Usage | None = None
-        deltas = 0
         answered = False
+        body = SseBody()
         try:
             async with self._client().post(self._url, data=self._body(request)) as response:
                 if response.status >= 400:
                     raise status_error(response.status, await response.read())
                 answered = True
-                pending = b""
-                ended = False
                 async for block in response.content.iter_any():
-                    # Lines split here, per network read: aiohttp's readline costs a few
-                    # Python calls per line.
-                    lines = (pending + block).split(b"\n")
-                    pending = lines.pop()
-                    if len(pending) > _MAX_LINE:
-                        raise ProviderFailedError("provider sent an SSE line over 8 MiB")
-                    for line in lines:
-                        if not line.startswith(b"data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == b"[DONE]":
-                            ended = True
-                            break
-                        chunk = orjson.loads(data)
-                        if "error" in chunk:
-                            message = (chunk["error"] or {}).get("message", "an error event")
-                            raise ProviderFailedError(f"provider failed mid-answer: {message}")
-                        if chunk.get("usage"):
-                            counts = chunk["usage"]
-                            usage = Usage(
-                                counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0)
-                            )
-                        for choice in (chunk.get("choices") or ())[:1]:
-                            content = (choice.get("delta") or {}).get("content")
-                            if content:
-                                deltas += 1
-                                yield TextDelta(content)
-                            if choice.get("finish_reason"):
-                                finish_reason = _FINISH_REASONS.get(
-                                    choice["finish_reason"], FinishReason.STOP
-                                )
-                    if ended:
+                    for text in body.feed(block):
+                        yield TextDelta(text)
+                    if body.failure is not None:
+                        raise body.failure
+                    if body.done:
                         break
         except TimeoutError as error:
             raise ProviderTimeoutError(f"provider timed out: {type(error).__name__}") from error
@@ -175,4 +206,4 @@ class OpenAICompatibleProvider:
         except (aiohttp.ClientError, ValueError) as error:
             what = "broke off its answer" if answered else "failed"
             raise ProviderFailedError(f"provider {what}: {error!r}") from error
-        yield TurnFinished(finish_reason, usage or Usage(0, deltas))
+        yield TurnFinished(body.finish_reason, body.usage or Usage(0, body.deltas))

@@ -26,7 +26,10 @@ class SessionLocks:
         self._users[session_key] = self._users.get(session_key, 0) + 1
         try:
             try:
-                await asyncio.wait_for(lock.acquire(), wait_seconds)
+                if self._users[session_key] == 1:  # nobody holds it or waits: no wait to time
+                    await lock.acquire()
+                else:  # wait_for costs a task per call, so only a real wait pays for it
+                    await asyncio.wait_for(lock.acquire(), wait_seconds)
             except TimeoutError:
                 raise SessionBusyError(
                     f"session is busy: the previous turn did not finish within {wait_seconds:g}s"

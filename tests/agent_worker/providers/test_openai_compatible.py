@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from agent_worker.domain import ChatMessage, FinishReason, Image, Sampling, TextDelta, TurnFinished
@@ -11,7 +12,11 @@ from agent_worker.errors import (
     TurnError,
 )
 from agent_worker.providers.base import ProviderRequest
-from agent_worker.providers.openai_compatible import OpenAICompatibleProvider
+from agent_worker.providers.openai_compatible import (
+    MAX_DELTA_CHARS,
+    OpenAICompatibleProvider,
+    SseBody,
+)
 from services.config import OpenAICompatibleProviderConfig
 from tests.support.processes import free_port
 from tests.support.upstream import UpstreamStandIn
@@ -30,7 +35,7 @@ async def test_streams_deltas_and_passes_usage_and_sampling(upstream: UpstreamSt
     client = provider(upstream.base_url)
     events = [e async for e in client.stream(request("m", temperature=0.2, stop=("x",), seed=4))]
     await client.close()
-    assert [e.text for e in events if isinstance(e, TextDelta)] == ["one ", "two ", "three"]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "one two three"
     finished = events[-1]
     assert isinstance(finished, TurnFinished)
     assert finished.finish_reason is FinishReason.LENGTH
@@ -48,6 +53,37 @@ async def test_sse_lines_cut_across_network_reads_are_joined(upstream: UpstreamS
     assert [e.text for e in events if isinstance(e, TextDelta)] == ["one ", "two ", "three"]
     finished = events[-1]
     assert isinstance(finished, TurnFinished) and finished.usage.completion_tokens == 3
+
+
+def sse(*chunks: dict[str, object]) -> bytes:
+    return b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks)
+
+
+def content(text: str) -> dict[str, object]:
+    return {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+
+
+def test_chunks_that_arrive_together_go_on_as_one_delta() -> None:
+    body = SseBody()
+    assert body.feed(sse(content("a"), content("b"), content("c"))) == ["abc"]
+    assert body.feed(sse(content("d"))) == ["d"]  # a later read is a later delta
+    assert body.deltas == 4 and not body.done
+    body.feed(b"data: [DONE]\n\n")
+    assert body.done
+
+
+def test_a_joined_delta_stays_under_its_size_cap() -> None:
+    body = SseBody()
+    piece = "x" * 1000
+    texts = body.feed(sse(*[content(piece)] * 40))
+    assert "".join(texts) == piece * 40
+    assert len(texts) > 1 and all(len(text) < MAX_DELTA_CHARS + len(piece) for text in texts)
+
+
+def test_text_before_an_error_event_is_kept() -> None:
+    body = SseBody()
+    assert body.feed(sse(content("partial"), {"error": {"message": "boom"}})) == ["partial"]
+    assert body.failure is not None and "boom" in body.failure.message
 
 
 async def test_images_are_sent_as_data_uris(upstream: UpstreamStandIn) -> None:
