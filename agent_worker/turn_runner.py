@@ -45,15 +45,18 @@ def messages_after_last_assistant(context: Sequence[ChatMessage]) -> list[ChatMe
     return list(context)
 
 
+_SAMPLING_FIELDS = tuple(field.name for field in dataclasses.fields(Sampling))
+
+
 def merged_sampling(agent_defaults: Sampling, requested: Sampling) -> Sampling:
     """The request's values win; the agent's defaults fill what the request left unset."""
     changes = {
-        field.name: getattr(agent_defaults, field.name)
-        for field in dataclasses.fields(Sampling)
-        if getattr(requested, field.name) is None
-        and getattr(agent_defaults, field.name) is not None
+        name: default
+        for name in _SAMPLING_FIELDS
+        if (default := getattr(agent_defaults, name)) is not None
+        and getattr(requested, name) is None
     }
-    return dataclasses.replace(requested, **changes)
+    return dataclasses.replace(requested, **changes) if changes else requested
 
 
 def system_prompt_for(agent: Agent, extra: str) -> str:

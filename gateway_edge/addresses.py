@@ -15,5 +15,6 @@ def is_loopback(host: str) -> bool:
 
 
 def client_ip(scope_client: tuple[str, int] | None) -> str:
-    """The peer's address as the server saw it (proxies' forwarding headers are not trusted)."""
+    """The client's address: the peer's, or, when the peer is a reverse proxy on 127.0.0.1,
+    what its X-Forwarded-For says (uvicorn's default; no other peer is trusted with it)."""
     return scope_client[0] if scope_client else ""

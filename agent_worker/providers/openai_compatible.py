@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import yarl
 
 from agent_worker.domain import ChatMessage, FinishReason, Sampling, TextDelta, TurnFinished, Usage
 from agent_worker.errors import (
@@ -144,7 +145,7 @@ class OpenAICompatibleProvider:
     supports_images = True
 
     def __init__(self, config: OpenAICompatibleProviderConfig) -> None:
-        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._url = yarl.URL(config.base_url.rstrip("/") + "/chat/completions")
         self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
         if config.api_key:
             self._headers["authorization"] = f"Bearer {config.api_key}"
@@ -160,6 +161,7 @@ class OpenAICompatibleProvider:
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 timeout=self._timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies
                 connector=aiohttp.TCPConnector(limit=0),
                 read_bufsize=_READ_BUFFER,
             )
