@@ -72,6 +72,9 @@ class ExchangeCall:
         try:
             while self._reading or self._turns:
                 await self._wakeup.wait()
+                # One more turn of the loop lets turns that are ready push their events too:
+                # fewer, fuller messages (each gRPC write costs the worker more than the wait).
+                await asyncio.sleep(0)
                 self._wakeup.clear()
                 if not self._ready:
                     continue
