@@ -185,14 +185,15 @@ class TurnRunner:
             request.input,
         )
         run_id = uuid.uuid4().hex
-        log.info(
-            "turn %s started: agent=%s model=%s session=%s history=%d",
-            run_id,
-            agent.id,
-            agent.model_ref,
-            fingerprint(request.session_key),
-            len(prompt) - 1,
-        )
+        if log.isEnabledFor(logging.INFO):  # the session's fingerprint costs a hash
+            log.info(
+                "turn %s started: agent=%s model=%s session=%s history=%d",
+                run_id,
+                agent.id,
+                agent.model_ref,
+                fingerprint(request.session_key),
+                len(prompt) - 1,
+            )
         yield TurnStarted(run_id, agent.model_ref)
 
         reply: list[str] = []

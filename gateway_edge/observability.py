@@ -72,6 +72,12 @@ class ObservabilityMiddleware:
         route = route_label(scope["path"])
         self.metrics.requests.labels(route, scope["method"], str(status)).inc()
         self.metrics.request_seconds.labels(route).observe(ended - record.started)
+        first_token = None
+        if record.first_token_at is not None:
+            first_token = record.first_token_at - record.started
+            self.metrics.first_token_seconds.observe(first_token)
+        if not log.isEnabledFor(logging.INFO):
+            return  # the line below is built only when it is written
         fields: dict[str, object] = {
             "method": scope["method"],
             "path": scope["path"],
@@ -82,8 +88,6 @@ class ObservabilityMiddleware:
             fields["agent"] = record.agent
         if record.session_key is not None:
             fields["session"] = fingerprint(record.session_key)
-        if record.first_token_at is not None:
-            first_token = record.first_token_at - record.started
-            self.metrics.first_token_seconds.observe(first_token)
+        if first_token is not None:
             fields["ttft_ms"] = round(first_token * 1000, 1)
         log.info("%s %s %s", scope["method"], scope["path"], status, extra={"fields": fields})
