@@ -86,9 +86,15 @@ def run_wrk(
         timeout=seconds + 60,
     ).stdout
     Path(script.name).unlink()
+    return parse_wrk(output)
+
+
+def parse_wrk(output: str) -> tuple[float, float, float, int]:
+    """req/s, p50 ms, p99 ms and errors from `wrk --latency` output. Percentiles are read from
+    the start of their lines: a stdev column like `73.99%` must not pass for the 99th."""
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = _milliseconds(re.search(r"50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
-    p99 = _milliseconds(re.search(r"99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _milliseconds(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _milliseconds(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", output))
     socket_errors = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
