@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -31,19 +32,22 @@ class Row:
     errors: int
     ttft_p50_ms: float | None = None
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    cpu_us_per_request: dict[str, float] = field(default_factory=dict)
 
     def markdown(self) -> str:
         ttft = f"{self.ttft_p50_ms:.2f} ms" if self.ttft_p50_ms is not None else "—"
         rss = ", ".join(f"{name} {mb:.0f} MB" for name, mb in self.peak_rss_mb.items()) or "—"
+        cpu = ", ".join(f"{name} {us:.0f}" for name, us in self.cpu_us_per_request.items()) or "—"
         return (
             f"| {self.scenario} | {self.requests_per_second:,.0f} | {self.p50_ms:.1f} ms"
-            f" | {self.p99_ms:.1f} ms | {self.errors} | {ttft} | {rss} |"
+            f" | {self.p99_ms:.1f} ms | {self.errors} | {ttft} | {rss} | {cpu} |"
         )
 
 
 HEADER = (
-    "| scenario | req/s | p50 | p99 | errors/timeouts | TTFT p50 (c=1) | peak RSS |\n"
-    "|---|---|---|---|---|---|---|"
+    "| scenario | req/s | p50 | p99 | errors/timeouts | TTFT p50 (c=1) | peak RSS"
+    " | CPU µs per request |\n"
+    "|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -144,6 +148,13 @@ def ttft_p50(
         ]
 
     return statistics.median(asyncio.run(measure()))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads, so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:

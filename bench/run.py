@@ -32,7 +32,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import CHAT_BODY, HEADER, Row, peak_rss_mb, run_wrk, ttft_p50  # noqa: E402
+from bench.harness import (  # noqa: E402
+    CHAT_BODY,
+    HEADER,
+    Row,
+    cpu_seconds,
+    peak_rss_mb,
+    run_wrk,
+    ttft_p50,
+)
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb  # noqa: E402
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc  # noqa: E402
 from tests.support.observe import rss_kib  # noqa: E402
@@ -148,12 +156,18 @@ class Bench:
     ) -> Row:
         body: dict[str, object] = {**CHAT_BODY, "stream": True} if stream else CHAT_BODY
         run_wrk(url, body, headers, 2, self.args.connections)  # warm-up: connections, lazy imports
+        cpu_before = {role: cpu_seconds(process.pid) for role, process in processes.items()}
         rate, p50, p99, errors = run_wrk(
             url, body, headers, self.args.seconds, self.args.connections
         )
+        requests = max(rate * self.args.seconds, 1)
+        cpu = {
+            role: (cpu_seconds(process.pid) - cpu_before[role]) / requests * 1e6
+            for role, process in processes.items()
+        }
         ttft = ttft_p50(url, CHAT_BODY, headers, self.args.ttft_samples)
         rss = {role: peak_rss_mb(process.pid) for role, process in processes.items()}
-        row = Row(name, rate, p50, p99, errors, ttft, rss)
+        row = Row(name, rate, p50, p99, errors, ttft, rss, cpu)
         print(row.markdown(), flush=True)
         return row
 
