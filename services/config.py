@@ -122,6 +122,23 @@ class OpenAICompatibleProviderConfig(_Section):
     timeout_seconds: float = Field(600.0, alias="timeoutSeconds", gt=0)
     connect_timeout_seconds: float = Field(5.0, alias="connectTimeoutSeconds", gt=0)
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, base_url: str) -> str:
+        if not base_url:  # an unset ${VAR}: the provider's turns fail until it is set
+            return base_url
+        scheme, _, rest = base_url.partition("://")
+        if scheme.lower() not in ("http", "https") or not rest.strip("/"):
+            raise ValueError(f"must be an http:// or https:// URL, got {base_url!r}")
+        return base_url
+
+    @field_validator("api_key")
+    @classmethod
+    def _one_line(cls, api_key: str | None) -> str | None:
+        if api_key is not None and ("\r" in api_key or "\n" in api_key):
+            raise ValueError("must not hold a line break (it is sent as an HTTP header)")
+        return api_key
+
 
 ProviderConfig = Annotated[
     EchoProviderConfig | LlamaCppProviderConfig | OpenAICompatibleProviderConfig,

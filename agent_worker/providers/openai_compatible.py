@@ -1,8 +1,8 @@
 """`openai-compatible`: any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama, llama.cpp server…).
 
-One long-lived aiohttp session per provider (keep-alive; its HTTP parser is in C), the request
-encoded with orjson and the SSE answer parsed line by line: a turn costs the worker little more
-than the bytes it forwards.
+One long-lived HTTP client per provider (`http_client`: keep-alive, a C parser), the request
+encoded with orjson and the SSE answer parsed a network read at a time: a turn costs the worker
+little more than the bytes it forwards.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import base64
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import aiohttp
 import orjson
 import yarl
 
@@ -25,11 +24,17 @@ from agent_worker.errors import (
     TurnError,
 )
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
+from agent_worker.providers.http_client import (
+    HttpClient,
+    UpstreamBroken,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from services.config import OpenAICompatibleProviderConfig
 
 _FINISH_REASONS = {reason.value: reason for reason in FinishReason}
 _REJECTED = frozenset({400, 404, 413, 422})
-_READ_BUFFER = 1 << 20
+_MAX_ERROR_BODY = 64 << 10
 _MAX_LINE = 8 << 20
 MAX_DELTA_CHARS = 1024  # so that a turn's event credit bounds its bytes as before
 
@@ -83,7 +88,7 @@ def status_error(status: int, body: bytes) -> TurnError:
 class SseBody:
     """An OpenAI-style SSE answer, parsed a network read at a time.
 
-    Lines are split here rather than by aiohttp's readline (a few Python calls per line), and
+    Lines are split here rather than by a readline per line (a few Python calls each), and
     the text of chunks that arrived in one read goes on as one delta (up to MAX_DELTA_CHARS):
     they were all there at the same instant, so joining them costs no latency and saves the
     worker and the edge an event each.
@@ -145,35 +150,30 @@ class OpenAICompatibleProvider:
     supports_images = True
 
     def __init__(self, config: OpenAICompatibleProviderConfig) -> None:
-        self._url = yarl.URL(config.base_url.rstrip("/") + "/chat/completions")
-        self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        headers = {
+            "user-agent": "clawgate",
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+        }
         if config.api_key:
-            self._headers["authorization"] = f"Bearer {config.api_key}"
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=config.connect_timeout_seconds,
-            sock_read=config.timeout_seconds,
-        )
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:  # made on first use: it belongs to the running event loop
-            self._session = aiohttp.ClientSession(
-                headers=self._headers,
-                timeout=self._timeout,
-                cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies
-                connector=aiohttp.TCPConnector(limit=0),
-                read_bufsize=_READ_BUFFER,
+            headers["authorization"] = f"Bearer {config.api_key}"
+        self._http = (
+            HttpClient(
+                yarl.URL(config.base_url.rstrip("/") + "/chat/completions"),
+                headers,
+                connect_timeout=config.connect_timeout_seconds,
+                read_timeout=config.timeout_seconds,
             )
-        return self._session
+            if config.base_url
+            else None
+        )
 
     async def start(self) -> None:
-        self._client()
+        """Connections are made on first use and kept alive."""
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            self._http.close()
 
     def _body(self, request: ProviderRequest) -> bytes:
         return orjson.dumps(
@@ -187,25 +187,32 @@ class OpenAICompatibleProvider:
         )
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+        if self._http is None:
+            raise ProviderUnavailableError(
+                "provider unreachable: its baseUrl is empty (an unset environment variable?)"
+            )
         answered = False
         body = SseBody()
         try:
-            async with self._client().post(self._url, data=self._body(request)) as response:
+            response = await self._http.post(self._body(request))
+            try:
                 if response.status >= 400:
-                    raise status_error(response.status, await response.read())
+                    raise status_error(response.status, await response.read(_MAX_ERROR_BODY))
                 answered = True
-                async for block in response.content.iter_any():
+                while (block := await response.next_block()) is not None:
                     for text in body.feed(block):
                         yield TextDelta(text)
                     if body.failure is not None:
                         raise body.failure
                     if body.done:
                         break
-        except TimeoutError as error:
-            raise ProviderTimeoutError(f"provider timed out: {type(error).__name__}") from error
-        except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as error:
+            finally:
+                response.release()
+        except UpstreamTimeout as error:
+            raise ProviderTimeoutError(f"provider timed out: {error}") from error
+        except UpstreamUnreachable as error:
             raise ProviderUnavailableError(f"provider unreachable: {error}") from error
-        except (aiohttp.ClientError, ValueError) as error:
+        except (UpstreamBroken, ValueError) as error:
             what = "broke off its answer" if answered else "failed"
-            raise ProviderFailedError(f"provider {what}: {error!r}") from error
+            raise ProviderFailedError(f"provider {what}: {error}") from error
         yield TurnFinished(body.finish_reason, body.usage or Usage(0, body.deltas))

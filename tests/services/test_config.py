@@ -57,6 +57,16 @@ def test_unknown_keys_warn_but_load(caplog: pytest.LogCaptureFixture) -> None:
         ("{ models: { providers: { x: { api: 'nope' } } } }", "models.providers.x"),
         ("{ agents: { list: [ { id: 'a', model: 'ghost/m' } ] } }", "agents.list.0.model"),
         ("{ agents: { list: [ { id: 'a' }, { id: 'a' } ] } }", "appears twice"),
+        (
+            "{ models: { providers: { up: { api: 'openai-compatible',"
+            " baseUrl: 'localhost:80' } } } }",
+            "models.providers.up.openai-compatible.baseUrl",
+        ),
+        (
+            "{ models: { providers: { up: { api: 'openai-compatible', baseUrl: 'http://h',"
+            " apiKey: 'k\\r\\nx-evil: 1' } } } }",
+            "line break",
+        ),
         ("[1]", "top level must be an object"),
         ("{ nope", "not valid JSON5"),
     ],

@@ -8,6 +8,7 @@ from agent_worker.errors import (
     ProviderFailedError,
     ProviderRateLimitedError,
     ProviderRejectedError,
+    ProviderTimeoutError,
     ProviderUnavailableError,
     TurnError,
 )
@@ -22,8 +23,8 @@ from tests.support.processes import free_port
 from tests.support.upstream import UpstreamStandIn
 
 
-def provider(base_url: str) -> OpenAICompatibleProvider:
-    config = {"api": "openai-compatible", "baseUrl": base_url, "apiKey": "k"}
+def provider(base_url: str, **settings: object) -> OpenAICompatibleProvider:
+    config = {"api": "openai-compatible", "baseUrl": base_url, "apiKey": "k", **settings}
     return OpenAICompatibleProvider(OpenAICompatibleProviderConfig.model_validate(config))
 
 
@@ -121,5 +122,19 @@ async def test_upstream_errors_map_to_turn_errors(
 async def test_unreachable_upstream_is_unavailable() -> None:
     client = provider(f"http://127.0.0.1:{free_port()}/v1")
     with pytest.raises(ProviderUnavailableError, match="unreachable"):
+        [e async for e in client.stream(request("m"))]
+    await client.close()
+
+
+async def test_an_upstream_silent_past_its_timeout_times_out(upstream: UpstreamStandIn) -> None:
+    client = provider(upstream.base_url, timeoutSeconds=0.2)
+    with pytest.raises(ProviderTimeoutError, match="no answer for 0.2s"):
+        [e async for e in client.stream(request("slow-600"))]
+    await client.close()
+
+
+async def test_an_empty_base_url_fails_each_turn_clearly() -> None:
+    client = provider("")  # "${OPENAI_BASE_URL}" with the variable unset
+    with pytest.raises(ProviderUnavailableError, match="baseUrl is empty"):
         [e async for e in client.stream(request("m"))]
     await client.close()
