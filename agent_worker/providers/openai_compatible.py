@@ -108,39 +108,44 @@ class SseBody:
         self._pending = lines.pop()
         if len(self._pending) > _MAX_LINE:
             raise ProviderFailedError("provider sent an SSE line over 8 MiB")
+        payloads = [line[5:] for line in lines if line.startswith(b"data:")]
+        if not payloads:
+            return []
+        joined = b",".join(payloads)
+        if b"[DONE]" in joined:  # the last read, or that text inside a chunk: look closely
+            for index, payload in enumerate(payloads):
+                if payload.strip() == b"[DONE]":
+                    self.done = True
+                    joined = b",".join(payloads[:index])
+                    break
+        # One parse for the whole read: each chunk's own parse call cost more than its JSON.
+        chunks = orjson.loads(b"[%s]" % joined)
         texts: list[str] = []
         parts: list[str] = []
         size = 0
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                self.done = True
-                break
-            chunk = orjson.loads(data)
-            if "error" in chunk:
-                message = (chunk["error"] or {}).get("message", "an error event")
-                self.failure = ProviderFailedError(f"provider failed mid-answer: {message}")
-                break
-            if chunk.get("usage"):
-                counts = chunk["usage"]
-                self.usage = Usage(
-                    counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0)
-                )
-            for choice in (chunk.get("choices") or ())[:1]:
-                content = (choice.get("delta") or {}).get("content")
-                if content:
-                    self.deltas += 1
-                    parts.append(content)
-                    size += len(content)
-                    if size >= MAX_DELTA_CHARS:
-                        texts.append("".join(parts))
-                        parts, size = [], 0
-                if choice.get("finish_reason"):
-                    self.finish_reason = _FINISH_REASONS.get(
-                        choice["finish_reason"], FinishReason.STOP
+        try:
+            for chunk in chunks:
+                if "error" in chunk:
+                    message = (chunk["error"] or {}).get("message", "an error event")
+                    self.failure = ProviderFailedError(f"provider failed mid-answer: {message}")
+                    break
+                if counts := chunk.get("usage"):
+                    self.usage = Usage(
+                        counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0)
                     )
+                if choices := chunk.get("choices"):
+                    choice = choices[0]
+                    if (delta := choice.get("delta")) and (content := delta.get("content")):
+                        self.deltas += 1
+                        parts.append(content)
+                        size += len(content)
+                        if size >= MAX_DELTA_CHARS:
+                            texts.append("".join(parts))
+                            parts, size = [], 0
+                    if reason := choice.get("finish_reason"):
+                        self.finish_reason = _FINISH_REASONS.get(reason, FinishReason.STOP)
+        except (AttributeError, LookupError, TypeError) as error:
+            raise ProviderFailedError(f"provider sent a malformed chunk: {error!r}") from None
         if parts:
             texts.append("".join(parts))
         return texts

@@ -87,6 +87,30 @@ def test_text_before_an_error_event_is_kept() -> None:
     assert body.failure is not None and "boom" in body.failure.message
 
 
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b"5",
+        b'"text"',
+        b"[1]",
+        b'{"choices": {"a": 1}}',
+        b'{"choices": [{"delta": "x"}]}',
+        b'{"choices": [{"delta": {"content": "a"}, "finish_reason": ["x"]}]}',
+        b'{"usage": 3}',
+        b'{"error": "plain"}',
+    ],
+)
+def test_a_malformed_chunk_fails_the_answer_clearly(chunk: bytes) -> None:
+    with pytest.raises(ProviderFailedError, match="malformed chunk"):
+        SseBody().feed(b"data: " + chunk + b"\n\n")
+
+
+def test_done_ends_the_answer_even_with_that_text_in_a_chunk() -> None:
+    body = SseBody()
+    texts = body.feed(sse(content("say [DONE]")) + b"data: [DONE]\n\n" + sse(content("late")))
+    assert texts == ["say [DONE]"] and body.done
+
+
 async def test_images_are_sent_as_data_uris(upstream: UpstreamStandIn) -> None:
     client = provider(upstream.base_url)
     message = ChatMessage("user", "look", (Image("image/png", b"\x89PNG"),))
