@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.metric_labels import children_of
+
 _TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _FIRST_TOKEN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -46,3 +48,7 @@ class WorkerMetrics:
         self.turns_in_flight = Gauge(
             "clawgate_worker_turns_in_flight", "Turns running now.", registry=self.registry
         )
+        self.turns_by = children_of(self.turns)
+        self.turn_seconds_by = children_of(self.turn_seconds)
+        self.provider_seconds_by = children_of(self.provider_seconds)
+        self.provider_first_token_seconds_by = children_of(self.provider_first_token_seconds)

@@ -7,7 +7,6 @@ import dataclasses
 import inspect
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing
 from typing import TypeVar
@@ -32,6 +31,7 @@ from agent_worker.errors import (
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.providers.base import Provider, ProviderRequest
 from agent_worker.sessions.store import SessionStore
+from services.ids import random_hex
 from services.logging import fingerprint
 
 log = logging.getLogger("clawgate.worker.turns")
@@ -153,8 +153,8 @@ class TurnRunner:
             raise
         finally:
             self.turns_in_flight -= 1
-            self.metrics.turns.labels(agent.id, outcome).inc()
-            self.metrics.turn_seconds.labels(agent.id).observe(time.monotonic() - started)
+            self.metrics.turns_by(agent.id, outcome).inc()
+            self.metrics.turn_seconds_by(agent.id).observe(time.monotonic() - started)
 
     @staticmethod
     def _check(request: TurnRequest, provider: Provider) -> None:
@@ -184,7 +184,7 @@ class TurnRunner:
             *new_context,
             request.input,
         )
-        run_id = uuid.uuid4().hex
+        run_id = random_hex()
         if log.isEnabledFor(logging.INFO):  # the session's fingerprint costs a hash
             log.info(
                 "turn %s started: agent=%s model=%s session=%s history=%d",
@@ -208,9 +208,9 @@ class TurnRunner:
                 while (event := await deadline.wait_for(anext(events, None))) is not None:
                     if isinstance(event, TextDelta):
                         if not reply:
-                            self.metrics.provider_first_token_seconds.labels(
-                                agent.provider
-                            ).observe(time.monotonic() - asked)
+                            self.metrics.provider_first_token_seconds_by(agent.provider).observe(
+                                time.monotonic() - asked
+                            )
                         reply.append(event.text)
                         yield event
                     else:
@@ -219,7 +219,7 @@ class TurnRunner:
             deadline.cancel()
         if finished is None:
             raise ProviderFailedError("the provider ended its answer without finishing it")
-        self.metrics.provider_seconds.labels(agent.provider).observe(time.monotonic() - asked)
+        self.metrics.provider_seconds_by(agent.provider).observe(time.monotonic() - asked)
         turn = [*new_context, request.input, ChatMessage("assistant", "".join(reply))]
         # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
         await asyncio.shield(self._store.append_turn(request.session_key, turn))

@@ -82,13 +82,13 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
     access = AccessGuard(
         Authenticator.from_config(auth, config.gateway.bind),
         AuthFailureLimiter(auth.rate_limit),
-        on_failure=lambda reason: metrics.auth_failures.labels(reason).inc(),
+        on_failure=lambda reason: metrics.auth_failures_by(reason).inc(),
     )
     workers = WorkerPool(
         config.gateway.workers,
         shared_secret=config.worker.shared_secret,
         resolve_seconds=config.gateway.worker_resolve_seconds,
-        on_outcome=lambda outcome: metrics.worker_calls.labels(outcome).inc(),
+        on_outcome=lambda outcome: metrics.worker_calls_by(outcome).inc(),
     )
     agent_ids = frozenset(agent.id for agent in config.agents.entries)
     state = EdgeState(config, access, agent_ids, workers, int(time.time()), metrics)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 
 import orjson
@@ -29,6 +28,7 @@ from gateway_edge.state import EdgeState
 from gateway_edge.turn_input import turn_request_for
 from gateway_edge.worker_pool import TurnCall
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+from services.ids import random_hex
 from services.logging import request_id_var
 
 log = logging.getLogger("clawgate.edge")
@@ -183,7 +183,7 @@ class ChatCompletionsEndpoint:
         record.agent, record.session_key = agent_id, session_key
         turn_request = turn_request_for(chat, agent_id, session_key, request_id_var.get())
         completion = Completion(
-            f"chatcmpl_{uuid.uuid4().hex}",
+            f"chatcmpl_{random_hex()}",
             int(time.time()),
             chat.model or "openclaw",
             record,

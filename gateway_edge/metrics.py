@@ -13,6 +13,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from services.metric_labels import children_of
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _FIRST_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 ROUTES = frozenset(
@@ -71,6 +73,10 @@ class EdgeMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.requests_by = children_of(self.requests)
+        self.request_seconds_by = children_of(self.request_seconds)
+        self.worker_calls_by = children_of(self.worker_calls)
+        self.auth_failures_by = children_of(self.auth_failures)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

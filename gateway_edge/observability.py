@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway_edge.metrics import EdgeMetrics, route_label
+from services.ids import random_hex
 from services.logging import fingerprint, request_id_var
 
 log = logging.getLogger("clawgate.edge.access")
@@ -50,7 +50,7 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         given = next((value for name, value in scope["headers"] if name == b"x-request-id"), b"")
-        request_id = given if _ACCEPTABLE_ID.fullmatch(given) else uuid.uuid4().hex.encode()
+        request_id = given if _ACCEPTABLE_ID.fullmatch(given) else random_hex().encode()
         request_id_var.set(request_id.decode())
         record = scope[RECORD_KEY] = RequestRecord(time.monotonic())
         status = 500
@@ -70,8 +70,8 @@ class ObservabilityMiddleware:
     def _observe(self, scope: Scope, record: RequestRecord, status: int) -> None:
         ended = time.monotonic()
         route = route_label(scope["path"])
-        self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-        self.metrics.request_seconds.labels(route).observe(ended - record.started)
+        self.metrics.requests_by(route, scope["method"], str(status)).inc()
+        self.metrics.request_seconds_by(route).observe(ended - record.started)
         first_token = None
         if record.first_token_at is not None:
             first_token = record.first_token_at - record.started
