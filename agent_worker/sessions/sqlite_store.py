@@ -171,14 +171,18 @@ class SqliteSessionStore:
 
         return await self._run(read)
 
-    async def append_turn(self, session_key: str, messages: Sequence[ChatMessage]) -> None:
+    def append_turn(
+        self, session_key: str, messages: Sequence[ChatMessage]
+    ) -> asyncio.Future[None]:
         """Stores a whole turn or nothing. Turns that end together share one transaction (a
-        group commit): under load that is one disk sync and one thread hop for many turns."""
-        done = asyncio.get_running_loop().create_future()
+        group commit): under load that is one disk sync and one thread hop for many turns. The
+        write is queued now; the future tells how it went."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
         self._unwritten.append((session_key, messages, done))
         if len(self._unwritten) == 1:
-            asyncio.get_running_loop().call_soon(self._write_unwritten)
-        await done
+            loop.call_soon(self._write_unwritten)
+        return done
 
     def _write_unwritten(self) -> None:
         turns, self._unwritten = self._unwritten, []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
@@ -28,8 +28,9 @@ class SessionStore(Protocol):
     async def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
         """The session's messages, oldest first; only the last `limit` when given."""
 
-    async def append_turn(self, session_key: str, messages: Sequence[ChatMessage]) -> None:
-        """Appends one turn's messages atomically: all of them are stored, or none."""
+    def append_turn(self, session_key: str, messages: Sequence[ChatMessage]) -> Awaitable[None]:
+        """Appends one turn's messages atomically: all of them are stored, or none. A store may
+        start the write at once and return a future (no task for the caller to shield)."""
 
     async def delete(self, session_key: str) -> bool:
         """Deletes the transcript; whether there was one."""

@@ -1,0 +1,75 @@
+"""The servicer's proto <-> domain conversions."""
+
+from __future__ import annotations
+
+from agent_worker.domain import (
+    ChatMessage,
+    FinishReason,
+    Image,
+    Sampling,
+    TextDelta,
+    TurnFinished,
+    TurnStarted,
+    Usage,
+)
+from agent_worker.servicer import event_to_proto, sampling_from_proto, turn_request_from_proto
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+
+
+def test_unset_sampling_options_are_none() -> None:
+    assert sampling_from_proto(pb.SamplingOptions()) == Sampling()
+
+
+def test_every_sampling_option_is_read_and_zero_is_not_unset() -> None:
+    options = pb.SamplingOptions(
+        temperature=0.0,
+        top_p=0.5,
+        max_tokens=7,
+        stop=["x", "y"],
+        seed=0,
+        presence_penalty=-1.0,
+        frequency_penalty=1.5,
+        response_format=pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+        json_schema='{"name": "s"}',
+    )
+    assert sampling_from_proto(options) == Sampling(
+        temperature=0.0,
+        top_p=0.5,
+        max_tokens=7,
+        stop=("x", "y"),
+        seed=0,
+        presence_penalty=-1.0,
+        frequency_penalty=1.5,
+        response_format="json_schema",
+        json_schema='{"name": "s"}',
+    )
+    assert sampling_from_proto(pb.SamplingOptions(max_tokens=3)) == Sampling(max_tokens=3)
+
+
+def test_a_turn_request_keeps_its_messages_images_and_flags() -> None:
+    request = pb.RunTurnRequest(
+        agent_id="main",
+        session_key="k",
+        input=pb.Message(
+            role=pb.ROLE_USER, text="look", images=[pb.Image(media_type="image/png", data=b"1")]
+        ),
+        context=[pb.Message(role=pb.ROLE_ASSISTANT, text="before")],
+        extra_system_prompt="be brief",
+        request_id="r1",
+        new_session=True,
+    )
+    turn = turn_request_from_proto(request)
+    assert turn.input == ChatMessage("user", "look", (Image("image/png", b"1"),))
+    assert turn.context == (ChatMessage("assistant", "before"),)
+    assert (turn.agent_id, turn.session_key, turn.extra_system_prompt) == ("main", "k", "be brief")
+    assert turn.request_id == "r1" and turn.new_session and turn.sampling == Sampling()
+
+
+def test_events_become_their_proto_kind() -> None:
+    delta = event_to_proto(TextDelta("hi"))
+    assert delta.WhichOneof("event") == "delta" and delta.delta.text == "hi"
+    started = event_to_proto(TurnStarted("run", "m/x"))
+    assert (started.started.run_id, started.started.model) == ("run", "m/x")
+    finished = event_to_proto(TurnFinished(FinishReason.LENGTH, Usage(3, 4)))
+    assert finished.finished.finish_reason == pb.FINISH_REASON_LENGTH
+    assert finished.finished.usage.total_tokens == 7
