@@ -3,7 +3,9 @@ messages.
 
 Each turn runs in its own task and queues its events; one sender takes whatever is ready across
 all turns, within each turn's credit, and writes it as one message. A turn whose caller has no
-room left stops being read, and once its queue is full its provider waits.
+room left stops being read, and once its queue is full its provider waits. Events are queued as
+domain objects and written straight into the outgoing message: building a proto per event and
+copying it into the message cost more than twice as much.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from contextlib import aclosing
 
 import grpc
 
+from agent_worker.domain import TurnEvent, TurnFinished
 from agent_worker.errors import TurnError
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.logging import request_id_var
@@ -23,13 +26,15 @@ from services.logging import request_id_var
 log = logging.getLogger("clawgate.worker")
 EVENT_BUFFER = 256  # events a turn may run ahead of its caller before the provider is paused
 _UNLIMITED = 2**62
-_DRAINING = pb.TurnError(
-    code=grpc.StatusCode.UNAVAILABLE.value[0], message="the worker is shutting down"
-)
+RunTurn = Callable[[pb.RunTurnRequest], AsyncGenerator[TurnEvent, None]]
+FillEvent = Callable[[pb.RunTurnEvent, TurnEvent], None]
 
 
-def error_event(error: TurnError) -> pb.RunTurnEvent:
-    return pb.RunTurnEvent(error=pb.TurnError(code=error.code.value[0], message=error.message))
+class _Draining(TurnError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+_DRAINING = _Draining("the worker is shutting down")
 
 
 class _Turn:
@@ -38,7 +43,7 @@ class _Turn:
     def __init__(self, turn_id: int, credit: int) -> None:
         self.id = turn_id
         self.task: asyncio.Task[None] | None = None
-        self.events: deque[pb.RunTurnEvent] = deque()
+        self.events: deque[TurnEvent | TurnError] = deque()
         self.credit = credit
         self.ended = False  # its last event is queued
         self.room = asyncio.Event()  # set while the queue has room
@@ -50,13 +55,15 @@ class ExchangeCall:
 
     def __init__(
         self,
-        to_events: Callable[[pb.RunTurnRequest], AsyncGenerator[pb.RunTurnEvent, None]],
+        run_turn: RunTurn,
+        fill_event: FillEvent,
         *,
         draining: Callable[[], bool],
         on_turn_open: Callable[[], None],
         on_turn_closed: Callable[[], None],
     ) -> None:
-        self._to_events = to_events
+        self._run_turn = run_turn
+        self._fill_event = fill_event
         self._draining = draining
         self._on_turn_open = on_turn_open
         self._on_turn_closed = on_turn_closed
@@ -78,8 +85,8 @@ class ExchangeCall:
                 self._wakeup.clear()
                 if not self._ready:
                     continue
-                turns, finished = self._take_ready()
-                yield pb.ExchangeResponse(turns=turns)
+                response, finished = self._take_ready()
+                yield response
                 for _ in range(finished):  # counted once their last event is written
                     self._on_turn_closed()
         finally:
@@ -116,16 +123,16 @@ class ExchangeCall:
         self._turns[turn.id] = turn
         self._on_turn_open()
         if self._draining():
-            self._push(turn, pb.RunTurnEvent(error=_DRAINING), last=True)
+            self._push(turn, _DRAINING, last=True)
             return
         turn.task = asyncio.create_task(self._produce(turn, opened.request))
 
     async def _produce(self, turn: _Turn, request: pb.RunTurnRequest) -> None:
         request_id_var.set(request.request_id or "-")
         try:
-            async with aclosing(self._to_events(request)) as events:
+            async with aclosing(self._run_turn(request)) as events:
                 async for event in events:
-                    ending = event.HasField("finished") or event.HasField("error")
+                    ending = isinstance(event, TurnFinished)
                     self._push(turn, event, last=ending)
                     if ending:
                         continue  # the runner still gets to finish (its lock, its metrics)
@@ -134,17 +141,16 @@ class ExchangeCall:
                         await turn.room.wait()
         except TurnError as error:
             log.warning("turn failed: %s: %s", error.code.name, error.message)
-            self._push(turn, error_event(error), last=True)
+            self._push(turn, error, last=True)
         except Exception:
             log.exception("turn failed unexpectedly")
             failure = TurnError("the worker failed unexpectedly while running the turn")
-            self._push(turn, error_event(failure), last=True)
+            self._push(turn, failure, last=True)
         else:
             if not turn.ended:
-                failure = TurnError("the turn ended without finishing")
-                self._push(turn, error_event(failure), last=True)
+                self._push(turn, TurnError("the turn ended without finishing"), last=True)
 
-    def _push(self, turn: _Turn, event: pb.RunTurnEvent, *, last: bool) -> None:
+    def _push(self, turn: _Turn, event: TurnEvent | TurnError, *, last: bool) -> None:
         turn.events.append(event)
         turn.ended = last
         self._mark_ready(turn)
@@ -154,14 +160,24 @@ class ExchangeCall:
             self._ready[turn.id] = turn
             self._wakeup.set()
 
-    def _take_ready(self) -> tuple[list[pb.TurnEvents], int]:
-        batches: list[pb.TurnEvents] = []
+    def _take_ready(self) -> tuple[pb.ExchangeResponse, int]:
+        response = pb.ExchangeResponse()
         finished = 0
+        fill_event = self._fill_event
         for turn in self._ready.values():
             count = min(turn.credit, len(turn.events))
             turn.credit -= count
-            taken = [turn.events.popleft() for _ in range(count)]
-            batches.append(pb.TurnEvents(turn_id=turn.id, events=taken))
+            batch = response.turns.add()
+            batch.turn_id = turn.id
+            add_event = batch.events.add
+            for _ in range(count):
+                event = turn.events.popleft()
+                if isinstance(event, TurnError):
+                    error = add_event().error
+                    error.code = event.code.value[0]
+                    error.message = event.message
+                else:
+                    fill_event(add_event(), event)
             if turn.ended and not turn.events:
                 del self._turns[turn.id]
                 finished += 1
@@ -172,7 +188,7 @@ class ExchangeCall:
             for turn_id, turn in self._ready.items()
             if turn.events and turn.credit > 0 and self._turns.get(turn_id) is turn
         }
-        return batches, finished
+        return response, finished
 
     def _close(self, turn: _Turn) -> None:
         """Aborts a turn whose caller is gone; nothing more of it is sent."""

@@ -7,7 +7,7 @@ import dataclasses
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing
 from typing import TypeVar
 
@@ -127,7 +127,7 @@ class TurnRunner:
         self.metrics = metrics or WorkerMetrics()
         self.metrics.turns_in_flight.set_function(lambda: self.turns_in_flight)
 
-    async def run(self, request: TurnRequest) -> AsyncIterator[TurnEvent]:
+    async def run(self, request: TurnRequest) -> AsyncGenerator[TurnEvent, None]:
         if self.turns_in_flight >= self._max_concurrent_turns:
             raise WorkerAtCapacityError(
                 f"worker is at capacity ({self._max_concurrent_turns} turns in flight)"

@@ -7,12 +7,14 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 
+from agent_worker.domain import FinishReason, TextDelta, TurnEvent, TurnFinished, TurnStarted, Usage
 from agent_worker.errors import WorkerAtCapacityError
 from agent_worker.exchange import EVENT_BUFFER, ExchangeCall
+from agent_worker.servicer import fill_event
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 
-STARTED = pb.RunTurnEvent(started=pb.TurnStarted(run_id="r", model="echo/echo"))
-FINISHED = pb.RunTurnEvent(finished=pb.TurnFinished(finish_reason=pb.FINISH_REASON_STOP))
+STARTED = TurnStarted(run_id="r", model="echo/echo")
+FINISHED = TurnFinished(FinishReason.STOP, Usage(0, 0))
 
 
 class Harness:
@@ -29,6 +31,7 @@ class Harness:
         self.received: dict[int, list[pb.RunTurnEvent]] = {}
         self.call = ExchangeCall(
             self.events,
+            fill_event,
             draining=lambda: self.draining,
             on_turn_open=self.opened,
             on_turn_closed=self.closed,
@@ -41,14 +44,14 @@ class Harness:
     def closed(self) -> None:
         self.open_turns -= 1
 
-    async def events(self, request: pb.RunTurnRequest) -> AsyncGenerator[pb.RunTurnEvent, None]:
+    async def events(self, request: pb.RunTurnRequest) -> AsyncGenerator[TurnEvent, None]:
         if self.fail:
             raise WorkerAtCapacityError("worker is at capacity")
         try:
             yield STARTED
             for index in range(self.words):
                 self.produced += 1
-                yield pb.RunTurnEvent(delta=pb.TextDelta(text=f"w{index} "))
+                yield TextDelta(f"w{index} ")
             yield FINISHED
         except (asyncio.CancelledError, GeneratorExit):
             self.cancelled.set()

@@ -12,7 +12,7 @@ from agent_worker.domain import (
     TurnStarted,
     Usage,
 )
-from agent_worker.servicer import event_to_proto, sampling_from_proto, turn_request_from_proto
+from agent_worker.servicer import fill_event, sampling_from_proto, turn_request_from_proto
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 
 
@@ -65,11 +65,20 @@ def test_a_turn_request_keeps_its_messages_images_and_flags() -> None:
     assert turn.request_id == "r1" and turn.new_session and turn.sampling == Sampling()
 
 
+def filled(event: TextDelta | TurnStarted | TurnFinished) -> pb.RunTurnEvent:
+    target = pb.RunTurnEvent()
+    fill_event(target, event)
+    return target
+
+
 def test_events_become_their_proto_kind() -> None:
-    delta = event_to_proto(TextDelta("hi"))
+    delta = filled(TextDelta("hi"))
     assert delta.WhichOneof("event") == "delta" and delta.delta.text == "hi"
-    started = event_to_proto(TurnStarted("run", "m/x"))
+    started = filled(TurnStarted("run", "m/x"))
+    assert started.WhichOneof("event") == "started"
     assert (started.started.run_id, started.started.model) == ("run", "m/x")
-    finished = event_to_proto(TurnFinished(FinishReason.LENGTH, Usage(3, 4)))
+    finished = filled(TurnFinished(FinishReason.LENGTH, Usage(3, 4)))
+    assert finished.WhichOneof("event") == "finished"
     assert finished.finished.finish_reason == pb.FINISH_REASON_LENGTH
-    assert finished.finished.usage.total_tokens == 7
+    usage = finished.finished.usage
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (3, 4, 7)
