@@ -106,8 +106,8 @@ class WorkerLink:
         self._turns: dict[int, TurnInbox] = {}
         self._call: grpc.aio.StreamStreamCall | None = None
         self._tasks: tuple[asyncio.Task[None], ...] = ()
-        self._opens: list[pb.TurnOpen] = []
-        self._cancels: list[int] = []
+        # The next message, built in place: a sub-message given to a constructor is copied.
+        self._frame = pb.ExchangeRequest()
         self._credits: dict[int, int] = {}
         self._pending = asyncio.Event()
 
@@ -116,7 +116,10 @@ class WorkerLink:
             self._connect()
         inbox = TurnInbox(self, next(self._ids))
         self._turns[inbox.id] = inbox
-        self._opens.append(pb.TurnOpen(turn_id=inbox.id, request=request, credit=CREDIT))
+        opened = self._frame.opens.add()
+        opened.turn_id = inbox.id
+        opened.credit = CREDIT
+        opened.request.CopyFrom(request)
         self._pending.set()
         return inbox
 
@@ -128,7 +131,7 @@ class WorkerLink:
     def cancel(self, turn_id: int) -> None:
         if self._turns.pop(turn_id, None) is not None:
             self._credits.pop(turn_id, None)
-            self._cancels.append(turn_id)
+            self._frame.cancels.append(turn_id)
             self._pending.set()
 
     async def close(self) -> None:
@@ -153,9 +156,12 @@ class WorkerLink:
         while True:
             await self._pending.wait()
             self._pending.clear()
-            credits = [pb.TurnCredit(turn_id=k, events=v) for k, v in self._credits.items()]
-            frame = pb.ExchangeRequest(opens=self._opens, cancels=self._cancels, credits=credits)
-            self._opens, self._cancels, self._credits = [], [], {}
+            frame, self._frame = self._frame, pb.ExchangeRequest()
+            for turn_id, events in self._credits.items():
+                credit = frame.credits.add()
+                credit.turn_id = turn_id
+                credit.events = events
+            self._credits = {}
             try:
                 await call.write(frame)
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
@@ -193,6 +199,6 @@ class WorkerLink:
         writer.cancel()
         self._tasks = ()
         turns, self._turns = self._turns, {}
-        self._opens, self._cancels, self._credits = [], [], {}
+        self._frame, self._credits = pb.ExchangeRequest(), {}
         for inbox in turns.values():
             inbox.fail(failure)
