@@ -104,7 +104,22 @@ class SseBody:
 
     def feed(self, block: bytes) -> list[str]:
         """The text of this read's complete lines; sets done, failure, finish_reason, usage."""
-        lines = (self._pending + block).split(b"\n")
+        data = self._pending + block if self._pending else block
+        if data.startswith(b"data: ") and data.endswith(b"\n\n"):
+            # The usual read: nothing but whole `data: {...}` events. The events' JSON joined by
+            # commas is then the text between them (JSON holds no raw line break): one replace.
+            inner = data[6:-2]
+            done = inner == b"[DONE]"
+            if done:
+                inner = b""
+            elif inner.endswith(b"\n\ndata: [DONE]"):
+                inner, done = inner[:-14], True
+            joined = inner.replace(b"\n\ndata: ", b",")
+            if b"\n" not in joined and b"[DONE]" not in joined:
+                self._pending = b""
+                self.done = done
+                return self._texts(orjson.loads(b"[%s]" % joined)) if joined else []
+        lines = data.split(b"\n")
         self._pending = lines.pop()
         if len(self._pending) > _MAX_LINE:
             raise ProviderFailedError("provider sent an SSE line over 8 MiB")
@@ -119,7 +134,9 @@ class SseBody:
                     joined = b",".join(payloads[:index])
                     break
         # One parse for the whole read: each chunk's own parse call cost more than its JSON.
-        chunks = orjson.loads(b"[%s]" % joined)
+        return self._texts(orjson.loads(b"[%s]" % joined)) if joined else []
+
+    def _texts(self, chunks: list[Any]) -> list[str]:
         texts: list[str] = []
         parts: list[str] = []
         size = 0

@@ -3,7 +3,15 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from agent_worker.domain import ChatMessage, FinishReason, Image, Sampling, TextDelta, TurnFinished
+from agent_worker.domain import (
+    ChatMessage,
+    FinishReason,
+    Image,
+    Sampling,
+    TextDelta,
+    TurnFinished,
+    Usage,
+)
 from agent_worker.errors import (
     ProviderFailedError,
     ProviderRateLimitedError,
@@ -85,6 +93,44 @@ def test_text_before_an_error_event_is_kept() -> None:
     body = SseBody()
     assert body.feed(sse(content("partial"), {"error": {"message": "boom"}})) == ["partial"]
     assert body.failure is not None and "boom" in body.failure.message
+
+
+def outcome(*reads: bytes) -> tuple[list[str], bool, Usage | None, FinishReason, int]:
+    body = SseBody()
+    texts = [text for read in reads for text in body.feed(read)]
+    return texts, body.done, body.usage, body.finish_reason, body.deltas
+
+
+ANSWER = sse(
+    content("a"),
+    content('b\n"c"'),  # JSON escapes the line break: no raw one in the event
+    {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
+    {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}},
+)
+
+
+@pytest.mark.parametrize(
+    "other_shape",
+    [
+        ANSWER.replace(b"\n\n", b"\r\n\r\n"),  # CRLF line ends
+        ANSWER.replace(b"data: ", b"data:"),  # no space after the colon
+        b": keep-alive\n\n" + ANSWER,  # a comment line
+        ANSWER.replace(b"\n\n", b"\nevent: chunk\n\n"),  # another field
+    ],
+)
+@pytest.mark.parametrize("done", [b"data: [DONE]\n\n", b""])
+def test_every_sse_shape_reads_as_the_plain_one(other_shape: bytes, done: bytes) -> None:
+    expected = outcome(ANSWER + done)
+    assert expected == (['ab\n"c"'], bool(done), Usage(2, 3), FinishReason.LENGTH, 2)
+    assert outcome(other_shape + done) == expected
+    split = len(ANSWER) // 2  # a read that ends mid-line, then the rest
+    assert outcome(ANSWER[:split], ANSWER[split:] + done)[1:] == expected[1:]
+
+
+def test_only_done_or_a_late_chunk_after_it() -> None:
+    assert outcome(b"data: [DONE]\n\n") == ([], True, None, FinishReason.STOP, 0)
+    late = b"data: [DONE]\n\n" + sse(content("late"))
+    assert outcome(late) == ([], True, None, FinishReason.STOP, 0)
 
 
 @pytest.mark.parametrize(
