@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from agent_worker.agents import AgentRegistry
 from agent_worker.domain import (
     ChatMessage,
     FinishReason,
@@ -12,7 +16,16 @@ from agent_worker.domain import (
     TurnStarted,
     Usage,
 )
-from agent_worker.servicer import fill_event, sampling_from_proto, turn_request_from_proto
+from agent_worker.providers.registry import build_provider
+from agent_worker.servicer import (
+    AgentServicer,
+    fill_event,
+    sampling_from_proto,
+    turn_request_from_proto,
+)
+from agent_worker.sessions.sqlite_store import SqliteSessionStore
+from agent_worker.turn_runner import TurnRunner
+from services.config import parse_config
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 
 
@@ -82,3 +95,39 @@ def test_events_become_their_proto_kind() -> None:
     assert finished.finished.finish_reason == pb.FINISH_REASON_LENGTH
     usage = finished.finished.usage
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (3, 4, 7)
+
+
+async def test_a_turns_events_go_out_before_its_sqlite_write_starts(tmp_path: Path) -> None:
+    """The writer thread must not compete with the sender for the GIL at the first message."""
+    config = parse_config(
+        '{ sessions: { store: "sqlite:///' + str(tmp_path / "s.db") + '" },'
+        ' models: { providers: { echo: { api: "echo", reply: "a b c" } } },'
+        ' agents: { defaults: { model: "echo/e" } } }'
+    )
+    order: list[str] = []
+
+    class RecordingStore(SqliteSessionStore):
+        def _write_unwritten(self) -> None:
+            order.append("write")
+            super()._write_unwritten()
+
+    store = RecordingStore(tmp_path / "s.db")
+    await store.open()
+    agents = AgentRegistry.from_config(config)
+    providers = {"echo": build_provider(config.models.providers["echo"])}
+    runner = TurnRunner(agents, providers, store, max_concurrent_turns=4, session_wait_timeout=1)
+    servicer = AgentServicer(runner, agents, store)
+    request = pb.RunTurnRequest(
+        agent_id="main", session_key="k", input=pb.Message(role=pb.ROLE_USER, text="hi")
+    )
+
+    async def one_open() -> AsyncIterator[pb.ExchangeRequest]:
+        yield pb.ExchangeRequest(opens=[pb.TurnOpen(turn_id=1, request=request)])
+
+    kinds: list[str] = []
+    async for response in servicer._exchange().responses(one_open()):
+        order.append("message")
+        kinds += [str(event.WhichOneof("event")) for event in response.turns[0].events]
+    await store.close()
+    assert kinds == ["started", "delta", "delta", "delta", "finished"]
+    assert order == ["message", "write", "message"]
