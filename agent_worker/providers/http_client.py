@@ -74,6 +74,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.in_request = False
         self.status = 0
+        self.location = ""  # where a redirect points
         self.headers_done = False
         self.complete = False
         self.keep_alive = False  # read when the answer completes: the parser forgets it after
@@ -115,8 +116,11 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() in (b"content-length", b"transfer-encoding"):
+        name = name.lower()
+        if name in (b"content-length", b"transfer-encoding"):
             self._length_known = True
+        elif name == b"location":
+            self.location = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -210,12 +214,13 @@ class _Connection(asyncio.Protocol):
 class UpstreamResponse:
     """An answer being read; `release()` must be called once the caller is done with it."""
 
-    __slots__ = ("status", "_connection", "_client")
+    __slots__ = ("status", "location", "_connection", "_client")
 
     def __init__(self, client: HttpClient, connection: _Connection) -> None:
         self._client = client
         self._connection = connection
         self.status = connection.status
+        self.location = connection.location  # of a redirect, which is not followed
 
     async def next_block(self) -> bytes | None:
         """The body bytes that arrived since the last call (waiting for some), None at its end."""

@@ -72,8 +72,13 @@ def sampling_arguments(sampling: Sampling) -> dict[str, Any]:
     return arguments
 
 
-def status_error(status: int, body: bytes) -> TurnError:
+def status_error(status: int, body: bytes, location: str = "") -> TurnError:
     """Maps an upstream HTTP error to the worker's errors (and so to gRPC codes)."""
+    if 300 <= status < 400:  # an API client does not follow these: the baseUrl needs fixing
+        return ProviderFailedError(
+            f"provider redirected ({status}) to {location or 'nowhere'}: set baseUrl to the"
+            " address it names"
+        )
     try:
         detail = orjson.loads(body)["error"]["message"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -99,6 +104,7 @@ class SseBody:
         self.usage: Usage | None = None
         self.deltas = 0  # content chunks seen: the usage when the provider reports none
         self.done = False  # [DONE] arrived
+        self.events = 0  # data events read (an answer without any is not SSE at all)
         self.failure: ProviderFailedError | None = None  # an error event arrived
         self._pending = b""
 
@@ -137,6 +143,7 @@ class SseBody:
         return self._texts(orjson.loads(b"[%s]" % joined)) if joined else []
 
     def _texts(self, chunks: list[Any]) -> list[str]:
+        self.events += len(chunks)
         texts: list[str] = []
         parts: list[str] = []
         size = 0
@@ -218,8 +225,9 @@ class OpenAICompatibleProvider:
         try:
             response = await self._http.post(self._body(request))
             try:
-                if response.status >= 400:
-                    raise status_error(response.status, await response.read(_MAX_ERROR_BODY))
+                if response.status >= 300:
+                    body_bytes = await response.read(_MAX_ERROR_BODY)
+                    raise status_error(response.status, body_bytes, response.location)
                 answered = True
                 while (block := await response.next_block()) is not None:
                     for text in body.feed(block):
@@ -237,4 +245,8 @@ class OpenAICompatibleProvider:
         except (UpstreamBroken, ValueError) as error:
             what = "broke off its answer" if answered else "failed"
             raise ProviderFailedError(f"provider {what}: {error}") from error
+        if not body.done and not body.events:
+            raise ProviderFailedError(
+                "provider's answer held no SSE events: is baseUrl an OpenAI-compatible API?"
+            )
         yield TurnFinished(body.finish_reason, body.usage or Usage(0, body.deltas))

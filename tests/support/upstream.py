@@ -1,6 +1,7 @@
 """A small OpenAI-compatible upstream stand-in (raw ASGI on uvicorn, in a thread).
 
-The requested `model` steers it: `status-<code>` answers that HTTP error, `break-after-<n>`
+The requested `model` steers it: `status-<code>` answers that HTTP error, `redirect` answers
+308 to another address, `not-sse` answers a plain JSON completion, `break-after-<n>`
 streams n chunks then drops the connection, `slow-<ms>` waits between its 300 chunks,
 `big-<n>` streams n chunks of about 1 KB as fast as the client takes them; anything else
 streams "one two three" with usage. It records every request body, how many chunks it sent,
@@ -93,6 +94,24 @@ class UpstreamStandIn:
                 }
             )
             await send({"type": "http.response.body", "body": orjson.dumps(error)})
+            return
+        if model in ("redirect", "not-sse"):
+            redirect = model == "redirect"
+            headers = [(b"location", b"https://elsewhere.example/v1/chat/completions")]
+            completion = {"choices": [{"index": 0, "message": {"content": "json, not SSE"}}]}
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 308 if redirect else 200,
+                    "headers": headers if redirect else [(b"content-type", b"application/json")],
+                }
+            )
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"" if redirect else orjson.dumps(completion),
+                }
+            )
             return
         await send(
             {

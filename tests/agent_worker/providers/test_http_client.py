@@ -4,8 +4,12 @@ framing, keep-alive and failure case is the server's choice."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import yarl
@@ -334,3 +338,46 @@ def test_the_request_head_names_host_and_port_and_refuses_line_breaks() -> None:
 def test_only_http_urls_are_accepted() -> None:
     with pytest.raises(ValueError, match="not an http"):
         client(yarl.URL("ftp://h/c"))
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost, made with the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed: no certificate for the TLS tests")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+        + ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def tls_server(cert: Path, key: Path) -> tuple[asyncio.Server, int]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = RawServer(answer_chunked)
+    port = server.port
+    return await asyncio.start_server(server._serve, "127.0.0.1", port, ssl=context), port
+
+
+async def test_https_verifies_the_certificate_and_reads_the_answer(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = certificate
+    server, port = await tls_server(cert, key)
+    url = yarl.URL(f"https://localhost:{port}/v1/chat/completions")
+    try:
+        with pytest.raises(UpstreamUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
+            await client(url).post(b"{}")  # not signed by a CA this machine trusts
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now it is
+        http = client(url)
+        assert await body_of(http) == (200, b"data: a\n\nb")
+        assert await body_of(http) == (200, b"data: a\n\nb")
+        http.close()
+    finally:
+        server.close()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import orjson
 import pytest
 
@@ -187,6 +189,22 @@ async def test_upstream_errors_map_to_turn_errors(
         [e async for e in client.stream(request(model))]
     await client.close()
     assert type(caught.value) is error and caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("redirect", "redirected (308) to https://elsewhere.example/v1/chat/completions"),
+        ("not-sse", "held no SSE events"),
+    ],
+)
+async def test_a_redirect_or_an_answer_that_is_not_sse_fails_clearly(
+    upstream: UpstreamStandIn, model: str, message: str
+) -> None:
+    client = provider(upstream.base_url)
+    with pytest.raises(ProviderFailedError, match=re.escape(message)):
+        [e async for e in client.stream(request(model))]
+    await client.close()
 
 
 async def test_unreachable_upstream_is_unavailable() -> None:
