@@ -27,7 +27,7 @@ log = logging.getLogger("clawgate.worker")
 EVENT_BUFFER = 256  # events a turn may run ahead of its caller before the provider is paused
 _UNLIMITED = 2**62
 RunTurn = Callable[[pb.RunTurnRequest], AsyncGenerator[TurnEvent, None]]
-FillEvent = Callable[[pb.RunTurnEvent, TurnEvent], None]
+FillEvent = Callable[[pb.RunTurnEvent, TurnEvent | TurnError], None]
 
 
 class _Draining(TurnError):
@@ -171,13 +171,7 @@ class ExchangeCall:
             batch.turn_id = turn.id
             add_event = batch.events.add
             for _ in range(count):
-                event = turn.events.popleft()
-                if isinstance(event, TurnError):
-                    error = add_event().error
-                    error.code = event.code.value[0]
-                    error.message = event.message
-                else:
-                    fill_event(add_event(), event)
+                fill_event(add_event(), turn.events.popleft())
             if turn.ended and not turn.events:
                 del self._turns[turn.id]
                 finished += 1

@@ -22,6 +22,7 @@ from agent_worker.domain import (
     TurnRequest,
     TurnStarted,
 )
+from agent_worker.errors import TurnError
 from agent_worker.exchange import ExchangeCall
 from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_runner import TurnRunner
@@ -102,14 +103,18 @@ async def _only(request: pb.RunTurnRequest) -> AsyncIterator[pb.ExchangeRequest]
     yield pb.ExchangeRequest(opens=[pb.TurnOpen(turn_id=1, request=request)])
 
 
-def fill_event(target: pb.RunTurnEvent, event: TurnEvent) -> None:
-    """Writes a domain event into an empty proto event, in place (no message to copy)."""
+def fill_event(target: pb.RunTurnEvent, event: TurnEvent | TurnError) -> None:
+    """Writes a domain event (or the error that ends a turn) into an empty proto event, in
+    place: no message to copy."""
     if isinstance(event, TextDelta):
         target.delta.text = event.text
     elif isinstance(event, TurnStarted):
         started = target.started
         started.run_id = event.run_id
         started.model = event.model
+    elif isinstance(event, TurnError):
+        target.error.code = event.code.value[0]
+        target.error.message = event.message
     else:
         finished = target.finished
         finished.finish_reason = _FINISH_REASONS[event.finish_reason]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
+
 from agent_worker.agents import AgentRegistry
 from agent_worker.domain import (
     ChatMessage,
@@ -16,6 +18,7 @@ from agent_worker.domain import (
     TurnStarted,
     Usage,
 )
+from agent_worker.errors import SessionBusyError, TurnError
 from agent_worker.providers.registry import build_provider
 from agent_worker.servicer import (
     AgentServicer,
@@ -78,7 +81,7 @@ def test_a_turn_request_keeps_its_messages_images_and_flags() -> None:
     assert turn.request_id == "r1" and turn.new_session and turn.sampling == Sampling()
 
 
-def filled(event: TextDelta | TurnStarted | TurnFinished) -> pb.RunTurnEvent:
+def filled(event: TextDelta | TurnStarted | TurnFinished | TurnError) -> pb.RunTurnEvent:
     target = pb.RunTurnEvent()
     fill_event(target, event)
     return target
@@ -95,6 +98,12 @@ def test_events_become_their_proto_kind() -> None:
     assert finished.finished.finish_reason == pb.FINISH_REASON_LENGTH
     usage = finished.finished.usage
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (3, 4, 7)
+    error = filled(SessionBusyError("busy"))
+    assert error.WhichOneof("event") == "error"
+    assert (error.error.code, error.error.message) == (
+        grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
+        "busy",
+    )
 
 
 async def test_a_turns_events_go_out_before_its_sqlite_write_starts(tmp_path: Path) -> None:
