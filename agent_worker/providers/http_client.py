@@ -185,6 +185,9 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.close()
 
+    def is_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
     def _check_idle(self, read_timeout: float) -> None:
         """The read timeout: one timer per request, moved on while bytes keep coming."""
         now = self._loop.time()
@@ -313,7 +316,8 @@ class HttpClient:
     def _idle_connection(self) -> _Connection | None:
         while self._idle:
             connection = self._idle.pop()
-            if not connection.closed:
+            # closing: the upstream hung up and connection_lost is on its way
+            if not connection.closed and not connection.is_closing():
                 return connection
         return None
 
