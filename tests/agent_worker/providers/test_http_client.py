@@ -31,8 +31,9 @@ OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
 class RawServer:
     """Accepts connections and hands each request to `answer`; counts connections."""
 
-    def __init__(self, answer: Handler) -> None:
+    def __init__(self, answer: Handler, tls: ssl.SSLContext | None = None) -> None:
         self.answer = answer
+        self.tls = tls
         self.connections = 0
         self.requests: list[bytes] = []
         self.port = free_port()
@@ -43,7 +44,7 @@ class RawServer:
         return yarl.URL(f"http://127.0.0.1:{self.port}/v1/chat/completions")
 
     async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=self.tls)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -357,21 +358,14 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
-async def tls_server(cert: Path, key: Path) -> tuple[asyncio.Server, int]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    server = RawServer(answer_chunked)
-    port = server.port
-    return await asyncio.start_server(server._serve, "127.0.0.1", port, ssl=context), port
-
-
 async def test_https_verifies_the_certificate_and_reads_the_answer(
     certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cert, key = certificate
-    server, port = await tls_server(cert, key)
-    url = yarl.URL(f"https://localhost:{port}/v1/chat/completions")
-    try:
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    async with RawServer(answer_chunked, tls) as server:
+        url = yarl.URL(f"https://localhost:{server.port}/v1/chat/completions")
         with pytest.raises(UpstreamUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
             await client(url).post(b"{}")  # not signed by a CA this machine trusts
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now it is
@@ -379,5 +373,3 @@ async def test_https_verifies_the_certificate_and_reads_the_answer(
         assert await body_of(http) == (200, b"data: a\n\nb")
         assert await body_of(http) == (200, b"data: a\n\nb")
         http.close()
-    finally:
-        server.close()
