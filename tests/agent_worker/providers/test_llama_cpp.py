@@ -41,6 +41,17 @@ def test_default_model_comes_from_the_wheel() -> None:
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
 
 
+async def test_the_model_is_loaded_without_extra_buffer_types(
+    provider: LlamaCppProvider,
+) -> None:
+    """Found on a Xeon with AMX: llama.cpp repacked the weights for AMX and its first decode
+    crashed the test process with a segmentation fault."""
+    assert provider._llama.model_params.use_extra_bufts is False
+    import llama_cpp.llama_cpp as native
+
+    assert native.llama_model_default_params().use_extra_bufts is True  # the patch was undone
+
+
 async def test_generates_text_with_real_usage(provider: LlamaCppProvider) -> None:
     text, finished = await run(provider, prompt("What is the capital of France?"))
     assert text.strip()
