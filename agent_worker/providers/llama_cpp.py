@@ -28,7 +28,7 @@ _DEFAULT_PARAMS_PATCH = threading.Lock()
 
 
 @contextlib.contextmanager
-def _without_extra_buffer_types() -> Iterator[None]:
+def without_extra_buffer_types() -> Iterator[None]:
     """Loads models in llama.cpp's plain CPU buffers only.
 
     Built for a CPU with AMX (Xeon Sapphire Rapids and later), llama.cpp repacks the weights into
@@ -41,13 +41,13 @@ def _without_extra_buffer_types() -> Iterator[None]:
 
     default_params = native.llama_model_default_params
 
-    def params_without_extra_buffer_types() -> Any:
+    def paramswithout_extra_buffer_types() -> Any:
         params = default_params()
         params.use_extra_bufts = False
         return params
 
     with _DEFAULT_PARAMS_PATCH:
-        native.llama_model_default_params = params_without_extra_buffer_types
+        native.llama_model_default_params = paramswithout_extra_buffer_types
         try:
             yield
         finally:
@@ -101,7 +101,7 @@ class LlamaCppProvider:
     def _load(self, path: Path) -> Any:
         from llama_cpp import Llama  # imported here: loading the native library takes a while
 
-        with _without_extra_buffer_types():
+        with without_extra_buffer_types():
             return Llama(
                 model_path=str(path),
                 n_ctx=self._config.context_size,

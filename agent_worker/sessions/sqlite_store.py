@@ -1,14 +1,21 @@
-"""The embedded default store: one SQLite file in WAL mode, written off the event loop.
+"""The embedded default store: one SQLite file in WAL mode.
 
-All access goes through one thread that owns the connection, so writes are serialized without
-locks and the event loop never blocks on disk. Sessions are serialized within this process;
-workers that share the file (`clawgate up --workers N`) keep each session on one worker through
-the edge's session affinity. Use PostgreSQL when workers must fail over under load.
+A finished turn is committed on the event loop, in the turn's own step, when the file's write
+lock is free. With WAL and `synchronous=NORMAL` a commit appends to the WAL in the page cache
+and never waits for the disk, and it costs less than the hop to a thread and back: that hop made
+each turn's last event a message of its own and added milliseconds under load (measured in
+docs/performance.md). What can wait stays off the loop, on one thread with its own connection:
+reads, checkpoints (they sync the disk) and any turn that found the lock held by another
+connection (another worker on the same file); turns queued there together share a transaction.
+Sessions are serialized within this process; workers that share the file (`clawgate up
+--workers N`) keep each session on one worker through the edge's session affinity. Use
+PostgreSQL when workers must fail over under load.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +26,8 @@ from typing import TypeVar, cast
 
 from agent_worker.domain import ChatMessage, Role
 from agent_worker.sessions.locks import SessionLocks
+
+log = logging.getLogger("clawgate.worker.sessions")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS session_messages (
@@ -32,6 +41,9 @@ CREATE TABLE IF NOT EXISTS session_messages (
 """
 T = TypeVar("T")
 BUSY_TIMEOUT_SECONDS = 10.0
+# Commits on the loop between checkpoints on the thread; SQLite's own default is a checkpoint
+# per 1,000 WAL pages, and a turn writes one to three.
+CHECKPOINT_EVERY = 400
 _UnwrittenTurn = tuple[str, Sequence[ChatMessage], "asyncio.Future[None]"]
 
 
@@ -65,6 +77,19 @@ def _insert_turn(
     )
 
 
+def _commit_turn(
+    connection: sqlite3.Connection, session_key: str, messages: Sequence[ChatMessage]
+) -> None:
+    with connection:
+        connection.execute("BEGIN IMMEDIATE")
+        _insert_turn(connection, session_key, messages, time.time())
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    code: int = getattr(error, "sqlite_errorcode", 0)
+    return code & 0xFF == sqlite3.SQLITE_BUSY  # extended codes (BUSY_RECOVERY, …) included
+
+
 def _write_turns(
     connection: sqlite3.Connection, turns: Sequence[_UnwrittenTurn]
 ) -> list[Exception | None]:
@@ -92,6 +117,12 @@ def _write_turns(
     return errors
 
 
+def _checkpoint(connection: sqlite3.Connection) -> None:
+    """Copies the WAL into the database file without waiting for anyone (PASSIVE), so that
+    the WAL can start over instead of growing."""
+    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+
 def _settle(
     turns: Sequence[_UnwrittenTurn], outcome: asyncio.Future[list[Exception | None]]
 ) -> None:
@@ -112,12 +143,16 @@ def _settle(
 
 
 class SqliteSessionStore:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, checkpoint_every: int = CHECKPOINT_EVERY) -> None:
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
-        self._connection: sqlite3.Connection | None = None
+        self._connection: sqlite3.Connection | None = None  # the thread's
+        self._loop_connection: sqlite3.Connection | None = None
         self._locks = SessionLocks()
         self._unwritten: list[_UnwrittenTurn] = []
+        self._checkpoint_every = checkpoint_every
+        self._commits_since_checkpoint = 0
+        self.checkpoint: asyncio.Future[None] | None = None  # the one running, if any
 
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         connection = self._connection
@@ -141,8 +176,19 @@ class SqliteSessionStore:
             return connection
 
         self._connection = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        if self._path != ":memory:":  # a second connection would open a database of its own
+            # Never waits for the lock (timeout 0) and never checkpoints: both go to the thread.
+            loop_connection = sqlite3.connect(str(self._path), timeout=0, isolation_level=None)
+            loop_connection.execute("PRAGMA synchronous=NORMAL")
+            loop_connection.execute("PRAGMA wal_autocheckpoint=0")
+            self._loop_connection = loop_connection
 
     async def close(self) -> None:
+        if self.checkpoint is not None:
+            await asyncio.gather(self.checkpoint, return_exceptions=True)
+        if self._loop_connection is not None:
+            self._loop_connection.close()
+            self._loop_connection = None
         if self._connection is not None:
             await self._run(lambda connection: connection.close())
             self._connection = None
@@ -174,11 +220,21 @@ class SqliteSessionStore:
     def append_turn(
         self, session_key: str, messages: Sequence[ChatMessage]
     ) -> asyncio.Future[None]:
-        """Stores a whole turn or nothing. Turns that end together share one transaction (a
-        group commit): under load that is one disk sync and one thread hop for many turns. The
-        write is queued now; the future tells how it went."""
+        """Stores a whole turn or nothing; the future tells how it went. It is committed now
+        when the write lock is free (the future is then done), else queued for the thread."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
+        if self._loop_connection is not None:
+            try:
+                _commit_turn(self._loop_connection, session_key, messages)
+            except sqlite3.Error as error:
+                if not _is_busy(error):
+                    done.set_exception(error)
+                    return done
+            else:
+                done.set_result(None)
+                self._count_commit()
+                return done
         self._unwritten.append((session_key, messages, done))
         if len(self._unwritten) == 1:
             # Two loop turns later: the turn's events, queued just before this, go out first.
@@ -186,6 +242,20 @@ class SqliteSessionStore:
             # added ~150 us to the first message of a turn (measured at concurrency 1).
             loop.call_soon(loop.call_soon, self._write_unwritten)
         return done
+
+    def _count_commit(self) -> None:
+        self._commits_since_checkpoint += 1
+        if self._commits_since_checkpoint < self._checkpoint_every or self.checkpoint is not None:
+            return
+        self._commits_since_checkpoint = 0
+        checkpoint = self._run(_checkpoint)
+        checkpoint.add_done_callback(self._checkpointed)
+        self.checkpoint = checkpoint
+
+    def _checkpointed(self, checkpoint: asyncio.Future[None]) -> None:
+        self.checkpoint = None
+        if not checkpoint.cancelled() and (error := checkpoint.exception()) is not None:
+            log.warning("sqlite checkpoint failed (the next one retries): %s", error)
 
     def _write_unwritten(self) -> None:
         turns, self._unwritten = self._unwritten, []

@@ -1,5 +1,7 @@
 """The `openai-compatible` provider against a server this project did not write:
-llama-cpp-python's own `python -m llama_cpp.server`, serving the same SmolLM2 GGUF file."""
+llama-cpp-python's own `python -m llama_cpp.server`, serving the same SmolLM2 GGUF file
+(started through `tests.support.llama_server`, which loads the model as the embedded provider
+does)."""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "llama_cpp.server",
+            "tests.support.llama_server",
             "--model",
             str(default_model_path()),
             "--host",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -47,12 +48,76 @@ def test_store_urls() -> None:
         store_for_url("mysql://x")
 
 
+class LockHolder:
+    """Another connection (another worker on the same file) holding the write lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.connection.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        self.connection.execute("COMMIT")
+        self.connection.close()
+
+
+async def test_a_turn_is_committed_at_once_when_the_lock_is_free(tmp_path: Path) -> None:
+    store = SqliteSessionStore(tmp_path / "s.db")
+    await store.open()
+    written = store.append_turn("k", [ChatMessage("user", "q"), ChatMessage("assistant", "a")])
+    assert written.done() and written.result() is None
+    other = sqlite3.connect(tmp_path / "s.db")
+    assert other.execute("SELECT role, content FROM session_messages").fetchall() == [
+        ("user", "q"),
+        ("assistant", "a"),
+    ]
+    other.close()
+    await store.close()
+
+
+async def test_a_turn_waits_on_the_thread_while_another_connection_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    """The loop's connection never waits for the lock: the turn is queued for the thread, which
+    does, and the loop goes on meanwhile."""
+    store = SqliteSessionStore(tmp_path / "s.db")
+    await store.open()
+    holder = LockHolder(tmp_path / "s.db")
+    # Released from another thread: had the loop waited for the lock, the turn would come back
+    # committed once it was released, instead of queued.
+    release = threading.Timer(0.3, holder.release)
+    release.start()
+    written = store.append_turn("k", [ChatMessage("user", "after the lock")])
+    assert not written.done()
+    await written
+    release.join()
+    assert [m.text for m in await store.load("k")] == ["after the lock"]
+    await store.close()
+
+
+async def test_the_wal_is_checkpointed_off_the_loop(tmp_path: Path) -> None:
+    """The loop's connection never checkpoints (a checkpoint syncs the disk); the thread does,
+    every `checkpoint_every` commits, so the WAL starts over instead of growing."""
+    path = tmp_path / "s.db"
+    store = SqliteSessionStore(path, checkpoint_every=50)
+    await store.open()
+    text = "x" * 2000
+    for n in range(1000):
+        store.append_turn(f"k{n}", [ChatMessage("user", text)])
+        if store.checkpoint is not None:
+            await store.checkpoint
+    wal_bytes = (tmp_path / "s.db-wal").stat().st_size
+    assert wal_bytes < 4_000_000  # here: ~1 MB; with no checkpoint ~19 MB
+    assert len(await store.load("k999")) == 1
+    await store.close()
+
+
 async def test_turns_ending_together_share_a_commit_and_keep_their_order(tmp_path: Path) -> None:
     store = SqliteSessionStore(tmp_path / "s.db")
     await store.open()
-    await asyncio.gather(
-        *(store.append_turn(f"k{n % 2}", [ChatMessage("user", f"q{n}")]) for n in range(20))
-    )
+    holder = LockHolder(tmp_path / "s.db")  # so that they all go to the thread
+    pending = [store.append_turn(f"k{n % 2}", [ChatMessage("user", f"q{n}")]) for n in range(20)]
+    holder.release()
+    await asyncio.gather(*pending)
     assert [m.text for m in await store.load("k0")] == [f"q{n}" for n in range(0, 20, 2)]
     assert [m.text for m in await store.load("k1")] == [f"q{n}" for n in range(1, 20, 2)]
     await store.close()
@@ -62,12 +127,14 @@ async def test_a_bad_turn_in_a_group_fails_only_itself(tmp_path: Path) -> None:
     store = SqliteSessionStore(tmp_path / "s.db")
     await store.open()
     bad = [ChatMessage("user", "half"), ChatMessage("assistant", None)]  # type: ignore[arg-type]
-    results = await asyncio.gather(
+    holder = LockHolder(tmp_path / "s.db")  # so that they go to the thread as one group
+    pending = [
         store.append_turn("a", [ChatMessage("user", "fine")]),
         store.append_turn("b", bad),
         store.append_turn("c", [ChatMessage("user", "also fine")]),
-        return_exceptions=True,
-    )
+    ]
+    holder.release()
+    results = await asyncio.gather(*pending, return_exceptions=True)
     assert results[0] is None and results[2] is None
     assert isinstance(results[1], sqlite3.Error)
     assert [m.text for m in await store.load("a")] == ["fine"]
