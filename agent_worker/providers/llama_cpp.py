@@ -41,13 +41,13 @@ def without_extra_buffer_types() -> Iterator[None]:
 
     default_params = native.llama_model_default_params
 
-    def paramswithout_extra_buffer_types() -> Any:
+    def params_without_extra_buffer_types() -> Any:
         params = default_params()
         params.use_extra_bufts = False
         return params
 
     with _DEFAULT_PARAMS_PATCH:
-        native.llama_model_default_params = paramswithout_extra_buffer_types
+        native.llama_model_default_params = params_without_extra_buffer_types
         try:
             yield
         finally:
