@@ -84,7 +84,7 @@ async def test_a_turn_waits_on_the_thread_while_another_connection_holds_the_loc
     holder = LockHolder(tmp_path / "s.db")
     # Released from another thread: had the loop waited for the lock, the turn would come back
     # committed once it was released, instead of queued.
-    release = threading.Timer(0.3, holder.release)
+    release = threading.Timer(0.5, holder.release)
     release.start()
     written = store.append_turn("k", [ChatMessage("user", "after the lock")])
     assert not written.done()
