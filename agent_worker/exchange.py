@@ -78,10 +78,10 @@ class ExchangeCall:
         reader = asyncio.create_task(self._read(requests))
         try:
             while self._reading or self._turns:
+                # Collects as soon as it is woken. Turns that were opened together and answer at
+                # once finish in the same loop turn (their SQLite commit included), so their
+                # events are queued already; waiting one more loop turn only added latency.
                 await self._wakeup.wait()
-                # One more turn of the loop lets turns that are ready push their events too:
-                # fewer, fuller messages (each gRPC write costs the worker more than the wait).
-                await asyncio.sleep(0)
                 self._wakeup.clear()
                 if not self._ready:
                     continue
