@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -49,6 +50,16 @@ HEADER = (
     " | CPU µs per request |\n"
     "|---|---|---|---|---|---|---|---|"
 )
+
+
+def stop_processes_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the processes a scenario started are stopped too (by
+    default the signal ends Python at once, and they lived on)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def wrk_lua(body: dict[str, object], headers: dict[str, str]) -> str:

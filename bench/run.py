@@ -39,6 +39,7 @@ from bench.harness import (  # noqa: E402
     cpu_seconds,
     peak_rss_mb,
     run_wrk,
+    stop_processes_on_sigterm,
     ttft_p50,
 )
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb  # noqa: E402
@@ -426,6 +427,7 @@ def main() -> None:
         "--log-level", default="warning", help="clawgate's log level (default warning)"
     )
     args = parser.parse_args()
+    stop_processes_on_sigterm()
     names = ALL if args.scenario == "all" else [args.scenario]
     print(
         f"wrk -t1 -c{args.connections} -d{args.seconds:g}s;"
@@ -438,7 +440,8 @@ def main() -> None:
             bench = Bench(args, Path(tmp))
             with bench.stack:
                 rows[name] = SCENARIOS[name](bench)
-    print(summary(rows))
+    if any(name in ALL for name in names):  # idle-streams and soak print their own line
+        print(summary(rows))
 
 
 if __name__ == "__main__":
