@@ -62,6 +62,7 @@ class TurnRequest:
     sampling: Sampling = field(default_factory=Sampling)
     request_id: str = ""
     new_session: bool = False  # the key was made up for this turn: nothing is stored under it
+    stream: bool = False  # the caller passes text on as it comes: send it before the write
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,7 @@ def turn_request_from_proto(request: pb.RunTurnRequest) -> TurnRequest:
         sampling=sampling_from_proto(request.sampling),
         request_id=request.request_id,
         new_session=request.new_session,
+        stream=request.stream,
     )
 
 

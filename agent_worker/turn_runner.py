@@ -221,6 +221,10 @@ class TurnRunner:
             raise ProviderFailedError("the provider ended its answer without finishing it")
         self.metrics.provider_seconds_by(agent.provider).observe(time.monotonic() - asked)
         turn = [*new_context, request.input, ChatMessage("assistant", "".join(reply))]
+        if request.stream and reply:
+            # Text still queued here (a reply that came in one read) goes out now, not after the
+            # write with the finish: one loop turn lets the Exchange sender take it first.
+            await asyncio.sleep(0)
         # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
         await asyncio.shield(self._store.append_turn(request.session_key, turn))
         log.info(
