@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,25 @@ class Row:
             f"| {self.scenario} | {self.requests_per_second:,.0f} | {self.p50_ms:.1f} ms"
             f" | {self.p99_ms:.1f} ms | {self.errors} | {ttft} | {rss} | {cpu} |"
         )
+
+
+def median_row(rows: Sequence[Row]) -> Row:
+    """One scenario over several rounds: the median of each figure, the errors of all rounds
+    and the highest peak RSS."""
+    ttfts = [row.ttft_p50_ms for row in rows]
+    return Row(
+        rows[0].scenario,
+        statistics.median(row.requests_per_second for row in rows),
+        statistics.median(row.p50_ms for row in rows),
+        statistics.median(row.p99_ms for row in rows),
+        sum(row.errors for row in rows),
+        None if None in ttfts else statistics.median(ttfts),  # type: ignore[type-var]
+        {name: max(row.peak_rss_mb[name] for row in rows) for name in rows[0].peak_rss_mb},
+        {
+            name: statistics.median(row.cpu_us_per_request[name] for row in rows)
+            for name in rows[0].cpu_us_per_request
+        },
+    )
 
 
 HEADER = (

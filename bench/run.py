@@ -9,6 +9,8 @@ litellm-stream (LiteLLM's proxy 1.108.0 in front of the same stand-in), all (the
 idle-streams (RSS per open, idle stream) and soak (RSS growth over 100,000 requests).
 Each prints one table row (wrk -t1 -c32 for req/s and latency; a sequential asyncio client for
 the median time to first token; peak RSS of each clawgate process).
+`all` runs its scenarios three times, alternating, and then prints the median of each figure
+(`--rounds` to change it): on a shared machine one run's floor or TTFT can be off by half.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from bench.harness import (  # noqa: E402
     HEADER,
     Row,
     cpu_seconds,
+    median_row,
     peak_rss_mb,
     run_wrk,
     stop_processes_on_sigterm,
@@ -424,22 +427,36 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--ttft-samples", type=int, default=200)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        help="run the scenarios this many times, alternating, and report medians"
+        " (default 3 for all, else 1): one run's floor or TTFT can be off by half here",
+    )
+    parser.add_argument(
         "--log-level", default="warning", help="clawgate's log level (default warning)"
     )
     args = parser.parse_args()
     stop_processes_on_sigterm()
     names = ALL if args.scenario == "all" else [args.scenario]
+    rounds = args.rounds or (3 if args.scenario == "all" else 1)
     print(
         f"wrk -t1 -c{args.connections} -d{args.seconds:g}s;"
-        f" clawgate log level {args.log_level}; {os.cpu_count()} cores"
+        f" clawgate log level {args.log_level}; {os.cpu_count()} cores; {rounds} round(s)"
     )
     print(HEADER, flush=True)
-    rows: dict[str, Row] = {}
+    measured: dict[str, list[Row]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            bench = Bench(args, Path(tmp))
-            with bench.stack:
-                rows[name] = SCENARIOS[name](bench)
+        for _ in range(rounds):
+            for name in names:
+                bench = Bench(args, Path(tmp))
+                with bench.stack:
+                    measured[name].append(SCENARIOS[name](bench))
+    rows = {name: median_row(results) for name, results in measured.items()}
+    if rounds > 1:
+        print(f"\nmedians of {rounds} rounds (errors: all rounds; peak RSS: the highest)")
+        print(HEADER)
+        for row in rows.values():
+            print(row.markdown())
     if any(name in ALL for name in names):  # idle-streams and soak print their own line
         print(summary(rows))
 

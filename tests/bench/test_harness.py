@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from bench.harness import parse_wrk
+from bench.harness import Row, median_row, parse_wrk
 
 # Real wrk output from a benchmark run that the first parser read wrong: the latency stdev
 # column ends in "99%", which it took for the 99th percentile (and then failed on "Req/Sec").
@@ -24,3 +24,17 @@ Transfer/sec:      2.10MB
 
 def test_percentiles_come_from_their_own_lines() -> None:
     assert parse_wrk(WRK_OUTPUT) == (2045.98, 14.94, 28.42, 6)
+
+
+def test_a_median_row_takes_each_figures_median_all_errors_and_the_highest_rss() -> None:
+    rounds = [
+        Row("pair", 100, 2.0, 9.0, 0, 1.5, {"edge": 70}, {"edge": 300}),
+        Row("pair", 300, 1.0, 5.0, 2, 0.5, {"edge": 72}, {"edge": 100}),
+        Row("pair", 200, 3.0, 7.0, 1, 1.0, {"edge": 71}, {"edge": 200}),
+    ]
+    assert median_row(rounds) == Row("pair", 200, 2.0, 7.0, 3, 1.0, {"edge": 72}, {"edge": 200})
+
+
+def test_a_median_row_has_no_ttft_when_a_round_had_none() -> None:
+    rounds = [Row("worker", 100, 1.0, 2.0, 0, None), Row("worker", 120, 1.0, 2.0, 0, 1.0)]
+    assert median_row(rounds).ttft_p50_ms is None
