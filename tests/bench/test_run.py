@@ -43,8 +43,13 @@ def test_sigterm_stops_the_processes_its_scenario_started() -> None:
         stderr=subprocess.DEVNULL,
     )
     started: list[int] = []
+
+    def worker_started() -> bool:
+        started.extend(children_of(bench.pid))
+        return bool(started)
+
     try:
-        wait_until(lambda: started.extend(children_of(bench.pid)) or started, 60, "bench worker")
+        wait_until(worker_started, 60, "bench worker")
         time.sleep(2)  # well into the scenario: the worker is starting or under load
         bench.send_signal(signal.SIGTERM)
         assert bench.wait(30) != 0
