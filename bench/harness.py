@@ -49,14 +49,14 @@ class Row:
 def median_row(rows: Sequence[Row]) -> Row:
     """One scenario over several rounds: the median of each figure, the errors of all rounds
     and the highest peak RSS."""
-    ttfts = [row.ttft_p50_ms for row in rows]
+    ttfts = [row.ttft_p50_ms for row in rows if row.ttft_p50_ms is not None]
     return Row(
         rows[0].scenario,
         statistics.median(row.requests_per_second for row in rows),
         statistics.median(row.p50_ms for row in rows),
         statistics.median(row.p99_ms for row in rows),
         sum(row.errors for row in rows),
-        None if None in ttfts else statistics.median(ttfts),  # type: ignore[type-var]
+        statistics.median(ttfts) if len(ttfts) == len(rows) else None,
         {name: max(row.peak_rss_mb[name] for row in rows) for name in rows[0].peak_rss_mb},
         {
             name: statistics.median(row.cpu_us_per_request[name] for row in rows)
