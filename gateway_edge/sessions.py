@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from gateway_edge.errors import bad_request
-from services.ids import random_uuid
+from services.ids import time_ordered_uuid
 
 SESSION_KEY_HEADER = "x-openclaw-session-key"
 MAX_SESSION_KEY_LENGTH = 512
@@ -50,4 +50,4 @@ def session_key_for(agent_id: str, user: str | None, header_key: str | None) -> 
         return validate_session_key(header_text(header_key))
     if user:
         return _check(f"agent:{agent_id}:openai-user:{user}", "user", "The session key from `user`")
-    return f"agent:{agent_id}:openai:{random_uuid()}"
+    return f"agent:{agent_id}:openai:{time_ordered_uuid()}"

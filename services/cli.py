@@ -7,11 +7,11 @@ import asyncio
 import gc
 import logging
 import sys
-import uuid
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from services.config import ClawgateConfig, ConfigError, config_path, load_config
+from services.ids import time_ordered_uuid
 from services.logging import configure_logging
 
 log = logging.getLogger("clawgate")
@@ -83,7 +83,7 @@ def run_agent(args: argparse.Namespace) -> int:
     configure_logging("warning", "agent")
     config = _load(args)
     address = args.worker or config.gateway.workers[0]
-    session_key = args.session_key or f"agent:{args.agent}:cli:{uuid.uuid4()}"
+    session_key = args.session_key or f"agent:{args.agent}:cli:{time_ordered_uuid()}"
     return asyncio.run(
         run_agent_turn(address, args.agent, args.message, session_key, config.worker.shared_secret)
     )

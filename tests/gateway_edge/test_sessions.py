@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import time
+import uuid
+
 import pytest
 
 from gateway_edge.errors import ApiError
@@ -12,6 +15,15 @@ def test_precedence_header_then_user_then_fresh() -> None:
     fresh = {session_key_for("beta", None, None) for _ in range(3)}
     assert len(fresh) == 3 and all(key.startswith("agent:beta:openai:") for key in fresh)
     assert session_key_for("main", "", None).startswith("agent:main:openai:")
+
+
+def test_fresh_keys_sort_in_the_order_they_were_made() -> None:
+    """Stores index sessions by key: later keys go to the end of the index."""
+    earlier = session_key_for("main", None, None)
+    time.sleep(0.002)
+    later = session_key_for("main", None, None)
+    assert earlier < later
+    assert uuid.UUID(later.removeprefix("agent:main:openai:")).version == 7
 
 
 @pytest.mark.parametrize(
