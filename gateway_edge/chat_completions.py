@@ -235,7 +235,9 @@ class ChatCompletionsEndpoint:
         streams_open.inc()
         try:
             await send(_chunk(encoder.role()))
-            while not turn.done:
+            # Until the finish: a failure that came with the last text raises on the next read.
+            finished = False
+            while not finished:
                 batch = await turn.next_batch(self._keep_alive)
                 if batch is None:
                     await send(_chunk(KEEP_ALIVE))
@@ -246,6 +248,7 @@ class ChatCompletionsEndpoint:
                         completion.first_token()
                         frames.append(encoder.delta(event.text))
                     else:
+                        finished = True
                         completion.finished(event)
                         frames.append(encoder.finish(_FINISH_REASONS[event.finish_reason]))
                         if include_usage:

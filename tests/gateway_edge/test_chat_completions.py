@@ -1,0 +1,96 @@
+"""The endpoint's reading of a turn, over a real edge process in front of a scripted gRPC worker
+in this test: event orders a real worker sends only when timing makes it so."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from tests.support.processes import TOKEN, echo_config, start_edge, write_config
+
+BROKE_OFF = pb.TurnError(
+    code=grpc.StatusCode.UNAVAILABLE.value[0], message="the provider broke off"
+)
+
+
+class TextThenFailureTogether(pb_grpc.AgentServiceServicer):
+    """Starts each turn, then sends its first text and its failure in one message."""
+
+    async def Exchange(  # noqa: N802
+        self, requests: AsyncIterator[pb.ExchangeRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ExchangeResponse]:
+        async for request in requests:
+            for opened in request.opens:
+                started = pb.RunTurnEvent(started=pb.TurnStarted(run_id="r", model="m"))
+                yield pb.ExchangeResponse(
+                    turns=[pb.TurnEvents(turn_id=opened.turn_id, events=[started])]
+                )
+                events = [
+                    pb.RunTurnEvent(delta=pb.TextDelta(text="one ")),
+                    pb.RunTurnEvent(error=BROKE_OFF),
+                ]
+                yield pb.ExchangeResponse(
+                    turns=[pb.TurnEvents(turn_id=opened.turn_id, events=events)]
+                )
+
+
+@pytest.fixture
+async def edge(tmp_path: Path) -> AsyncIterator[str]:
+    server = grpc.aio.server()
+    pb_grpc.add_AgentServiceServicer_to_server(TextThenFailureTogether(), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    config = echo_config(tmp_path)
+    config["gateway"]["workers"] = [f"127.0.0.1:{port}"]
+    base_url = f"http://127.0.0.1:{config['gateway']['port']}"
+    # The edge checks this loop's server while it starts: wait for it off the loop.
+    process = await asyncio.to_thread(
+        start_edge, write_config(tmp_path, config), base_url, tmp_path / "edge.log"
+    )
+    try:
+        yield base_url
+    finally:
+        process.stop()
+        await server.stop(None)
+
+
+async def test_a_failure_that_came_with_text_ends_the_stream_after_that_text(edge: str) -> None:
+    async with httpx.AsyncClient(base_url=edge, timeout=30) as client:
+        async with client.stream(
+            "POST",
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            json={"stream": True, "messages": [{"role": "user", "content": "x"}]},
+        ) as response:
+            assert response.status_code == 200
+            lines = [line async for line in response.aiter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    assert [chunk["choices"][0]["delta"] for chunk in chunks[:-1]] == [
+        {"role": "assistant", "content": ""},
+        {"content": "one "},
+    ]
+    assert chunks[-1]["error"]["message"] == "the provider broke off"
+
+
+async def test_a_failure_that_came_with_text_fails_a_non_stream_answer(edge: str) -> None:
+    async with httpx.AsyncClient(base_url=edge, timeout=30) as client:
+        response = await client.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            json={"messages": [{"role": "user", "content": "x"}]},
+        )
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["message"] == "the provider broke off"
