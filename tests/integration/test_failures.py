@@ -49,7 +49,7 @@ def failure_config(tmp_path: Path, upstream: UpstreamStandIn) -> dict[str, Any]:
     config["agents"]["list"] += [
         {"id": "drip", "model": "upstream/slow-200"},
         {"id": "timeboxed", "model": "upstream/slow-200", "turnTimeoutMs": 1000},
-        {"id": "big", "model": "upstream/big-30000"},
+        {"id": "big", "model": "upstream/big-100000"},
         {"id": "paced", "model": "paced/p"},
     ]
     return config
@@ -397,7 +397,9 @@ def test_9_slow_reader_does_not_make_anyone_buffer(stack: Stack, upstream: Upstr
     processes = {"edge": stack.edge.pid, "worker": stack.worker.pid}
     baseline = {name: rss_kib(pid) for name, pid in processes.items()}
     sent_before = upstream.chunks_sent
-    total_chunks = 30_000  # about 30 MB of text upstream, far more than any buffer on the way
+    # About 100 MB of text upstream, far more than all buffers on the way: loopback sockets
+    # alone may grow to 32 MB each where `net.ipv4.tcp_rmem` allows it.
+    total_chunks = 100_000
     with stream(stack.base_url, "openclaw:big", "go") as response:
         chunks = response.iter_raw(4096)
         received = 0
@@ -422,7 +424,7 @@ def test_9_slow_reader_does_not_make_anyone_buffer(stack: Stack, upstream: Upstr
     )
     # Backpressure reached the upstream: it stopped long before the end of its answer (what it
     # sent fills the buffers on the way: sockets, HTTP/2 windows, one batch of events).
-    assert upstream_sent < total_chunks * 0.7
+    assert upstream_sent < total_chunks / 2
     # The buffers on the way (sockets, HTTP/2 windows) fill within seconds, then the upstream
     # only sends what the client reads.
     assert sent_over_time[-1] - sent_over_time[-3] < 500
