@@ -23,7 +23,11 @@ BROKE_OFF = pb.TurnError(
 
 
 class TextThenFailureTogether(pb_grpc.AgentServiceServicer):
-    """Starts each turn, then sends its first text and its failure in one message."""
+    """Sends each turn's first text and its failure in one message: after its `started`, or
+    with it (a turn that fails at once)."""
+
+    def __init__(self, started_alone: bool) -> None:
+        self.started_alone = started_alone
 
     async def Exchange(  # noqa: N802
         self, requests: AsyncIterator[pb.ExchangeRequest], context: grpc.aio.ServicerContext
@@ -31,22 +35,21 @@ class TextThenFailureTogether(pb_grpc.AgentServiceServicer):
         async for request in requests:
             for opened in request.opens:
                 started = pb.RunTurnEvent(started=pb.TurnStarted(run_id="r", model="m"))
-                yield pb.ExchangeResponse(
-                    turns=[pb.TurnEvents(turn_id=opened.turn_id, events=[started])]
-                )
                 events = [
                     pb.RunTurnEvent(delta=pb.TextDelta(text="one ")),
                     pb.RunTurnEvent(error=BROKE_OFF),
                 ]
-                yield pb.ExchangeResponse(
-                    turns=[pb.TurnEvents(turn_id=opened.turn_id, events=events)]
-                )
+                batches = [[started], events] if self.started_alone else [[started, *events]]
+                for batch in batches:
+                    yield pb.ExchangeResponse(
+                        turns=[pb.TurnEvents(turn_id=opened.turn_id, events=batch)]
+                    )
 
 
-@pytest.fixture
-async def edge(tmp_path: Path) -> AsyncIterator[str]:
+@pytest.fixture(params=[True, False], ids=["started-alone", "started-with-them"])
+async def edge(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[str]:
     server = grpc.aio.server()
-    pb_grpc.add_AgentServiceServicer_to_server(TextThenFailureTogether(), server)
+    pb_grpc.add_AgentServiceServicer_to_server(TextThenFailureTogether(request.param), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
