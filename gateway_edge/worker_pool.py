@@ -100,14 +100,12 @@ class TurnCall:
         self._early_events = early_events
         self.started = started
         self.worker = worker
-        self._done = False  # finished, failed or cancelled
         self._on_outcome = on_outcome
-        self._outcome: str | None = None
+        self._outcome: str | None = None  # set when it ended: finished, failed or cancelled
         self._failure: ApiError | None = None
         self._released = False
 
     def _end(self, outcome: str) -> None:
-        self._done = True
         if self._outcome is None:
             self._outcome = outcome
             self._on_outcome(outcome)
@@ -126,7 +124,7 @@ class TurnCall:
         """The text deltas that arrived together; the last batch ends with the finished event.
         None when `wait_seconds` pass without events. A failure raises ApiError, after the
         batch of events that came before it."""
-        while not self._done:
+        while self._outcome is None:
             events = self._early_events
             if events:
                 self._early_events = ()

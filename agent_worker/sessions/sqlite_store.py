@@ -77,14 +77,6 @@ def _insert_turn(
     )
 
 
-def _commit_turn(
-    connection: sqlite3.Connection, session_key: str, messages: Sequence[ChatMessage]
-) -> None:
-    with connection:
-        connection.execute("BEGIN IMMEDIATE")
-        _insert_turn(connection, session_key, messages, time.time())
-
-
 def _is_busy(error: sqlite3.Error) -> bool:
     code: int = getattr(error, "sqlite_errorcode", 0)
     return code & 0xFF == sqlite3.SQLITE_BUSY  # extended codes (BUSY_RECOVERY, …) included
@@ -226,7 +218,7 @@ class SqliteSessionStore:
         done = loop.create_future()
         if self._loop_connection is not None:
             try:
-                _commit_turn(self._loop_connection, session_key, messages)
+                _write_turns(self._loop_connection, [(session_key, messages, done)])
             except sqlite3.Error as error:
                 if not _is_busy(error):
                     done.set_exception(error)
