@@ -7,16 +7,18 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.observe import peak_rss_kib
+from tests.support.observe import child_pids, peak_rss_kib
 
 CHAT_BODY: dict[str, object] = {
     "model": "openclaw",
@@ -72,14 +74,52 @@ HEADER = (
 )
 
 
-def stop_processes_on_sigterm() -> None:
-    """SIGTERM unwinds like Ctrl-C, so the processes a scenario started are stopped too (by
-    default the signal ends Python at once, and they lived on)."""
+def stop_on_sigterm(tmp: Path, grace_seconds: float = 20) -> None:
+    """From now on SIGTERM stops every process this one started, removes `tmp` and exits with
+    128 + 15. By default the signal ends Python at once, and the processes lived on.
+
+    The handler does the work itself rather than raise SystemExit: Python drops an exception
+    raised while a weakref callback or `__del__` runs (grpc.aio runs many), and the run then went
+    on to its end. It uses os-level calls only, since the code it interrupted may hold a Popen's
+    lock."""
 
     def stop(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
+        signal.signal(signum, signal.SIG_IGN)
+        try:
+            _stop_children(grace_seconds)
+            shutil.rmtree(tmp, ignore_errors=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
+
+
+def _stop_children(grace_seconds: float) -> None:
+    children = set(child_pids(os.getpid()))
+    for pid in children:
+        _send(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while children and time.monotonic() < deadline:
+        children = {pid for pid in children if not _reaped(pid)}
+        time.sleep(0.02)
+    for pid in children:
+        _send(pid, signal.SIGKILL)
+
+
+def _send(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:  # reaped already
+        return True
 
 
 def wrk_lua(body: dict[str, object], headers: dict[str, str]) -> str:

@@ -42,7 +42,7 @@ from bench.harness import (  # noqa: E402
     median_row,
     peak_rss_mb,
     run_wrk,
-    stop_processes_on_sigterm,
+    stop_on_sigterm,
     ttft_p50,
 )
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb  # noqa: E402
@@ -436,7 +436,6 @@ def main() -> None:
         "--log-level", default="warning", help="clawgate's log level (default warning)"
     )
     args = parser.parse_args()
-    stop_processes_on_sigterm()
     names = ALL if args.scenario == "all" else [args.scenario]
     rounds = args.rounds or (3 if args.scenario == "all" else 1)
     print(
@@ -446,6 +445,7 @@ def main() -> None:
     print(HEADER, flush=True)
     measured: dict[str, list[Row]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
+        stop_on_sigterm(Path(tmp))
         for _ in range(rounds):
             for name in names:
                 bench = Bench(args, Path(tmp))

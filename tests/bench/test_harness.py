@@ -1,6 +1,14 @@
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 from bench.harness import Row, median_row, parse_wrk
+from tests.support.observe import running
+from tests.support.processes import REPO_ROOT
 
 # Real wrk output from a benchmark run that the first parser read wrong: the latency stdev
 # column ends in "99%", which it took for the 99th percentile (and then failed on "Req/Sec").
@@ -38,3 +46,41 @@ def test_a_median_row_takes_each_figures_median_all_errors_and_the_highest_rss()
 def test_a_median_row_has_no_ttft_when_a_round_had_none() -> None:
     rounds = [Row("worker", 100, 1.0, 2.0, 0, None), Row("worker", 120, 1.0, 2.0, 0, 1.0)]
     assert median_row(rounds).ttft_p50_ms is None
+
+
+# A run that spends its time in finalizers, where Python drops whatever a signal handler raises:
+# a SIGTERM handler that only raised SystemExit was lost there, and the run went on.
+RUN_IN_FINALIZERS = """
+import subprocess, tempfile, time
+from pathlib import Path
+from bench.harness import stop_on_sigterm
+
+tmp = Path(tempfile.mkdtemp())
+stop_on_sigterm(tmp)
+child = subprocess.Popen(["sleep", "300"])
+print(tmp, child.pid, flush=True)
+
+class Finalized:
+    def __del__(self) -> None:
+        time.sleep(0.05)
+
+while True:
+    Finalized()
+"""
+
+
+def test_sigterm_stops_the_children_and_removes_tmp_even_inside_a_finalizer() -> None:
+    run = subprocess.Popen(
+        [sys.executable, "-c", RUN_IN_FINALIZERS], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert run.stdout is not None
+        tmp, child = run.stdout.readline().split()
+        time.sleep(0.3)
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(15) == 128 + signal.SIGTERM
+        assert not running(int(child))
+        assert not Path(tmp).exists()
+    finally:
+        run.kill()
+        run.wait()

@@ -9,29 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.observe import child_pids, running
 from tests.support.processes import REPO_ROOT, wait_until
-
-
-def children_of(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # it ended while we looked
-            continue
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            children.append(int(entry.name))
-    return children
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_sigterm_stops_the_processes_its_scenario_started() -> None:
@@ -45,17 +24,20 @@ def test_sigterm_stops_the_processes_its_scenario_started() -> None:
     started: list[int] = []
 
     def worker_started() -> bool:
-        started.extend(children_of(bench.pid))
+        started.extend(child_pids(bench.pid))
         return bool(started)
 
     try:
         wait_until(worker_started, 60, "bench worker")
         time.sleep(2)  # well into the scenario: the worker is starting or under load
+        argv = Path(f"/proc/{started[0]}/cmdline").read_bytes().split(b"\0")
+        config = Path(argv[argv.index(b"--config") + 1].decode())
         bench.send_signal(signal.SIGTERM)
-        assert bench.wait(30) != 0
-        wait_until(lambda: not any(alive(pid) for pid in started), 30, "bench's worker to stop")
+        assert bench.wait(30) == 128 + signal.SIGTERM
+        assert not any(running(pid) for pid in started)
+        assert not config.parent.exists()  # the run's temporary directory
     finally:
         bench.kill()
         for pid in started:
-            if alive(pid):
+            if running(pid):
                 os.kill(pid, signal.SIGKILL)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 
@@ -24,6 +25,30 @@ def _status_field(pid: int, name: str) -> int:
             if line.startswith(name + ":"):
                 return int(line.split()[1])
     raise KeyError(name)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` now, whichever of its threads started them."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it ended while we looked
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            children.append(int(entry.name))
+    return children
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def timed_lines(response: httpx.Response) -> Iterator[tuple[float, str]]:
