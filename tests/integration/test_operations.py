@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.processes import (
     REPO_ROOT,
     TOKEN,
+    Process,
     Stack,
     clawgate,
     echo_config,
@@ -180,8 +181,20 @@ def test_one_request_id_through_both_logs(stack: Stack) -> None:
         messages=[{"role": "user", "content": "follow me"}],
     )
     assert response.headers["x-request-id"] == request_id
-    edge_lines = [line for line in stack.edge.log().splitlines() if f"[{request_id}]" in line]
-    worker_lines = [line for line in stack.worker.log().splitlines() if f"[{request_id}]" in line]
+
+    def lines_of(process: Process) -> list[str]:
+        return [line for line in process.log().splitlines() if f"[{request_id}]" in line]
+
+    # Both lines are written once the answer has gone out, so they may come after it arrives.
+    wait_until(
+        lambda: (
+            any("clawgate.edge.access" in line for line in lines_of(stack.edge))
+            and any("finished" in line for line in lines_of(stack.worker))
+        ),
+        10,
+        "the request's access line and its turn's finished line",
+    )
+    edge_lines, worker_lines = lines_of(stack.edge), lines_of(stack.worker)
     access = next(line for line in edge_lines if "clawgate.edge.access" in line)
     assert (
         "status=200" in access
