@@ -74,17 +74,19 @@ HEADER = (
 )
 
 
-def stop_on_sigterm(tmp: Path, grace_seconds: float = 20) -> None:
-    """From now on SIGTERM stops every process this one started, removes `tmp` and exits with
-    128 + 15. By default the signal ends Python at once, and the processes lived on.
+def stop_on_interrupt(tmp: Path, grace_seconds: float = 20) -> None:
+    """From now on SIGTERM or SIGINT stops every process this one started, removes `tmp` and
+    exits with 128 + the signal. By default SIGTERM ends Python at once, and the processes lived
+    on.
 
-    The handler does the work itself rather than raise SystemExit: Python drops an exception
-    raised while a weakref callback or `__del__` runs (grpc.aio runs many), and the run then went
-    on to its end. It uses os-level calls only, since the code it interrupted may hold a Popen's
-    lock."""
+    The handler does the work itself rather than raise SystemExit or KeyboardInterrupt: Python
+    drops an exception raised while a weakref callback or `__del__` runs (grpc.aio runs many),
+    and the run then went on to its end. It uses os-level calls only, since the code it
+    interrupted may hold a Popen's lock."""
 
     def stop(signum: int, frame: object) -> None:
-        signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             _stop_children(grace_seconds)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -93,7 +95,8 @@ def stop_on_sigterm(tmp: Path, grace_seconds: float = 20) -> None:
         finally:
             os._exit(128 + signum)
 
-    signal.signal(signal.SIGTERM, stop)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
 
 
 def _stop_children(grace_seconds: float) -> None:

@@ -42,7 +42,7 @@ from bench.harness import (  # noqa: E402
     median_row,
     peak_rss_mb,
     run_wrk,
-    stop_on_sigterm,
+    stop_on_interrupt,
     ttft_p50,
 )
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb  # noqa: E402
@@ -445,7 +445,7 @@ def main() -> None:
     print(HEADER, flush=True)
     measured: dict[str, list[Row]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
-        stop_on_sigterm(Path(tmp))
+        stop_on_interrupt(Path(tmp))
         for _ in range(rounds):
             for name in names:
                 bench = Bench(args, Path(tmp))

@@ -24,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import stop_on_sigterm  # noqa: E402
+from bench.harness import stop_on_interrupt  # noqa: E402
 from tests.support.postgres import POSTGRES_URL  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     TOKEN,
@@ -131,7 +131,7 @@ def main() -> None:
     )
     print("| workers | turns/s | p50 | p99 | 429s (retried) |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        stop_on_sigterm(Path(tmp))
+        stop_on_interrupt(Path(tmp))
         rates = {count: run(count, args, Path(tmp)) for count in args.workers}
     base = rates[min(rates)]
     ratios = ", ".join(f"{count} workers {rate / base:.2f}x" for count, rate in rates.items())

@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bench.harness import Row, median_row, parse_wrk
 from tests.support.observe import running
 from tests.support.processes import REPO_ROOT
@@ -53,10 +55,10 @@ def test_a_median_row_has_no_ttft_when_a_round_had_none() -> None:
 RUN_IN_FINALIZERS = """
 import subprocess, tempfile, time
 from pathlib import Path
-from bench.harness import stop_on_sigterm
+from bench.harness import stop_on_interrupt
 
 tmp = Path(tempfile.mkdtemp())
-stop_on_sigterm(tmp)
+stop_on_interrupt(tmp)
 child = subprocess.Popen(["sleep", "300"])
 print(tmp, child.pid, flush=True)
 
@@ -69,7 +71,8 @@ while True:
 """
 
 
-def test_sigterm_stops_the_children_and_removes_tmp_even_inside_a_finalizer() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_children_and_removes_tmp_even_inside_a_finalizer(signum: int) -> None:
     run = subprocess.Popen(
         [sys.executable, "-c", RUN_IN_FINALIZERS], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
     )
@@ -77,8 +80,8 @@ def test_sigterm_stops_the_children_and_removes_tmp_even_inside_a_finalizer() ->
         assert run.stdout is not None
         tmp, child = run.stdout.readline().split()
         time.sleep(0.3)
-        run.send_signal(signal.SIGTERM)
-        assert run.wait(15) == 128 + signal.SIGTERM
+        run.send_signal(signum)
+        assert run.wait(15) == 128 + signum
         assert not running(int(child))
         assert not Path(tmp).exists()
     finally:
