@@ -18,7 +18,7 @@ import pytest
 
 from gateway_edge.worker_pool import rendezvous_weight
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
-from tests.support.observe import peak_rss_kib, rss_kib, timed_lines
+from tests.support.observe import child_pids, peak_rss_kib, rss_kib, running, timed_lines
 from tests.support.processes import (
     TOKEN,
     Process,
@@ -321,14 +321,12 @@ def test_6_up_passes_sigterm_and_leaves_no_orphan(tmp_path: Path) -> None:
     up = Process([*clawgate(path, "up", "--workers", "2")], tmp_path / "up.log").start()
     try:
         wait_until(lambda: "ready at" in up.log(), 60, "clawgate up", up)
-        children = [
-            int(pid) for pid in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()
-        ]
+        children = child_pids(up.pid)
         assert len(children) == 3
     finally:
         code = up.stop(signal.SIGTERM)
     assert code == 0
-    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), 10)
+    wait_for(lambda: not any(running(pid) for pid in children), 10)
 
 
 # 7. Same-session concurrency
