@@ -9,6 +9,7 @@ class TurnError(Exception):
     """A turn could not run or failed; `code` is the gRPC status a client sees."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    from_store = False  # the session store failed, not the provider
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -59,3 +60,10 @@ class ProviderFailedError(TurnError):
     """The provider answered with an error or broke off its answer."""
 
     code = grpc.StatusCode.INTERNAL
+
+
+class SessionStoreError(TurnError):
+    """The session store failed: the transcript could not be read, locked or written."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    from_store = True

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from contextlib import aclosing
 
 import grpc
 
 from agent_worker.domain import TurnEvent, TurnFinished
 from agent_worker.errors import TurnError
+from agent_worker.turn_runner import STREAM_BROKEN
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.logging import request_id_var
 
@@ -74,7 +75,7 @@ class ExchangeCall:
 
     async def responses(
         self, requests: AsyncIterable[pb.ExchangeRequest]
-    ) -> AsyncIterator[pb.ExchangeResponse]:
+    ) -> AsyncGenerator[pb.ExchangeResponse, None]:
         reader = asyncio.create_task(self._read(requests))
         try:
             while self._reading or self._turns:
@@ -86,17 +87,23 @@ class ExchangeCall:
                 if not self._ready:
                     continue
                 response, finished = self._take_ready()
-                yield response
-                for _ in range(finished):  # counted once their last event is written
-                    self._on_turn_closed()
+                try:
+                    yield response
+                finally:  # counted once their last event is written, or the call is gone
+                    for _ in range(finished):
+                        self._on_turn_closed()
         finally:
             reader.cancel()
             for turn in list(self._turns.values()):
-                self._close(turn)
+                self._close(turn, STREAM_BROKEN)
 
     async def _read(self, requests: AsyncIterable[pb.ExchangeRequest]) -> None:
         try:
             async for request in requests:
+                # Opens first: a turn opened and cancelled in one message (the caller gave up
+                # on it while this worker was stalled) must end, not run for nobody.
+                for opened in request.opens:
+                    self._open(opened)
                 for turn_id in request.cancels:
                     if (turn := self._turns.get(turn_id)) is not None:
                         self._close(turn)
@@ -104,8 +111,6 @@ class ExchangeCall:
                     if (turn := self._turns.get(credit.turn_id)) is not None:
                         turn.credit += credit.events
                         self._mark_ready(turn)
-                for opened in request.opens:
-                    self._open(opened)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as error:
             log.info("exchange: the caller's stream broke: %s", error)
         finally:
@@ -184,12 +189,12 @@ class ExchangeCall:
         }
         return response, finished
 
-    def _close(self, turn: _Turn) -> None:
+    def _close(self, turn: _Turn, why: str | None = None) -> None:
         """Aborts a turn whose caller is gone; nothing more of it is sent."""
         if self._turns.get(turn.id) is not turn:
             return
         del self._turns[turn.id]
         self._ready.pop(turn.id, None)
         if turn.task is not None:
-            turn.task.cancel()
+            turn.task.cancel(why)
         self._on_turn_closed()

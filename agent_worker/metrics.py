@@ -15,7 +15,7 @@ class WorkerMetrics:
         self.registry = CollectorRegistry()
         self.turns = Counter(
             "clawgate_worker_turns",
-            "Agent turns by agent and outcome (ok, cancelled, or the gRPC code).",
+            "Agent turns by agent and outcome (ok, cancelled, stream_broken, or the gRPC code).",
             ["agent", "outcome"],
             registry=self.registry,
         )

@@ -24,12 +24,17 @@ from agent_worker.turn_runner import TurnRunner
 from services.config import ClawgateConfig
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from services.grpc_options import worker_server_options
 from services.metrics_http import serve_metrics
 
 log = logging.getLogger("clawgate.worker")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
 FINAL_GRACE_SECONDS = 1.0
 _OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class WorkerStartError(Exception):
+    """The worker cannot start as configured; the message names the key to change."""
 
 
 class SharedSecretInterceptor(grpc.aio.ServerInterceptor):
@@ -100,6 +105,7 @@ async def serve(
         providers,
         store,
         max_concurrent_turns=config.worker.max_concurrent_turns,
+        max_queued_turns=config.worker.max_queued_turns,
         session_wait_timeout=config.worker.session_wait_timeout_ms / 1000,
         metrics=metrics,
     )
@@ -108,7 +114,7 @@ async def serve(
         if config.worker.shared_secret
         else []
     )
-    server = grpc.aio.server(interceptors=interceptors)
+    server = grpc.aio.server(interceptors=interceptors, options=worker_server_options(config))
     servicer = AgentServicer(runner, agents, store)
     pb_grpc.add_AgentServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -121,8 +127,21 @@ async def serve(
         ),
         server,
     )
-    if server.add_insecure_port(address) == 0:
-        raise OSError(f"worker cannot listen on {address}")
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises instead of returning 0 on some failures
+        port = 0
+    if port == 0:
+        raise WorkerStartError(
+            f"worker.listen {address}: cannot listen there (address already in use?)"
+        )
+    metrics_address = metrics_listen or config.worker.metrics_listen
+    try:
+        stop_metrics = serve_metrics(metrics_address, metrics.registry) if metrics_address else None
+    except OSError as error:
+        raise WorkerStartError(
+            f"worker.metricsListen {metrics_address}: cannot listen there ({error.strerror})"
+        ) from None
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -136,8 +155,6 @@ async def serve(
     await server.start()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    metrics_address = metrics_listen or config.worker.metrics_listen
-    stop_metrics = serve_metrics(metrics_address, metrics.registry) if metrics_address else None
     store_watch = asyncio.create_task(
         report_store_health(store, health_servicer, config.worker.store_check_seconds)
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any, Literal, cast
 
 import grpc
@@ -114,8 +115,11 @@ def fill_event(target: pb.RunTurnEvent, event: TurnEvent | TurnError) -> None:
         started.run_id = event.run_id
         started.model = event.model
     elif isinstance(event, TurnError):
-        target.error.code = event.code.value[0]
-        target.error.message = event.message
+        error = target.error
+        error.code = event.code.value[0]
+        error.message = event.message
+        if event.from_store:
+            error.source = pb.ERROR_SOURCE_SESSION_STORE
     else:
         finished = target.finished
         finished.finish_reason = _FINISH_REASONS[event.finish_reason]
@@ -173,14 +177,17 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     ) -> AsyncIterator[pb.RunTurnResponse]:
         """One turn as an Exchange of one; a turn refused before it starts is the call's status."""
         sent_any = False
-        async for response in self._exchange().responses(_only(request)):
-            for turn in response.turns:
-                events = turn.events
-                if not sent_any and len(events) == 1 and events[0].HasField("error"):
-                    error = events[0].error
-                    await context.abort(STATUS_BY_NUMBER[error.code], error.message)
-                yield pb.RunTurnResponse(events=events)
-                sent_any = True
+        # Closed on abort too: the exchange then counts the turn as ended (a turn that stayed
+        # counted held SIGTERM's drain to its whole grace period).
+        async with aclosing(self._exchange().responses(_only(request))) as responses:
+            async for response in responses:
+                for turn in response.turns:
+                    events = turn.events
+                    if not sent_any and len(events) == 1 and events[0].HasField("error"):
+                        error = events[0].error
+                        await context.abort(STATUS_BY_NUMBER[error.code], error.message)
+                    yield pb.RunTurnResponse(events=events)
+                    sent_any = True
 
     async def wait_idle(self) -> None:
         """Returns once no turn is open (its last message written)."""

@@ -1,4 +1,9 @@
-"""Runs one agent turn: capacity, session lock, prompt from history, provider stream, storage."""
+"""Runs one agent turn: capacity, session lock, prompt from history, provider stream, storage.
+
+Turns of one session run one after another in this process (the store's lock adds the order
+across processes). A turn that waits for its session does not take a running slot: fifty turns
+queued on one conversation must not refuse everyone else's.
+"""
 
 from __future__ import annotations
 
@@ -30,12 +35,16 @@ from agent_worker.errors import (
 )
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.providers.base import Provider, ProviderRequest
+from agent_worker.sessions.locks import SessionLocks
 from agent_worker.sessions.store import SessionStore
 from services.ids import random_hex
 from services.logging import fingerprint
 
 log = logging.getLogger("clawgate.worker.turns")
 T = TypeVar("T")
+# The message a turn's task is cancelled with when the stream it was running for broke: its
+# outcome in the metrics is then "stream_broken", not "cancelled".
+STREAM_BROKEN = "stream_broken"
 
 
 def messages_after_last_assistant(context: Sequence[ChatMessage]) -> list[ChatMessage]:
@@ -116,32 +125,57 @@ class TurnRunner:
         *,
         max_concurrent_turns: int,
         session_wait_timeout: float,
+        max_queued_turns: int = 256,
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self._agents = agents
         self._providers = providers
         self._store = store
+        self._sessions = SessionLocks()
         self._max_concurrent_turns = max_concurrent_turns
+        self._max_queued_turns = max_queued_turns
         self._session_wait_timeout = session_wait_timeout
-        self.turns_in_flight = 0
+        self.turns_in_flight = 0  # turns that hold their session (or will at once)
+        self.turns_queued = 0  # turns waiting for their session
         self.metrics = metrics or WorkerMetrics()
         self.metrics.turns_in_flight.set_function(lambda: self.turns_in_flight)
 
-    async def run(self, request: TurnRequest) -> AsyncGenerator[TurnEvent, None]:
+    def _admit(self, session_key: str) -> bool:
+        """Takes a running slot, or a place in the queue when the session is busy (returns
+        True then); raises WorkerAtCapacityError when neither is free."""
+        if self._sessions.busy(session_key):
+            if self.turns_queued >= self._max_queued_turns:
+                raise WorkerAtCapacityError(
+                    f"worker is at capacity ({self.turns_queued} turns wait for their session)"
+                )
+            self.turns_queued += 1
+            return True
         if self.turns_in_flight >= self._max_concurrent_turns:
             raise WorkerAtCapacityError(
                 f"worker is at capacity ({self._max_concurrent_turns} turns in flight)"
             )
+        self.turns_in_flight += 1
+        return False
+
+    async def run(self, request: TurnRequest) -> AsyncGenerator[TurnEvent, None]:
         agent = self._agents.get(request.agent_id)
         provider = self._providers[agent.provider]
         self._check(request, provider)
-        self.turns_in_flight += 1
+        queued = self._admit(request.session_key)
+        running = not queued
         started = time.monotonic()
         outcome = "cancelled"
+        wait = self._session_wait_timeout
         try:
             async with AsyncExitStack() as session:
                 with self.metrics.sessions_waiting.track_inprogress():
-                    wait = self._session_wait_timeout
+                    await session.enter_async_context(
+                        self._sessions.hold(request.session_key, wait)
+                    )
+                    if queued:
+                        self.turns_queued -= 1
+                        self.turns_in_flight += 1
+                        queued, running = False, True
                     await session.enter_async_context(
                         self._store.session_lock(request.session_key, wait)
                     )
@@ -151,8 +185,15 @@ class TurnRunner:
         except TurnError as error:
             outcome = error.code.name.lower()
             raise
+        except asyncio.CancelledError as cancelled:
+            if cancelled.args == (STREAM_BROKEN,):
+                outcome = STREAM_BROKEN
+            raise
         finally:
-            self.turns_in_flight -= 1
+            if queued:
+                self.turns_queued -= 1
+            if running:
+                self.turns_in_flight -= 1
             self.metrics.turns_by(agent.id, outcome).inc()
             self.metrics.turn_seconds_by(agent.id).observe(time.monotonic() - started)
 

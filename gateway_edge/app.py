@@ -22,8 +22,9 @@ from gateway_edge.observability import ObservabilityMiddleware
 from gateway_edge.rate_limit import AuthFailureLimiter
 from gateway_edge.responses import error_response
 from gateway_edge.state import EdgeState
-from gateway_edge.worker_pool import WorkerPool
+from gateway_edge.worker_pool import PoolSettings, WorkerPool
 from services.config import ClawgateConfig
+from services.grpc_options import edge_channel_options
 from services.metrics_http import serve_metrics
 
 log = logging.getLogger("clawgate.edge")
@@ -75,6 +76,19 @@ class HotPath:
             await self._app(scope, receive, send)
 
 
+def pool_settings(config: ClawgateConfig) -> PoolSettings:
+    gateway = config.gateway
+    return PoolSettings(
+        shared_secret=config.worker.shared_secret,
+        resolve_seconds=gateway.worker_resolve_seconds,
+        channel_options=edge_channel_options(config),
+        max_message_bytes=config.worker.max_message_bytes,
+        start_check_seconds=gateway.turn_start_timeout_ms / 1000,
+        health_timeout_seconds=gateway.worker_health_timeout_ms / 1000,
+        sessions_shared=config.sessions.locks_across_processes,
+    )
+
+
 def create_app(config: ClawgateConfig) -> ASGIApp:
     """Builds the edge; raises AuthSetupError when auth would run open by accident."""
     auth = config.gateway.auth
@@ -86,8 +100,7 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
     )
     workers = WorkerPool(
         config.gateway.workers,
-        shared_secret=config.worker.shared_secret,
-        resolve_seconds=config.gateway.worker_resolve_seconds,
+        pool_settings(config),
         on_outcome=lambda outcome: metrics.worker_calls_by(outcome).inc(),
     )
     agent_ids = frozenset(agent.id for agent in config.agents.entries)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import grpc
 import orjson
 
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.grpc_status import STATUS_BY_NUMBER
 
 
@@ -83,7 +84,31 @@ def api_error_from_call(code: grpc.StatusCode, details: str | None) -> ApiError:
     return error
 
 
-def api_error_from_turn_error(code_number: int, message: str) -> ApiError:
+def store_failed(message: str) -> ApiError:
+    """The worker's session store failed (before or during the turn): nothing was stored."""
+    error = ApiError(503, message, "api_error", code="store_unavailable")
+    error.headers["retry-after"] = RETRY_AFTER_SECONDS
+    return error
+
+
+def worker_lost(address: str, code: grpc.StatusCode, details: str | None) -> ApiError:
+    """The stream to the worker running a started turn broke: nothing of the turn is stored."""
+    return ApiError(
+        502,
+        f"Lost agent worker {address} during the turn ({code.name}: {details or 'no details'});"
+        " nothing of it was stored.",
+        "api_error",
+        code="worker_lost",
+    )
+
+
+def too_large(message: str, param: str | None = None) -> ApiError:
+    return ApiError(413, message, "invalid_request_error", param, "request_too_large")
+
+
+def api_error_from_turn_error(code_number: int, message: str, source: int = 0) -> ApiError:
+    if source == pb.ERROR_SOURCE_SESSION_STORE:
+        return store_failed(message)
     code = STATUS_BY_NUMBER.get(code_number, grpc.StatusCode.UNKNOWN)
     status, error_type, error_code = _TURN_ERROR.get(code, _PROVIDER_FAILED)
     error = ApiError(status, message or "the agent's turn failed", error_type, None, error_code)

@@ -6,6 +6,10 @@ turns instead of a call per turn. Each turn may receive `CREDIT` events ahead of
 client; it gives credit back as the client takes them (half a window at a time), so a slow
 reader pauses only its own turn. When the stream breaks, its open turns fail as an unavailable
 worker would, and the next turn opens a new stream.
+
+No message exceeds `max_message_bytes` (what the worker accepts): turns opened together share a
+message only while they fit, and the caller refuses a single turn that cannot fit at all, so one
+large turn never breaks the stream that its neighbours share.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ CREDIT = 256  # events a turn may have in flight towards the edge
 # and a long one keeps the worker from ever waiting on a full window.
 CREDIT_BATCH = CREDIT // 2
 _ENDING = ("finished", "error")
+OPEN_OVERHEAD_BYTES = 64  # what a TurnOpen adds around its request, generously
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's own default
 
 
 class LinkFailure(Exception):
@@ -99,21 +105,37 @@ class TurnInbox:
 
 
 class WorkerLink:
-    def __init__(self, stub: pb_grpc.AgentServiceStub, metadata: tuple[tuple[str, str], ...]):
+    def __init__(
+        self,
+        stub: pb_grpc.AgentServiceStub,
+        metadata: tuple[tuple[str, str], ...],
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ):
         self._stub = stub
         self._metadata = metadata
+        self._max_message_bytes = max_message_bytes
         self._ids = itertools.count(1)
         self._turns: dict[int, TurnInbox] = {}
         self._call: grpc.aio.StreamStreamCall | None = None
         self._tasks: tuple[asyncio.Task[None], ...] = ()
         # The next message, built in place: a sub-message given to a constructor is copied.
         self._frame = pb.ExchangeRequest()
+        self._frame_bytes = 0  # the opens' share of it
+        self._sealed: list[pb.ExchangeRequest] = []  # full messages waiting for the writer
         self._credits: dict[int, int] = {}
         self._pending = asyncio.Event()
 
-    def open_turn(self, request: pb.RunTurnRequest) -> TurnInbox:
+    def open_turn(self, request: pb.RunTurnRequest, size: int = 0) -> TurnInbox:
+        """Opens a turn; `size` is the request's ByteSize (0 when surely small). The caller
+        checked that it fits in one message."""
         if self._call is None:
             self._connect()
+        size += OPEN_OVERHEAD_BYTES
+        if self._frame_bytes and self._frame_bytes + size > self._max_message_bytes:
+            self._sealed.append(self._frame)
+            self._frame = pb.ExchangeRequest()
+            self._frame_bytes = 0
+        self._frame_bytes += size
         inbox = TurnInbox(self, next(self._ids))
         self._turns[inbox.id] = inbox
         opened = self._frame.opens.add()
@@ -156,14 +178,16 @@ class WorkerLink:
         while True:
             await self._pending.wait()
             self._pending.clear()
-            frame, self._frame = self._frame, pb.ExchangeRequest()
+            frame, self._frame, self._frame_bytes = self._frame, pb.ExchangeRequest(), 0
             for turn_id, events in self._credits.items():
                 credit = frame.credits.add()
                 credit.turn_id = turn_id
                 credit.events = events
             self._credits = {}
+            frames, self._sealed = [*self._sealed, frame], []
             try:
-                await call.write(frame)
+                for frame in frames:
+                    await call.write(frame)
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 return  # the reader sees the call end and fails its turns
 
@@ -199,6 +223,7 @@ class WorkerLink:
         writer.cancel()
         self._tasks = ()
         turns, self._turns = self._turns, {}
-        self._frame, self._credits = pb.ExchangeRequest(), {}
+        self._frame, self._frame_bytes, self._sealed = pb.ExchangeRequest(), 0, []
+        self._credits = {}
         for inbox in turns.values():
             inbox.fail(failure)

@@ -6,7 +6,13 @@ Targets are `host:port` or `dns:///host:port`; a host name is resolved to all of
 and re-resolved periodically (compose replicas, a Kubernetes headless service). Turns of a named
 session go to the first usable worker in rendezvous order for its key, so every edge picks the
 same worker without sharing state; fresh sessions go to the worker with the fewest turns in
-flight. A worker that is not serving leaves the candidates until its health says it is back.
+flight. A worker that is not serving, or that does not answer a health check in time (frozen,
+overloaded, cut off), leaves the candidates until it answers again.
+
+A turn moves to the next worker only while it has not started there, and only when that cannot
+run it twice: its worker is unreachable, frozen or draining, or it is busy and the session is
+fresh or the store locks sessions across processes (PostgreSQL). Once a turn has started, a
+broken stream ends it with an error that names the worker.
 """
 
 from __future__ import annotations
@@ -23,25 +29,51 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway_edge.errors import ApiError, api_error_from_call, api_error_from_turn_error
-from gateway_edge.worker_link import LinkFailure, TurnInbox, WorkerLink
+from gateway_edge.errors import (
+    ApiError,
+    api_error_from_call,
+    api_error_from_turn_error,
+    too_large,
+    worker_lost,
+)
+from gateway_edge.worker_link import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    OPEN_OVERHEAD_BYTES,
+    LinkFailure,
+    TurnInbox,
+    WorkerLink,
+)
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from services.grpc_options import Options
 from services.grpc_status import STATUS_BY_NUMBER
 
 log = logging.getLogger("clawgate.edge.workers")
 HEALTH_RETRY_SECONDS = 1.0
 _SERVING = health_pb2.HealthCheckResponse.SERVING
-_RETRY_ELSEWHERE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
-_CHANNEL_OPTIONS = (
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    shared_secret: str | None = None
+    resolve_seconds: float = 5.0
+    channel_options: Options = ()
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # A turn not started by then makes the edge check that its worker still answers.
+    start_check_seconds: float = 3.0
+    health_timeout_seconds: float = 2.0
+    # The store locks sessions across processes: a named session may run on any worker.
+    sessions_shared: bool = False
+
+
+class _NotStarted(Exception):
+    """The worker did not start the turn; `movable` says whether another worker may."""
+
+    def __init__(self, error: ApiError, code: grpc.StatusCode, movable: bool) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.code = code
+        self.movable = movable
 
 
 def rendezvous_weight(address: str, session_key: str) -> bytes:
@@ -77,12 +109,13 @@ class Worker:
     health: health_pb2_grpc.HealthStub
     link: WorkerLink
     serving: bool | None = None  # None until its health is known
+    answering: bool = True  # it answered its last health check in time
     in_flight: int = 0
-    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    watchers: tuple[asyncio.Task[None], ...] = field(default=(), repr=False)
 
     @property
     def usable(self) -> bool:
-        return self.serving is not False
+        return self.serving is not False and self.answering
 
 
 class TurnCall:
@@ -132,8 +165,8 @@ class TurnCall:
                 try:
                     events = await self._inbox.next_events(wait_seconds)
                 except LinkFailure as failure:
-                    self._end(failure.code.name.lower())
-                    raise api_error_from_call(failure.code, failure.details) from None
+                    self._end("worker_lost")
+                    raise worker_lost(self.worker.address, failure.code, failure.details) from None
                 if not events:
                     return None
             batch: list[pb.TextDelta | pb.TurnFinished] = []
@@ -147,7 +180,10 @@ class TurnCall:
                     return batch
                 elif kind == "error":
                     self._end("turn_error")
-                    self._failure = api_error_from_turn_error(event.error.code, event.error.message)
+                    error = event.error
+                    self._failure = api_error_from_turn_error(
+                        error.code, error.message, error.source
+                    )
                     break
             if batch:
                 return batch
@@ -162,16 +198,17 @@ class WorkerPool:
     def __init__(
         self,
         targets: list[str],
+        settings: PoolSettings | None = None,
         *,
-        shared_secret: str | None = None,
-        resolve_seconds: float = 5.0,
         on_outcome: Callable[[str], None] = lambda outcome: None,
     ) -> None:
+        self._settings = settings = settings or PoolSettings()
         self._on_outcome = on_outcome
         self._targets = [split_target(target) for target in targets]
-        self._resolve_seconds = resolve_seconds
         self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {shared_secret}"),) if shared_secret else ()
+            (("authorization", f"Bearer {settings.shared_secret}"),)
+            if settings.shared_secret
+            else ()
         )
         self._workers: dict[str, Worker] = {}
         self._resolver: asyncio.Task[None] | None = None
@@ -216,27 +253,31 @@ class WorkerPool:
 
     async def _keep_resolving(self) -> None:
         while True:
-            await asyncio.sleep(self._resolve_seconds)
+            await asyncio.sleep(self._settings.resolve_seconds)
             await self._refresh()
 
     def _add(self, address: str) -> None:
-        channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        settings = self._settings
+        channel = grpc.aio.insecure_channel(address, options=settings.channel_options)
         agents = pb_grpc.AgentServiceStub(channel)
         worker = Worker(
             address,
             channel,
             agents,
             health_pb2_grpc.HealthStub(channel),
-            WorkerLink(agents, self._metadata),
+            WorkerLink(agents, self._metadata, settings.max_message_bytes),
         )
-        worker.watcher = asyncio.create_task(self._watch(worker))
+        worker.watchers = (
+            asyncio.create_task(self._watch(worker)),
+            asyncio.create_task(self._keep_checking(worker)),
+        )
         self._workers[address] = worker
         log.info("worker %s joined the pool", address)
 
     async def _remove(self, address: str) -> None:
         worker = self._workers.pop(address)
-        if worker.watcher is not None:
-            worker.watcher.cancel()
+        for watcher in worker.watchers:
+            watcher.cancel()
         await worker.link.close()
         await worker.channel.close()
         log.info("worker %s left the pool", address)
@@ -248,6 +289,37 @@ class WorkerPool:
                     self._set_serving(worker, reply.status == _SERVING)
             self._set_serving(worker, False)
             await asyncio.sleep(HEALTH_RETRY_SECONDS)
+
+    async def _keep_checking(self, worker: Worker) -> None:
+        """A frozen worker keeps its Watch stream open and says nothing: ask it, with a bound."""
+        while True:
+            await asyncio.sleep(self._settings.health_timeout_seconds)
+            await self._answers(worker)
+
+    async def _answers(self, worker: Worker) -> bool:
+        try:
+            await worker.health.Check(
+                health_pb2.HealthCheckRequest(), timeout=self._settings.health_timeout_seconds
+            )
+        except grpc.aio.AioRpcError as error:
+            answering = error.code() is not grpc.StatusCode.DEADLINE_EXCEEDED and (
+                error.code() is not grpc.StatusCode.UNAVAILABLE
+            )
+        else:
+            answering = True
+        self._set_answering(worker, answering)
+        return answering
+
+    @staticmethod
+    def _set_answering(worker: Worker, answering: bool) -> None:
+        """Out of the candidates until its next health check answers (within a few seconds)."""
+        if worker.answering != answering:
+            log.warning(
+                "worker %s %s",
+                worker.address,
+                "answers again" if answering else "does not answer; it leaves the candidates",
+            )
+        worker.answering = answering
 
     @staticmethod
     def _set_serving(worker: Worker, serving: bool) -> None:
@@ -265,41 +337,79 @@ class WorkerPool:
 
     async def start_turn(self, request: pb.RunTurnRequest, sticky: bool) -> TurnCall:
         """Sends the turn to the session's worker (or the next one that can take it)."""
-        last_failure: tuple[grpc.StatusCode, str | None] | None = None
+        size = request.ByteSize()
+        limit = self._settings.max_message_bytes - OPEN_OVERHEAD_BYTES
+        if size > limit:
+            raise too_large(
+                f"The turn is {size} bytes, more than a worker accepts ({limit} bytes,"
+                " worker.maxMessageBytes)."
+            )
+        refusal: _NotStarted | None = None
         for worker in self.candidates(request.session_key, sticky):
-            inbox = worker.link.open_turn(request)
-            worker.in_flight += 1
             try:
-                first = await inbox.next_events()
-            except LinkFailure as failure:
-                worker.in_flight -= 1
-                code, details = failure.code, failure.details
-            except BaseException:
-                worker.in_flight -= 1
-                inbox.cancel()
-                raise
-            else:
-                head = first[0] if first else None
-                if head is not None and head.HasField("started"):
-                    return TurnCall(inbox, head.started, worker, self._on_outcome, first[1:])
-                worker.in_flight -= 1
-                if head is None or not head.HasField("error"):
-                    inbox.cancel()
-                    raise ApiError(
-                        502, "The worker did not start the turn.", "api_error", code="worker_error"
-                    )
-                code = STATUS_BY_NUMBER.get(head.error.code, grpc.StatusCode.UNKNOWN)
-                details = head.error.message
-            self._on_outcome(code.name.lower())
-            if code not in _RETRY_ELSEWHERE:
-                raise api_error_from_call(code, details)
-            log.info("worker %s: %s, trying the next one", worker.address, code.name)
-            if code is grpc.StatusCode.UNAVAILABLE:
-                self._set_serving(worker, False)
-            last_failure = (code, details)
-        if last_failure is None:
+                return await self._start_on(worker, request, size)
+            except _NotStarted as not_started:
+                refusal = not_started
+            self._on_outcome(refusal.code.name.lower())
+            may_move = refusal.movable and (
+                refusal.code is not grpc.StatusCode.RESOURCE_EXHAUSTED
+                or not sticky
+                or self._settings.sessions_shared
+            )
+            if not may_move:
+                raise refusal.error
+            log.info("worker %s: %s, trying the next one", worker.address, refusal.error.message)
+        if refusal is None:
             raise api_error_from_call(grpc.StatusCode.UNAVAILABLE, None)
-        raise api_error_from_call(*last_failure)
+        raise refusal.error
+
+    async def _start_on(self, worker: Worker, request: pb.RunTurnRequest, size: int) -> TurnCall:
+        inbox = worker.link.open_turn(request, size)
+        worker.in_flight += 1
+        try:
+            first = await self._first_events(worker, inbox)
+        except BaseException:
+            worker.in_flight -= 1
+            inbox.cancel()
+            raise
+        head = first[0]
+        if head.HasField("started"):
+            return TurnCall(inbox, head.started, worker, self._on_outcome, first[1:])
+        worker.in_flight -= 1
+        if not head.HasField("error"):
+            inbox.cancel()
+            raise ApiError(
+                502, "The worker did not start the turn.", "api_error", code="worker_error"
+            )
+        error = head.error
+        code = STATUS_BY_NUMBER.get(error.code, grpc.StatusCode.UNKNOWN)
+        if error.source == pb.ERROR_SOURCE_SESSION_STORE:
+            failure = api_error_from_turn_error(error.code, error.message, error.source)
+            raise _NotStarted(failure, code, movable=False)
+        # UNAVAILABLE: the worker is draining (its health watch says so too).
+        movable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        raise _NotStarted(api_error_from_call(code, error.message), code, movable)
+
+    async def _first_events(self, worker: Worker, inbox: TurnInbox) -> Sequence[pb.RunTurnEvent]:
+        """The turn's first events. Raises _NotStarted (movable) when the stream broke, or when
+        the turn waited past the start bound and its worker did not answer a health check."""
+        while True:
+            try:
+                events = await inbox.next_events(self._settings.start_check_seconds)
+            except LinkFailure as failure:
+                self._set_answering(worker, False)
+                error = api_error_from_call(grpc.StatusCode.UNAVAILABLE, None)
+                raise _NotStarted(error, failure.code, movable=True) from None
+            if events:
+                return events
+            if not await self._answers(worker):  # else it is alive: the turn waits its turn
+                log.warning(
+                    "worker %s did not start a turn within %gs nor answer a health check",
+                    worker.address,
+                    self._settings.start_check_seconds,
+                )
+                error = api_error_from_call(grpc.StatusCode.UNAVAILABLE, None)
+                raise _NotStarted(error, grpc.StatusCode.DEADLINE_EXCEEDED, movable=True)
 
     def any_serving(self) -> bool:
-        return any(worker.serving for worker in self._workers.values())
+        return any(worker.serving and worker.answering for worker in self._workers.values())

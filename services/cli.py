@@ -41,11 +41,15 @@ def quiet_gc() -> None:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from agent_worker.server import serve
+    from agent_worker.server import WorkerStartError, serve
 
     quiet_gc()
     configure_logging(args.log_level, "worker", args.log_format)
-    run_async(serve(_load(args), args.listen, args.metrics_listen))
+    try:
+        run_async(serve(_load(args), args.listen, args.metrics_listen))
+    except WorkerStartError as error:
+        print(f"clawgate worker: refusing to start: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -49,6 +49,8 @@ class AuthConfig(_Section):
 class ChatCompletionsEndpointConfig(_Section):
     enabled: bool = False
     max_body_bytes: int = Field(20 * 1024 * 1024, alias="maxBodyBytes", ge=1)
+    # A request with more messages is refused before it is validated or sent on.
+    max_messages: int = Field(10_000, alias="maxMessages", ge=1)
 
 
 class EndpointsConfig(_Section):
@@ -75,6 +77,15 @@ class GatewayConfig(_Section):
     workers: list[str] = Field(default_factory=lambda: ["127.0.0.1:50051"], min_length=1)
     keep_alive_seconds: float = Field(15.0, alias="keepAliveSeconds", gt=0)
     worker_resolve_seconds: float = Field(5.0, alias="workerResolveSeconds", gt=0)
+    # HTTP/2 pings to each worker; a worker that does not answer one within the timeout is
+    # dropped with its streams.
+    worker_keepalive_seconds: float = Field(20.0, alias="workerKeepaliveSeconds", ge=1)
+    # A turn a worker has not started by then is checked on: when the worker does not answer
+    # a health check within workerHealthTimeoutMs, the turn moves to the next worker.
+    turn_start_timeout_ms: int = Field(3_000, alias="turnStartTimeoutMs", ge=1)
+    # Workers are health-checked this often, with this timeout; one that does not answer
+    # leaves the pool until it does.
+    worker_health_timeout_ms: int = Field(2_000, alias="workerHealthTimeoutMs", ge=1)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @property
@@ -93,12 +104,26 @@ class WorkerConfig(_Section):
     # Prometheus metrics over HTTP on "host:port"; off when unset.
     metrics_listen: str | None = Field(None, alias="metricsListen")
     store_check_seconds: float = Field(5.0, alias="storeCheckSeconds", gt=0)
+    # The largest gRPC message either side accepts (the edge's and the worker's); covers the
+    # largest turn the edge admits (maxBodyBytes), whose proto is no larger than its JSON.
+    max_message_bytes: int = Field(64 * 1024 * 1024, alias="maxMessageBytes", ge=1024)
+    # Turns that wait for their session (another turn of it runs) do not take one of the
+    # maxConcurrentTurns slots; at most this many wait at once.
+    max_queued_turns: int = Field(256, alias="maxQueuedTurns", ge=0)
+
+
+POSTGRES_URL_PREFIXES = ("postgresql://", "postgres://")
 
 
 class SessionsConfig(_Section):
     store: str = "sqlite:///~/.clawgate/sessions.db"
     # PostgreSQL: connections per worker; each running turn holds one for its session lock.
     pool_size: int = Field(20, alias="poolSize", ge=2)
+
+    @property
+    def locks_across_processes(self) -> bool:
+        """Whether the store itself keeps two workers from running one session at once."""
+        return self.store.startswith(POSTGRES_URL_PREFIXES)
 
 
 class EchoProviderConfig(_Section):

@@ -1,5 +1,9 @@
 """`clawgate up`: writes a starter config when there is none, then runs workers and the edge as
-child processes, passes Ctrl-C/SIGTERM on to them and leaves no orphan behind."""
+child processes, passes Ctrl-C/SIGTERM on to them and leaves no orphan behind.
+
+A worker that exits is started again after a back-off (1 s, doubling up to 30 s, back to 1 s
+once it has run for a minute) while the edge serves through the others; the edge exiting stops
+everything."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -20,6 +25,8 @@ from services.config import ClawgateConfig, load_config
 log = logging.getLogger("clawgate.up")
 READY_TIMEOUT_SECONDS = 300.0
 STOP_GRACE_SECONDS = 35.0
+RESTART_BACKOFF_SECONDS = (1.0, 30.0)
+STABLE_RUN_SECONDS = 60.0
 _PR_SET_PDEATHSIG = 1
 
 STARTER_CONFIG = """\
@@ -111,6 +118,44 @@ def stop_children(
             child.wait()
 
 
+class WorkerProcess:
+    """One worker child of `up`, restarted with back-off when it exits."""
+
+    def __init__(self, start: Callable[[], subprocess.Popen[bytes]], address: str) -> None:
+        self._start = start
+        self.address = address
+        self.process = start()
+        self._started_at = time.monotonic()
+        self._backoff = RESTART_BACKOFF_SECONDS[0]
+        self._restart_at: float | None = None
+
+    @property
+    def exited(self) -> bool:
+        return self.process.poll() is not None
+
+    def tend(self, now: float) -> None:
+        """Notices an exit and schedules the restart; restarts when the back-off has passed."""
+        if self._restart_at is None:
+            code = self.process.poll()
+            if code is None:
+                return
+            if now - self._started_at >= STABLE_RUN_SECONDS:
+                self._backoff = RESTART_BACKOFF_SECONDS[0]
+            log.warning(
+                "worker %s exited with code %s; starting it again in %.0fs",
+                self.address,
+                code,
+                self._backoff,
+            )
+            self._restart_at = now + self._backoff
+            self._backoff = min(self._backoff * 2, RESTART_BACKOFF_SECONDS[1])
+        elif now >= self._restart_at:
+            self._restart_at = None
+            self.process = self._start()
+            self._started_at = now
+            log.warning("worker %s started again (pid %d)", self.address, self.process.pid)
+
+
 def run_up(config_file: Path, worker_count: int, log_level: str, log_format: str = "text") -> int:
     token: str | None = None
     if not config_file.exists():
@@ -130,27 +175,40 @@ def run_up(config_file: Path, worker_count: int, log_level: str, log_format: str
     signal.signal(signal.SIGTERM, request_stop)
 
     logging_options = (log_level, log_format)
+
+    def worker_starter(index: int, address: str) -> Callable[[], subprocess.Popen[bytes]]:
+        options = ("--listen", address, *metrics_option(config, index))
+        return lambda: _spawn(config_file, logging_options, "worker", *options)
+
     workers = [
-        _spawn(
-            config_file, logging_options, "worker", "--listen", address, *metrics_option(config, i)
-        )
-        for i, address in enumerate(addresses)
+        WorkerProcess(worker_starter(index, address), address)
+        for index, address in enumerate(addresses)
     ]
     edge = _spawn(config_file, logging_options, "edge", "--workers", ",".join(addresses))
-    children = [edge, *workers]  # the edge stops first, so its open streams can finish
     base_url = config.gateway.local_url
     exit_code = 0
     try:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         ready = False
         while not stopping:
-            if (failed := next((c for c in children if c.poll() is not None), None)) is not None:
+            if edge.poll() is not None:
                 print(
-                    f"clawgate: a child process exited with code {failed.returncode}; stopping",
+                    f"clawgate: the edge exited with code {edge.returncode}; stopping",
                     file=sys.stderr,
                 )
                 exit_code = 1
                 break
+            now = time.monotonic()
+            if not ready and (failed := next((w for w in workers if w.exited), None)):
+                print(
+                    f"clawgate: worker {failed.address} exited with code"
+                    f" {failed.process.returncode} before the gateway was ready; stopping",
+                    file=sys.stderr,
+                )
+                exit_code = 1
+                break
+            for worker in workers:
+                worker.tend(now)
             if not ready and _is_ready(f"{base_url}/readyz"):
                 ready = True
                 print(f"clawgate: ready at {base_url}/v1  (config: {config_file})", flush=True)
@@ -167,5 +225,6 @@ def run_up(config_file: Path, worker_count: int, log_level: str, log_format: str
                 break
             time.sleep(0.2)
     finally:
-        stop_children(children)
+        # The edge stops first, so its open streams can finish.
+        stop_children([edge, *(worker.process for worker in workers)])
     return exit_code

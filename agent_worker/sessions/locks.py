@@ -20,6 +20,10 @@ class SessionLocks:
     def active(self) -> int:
         return len(self._locks)
 
+    def busy(self, session_key: str) -> bool:
+        """Whether a turn holds or waits for this session now (a new one would wait)."""
+        return session_key in self._users
+
     @asynccontextmanager
     async def hold(self, session_key: str, wait_seconds: float) -> AsyncIterator[None]:
         lock = self._locks.setdefault(session_key, asyncio.Lock())

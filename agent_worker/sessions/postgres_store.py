@@ -1,27 +1,34 @@
 """Transcripts in PostgreSQL (asyncpg), for workers on several machines.
 
 A turn holds a session-level advisory lock on its key for as long as it runs, on a connection
-of its own: two workers never interleave one session's turns, and a worker that dies releases
-its locks with its connections, so the session fails over at once.
+of its own, and reads and writes the session on that same connection: a turn never needs a
+second connection (with more turns than connections, a second one was a deadlock), and if the
+connection dies the lock dies with it and the turn's write fails instead of landing unlocked.
+Two workers never interleave one session's turns, and a worker that dies releases its locks with
+its connections, so the session fails over at once.
+
+Every driver error leaves this module as SessionStoreError (mapped once, here).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import cast
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, cast
 
 import asyncpg
 
 from agent_worker.domain import ChatMessage, Role
-from agent_worker.errors import SessionBusyError
-from agent_worker.sessions.locks import SessionLocks
+from agent_worker.errors import SessionBusyError, SessionStoreError
 
+log = logging.getLogger("clawgate.worker.sessions")
 SCHEMA_VERSION = 1
+_MESSAGES_TABLE = "clawgate_session_messages"
 _MIGRATIONS = {
-    1: """
-    CREATE TABLE clawgate_session_messages (
+    1: f"""
+    CREATE TABLE IF NOT EXISTS {_MESSAGES_TABLE} (
         session_key TEXT NOT NULL,
         seq INTEGER NOT NULL,
         role TEXT NOT NULL,
@@ -32,6 +39,9 @@ _MIGRATIONS = {
     """,
 }
 _MIGRATION_LOCK = 0x636C6177  # "claw": one worker migrates at a time
+_DRIVER_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# What the pool hands out (a proxy of asyncpg.Connection); asyncpg has no stubs.
+Connection = Any
 
 
 def advisory_key(session_key: str) -> int:
@@ -40,12 +50,38 @@ def advisory_key(session_key: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+@contextmanager
+def _store_errors(doing: str) -> Iterator[None]:
+    try:
+        yield
+    except _DRIVER_ERRORS as error:
+        raise SessionStoreError(
+            f"the session store (PostgreSQL) failed while {doing}: {error}"
+        ) from None
+
+
+async def _migrate(connection: Connection) -> None:
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS clawgate_schema (version INTEGER NOT NULL)"
+        )
+        version = await connection.fetchval("SELECT max(version) FROM clawgate_schema") or 0
+        if not await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", _MESSAGES_TABLE):
+            version = 0  # the table was dropped under us: build it again from the start
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            await connection.execute(_MIGRATIONS[number])
+            await connection.execute("INSERT INTO clawgate_schema VALUES ($1)", number)
+
+
 class PostgresSessionStore:
     def __init__(self, url: str, pool_size: int = 20) -> None:
         self._url = url
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
-        self._local = SessionLocks()
+        # The connection each running turn holds its session's lock on. The turn runner runs
+        # one turn per session at a time in this process, so a key names one holder.
+        self._held: dict[str, Connection] = {}
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -55,15 +91,8 @@ class PostgresSessionStore:
 
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(self._url, min_size=1, max_size=self._pool_size)
-        async with self.pool.acquire() as connection, connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await connection.execute(
-                "CREATE TABLE IF NOT EXISTS clawgate_schema (version INTEGER NOT NULL)"
-            )
-            version = await connection.fetchval("SELECT max(version) FROM clawgate_schema") or 0
-            for number in range(version + 1, SCHEMA_VERSION + 1):
-                await connection.execute(_MIGRATIONS[number])
-                await connection.execute("INSERT INTO clawgate_schema VALUES ($1)", number)
+        async with self.pool.acquire() as connection:
+            await _migrate(connection)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -71,51 +100,102 @@ class PostgresSessionStore:
             self._pool = None
 
     async def ping(self) -> bool:
+        """Whether the store answers with its schema in place; a schema that vanished (the
+        database was dropped and made again) is created again here."""
         try:
-            await self.pool.fetchval("SELECT 1")
-        except (OSError, asyncpg.PostgresError, RuntimeError):
+            async with self.pool.acquire(timeout=5) as connection:
+                if not await connection.fetchval(
+                    "SELECT to_regclass($1) IS NOT NULL", _MESSAGES_TABLE
+                ):
+                    log.warning("the session table is gone; creating the schema again")
+                    await _migrate(connection)
+        except (*_DRIVER_ERRORS, RuntimeError) as error:
+            log.warning("session store check failed: %s", error)
             return False
         return True
 
     @asynccontextmanager
     async def session_lock(self, session_key: str, wait_seconds: float) -> AsyncIterator[None]:
-        # The local lock first: waiting turns of this worker do not each hold a connection.
-        async with self._local.hold(session_key, wait_seconds), self.pool.acquire() as connection:
+        async with self._connection(wait_seconds) as connection:
             lock_id = advisory_key(session_key)
-            try:
-                await connection.execute(
-                    "SELECT set_config('lock_timeout', $1, false)",
-                    f"{max(int(wait_seconds * 1000), 1)}ms",
-                )
-                await connection.execute("SELECT pg_advisory_lock($1)", lock_id)
-            except asyncpg.exceptions.LockNotAvailableError:
-                raise SessionBusyError(
-                    "session is busy: another worker's turn did not finish"
-                    f" within {wait_seconds:g}s"
-                ) from None
+            with _store_errors("locking the session"):
+                try:
+                    await connection.execute(
+                        "SELECT set_config('lock_timeout', $1, false)",
+                        f"{max(int(wait_seconds * 1000), 1)}ms",
+                    )
+                    await connection.execute("SELECT pg_advisory_lock($1)", lock_id)
+                except asyncpg.exceptions.LockNotAvailableError:
+                    raise SessionBusyError(
+                        "session is busy: another worker's turn did not finish"
+                        f" within {wait_seconds:g}s"
+                    ) from None
+            self._held[session_key] = connection
             try:
                 yield
             finally:
-                await connection.execute("SELECT pg_advisory_unlock($1)", lock_id)
+                del self._held[session_key]
+                await self._unlock(connection, lock_id)
+
+    @asynccontextmanager
+    async def _connection(self, wait_seconds: float) -> AsyncIterator[Connection]:
+        with _store_errors("taking a connection for the session lock"):
+            try:
+                connection = await self.pool.acquire(timeout=max(wait_seconds, 0.001))
+            except TimeoutError:
+                raise SessionBusyError(
+                    f"no session store connection was free within {wait_seconds:g}s"
+                    " (sessions.poolSize)"
+                ) from None
+        try:
+            yield connection
+        finally:
+            try:
+                await self.pool.release(connection)
+            except _DRIVER_ERRORS as error:
+                log.warning("a broken session store connection was dropped: %s", error)
+
+    @staticmethod
+    async def _unlock(connection: Connection, lock_id: int) -> None:
+        try:
+            await connection.execute("SELECT pg_advisory_unlock($1)", lock_id)
+        except _DRIVER_ERRORS as error:
+            # The connection is gone, and the lock with it; the pool replaces the connection.
+            log.warning("session unlock failed (the lock went with its connection): %s", error)
 
     async def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
-        rows = await self.pool.fetch(
-            "SELECT role, content FROM clawgate_session_messages WHERE session_key = $1"
-            " ORDER BY seq DESC LIMIT $2",
-            session_key,
-            limit,
+        query = (
+            f"SELECT role, content FROM {_MESSAGES_TABLE} WHERE session_key = $1"
+            " ORDER BY seq DESC LIMIT $2"
         )
+        with _store_errors("reading the session"):
+            held = self._held.get(session_key)
+            if held is not None:
+                rows = await held.fetch(query, session_key, limit)
+            else:
+                rows = await self.pool.fetch(query, session_key, limit)
         return [ChatMessage(cast(Role, row["role"]), row["content"]) for row in reversed(rows)]
 
     async def append_turn(self, session_key: str, messages: Sequence[ChatMessage]) -> None:
-        async with self.pool.acquire() as connection, connection.transaction():
+        held = self._held.get(session_key)
+        with _store_errors("writing the turn"):
+            if held is not None:
+                await self._insert(held, session_key, messages)
+            else:
+                async with self.pool.acquire() as connection:
+                    await self._insert(connection, session_key, messages)
+
+    @staticmethod
+    async def _insert(
+        connection: Connection, session_key: str, messages: Sequence[ChatMessage]
+    ) -> None:
+        async with connection.transaction():
             last = await connection.fetchval(
-                "SELECT COALESCE(MAX(seq), 0) FROM clawgate_session_messages"
-                " WHERE session_key = $1",
+                f"SELECT COALESCE(MAX(seq), 0) FROM {_MESSAGES_TABLE} WHERE session_key = $1",
                 session_key,
             )
             await connection.executemany(
-                "INSERT INTO clawgate_session_messages (session_key, seq, role, content)"
+                f"INSERT INTO {_MESSAGES_TABLE} (session_key, seq, role, content)"
                 " VALUES ($1, $2, $3, $4)",
                 [
                     (session_key, last + offset, message.role, message.text)
@@ -124,7 +204,8 @@ class PostgresSessionStore:
             )
 
     async def delete(self, session_key: str) -> bool:
-        result = await self.pool.execute(
-            "DELETE FROM clawgate_session_messages WHERE session_key = $1", session_key
-        )
-        return result != "DELETE 0"
+        with _store_errors("deleting the session"):
+            result = await self.pool.execute(
+                f"DELETE FROM {_MESSAGES_TABLE} WHERE session_key = $1", session_key
+            )
+        return bool(result != "DELETE 0")

@@ -7,9 +7,13 @@ each turn's last event a message of its own and added milliseconds under load (m
 docs/performance.md). What can wait stays off the loop, on one thread with its own connection:
 reads, checkpoints (they sync the disk) and any turn that found the lock held by another
 connection (another worker on the same file); turns queued there together share a transaction.
-Sessions are serialized within this process; workers that share the file (`clawgate up
---workers N`) keep each session on one worker through the edge's session affinity. Use
-PostgreSQL when workers must fail over under load.
+A large turn (over LOOP_COMMIT_BYTES of text) always goes to the thread: its commit would
+hold the loop, and every other turn of the worker with it, for seconds.
+
+The turn runner serializes sessions within this process; workers that share the file
+(`clawgate up --workers N`) keep each session on one worker through the edge's session
+affinity, and the edge moves a session only when its worker is unreachable. Use PostgreSQL when
+workers must fail over under load. Every sqlite3 error leaves this module as SessionStoreError.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import TypeVar, cast
 
 from agent_worker.domain import ChatMessage, Role
-from agent_worker.sessions.locks import SessionLocks
+from agent_worker.errors import SessionStoreError
 
 log = logging.getLogger("clawgate.worker.sessions")
 
@@ -44,6 +48,8 @@ BUSY_TIMEOUT_SECONDS = 10.0
 # Commits on the loop between checkpoints on the thread; SQLite's own default is a checkpoint
 # per 1,000 WAL pages, and a turn writes one to three.
 CHECKPOINT_EVERY = 400
+# The most text a turn may have for its commit to run on the event loop (about 30 us per KiB).
+LOOP_COMMIT_BYTES = 64 * 1024
 _UnwrittenTurn = tuple[str, Sequence[ChatMessage], "asyncio.Future[None]"]
 
 
@@ -75,6 +81,19 @@ def _insert_turn(
             for offset, message in enumerate(messages, start=1)
         ],
     )
+
+
+def _store_error(error: BaseException, doing: str) -> SessionStoreError:
+    return SessionStoreError(f"the session store (SQLite) failed while {doing}: {error}")
+
+
+def _small(messages: Sequence[ChatMessage]) -> bool:
+    size = 0
+    for message in messages:
+        size += len(message.text)
+        if size > LOOP_COMMIT_BYTES or message.images:
+            return False
+    return True
 
 
 def _is_busy(error: sqlite3.Error) -> bool:
@@ -130,8 +149,10 @@ def _settle(
             continue
         if error is None:
             done.set_result(None)
-        else:
+        elif isinstance(error, asyncio.CancelledError):
             done.set_exception(error)
+        else:
+            done.set_exception(_store_error(error, "writing the turn"))
 
 
 class SqliteSessionStore:
@@ -140,7 +161,6 @@ class SqliteSessionStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._connection: sqlite3.Connection | None = None  # the thread's
         self._loop_connection: sqlite3.Connection | None = None
-        self._locks = SessionLocks()
         self._unwritten: list[_UnwrittenTurn] = []
         self._checkpoint_every = checkpoint_every
         self._commits_since_checkpoint = 0
@@ -189,12 +209,14 @@ class SqliteSessionStore:
     def session_lock(
         self, session_key: str, wait_seconds: float
     ) -> AbstractAsyncContextManager[None]:
-        return self._locks.hold(session_key, wait_seconds)
+        return nullcontext()  # one process: the turn runner's own per-session order is enough
 
     async def ping(self) -> bool:
+        """Whether the file answers with its table in place (made again if it vanished)."""
         try:
-            await self._run(lambda connection: connection.execute("SELECT 1").fetchone())
-        except (sqlite3.Error, RuntimeError):
+            await self._run(lambda connection: connection.executescript(_SCHEMA))
+        except (sqlite3.Error, RuntimeError) as error:
+            log.warning("session store check failed: %s", error)
             return False
         return True
 
@@ -207,7 +229,10 @@ class SqliteSessionStore:
             ).fetchall()
             return [ChatMessage(cast(Role, role), content) for role, content in reversed(rows)]
 
-        return await self._run(read)
+        try:
+            return await self._run(read)
+        except sqlite3.Error as error:
+            raise _store_error(error, "reading the session") from None
 
     def append_turn(
         self, session_key: str, messages: Sequence[ChatMessage]
@@ -216,12 +241,12 @@ class SqliteSessionStore:
         when the write lock is free (the future is then done), else queued for the thread."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        if self._loop_connection is not None:
+        if self._loop_connection is not None and _small(messages):
             try:
                 _write_turns(self._loop_connection, [(session_key, messages, done)])
             except sqlite3.Error as error:
                 if not _is_busy(error):
-                    done.set_exception(error)
+                    done.set_exception(_store_error(error, "writing the turn"))
                     return done
             else:
                 done.set_result(None)
@@ -266,4 +291,7 @@ class SqliteSessionStore:
                 )
             return cursor.rowcount > 0
 
-        return await self._run(remove)
+        try:
+            return await self._run(remove)
+        except sqlite3.Error as error:
+            raise _store_error(error, "deleting the session") from None

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agent_worker.domain import ChatMessage
+from services.config import POSTGRES_URL_PREFIXES
 
 
 class SessionStore(Protocol):
@@ -49,7 +50,7 @@ def store_for_url(url: str, pool_size: int = 20) -> SessionStore:
         return SqliteSessionStore(
             location if location == ":memory:" else Path(location).expanduser()
         )
-    if url.startswith(("postgresql://", "postgres://")):
+    if url.startswith(POSTGRES_URL_PREFIXES):
         from agent_worker.sessions.postgres_store import PostgresSessionStore
 
         return PostgresSessionStore(url, pool_size)

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import socket
 
-from gateway_edge.worker_pool import WorkerPool, is_static, rendezvous_weight, split_target
+from gateway_edge.worker_pool import (
+    PoolSettings,
+    WorkerPool,
+    is_static,
+    rendezvous_weight,
+    split_target,
+)
 
 
 def test_targets() -> None:
@@ -15,7 +21,7 @@ def test_targets() -> None:
 async def test_names_resolve_to_all_their_addresses() -> None:
     host = socket.gethostname()
     expected = {info[4][0] for info in socket.getaddrinfo(host, 9, type=socket.SOCK_STREAM)}
-    pool = WorkerPool([f"dns:///{host}:9", "127.0.0.1:8"], resolve_seconds=60)
+    pool = WorkerPool([f"dns:///{host}:9", "127.0.0.1:8"], PoolSettings(resolve_seconds=60))
     await pool.open()
     try:
         addresses = {worker.address for worker in pool.workers}

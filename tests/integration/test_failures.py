@@ -259,8 +259,16 @@ def test_5_overload_tries_another_worker_then_429(
         with stream(base_url, "openclaw:drip", "a", same[0]) as occupying:
             occupying_lines = timed_lines(occupying)
             next(occupying_lines)
-            with stream(base_url, "openclaw:drip", "b", same[1]) as second:
-                assert second.status_code == 200  # its worker was full: the edge used the other one
+            # A named session stays on its full worker (on SQLite another worker could run
+            # it beside a turn of its own): 429, not a move.
+            named = httpx.post(
+                f"{base_url}{CHAT}",
+                headers={**AUTH, "x-openclaw-session-key": same[1]},
+                json={"messages": [{"role": "user", "content": "b"}]},
+            )
+            assert named.status_code == 429 and named.headers["retry-after"] == "1"
+            with stream(base_url, "openclaw:drip", "b") as second:
+                assert second.status_code == 200  # a fresh session goes where there is room
                 second_lines = timed_lines(second)
                 next(second_lines)
                 third = httpx.post(

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent_worker.domain import ChatMessage
+from agent_worker.errors import SessionStoreError
 from agent_worker.sessions.sqlite_store import SqliteSessionStore
 from agent_worker.sessions.store import UnsupportedStoreError, store_for_url
 
@@ -36,8 +37,8 @@ async def test_a_failed_append_writes_nothing(tmp_path: Path) -> None:
     store = SqliteSessionStore(tmp_path / "s.db")
     await store.open()
     await store.append_turn("k", [ChatMessage("user", "ok")])
-    with pytest.raises(sqlite3.Error):
-        await store.append_turn("k", [ChatMessage("user", "half"), ChatMessage("assistant", None)])  # type: ignore[arg-type]
+    with pytest.raises(SessionStoreError, match="SQLite"):
+        await store.append_turn("k", [ChatMessage("user", "half"), ChatMessage(None, "x")])  # type: ignore[arg-type]
     assert [m.text for m in await store.load("k")] == ["ok"]
     await store.close()
 
@@ -126,7 +127,7 @@ async def test_turns_ending_together_share_a_commit_and_keep_their_order(tmp_pat
 async def test_a_bad_turn_in_a_group_fails_only_itself(tmp_path: Path) -> None:
     store = SqliteSessionStore(tmp_path / "s.db")
     await store.open()
-    bad = [ChatMessage("user", "half"), ChatMessage("assistant", None)]  # type: ignore[arg-type]
+    bad = [ChatMessage("user", "half"), ChatMessage(None, "x")]  # type: ignore[arg-type]
     holder = LockHolder(tmp_path / "s.db")  # so that they go to the thread as one group
     pending = [
         store.append_turn("a", [ChatMessage("user", "fine")]),
@@ -136,7 +137,7 @@ async def test_a_bad_turn_in_a_group_fails_only_itself(tmp_path: Path) -> None:
     holder.release()
     results = await asyncio.gather(*pending, return_exceptions=True)
     assert results[0] is None and results[2] is None
-    assert isinstance(results[1], sqlite3.Error)
+    assert isinstance(results[1], SessionStoreError)
     assert [m.text for m in await store.load("a")] == ["fine"]
     assert await store.load("b") == []
     assert [m.text for m in await store.load("c")] == ["also fine"]

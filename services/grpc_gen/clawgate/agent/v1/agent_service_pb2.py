@@ -24,19 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n7services/grpc_gen/clawgate/agent/v1/agent_service.proto\x12\x11\x63lawgate.agent.v1\")\n\x05Image\x12\x12\n\nmedia_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"h\n\x07Message\x12%\n\x04role\x18\x01 \x01(\x0e\x32\x17.clawgate.agent.v1.Role\x12\x0c\n\x04text\x18\x02 \x01(\t\x12(\n\x06images\x18\x03 \x03(\x0b\x32\x18.clawgate.agent.v1.Image\"\xea\x02\n\x0fSamplingOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x01H\x05\x88\x01\x01\x12>\n\x0fresponse_format\x18\x08 \x01(\x0e\x32%.clawgate.agent.v1.ResponseFormatType\x12\x13\n\x0bjson_schema\x18\t \x01(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\x9b\x02\n\x0eRunTurnRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x13\n\x0bsession_key\x18\x02 \x01(\t\x12)\n\x05input\x18\x03 \x01(\x0b\x32\x1a.clawgate.agent.v1.Message\x12+\n\x07\x63ontext\x18\x04 \x03(\x0b\x32\x1a.clawgate.agent.v1.Message\x12\x1b\n\x13\x65xtra_system_prompt\x18\x05 \x01(\t\x12\x34\n\x08sampling\x18\x06 \x01(\x0b\x32\".clawgate.agent.v1.SamplingOptions\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x13\n\x0bnew_session\x18\x08 \x01(\x08\x12\x0e\n\x06stream\x18\t \x01(\x08\",\n\x0bTurnStarted\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"o\n\x0cTurnFinished\x12\x36\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1f.clawgate.agent.v1.FinishReason\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.clawgate.agent.v1.Usage\"*\n\tTurnError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"B\n\x0fRunTurnResponse\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.clawgate.agent.v1.RunTurnEvent\"\xdd\x01\n\x0cRunTurnEvent\x12\x31\n\x07started\x18\x01 \x01(\x0b\x32\x1e.clawgate.agent.v1.TurnStartedH\x00\x12-\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1c.clawgate.agent.v1.TextDeltaH\x00\x12\x33\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x1f.clawgate.agent.v1.TurnFinishedH\x00\x12-\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1c.clawgate.agent.v1.TurnErrorH\x00\x42\x07\n\x05\x65vent\"~\n\x0f\x45xchangeRequest\x12*\n\x05opens\x18\x01 \x03(\x0b\x32\x1b.clawgate.agent.v1.TurnOpen\x12\x0f\n\x07\x63\x61ncels\x18\x02 \x03(\x04\x12.\n\x07\x63redits\x18\x03 \x03(\x0b\x32\x1d.clawgate.agent.v1.TurnCredit\"_\n\x08TurnOpen\x12\x0f\n\x07turn_id\x18\x01 \x01(\x04\x12\x32\n\x07request\x18\x02 \x01(\x0b\x32!.clawgate.agent.v1.RunTurnRequest\x12\x0e\n\x06\x63redit\x18\x03 \x01(\r\"-\n\nTurnCredit\x12\x0f\n\x07turn_id\x18\x01 \x01(\x04\x12\x0e\n\x06\x65vents\x18\x02 \x01(\r\"@\n\x10\x45xchangeResponse\x12,\n\x05turns\x18\x01 \x03(\x0b\x32\x1d.clawgate.agent.v1.TurnEvents\"N\n\nTurnEvents\x12\x0f\n\x07turn_id\x18\x01 \x01(\x04\x12/\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1f.clawgate.agent.v1.RunTurnEvent\"\x13\n\x11ListAgentsRequest\"D\n\x05\x41gent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nis_default\x18\x04 \x01(\x08\">\n\x12ListAgentsResponse\x12(\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x18.clawgate.agent.v1.Agent\"(\n\x11GetSessionRequest\x12\x13\n\x0bsession_key\x18\x01 \x01(\t\"W\n\x12GetSessionResponse\x12\x13\n\x0bsession_key\x18\x01 \x01(\t\x12,\n\x08messages\x18\x02 \x03(\x0b\x32\x1a.clawgate.agent.v1.Message\"+\n\x14\x44\x65leteSessionRequest\x12\x13\n\x0bsession_key\x18\x01 \x01(\t\"(\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08*N\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\x12\r\n\tROLE_TOOL\x10\x03*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\x9f\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04\x32\xd5\x03\n\x0c\x41gentService\x12R\n\x07RunTurn\x12!.clawgate.agent.v1.RunTurnRequest\x1a\".clawgate.agent.v1.RunTurnResponse0\x01\x12W\n\x08\x45xchange\x12\".clawgate.agent.v1.ExchangeRequest\x1a#.clawgate.agent.v1.ExchangeResponse(\x01\x30\x01\x12Y\n\nListAgents\x12$.clawgate.agent.v1.ListAgentsRequest\x1a%.clawgate.agent.v1.ListAgentsResponse\x12Y\n\nGetSession\x12$.clawgate.agent.v1.GetSessionRequest\x1a%.clawgate.agent.v1.GetSessionResponse\x12\x62\n\rDeleteSession\x12\'.clawgate.agent.v1.DeleteSessionRequest\x1a(.clawgate.agent.v1.DeleteSessionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n7services/grpc_gen/clawgate/agent/v1/agent_service.proto\x12\x11\x63lawgate.agent.v1\")\n\x05Image\x12\x12\n\nmedia_type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"h\n\x07Message\x12%\n\x04role\x18\x01 \x01(\x0e\x32\x17.clawgate.agent.v1.Role\x12\x0c\n\x04text\x18\x02 \x01(\t\x12(\n\x06images\x18\x03 \x03(\x0b\x32\x18.clawgate.agent.v1.Image\"\xea\x02\n\x0fSamplingOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x01H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x01H\x05\x88\x01\x01\x12>\n\x0fresponse_format\x18\x08 \x01(\x0e\x32%.clawgate.agent.v1.ResponseFormatType\x12\x13\n\x0bjson_schema\x18\t \x01(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"\x9b\x02\n\x0eRunTurnRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x13\n\x0bsession_key\x18\x02 \x01(\t\x12)\n\x05input\x18\x03 \x01(\x0b\x32\x1a.clawgate.agent.v1.Message\x12+\n\x07\x63ontext\x18\x04 \x03(\x0b\x32\x1a.clawgate.agent.v1.Message\x12\x1b\n\x13\x65xtra_system_prompt\x18\x05 \x01(\t\x12\x34\n\x08sampling\x18\x06 \x01(\x0b\x32\".clawgate.agent.v1.SamplingOptions\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x13\n\x0bnew_session\x18\x08 \x01(\x08\x12\x0e\n\x06stream\x18\t \x01(\x08\",\n\x0bTurnStarted\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"o\n\x0cTurnFinished\x12\x36\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1f.clawgate.agent.v1.FinishReason\x12\'\n\x05usage\x18\x02 \x01(\x0b\x32\x18.clawgate.agent.v1.Usage\"Z\n\tTurnError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12.\n\x06source\x18\x03 \x01(\x0e\x32\x1e.clawgate.agent.v1.ErrorSource\"B\n\x0fRunTurnResponse\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.clawgate.agent.v1.RunTurnEvent\"\xdd\x01\n\x0cRunTurnEvent\x12\x31\n\x07started\x18\x01 \x01(\x0b\x32\x1e.clawgate.agent.v1.TurnStartedH\x00\x12-\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x1c.clawgate.agent.v1.TextDeltaH\x00\x12\x33\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x1f.clawgate.agent.v1.TurnFinishedH\x00\x12-\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1c.clawgate.agent.v1.TurnErrorH\x00\x42\x07\n\x05\x65vent\"~\n\x0f\x45xchangeRequest\x12*\n\x05opens\x18\x01 \x03(\x0b\x32\x1b.clawgate.agent.v1.TurnOpen\x12\x0f\n\x07\x63\x61ncels\x18\x02 \x03(\x04\x12.\n\x07\x63redits\x18\x03 \x03(\x0b\x32\x1d.clawgate.agent.v1.TurnCredit\"_\n\x08TurnOpen\x12\x0f\n\x07turn_id\x18\x01 \x01(\x04\x12\x32\n\x07request\x18\x02 \x01(\x0b\x32!.clawgate.agent.v1.RunTurnRequest\x12\x0e\n\x06\x63redit\x18\x03 \x01(\r\"-\n\nTurnCredit\x12\x0f\n\x07turn_id\x18\x01 \x01(\x04\x12\x0e\n\x06\x65vents\x18\x02 \x01(\r\"@\n\x10\x45xchangeResponse\x12,\n\x05turns\x18\x01 \x03(\x0b\x32\x1d.clawgate.agent.v1.TurnEvents\"N\n\nTurnEvents\x12\x0f\n\x07turn_id\x18\x01 \x01(\x04\x12/\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1f.clawgate.agent.v1.RunTurnEvent\"\x13\n\x11ListAgentsRequest\"D\n\x05\x41gent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nis_default\x18\x04 \x01(\x08\">\n\x12ListAgentsResponse\x12(\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x18.clawgate.agent.v1.Agent\"(\n\x11GetSessionRequest\x12\x13\n\x0bsession_key\x18\x01 \x01(\t\"W\n\x12GetSessionResponse\x12\x13\n\x0bsession_key\x18\x01 \x01(\t\x12,\n\x08messages\x18\x02 \x03(\x0b\x32\x1a.clawgate.agent.v1.Message\"+\n\x14\x44\x65leteSessionRequest\x12\x13\n\x0bsession_key\x18\x01 \x01(\t\"(\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08*N\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\x12\r\n\tROLE_TOOL\x10\x03*\xa5\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESPONSE_FORMAT_TYPE_TEXT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x02\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x03*\x9f\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04*K\n\x0b\x45rrorSource\x12\x1c\n\x18\x45RROR_SOURCE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_SOURCE_SESSION_STORE\x10\x01\x32\xd5\x03\n\x0c\x41gentService\x12R\n\x07RunTurn\x12!.clawgate.agent.v1.RunTurnRequest\x1a\".clawgate.agent.v1.RunTurnResponse0\x01\x12W\n\x08\x45xchange\x12\".clawgate.agent.v1.ExchangeRequest\x1a#.clawgate.agent.v1.ExchangeResponse(\x01\x30\x01\x12Y\n\nListAgents\x12$.clawgate.agent.v1.ListAgentsRequest\x1a%.clawgate.agent.v1.ListAgentsResponse\x12Y\n\nGetSession\x12$.clawgate.agent.v1.GetSessionRequest\x1a%.clawgate.agent.v1.GetSessionResponse\x12\x62\n\rDeleteSession\x12\'.clawgate.agent.v1.DeleteSessionRequest\x1a(.clawgate.agent.v1.DeleteSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'services.grpc_gen.clawgate.agent.v1.agent_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=2272
-  _globals['_ROLE']._serialized_end=2350
-  _globals['_RESPONSEFORMATTYPE']._serialized_start=2353
-  _globals['_RESPONSEFORMATTYPE']._serialized_end=2518
-  _globals['_FINISHREASON']._serialized_start=2521
-  _globals['_FINISHREASON']._serialized_end=2680
+  _globals['_ROLE']._serialized_start=2320
+  _globals['_ROLE']._serialized_end=2398
+  _globals['_RESPONSEFORMATTYPE']._serialized_start=2401
+  _globals['_RESPONSEFORMATTYPE']._serialized_end=2566
+  _globals['_FINISHREASON']._serialized_start=2569
+  _globals['_FINISHREASON']._serialized_end=2728
+  _globals['_ERRORSOURCE']._serialized_start=2730
+  _globals['_ERRORSOURCE']._serialized_end=2805
   _globals['_IMAGE']._serialized_start=78
   _globals['_IMAGE']._serialized_end=119
   _globals['_MESSAGE']._serialized_start=121
@@ -54,35 +56,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TURNFINISHED']._serialized_start=1032
   _globals['_TURNFINISHED']._serialized_end=1143
   _globals['_TURNERROR']._serialized_start=1145
-  _globals['_TURNERROR']._serialized_end=1187
-  _globals['_RUNTURNRESPONSE']._serialized_start=1189
-  _globals['_RUNTURNRESPONSE']._serialized_end=1255
-  _globals['_RUNTURNEVENT']._serialized_start=1258
-  _globals['_RUNTURNEVENT']._serialized_end=1479
-  _globals['_EXCHANGEREQUEST']._serialized_start=1481
-  _globals['_EXCHANGEREQUEST']._serialized_end=1607
-  _globals['_TURNOPEN']._serialized_start=1609
-  _globals['_TURNOPEN']._serialized_end=1704
-  _globals['_TURNCREDIT']._serialized_start=1706
-  _globals['_TURNCREDIT']._serialized_end=1751
-  _globals['_EXCHANGERESPONSE']._serialized_start=1753
-  _globals['_EXCHANGERESPONSE']._serialized_end=1817
-  _globals['_TURNEVENTS']._serialized_start=1819
-  _globals['_TURNEVENTS']._serialized_end=1897
-  _globals['_LISTAGENTSREQUEST']._serialized_start=1899
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1918
-  _globals['_AGENT']._serialized_start=1920
-  _globals['_AGENT']._serialized_end=1988
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=1990
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=2052
-  _globals['_GETSESSIONREQUEST']._serialized_start=2054
-  _globals['_GETSESSIONREQUEST']._serialized_end=2094
-  _globals['_GETSESSIONRESPONSE']._serialized_start=2096
-  _globals['_GETSESSIONRESPONSE']._serialized_end=2183
-  _globals['_DELETESESSIONREQUEST']._serialized_start=2185
-  _globals['_DELETESESSIONREQUEST']._serialized_end=2228
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=2230
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=2270
-  _globals['_AGENTSERVICE']._serialized_start=2683
-  _globals['_AGENTSERVICE']._serialized_end=3152
+  _globals['_TURNERROR']._serialized_end=1235
+  _globals['_RUNTURNRESPONSE']._serialized_start=1237
+  _globals['_RUNTURNRESPONSE']._serialized_end=1303
+  _globals['_RUNTURNEVENT']._serialized_start=1306
+  _globals['_RUNTURNEVENT']._serialized_end=1527
+  _globals['_EXCHANGEREQUEST']._serialized_start=1529
+  _globals['_EXCHANGEREQUEST']._serialized_end=1655
+  _globals['_TURNOPEN']._serialized_start=1657
+  _globals['_TURNOPEN']._serialized_end=1752
+  _globals['_TURNCREDIT']._serialized_start=1754
+  _globals['_TURNCREDIT']._serialized_end=1799
+  _globals['_EXCHANGERESPONSE']._serialized_start=1801
+  _globals['_EXCHANGERESPONSE']._serialized_end=1865
+  _globals['_TURNEVENTS']._serialized_start=1867
+  _globals['_TURNEVENTS']._serialized_end=1945
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1947
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1966
+  _globals['_AGENT']._serialized_start=1968
+  _globals['_AGENT']._serialized_end=2036
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=2038
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=2100
+  _globals['_GETSESSIONREQUEST']._serialized_start=2102
+  _globals['_GETSESSIONREQUEST']._serialized_end=2142
+  _globals['_GETSESSIONRESPONSE']._serialized_start=2144
+  _globals['_GETSESSIONRESPONSE']._serialized_end=2231
+  _globals['_DELETESESSIONREQUEST']._serialized_start=2233
+  _globals['_DELETESESSIONREQUEST']._serialized_end=2276
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=2278
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=2318
+  _globals['_AGENTSERVICE']._serialized_start=2808
+  _globals['_AGENTSERVICE']._serialized_end=3277
 # @@protoc_insertion_point(module_scope)

@@ -28,6 +28,11 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
     FINISH_REASON_TOOL_CALLS: _ClassVar[FinishReason]
     FINISH_REASON_CONTENT_FILTER: _ClassVar[FinishReason]
+
+class ErrorSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_SOURCE_UNSPECIFIED: _ClassVar[ErrorSource]
+    ERROR_SOURCE_SESSION_STORE: _ClassVar[ErrorSource]
 ROLE_UNSPECIFIED: Role
 ROLE_USER: Role
 ROLE_ASSISTANT: Role
@@ -41,6 +46,8 @@ FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_TOOL_CALLS: FinishReason
 FINISH_REASON_CONTENT_FILTER: FinishReason
+ERROR_SOURCE_UNSPECIFIED: ErrorSource
+ERROR_SOURCE_SESSION_STORE: ErrorSource
 
 class Image(_message.Message):
     __slots__ = ("media_type", "data")
@@ -137,12 +144,14 @@ class TurnFinished(_message.Message):
     def __init__(self, finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class TurnError(_message.Message):
-    __slots__ = ("code", "message")
+    __slots__ = ("code", "message", "source")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    source: ErrorSource
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., source: _Optional[_Union[ErrorSource, str]] = ...) -> None: ...
 
 class RunTurnResponse(_message.Message):
     __slots__ = ("events",)
