@@ -17,7 +17,12 @@ async def edge_status(request: Request) -> Response:
     state: EdgeState = request.app.state.edge
     state.access.check(client_ip(request.client), request.headers.get("authorization"))
     workers = [
-        {"address": worker.address, "serving": worker.serving, "turns_in_flight": worker.in_flight}
+        {
+            "address": worker.address,
+            "serving": worker.serving,
+            "answering": worker.answering,
+            "turns_in_flight": worker.in_flight,
+        }
         for worker in state.workers.workers
     ]
     return json_response({"ready": state.workers.any_serving(), "workers": workers})

@@ -51,6 +51,14 @@ from services.grpc_status import STATUS_BY_NUMBER
 log = logging.getLogger("clawgate.edge.workers")
 HEALTH_RETRY_SECONDS = 1.0
 _SERVING = health_pb2.HealthCheckResponse.SERVING
+# Codes a broken stream ends with when the worker itself refused it (a wrong shared secret, an
+# older worker): trying the same on another worker helps nobody. Any other code is a transport
+# failure (UNAVAILABLE, or INTERNAL from gRPC core after a kill or a GOAWAY).
+_REFUSED_STREAM = (
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNIMPLEMENTED,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +405,9 @@ class WorkerPool:
             try:
                 events = await inbox.next_events(self._settings.start_check_seconds)
             except LinkFailure as failure:
+                if failure.code in _REFUSED_STREAM:  # the worker answered, and said no
+                    error = api_error_from_call(failure.code, failure.details)
+                    raise _NotStarted(error, failure.code, movable=False) from None
                 self._set_answering(worker, False)
                 error = api_error_from_call(grpc.StatusCode.UNAVAILABLE, None)
                 raise _NotStarted(error, failure.code, movable=True) from None

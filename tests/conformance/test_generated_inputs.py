@@ -231,7 +231,9 @@ def test_huge_inputs(http: httpx.Client) -> None:
         {"messages": [{"role": "user", "content": "word " * 500_000}], "max_tokens": 3}
     ).encode()
     too_big = b'{"messages":[{"role":"user","content":"' + b"x" * (21 * 1024 * 1024) + b'"}]}'
-    assert send(http, "POST", "/v1/chat/completions", auth, many).status_code == 200
+    refused = send(http, "POST", "/v1/chat/completions", auth, many)  # over maxMessages
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "array_above_max_length"
     assert send(http, "POST", "/v1/chat/completions", auth, long_text).status_code == 200
     assert send(http, "POST", "/v1/chat/completions", auth, too_big).status_code == 413
 

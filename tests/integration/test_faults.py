@@ -149,6 +149,7 @@ def run_stream(
     key: str | None = None,
     timeout: float = 60,
     started: threading.Event | None = None,
+    first_word_only: bool = False,
 ) -> StreamResult:
     headers = {**AUTH, **({"x-openclaw-session-key": key} if key else {})}
     body = {"model": model, "stream": True, "messages": [{"role": "user", "content": text}]}
@@ -179,6 +180,8 @@ def run_stream(
                 result.finish_reason = choice.get("finish_reason") or result.finish_reason
                 if result.text and started is not None:
                     started.set()
+            if result.text and first_word_only:
+                break  # closes the connection: the edge cancels the turn
     return result
 
 
@@ -233,3 +236,145 @@ def test_16_1_more_turns_than_pool_connections_all_finish(
     assert [response.status_code for response in responses] == [200] * turns
     for n, response in enumerate(responses):
         assert response.json()["choices"][0]["message"]["content"] == f"turns=0 for hi {n}"
+
+
+# 2. A turn larger than a gRPC message
+
+
+def test_16_2_an_oversized_turn_fails_alone_and_a_large_one_passes(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    def limits(config: dict[str, Any]) -> None:
+        config["worker"]["maxMessageBytes"] = 8 * 1024 * 1024
+
+    cluster = make_cluster(2, limits)
+    started = [threading.Event() for _ in range(20)]
+    with ThreadPoolExecutor(20) as pool:
+        streams = [
+            pool.submit(run_stream, cluster.base_url, "openclaw:steady", f"s{n}", None, 60, event)
+            for n, event in enumerate(started)
+        ]
+        for event in started:
+            assert event.wait(30)
+        large = post(cluster.base_url, "openclaw:fixed", "x" * (5 * 1024 * 1024))
+        oversized = post(cluster.base_url, "openclaw:fixed", "y" * (9 * 1024 * 1024))
+        results = [future.result() for future in streams]
+    print(
+        f"\n[16.2] 5 MiB turn: {large.status_code}; 9 MiB turn over an 8 MiB limit:"
+        f" {oversized.status_code}; {sum(map(finished_whole, results))}/20 running streams"
+        " finished whole"
+    )
+    assert large.status_code == 200, large.text
+    assert oversized.status_code == 413
+    assert oversized.json()["error"]["code"] == "request_too_large"
+    assert "maxMessageBytes" in oversized.json()["error"]["message"]
+    assert all(finished_whole(result) for result in results), results
+
+
+# 3. Quiet turns and keepalive
+
+
+def test_16_3_a_turn_silent_for_many_ping_intervals_lives(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    def fast_pings(config: dict[str, Any]) -> None:
+        config["gateway"]["workerKeepaliveSeconds"] = 1
+        # Health checks are data on the connection, which gRPC counts against ping strikes:
+        # keep them out of the window so that only pings cross it.
+        config["gateway"]["workerHealthTimeoutMs"] = 60_000
+
+    cluster = make_cluster(1, fast_pings)
+    first_word = threading.Event()
+    started = time.monotonic()
+    with ThreadPoolExecutor(1) as pool:
+        quiet = pool.submit(
+            run_stream, cluster.base_url, "openclaw:quiet", "shh", None, 30, first_word, True
+        )
+        assert first_word.wait(20), "the quiet turn never said its first word"
+        silent_for = time.monotonic() - started
+        burst_started = time.monotonic()
+        with ThreadPoolExecutor(30) as burst_pool:
+            burst = list(
+                burst_pool.map(lambda n: post(cluster.base_url, "openclaw", f"b{n}"), range(30))
+            )
+        burst_took = time.monotonic() - burst_started
+        assert quiet.result().error is None
+    print(
+        f"\n[16.3] first word after {silent_for:.1f} s of silence with pings every 1 s;"
+        f" then 30 new turns: {[r.status_code for r in burst].count(200)} x 200 in"
+        f" {burst_took:.2f} s"
+    )
+    assert silent_for >= 5
+    assert [response.status_code for response in burst] == [200] * 30
+    assert "too_many_pings" not in cluster.edge.log()  # type: ignore[union-attr]
+
+
+# 4. A broken stream is not a provider error
+
+
+def test_16_4_a_dead_worker_fails_started_turns_by_name_and_moves_waiting_ones(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(2)
+    doomed = cluster.addresses[0]
+    key = cluster.key_on(doomed)
+    running_started = threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(
+            run_stream, cluster.base_url, "openclaw:steady", "first", key, 60, running_started
+        )
+        assert running_started.wait(20)
+        waiting = pool.submit(run_stream, cluster.base_url, "openclaw:fixed", "second", key)
+        time.sleep(0.5)  # the second turn now waits on the worker for its session
+        cluster.workers[doomed].stop(signal.SIGKILL)
+        first, second = running.result(), waiting.result()
+    print(f"\n[16.4] started turn: {first.error}; waiting turn: {second.text!r}")
+    assert first.done and first.error is not None
+    assert first.error["code"] == "worker_lost" and doomed in first.error["message"]
+    assert finished_whole(second) and second.text.startswith("ok turns=")
+    survivor = cluster.addresses[1]
+    assert "turn " in cluster.workers[survivor].log()
+
+
+# 6. A frozen worker
+
+
+def test_16_6_a_frozen_worker_is_passed_over_within_seconds(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(2)
+    frozen, other = cluster.addresses
+    key = cluster.key_on(frozen)
+    assert post(cluster.base_url, "openclaw", "before", headers={"x-openclaw-session-key": key})
+    cluster.workers[frozen].popen.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+    try:
+        started = time.monotonic()
+        moved = post(
+            cluster.base_url, "openclaw", "during", 30, headers={"x-openclaw-session-key": key}
+        )
+        moved_after = time.monotonic() - started
+        ready = httpx.get(f"{cluster.base_url}/readyz").status_code
+        status = httpx.get(f"{cluster.base_url}/status", headers=AUTH).json()
+        started = time.monotonic()
+        fresh = post(cluster.base_url, "openclaw", "fresh", 30, user=f"x-{uuid.uuid4().hex}")
+        next_after = time.monotonic() - started
+    finally:
+        cluster.workers[frozen].popen.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+    print(
+        f"\n[16.6] worker SIGSTOPped: its session's turn answered {moved.status_code} after"
+        f" {moved_after:.1f} s on the other worker; the next one in {next_after * 1000:.0f} ms;"
+        f" /readyz {ready}"
+    )
+    assert moved.status_code == 200 and moved_after < 10
+    assert fresh.status_code == 200 and next_after < 2
+    assert ready == 200
+    states = {worker["address"]: worker for worker in status["workers"]}
+    assert states[frozen]["answering"] is False and states[other]["answering"] is True
+    wait_until(
+        lambda: httpx.get(f"{cluster.base_url}/status", headers=AUTH).json()["workers"][0][
+            "answering"
+        ]
+        in (True,),
+        15,
+        "the thawed worker answers again",
+    )
