@@ -65,10 +65,29 @@ class _JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class _OneLineFailures(logging.Filter):
+    """Libraries that log an expected failure with its traceback (asyncpg's pool, while the
+    database is away) get one line: the exception's text, no stack."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+ONE_LINE_LOGGERS = ("asyncpg.pool",)
+
+
 def configure_logging(level: str = "info", process: str = "clawgate", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
     handler.setFormatter(_JsonFormatter(process) if fmt == "json" else _TextFormatter(process))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    for name in ONE_LINE_LOGGERS:
+        logging.getLogger(name).addFilter(_OneLineFailures())
     root.setLevel(level.upper())

@@ -378,3 +378,150 @@ def test_16_6_a_frozen_worker_is_passed_over_within_seconds(
         15,
         "the thawed worker answers again",
     )
+
+
+# 7. One named session on SQLite never runs on two workers at once
+
+
+def test_16_7_a_named_session_on_sqlite_runs_one_turn_at_a_time(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    def small_workers(config: dict[str, Any]) -> None:
+        config["worker"]["maxConcurrentTurns"] = 8
+
+    cluster = make_cluster(2, small_workers)
+    user = f"crowd-{uuid.uuid4().hex[:8]}"
+    key = f"agent:paced:openai-user:{user}"
+    home = max(cluster.addresses, key=lambda address: rendezvous_weight(address, key))
+
+    def turn(n: int) -> httpx.Response:
+        return post(cluster.base_url, "openclaw:paced", f"m{n}", 120, user=user)
+
+    with ThreadPoolExecutor(51) as pool:
+        crowd = [pool.submit(turn, n) for n in range(50)]
+        time.sleep(1.0)  # the crowd now queues on its worker
+        other_key = cluster.key_on(home, "other")
+        started = time.monotonic()
+        other = post(
+            cluster.base_url, "openclaw", "me too", 30, headers={"x-openclaw-session-key": other_key}
+        )
+        other_took = time.monotonic() - started
+        responses = [future.result() for future in crowd]
+    answered = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code == 429]
+    print(
+        f"\n[16.7] 50 concurrent turns on one user: {len(answered)} answered, {len(refused)}"
+        f" refused 429; another session on the same worker answered in {other_took:.2f} s"
+    )
+    assert len(answered) + len(refused) == 50 and answered
+    assert all(r.headers.get("retry-after") for r in refused)
+    assert other.status_code == 200 and other_took < 5
+    replies = [r.json()["choices"][0]["message"]["content"] for r in answered]
+    assert_one_turn_at_a_time(replies, transcript(home, key))
+
+
+# 8. Store failures
+
+
+def test_16_8_a_dropped_database_is_a_503_and_comes_back_without_restart(
+    make_cluster: Callable[..., Cluster], scratch_postgres: str
+) -> None:
+    cluster = make_cluster(1, on_postgres(scratch_postgres))
+    assert post(cluster.base_url, "openclaw", "before", user="u").status_code == 200
+    drop_database(scratch_postgres)
+    failed = post(cluster.base_url, "openclaw", "during", user="u")
+    create_database(scratch_postgres)
+    started = time.monotonic()
+    wait_until(
+        lambda: post(cluster.base_url, "openclaw", "after", user="u").status_code == 200,
+        20,
+        "turns work again",
+    )
+    back_after = time.monotonic() - started
+    worker_log = next(iter(cluster.workers.values())).log()
+    print(
+        f"\n[16.8] database dropped: {failed.status_code} {failed.json()['error']['code']};"
+        f" made again: turns answered after {back_after:.1f} s, no restart"
+    )
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "store_unavailable"
+    assert "PostgreSQL" in failed.json()["error"]["message"]
+    assert "Traceback" not in worker_log
+    assert httpx.get(f"{cluster.base_url}/readyz").status_code == 200
+
+
+def test_16_8_a_turn_that_loses_its_lock_is_aborted_and_not_stored(
+    make_cluster: Callable[..., Cluster], scratch_postgres: str
+) -> None:
+    cluster = make_cluster(1, on_postgres(scratch_postgres))
+    key = f"lock-{uuid.uuid4().hex[:8]}"
+    first_word = threading.Event()
+    url = database_url(scratch_postgres)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(
+            run_stream, cluster.base_url, "openclaw:steady", "go", key, 60, first_word
+        )
+        assert first_word.wait(20)
+        ended = query(
+            url,
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = $1)",
+            scratch_postgres,
+        )
+        result = running.result()
+    worker = next(iter(cluster.workers.values()))
+    print(f"\n[16.8] lock connection terminated mid-turn ({len(ended)}): {result.error}")
+    assert len(ended) == 1
+    assert result.done and result.error is not None
+    assert result.error["code"] == "store_unavailable"
+    assert transcript(worker_address(cluster), key) == []
+    assert "Traceback" not in worker.log()
+
+
+def worker_address(cluster: Cluster) -> str:
+    return cluster.addresses[0]
+
+
+# 9. Huge turns
+
+
+def test_16_9_huge_turns_are_bounded_and_do_not_stall_others(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1)
+    many = {
+        "model": "openclaw",
+        "user": "many",
+        "messages": [{"role": "user", "content": "hello there"}] * 400_000,
+    }
+    many_body = json.dumps(many).encode()
+    first_word = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        steady = pool.submit(
+            run_stream, cluster.base_url, "openclaw:steady", "tick", None, 60, first_word
+        )
+        assert first_word.wait(20)
+        started = time.monotonic()
+        refused = httpx.post(
+            f"{cluster.base_url}{CHAT}",
+            headers={**AUTH, "content-type": "application/json"},
+            content=many_body,
+            timeout=60,
+        )
+        refused_after = time.monotonic() - started
+        started = time.monotonic()
+        big = post(cluster.base_url, "openclaw:fixed", "word " * 3_000_000, 60, user="big")
+        big_after = time.monotonic() - started
+        result = steady.result()
+    print(
+        f"\n[16.9] {len(many_body) / 1e6:.0f} MB, 400,000 messages: {refused.status_code} in"
+        f" {refused_after:.2f} s; a 15 MB turn stored with a user: {big.status_code} in"
+        f" {big_after:.2f} s; the stream beside them never waited more than"
+        f" {result.largest_gap:.2f} s between chunks"
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "array_above_max_length"
+    assert refused.json()["error"]["param"] == "messages"
+    assert big.status_code == 200
+    stored = transcript(worker_address(cluster), "agent:fixed:openai-user:big")
+    assert [len(text) for _, text in stored][0] == 15_000_000
+    assert finished_whole(result) and result.largest_gap < 1.5

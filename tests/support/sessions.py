@@ -10,7 +10,8 @@ from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grp
 
 def transcript(worker_address: str, session_key: str) -> list[tuple[int, str]]:
     """(role, text) of every stored message, oldest first, through GetSession."""
-    with grpc.insecure_channel(worker_address) as channel:
+    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    with grpc.insecure_channel(worker_address, options=options) as channel:
         reply = pb_grpc.AgentServiceStub(channel).GetSession(
             pb.GetSessionRequest(session_key=session_key)
         )
