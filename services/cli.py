@@ -42,8 +42,10 @@ def quiet_gc() -> None:
 
 def run_worker(args: argparse.Namespace) -> int:
     from agent_worker.server import WorkerStartError, serve
+    from services.memory import return_large_blocks_to_the_os
 
     quiet_gc()
+    return_large_blocks_to_the_os()
     configure_logging(args.log_level, "worker", args.log_format)
     try:
         run_async(serve(_load(args), args.listen, args.metrics_listen))
@@ -56,8 +58,10 @@ def run_worker(args: argparse.Namespace) -> int:
 def run_edge(args: argparse.Namespace) -> int:
     from gateway_edge.auth import AuthSetupError
     from gateway_edge.server import serve
+    from services.memory import return_large_blocks_to_the_os
 
     quiet_gc()
+    return_large_blocks_to_the_os()
     configure_logging(args.log_level, "edge", args.log_format)
     config = _load(args)
     if args.workers:

@@ -6,6 +6,7 @@ not performance targets, and the figures are printed for the closing note."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -21,8 +22,7 @@ import httpx
 import pytest
 
 from gateway_edge.worker_pool import rendezvous_weight
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
-from tests.support.observe import rss_kib, timed_lines
+from tests.support.observe import child_pids, rss_kib, timed_lines
 from tests.support.postgres import (
     create_database,
     database_url,
@@ -35,7 +35,6 @@ from tests.support.processes import (
     Process,
     clawgate,
     echo_config,
-    edge_answers,
     free_port,
     start_edge,
     wait_until,
@@ -231,8 +230,10 @@ def test_16_1_more_turns_than_pool_connections_all_finish(
             )
         )
     took = time.monotonic() - started
-    print(f"\n[16.1] {turns} concurrent turns on distinct sessions, poolSize {pool_size}:"
-          f" {[r.status_code for r in responses].count(200)} answered 200 in {took:.1f} s")
+    print(
+        f"\n[16.1] {turns} concurrent turns on distinct sessions, poolSize {pool_size}:"
+        f" {[r.status_code for r in responses].count(200)} answered 200 in {took:.1f} s"
+    )
     assert [response.status_code for response in responses] == [200] * turns
     for n, response in enumerate(responses):
         assert response.json()["choices"][0]["message"]["content"] == f"turns=0 for hi {n}"
@@ -371,10 +372,10 @@ def test_16_6_a_frozen_worker_is_passed_over_within_seconds(
     states = {worker["address"]: worker for worker in status["workers"]}
     assert states[frozen]["answering"] is False and states[other]["answering"] is True
     wait_until(
-        lambda: httpx.get(f"{cluster.base_url}/status", headers=AUTH).json()["workers"][0][
-            "answering"
-        ]
-        in (True,),
+        lambda: (
+            httpx.get(f"{cluster.base_url}/status", headers=AUTH).json()["workers"][0]["answering"]
+            in (True,)
+        ),
         15,
         "the thawed worker answers again",
     )
@@ -403,7 +404,11 @@ def test_16_7_a_named_session_on_sqlite_runs_one_turn_at_a_time(
         other_key = cluster.key_on(home, "other")
         started = time.monotonic()
         other = post(
-            cluster.base_url, "openclaw", "me too", 30, headers={"x-openclaw-session-key": other_key}
+            cluster.base_url,
+            "openclaw",
+            "me too",
+            30,
+            headers={"x-openclaw-session-key": other_key},
         )
         other_took = time.monotonic() - started
         responses = [future.result() for future in crowd]
@@ -525,3 +530,150 @@ def test_16_9_huge_turns_are_bounded_and_do_not_stall_others(
     stored = transcript(worker_address(cluster), "agent:fixed:openai-user:big")
     assert [len(text) for _, text in stored][0] == 15_000_000
     assert finished_whole(result) and result.largest_gap < 1.5
+
+
+# 10. Edge memory after big bodies
+
+
+def test_16_10_the_edge_gives_back_memory_after_big_bodies(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1)
+    edge_pid = cluster.edge.pid  # type: ignore[union-attr]
+    assert post(cluster.base_url, "openclaw:fixed", "warm up").status_code == 200
+    before = rss_kib(edge_pid)
+    sizes = [10, 20, 15, 19, 12, 18]  # MB of text, each under the 20 MiB body limit
+    with ThreadPoolExecutor(3) as pool:  # three at a time, as a busy edge gets them
+        responses = list(
+            pool.map(lambda mb: post(cluster.base_url, "openclaw:fixed", "z" * mb * 10**6), sizes)
+        )
+    assert [response.status_code for response in responses] == [200] * len(sizes)
+    time.sleep(0.5)
+    after = rss_kib(edge_pid)
+    print(
+        f"\n[16.10] edge RSS {before / 1024:.0f} MB before and {after / 1024:.0f} MB after"
+        f" {len(sizes)} requests of 10-20 MB"
+    )
+    assert after - before < 40 * 1024
+
+
+# 11. Small ones
+
+
+def test_16_11_a_second_worker_on_a_taken_port_refuses_to_start(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1)
+    address = cluster.addresses[0]
+    second = subprocess.run(
+        clawgate(cluster.path, "worker", "--listen", address),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode != 0
+    assert "address already in use" in second.stderr and "worker.listen" in second.stderr
+    assert "Traceback" not in second.stderr
+
+
+def test_16_11_a_taken_metrics_port_is_one_line_naming_the_key(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1)
+    taken = cluster.base_url.rpartition(":")[2]  # the edge's port
+    result = subprocess.run(
+        clawgate(
+            cluster.path,
+            "worker",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--metrics-listen",
+            f"127.0.0.1:{taken}",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "worker.metricsListen" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_16_11_sigterm_after_a_refused_run_turn_is_quick(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1)
+    refused = subprocess.run(
+        clawgate(cluster.path, "agent", "--agent", "nosuch", "--message", "hi"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    worker = next(iter(cluster.workers.values()))
+    started = time.monotonic()
+    code = worker.stop(timeout=40)
+    took = time.monotonic() - started
+    print(f"\n[16.11] SIGTERM after a refused RunTurn: stopped in {took:.1f} s (grace 30 s)")
+    assert code == 0 and took < 10
+
+
+def test_16_11_turns_of_a_broken_stream_have_their_own_outcome(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    metrics_port = free_port()
+
+    def with_metrics(config: dict[str, Any]) -> None:
+        config["worker"]["metricsListen"] = f"127.0.0.1:{metrics_port}"
+
+    cluster = make_cluster(1, with_metrics)
+    first_word = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(
+            run_stream, cluster.base_url, "openclaw:steady", "go", None, 30, first_word
+        )
+        assert first_word.wait(20)
+        cluster.edge.stop(signal.SIGKILL)  # type: ignore[union-attr]
+        with pytest.raises(httpx.HTTPError):
+            running.result()
+
+    def broken_turns() -> float:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        return sum(
+            float(line.rpartition(" ")[2])
+            for line in text.splitlines()
+            if line.startswith("clawgate_worker_turns_total") and 'outcome="stream_broken"' in line
+        )
+
+    wait_until(lambda: broken_turns() == 1, 10, "the turn is counted as stream_broken")
+
+
+# 5. `clawgate up` keeps serving through a worker crash
+
+
+def test_16_5_up_restarts_a_crashed_worker_and_keeps_serving(tmp_path: Path) -> None:
+    config = echo_config(tmp_path)
+    config["gateway"]["workers"] = [config["worker"]["listen"]]
+    path = write_config(tmp_path, config)
+    up = Process([*clawgate(path, "up", "--workers", "2")], tmp_path / "up.log").start()
+    base_url = f"http://127.0.0.1:{config['gateway']['port']}"
+    try:
+        wait_until(lambda: "ready at" in up.log(), 60, "clawgate up", up)
+        second = worker_addresses_of(config)[1]
+        victim = next(
+            pid for pid in child_pids(up.pid) if second in Path(f"/proc/{pid}/cmdline").read_text()
+        )
+        os.kill(victim, signal.SIGKILL)
+        answers = [post(base_url, "openclaw", f"during {n}").status_code for n in range(20)]
+        wait_until(lambda: "started again" in up.log(), 15, "the worker is started again", up)
+        wait_until(lambda: worker_serving(second), 30, "the restarted worker serves", up)
+        assert up.alive()
+    finally:
+        up.stop(signal.SIGTERM)
+    print(f"\n[16.5] worker SIGKILLed under `up --workers 2`: {answers.count(200)}/20 answered")
+    assert answers == [200] * 20
+    assert f"worker {second} exited with code -9" in up.log()
+
+
+def worker_addresses_of(config: dict[str, Any]) -> list[str]:
+    host, _, port = config["worker"]["listen"].rpartition(":")
+    return [f"{host}:{int(port) + index}" for index in range(2)]
