@@ -203,7 +203,7 @@ def scratch_postgres() -> Iterator[str]:
     if not postgres_reachable():
         pytest.skip("no PostgreSQL server answers")
     name = f"clawgate_faults_{uuid.uuid4().hex[:10]}"
-    url = create_database(name)
+    create_database(name)
     yield name
     drop_database(name)
 
