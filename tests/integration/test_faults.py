@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from gateway_edge.worker_pool import rendezvous_weight
+from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from tests.support.observe import child_pids, rss_kib, timed_lines
 from tests.support.postgres import (
     create_database,
@@ -677,3 +678,75 @@ def test_16_5_up_restarts_a_crashed_worker_and_keeps_serving(tmp_path: Path) -> 
 def worker_addresses_of(config: dict[str, Any]) -> list[str]:
     host, _, port = config["worker"]["listen"].rpartition(":")
     return [f"{host}:{int(port) + index}" for index in range(2)]
+
+
+# Chaos: all of the above, one after another, under 20 streams
+
+
+STEADY_REPLY = "one two three" * 100
+
+
+def test_16_chaos_twenty_streams_through_every_fault(
+    make_cluster: Callable[..., Cluster], scratch_postgres: str
+) -> None:
+    cluster = make_cluster(2, on_postgres(scratch_postgres))
+    touched, untouched = cluster.addresses
+    url = database_url(scratch_postgres)
+    keys_run: list[tuple[str, StreamResult]] = []
+
+    def big_request() -> None:
+        assert post(cluster.base_url, "openclaw:fixed", "x" * (5 * 1024 * 1024)).status_code == 200
+
+    def freeze() -> None:
+        process = cluster.workers[touched]
+        process.popen.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+        time.sleep(10)
+        process.popen.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+
+    def kill_and_restart() -> None:
+        cluster.workers[touched].stop(signal.SIGKILL)
+        cluster.start_worker(touched)
+
+    def end_store_connections() -> None:
+        query(
+            url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            scratch_postgres,
+        )
+
+    # Which streams must finish whole: all, those on the untouched worker, or none (the store's
+    # connections serve both workers: every running turn loses its lock and fails).
+    faults: list[tuple[str, Callable[[], None], slice]] = [
+        ("a 5 MiB request", big_request, slice(0, 20)),
+        ("SIGSTOP for 10 s", freeze, slice(10, 20)),
+        ("SIGKILL and restart", kill_and_restart, slice(10, 20)),
+        ("store connections terminated", end_store_connections, slice(0, 0)),
+    ]
+    summary = []
+    for name, fault, must_finish in faults:
+        keys = [cluster.key_on(touched, "t") for _ in range(10)]
+        keys += [cluster.key_on(untouched, "u") for _ in range(10)]
+        started = [threading.Event() for _ in keys]
+        with ThreadPoolExecutor(len(keys)) as pool:
+            futures = [
+                pool.submit(run_stream, cluster.base_url, "openclaw:steady", "go", key, 60, event)
+                for key, event in zip(keys, started, strict=True)
+            ]
+            for event in started:
+                assert event.wait(30), f"{name}: a stream did not start"
+            fault()
+            results = [future.result() for future in futures]
+        keys_run += zip(keys, results, strict=True)
+        whole = [finished_whole(result) for result in results]
+        summary.append(f"{name}: {sum(whole)}/20 finished whole")
+        for result in results:  # finished, or ended with an error event; [DONE] either way
+            assert result.done and (finished_whole(result) or result.error is not None), result
+        assert all(whole[must_finish]), f"{name}: a stream that should have finished failed"
+    print("\n[16 chaos] " + "; ".join(summary))
+    for key, result in keys_run:  # every stored turn is whole; a failed one left nothing
+        stored = transcript(untouched, key)
+        if finished_whole(result):
+            assert stored == [(pb.ROLE_USER, "go"), (pb.ROLE_ASSISTANT, STEADY_REPLY)], key
+        else:
+            assert stored in ([], [(pb.ROLE_USER, "go"), (pb.ROLE_ASSISTANT, STEADY_REPLY)])
