@@ -54,6 +54,7 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 # Codes a broken stream ends with when the worker itself refused it (a wrong shared secret, an
 # older worker): trying the same on another worker helps nobody. Any other code is a transport
 # failure (UNAVAILABLE, or INTERNAL from gRPC core after a kill or a GOAWAY).
+_NO_ANSWER = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
 _REFUSED_STREAM = (
     grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.PERMISSION_DENIED,
@@ -309,10 +310,8 @@ class WorkerPool:
             await worker.health.Check(
                 health_pb2.HealthCheckRequest(), timeout=self._settings.health_timeout_seconds
             )
-        except grpc.aio.AioRpcError as error:
-            answering = error.code() is not grpc.StatusCode.DEADLINE_EXCEEDED and (
-                error.code() is not grpc.StatusCode.UNAVAILABLE
-            )
+        except grpc.aio.AioRpcError as error:  # any other code is still an answer
+            answering = error.code() not in _NO_ANSWER
         else:
             answering = True
         self._set_answering(worker, answering)
