@@ -11,9 +11,10 @@ class TurnError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     from_store = False  # the session store failed, not the provider
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, detail: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = message  # what the client reads
+        self.detail = detail  # what only the worker's log shows (addresses, upstream text)
 
 
 class UnknownAgentError(TurnError):

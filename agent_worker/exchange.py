@@ -145,7 +145,7 @@ class ExchangeCall:
                         turn.room.clear()
                         await turn.room.wait()
         except TurnError as error:
-            log.warning("turn failed: %s: %s", error.code.name, error.message)
+            log.warning("turn failed: %s: %s", error.code.name, error.detail or error.message)
             self._push(turn, error, last=True)
         except Exception:
             log.exception("turn failed unexpectedly")

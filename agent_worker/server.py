@@ -21,6 +21,7 @@ from agent_worker.providers.registry import build_provider
 from agent_worker.servicer import AgentServicer
 from agent_worker.sessions.store import SessionStore, store_for_url
 from agent_worker.turn_runner import TurnRunner
+from services.addresses import is_loopback, listen_host
 from services.config import ClawgateConfig
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
@@ -91,6 +92,16 @@ async def serve(
 ) -> None:
     """Starts providers and the store, serves until SIGTERM/SIGINT, then stops with grace."""
     address = listen or config.worker.listen
+    if (
+        not is_loopback(listen_host(address))
+        and not config.worker.shared_secret
+        and not config.worker.allow_unauthenticated_non_loopback
+    ):
+        raise WorkerStartError(
+            f"worker.listen {address} is not a loopback address and worker.sharedSecret is not"
+            " set: anyone who reaches it could read every transcript. Set worker.sharedSecret"
+            " (the edge sends it too), or worker.allowUnauthenticatedNonLoopback: true"
+        )
     agents = AgentRegistry.from_config(config)
     used = {agent.provider for agent in agents}
     providers: dict[str, Provider] = {

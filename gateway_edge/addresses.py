@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
+from services.addresses import is_loopback
 
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+__all__ = ["client_ip", "is_loopback"]
 
 
 def client_ip(scope_client: tuple[str, int] | None) -> str:
-    """The client's address: the peer's, or, when the peer is a reverse proxy on 127.0.0.1,
-    what its X-Forwarded-For says (uvicorn's default; no other peer is trusted with it)."""
+    """The client's address: the peer's, or, when the peer is one of `gateway.trustedProxies`,
+    what its X-Forwarded-For says (uvicorn rewrites the scope; nobody else is believed)."""
     return scope_client[0] if scope_client else ""

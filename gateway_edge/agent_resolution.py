@@ -10,6 +10,16 @@ from gateway_edge.errors import bad_request
 _AGENT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _DEFAULT_MODELS = ("openclaw", "openclaw/default")
 _PREFIXES = ("openclaw:", "openclaw/", "agent:")
+QUOTED_CHARACTERS = 64
+
+
+def quoted(value: str) -> str:
+    """A client's value in an error message: at most a short prefix of it."""
+    if len(value) <= QUOTED_CHARACTERS:
+        return repr(value)
+    return f"{value[:QUOTED_CHARACTERS]!r}… ({len(value)} characters)"
+
+
 VALID_FORMS = (
     "'openclaw', 'openclaw/default', "
     "'openclaw:<agentId>', 'openclaw/<agentId>' or 'agent:<agentId>'"
@@ -29,7 +39,7 @@ def agent_id_from_model(model: str | None, default_agent_id: str) -> str:
                 return candidate
             break
     raise bad_request(
-        f"Invalid model {model!r}: use {VALID_FORMS}.", param="model", code="model_not_found"
+        f"Invalid model {quoted(model)}: use {VALID_FORMS}.", param="model", code="model_not_found"
     )
 
 
@@ -40,13 +50,14 @@ def resolve_agent(
         agent_id = header_agent_id.strip().lower()
         if not _AGENT_ID.fullmatch(agent_id):
             raise bad_request(
-                f"Invalid agent id {header_agent_id!r} in x-openclaw-agent-id.", param="model"
+                f"Invalid agent id {quoted(header_agent_id)} in x-openclaw-agent-id.", param="model"
             )
     else:
         agent_id = agent_id_from_model(model, default_agent_id)
     if agent_id not in known:
         raise bad_request(
-            f"Unknown agent {agent_id!r}; configured agents: {', '.join(sorted(known)) or 'none'}.",
+            f"Unknown agent {quoted(agent_id)};"
+            f" configured agents: {', '.join(sorted(known)) or 'none'}.",
             param="model",
             code="model_not_found",
         )

@@ -122,7 +122,9 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
                 stop_metrics()
             await workers.close()
 
-    app = FastAPI(title="clawgate", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="clawgate", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.edge = state
     app.include_router(health.router)
     app.include_router(status.router)
@@ -133,6 +135,10 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
     if not config.gateway.http.endpoints.chat_completions.enabled:
+        log.warning(
+            "POST /v1/chat/completions is off (404): set"
+            " gateway.http.endpoints.chatCompletions.enabled to true to serve it"
+        )
         return ObservabilityMiddleware(app, metrics)
     app.include_router(models.router)
     endpoint = chat_completions.ChatCompletionsEndpoint(state)

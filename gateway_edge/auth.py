@@ -12,14 +12,28 @@ from typing import Literal
 from gateway_edge.addresses import is_loopback
 from gateway_edge.errors import rate_limited, unauthorized
 from gateway_edge.rate_limit import AuthFailureLimiter
-from services.config import AuthConfig
+from services.config import PASSWORD_ENV, TOKEN_ENV, AuthConfig
 
-TOKEN_ENV = "OPENCLAW_GATEWAY_TOKEN"
-PASSWORD_ENV = "OPENCLAW_GATEWAY_PASSWORD"
+__all__ = ["PASSWORD_ENV", "TOKEN_ENV", "AccessGuard", "Authenticator", "AuthSetupError"]
 
 
 class AuthSetupError(Exception):
     """The auth config would leave the gateway open by accident; the edge refuses to start."""
+
+
+def _check_sendable(secret: str, where: str) -> None:
+    """A secret no client can send would refuse every request: refuse to start instead (the
+    message names the key, never the secret)."""
+    if secret != secret.strip():
+        raise AuthSetupError(
+            f"{where} (or its environment variable) starts or ends with whitespace, such as a"
+            " trailing newline: no client sends that in a header; remove it"
+        )
+    if not secret.isascii() or not secret.isprintable():
+        raise AuthSetupError(
+            f"{where} holds non-ASCII or control characters, which HTTP clients cannot send in"
+            " an Authorization header; use printable ASCII"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +62,7 @@ class Authenticator:
                 f"gateway.auth.mode is {mode!r} but no secret is set: set gateway.auth.{key} "
                 f"or the environment variable {env}"
             )
+        _check_sendable(secret, f"gateway.auth.{'token' if mode == 'token' else 'password'}")
         return cls(mode, secret.encode())
 
     def accepts(self, authorization: str | None) -> bool:
@@ -63,7 +78,8 @@ class Authenticator:
 
 
 class AccessGuard:
-    """Auth for the API routes: lockout first, then the secret; failures are counted per IP."""
+    """Auth for the API routes: the secret first (a right one is never refused), then the
+    lockout; failures are counted per IP."""
 
     def __init__(
         self,
@@ -79,13 +95,13 @@ class AccessGuard:
         """Raises ApiError 429 for a locked-out client and 401 for a missing or wrong secret."""
         if self._authenticator.mode == "none":
             return
+        if self._authenticator.accepts(authorization):
+            self._limiter.record_success(client_ip)
+            return
         wait = self._limiter.retry_after(client_ip)
         if wait is not None:
             self._on_failure("locked_out")
             raise rate_limited(math.ceil(wait))
-        if self._authenticator.accepts(authorization):
-            self._limiter.record_success(client_ip)
-            return
         if authorization is not None:
             self._limiter.record_failure(client_ip)
         self._on_failure("invalid" if authorization is not None else "missing")

@@ -39,7 +39,7 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 
 def unauthorized() -> ApiError:
-    return ApiError(401, "Unauthorized", "unauthorized")
+    return ApiError(401, "Unauthorized", "unauthorized", headers={"www-authenticate": "Bearer"})
 
 
 def rate_limited(retry_after_seconds: int) -> ApiError:

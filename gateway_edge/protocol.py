@@ -119,6 +119,11 @@ def parse_chat_request(document: Any) -> ChatCompletionRequest:
         raise validation_error(error) from None
     if request.n is not None and request.n != 1:
         raise bad_request("Only n=1 is supported.", "n")
+    if request.stream_options is not None and not request.stream:
+        raise bad_request(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options",
+        )
     return request
 
 

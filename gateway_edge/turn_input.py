@@ -107,8 +107,18 @@ def _sampling(request: ChatCompletionRequest) -> pb.SamplingOptions:
 def _input_index(messages: Sequence[ChatMessage]) -> int:
     for index in range(len(messages) - 1, -1, -1):
         if messages[index].role in _INPUT_ROLES:
-            return index
-    raise bad_request(MISSING_USER_MESSAGE, "messages")
+            break
+    else:
+        raise bad_request(MISSING_USER_MESSAGE, "messages")
+    for later in range(index + 1, len(messages)):
+        if messages[later].role == "assistant":  # dropping it would answer another question
+            raise bad_request(
+                f"messages[{later}] is an assistant message after the last user or tool message;"
+                " this gateway cannot continue a partial assistant reply: end with a user or"
+                " tool message.",
+                "messages",
+            )
+    return index
 
 
 def turn_request_for(

@@ -148,34 +148,51 @@ def run_status(args: argparse.Namespace) -> int:
     return 0 if status["ready"] else 1
 
 
+def _global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """Options every command takes, before or after its name. On a command they default to
+    SUPPRESS, so a value given before the command is not overwritten by the command's default."""
+
+    def default(value: str | None) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--config",
+        default=default(None),
+        help="config file (default: $CLAWGATE_CONFIG or ~/.clawgate/clawgate.json5)",
+    )
+    parser.add_argument(
+        "--log-level", default=default("info"), choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--log-format",
+        default=default("text"),
+        choices=["text", "json"],
+        help="json: one object per line",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clawgate", description="OpenAI-compatible gateway for agents."
     )
-    parser.add_argument(
-        "--config", help="config file (default: $CLAWGATE_CONFIG or ~/.clawgate/clawgate.json5)"
-    )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
-    parser.add_argument(
-        "--log-format", default="text", choices=["text", "json"], help="json: one object per line"
-    )
+    _global_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, defaults=False)
 
     up = commands.add_parser(
-        "up", help="run the edge and workers together (writes a starter config)"
+        "up", parents=[common], help="run the edge and workers together (writes a starter config)"
     )
     up.add_argument("--workers", type=int, default=1, help="number of worker processes (default 1)")
     up.set_defaults(handler=run_up)
 
-    edge = commands.add_parser("edge", help="run the HTTP edge")
+    edge = commands.add_parser("edge", parents=[common], help="run the HTTP edge")
     edge.add_argument(
         "--workers", help="comma-separated worker addresses (overrides gateway.workers)"
     )
     edge.set_defaults(handler=run_edge)
 
-    worker = commands.add_parser("worker", help="run an agent worker")
+    worker = commands.add_parser("worker", parents=[common], help="run an agent worker")
     worker.add_argument("--listen", help="address to listen on (overrides worker.listen)")
     worker.add_argument(
         "--metrics-listen", help="host:port for /metrics (overrides worker.metricsListen)"
@@ -183,18 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=run_worker)
 
     agent = commands.add_parser(
-        "agent", help="run one agent turn through a worker and stream the reply"
+        "agent", parents=[common], help="run one agent turn through a worker and stream the reply"
     )
     agent.add_argument("--agent", default="main", help="agent id (default: main)")
     agent.add_argument("--message", required=True, help="the user message")
     agent.add_argument("--session-key", help="continue this session (default: a fresh one)")
     agent.add_argument("--worker", help="worker address (default: the first of gateway.workers)")
     agent.set_defaults(handler=run_agent)
-    status = commands.add_parser("status", help="the edge's view of its workers")
+    status = commands.add_parser("status", parents=[common], help="the edge's view of its workers")
     status.add_argument("--url", help="edge base URL (default: from the config)")
     status.set_defaults(handler=run_status)
 
-    probe = commands.add_parser("probe", help="check a worker's health (exit 0 when serving)")
+    probe = commands.add_parser(
+        "probe", parents=[common], help="check a worker's health (exit 0 when serving)"
+    )
     probe.add_argument("--worker", default="127.0.0.1:50051", help="worker address")
     probe.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     probe.set_defaults(handler=run_probe)

@@ -19,6 +19,8 @@ log = logging.getLogger("clawgate.config")
 
 DEFAULT_CONFIG_PATH = "~/.clawgate/clawgate.json5"
 CONFIG_ENV_VAR = "CLAWGATE_CONFIG"
+TOKEN_ENV = "OPENCLAW_GATEWAY_TOKEN"
+PASSWORD_ENV = "OPENCLAW_GATEWAY_PASSWORD"
 AGENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -87,6 +89,9 @@ class GatewayConfig(_Section):
     # leaves the pool until it does.
     worker_health_timeout_ms: int = Field(2_000, alias="workerHealthTimeoutMs", ge=1)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client; nobody's
+    # by default, so that no client can name another one for the failed-auth lockout.
+    trusted_proxies: list[str] = Field(default_factory=list, alias="trustedProxies")
 
     @property
     def local_url(self) -> str:
@@ -101,6 +106,9 @@ class WorkerConfig(_Section):
     session_wait_timeout_ms: int = Field(120_000, alias="sessionWaitTimeoutMs", ge=0)
     shutdown_grace_seconds: float = Field(30.0, alias="shutdownGraceSeconds", ge=0)
     shared_secret: str | None = Field(None, alias="sharedSecret")
+    # A worker on a non-loopback address refuses to start without sharedSecret unless this is
+    # true (its RPCs hand out every transcript).
+    allow_unauthenticated_non_loopback: bool = Field(False, alias="allowUnauthenticatedNonLoopback")
     # Prometheus metrics over HTTP on "host:port"; off when unset.
     metrics_listen: str | None = Field(None, alias="metricsListen")
     store_check_seconds: float = Field(5.0, alias="storeCheckSeconds", gt=0)

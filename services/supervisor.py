@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from services.config import ClawgateConfig, load_config
+from services.config import PASSWORD_ENV, TOKEN_ENV, ClawgateConfig, load_config
 
 log = logging.getLogger("clawgate.up")
 READY_TIMEOUT_SECONDS = 300.0
@@ -60,7 +62,7 @@ STARTER_CONFIG = """\
 def write_starter_config(path: Path) -> str:
     """Writes a starter config (owner-only permissions: it holds the token); returns the token."""
     token = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     text = STARTER_CONFIG.format(token=token, sessions=path.parent / "sessions.db")
     path.touch(mode=0o600)
     path.write_text(text, encoding="utf-8")
@@ -156,14 +158,47 @@ class WorkerProcess:
             log.warning("worker %s started again (pid %d)", self.address, self.process.pid)
 
 
+def token_source(config: ClawgateConfig, config_file: Path) -> str | None:
+    """Where the edge's secret comes from, for people to look up; never the secret itself."""
+    auth = config.gateway.auth
+    if auth.mode == "none":
+        return None
+    if auth.mode == "password" or (
+        auth.mode is None and (auth.password or os.environ.get(PASSWORD_ENV))
+    ):
+        return f"gateway.auth.password in {config_file}" if auth.password else PASSWORD_ENV
+    return f"gateway.auth.token in {config_file}" if auth.token else TOKEN_ENV
+
+
+def taken_port(config: ClawgateConfig, worker_listens: list[str]) -> str | None:
+    """The first address `up` would listen on that something else holds, named by its key."""
+    wanted = [("gateway.port", config.gateway.bind, config.gateway.port)]
+    wanted += [("worker.listen", *_host_port(listen)) for listen in worker_listens]
+    for key, host, port in wanted:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError as error:
+                return f"{key}: {host}:{port} is in use ({error.strerror})"
+    return None
+
+
+def _host_port(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def run_up(config_file: Path, worker_count: int, log_level: str, log_format: str = "text") -> int:
-    token: str | None = None
+    generated_token: str | None = None
     if not config_file.exists():
-        token = write_starter_config(config_file)
+        generated_token = write_starter_config(config_file)
         print(f"clawgate: wrote a starter config to {config_file}", flush=True)
     config = load_config(config_file)
-    token = token or config.gateway.auth.token
     addresses = worker_addresses(config, max(worker_count, 1))
+    if (taken := taken_port(config, addresses)) is not None:
+        print(f"clawgate: {taken}; is another clawgate running?", file=sys.stderr)
+        return 1
 
     stopping = False
 
@@ -212,8 +247,10 @@ def run_up(config_file: Path, worker_count: int, log_level: str, log_format: str
             if not ready and _is_ready(f"{base_url}/readyz"):
                 ready = True
                 print(f"clawgate: ready at {base_url}/v1  (config: {config_file})", flush=True)
-                if token:
-                    print(f"clawgate: token: {token}", flush=True)
+                if generated_token:  # shown once, when it was made; after that, where it lives
+                    print(f"clawgate: token: {generated_token}", flush=True)
+                elif (source := token_source(config, config_file)) is not None:
+                    print(f"clawgate: token: see {source}", flush=True)
                 print(
                     f"clawgate: model: openclaw:{config.default_agent_id}; Ctrl-C stops", flush=True
                 )

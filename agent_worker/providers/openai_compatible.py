@@ -241,7 +241,11 @@ class OpenAICompatibleProvider:
         except UpstreamTimeout as error:
             raise ProviderTimeoutError(f"provider timed out: {error}") from error
         except UpstreamUnreachable as error:
-            raise ProviderUnavailableError(f"provider unreachable: {error}") from error
+            # The address stays in the worker's log: API clients learn only what failed.
+            raise ProviderUnavailableError(
+                "provider unreachable: the agent's model provider could not be reached",
+                detail=f"provider unreachable: {error}",
+            ) from error
         except (UpstreamBroken, ValueError) as error:
             what = "broke off its answer" if answered else "failed"
             raise ProviderFailedError(f"provider {what}: {error}") from error

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -94,6 +95,14 @@ def _small(messages: Sequence[ChatMessage]) -> bool:
         if size > LOOP_COMMIT_BYTES or message.images:
             return False
     return True
+
+
+def _make_private(path: Path) -> None:
+    """Transcripts are for their owner: a new folder is 0700 and a new file 0600 (SQLite gives
+    the WAL and shared-memory files the database file's mode)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 def _is_busy(error: sqlite3.Error) -> bool:
@@ -175,7 +184,7 @@ class SqliteSessionStore:
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
             if isinstance(self._path, Path):
-                self._path.parent.mkdir(parents=True, exist_ok=True)
+                _make_private(self._path)
             connection = sqlite3.connect(
                 str(self._path),
                 timeout=BUSY_TIMEOUT_SECONDS,

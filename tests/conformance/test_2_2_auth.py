@@ -119,14 +119,19 @@ def test_failed_attempts_lock_the_client_out(tmp_path: Path, echo_stack: Stack) 
         assert post_chat(base_url, {"messages": user("x")}).status_code == 200
         for _ in range(3):
             assert httpx.post(f"{base_url}{CHAT}", headers=wrong, json={}).status_code == 401
-        locked = post_chat(base_url, {"messages": user("x")})  # even the right secret waits
+        locked = httpx.post(f"{base_url}{CHAT}", headers=wrong, json={})
         error = assert_error(locked, 429, "rate_limited")
         assert 1 <= int(locked.headers["retry-after"]) <= 2 and "retry" in error["message"]
-        sdk = openai.OpenAI(base_url=f"{base_url}/v1", api_key=TOKEN, max_retries=0)
+        sdk = openai.OpenAI(base_url=f"{base_url}/v1", api_key="wrong", max_retries=0)
         with pytest.raises(openai.RateLimitError):
             sdk.models.list()
-        time.sleep(2.1)
+        # The right secret is never refused by the lockout (issue 17.1): it would let anyone
+        # who can send ten bad requests as you lock you out.
         assert post_chat(base_url, {"messages": user("x")}).status_code == 200
+        for _ in range(3):
+            assert httpx.post(f"{base_url}{CHAT}", headers=wrong, json={}).status_code == 401
+        time.sleep(2.1)
+        assert httpx.post(f"{base_url}{CHAT}", headers=wrong, json={}).status_code == 401
 
 
 def test_loopback_is_exempt_by_default(echo_stack: Stack) -> None:

@@ -60,7 +60,7 @@ def test_docker_compose_accepts_the_file() -> None:
         ["docker-compose", "-f", str(COMPOSE_FILE), "config", "-q"],
         capture_output=True,
         text=True,
-        env={**os.environ, "OPENCLAW_GATEWAY_TOKEN": "x"},
+        env={**os.environ, "OPENCLAW_GATEWAY_TOKEN": "x", "CLAWGATE_WORKER_SECRET": "y"},
     )
     assert result.returncode == 0, result.stderr
 
@@ -113,7 +113,10 @@ async def ensure_compose_database() -> None:
 def topology(tmp_path: Path) -> Iterator[str]:
     asyncio.run(ensure_compose_database())
     services = compose()["services"]
-    environ = {"OPENCLAW_GATEWAY_TOKEN": "compose-topology-token"}
+    environ = {
+        "OPENCLAW_GATEWAY_TOKEN": "compose-topology-token",
+        "CLAWGATE_WORKER_SECRET": "compose-worker-secret",
+    }
     worker_argv, worker_env = local_command(services["agent-worker"], environ)
     edge_argv, edge_env = local_command(services["edge"], environ)
     worker = Process(worker_argv, tmp_path / "worker.log", worker_env).start()

@@ -130,3 +130,6 @@ def test_unreachable_provider_is_a_502(upstream_stack: Stack) -> None:
     assert caught.value.status_code == 502
     assert caught.value.body["type"] == "api_error"  # type: ignore[index]
     assert "unreachable" in caught.value.body["message"]  # type: ignore[index]
+    # Issue 17.6: the upstream's address is for the worker's log, not for API clients.
+    assert "127.0.0.1" not in caught.value.body["message"]  # type: ignore[index]
+    assert "cannot connect to 127.0.0.1" in upstream_stack.worker.log()
