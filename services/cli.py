@@ -142,8 +142,8 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"{'worker':<28} {'health':<12} turns in flight")
     for worker in status["workers"]:
         health = {True: "serving", False: "not serving", None: "unknown"}[worker["serving"]]
-        if not worker.get("answering", True):
-            health = "not answering"
+        if worker["serving"] is not False and not worker.get("answering", True):
+            health = "not answering"  # its last health check timed out (frozen or cut off)
         print(f"{worker['address']:<28} {health:<12} {worker['turns_in_flight']}")
     return 0 if status["ready"] else 1
 
