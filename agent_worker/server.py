@@ -126,7 +126,7 @@ async def serve(
         else []
     )
     server = grpc.aio.server(interceptors=interceptors, options=worker_server_options(config))
-    servicer = AgentServicer(runner, agents, store)
+    servicer = AgentServicer(runner, agents, store, config.sessions.locks_across_processes)
     pb_grpc.add_AgentServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -130,10 +130,17 @@ def fill_event(target: pb.RunTurnEvent, event: TurnEvent | TurnError) -> None:
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
-    def __init__(self, runner: TurnRunner, agents: AgentRegistry, store: SessionStore) -> None:
+    def __init__(
+        self,
+        runner: TurnRunner,
+        agents: AgentRegistry,
+        store: SessionStore,
+        sessions_shared: bool = False,
+    ) -> None:
         self._runner = runner
         self._agents = agents
         self._store = store
+        self._sessions_shared = sessions_shared
         self._open_turns = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -202,7 +209,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     id=agent.id, name=agent.name, model=agent.model_ref, is_default=agent.is_default
                 )
                 for agent in self._agents
-            ]
+            ],
+            sessions_shared=self._sessions_shared,
         )
 
     async def GetSession(  # noqa: N802

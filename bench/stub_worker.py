@@ -51,6 +51,11 @@ class StubAgentService(pb_grpc.AgentServiceServicer):
                     turns=[pb.TurnEvents(turn_id=o.turn_id, events=EVENTS) for o in request.opens]
                 )
 
+    async def ListAgents(  # noqa: N802 - the edge learns its agents here
+        self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAgentsResponse:
+        return pb.ListAgentsResponse(agents=[pb.Agent(id="main", is_default=True)])
+
 
 async def serve(listen: str) -> None:
     server = grpc.aio.server()

@@ -85,7 +85,6 @@ def pool_settings(config: ClawgateConfig) -> PoolSettings:
         max_message_bytes=config.worker.max_message_bytes,
         start_check_seconds=gateway.turn_start_timeout_ms / 1000,
         health_timeout_seconds=gateway.worker_health_timeout_ms / 1000,
-        sessions_shared=config.sessions.locks_across_processes,
     )
 
 
@@ -103,8 +102,7 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
         pool_settings(config),
         on_outcome=lambda outcome: metrics.worker_calls_by(outcome).inc(),
     )
-    agent_ids = frozenset(agent.id for agent in config.agents.entries)
-    state = EdgeState(config, access, agent_ids, workers, int(time.time()), metrics)
+    state = EdgeState(config, access, workers, int(time.time()), metrics)
     metrics_config = config.gateway.metrics
 
     @asynccontextmanager

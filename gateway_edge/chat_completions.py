@@ -195,11 +195,12 @@ class ChatCompletionsEndpoint:
         chat = parse_chat_request(document)
         del document
         agent_header = headers.get(b"x-openclaw-agent-id", headers.get(b"x-openclaw-agent"))
+        agents = state.workers.known_agents()
         agent_id = resolve_agent(
             chat.model,
             None if agent_header is None else agent_header.decode("latin-1"),
-            state.agent_ids,
-            state.config.default_agent_id,
+            agents.ids,
+            agents.default_id,
         )
         key_header = headers.get(_SESSION_KEY_HEADER_BYTES)
         session_key = session_key_for(

@@ -17,7 +17,7 @@ def model_ids(state: EdgeState) -> list[str]:
     return [
         "openclaw",
         "openclaw/default",
-        *(f"openclaw/{agent_id}" for agent_id in sorted(state.agent_ids)),
+        *(f"openclaw/{agent_id}" for agent_id in sorted(state.workers.agents.ids)),
     ]
 
 

@@ -14,7 +14,6 @@ from services.config import ClawgateConfig
 class EdgeState:
     config: ClawgateConfig
     access: AccessGuard
-    agent_ids: frozenset[str]
-    workers: WorkerPool
+    workers: WorkerPool  # also what it knows of the agents (workers.agents)
     started_at: int
     metrics: EdgeMetrics

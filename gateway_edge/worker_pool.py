@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway_edge.agent_directory import AgentDirectory
 from gateway_edge.errors import (
     ApiError,
     api_error_from_call,
@@ -71,8 +72,6 @@ class PoolSettings:
     # A turn not started by then makes the edge check that its worker still answers.
     start_check_seconds: float = 3.0
     health_timeout_seconds: float = 2.0
-    # The store locks sessions across processes: a named session may run on any worker.
-    sessions_shared: bool = False
 
 
 class _NotStarted(Exception):
@@ -119,6 +118,7 @@ class Worker:
     link: WorkerLink
     serving: bool | None = None  # None until its health is known
     answering: bool = True  # it answered its last health check in time
+    listing: pb.ListAgentsResponse | None = None  # its agents, read when it turned SERVING
     in_flight: int = 0
     watchers: tuple[asyncio.Task[None], ...] = field(default=(), repr=False)
 
@@ -221,10 +221,18 @@ class WorkerPool:
         )
         self._workers: dict[str, Worker] = {}
         self._resolver: asyncio.Task[None] | None = None
+        self.agents = AgentDirectory()
+        self._listing_refused: ApiError | None = None  # a worker refused ListAgents (secret)
 
     @property
     def workers(self) -> list[Worker]:
         return list(self._workers.values())
+
+    def known_agents(self) -> AgentDirectory:
+        """The agents the workers serve; raises ApiError while no worker has listed any."""
+        if self.agents.ids:
+            return self.agents
+        raise self._listing_refused or api_error_from_call(grpc.StatusCode.UNAVAILABLE, None)
 
     async def open(self) -> None:
         await self._refresh()
@@ -289,15 +297,44 @@ class WorkerPool:
             watcher.cancel()
         await worker.link.close()
         await worker.channel.close()
+        self._list_agents()
         log.info("worker %s left the pool", address)
 
     async def _watch(self, worker: Worker) -> None:
         while True:
             with contextlib.suppress(grpc.aio.AioRpcError):
                 async for reply in worker.health.Watch(health_pb2.HealthCheckRequest()):
-                    self._set_serving(worker, reply.status == _SERVING)
+                    serving = reply.status == _SERVING
+                    if serving and not worker.serving:  # (again): its agents may have changed
+                        await self._read_agents(worker)
+                    self._set_serving(worker, serving)
             self._set_serving(worker, False)
             await asyncio.sleep(HEALTH_RETRY_SECONDS)
+
+    async def _read_agents(self, worker: Worker) -> None:
+        try:
+            worker.listing = await worker.agents.ListAgents(
+                pb.ListAgentsRequest(),
+                metadata=self._metadata,
+                timeout=self._settings.health_timeout_seconds,
+            )
+        except grpc.aio.AioRpcError as error:
+            log.warning("worker %s did not list its agents: %s", worker.address, error.code().name)
+            if error.code() in _REFUSED_STREAM:
+                self._listing_refused = api_error_from_call(error.code(), error.details())
+            return
+        self._list_agents()
+
+    def _list_agents(self) -> None:
+        listings = [w.listing for w in self._workers.values() if w.listing is not None]
+        agents = AgentDirectory.of(listings)
+        if agents != self.agents:
+            log.info(
+                "agents: %s (default %s)",
+                ", ".join(sorted(agents.ids)) or "none",
+                agents.default_id,
+            )
+        self.agents = agents
 
     async def _keep_checking(self, worker: Worker) -> None:
         """A frozen worker keeps its Watch stream open and says nothing: ask it, with a bound."""
@@ -361,7 +398,7 @@ class WorkerPool:
             may_move = refusal.movable and (
                 refusal.code is not grpc.StatusCode.RESOURCE_EXHAUSTED
                 or not sticky
-                or self._settings.sessions_shared
+                or self.agents.sessions_shared
             )
             if not may_move:
                 raise refusal.error
@@ -422,4 +459,8 @@ class WorkerPool:
                 raise _NotStarted(error, grpc.StatusCode.DEADLINE_EXCEEDED, movable=True)
 
     def any_serving(self) -> bool:
-        return any(worker.serving and worker.answering for worker in self._workers.values())
+        """Ready: a worker serves, answers, and has listed its agents."""
+        return any(
+            worker.serving and worker.answering and worker.listing is not None
+            for worker in self._workers.values()
+        )

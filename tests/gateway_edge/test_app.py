@@ -20,7 +20,7 @@ async def test_unexpected_errors_are_a_500_without_a_trace(monkeypatch: pytest.M
     def broken(*args: object) -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(chat_completions, "turn_request_for", broken)
+    monkeypatch.setattr(chat_completions, "parse_chat_request", broken)
     transport = httpx.ASGITransport(app=create_app(CONFIG), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://edge") as client:
         response = await client.post(

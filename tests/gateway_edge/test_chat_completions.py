@@ -45,6 +45,11 @@ class TextThenFailureTogether(pb_grpc.AgentServiceServicer):
                         turns=[pb.TurnEvents(turn_id=opened.turn_id, events=batch)]
                     )
 
+    async def ListAgents(  # noqa: N802 - the edge learns its agents here
+        self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAgentsResponse:
+        return pb.ListAgentsResponse(agents=[pb.Agent(id="main", is_default=True)])
+
 
 @pytest.fixture(params=[True, False], ids=["started-alone", "started-with-them"])
 async def edge(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[str]:

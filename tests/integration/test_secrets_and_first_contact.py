@@ -260,3 +260,45 @@ def test_17_15_stream_options_without_stream_is_a_400(echo_stack: Stack) -> None
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "stream_options"
     assert json.loads(response.text)["error"]["type"] == "invalid_request_error"
+
+
+# 5. The edge needs only its own settings
+
+
+def test_17_5_the_edge_learns_its_agents_from_the_workers(tmp_path: Path) -> None:
+    worker_config = echo_config(tmp_path)
+    worker_config["agents"]["list"] = [{"id": "alpha", "default": True}, {"id": "beta"}]
+    worker_config["sessions"]["store"] = f"sqlite:///{tmp_path / 'worker-only.db'}"
+    address = worker_config["worker"]["listen"]
+    edge_config = {  # gateway settings only: no agents, no models, no store
+        "gateway": {**worker_config["gateway"], "workers": [address]},
+    }
+    worker_path = write_config(tmp_path, worker_config, "worker.json5")
+    edge_path = write_config(tmp_path, edge_config, "edge.json5")
+    worker = Process(clawgate(worker_path, "worker"), tmp_path / "worker.log").start()
+    edge: Process | None = None
+    try:
+        wait_until(lambda: worker_serving(address), 60, "worker", worker)
+        base_url = f"http://127.0.0.1:{edge_config['gateway']['port']}"
+        edge = Process(clawgate(edge_path, "edge"), tmp_path / "edge.log").start()
+        wait_until(lambda: _ready(base_url), 30, "edge", edge)
+        models = httpx.get(f"{base_url}/v1/models", headers=AUTH).json()
+        ids = [card["id"] for card in models["data"]]
+        default = httpx.post(f"{base_url}{CHAT}", headers=AUTH, json=HELLO)
+        beta = httpx.post(f"{base_url}{CHAT}", headers=AUTH, json={**HELLO, "model": "agent:beta"})
+        main = httpx.post(f"{base_url}{CHAT}", headers=AUTH, json={**HELLO, "model": "agent:main"})
+    finally:
+        if edge is not None:
+            edge.stop()
+        worker.stop()
+    assert ids == ["openclaw", "openclaw/default", "openclaw/alpha", "openclaw/beta"]
+    assert default.status_code == 200 and beta.status_code == 200
+    assert default.headers["x-openclaw-session-key"].startswith("agent:alpha:")
+    assert main.status_code == 400 and main.json()["error"]["param"] == "model"
+
+
+def _ready(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

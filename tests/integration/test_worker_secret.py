@@ -11,7 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.processes import TOKEN, Stack, echo_config, extra_edge, start_stack
+from tests.support.processes import (
+    TOKEN,
+    Stack,
+    echo_config,
+    extra_edge,
+    start_stack,
+    wait_until,
+)
 
 BODY = {"model": "openclaw", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -42,7 +49,11 @@ def test_a_wrong_worker_secret_is_a_clear_error(tmp_path: Path, stack: Stack) ->
     def wrong_secret(config: dict[str, Any]) -> None:
         config["worker"]["sharedSecret"] = "worker-secret-wrong"
 
-    with extra_edge(tmp_path, stack.config, wrong_secret) as base_url:
+    # That edge never gets ready (it cannot list the worker's agents), but it says why.
+    with extra_edge(tmp_path, stack.config, wrong_secret, ready_path="/healthz") as base_url:
+        log = tmp_path / f"edge-{base_url.rpartition(':')[2]}.log"
+        wait_until(lambda: "did not list its agents: UNAUTHENTICATED" in log.read_text(), 10, "")
+        assert httpx.get(f"{base_url}/readyz").status_code == 503
         for stream in (False, True):
             started = time.monotonic()
             response = post(base_url, stream)

@@ -230,10 +230,12 @@ class Agent(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., model: _Optional[str] = ..., is_default: _Optional[bool] = ...) -> None: ...
 
 class ListAgentsResponse(_message.Message):
-    __slots__ = ("agents",)
+    __slots__ = ("agents", "sessions_shared")
     AGENTS_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_SHARED_FIELD_NUMBER: _ClassVar[int]
     agents: _containers.RepeatedCompositeFieldContainer[Agent]
-    def __init__(self, agents: _Optional[_Iterable[_Union[Agent, _Mapping]]] = ...) -> None: ...
+    sessions_shared: bool
+    def __init__(self, agents: _Optional[_Iterable[_Union[Agent, _Mapping]]] = ..., sessions_shared: _Optional[bool] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
     __slots__ = ("session_key",)
