@@ -145,7 +145,13 @@ class LlamaCppProviderConfig(_Section):
     model_path: str | None = Field(None, alias="modelPath")
     context_size: int = Field(2048, alias="contextSize", ge=128)
     threads: int | None = Field(None, ge=1)
-    max_tokens: int = Field(256, alias="maxTokens", ge=1)
+    # Defaults for what a request leaves unset. A 135M model at llama.cpp's own defaults
+    # (temperature 0.2, no repeat penalty) answered "hi" with 256 tokens of one phrase; these
+    # gave short answers that stop by themselves (12 of 12 seeds).
+    max_tokens: int = Field(128, alias="maxTokens", ge=1)
+    temperature: float = Field(0.3, ge=0, le=2)
+    top_p: float = Field(0.9, alias="topP", ge=0, le=1)
+    repeat_penalty: float = Field(1.2, alias="repeatPenalty", ge=0)
 
 
 class OpenAICompatibleProviderConfig(_Section):

@@ -64,8 +64,13 @@ def default_model_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
 
 
-def sampling_arguments(sampling: Sampling, default_max_tokens: int) -> dict[str, Any]:
-    arguments: dict[str, Any] = {"max_tokens": sampling.max_tokens or default_max_tokens}
+def sampling_arguments(sampling: Sampling, defaults: LlamaCppProviderConfig) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "max_tokens": sampling.max_tokens or defaults.max_tokens,
+        "temperature": defaults.temperature,
+        "top_p": defaults.top_p,
+        "repeat_penalty": defaults.repeat_penalty,
+    }
     for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
         value = getattr(sampling, name)
         if value is not None:
@@ -154,7 +159,7 @@ class LlamaCppProvider:
                 {"role": message.role, "content": message.text} for message in request.messages
             ],
             stream=True,
-            **sampling_arguments(request.sampling, self._config.max_tokens),
+            **sampling_arguments(request.sampling, self._config),
         )
         completion_tokens = 0
         finish_reason = FinishReason.STOP

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agent_worker.domain import ChatMessage, Sampling, TextDelta, TurnFinished
+from agent_worker.domain import ChatMessage, FinishReason, Sampling, TextDelta, TurnFinished
 from agent_worker.errors import ProviderUnavailableError
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.providers.llama_cpp import LlamaCppProvider, default_model_path
@@ -80,3 +80,21 @@ async def test_missing_model_file_is_unavailable(tmp_path) -> None:  # type: ign
     )
     with pytest.raises(ProviderUnavailableError, match="none.gguf"):
         await broken.start()
+
+
+async def test_17_11_the_readme_question_gets_a_short_answer_that_stops(
+    provider: LlamaCppProvider,
+) -> None:
+    """The README's example ("hi" to the default agent) with the provider's own defaults and no
+    seed: at llama.cpp's defaults it ran to the token limit repeating one phrase."""
+    request = ProviderRequest(
+        "smollm2",
+        (ChatMessage("system", "You are a helpful assistant."), ChatMessage("user", "hi")),
+        Sampling(),
+    )
+    for _ in range(3):
+        text, finished = await run(provider, request)
+        assert finished.finish_reason == FinishReason.STOP, text
+        assert finished.usage.completion_tokens < 64, text
+        words = text.split()
+        assert len(set(words)) >= len(words) / 2, text  # no phrase said over and over
