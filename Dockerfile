@@ -4,6 +4,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends build-essential
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY clawgate clawgate
 COPY services services
 COPY gateway_edge gateway_edge
 COPY agent_worker agent_worker

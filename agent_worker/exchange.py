@@ -21,7 +21,7 @@ import grpc
 from agent_worker.domain import TurnEvent, TurnFinished
 from agent_worker.errors import TurnError
 from agent_worker.turn_runner import STREAM_BROKEN
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2 as pb
 from services.logging import request_id_var
 
 log = logging.getLogger("clawgate.worker")

@@ -21,10 +21,10 @@ from agent_worker.providers.registry import build_provider
 from agent_worker.servicer import AgentServicer
 from agent_worker.sessions.store import SessionStore, store_for_url
 from agent_worker.turn_runner import TurnRunner
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from services.addresses import is_loopback, listen_host
 from services.config import ClawgateConfig
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from services.grpc_options import worker_server_options
 from services.metrics_http import serve_metrics
 

@@ -27,8 +27,8 @@ from agent_worker.errors import TurnError
 from agent_worker.exchange import ExchangeCall
 from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_runner import TurnRunner
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from services.grpc_status import STATUS_BY_NUMBER
 
 _ROLES: dict[int, Role] = {

@@ -45,8 +45,8 @@ from bench.harness import (  # noqa: E402
     stop_on_interrupt,
     ttft_p50,
 )
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb  # noqa: E402
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc  # noqa: E402
+from clawgate.agent.v1 import agent_service_pb2 as pb  # noqa: E402
+from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc  # noqa: E402
 from tests.support.observe import rss_kib  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     TOKEN,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2 as pb
 
 FALLBACK_DEFAULT_AGENT = "main"  # as in the config: without a `default: true` agent, `main`
 

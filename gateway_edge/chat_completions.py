@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.addresses import client_ip
 from gateway_edge.agent_resolution import resolve_agent
 from gateway_edge.errors import ApiError, bad_request, too_large
@@ -27,7 +28,6 @@ from gateway_edge.sse import DONE, KEEP_ALIVE, ChunkEncoder, error_frame
 from gateway_edge.state import EdgeState
 from gateway_edge.turn_input import turn_request_for
 from gateway_edge.worker_pool import TurnCall
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from services.ids import random_hex
 from services.logging import request_id_var
 

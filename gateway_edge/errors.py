@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import grpc
 import orjson
 
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2 as pb
 from services.grpc_status import STATUS_BY_NUMBER
 
 

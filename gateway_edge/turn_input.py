@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import orjson
 
+from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.errors import bad_request
 from gateway_edge.protocol import ChatCompletionRequest, ChatMessage, ImagePart
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 
 IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 MAX_IMAGES = 8

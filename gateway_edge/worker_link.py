@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import grpc
 
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger("clawgate.edge.workers")
 CREDIT = 256  # events a turn may have in flight towards the edge

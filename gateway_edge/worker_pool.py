@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from gateway_edge.agent_directory import AgentDirectory
 from gateway_edge.errors import (
     ApiError,
@@ -44,8 +46,6 @@ from gateway_edge.worker_link import (
     TurnInbox,
     WorkerLink,
 )
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from services.grpc_options import Options
 from services.grpc_status import STATUS_BY_NUMBER
 

@@ -6,8 +6,8 @@ import sys
 
 import grpc
 
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 
 
 async def run_agent_turn(

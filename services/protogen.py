@@ -1,9 +1,10 @@
-"""Regenerates the gRPC stubs in services/grpc_gen from protos/ (needs grpcio-tools).
+"""Regenerates the gRPC stubs from protos/ into the `clawgate` package (needs grpcio-tools).
 
     python -m services.protogen
 
-The proto root is mapped to `services/grpc_gen`, so the generated modules import each other as
-`services.grpc_gen.clawgate.agent.v1…` with no rewriting.
+protos/ is the import root, so the proto package `clawgate.agent.v1` becomes the Python package
+`clawgate.agent.v1`, the generated modules import each other with no rewriting, and the file
+name a server reflects is `clawgate/agent/v1/agent_service.proto`, as other gRPC tools expect.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = REPO_ROOT / "protos"
-IMPORT_ROOT = "services/grpc_gen"
 
 
 def proto_files() -> list[Path]:
@@ -26,12 +26,12 @@ def generate(output_dir: Path) -> None:
     include = Path(protoc.__file__).parent / "_proto"
     arguments = [
         "protoc",
-        f"-I{IMPORT_ROOT}={PROTO_ROOT}",
+        f"-I{PROTO_ROOT}",
         f"-I{include}",
         f"--python_out={output_dir}",
         f"--pyi_out={output_dir}",
         f"--grpc_python_out={output_dir}",
-        *(f"{IMPORT_ROOT}/{path.relative_to(PROTO_ROOT)}" for path in proto_files()),
+        *(str(path.relative_to(PROTO_ROOT)) for path in proto_files()),
     ]
     if protoc.main(arguments) != 0:
         raise RuntimeError("protoc failed")

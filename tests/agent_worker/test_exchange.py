@@ -11,7 +11,7 @@ from agent_worker.domain import FinishReason, TextDelta, TurnEvent, TurnFinished
 from agent_worker.errors import WorkerAtCapacityError
 from agent_worker.exchange import EVENT_BUFFER, ExchangeCall
 from agent_worker.servicer import fill_event
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2 as pb
 
 STARTED = TurnStarted(run_id="r", model="echo/echo")
 FINISHED = TurnFinished(FinishReason.STOP, Usage(0, 0))

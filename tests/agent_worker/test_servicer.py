@@ -29,8 +29,8 @@ from agent_worker.servicer import (
 )
 from agent_worker.sessions.sqlite_store import SqliteSessionStore
 from agent_worker.turn_runner import TurnRunner
+from clawgate.agent.v1 import agent_service_pb2 as pb
 from services.config import parse_config
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 
 
 def test_unset_sampling_options_are_none() -> None:

@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2 as pb
 from tests.support.processes import TOKEN, Stack
 from tests.support.raw_http import raw_post
 from tests.support.sessions import transcript

@@ -4,10 +4,10 @@ import base64
 
 import pytest
 
+from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.errors import ApiError
 from gateway_edge.protocol import parse_chat_request
 from gateway_edge.turn_input import MISSING_USER_MESSAGE, turn_request_for
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 

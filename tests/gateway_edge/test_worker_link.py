@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from gateway_edge.worker_link import CREDIT, CREDIT_BATCH, LinkFailure, WorkerLink
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 
 
 def started() -> pb.RunTurnEvent:

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.worker_pool import rendezvous_weight
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from tests.support.observe import child_pids, peak_rss_kib, rss_kib, running, timed_lines
 from tests.support.processes import (
     TOKEN,

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.worker_pool import rendezvous_weight
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
 from tests.support.observe import child_pids, rss_kib, timed_lines
 from tests.support.postgres import (
     create_database,

@@ -302,3 +302,23 @@ def _ready(base_url: str) -> bool:
         return httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+# 14. The reflected file name is the proto's own
+
+
+def test_17_14_reflection_names_the_proto_file_as_in_protos(echo_stack: Stack) -> None:
+    import grpc
+    from google.protobuf import descriptor_pb2
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    request = reflection_pb2.ServerReflectionRequest(
+        file_containing_symbol="clawgate.agent.v1.AgentService"
+    )
+    with grpc.insecure_channel(echo_stack.worker_address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+    (serialized,) = reply.file_descriptor_response.file_descriptor_proto
+    names = descriptor_pb2.FileDescriptorProto.FromString(serialized).name
+    assert names == "clawgate/agent/v1/agent_service.proto"
+    assert (REPO_ROOT / "protos" / names).is_file()

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from services.agent_client import run_agent_turn
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 
 
 class RecordingWorker(pb_grpc.AgentServiceServicer):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as pb
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 
 
 def transcript(worker_address: str, session_key: str) -> list[tuple[int, str]]:

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from services.grpc_gen.clawgate.agent.v1 import agent_service_pb2 as services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2
+from clawgate.agent.v1 import agent_service_pb2 as clawgate_dot_agent_dot_v1_dot_agent__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in services/grpc_gen/clawgate/agent/v1/agent_service_pb2_grpc.py depends on'
+        + ' but the generated code in clawgate/agent/v1/agent_service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -42,28 +42,28 @@ class AgentServiceStub:
         """
         self.RunTurn = channel.unary_stream(
                 '/clawgate.agent.v1.AgentService/RunTurn',
-                request_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnRequest.SerializeToString,
-                response_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnResponse.FromString,
+                request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnRequest.SerializeToString,
+                response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnResponse.FromString,
                 _registered_method=True)
         self.Exchange = channel.stream_stream(
                 '/clawgate.agent.v1.AgentService/Exchange',
-                request_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeRequest.SerializeToString,
-                response_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeResponse.FromString,
+                request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeRequest.SerializeToString,
+                response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeResponse.FromString,
                 _registered_method=True)
         self.ListAgents = channel.unary_unary(
                 '/clawgate.agent.v1.AgentService/ListAgents',
-                request_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListAgentsRequest.SerializeToString,
-                response_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListAgentsResponse.FromString,
+                request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListAgentsRequest.SerializeToString,
+                response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListAgentsResponse.FromString,
                 _registered_method=True)
         self.GetSession = channel.unary_unary(
                 '/clawgate.agent.v1.AgentService/GetSession',
-                request_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetSessionRequest.SerializeToString,
-                response_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetSessionResponse.FromString,
+                request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetSessionRequest.SerializeToString,
+                response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetSessionResponse.FromString,
                 _registered_method=True)
         self.DeleteSession = channel.unary_unary(
                 '/clawgate.agent.v1.AgentService/DeleteSession',
-                request_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionRequest.SerializeToString,
-                response_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionResponse.FromString,
+                request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionRequest.SerializeToString,
+                response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionResponse.FromString,
                 _registered_method=True)
 
 
@@ -123,28 +123,28 @@ def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'RunTurn': grpc.unary_stream_rpc_method_handler(
                     servicer.RunTurn,
-                    request_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnRequest.FromString,
-                    response_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnResponse.SerializeToString,
+                    request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnRequest.FromString,
+                    response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnResponse.SerializeToString,
             ),
             'Exchange': grpc.stream_stream_rpc_method_handler(
                     servicer.Exchange,
-                    request_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeRequest.FromString,
-                    response_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeResponse.SerializeToString,
+                    request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeRequest.FromString,
+                    response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeResponse.SerializeToString,
             ),
             'ListAgents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAgents,
-                    request_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListAgentsRequest.FromString,
-                    response_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListAgentsResponse.SerializeToString,
+                    request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListAgentsRequest.FromString,
+                    response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListAgentsResponse.SerializeToString,
             ),
             'GetSession': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSession,
-                    request_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetSessionRequest.FromString,
-                    response_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetSessionResponse.SerializeToString,
+                    request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetSessionRequest.FromString,
+                    response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetSessionResponse.SerializeToString,
             ),
             'DeleteSession': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteSession,
-                    request_deserializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionRequest.FromString,
-                    response_serializer=services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionResponse.SerializeToString,
+                    request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionRequest.FromString,
+                    response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,8 +178,8 @@ class AgentService:
             request,
             target,
             '/clawgate.agent.v1.AgentService/RunTurn',
-            services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnRequest.SerializeToString,
-            services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnResponse.FromString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnRequest.SerializeToString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.RunTurnResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -205,8 +205,8 @@ class AgentService:
             request_iterator,
             target,
             '/clawgate.agent.v1.AgentService/Exchange',
-            services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeRequest.SerializeToString,
-            services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeResponse.FromString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeRequest.SerializeToString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ExchangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -232,8 +232,8 @@ class AgentService:
             request,
             target,
             '/clawgate.agent.v1.AgentService/ListAgents',
-            services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListAgentsRequest.SerializeToString,
-            services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListAgentsResponse.FromString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListAgentsRequest.SerializeToString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListAgentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -259,8 +259,8 @@ class AgentService:
             request,
             target,
             '/clawgate.agent.v1.AgentService/GetSession',
-            services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetSessionRequest.SerializeToString,
-            services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetSessionResponse.FromString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetSessionRequest.SerializeToString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -286,8 +286,8 @@ class AgentService:
             request,
             target,
             '/clawgate.agent.v1.AgentService/DeleteSession',
-            services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionRequest.SerializeToString,
-            services_dot_grpc__gen_dot_clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionResponse.FromString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionRequest.SerializeToString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
