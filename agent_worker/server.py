@@ -104,11 +104,13 @@ async def serve(
         )
     agents = AgentRegistry.from_config(config)
     used = {agent.provider for agent in agents}
-    providers: dict[str, Provider] = {
-        name: build_provider(provider_config)
-        for name, provider_config in config.models.providers.items()
-        if name in used
-    }
+    providers: dict[str, Provider] = {}
+    for name, provider_config in config.models.providers.items():
+        if name in used:
+            try:
+                providers[name] = build_provider(provider_config)
+            except ValueError as error:  # a proxy from the environment it cannot use
+                raise WorkerStartError(f"models.providers.{name}: {error}") from None
     store = store_for_url(config.sessions.store, config.sessions.pool_size)
     metrics = WorkerMetrics()
     runner = TurnRunner(

@@ -160,6 +160,8 @@ class OpenAICompatibleProviderConfig(_Section):
     api_key: str | None = Field(None, alias="apiKey")
     timeout_seconds: float = Field(600.0, alias="timeoutSeconds", gt=0)
     connect_timeout_seconds: float = Field(5.0, alias="connectTimeoutSeconds", gt=0)
+    # An http:// proxy for this provider; unset, HTTPS_PROXY / HTTP_PROXY / NO_PROXY apply.
+    proxy: str | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -170,6 +172,13 @@ class OpenAICompatibleProviderConfig(_Section):
         if scheme.lower() not in ("http", "https") or not rest.strip("/"):
             raise ValueError(f"must be an http:// or https:// URL, got {base_url!r}")
         return base_url
+
+    @field_validator("proxy")
+    @classmethod
+    def _http_proxy(cls, proxy: str | None) -> str | None:
+        if proxy and not proxy.lower().startswith("http://"):
+            raise ValueError(f"must be an http:// proxy URL, got {proxy.split('@')[-1]!r}")
+        return proxy
 
     @field_validator("api_key")
     @classmethod

@@ -9,13 +9,19 @@ What it does: keep-alive connections reused last-in first-out, TLS for https, a 
 a read timeout that counts only while the caller waits for bytes, reading paused while more than
 READ_HIGH_WATER bytes wait for the caller (so a slow caller slows the upstream, not our memory),
 and one retry on a fresh connection when a kept-alive one turns out closed before any answer.
+Proxies as every HTTP client honours them: a configured one, else HTTPS_PROXY / HTTP_PROXY with
+NO_PROXY (read by the standard library's rules); https goes through a CONNECT tunnel, http is
+sent to the proxy in absolute form; `user:password@` in the proxy URL becomes Basic auth.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
+import urllib.request
 from collections import deque
+from collections.abc import Mapping
 
 import httptools
 import yarl
@@ -40,9 +46,53 @@ class UpstreamBroken(UpstreamError):
     """The connection broke, or the bytes were not HTTP."""
 
 
-def request_head(url: yarl.URL, headers: dict[str, str]) -> bytes:
-    """The request line and fixed headers of every POST, up to (not including) content-length."""
-    lines = [f"POST {url.raw_path_qs} HTTP/1.1", f"host: {_host_header(url)}"]
+def proxy_for(
+    url: yarl.URL, configured: str | None, environ: Mapping[str, str] | None = None
+) -> yarl.URL | None:
+    """The proxy to reach `url` through: `configured` when set, else the environment's
+    HTTPS_PROXY / HTTP_PROXY unless NO_PROXY names the host; None for a direct connection."""
+    if configured:
+        proxy = yarl.URL(configured)
+    else:
+        if environ is None:
+            proxies = urllib.request.getproxies_environment()
+        else:  # the same rules, on a given environment (tests)
+            proxies = {
+                name.lower().removesuffix("_proxy"): value
+                for name, value in environ.items()
+                if name.lower().endswith("_proxy") and value
+            }
+        # Not in typeshed, but the standard library's own NO_PROXY rules (suffixes, ports, *).
+        if urllib.request.proxy_bypass_environment(url.raw_host or "", proxies):  # type: ignore[attr-defined]
+            return None
+        chosen = proxies.get(url.scheme)
+        if not chosen:
+            return None
+        proxy = yarl.URL(chosen if "://" in chosen else f"http://{chosen}")
+    if proxy.scheme != "http" or not proxy.raw_host:
+        raise ValueError(f"proxy must be an http:// URL, got {proxy.with_password(None)}")
+    return proxy
+
+
+def _proxy_authorization(proxy: yarl.URL) -> list[str]:
+    if proxy.user is None:
+        return []
+    credentials = f"{proxy.user}:{proxy.password or ''}".encode()
+    return [f"Proxy-Authorization: Basic {base64.b64encode(credentials).decode()}"]
+
+
+def request_head(url: yarl.URL, headers: dict[str, str], proxy: yarl.URL | None = None) -> bytes:
+    """The request line and fixed headers of every POST, up to (not including) content-length.
+    Through a proxy, plain http names the whole URL (absolute form) and authenticates to the
+    proxy; https is tunnelled, so its requests look as they would directly."""
+    target = url.raw_path_qs
+    lines: list[str] = []
+    if proxy is not None and url.scheme == "http":
+        target = str(url.with_fragment(None))
+        lines = _proxy_authorization(proxy)
+    # Canonical capitals for the framing headers: names are case-insensitive, but a forward
+    # proxy seen here (proxy.py 2.4) looked only for "Content-Length" and broke the request.
+    lines = [f"POST {target} HTTP/1.1", f"Host: {_host_header(url)}", *lines]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     for line in lines:
         if "\r" in line or "\n" in line:
@@ -150,7 +200,7 @@ class _Connection(asyncio.Protocol):
     def send(self, head: bytes, body: bytes, read_timeout: float) -> None:
         assert self.transport is not None
         self.in_request = True
-        self.transport.write(b"%scontent-length: %d\r\n\r\n%s" % (head, len(body), body))
+        self.transport.write(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body))
         self._idle_since = now = self._loop.time()
         self._timer = self._loop.call_at(now + read_timeout, self._check_idle, read_timeout)
 
@@ -262,13 +312,16 @@ class HttpClient:
         *,
         connect_timeout: float,
         read_timeout: float,
+        proxy: yarl.URL | None = None,
     ) -> None:
         if url.scheme not in ("http", "https") or not url.raw_host:
             raise ValueError(f"not an http(s) URL: {url}")
         self._host = url.raw_host
         self._port = url.port or (443 if url.scheme == "https" else 80)
         self._ssl = ssl.create_default_context() if url.scheme == "https" else None
-        self._head = request_head(url, headers)
+        self._proxy = proxy
+        self._proxy_address = ("", 0) if proxy is None else (proxy.raw_host or "", proxy.port or 80)
+        self._head = request_head(url, headers, proxy)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._idle: list[_Connection] = []
@@ -324,20 +377,81 @@ class HttpClient:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         where = f"{self._host}:{self._port}"
+        proxy = self._proxy
+        via = "" if proxy is None else f" through the proxy {proxy.host}:{proxy.port}"
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(loop, self),
-                    self._host,
-                    self._port,
-                    ssl=self._ssl,
-                    server_hostname=self._host if self._ssl is not None else None,
-                )
+                if proxy is None:
+                    _, connection = await loop.create_connection(
+                        lambda: _Connection(loop, self),
+                        self._host,
+                        self._port,
+                        ssl=self._ssl,
+                        server_hostname=self._host if self._ssl is not None else None,
+                    )
+                elif self._ssl is None:
+                    _, connection = await loop.create_connection(
+                        lambda: _Connection(loop, self), *self._proxy_address
+                    )
+                else:
+                    connection = await self._tunnel(loop, proxy, self._ssl)
         except TimeoutError:
             raise UpstreamTimeout(
-                f"connecting to {where} took over {self._connect_timeout:g}s"
+                f"connecting to {where}{via} took over {self._connect_timeout:g}s"
             ) from None
-        except OSError as error:
-            raise UpstreamUnreachable(f"cannot connect to {where}: {error}") from error
+        except (OSError, ssl.SSLError) as error:
+            raise UpstreamUnreachable(f"cannot connect to {where}{via}: {error}") from error
         self._open.add(connection)
         return connection
+
+    async def _tunnel(
+        self, loop: asyncio.AbstractEventLoop, proxy: yarl.URL, context: ssl.SSLContext
+    ) -> _Connection:
+        """A CONNECT tunnel through the proxy, then TLS with the upstream inside it."""
+        transport, handshake = await loop.create_connection(
+            lambda: _TunnelHandshake(loop), *self._proxy_address
+        )
+        authority = _host_header_of(self._host, self._port)
+        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+        lines += _proxy_authorization(proxy)
+        transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        try:
+            status_line = await handshake.answer
+            parts = status_line.split(" ", 2)
+            if len(parts) < 2 or parts[1] != "200":
+                raise UpstreamUnreachable(f"the proxy refused the tunnel: {status_line}")
+            connection = _Connection(loop, self)
+            secured = await loop.start_tls(
+                transport, connection, context, server_hostname=self._host
+            )
+        except BaseException:
+            transport.close()
+            raise
+        if secured is None:
+            raise UpstreamUnreachable("the proxy closed the tunnel during the TLS handshake")
+        connection.connection_made(secured)
+        return connection
+
+
+def _host_header_of(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _TunnelHandshake(asyncio.Protocol):
+    """Reads the proxy's answer to CONNECT: its status line, once the headers are complete."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.answer: asyncio.Future[str] = loop.create_future()
+        self._received = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self._received += data
+        if b"\r\n\r\n" in self._received and not self.answer.done():
+            status_line = bytes(self._received).split(b"\r\n", 1)[0]
+            self.answer.set_result(status_line.decode("latin-1"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(
+                UpstreamUnreachable("the proxy closed the connection before answering CONNECT")
+            )

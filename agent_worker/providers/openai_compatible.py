@@ -29,6 +29,7 @@ from agent_worker.providers.http_client import (
     UpstreamBroken,
     UpstreamTimeout,
     UpstreamUnreachable,
+    proxy_for,
 )
 from services.config import OpenAICompatibleProviderConfig
 
@@ -186,16 +187,16 @@ class OpenAICompatibleProvider:
         }
         if config.api_key:
             headers["authorization"] = f"Bearer {config.api_key}"
-        self._http = (
-            HttpClient(
-                yarl.URL(config.base_url.rstrip("/") + "/chat/completions"),
+        self._http: HttpClient | None = None
+        if config.base_url:
+            url = yarl.URL(config.base_url.rstrip("/") + "/chat/completions")
+            self._http = HttpClient(
+                url,
                 headers,
                 connect_timeout=config.connect_timeout_seconds,
                 read_timeout=config.timeout_seconds,
+                proxy=proxy_for(url, config.proxy),
             )
-            if config.base_url
-            else None
-        )
 
     async def start(self) -> None:
         """Connections are made on first use and kept alive."""

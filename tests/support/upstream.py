@@ -36,8 +36,10 @@ def _chunk(model: str, delta: dict[str, Any], finish_reason: str | None = None) 
 
 
 class UpstreamStandIn:
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[str, str] | None = None) -> None:
+        """`tls`: (certificate file, key file) to serve https instead of http."""
         self.port = free_port()
+        self.scheme = "https" if tls else "http"
         self.requests: list[dict[str, Any]] = []
         self.disconnect_times: list[float] = []
         self.chunks_sent = 0
@@ -48,13 +50,15 @@ class UpstreamStandIn:
             log_level="error",
             lifespan="off",
             interface="asgi3",
+            ssl_certfile=tls[0] if tls else None,
+            ssl_keyfile=tls[1] if tls else None,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self.scheme}://127.0.0.1:{self.port}/v1"
 
     @property
     def disconnects(self) -> int:

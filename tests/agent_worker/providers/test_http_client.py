@@ -20,6 +20,7 @@ from agent_worker.providers.http_client import (
     UpstreamBroken,
     UpstreamTimeout,
     UpstreamUnreachable,
+    proxy_for,
     request_head,
 )
 from tests.support.processes import free_port
@@ -104,9 +105,9 @@ async def test_sends_one_request_with_its_headers_and_reads_a_chunked_answer(
     http.close()
     sent = chunked_server.requests[0]
     assert sent.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
-    assert f"host: 127.0.0.1:{chunked_server.port}\r\n".encode() in sent
+    assert f"Host: 127.0.0.1:{chunked_server.port}\r\n".encode() in sent
     assert b"content-type: application/json\r\n" in sent
-    assert sent.endswith(b'content-length: 7\r\n\r\n{"x":1}')
+    assert sent.endswith(b'Content-Length: 7\r\n\r\n{"x":1}')
 
 
 async def test_connections_are_kept_alive_and_reused(chunked_server: RawServer) -> None:
@@ -329,9 +330,9 @@ async def test_nobody_listening_is_unreachable() -> None:
 
 def test_the_request_head_names_host_and_port_and_refuses_line_breaks() -> None:
     head = request_head(yarl.URL("https://api.example.com/v1/chat/completions?x=1"), {"a": "b"})
-    assert head == b"POST /v1/chat/completions?x=1 HTTP/1.1\r\nhost: api.example.com\r\na: b\r\n"
+    assert head == b"POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: api.example.com\r\na: b\r\n"
     head = request_head(yarl.URL("http://[::1]:8080/c"), {})
-    assert b"host: [::1]:8080\r\n" in head
+    assert b"Host: [::1]:8080\r\n" in head
     with pytest.raises(ValueError, match="line break"):
         request_head(yarl.URL("http://h/c"), {"authorization": "Bearer k\r\nx-evil: 1"})
 
@@ -373,3 +374,25 @@ async def test_https_verifies_the_certificate_and_reads_the_answer(
         assert await body_of(http) == (200, b"data: a\n\nb")
         assert await body_of(http) == (200, b"data: a\n\nb")
         http.close()
+
+
+def test_proxy_for_follows_the_configured_key_then_the_environment() -> None:
+    url = yarl.URL("https://api.example.com/v1/chat/completions")
+    environ = {"HTTPS_PROXY": "http://egress:3128", "NO_PROXY": "internal.example.com"}
+    assert proxy_for(url, None, environ) == yarl.URL("http://egress:3128")
+    assert proxy_for(url, "http://own:8080", environ) == yarl.URL("http://own:8080")
+    assert proxy_for(yarl.URL("https://internal.example.com/v1"), None, environ) is None
+    assert proxy_for(yarl.URL("http://plain.example.com/v1"), None, environ) is None  # no HTTP_
+    assert proxy_for(url, None, {"https_proxy": "egress:3128"}) == yarl.URL("http://egress:3128")
+    with pytest.raises(ValueError, match="http://"):
+        proxy_for(url, None, {"HTTPS_PROXY": "socks5://egress:1080"})
+
+
+def test_through_a_proxy_plain_http_names_the_whole_url_and_authenticates() -> None:
+    head = request_head(
+        yarl.URL("http://api.example.com:8000/v1/chat/completions"),
+        {"a": "b"},
+        yarl.URL("http://user:pw@egress:3128"),
+    )
+    assert head.startswith(b"POST http://api.example.com:8000/v1/chat/completions HTTP/1.1\r\n")
+    assert b"Proxy-Authorization: Basic dXNlcjpwdw==\r\n" in head
