@@ -50,6 +50,8 @@ class Sampling:
     frequency_penalty: float | None = None
     response_format: Literal["text", "json_object", "json_schema"] | None = None
     json_schema: str = ""
+    logprobs: bool = False
+    top_logprobs: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +74,17 @@ class TurnStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    token_bytes: bytes = b""
+    top_logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens of `text`, when asked for
 
 
 @dataclass(frozen=True, slots=True)

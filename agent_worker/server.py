@@ -128,7 +128,12 @@ async def serve(
         else []
     )
     server = grpc.aio.server(interceptors=interceptors, options=worker_server_options(config))
-    servicer = AgentServicer(runner, agents, store, config.sessions.locks_across_processes)
+    logprob_agents = frozenset(
+        agent.id for agent in agents if providers[agent.provider].gives_logprobs
+    )
+    servicer = AgentServicer(
+        runner, agents, store, config.sessions.locks_across_processes, logprob_agents
+    )
     pb_grpc.add_AgentServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -19,6 +19,7 @@ from agent_worker.domain import (
     Role,
     Sampling,
     TextDelta,
+    TokenLogprob,
     TurnEvent,
     TurnRequest,
     TurnStarted,
@@ -84,6 +85,8 @@ def sampling_from_proto(sampling: pb.SamplingOptions) -> Sampling:
         frequency_penalty=values.get("frequency_penalty"),
         response_format=_RESPONSE_FORMATS.get(values.get("response_format", 0)),
         json_schema=values.get("json_schema", ""),
+        logprobs=values.get("logprobs", False),
+        top_logprobs=values.get("top_logprobs"),
     )
 
 
@@ -105,11 +108,24 @@ async def _only(request: pb.RunTurnRequest) -> AsyncIterator[pb.ExchangeRequest]
     yield pb.ExchangeRequest(opens=[pb.TurnOpen(turn_id=1, request=request)])
 
 
+def _fill_logprobs(target: Any, logprobs: tuple[TokenLogprob, ...]) -> None:
+    for logprob in logprobs:
+        entry = target.add()
+        entry.token = logprob.token
+        entry.logprob = logprob.logprob
+        entry.token_bytes = logprob.token_bytes
+        if logprob.top_logprobs:
+            _fill_logprobs(entry.top_logprobs, logprob.top_logprobs)
+
+
 def fill_event(target: pb.RunTurnEvent, event: TurnEvent | TurnError) -> None:
     """Writes a domain event (or the error that ends a turn) into an empty proto event, in
     place: no message to copy."""
     if isinstance(event, TextDelta):
-        target.delta.text = event.text
+        delta = target.delta
+        delta.text = event.text
+        if event.logprobs:
+            _fill_logprobs(delta.logprobs, event.logprobs)
     elif isinstance(event, TurnStarted):
         started = target.started
         started.run_id = event.run_id
@@ -136,11 +152,13 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         agents: AgentRegistry,
         store: SessionStore,
         sessions_shared: bool = False,
+        logprob_agents: frozenset[str] = frozenset(),
     ) -> None:
         self._runner = runner
         self._agents = agents
         self._store = store
         self._sessions_shared = sessions_shared
+        self._logprob_agents = logprob_agents
         self._open_turns = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -206,7 +224,11 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         return pb.ListAgentsResponse(
             agents=[
                 pb.Agent(
-                    id=agent.id, name=agent.name, model=agent.model_ref, is_default=agent.is_default
+                    id=agent.id,
+                    name=agent.name,
+                    model=agent.model_ref,
+                    is_default=agent.is_default,
+                    gives_logprobs=agent.id in self._logprob_agents,
                 )
                 for agent in self._agents
             ],

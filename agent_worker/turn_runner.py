@@ -204,6 +204,8 @@ class TurnRunner:
         if not request.input.text and not request.input.images:
             raise InvalidTurnError("the turn's input has no text and no image")
         has_images = any(message.images for message in (*request.context, request.input))
+        if request.sampling.logprobs and not provider.gives_logprobs:
+            raise InvalidTurnError("this agent's model does not return logprobs")
         if has_images and not provider.supports_images:
             raise InvalidTurnError("this agent's model does not accept images")
 

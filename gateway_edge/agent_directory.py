@@ -21,6 +21,7 @@ class AgentDirectory:
     default_id: str = FALLBACK_DEFAULT_AGENT
     # Every worker's store keeps a session's turns in order across workers (PostgreSQL).
     sessions_shared: bool = False
+    logprob_ids: frozenset[str] = frozenset()  # agents whose model returns logprobs
 
     @classmethod
     def of(cls, listings: Iterable[pb.ListAgentsResponse]) -> AgentDirectory:
@@ -31,4 +32,5 @@ class AgentDirectory:
             ids=frozenset(agent.id for agent in agents),
             default_id=defaults[0] if defaults else FALLBACK_DEFAULT_AGENT,
             sessions_shared=bool(listings) and all(item.sessions_shared for item in listings),
+            logprob_ids=frozenset(agent.id for agent in agents if agent.gives_logprobs),
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -69,6 +70,22 @@ class Completion:
 
     def finished(self, finished: pb.TurnFinished) -> None:
         self.metrics.completion_tokens.inc(finished.usage.completion_tokens)
+
+
+def logprobs_json(entries: Iterable[pb.TokenLogprob]) -> list[dict[str, object]]:
+    """OpenAI's `logprobs.content` entries."""
+    return [
+        {
+            "token": entry.token,
+            "logprob": entry.logprob,
+            "bytes": list(entry.token_bytes) or None,
+            "top_logprobs": [
+                {"token": top.token, "logprob": top.logprob, "bytes": list(top.token_bytes) or None}
+                for top in entry.top_logprobs
+            ],
+        }
+        for entry in entries
+    ]
 
 
 def usage_of(finished: pb.TurnFinished) -> dict[str, int]:
@@ -202,6 +219,10 @@ class ChatCompletionsEndpoint:
             agents.ids,
             agents.default_id,
         )
+        if chat.logprobs and agent_id not in agents.logprob_ids:
+            raise bad_request(
+                f"Agent {agent_id!r}'s model does not return logprobs.", "logprobs", "unsupported"
+            )
         key_header = headers.get(_SESSION_KEY_HEADER_BYTES)
         session_key = session_key_for(
             agent_id, chat.user, None if key_header is None else key_header.decode("latin-1")
@@ -230,7 +251,7 @@ class ChatCompletionsEndpoint:
             if chat.stream:
                 await self._stream(send, turn, completion, chat, response_headers)
             else:
-                answer = await complete(turn, completion)
+                answer = await complete(turn, completion, bool(chat.logprobs))
                 await send_bytes(send, 200, [*_JSON_HEADERS, *response_headers], answer)
         except asyncio.CancelledError:
             if not gone:
@@ -273,7 +294,11 @@ class ChatCompletionsEndpoint:
                 for event in batch:
                     if isinstance(event, pb.TextDelta):
                         completion.first_token()
-                        frames.append(encoder.delta(event.text))
+                        if event.logprobs:
+                            scores = logprobs_json(event.logprobs)
+                            frames.append(encoder.delta_with_logprobs(event.text, scores))
+                        else:
+                            frames.append(encoder.delta(event.text))
                     else:
                         finished = True
                         completion.finished(event)
@@ -293,8 +318,9 @@ def _chunk(body: bytes) -> dict[str, object]:
     return {"type": "http.response.body", "body": body, "more_body": True}
 
 
-async def complete(turn: TurnCall, completion: Completion) -> bytes:
+async def complete(turn: TurnCall, completion: Completion, with_logprobs: bool = False) -> bytes:
     parts: list[str] = []
+    scores: list[dict[str, object]] = []
     finished: pb.TurnFinished | None = None
     while finished is None:
         batch = await turn.next_batch()
@@ -304,6 +330,8 @@ async def complete(turn: TurnCall, completion: Completion) -> bytes:
                 if not parts:
                     completion.first_token()
                 parts.append(event.text)
+                if event.logprobs:
+                    scores += logprobs_json(event.logprobs)
             else:
                 finished = event
                 completion.finished(finished)
@@ -317,7 +345,7 @@ async def complete(turn: TurnCall, completion: Completion) -> bytes:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": "".join(parts), "refusal": None},
-                    "logprobs": None,
+                    "logprobs": {"content": scores, "refusal": None} if with_logprobs else None,
                     "finish_reason": _FINISH_REASONS[finished.finish_reason],
                 }
             ],

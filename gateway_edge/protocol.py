@@ -76,6 +76,7 @@ class ChatCompletionRequest(_Lenient):
     messages: list[ChatMessage] = Field(min_length=1)
     model: StrictStr | None = None
     frequency_penalty: Penalty | None = None
+    logprobs: StrictBool | None = None
     max_completion_tokens: PositiveInt | None = None
     max_tokens: PositiveInt | None = None
     n: StrictInt | None = None
@@ -86,6 +87,7 @@ class ChatCompletionRequest(_Lenient):
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
     temperature: Temperature | None = None
+    top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
     top_p: Probability | None = None
     user: StrictStr | None = None
 
@@ -119,6 +121,8 @@ def parse_chat_request(document: Any) -> ChatCompletionRequest:
         raise validation_error(error) from None
     if request.n is not None and request.n != 1:
         raise bad_request("Only n=1 is supported.", "n")
+    if request.top_logprobs is not None and not request.logprobs:
+        raise bad_request("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs")
     if request.stream_options is not None and not request.stream:
         raise bad_request(
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",

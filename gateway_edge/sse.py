@@ -46,6 +46,20 @@ class ChunkEncoder:
     def delta(self, text: str) -> bytes:
         return self._delta_prefix + orjson.dumps(text) + self._delta_suffix
 
+    def delta_with_logprobs(self, text: str, logprobs: list[dict[str, object]]) -> bytes:
+        return self._frame(
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"content": text},
+                        "logprobs": {"content": logprobs, "refusal": None},
+                        "finish_reason": None,
+                    }
+                ]
+            }
+        )
+
     def finish(self, finish_reason: str) -> bytes:
         return self._frame(
             {

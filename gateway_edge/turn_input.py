@@ -91,6 +91,8 @@ def _sampling(request: ChatCompletionRequest) -> pb.SamplingOptions:
         seed=request.seed,
         presence_penalty=request.presence_penalty,
         frequency_penalty=request.frequency_penalty,
+        logprobs=bool(request.logprobs),
+        top_logprobs=request.top_logprobs,
     )
     if request.stop is not None:
         sampling.stop.extend([request.stop] if isinstance(request.stop, str) else request.stop)

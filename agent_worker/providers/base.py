@@ -30,6 +30,7 @@ class Provider(Protocol):
     """
 
     supports_images: bool
+    gives_logprobs: bool  # honours Sampling.logprobs / top_logprobs
 
     async def start(self) -> None:
         """Loads models or opens connections; called once before the worker serves."""

@@ -28,6 +28,7 @@ def render_reply(template: str, request: ProviderRequest) -> str:
 
 class EchoProvider:
     supports_images = False
+    gives_logprobs = False
 
     def __init__(self, config: EchoProviderConfig) -> None:
         self._template = config.reply

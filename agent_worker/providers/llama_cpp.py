@@ -84,6 +84,9 @@ def sampling_arguments(sampling: Sampling, defaults: LlamaCppProviderConfig) -> 
 
 class LlamaCppProvider:
     supports_images = False
+    # llama-cpp-python computes logprobs only for a model loaded with logits_all, which keeps
+    # n_ctx x vocabulary floats (400 MB for SmolLM2 at 2048 tokens): refused instead.
+    gives_logprobs = False
 
     def __init__(self, config: LlamaCppProviderConfig) -> None:
         self._config = config

@@ -14,7 +14,15 @@ from typing import Any
 import orjson
 import yarl
 
-from agent_worker.domain import ChatMessage, FinishReason, Sampling, TextDelta, TurnFinished, Usage
+from agent_worker.domain import (
+    ChatMessage,
+    FinishReason,
+    Sampling,
+    TextDelta,
+    TokenLogprob,
+    TurnFinished,
+    Usage,
+)
 from agent_worker.errors import (
     ProviderFailedError,
     ProviderRateLimitedError,
@@ -65,6 +73,10 @@ def sampling_arguments(sampling: Sampling) -> dict[str, Any]:
             arguments[name] = value
     if sampling.stop:
         arguments["stop"] = list(sampling.stop)
+    if sampling.logprobs:
+        arguments["logprobs"] = True
+        if sampling.top_logprobs is not None:
+            arguments["top_logprobs"] = sampling.top_logprobs
     if sampling.response_format == "json_schema" and sampling.json_schema:
         json_schema = orjson.loads(sampling.json_schema)
         arguments["response_format"] = {"type": "json_schema", "json_schema": json_schema}
@@ -91,6 +103,16 @@ def status_error(status: int, body: bytes, location: str = "") -> TurnError:
     return ProviderFailedError(f"provider failed ({status}): {detail}")
 
 
+def token_logprob(entry: dict[str, Any]) -> TokenLogprob:
+    """One `logprobs.content[]` entry of a chunk (OpenAI's shape)."""
+    return TokenLogprob(
+        entry["token"],
+        float(entry["logprob"]),
+        bytes(entry.get("bytes") or ()),
+        tuple(map(token_logprob, entry.get("top_logprobs") or ())),
+    )
+
+
 class SseBody:
     """An OpenAI-style SSE answer, parsed a network read at a time.
 
@@ -109,7 +131,7 @@ class SseBody:
         self.failure: ProviderFailedError | None = None  # an error event arrived
         self._pending = b""
 
-    def feed(self, block: bytes) -> list[str]:
+    def feed(self, block: bytes) -> list[TextDelta]:
         """The text of this read's complete lines; sets done, failure, finish_reason, usage."""
         data = self._pending + block if self._pending else block
         if data.startswith(b"data: ") and data.endswith(b"\n\n"):
@@ -143,10 +165,11 @@ class SseBody:
         # One parse for the whole read: each chunk's own parse call cost more than its JSON.
         return self._texts(orjson.loads(b"[%s]" % joined)) if joined else []
 
-    def _texts(self, chunks: list[Any]) -> list[str]:
+    def _texts(self, chunks: list[Any]) -> list[TextDelta]:
         self.events += len(chunks)
-        texts: list[str] = []
+        texts: list[TextDelta] = []
         parts: list[str] = []
+        logprobs: list[TokenLogprob] = []
         size = 0
         try:
             for chunk in chunks:
@@ -164,20 +187,23 @@ class SseBody:
                         self.deltas += 1
                         parts.append(content)
                         size += len(content)
+                        if scores := choice.get("logprobs"):
+                            logprobs += map(token_logprob, scores.get("content") or ())
                         if size >= MAX_DELTA_CHARS:
-                            texts.append("".join(parts))
-                            parts, size = [], 0
+                            texts.append(TextDelta("".join(parts), tuple(logprobs)))
+                            parts, logprobs, size = [], [], 0
                     if reason := choice.get("finish_reason"):
                         self.finish_reason = _FINISH_REASONS.get(reason, FinishReason.STOP)
         except (AttributeError, LookupError, TypeError) as error:
             raise ProviderFailedError(f"provider sent a malformed chunk: {error!r}") from None
         if parts:
-            texts.append("".join(parts))
+            texts.append(TextDelta("".join(parts), tuple(logprobs)))
         return texts
 
 
 class OpenAICompatibleProvider:
     supports_images = True
+    gives_logprobs = True
 
     def __init__(self, config: OpenAICompatibleProviderConfig) -> None:
         headers = {
@@ -231,8 +257,8 @@ class OpenAICompatibleProvider:
                     raise status_error(response.status, body_bytes, response.location)
                 answered = True
                 while (block := await response.next_block()) is not None:
-                    for text in body.feed(block):
-                        yield TextDelta(text)
+                    for delta in body.feed(block):
+                        yield delta
                     if body.failure is not None:
                         raise body.failure
                     if body.done:

@@ -35,6 +35,7 @@ class ScriptedProvider:
     """Records the prompts it gets; streams `words`, optionally failing or hanging midway."""
 
     supports_images = False
+    gives_logprobs = False
 
     def __init__(
         self, words: list[str], fail_after: int | None = None, hang_after: int | None = None

@@ -27,6 +27,7 @@ from tests.support.processes import (
     worker_serving,
     write_config,
 )
+from tests.support.schemas import assert_valid
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHAT = "/v1/chat/completions"
@@ -322,3 +323,52 @@ def test_17_14_reflection_names_the_proto_file_as_in_protos(echo_stack: Stack) -
     names = descriptor_pb2.FileDescriptorProto.FromString(serialized).name
     assert names == "clawgate/agent/v1/agent_service.proto"
     assert (REPO_ROOT / "protos" / names).is_file()
+
+
+# 15. logprobs are forwarded where the provider gives them, refused by name where not
+
+
+def test_17_15_logprobs_come_back_from_a_provider_that_gives_them(echo_stack: Stack) -> None:
+    import openai
+
+    client: Any = openai.OpenAI(base_url=f"{echo_stack.base_url}/v1", api_key=TOKEN, max_retries=0)
+    messages = [{"role": "user", "content": "hi"}]
+    reply = client.chat.completions.create(
+        model="openclaw:vision", messages=messages, logprobs=True, top_logprobs=2
+    )
+    content = reply.choices[0].logprobs.content
+    assert [entry.token for entry in content] == ["one ", "two ", "three"]
+    assert all(entry.logprob == -0.5 and len(entry.top_logprobs) == 2 for entry in content)
+    assert content[0].bytes == list(b"one ")
+    stream = client.chat.completions.create(
+        model="openclaw:vision", messages=messages, logprobs=True, stream=True
+    )
+    tokens = [
+        entry.token
+        for chunk in stream
+        if chunk.choices and chunk.choices[0].logprobs
+        for entry in chunk.choices[0].logprobs.content or []
+    ]
+    assert tokens == ["one ", "two ", "three"]
+    plain = client.chat.completions.create(model="openclaw:vision", messages=messages)
+    assert plain.choices[0].logprobs is None
+    raw = httpx.post(
+        f"{echo_stack.base_url}{CHAT}",
+        headers=AUTH,
+        json={
+            "model": "openclaw:vision",
+            "messages": messages,
+            "logprobs": True,
+            "top_logprobs": 1,
+        },
+    )
+    assert_valid("CreateChatCompletionResponse", raw.json())
+
+    refused = httpx.post(
+        f"{echo_stack.base_url}{CHAT}", headers=AUTH, json={**HELLO, "logprobs": True}
+    )  # the echo agent's model has none
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "logprobs"
+    lonely = httpx.post(
+        f"{echo_stack.base_url}{CHAT}", headers=AUTH, json={**HELLO, "top_logprobs": 2}
+    )
+    assert lonely.status_code == 400 and lonely.json()["error"]["param"] == "top_logprobs"

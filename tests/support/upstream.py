@@ -24,13 +24,25 @@ WORDS = ["one ", "two ", "three"]
 BIG_CHUNK_TEXT = "x" * 1000
 
 
-def _chunk(model: str, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+def _chunk(
+    model: str,
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
+    top_logprobs: int | None = None,
+) -> bytes:
+    """A chunk; with `top_logprobs` (when the request asked for logprobs) each token gets a
+    logprob of -0.5 and that many alternatives."""
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+    if top_logprobs is not None and delta.get("content"):
+        token = delta["content"]
+        score = {"token": token, "logprob": -0.5, "bytes": list(token.encode())}
+        choice["logprobs"] = {"content": [{**score, "top_logprobs": [score] * top_logprobs}]}
     chunk = {
         "id": "x",
         "object": "chat.completion.chunk",
         "created": 0,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        "choices": [choice],
     }
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
@@ -124,7 +136,8 @@ class UpstreamStandIn:
                 "headers": [(b"content-type", b"text/event-stream")],
             }
         )
-        answer = asyncio.ensure_future(self._answer(model, send))
+        top_logprobs = (request.get("top_logprobs") or 0) if request.get("logprobs") else None
+        answer = asyncio.ensure_future(self._answer(model, send, top_logprobs))
         gone = asyncio.ensure_future(receive())  # http.disconnect, when the client leaves early
         await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
         if not answer.done():
@@ -135,7 +148,7 @@ class UpstreamStandIn:
         if not answer.cancelled() and isinstance(answer.exception(), ConnectionAbortedError):
             raise answer.exception()  # type: ignore[misc]
 
-    async def _answer(self, model: str, send: Any) -> None:
+    async def _answer(self, model: str, send: Any, top_logprobs: int | None = None) -> None:
         async def body(data: bytes, more: bool = True) -> None:
             if model == "split":  # SSE lines cut across separate network writes
                 while len(data) > 7:
@@ -157,7 +170,7 @@ class UpstreamStandIn:
                 raise ConnectionAbortedError("the stand-in drops the connection on purpose")
             if delay:
                 await asyncio.sleep(delay)
-            await body(_chunk(model, {"content": word}))
+            await body(_chunk(model, {"content": word}, None, top_logprobs))
             self.chunks_sent += 1
         usage = {
             "id": "x",

@@ -70,14 +70,18 @@ def sse(*chunks: dict[str, object]) -> bytes:
     return b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks)
 
 
+def fed(body: SseBody, block: bytes) -> list[str]:
+    return [delta.text for delta in body.feed(block)]
+
+
 def content(text: str) -> dict[str, object]:
     return {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
 
 
 def test_chunks_that_arrive_together_go_on_as_one_delta() -> None:
     body = SseBody()
-    assert body.feed(sse(content("a"), content("b"), content("c"))) == ["abc"]
-    assert body.feed(sse(content("d"))) == ["d"]  # a later read is a later delta
+    assert fed(body, sse(content("a"), content("b"), content("c"))) == ["abc"]
+    assert fed(body, sse(content("d"))) == ["d"]  # a later read is a later delta
     assert body.deltas == 4 and not body.done
     body.feed(b"data: [DONE]\n\n")
     assert body.done
@@ -86,20 +90,20 @@ def test_chunks_that_arrive_together_go_on_as_one_delta() -> None:
 def test_a_joined_delta_stays_under_its_size_cap() -> None:
     body = SseBody()
     piece = "x" * 1000
-    texts = body.feed(sse(*[content(piece)] * 40))
+    texts = fed(body, sse(*[content(piece)] * 40))
     assert "".join(texts) == piece * 40
     assert len(texts) > 1 and all(len(text) < MAX_DELTA_CHARS + len(piece) for text in texts)
 
 
 def test_text_before_an_error_event_is_kept() -> None:
     body = SseBody()
-    assert body.feed(sse(content("partial"), {"error": {"message": "boom"}})) == ["partial"]
+    assert fed(body, sse(content("partial"), {"error": {"message": "boom"}})) == ["partial"]
     assert body.failure is not None and "boom" in body.failure.message
 
 
 def outcome(*reads: bytes) -> tuple[list[str], bool, Usage | None, FinishReason, int]:
     body = SseBody()
-    texts = [text for read in reads for text in body.feed(read)]
+    texts = [text for read in reads for text in fed(body, read)]
     return texts, body.done, body.usage, body.finish_reason, body.deltas
 
 
@@ -155,7 +159,7 @@ def test_a_malformed_chunk_fails_the_answer_clearly(chunk: bytes) -> None:
 
 def test_done_ends_the_answer_even_with_that_text_in_a_chunk() -> None:
     body = SseBody()
-    texts = body.feed(sse(content("say [DONE]")) + b"data: [DONE]\n\n" + sse(content("late")))
+    texts = fed(body, sse(content("say [DONE]")) + b"data: [DONE]\n\n" + sse(content("late")))
     assert texts == ["say [DONE]"] and body.done
 
 
@@ -226,3 +230,24 @@ async def test_an_empty_base_url_fails_each_turn_clearly() -> None:
     with pytest.raises(ProviderUnavailableError, match="baseUrl is empty"):
         [e async for e in client.stream(request("m"))]
     await client.close()
+
+
+def test_logprobs_of_joined_chunks_stay_with_their_text() -> None:
+    def scored(text: str, logprob: float) -> dict[str, object]:
+        entry = {
+            "token": text,
+            "logprob": logprob,
+            "bytes": list(text.encode()),
+            "top_logprobs": [{"token": text, "logprob": logprob, "bytes": None}],
+        }
+        chunk = content(text)
+        chunk["choices"][0]["logprobs"] = {"content": [entry]}  # type: ignore[index]
+        return chunk
+
+    (delta,) = SseBody().feed(sse(scored("a", -0.5), scored("b", -1.25)))
+    assert delta.text == "ab"
+    assert [(lp.token, lp.logprob, lp.token_bytes) for lp in delta.logprobs] == [
+        ("a", -0.5, b"a"),
+        ("b", -1.25, b"b"),
+    ]
+    assert delta.logprobs[1].top_logprobs[0].token == "b"
