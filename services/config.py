@@ -152,6 +152,9 @@ class LlamaCppProviderConfig(_Section):
     temperature: float = Field(0.3, ge=0, le=2)
     top_p: float = Field(0.9, alias="topP", ge=0, le=1)
     repeat_penalty: float = Field(1.2, alias="repeatPenalty", ge=0)
+    # Return logprobs when asked: loads the model with logits_all, which keeps contextSize x
+    # vocabulary floats (about 400 MB for SmolLM2 at 2,048 tokens), so it is off by default.
+    logprobs: bool = False
 
 
 class OpenAICompatibleProviderConfig(_Section):

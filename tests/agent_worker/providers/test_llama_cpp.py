@@ -98,3 +98,22 @@ async def test_17_11_the_readme_question_gets_a_short_answer_that_stops(
         assert finished.usage.completion_tokens < 64, text
         words = text.split()
         assert len(set(words)) >= len(words) / 2, text  # no phrase said over and over
+
+
+async def test_17_15_logprobs_when_the_provider_is_loaded_for_them() -> None:
+    assert not LlamaCppProvider(LlamaCppProviderConfig(api="llama-cpp")).gives_logprobs
+    provider = LlamaCppProvider(LlamaCppProviderConfig(api="llama-cpp", logprobs=True))
+    await provider.start()
+    try:
+        assert provider.gives_logprobs
+        request = ProviderRequest(
+            "smollm2",
+            (ChatMessage("user", "hi"),),
+            Sampling(max_tokens=6, seed=1, logprobs=True, top_logprobs=2),
+        )
+        deltas = [e async for e in provider.stream(request) if isinstance(e, TextDelta)]
+    finally:
+        await provider.close()
+    scored = [logprob for delta in deltas for logprob in delta.logprobs]
+    assert "".join(lp.token for lp in scored) == "".join(delta.text for delta in deltas)
+    assert all(lp.logprob <= 0 and len(lp.top_logprobs) >= 2 for lp in scored)
