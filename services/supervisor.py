@@ -177,6 +177,8 @@ def taken_port(config: ClawgateConfig, worker_listens: list[str]) -> str | None:
     for key, host, port in wanted:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family) as probe:
+            # As the servers themselves bind: a port left in TIME_WAIT is free, a listener not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
             except OSError as error:
