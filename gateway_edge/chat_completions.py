@@ -24,7 +24,7 @@ from gateway_edge.errors import ApiError, bad_request, too_large
 from gateway_edge.metrics import EdgeMetrics
 from gateway_edge.observability import RequestRecord, record_of
 from gateway_edge.protocol import ChatCompletionRequest, parse_chat_request
-from gateway_edge.sessions import SESSION_KEY_HEADER, session_key_for
+from gateway_edge.sessions import SESSION_KEY_HEADER, session_for
 from gateway_edge.sse import DONE, KEEP_ALIVE, ChunkEncoder, error_frame
 from gateway_edge.state import EdgeState
 from gateway_edge.turn_input import turn_request_for
@@ -224,12 +224,12 @@ class ChatCompletionsEndpoint:
                 f"Agent {agent_id!r}'s model does not return logprobs.", "logprobs", "unsupported"
             )
         key_header = headers.get(_SESSION_KEY_HEADER_BYTES)
-        session_key = session_key_for(
+        session = session_for(
             agent_id, chat.user, None if key_header is None else key_header.decode("latin-1")
         )
         record = record_of(scope)
-        record.agent, record.session_key = agent_id, session_key
-        turn_request = turn_request_for(chat, agent_id, session_key, request_id_var.get())
+        record.agent, record.session_key = agent_id, session.key
+        turn_request = turn_request_for(chat, agent_id, session, request_id_var.get())
         completion = Completion(
             f"chatcmpl_{random_hex()}",
             int(time.time()),
@@ -237,17 +237,15 @@ class ChatCompletionsEndpoint:
             record,
             state.metrics,
         )
-        response_headers = [(_SESSION_KEY_HEADER_BYTES, session_key.encode())]
-        # A named session sticks to its worker; a fresh one goes where there is most room.
-        sticky = key_header is not None or bool(chat.user)
-        turn_request.new_session = not sticky
+        response_headers = [(_SESSION_KEY_HEADER_BYTES, session.key.encode())]
         work = asyncio.current_task()
         assert work is not None
         gone: list[bool] = []
         watcher = asyncio.create_task(_cancel_on_disconnect(receive, work, gone))
         turn: TurnCall | None = None
         try:
-            turn = await state.workers.start_turn(turn_request, sticky)
+            # A named session sticks to its worker; a fresh one goes where there is most room.
+            turn = await state.workers.start_turn(turn_request, sticky=session.named)
             if chat.stream:
                 await self._stream(send, turn, completion, chat, response_headers)
             else:

@@ -63,7 +63,8 @@ class EdgeMetrics:
         )
         self.worker_calls = Counter(
             "clawgate_edge_worker_calls",
-            "RunTurn calls to workers by outcome (ok, cancelled, turn_error or the gRPC code).",
+            "Turns sent to workers by outcome"
+            " (ok, cancelled, turn_error, worker_lost or a gRPC code).",
             ["outcome"],
             registry=self.registry,
         )

@@ -7,6 +7,7 @@ hold no control characters: a key a client got back can always be sent again ver
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from gateway_edge.errors import bad_request
 from services.ids import time_ordered_uuid
@@ -45,9 +46,19 @@ def validate_session_key(key: str) -> str:
     return key
 
 
-def session_key_for(agent_id: str, user: str | None, header_key: str | None) -> str:
+@dataclass(frozen=True, slots=True)
+class Session:
+    """The session a request continues. `named`: a client named it (the header or `user`), so it
+    may have a transcript and its turns stick to one worker; else the key was made up here."""
+
+    key: str
+    named: bool
+
+
+def session_for(agent_id: str, user: str | None, header_key: str | None) -> Session:
     if header_key is not None:
-        return validate_session_key(header_text(header_key))
+        return Session(validate_session_key(header_text(header_key)), named=True)
     if user:
-        return _check(f"agent:{agent_id}:openai-user:{user}", "user", "The session key from `user`")
-    return f"agent:{agent_id}:openai:{time_ordered_uuid()}"
+        key = _check(f"agent:{agent_id}:openai-user:{user}", "user", "The session key from `user`")
+        return Session(key, named=True)
+    return Session(f"agent:{agent_id}:openai:{time_ordered_uuid()}", named=False)

@@ -1,4 +1,5 @@
-"""From OpenAI `messages` to an agent turn (contract §2.5)."""
+"""From OpenAI `messages` to an agent turn: instructions, the input, its context, images and
+sampling."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import orjson
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.errors import bad_request
 from gateway_edge.protocol import ChatCompletionRequest, ChatMessage, ImagePart
+from gateway_edge.sessions import Session
 
 IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 MAX_IMAGES = 8
@@ -124,7 +126,7 @@ def _input_index(messages: Sequence[ChatMessage]) -> int:
 
 
 def turn_request_for(
-    request: ChatCompletionRequest, agent_id: str, session_key: str, request_id: str
+    request: ChatCompletionRequest, agent_id: str, session: Session, request_id: str
 ) -> pb.RunTurnRequest:
     images = _ImageBudget()
     messages = request.messages
@@ -148,7 +150,8 @@ def turn_request_for(
         raise bad_request(MISSING_USER_MESSAGE, "messages")
     return pb.RunTurnRequest(
         agent_id=agent_id,
-        session_key=session_key,
+        session_key=session.key,
+        new_session=not session.named,
         input=turn_input,
         context=context,
         extra_system_prompt="\n\n".join(instructions),

@@ -23,8 +23,10 @@ class SessionStore(Protocol):
     def session_lock(
         self, session_key: str, wait_seconds: float
     ) -> AbstractAsyncContextManager[None]:
-        """Holds the session for one turn, so that no two turns of a session interleave, across
-        every worker that shares this store; raises SessionBusyError after `wait_seconds`."""
+        """Holds the session for one turn across the processes that share this store, where the
+        store can lock across processes (PostgreSQL; SQLite holds nothing here: the turn runner
+        orders a session's turns within its process and the edge keeps the session on one
+        worker); raises SessionBusyError after `wait_seconds`."""
 
     async def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
         """The session's messages, oldest first; only the last `limit` when given."""

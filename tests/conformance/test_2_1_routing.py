@@ -1,4 +1,4 @@
-"""§2.1 Endpoint switch and routing: 404 when disabled or unknown, 405 before auth, 413, 400."""
+"""Endpoint switch and routing: 404 when disabled or unknown, 405 before auth, 413, 400."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""§2.2 Auth: bearer secret in token/password mode, env fallbacks, `none`, refusals, lockout."""
+"""Auth: bearer secret in token/password mode, env fallbacks, `none`, refusals, lockout."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every `model` form and the agent header pick the agent they name (contract §2.3)."""
+"""Every `model` form and the agent header pick the agent they name (the agent-selection rules)."""
 
 from __future__ import annotations
 

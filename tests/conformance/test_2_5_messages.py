@@ -1,4 +1,4 @@
-"""§2.5 From `messages` to a turn: instructions, parts, images, sampling fields forwarded."""
+"""From `messages` to a turn: instructions, parts, images, sampling fields forwarded."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""§2.6 Responses: JSON and SSE shapes, validated against OpenAI's schemas, through the
+"""Responses: JSON and SSE shapes, validated against OpenAI's schemas, through the
 official openai SDK (sync and async) and plain HTTP."""
 
 from __future__ import annotations

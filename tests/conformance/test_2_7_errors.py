@@ -1,4 +1,4 @@
-"""§2.7 Errors: every row of the table, with its status, `type` and a readable message."""
+"""Errors: every row of the table, with its status, `type` and a readable message."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""§2.8 Models, health, readiness and request ids."""
+"""Models, health, readiness and request ids."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""§2.2 "Never log a secret, not even in debug logs": both processes at debug level, requests
+"""Auth's "never log a secret, not even in debug logs": both processes at debug level, requests
 with the right and wrong token and password, then a search of everything they wrote."""
 
 from __future__ import annotations

@@ -6,7 +6,18 @@ import uuid
 import pytest
 
 from gateway_edge.errors import ApiError
-from gateway_edge.sessions import session_key_for
+from gateway_edge.sessions import Session, session_for
+
+
+def session_key_for(agent_id: str, user: str | None, header_key: str | None) -> str:
+    return session_for(agent_id, user, header_key).key
+
+
+def test_one_decision_gives_the_key_and_whether_a_client_named_it() -> None:
+    assert session_for("main", "bob", "custom:key") == Session("custom:key", named=True)
+    assert session_for("main", "bob", None) == Session("agent:main:openai-user:bob", named=True)
+    fresh = session_for("main", None, None)
+    assert not fresh.named and fresh.key.startswith("agent:main:openai:")
 
 
 def test_precedence_header_then_user_then_fresh() -> None:

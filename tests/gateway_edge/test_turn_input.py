@@ -7,13 +7,14 @@ import pytest
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.errors import ApiError
 from gateway_edge.protocol import parse_chat_request
+from gateway_edge.sessions import Session
 from gateway_edge.turn_input import MISSING_USER_MESSAGE, turn_request_for
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
 
 def turn(**body: object) -> pb.RunTurnRequest:
-    return turn_request_for(parse_chat_request(body), "main", "key", "rid")
+    return turn_request_for(parse_chat_request(body), "main", Session("key", named=True), "rid")
 
 
 def test_system_and_developer_become_extra_instructions() -> None:
@@ -132,3 +133,10 @@ def test_sampling_fields_are_forwarded() -> None:
     assert (sampling.presence_penalty, sampling.frequency_penalty) == (-1.5, 2)
     assert sampling.response_format == pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT
     assert not turn(messages=[{"role": "user", "content": "x"}]).sampling.HasField("temperature")
+
+
+def test_a_made_up_session_is_new_and_a_named_one_is_not() -> None:
+    body = parse_chat_request({"messages": [{"role": "user", "content": "x"}]})
+    named = turn_request_for(body, "main", Session("k", named=True), "rid")
+    fresh = turn_request_for(body, "main", Session("k", named=False), "rid")
+    assert (named.new_session, fresh.new_session) == (False, True)
