@@ -12,6 +12,7 @@ Every driver error leaves this module as SessionStoreError (mapped once, here).
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -79,9 +80,12 @@ class PostgresSessionStore:
         self._url = url
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
-        # The connection each running turn holds its session's lock on. The turn runner runs
-        # one turn per session at a time in this process, so a key names one holder.
-        self._held: dict[str, Connection] = {}
+        # The connection the current turn holds its session's lock on, seen only by that turn's
+        # task (and tasks it starts): a GetSession beside the turn must not share it, since one
+        # connection runs one query at a time.
+        self._held: contextvars.ContextVar[tuple[str, Connection] | None] = contextvars.ContextVar(
+            "clawgate_held_session", default=None
+        )
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -130,11 +134,11 @@ class PostgresSessionStore:
                         "session is busy: another worker's turn did not finish"
                         f" within {wait_seconds:g}s"
                     ) from None
-            self._held[session_key] = connection
+            held = self._held.set((session_key, connection))
             try:
                 yield
             finally:
-                del self._held[session_key]
+                self._held.reset(held)
                 await self._unlock(connection, lock_id)
 
     @asynccontextmanager
@@ -155,6 +159,10 @@ class PostgresSessionStore:
             except _DRIVER_ERRORS as error:
                 log.warning("a broken session store connection was dropped: %s", error)
 
+    def _held_for(self, session_key: str) -> Connection | None:
+        held = self._held.get()
+        return held[1] if held is not None and held[0] == session_key else None
+
     @staticmethod
     async def _unlock(connection: Connection, lock_id: int) -> None:
         try:
@@ -169,7 +177,7 @@ class PostgresSessionStore:
             " ORDER BY seq DESC LIMIT $2"
         )
         with _store_errors("reading the session"):
-            held = self._held.get(session_key)
+            held = self._held_for(session_key)
             if held is not None:
                 rows = await held.fetch(query, session_key, limit)
             else:
@@ -177,7 +185,7 @@ class PostgresSessionStore:
         return [ChatMessage(cast(Role, row["role"]), row["content"]) for row in reversed(rows)]
 
     async def append_turn(self, session_key: str, messages: Sequence[ChatMessage]) -> None:
-        held = self._held.get(session_key)
+        held = self._held_for(session_key)
         with _store_errors("writing the turn"):
             if held is not None:
                 await self._insert(held, session_key, messages)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import uuid
 from collections.abc import AsyncIterator
 
@@ -91,3 +92,18 @@ async def test_a_dead_connection_releases_its_lock(
 
 def test_store_url_picks_postgres() -> None:
     assert isinstance(store_for_url(POSTGRES_URL), PostgresSessionStore)
+
+
+async def test_a_read_beside_a_running_turn_does_not_use_the_turns_connection(
+    stores: tuple[PostgresSessionStore, ...],
+) -> None:
+    """GetSession while a turn of that session runs: only the turn's own task may use the
+    connection holding the lock (two queries on one connection fail)."""
+    store, _ = stores
+    session = key()
+    await store.append_turn(session, [ChatMessage("user", "q"), ChatMessage("assistant", "a")])
+    async with store.session_lock(session, 5):
+        inside = asyncio.ensure_future(store.load(session))  # the turn's own read
+        beside = asyncio.create_task(store.load(session), context=contextvars.Context())
+        loaded = await asyncio.gather(inside, beside)
+    assert [[m.text for m in messages] for messages in loaded] == [["q", "a"], ["q", "a"]]
