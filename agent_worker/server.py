@@ -23,7 +23,7 @@ from agent_worker.sessions.store import SessionStore, store_for_url
 from agent_worker.turn_runner import TurnRunner
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
-from services.addresses import is_loopback, listen_host
+from services.addresses import is_loopback, split_listen
 from services.config import ClawgateConfig
 from services.grpc_options import worker_server_options
 from services.metrics_http import serve_metrics
@@ -93,7 +93,7 @@ async def serve(
     """Starts providers and the store, serves until SIGTERM/SIGINT, then stops with grace."""
     address = listen or config.worker.listen
     if (
-        not is_loopback(listen_host(address))
+        not is_loopback(split_listen(address)[0])
         and not config.worker.shared_secret
         and not config.worker.allow_unauthenticated_non_loopback
     ):

@@ -161,8 +161,7 @@ class TurnRunner:
         agent = self._agents.get(request.agent_id)
         provider = self._providers[agent.provider]
         self._check(request, provider)
-        queued = self._admit(request.session_key)
-        running = not queued
+        queued = self._admit(request.session_key)  # else it holds a running slot
         started = time.monotonic()
         outcome = "cancelled"
         wait = self._session_wait_timeout
@@ -175,7 +174,7 @@ class TurnRunner:
                     if queued:
                         self.turns_queued -= 1
                         self.turns_in_flight += 1
-                        queued, running = False, True
+                        queued = False
                     await session.enter_async_context(
                         self._store.session_lock(request.session_key, wait)
                     )
@@ -192,7 +191,7 @@ class TurnRunner:
         finally:
             if queued:
                 self.turns_queued -= 1
-            if running:
+            else:
                 self.turns_in_flight -= 1
             self.metrics.turns_by(agent.id, outcome).inc()
             self.metrics.turn_seconds_by(agent.id).observe(time.monotonic() - started)

@@ -72,18 +72,18 @@ class Completion:
         self.metrics.completion_tokens.inc(finished.usage.completion_tokens)
 
 
+def _score(entry: pb.TokenLogprob) -> dict[str, object]:
+    return {
+        "token": entry.token,
+        "logprob": entry.logprob,
+        "bytes": list(entry.token_bytes) or None,
+    }
+
+
 def logprobs_json(entries: Iterable[pb.TokenLogprob]) -> list[dict[str, object]]:
     """OpenAI's `logprobs.content` entries."""
     return [
-        {
-            "token": entry.token,
-            "logprob": entry.logprob,
-            "bytes": list(entry.token_bytes) or None,
-            "top_logprobs": [
-                {"token": top.token, "logprob": top.logprob, "bytes": list(top.token_bytes) or None}
-                for top in entry.top_logprobs
-            ],
-        }
+        {**_score(entry), "top_logprobs": [_score(top) for top in entry.top_logprobs]}
         for entry in entries
     ]
 

@@ -14,6 +14,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def listen_host(listen: str) -> str:
-    """'0.0.0.0:50051' → '0.0.0.0'; '[::1]:50051' → '::1'."""
-    return listen.rpartition(":")[0].strip("[]")
+def split_listen(listen: str) -> tuple[str, int]:
+    """'0.0.0.0:50051' → ('0.0.0.0', 50051); '[::1]:50051' → ('::1', 50051)."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from services.addresses import split_listen
 from services.config import PASSWORD_ENV, TOKEN_ENV, ClawgateConfig, load_config
 
 log = logging.getLogger("clawgate.up")
@@ -173,7 +174,7 @@ def token_source(config: ClawgateConfig, config_file: Path) -> str | None:
 def taken_port(config: ClawgateConfig, worker_listens: list[str]) -> str | None:
     """The first address `up` would listen on that something else holds, named by its key."""
     wanted = [("gateway.port", config.gateway.bind, config.gateway.port)]
-    wanted += [("worker.listen", *_host_port(listen)) for listen in worker_listens]
+    wanted += [("worker.listen", *split_listen(listen)) for listen in worker_listens]
     for key, host, port in wanted:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family) as probe:
@@ -184,11 +185,6 @@ def taken_port(config: ClawgateConfig, worker_listens: list[str]) -> str | None:
             except OSError as error:
                 return f"{key}: {host}:{port} is in use ({error.strerror})"
     return None
-
-
-def _host_port(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def run_up(config_file: Path, worker_count: int, log_level: str, log_format: str = "text") -> int:

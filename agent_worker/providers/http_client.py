@@ -21,7 +21,6 @@ import base64
 import ssl
 import urllib.request
 from collections import deque
-from collections.abc import Mapping
 
 import httptools
 import yarl
@@ -46,22 +45,13 @@ class UpstreamBroken(UpstreamError):
     """The connection broke, or the bytes were not HTTP."""
 
 
-def proxy_for(
-    url: yarl.URL, configured: str | None, environ: Mapping[str, str] | None = None
-) -> yarl.URL | None:
+def proxy_for(url: yarl.URL, configured: str | None) -> yarl.URL | None:
     """The proxy to reach `url` through: `configured` when set, else the environment's
     HTTPS_PROXY / HTTP_PROXY unless NO_PROXY names the host; None for a direct connection."""
     if configured:
         proxy = yarl.URL(configured)
     else:
-        if environ is None:
-            proxies = urllib.request.getproxies_environment()
-        else:  # the same rules, on a given environment (tests)
-            proxies = {
-                name.lower().removesuffix("_proxy"): value
-                for name, value in environ.items()
-                if name.lower().endswith("_proxy") and value
-            }
+        proxies = urllib.request.getproxies_environment()
         # Not in typeshed, but the standard library's own NO_PROXY rules (suffixes, ports, *).
         if urllib.request.proxy_bypass_environment(url.raw_host or "", proxies):  # type: ignore[attr-defined]
             return None
@@ -102,9 +92,9 @@ def request_head(url: yarl.URL, headers: dict[str, str], proxy: yarl.URL | None 
 
 def _host_header(url: yarl.URL) -> str:
     host = url.raw_host or ""
-    if ":" in host:
-        host = f"[{host}]"
-    return host if url.explicit_port is None else f"{host}:{url.explicit_port}"
+    if url.explicit_port is not None:
+        return _authority(host, url.explicit_port)
+    return f"[{host}]" if ":" in host else host
 
 
 class _Connection(asyncio.Protocol):
@@ -411,7 +401,7 @@ class HttpClient:
         transport, handshake = await loop.create_connection(
             lambda: _TunnelHandshake(loop), *self._proxy_address
         )
-        authority = _host_header_of(self._host, self._port)
+        authority = _authority(self._host, self._port)
         lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
         lines += _proxy_authorization(proxy)
         transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
@@ -433,7 +423,7 @@ class HttpClient:
         return connection
 
 
-def _host_header_of(host: str, port: int) -> str:
+def _authority(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

@@ -159,9 +159,16 @@ class PostgresSessionStore:
             except _DRIVER_ERRORS as error:
                 log.warning("a broken session store connection was dropped: %s", error)
 
-    def _held_for(self, session_key: str) -> Connection | None:
+    @asynccontextmanager
+    async def _connection_for(self, session_key: str) -> AsyncIterator[Connection]:
+        """The connection holding the session's lock, for the turn that holds it; any other
+        caller takes one from the pool."""
         held = self._held.get()
-        return held[1] if held is not None and held[0] == session_key else None
+        if held is not None and held[0] == session_key:
+            yield held[1]
+        else:
+            async with self.pool.acquire() as connection:
+                yield connection
 
     @staticmethod
     async def _unlock(connection: Connection, lock_id: int) -> None:
@@ -177,39 +184,25 @@ class PostgresSessionStore:
             " ORDER BY seq DESC LIMIT $2"
         )
         with _store_errors("reading the session"):
-            held = self._held_for(session_key)
-            if held is not None:
-                rows = await held.fetch(query, session_key, limit)
-            else:
-                rows = await self.pool.fetch(query, session_key, limit)
+            async with self._connection_for(session_key) as connection:
+                rows = await connection.fetch(query, session_key, limit)
         return [ChatMessage(cast(Role, row["role"]), row["content"]) for row in reversed(rows)]
 
     async def append_turn(self, session_key: str, messages: Sequence[ChatMessage]) -> None:
-        held = self._held_for(session_key)
         with _store_errors("writing the turn"):
-            if held is not None:
-                await self._insert(held, session_key, messages)
-            else:
-                async with self.pool.acquire() as connection:
-                    await self._insert(connection, session_key, messages)
-
-    @staticmethod
-    async def _insert(
-        connection: Connection, session_key: str, messages: Sequence[ChatMessage]
-    ) -> None:
-        async with connection.transaction():
-            last = await connection.fetchval(
-                f"SELECT COALESCE(MAX(seq), 0) FROM {_MESSAGES_TABLE} WHERE session_key = $1",
-                session_key,
-            )
-            await connection.executemany(
-                f"INSERT INTO {_MESSAGES_TABLE} (session_key, seq, role, content)"
-                " VALUES ($1, $2, $3, $4)",
-                [
-                    (session_key, last + offset, message.role, message.text)
-                    for offset, message in enumerate(messages, start=1)
-                ],
-            )
+            async with self._connection_for(session_key) as connection, connection.transaction():
+                last = await connection.fetchval(
+                    f"SELECT COALESCE(MAX(seq), 0) FROM {_MESSAGES_TABLE} WHERE session_key = $1",
+                    session_key,
+                )
+                await connection.executemany(
+                    f"INSERT INTO {_MESSAGES_TABLE} (session_key, seq, role, content)"
+                    " VALUES ($1, $2, $3, $4)",
+                    [
+                        (session_key, last + offset, message.role, message.text)
+                        for offset, message in enumerate(messages, start=1)
+                    ],
+                )
 
     async def delete(self, session_key: str) -> bool:
         with _store_errors("deleting the session"):

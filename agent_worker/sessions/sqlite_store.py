@@ -92,7 +92,7 @@ def _small(messages: Sequence[ChatMessage]) -> bool:
     size = 0
     for message in messages:
         size += len(message.text)
-        if size > LOOP_COMMIT_BYTES or message.images:
+        if size > LOOP_COMMIT_BYTES:
             return False
     return True
 

@@ -4,6 +4,7 @@ framing, keep-alive and failure case is the server's choice."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import ssl
 import subprocess
@@ -376,16 +377,27 @@ async def test_https_verifies_the_certificate_and_reads_the_answer(
         http.close()
 
 
-def test_proxy_for_follows_the_configured_key_then_the_environment() -> None:
+def test_proxy_for_follows_the_configured_key_then_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def environ(**variables: str) -> None:
+        for name in list(os.environ):
+            if name.lower().endswith("_proxy"):
+                monkeypatch.delenv(name)
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+
     url = yarl.URL("https://api.example.com/v1/chat/completions")
-    environ = {"HTTPS_PROXY": "http://egress:3128", "NO_PROXY": "internal.example.com"}
-    assert proxy_for(url, None, environ) == yarl.URL("http://egress:3128")
-    assert proxy_for(url, "http://own:8080", environ) == yarl.URL("http://own:8080")
-    assert proxy_for(yarl.URL("https://internal.example.com/v1"), None, environ) is None
-    assert proxy_for(yarl.URL("http://plain.example.com/v1"), None, environ) is None  # no HTTP_
-    assert proxy_for(url, None, {"https_proxy": "egress:3128"}) == yarl.URL("http://egress:3128")
+    environ(HTTPS_PROXY="http://egress:3128", NO_PROXY="internal.example.com")
+    assert proxy_for(url, None) == yarl.URL("http://egress:3128")
+    assert proxy_for(url, "http://own:8080") == yarl.URL("http://own:8080")
+    assert proxy_for(yarl.URL("https://internal.example.com/v1"), None) is None
+    assert proxy_for(yarl.URL("http://plain.example.com/v1"), None) is None  # no HTTP_PROXY
+    environ(https_proxy="egress:3128")
+    assert proxy_for(url, None) == yarl.URL("http://egress:3128")
+    environ(HTTPS_PROXY="socks5://egress:1080")
     with pytest.raises(ValueError, match="http://"):
-        proxy_for(url, None, {"HTTPS_PROXY": "socks5://egress:1080"})
+        proxy_for(url, None)
 
 
 def test_through_a_proxy_plain_http_names_the_whole_url_and_authenticates() -> None:
