@@ -26,6 +26,7 @@ from tests.support.processes import (
     clawgate,
     echo_config,
     free_port,
+    free_ports,
     start_edge,
     start_stack,
     start_worker,
@@ -324,6 +325,7 @@ def test_6_edge_sigterm_lets_open_streams_finish(stack: Stack) -> None:
 
 def test_6_up_passes_sigterm_and_leaves_no_orphan(tmp_path: Path) -> None:
     config = echo_config(tmp_path)
+    config["worker"]["listen"] = f"127.0.0.1:{free_ports(2)}"
     config["gateway"]["workers"] = [config["worker"]["listen"]]
     path = write_config(tmp_path, config)
     up = Process([*clawgate(path, "up", "--workers", "2")], tmp_path / "up.log").start()

@@ -37,6 +37,7 @@ from tests.support.processes import (
     clawgate,
     echo_config,
     free_port,
+    free_ports,
     start_edge,
     wait_until,
     worker_serving,
@@ -653,6 +654,7 @@ def test_16_11_turns_of_a_broken_stream_have_their_own_outcome(
 
 def test_16_5_up_restarts_a_crashed_worker_and_keeps_serving(tmp_path: Path) -> None:
     config = echo_config(tmp_path)
+    config["worker"]["listen"] = f"127.0.0.1:{free_ports(2)}"
     config["gateway"]["workers"] = [config["worker"]["listen"]]
     path = write_config(tmp_path, config)
     up = Process([*clawgate(path, "up", "--workers", "2")], tmp_path / "up.log").start()

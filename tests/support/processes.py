@@ -30,6 +30,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports (`clawgate up --workers N` listens on the
+    configured port and the ones after it)."""
+    for _ in range(100):
+        first = free_port()
+        sockets = [socket.socket() for _ in range(count)]
+        try:
+            for offset, sock in enumerate(sockets):
+                sock.bind(("127.0.0.1", first + offset))
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 def echo_config(tmp_path: Path, upstream_url: str | None = None) -> dict[str, Any]:
     """A config on free ports with echo agents `main` (default), `beta` and `slow`; given an
     upstream stand-in, also `vision` (answers), `flaky` (breaks off after one chunk) and
