@@ -1,4 +1,4 @@
-"""The worker's own types for messages and turns; the servicer converts proto messages to these."""
+"""The worker's own types for messages and turns; `wire` converts proto messages to these."""
 
 from __future__ import annotations
 
@@ -64,7 +64,6 @@ class TurnRequest:
     sampling: Sampling = field(default_factory=Sampling)
     request_id: str = ""
     new_session: bool = False  # the key was made up for this turn: nothing is stored under it
-    stream: bool = False  # the caller passes text on as it comes: send it before the write
 
 
 @dataclass(frozen=True, slots=True)

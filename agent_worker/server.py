@@ -83,15 +83,10 @@ async def report_store_health(
                 if reachable
                 else health_pb2.HealthCheckResponse.NOT_SERVING
             )
-            for service in ("", SERVICE_NAME):
-                await health_servicer.set(service, status)
+            await _set_health(health_servicer, status)
 
 
-async def serve(
-    config: ClawgateConfig, listen: str | None = None, metrics_listen: str | None = None
-) -> None:
-    """Starts providers and the store, serves until SIGTERM/SIGINT, then stops with grace."""
-    address = listen or config.worker.listen
+def _check_exposure(config: ClawgateConfig, address: str) -> None:
     if (
         not is_loopback(split_listen(address)[0])
         and not config.worker.shared_secret
@@ -102,7 +97,10 @@ async def serve(
             " set: anyone who reaches it could read every transcript. Set worker.sharedSecret"
             " (the edge sends it too), or worker.allowUnauthenticatedNonLoopback: true"
         )
-    agents = AgentRegistry.from_config(config)
+
+
+def _providers_for(config: ClawgateConfig, agents: AgentRegistry) -> dict[str, Provider]:
+    """The providers some agent uses (the others are never built)."""
     used = {agent.provider for agent in agents}
     providers: dict[str, Provider] = {}
     for name, provider_config in config.models.providers.items():
@@ -111,29 +109,19 @@ async def serve(
                 providers[name] = build_provider(provider_config)
             except ValueError as error:  # a proxy from the environment it cannot use
                 raise WorkerStartError(f"models.providers.{name}: {error}") from None
-    store = store_for_url(config.sessions.store, config.sessions.pool_size)
-    metrics = WorkerMetrics()
-    runner = TurnRunner(
-        agents,
-        providers,
-        store,
-        max_concurrent_turns=config.worker.max_concurrent_turns,
-        max_queued_turns=config.worker.max_queued_turns,
-        session_wait_timeout=config.worker.session_wait_timeout_ms / 1000,
-        metrics=metrics,
-    )
+    return providers
+
+
+def _grpc_server(
+    config: ClawgateConfig, servicer: AgentServicer, address: str
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """AgentService (behind the shared secret when set), health and reflection on `address`."""
     interceptors = (
         [SharedSecretInterceptor(config.worker.shared_secret)]
         if config.worker.shared_secret
         else []
     )
     server = grpc.aio.server(interceptors=interceptors, options=worker_server_options(config))
-    logprob_agents = frozenset(
-        agent.id for agent in agents if providers[agent.provider].gives_logprobs
-    )
-    servicer = AgentServicer(
-        runner, agents, store, config.sessions.locks_across_processes, logprob_agents
-    )
     pb_grpc.add_AgentServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -153,6 +141,40 @@ async def serve(
         raise WorkerStartError(
             f"worker.listen {address}: cannot listen there (address already in use?)"
         )
+    return server, health_servicer
+
+
+async def _set_health(health_servicer: health.aio.HealthServicer, status: int) -> None:
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, status)
+
+
+async def serve(
+    config: ClawgateConfig, listen: str | None = None, metrics_listen: str | None = None
+) -> None:
+    """Starts providers and the store, serves until SIGTERM/SIGINT, then stops with grace."""
+    address = listen or config.worker.listen
+    _check_exposure(config, address)
+    agents = AgentRegistry.from_config(config)
+    providers = _providers_for(config, agents)
+    store = store_for_url(config.sessions.store, config.sessions.pool_size)
+    metrics = WorkerMetrics()
+    runner = TurnRunner(
+        agents,
+        providers,
+        store,
+        max_concurrent_turns=config.worker.max_concurrent_turns,
+        max_queued_turns=config.worker.max_queued_turns,
+        session_wait_timeout=config.worker.session_wait_timeout_ms / 1000,
+        metrics=metrics,
+    )
+    logprob_agents = frozenset(
+        agent.id for agent in agents if providers[agent.provider].gives_logprobs
+    )
+    servicer = AgentServicer(
+        runner, agents, store, config.sessions.locks_across_processes, logprob_agents
+    )
+    server, health_servicer = _grpc_server(config, servicer, address)
     metrics_address = metrics_listen or config.worker.metrics_listen
     try:
         stop_metrics = serve_metrics(metrics_address, metrics.registry) if metrics_address else None
@@ -171,8 +193,7 @@ async def serve(
         log.info("starting provider %s", name)
         await provider.start()
     await server.start()
-    for service in ("", SERVICE_NAME):
-        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
     store_watch = asyncio.create_task(
         report_store_health(store, health_servicer, config.worker.store_check_seconds)
     )
@@ -180,18 +201,8 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        log.info("worker stopping (grace %.0fs)", config.worker.shutdown_grace_seconds)
         store_watch.cancel()
-        await health_servicer.enter_graceful_shutdown()
-        grace = config.worker.shutdown_grace_seconds
-        servicer.drain()  # turns opened on existing Exchange streams are refused too
-        stopping = asyncio.create_task(server.stop(grace))  # refuses new calls from now on
-        # Running turns may finish; open health watches would hold the grace period to its end,
-        # so once no turn is left the rest get a short grace (a last status still goes out).
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(servicer.wait_idle(), grace)
-        await server.stop(min(grace, FINAL_GRACE_SECONDS))
-        await stopping
+        await _stop_serving(server, health_servicer, servicer, config.worker.shutdown_grace_seconds)
         for provider in providers.values():
             with contextlib.suppress(Exception):
                 await provider.close()
@@ -199,3 +210,22 @@ async def serve(
         if stop_metrics is not None:
             stop_metrics()
         log.info("worker stopped")
+
+
+async def _stop_serving(
+    server: grpc.aio.Server,
+    health_servicer: health.aio.HealthServicer,
+    servicer: AgentServicer,
+    grace: float,
+) -> None:
+    """Refuses new turns and lets running ones finish within `grace` seconds."""
+    log.info("worker stopping (grace %.0fs)", grace)
+    await health_servicer.enter_graceful_shutdown()
+    servicer.drain()  # turns opened on existing Exchange streams are refused too
+    stopping = asyncio.create_task(server.stop(grace))  # refuses new calls from now on
+    # Running turns may finish; open health watches would hold the grace period to its end,
+    # so once no turn is left the rest get a short grace (a last status still goes out).
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(servicer.wait_idle(), grace)
+    await server.stop(min(grace, FINAL_GRACE_SECONDS))
+    await stopping

@@ -12,7 +12,14 @@ import dataclasses
 import inspect
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from contextlib import AsyncExitStack, aclosing
 from typing import TypeVar
 
@@ -45,6 +52,20 @@ T = TypeVar("T")
 # The message a turn's task is cancelled with when the stream it was running for broke: its
 # outcome in the metrics is then "stream_broken", not "cancelled".
 STREAM_BROKEN = "stream_broken"
+
+
+# The transport's word that the turn's text so far has been written to its caller.
+Flushed = Callable[[], Awaitable[None]]
+
+
+async def _nothing_to_flush() -> None:
+    return None
+
+
+@dataclasses.dataclass(slots=True)
+class _Reply:
+    parts: list[str] = dataclasses.field(default_factory=list)
+    finished: TurnFinished | None = None
 
 
 def messages_after_last_assistant(context: Sequence[ChatMessage]) -> list[ChatMessage]:
@@ -157,7 +178,11 @@ class TurnRunner:
         self.turns_in_flight += 1
         return False
 
-    async def run(self, request: TurnRequest) -> AsyncGenerator[TurnEvent, None]:
+    async def run(
+        self, request: TurnRequest, flushed: Flushed = _nothing_to_flush
+    ) -> AsyncGenerator[TurnEvent, None]:
+        """The turn's events; before the session write it awaits `flushed`, the transport's
+        word that the text so far has been written to the caller."""
         agent = self._agents.get(request.agent_id)
         provider = self._providers[agent.provider]
         self._check(request, provider)
@@ -178,7 +203,7 @@ class TurnRunner:
                     await session.enter_async_context(
                         self._store.session_lock(request.session_key, wait)
                     )
-                async for event in self._run_locked(request, agent, provider):
+                async for event in self._run_locked(request, agent, provider, flushed):
                     yield event
             outcome = "ok"
         except TurnError as error:
@@ -209,8 +234,42 @@ class TurnRunner:
             raise InvalidTurnError("this agent's model does not accept images")
 
     async def _run_locked(
-        self, request: TurnRequest, agent: Agent, provider: Provider
+        self, request: TurnRequest, agent: Agent, provider: Provider, flushed: Flushed
     ) -> AsyncIterator[TurnEvent]:
+        prompt, new_context = await self._prompt_for(request, agent)
+        run_id = random_hex()
+        if log.isEnabledFor(logging.INFO):  # the session's fingerprint costs a hash
+            log.info(
+                "turn %s started: agent=%s model=%s session=%s history=%d",
+                run_id,
+                agent.id,
+                agent.model_ref,
+                fingerprint(request.session_key),
+                len(prompt) - 1,
+            )
+        yield TurnStarted(run_id, agent.model_ref)
+        reply = _Reply()
+        sampling = merged_sampling(agent.sampling, request.sampling)
+        async for delta in self._provider_text(agent, provider, prompt, sampling, reply):
+            yield delta
+        if reply.finished is None:
+            raise ProviderFailedError("the provider ended its answer without finishing it")
+        await flushed()  # the text is with the caller: it never waits for the session write
+        turn = [*new_context, request.input, ChatMessage("assistant", "".join(reply.parts))]
+        # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
+        await asyncio.shield(self._store.append_turn(request.session_key, turn))
+        log.info(
+            "turn %s finished: %s, %d tokens",
+            run_id,
+            reply.finished.finish_reason.value,
+            reply.finished.usage.completion_tokens,
+        )
+        yield reply.finished
+
+    async def _prompt_for(
+        self, request: TurnRequest, agent: Agent
+    ) -> tuple[tuple[ChatMessage, ...], list[ChatMessage]]:
+        """The provider's messages, and the client's messages new to the session."""
         stored = (
             []
             if request.new_session
@@ -226,53 +285,32 @@ class TurnRunner:
             *new_context,
             request.input,
         )
-        run_id = random_hex()
-        if log.isEnabledFor(logging.INFO):  # the session's fingerprint costs a hash
-            log.info(
-                "turn %s started: agent=%s model=%s session=%s history=%d",
-                run_id,
-                agent.id,
-                agent.model_ref,
-                fingerprint(request.session_key),
-                len(prompt) - 1,
-            )
-        yield TurnStarted(run_id, agent.model_ref)
+        return prompt, new_context
 
-        reply: list[str] = []
-        finished: TurnFinished | None = None
-        provider_request = ProviderRequest(
-            agent.model, prompt, merged_sampling(agent.sampling, request.sampling)
-        )
+    async def _provider_text(
+        self,
+        agent: Agent,
+        provider: Provider,
+        prompt: tuple[ChatMessage, ...],
+        sampling: Sampling,
+        reply: _Reply,
+    ) -> AsyncIterator[TextDelta]:
+        """The provider's text as it comes; `reply` collects it and the finish."""
         deadline = ProviderDeadline(agent.turn_timeout)
         asked = time.monotonic()
         try:
-            async with aclosing(provider.stream(provider_request)) as events:
+            request = ProviderRequest(agent.model, prompt, sampling)
+            async with aclosing(provider.stream(request)) as events:
                 while (event := await deadline.wait_for(anext(events, None))) is not None:
                     if isinstance(event, TextDelta):
-                        if not reply:
+                        if not reply.parts:
                             self.metrics.provider_first_token_seconds_by(agent.provider).observe(
                                 time.monotonic() - asked
                             )
-                        reply.append(event.text)
+                        reply.parts.append(event.text)
                         yield event
                     else:
-                        finished = event
+                        reply.finished = event
         finally:
             deadline.cancel()
-        if finished is None:
-            raise ProviderFailedError("the provider ended its answer without finishing it")
         self.metrics.provider_seconds_by(agent.provider).observe(time.monotonic() - asked)
-        turn = [*new_context, request.input, ChatMessage("assistant", "".join(reply))]
-        if request.stream and reply:
-            # Text still queued here (a reply that came in one read) goes out now, not after the
-            # write with the finish: one loop turn lets the Exchange sender take it first.
-            await asyncio.sleep(0)
-        # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
-        await asyncio.shield(self._store.append_turn(request.session_key, turn))
-        log.info(
-            "turn %s finished: %s, %d tokens",
-            run_id,
-            finished.finish_reason.value,
-            finished.usage.completion_tokens,
-        )
-        yield finished

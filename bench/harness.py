@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.observe import child_pids, peak_rss_kib
+from devkit.observe import child_pids, peak_rss_kib
 
 CHAT_BODY: dict[str, object] = {
     "model": "openclaw",

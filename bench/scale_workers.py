@@ -15,18 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.harness import stop_on_interrupt  # noqa: E402
-from tests.support.postgres import POSTGRES_URL  # noqa: E402
-from tests.support.processes import (  # noqa: E402
+from bench.harness import stop_on_interrupt
+from devkit.processes import (
     TOKEN,
     Process,
     clawgate,
@@ -37,6 +33,7 @@ from tests.support.processes import (  # noqa: E402
     worker_serving,
     write_config,
 )
+from tests.support.postgres import POSTGRES_URL
 
 REPLY_WORDS = 20
 

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from clawgate.agent.v1 import agent_service_pb2 as pb  # noqa: E402
-from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc  # noqa: E402
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 
 EVENTS = [
     pb.RunTurnEvent(started=pb.TurnStarted(run_id="stub", model="stub/stub")),

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway_edge import chat_completions, health, models, status
 from gateway_edge import metrics as metrics_route
 from gateway_edge.auth import AccessGuard, Authenticator
-from gateway_edge.errors import ApiError, bad_request
+from gateway_edge.errors import ApiError, bad_request, internal_error
 from gateway_edge.metrics import EdgeMetrics
 from gateway_edge.observability import ObservabilityMiddleware
 from gateway_edge.rate_limit import AuthFailureLimiter
@@ -58,7 +58,7 @@ async def _validation_error(request: Request, error: Exception) -> Response:
 
 async def _unexpected_error(request: Request, error: Exception) -> Response:
     log.exception("unexpected error", exc_info=error)
-    return error_response(ApiError(500, "Internal error.", "api_error"))
+    return error_response(internal_error())
 
 
 class HotPath:

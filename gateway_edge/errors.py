@@ -1,5 +1,5 @@
-"""The edge's one error type, its OpenAI-shaped body, and the gRPC → HTTP table (used for JSON
-responses and SSE error events alike)."""
+"""The edge's one error type, how it is rendered, and the worker error → HTTP tables (used for
+JSON responses and SSE error events alike)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import grpc
 import orjson
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
-from services.grpc_status import STATUS_BY_NUMBER
 
 
 @dataclass(slots=True)
@@ -53,35 +52,54 @@ def rate_limited(retry_after_seconds: int) -> ApiError:
 
 
 RETRY_AFTER_SECONDS = "1"
+_Mapping = tuple[int, str, str]  # HTTP status, error type, error code
 
-# gRPC status of a worker call → (HTTP status, type, code).
-_CALL_STATUS: dict[grpc.StatusCode, tuple[int, str, str]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error", "invalid_request"),
-    grpc.StatusCode.NOT_FOUND: (400, "invalid_request_error", "model_not_found"),
-    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limited", "worker_busy"),
-    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "api_error", "timeout"),
-    grpc.StatusCode.UNAVAILABLE: (503, "api_error", "worker_unavailable"),
-    grpc.StatusCode.CANCELLED: (503, "api_error", "cancelled"),
+# A worker call that failed, or a turn its worker refused before it started, by its
+# pb.ErrorCode (whose numbers are gRPC's status codes).
+_REFUSED: dict[int, _Mapping] = {
+    pb.ERROR_CODE_INVALID_ARGUMENT: (400, "invalid_request_error", "invalid_request"),
+    pb.ERROR_CODE_NOT_FOUND: (400, "invalid_request_error", "model_not_found"),
+    pb.ERROR_CODE_RESOURCE_EXHAUSTED: (429, "rate_limited", "worker_busy"),
+    pb.ERROR_CODE_DEADLINE_EXCEEDED: (504, "api_error", "timeout"),
+    pb.ERROR_CODE_UNAVAILABLE: (503, "api_error", "worker_unavailable"),
+    pb.ERROR_CODE_CANCELLED: (503, "api_error", "cancelled"),
 }
 # A turn that failed inside a worker after it started: the provider is to blame by default.
-_TURN_ERROR: dict[grpc.StatusCode, tuple[int, str, str]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error", "provider_rejected"),
-    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limited", "provider_rate_limited"),
-    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "api_error", "timeout"),
+_FAILED: dict[int, _Mapping] = {
+    pb.ERROR_CODE_INVALID_ARGUMENT: (400, "invalid_request_error", "provider_rejected"),
+    pb.ERROR_CODE_RESOURCE_EXHAUSTED: (429, "rate_limited", "provider_rate_limited"),
+    pb.ERROR_CODE_DEADLINE_EXCEEDED: (504, "api_error", "timeout"),
 }
 _PROVIDER_FAILED = (502, "api_error", "provider_error")
 
 
-def api_error_from_call(code: grpc.StatusCode, details: str | None) -> ApiError:
-    status, error_type, error_code = _CALL_STATUS.get(code, _PROVIDER_FAILED)
-    param = "model" if code is grpc.StatusCode.NOT_FOUND else None
-    message = details or f"worker call failed: {code.name}"
-    if code is grpc.StatusCode.UNAVAILABLE:
-        message = "No agent worker is reachable; try again shortly."
+def _mapped(mapping: _Mapping, message: str, param: str | None = None) -> ApiError:
+    status, error_type, error_code = mapping
     error = ApiError(status, message, error_type, param, error_code)
     if status == 429:
         error.headers["retry-after"] = RETRY_AFTER_SECONDS
     return error
+
+
+def refused(status: int, details: str | None) -> ApiError:
+    """A turn refused before it started, or a failed worker call, by its pb.ErrorCode."""
+    message = details or f"worker call failed: {pb.ErrorCode.Name(status)}"  # type: ignore[arg-type]
+    if status == pb.ERROR_CODE_UNAVAILABLE:
+        message = "No agent worker is reachable; try again shortly."
+    param = "model" if status == pb.ERROR_CODE_NOT_FOUND else None
+    return _mapped(_REFUSED.get(status, _PROVIDER_FAILED), message, param)
+
+
+def api_error_from_call(code: grpc.StatusCode, details: str | None) -> ApiError:
+    return refused(code.value[0], details)  # pb.ErrorCode numbers are gRPC's
+
+
+def turn_failed(error: pb.TurnError) -> ApiError:
+    """The turn's error event, once it had started (or a store failure, before or after)."""
+    if error.source == pb.ERROR_SOURCE_SESSION_STORE:
+        return store_failed(error.message)
+    message = error.message or "the agent's turn failed"
+    return _mapped(_FAILED.get(error.status, _PROVIDER_FAILED), message)
 
 
 def store_failed(message: str) -> ApiError:
@@ -106,12 +124,19 @@ def too_large(message: str, param: str | None = None) -> ApiError:
     return ApiError(413, message, "invalid_request_error", param, "request_too_large")
 
 
-def api_error_from_turn_error(code_number: int, message: str, source: int = 0) -> ApiError:
-    if source == pb.ERROR_SOURCE_SESSION_STORE:
-        return store_failed(message)
-    code = STATUS_BY_NUMBER.get(code_number, grpc.StatusCode.UNKNOWN)
-    status, error_type, error_code = _TURN_ERROR.get(code, _PROVIDER_FAILED)
-    error = ApiError(status, message or "the agent's turn failed", error_type, None, error_code)
-    if status == 429:
-        error.headers["retry-after"] = RETRY_AFTER_SECONDS
-    return error
+def body_too_large(limit: int) -> ApiError:
+    return too_large(f"Request body is larger than {limit} bytes.")
+
+
+def internal_error() -> ApiError:
+    """What a client reads when the edge failed unexpectedly (the log has the traceback)."""
+    return ApiError(500, "Internal error.", "api_error")
+
+
+JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+
+
+def rendered(error: ApiError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The HTTP status, headers and body of an error, for the hot path and the framework."""
+    headers = [JSON_CONTENT_TYPE, *((k.encode(), v.encode()) for k, v in error.headers.items())]
+    return error.status, headers, error.body()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
-from gateway_edge.addresses import client_ip
 from gateway_edge.errors import ApiError
 from gateway_edge.responses import json_response
-from gateway_edge.state import EdgeState
+from gateway_edge.state import EdgeState, authorized
 
 router = APIRouter()
 
@@ -26,17 +27,15 @@ def model_card(model_id: str, created: int) -> dict[str, object]:
 
 
 @router.get("/v1/models")
-async def list_models(request: Request) -> Response:
-    state: EdgeState = request.app.state.edge
-    state.access.check(client_ip(request.client), request.headers.get("authorization"))
+async def list_models(state: Annotated[EdgeState, Depends(authorized)]) -> Response:
     cards = [model_card(model_id, state.started_at) for model_id in model_ids(state)]
     return json_response({"object": "list", "data": cards})
 
 
 @router.get("/v1/models/{model_id:path}")
-async def retrieve_model(model_id: str, request: Request) -> Response:
-    state: EdgeState = request.app.state.edge
-    state.access.check(client_ip(request.client), request.headers.get("authorization"))
+async def retrieve_model(
+    model_id: str, state: Annotated[EdgeState, Depends(authorized)]
+) -> Response:
     if model_id not in model_ids(state):
         message = f"The model '{model_id}' does not exist."
         raise ApiError(404, message, "invalid_request_error", "model", "model_not_found")

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from fastapi.responses import Response
 
-from gateway_edge.errors import ApiError
+from gateway_edge.errors import ApiError, rendered
 
 
 def json_response(payload: Any, headers: dict[str, str] | None = None) -> Response:
@@ -15,6 +15,8 @@ def json_response(payload: Any, headers: dict[str, str] | None = None) -> Respon
 
 
 def error_response(error: ApiError) -> Response:
-    return Response(
-        error.body(), status_code=error.status, media_type="application/json", headers=error.headers
-    )
+    """The framework's routes answer errors exactly as the hot path does (errors.rendered)."""
+    status, headers, body = rendered(error)
+    response = Response(body, status_code=status)
+    response.raw_headers = [*headers, (b"content-length", str(len(body)).encode())]
+    return response

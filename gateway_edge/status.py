@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
-from gateway_edge.addresses import client_ip
 from gateway_edge.responses import json_response
-from gateway_edge.state import EdgeState
+from gateway_edge.state import EdgeState, authorized
 
 router = APIRouter()
 
 
 @router.get("/status")
-async def edge_status(request: Request) -> Response:
-    state: EdgeState = request.app.state.edge
-    state.access.check(client_ip(request.client), request.headers.get("authorization"))
+async def edge_status(state: Annotated[EdgeState, Depends(authorized)]) -> Response:
     workers = [
         {
             "address": worker.address,

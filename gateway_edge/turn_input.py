@@ -157,5 +157,4 @@ def turn_request_for(
         extra_system_prompt="\n\n".join(instructions),
         sampling=_sampling(request),
         request_id=request_id,
-        stream=bool(request.stream),
     )

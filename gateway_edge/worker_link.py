@@ -2,10 +2,10 @@
 
 Whatever is ready together (turns to open, cancels, credits) goes out in one message, and one
 reader hands each turn its events, so a busy edge pays gRPC's per-message cost once for many
-turns instead of a call per turn. Each turn may receive `CREDIT` events ahead of its HTTP
-client; it gives credit back as the client takes them (half a window at a time), so a slow
-reader pauses only its own turn. When the stream breaks, its open turns fail as an unavailable
-worker would, and the next turn opens a new stream.
+turns instead of a call per turn. Each turn may receive a window of events
+(services/credit.py) ahead of its HTTP client and gives credit back as the client takes them,
+so a slow reader pauses only its own turn. When the stream breaks, its open turns fail as an
+unavailable worker would, and the next turn opens a new stream.
 
 No message exceeds `max_message_bytes` (what the worker accepts): turns opened together share a
 message only while they fit, and the caller refuses a single turn that cannot fit at all, so one
@@ -25,12 +25,9 @@ import grpc
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from services.credit import WINDOW, CreditWindow
 
 log = logging.getLogger("clawgate.edge.workers")
-CREDIT = 256  # events a turn may have in flight towards the edge
-# Credit goes back in batches of half the window: a short turn sends no credit message at all,
-# and a long one keeps the worker from ever waiting on a full window.
-CREDIT_BATCH = CREDIT // 2
 _ENDING = ("finished", "error")
 OPEN_OVERHEAD_BYTES = 64  # what a TurnOpen adds around its request, generously
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's own default
@@ -48,16 +45,19 @@ class LinkFailure(Exception):
 class TurnInbox:
     """Events of one turn as its worker sends them; read with `next_events`."""
 
-    __slots__ = ("id", "ended", "_link", "_batches", "_waiter", "_failure", "_taken")
+    __slots__ = ("id", "ended", "whole", "_link", "_batches", "_waiter", "_failure", "_credit")
 
     def __init__(self, link: WorkerLink, turn_id: int) -> None:
         self.id = turn_id
         self.ended = False  # its finished or error event has arrived
+        # Read only once it ended (a non-stream answer): arrivals before the end wake nobody,
+        # and their credit goes back as they arrive.
+        self.whole = False
         self._link = link
         self._batches: deque[Sequence[pb.RunTurnEvent]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._failure: LinkFailure | None = None
-        self._taken = 0  # events taken in since credit was last given back
+        self._credit = CreditWindow()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -65,7 +65,15 @@ class TurnInbox:
 
     def deliver(self, events: Sequence[pb.RunTurnEvent]) -> None:
         self._batches.append(events)
+        if self.whole and not self.ended:
+            self._give_back(len(events))
+            return
         self._wake()
+
+    def _give_back(self, events: int) -> None:
+        give_back = self._credit.took(events)
+        if give_back and not self.ended:
+            self._link.grant(self.id, give_back)
 
     def fail(self, failure: LinkFailure) -> None:
         self._failure = failure
@@ -91,10 +99,8 @@ class TurnInbox:
                     raise self._failure
                 return ()
         events = self._batches.popleft()
-        self._taken += len(events)
-        if self._taken >= CREDIT_BATCH and not self.ended:
-            self._link.grant(self.id, self._taken)
-            self._taken = 0
+        if not self.whole:
+            self._give_back(len(events))
         return events
 
     def cancel(self) -> None:
@@ -125,9 +131,11 @@ class WorkerLink:
         self._credits: dict[int, int] = {}
         self._pending = asyncio.Event()
 
-    def open_turn(self, request: pb.RunTurnRequest, size: int = 0) -> TurnInbox:
+    def open_turn(
+        self, request: pb.RunTurnRequest, size: int = 0, whole_answer: bool = False
+    ) -> TurnInbox:
         """Opens a turn; `size` is the request's ByteSize (0 when surely small). The caller
-        checked that it fits in one message."""
+        checked that it fits in one message. `whole_answer`: see TurnOpen in the contract."""
         if self._call is None:
             self._connect()
         size += OPEN_OVERHEAD_BYTES
@@ -140,7 +148,8 @@ class WorkerLink:
         self._turns[inbox.id] = inbox
         opened = self._frame.opens.add()
         opened.turn_id = inbox.id
-        opened.credit = CREDIT
+        opened.credit = WINDOW
+        opened.whole_answer = whole_answer
         opened.request.CopyFrom(request)
         self._pending.set()
         return inbox

@@ -1,12 +1,8 @@
 """The edge's view of its workers: one long-lived gRPC channel each (turns share its `Exchange`
-stream, see worker_link.py), health from `grpc.health.v1` Watch streams, session affinity by
-rendezvous hashing.
+stream, see worker_link.py), found through worker_targets.py, health from `grpc.health.v1`
+Watch streams plus bounded Checks, and starting turns on them (placement.py picks the order).
 
-Targets are `host:port` or `dns:///host:port`; a host name is resolved to all of its addresses
-and re-resolved periodically (compose replicas, a Kubernetes headless service). Turns of a named
-session go to the first usable worker in rendezvous order for its key, so every edge picks the
-same worker without sharing state; fresh sessions go to the worker with the fewest turns in
-flight. A worker that is not serving, or that does not answer a health check in time (frozen,
+A worker that is not serving, or that does not answer a health check in time (frozen,
 overloaded, cut off), leaves the candidates until it answers again.
 
 A turn moves to the next worker only while it has not started there, and only when that cannot
@@ -19,12 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import ipaddress
 import logging
-import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -32,22 +25,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from gateway_edge.agent_directory import AgentDirectory
-from gateway_edge.errors import (
-    ApiError,
-    api_error_from_call,
-    api_error_from_turn_error,
-    too_large,
-    worker_lost,
-)
+from gateway_edge.errors import ApiError, api_error_from_call, refused, too_large, turn_failed
+from gateway_edge.placement import candidates
+from gateway_edge.turn import Turn
+from gateway_edge.worker import Worker
 from gateway_edge.worker_link import (
     DEFAULT_MAX_MESSAGE_BYTES,
     OPEN_OVERHEAD_BYTES,
     LinkFailure,
-    TurnInbox,
     WorkerLink,
 )
+from gateway_edge.worker_targets import addresses_of, needs_resolving, split_target
 from services.grpc_options import Options
-from services.grpc_status import STATUS_BY_NUMBER
 
 log = logging.getLogger("clawgate.edge.workers")
 HEALTH_RETRY_SECONDS = 1.0
@@ -77,130 +66,19 @@ class PoolSettings:
 class _NotStarted(Exception):
     """The worker did not start the turn; `movable` says whether another worker may."""
 
-    def __init__(self, error: ApiError, code: grpc.StatusCode, movable: bool) -> None:
+    def __init__(self, error: ApiError, status: int, movable: bool) -> None:
         super().__init__(error.message)
         self.error = error
-        self.code = code
+        self.status = status  # a pb.ErrorCode
         self.movable = movable
 
-
-def rendezvous_weight(address: str, session_key: str) -> bytes:
-    """A session goes to the usable worker with the highest weight for its key."""
-    return hashlib.blake2b(f"{address}|{session_key}".encode(), digest_size=8).digest()
-
-
-def split_target(target: str) -> tuple[str, int]:
-    """'dns:///agent-worker:50051' or 'agent-worker:50051' → ('agent-worker', 50051)."""
-    host, _, port = target.removeprefix("dns:///").rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def is_static(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def join_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@dataclass(eq=False)
-class Worker:
-    address: str
-    channel: grpc.aio.Channel
-    agents: pb_grpc.AgentServiceStub
-    health: health_pb2_grpc.HealthStub
-    link: WorkerLink
-    serving: bool | None = None  # None until its health is known
-    answering: bool = True  # it answered its last health check in time
-    listing: pb.ListAgentsResponse | None = None  # its agents, read when it turned SERVING
-    in_flight: int = 0
-    watchers: tuple[asyncio.Task[None], ...] = field(default=(), repr=False)
-
     @property
-    def usable(self) -> bool:
-        return self.serving is not False and self.answering
+    def outcome(self) -> str:
+        return pb.ErrorCode.Name(self.status).removeprefix("ERROR_CODE_").lower()  # type: ignore[arg-type]
 
 
-class TurnCall:
-    """A turn a worker has accepted (its `started` event is in hand); read it with next_batch."""
-
-    def __init__(
-        self,
-        inbox: TurnInbox,
-        started: pb.TurnStarted,
-        worker: Worker,
-        on_outcome: Callable[[str], None],
-        early_events: Sequence[pb.RunTurnEvent] = (),
-    ) -> None:
-        self._inbox = inbox
-        self._early_events = early_events
-        self.started = started
-        self.worker = worker
-        self._on_outcome = on_outcome
-        self._outcome: str | None = None  # set when it ended: finished, failed or cancelled
-        self._failure: ApiError | None = None
-        self._released = False
-
-    def _end(self, outcome: str) -> None:
-        if self._outcome is None:
-            self._outcome = outcome
-            self._on_outcome(outcome)
-
-    def cancel(self) -> None:
-        """Ends the turn (a no-op once it ended) and gives its slot back."""
-        self._inbox.cancel()
-        self._end("cancelled")
-        if not self._released:
-            self._released = True
-            self.worker.in_flight -= 1
-
-    async def next_batch(
-        self, wait_seconds: float | None = None
-    ) -> list[pb.TextDelta | pb.TurnFinished] | None:
-        """The text deltas that arrived together; the last batch ends with the finished event.
-        None when `wait_seconds` pass without events. A failure raises ApiError, after the
-        batch of events that came before it."""
-        while self._outcome is None:
-            events = self._early_events
-            if events:
-                self._early_events = ()
-            else:
-                try:
-                    events = await self._inbox.next_events(wait_seconds)
-                except LinkFailure as failure:
-                    self._end("worker_lost")
-                    raise worker_lost(self.worker.address, failure.code, failure.details) from None
-                if not events:
-                    return None
-            batch: list[pb.TextDelta | pb.TurnFinished] = []
-            for event in events:
-                kind = event.WhichOneof("event")
-                if kind == "delta":
-                    batch.append(event.delta)
-                elif kind == "finished":
-                    self._end("ok")
-                    batch.append(event.finished)
-                    return batch
-                elif kind == "error":
-                    self._end("turn_error")
-                    error = event.error
-                    self._failure = api_error_from_turn_error(
-                        error.code, error.message, error.source
-                    )
-                    break
-            if batch:
-                return batch
-        if self._failure is not None:
-            raise self._failure
-        raise ApiError(
-            502, "The worker ended the turn without finishing it.", "api_error", code="worker_error"
-        )
+def _unreachable(status: int = pb.ERROR_CODE_UNAVAILABLE) -> _NotStarted:
+    return _NotStarted(refused(pb.ERROR_CODE_UNAVAILABLE, None), status, movable=True)
 
 
 class WorkerPool:
@@ -236,7 +114,7 @@ class WorkerPool:
 
     async def open(self) -> None:
         await self._refresh()
-        if not all(is_static(host) for host, _ in self._targets):
+        if needs_resolving(self._targets):
             self._resolver = asyncio.create_task(self._keep_resolving())
 
     async def close(self) -> None:
@@ -245,23 +123,8 @@ class WorkerPool:
         for address in list(self._workers):
             await self._remove(address)
 
-    async def _addresses(self) -> set[str]:
-        loop = asyncio.get_running_loop()
-        found: set[str] = set()
-        for host, port in self._targets:
-            if is_static(host):
-                found.add(join_address(host, port))
-                continue
-            try:
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except OSError as error:
-                log.warning("cannot resolve workers at %s: %s", host, error)
-                continue
-            found.update(join_address(str(info[4][0]), port) for info in infos)
-        return found
-
     async def _refresh(self) -> None:
-        addresses = await self._addresses()
+        addresses = await addresses_of(self._targets)
         for address in addresses - self._workers.keys():
             self._add(address)
         for address in self._workers.keys() - addresses:
@@ -371,16 +234,11 @@ class WorkerPool:
             log.info("worker %s is %s", worker.address, "serving" if serving else "not serving")
         worker.serving = serving
 
-    def candidates(self, session_key: str, sticky: bool) -> list[Worker]:
-        """Workers to try in order: usable ones first (all of them when none is)."""
-        usable = [worker for worker in self._workers.values() if worker.usable] or self.workers
-        usable.sort(key=lambda worker: rendezvous_weight(worker.address, session_key), reverse=True)
-        if not sticky:
-            usable.sort(key=lambda worker: worker.in_flight)  # stable: ties keep the hash order
-        return usable
-
-    async def start_turn(self, request: pb.RunTurnRequest, sticky: bool) -> TurnCall:
-        """Sends the turn to the session's worker (or the next one that can take it)."""
+    async def start_turn(
+        self, request: pb.RunTurnRequest, sticky: bool, whole_answer: bool = False
+    ) -> Turn:
+        """Sends the turn to the session's worker (or the next one that can take it).
+        `whole_answer`: the caller reads the answer only once it is complete."""
         size = request.ByteSize()
         limit = self._settings.max_message_bytes - OPEN_OVERHEAD_BYTES
         if size > limit:
@@ -389,14 +247,23 @@ class WorkerPool:
                 " worker.maxMessageBytes)."
             )
         refusal: _NotStarted | None = None
-        for worker in self.candidates(request.session_key, sticky):
+        for worker in candidates(self._workers.values(), request.session_key, sticky):
+            inbox = worker.link.open_turn(request, size, whole_answer)
+            turn = Turn(worker, inbox, self._on_outcome)
             try:
-                return await self._start_on(worker, request, size)
+                await self._started(turn)
+                return turn
             except _NotStarted as not_started:
                 refusal = not_started
-            self._on_outcome(refusal.code.name.lower())
+                turn.close(refusal.outcome)
+            except ApiError:  # the worker answered something other than started or error
+                turn.close("worker_error")
+                raise
+            except BaseException:
+                turn.close()
+                raise
             may_move = refusal.movable and (
-                refusal.code is not grpc.StatusCode.RESOURCE_EXHAUSTED
+                refusal.status != pb.ERROR_CODE_RESOURCE_EXHAUSTED
                 or not sticky
                 or self.agents.sessions_shared
             )
@@ -404,49 +271,42 @@ class WorkerPool:
                 raise refusal.error
             log.info("worker %s: %s, trying the next one", worker.address, refusal.error.message)
         if refusal is None:
-            raise api_error_from_call(grpc.StatusCode.UNAVAILABLE, None)
+            raise refused(pb.ERROR_CODE_UNAVAILABLE, None)
         raise refusal.error
 
-    async def _start_on(self, worker: Worker, request: pb.RunTurnRequest, size: int) -> TurnCall:
-        inbox = worker.link.open_turn(request, size)
-        worker.in_flight += 1
-        try:
-            first = await self._first_events(worker, inbox)
-        except BaseException:
-            worker.in_flight -= 1
-            inbox.cancel()
-            raise
+    async def _started(self, turn: Turn) -> None:
+        """Waits for the turn's first events: returns once it started, else raises
+        _NotStarted (or ApiError when the worker answered nonsense)."""
+        first = await self._first_events(turn)
         head = first[0]
         if head.HasField("started"):
-            return TurnCall(inbox, head.started, worker, self._on_outcome, first[1:])
-        worker.in_flight -= 1
+            turn.accept(head.started, first[1:])
+            return
         if not head.HasField("error"):
-            inbox.cancel()
             raise ApiError(
                 502, "The worker did not start the turn.", "api_error", code="worker_error"
             )
         error = head.error
-        code = STATUS_BY_NUMBER.get(error.code, grpc.StatusCode.UNKNOWN)
         if error.source == pb.ERROR_SOURCE_SESSION_STORE:
-            failure = api_error_from_turn_error(error.code, error.message, error.source)
-            raise _NotStarted(failure, code, movable=False)
+            raise _NotStarted(turn_failed(error), error.status, movable=False)
         # UNAVAILABLE: the worker is draining (its health watch says so too).
-        movable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
-        raise _NotStarted(api_error_from_call(code, error.message), code, movable)
+        movable = error.status in (pb.ERROR_CODE_UNAVAILABLE, pb.ERROR_CODE_RESOURCE_EXHAUSTED)
+        raise _NotStarted(refused(error.status, error.message), error.status, movable)
 
-    async def _first_events(self, worker: Worker, inbox: TurnInbox) -> Sequence[pb.RunTurnEvent]:
+    async def _first_events(self, turn: Turn) -> Sequence[pb.RunTurnEvent]:
         """The turn's first events. Raises _NotStarted (movable) when the stream broke, or when
         the turn waited past the start bound and its worker did not answer a health check."""
+        worker = turn.worker
         while True:
             try:
-                events = await inbox.next_events(self._settings.start_check_seconds)
+                events = await turn.inbox.next_events(self._settings.start_check_seconds)
             except LinkFailure as failure:
+                status = failure.code.value[0]  # pb.ErrorCode numbers are gRPC's
                 if failure.code in _REFUSED_STREAM:  # the worker answered, and said no
                     error = api_error_from_call(failure.code, failure.details)
-                    raise _NotStarted(error, failure.code, movable=False) from None
+                    raise _NotStarted(error, status, movable=False) from None
                 self._set_answering(worker, False)
-                error = api_error_from_call(grpc.StatusCode.UNAVAILABLE, None)
-                raise _NotStarted(error, failure.code, movable=True) from None
+                raise _unreachable(status) from None
             if events:
                 return events
             if not await self._answers(worker):  # else it is alive: the turn waits its turn
@@ -455,8 +315,7 @@ class WorkerPool:
                     worker.address,
                     self._settings.start_check_seconds,
                 )
-                error = api_error_from_call(grpc.StatusCode.UNAVAILABLE, None)
-                raise _NotStarted(error, grpc.StatusCode.DEADLINE_EXCEEDED, movable=True)
+                raise _unreachable(pb.ERROR_CODE_DEADLINE_EXCEEDED)
 
     def any_serving(self) -> bool:
         """Ready: a worker serves, answers, and has listed its agents."""

@@ -18,7 +18,6 @@ async def run_agent_turn(
         agent_id=agent_id,
         session_key=session_key,
         input=pb.Message(role=pb.ROLE_USER, text=message),
-        stream=True,  # printed as it comes: text need not wait for the session write
     )
     print(f"session: {session_key}", file=sys.stderr)
     async with grpc.aio.insecure_channel(address) as channel:

@@ -20,7 +20,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 from services.addresses import split_listen
 from services.config import PASSWORD_ENV, TOKEN_ENV, ClawgateConfig, load_config
@@ -187,6 +186,53 @@ def taken_port(config: ClawgateConfig, worker_listens: list[str]) -> str | None:
     return None
 
 
+def _announce_ready(config: ClawgateConfig, config_file: Path, generated_token: str | None) -> None:
+    base_url = config.gateway.local_url
+    print(f"clawgate: ready at {base_url}/v1  (config: {config_file})", flush=True)
+    if generated_token:  # shown once, when it was made; after that, where it lives
+        print(f"clawgate: token: {generated_token}", flush=True)
+    elif (source := token_source(config, config_file)) is not None:
+        print(f"clawgate: token: see {source}", flush=True)
+    print(f"clawgate: model: openclaw:{config.default_agent_id}; Ctrl-C stops", flush=True)
+
+
+def _supervise(
+    edge: subprocess.Popen[bytes],
+    workers: list[WorkerProcess],
+    ready_url: str,
+    stopping: Callable[[], bool],
+    on_ready: Callable[[], None],
+) -> int:
+    """Tends the children until a stop is asked (0) or the edge, or a worker before the gateway
+    was ready, exits, or readiness takes too long (1)."""
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    ready = False
+    while not stopping():
+        if edge.poll() is not None:
+            print(
+                f"clawgate: the edge exited with code {edge.returncode}; stopping", file=sys.stderr
+            )
+            return 1
+        now = time.monotonic()
+        if not ready and (failed := next((w for w in workers if w.exited), None)):
+            print(
+                f"clawgate: worker {failed.address} exited with code"
+                f" {failed.process.returncode} before the gateway was ready; stopping",
+                file=sys.stderr,
+            )
+            return 1
+        for worker in workers:
+            worker.tend(now)
+        if not ready and _is_ready(ready_url):
+            ready = True
+            on_ready()
+        elif not ready and now > deadline:
+            print("clawgate: the gateway did not become ready in time; stopping", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+    return 0
+
+
 def run_up(config_file: Path, worker_count: int, log_level: str, log_format: str = "text") -> int:
     generated_token: str | None = None
     if not config_file.exists():
@@ -198,15 +244,9 @@ def run_up(config_file: Path, worker_count: int, log_level: str, log_format: str
         print(f"clawgate: {taken}; is another clawgate running?", file=sys.stderr)
         return 1
 
-    stopping = False
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-
+    stop_signals: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: stop_signals.append(signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop_signals.append(signum))
     logging_options = (log_level, log_format)
 
     def worker_starter(index: int, address: str) -> Callable[[], subprocess.Popen[bytes]]:
@@ -218,48 +258,14 @@ def run_up(config_file: Path, worker_count: int, log_level: str, log_format: str
         for index, address in enumerate(addresses)
     ]
     edge = _spawn(config_file, logging_options, "edge", "--workers", ",".join(addresses))
-    base_url = config.gateway.local_url
-    exit_code = 0
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        ready = False
-        while not stopping:
-            if edge.poll() is not None:
-                print(
-                    f"clawgate: the edge exited with code {edge.returncode}; stopping",
-                    file=sys.stderr,
-                )
-                exit_code = 1
-                break
-            now = time.monotonic()
-            if not ready and (failed := next((w for w in workers if w.exited), None)):
-                print(
-                    f"clawgate: worker {failed.address} exited with code"
-                    f" {failed.process.returncode} before the gateway was ready; stopping",
-                    file=sys.stderr,
-                )
-                exit_code = 1
-                break
-            for worker in workers:
-                worker.tend(now)
-            if not ready and _is_ready(f"{base_url}/readyz"):
-                ready = True
-                print(f"clawgate: ready at {base_url}/v1  (config: {config_file})", flush=True)
-                if generated_token:  # shown once, when it was made; after that, where it lives
-                    print(f"clawgate: token: {generated_token}", flush=True)
-                elif (source := token_source(config, config_file)) is not None:
-                    print(f"clawgate: token: see {source}", flush=True)
-                print(
-                    f"clawgate: model: openclaw:{config.default_agent_id}; Ctrl-C stops", flush=True
-                )
-            elif not ready and time.monotonic() > deadline:
-                print(
-                    "clawgate: the gateway did not become ready in time; stopping", file=sys.stderr
-                )
-                exit_code = 1
-                break
-            time.sleep(0.2)
+        return _supervise(
+            edge,
+            workers,
+            f"{config.gateway.local_url}/readyz",
+            stopping=lambda: bool(stop_signals),
+            on_ready=lambda: _announce_ready(config, config_file, generated_token),
+        )
     finally:
         # The edge stops first, so its open streams can finish.
         stop_children([edge, *(worker.process for worker in workers)])
-    return exit_code

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import Stack, echo_config, start_stack
+from devkit.processes import Stack, echo_config, start_stack
 from tests.support.upstream import UpstreamStandIn
 
 

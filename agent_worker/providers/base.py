@@ -6,6 +6,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from agent_worker.domain import ChatMessage, Sampling, TextDelta, TokenLogprob, TurnFinished
 
 
@@ -30,6 +32,34 @@ def token_logprob(entry: dict[str, Any]) -> TokenLogprob:
         bytes(entry.get("bytes") or ()),
         tuple(map(token_logprob, entry.get("top_logprobs") or ())),
     )
+
+
+def sampling_arguments(sampling: Sampling) -> dict[str, Any]:
+    """The options a request set, as OpenAI's chat completion arguments."""
+    arguments: dict[str, Any] = {}
+    for name in (
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+    ):
+        value = getattr(sampling, name)
+        if value is not None:
+            arguments[name] = value
+    if sampling.stop:
+        arguments["stop"] = list(sampling.stop)
+    if sampling.logprobs:
+        arguments["logprobs"] = True
+        if sampling.top_logprobs is not None:
+            arguments["top_logprobs"] = sampling.top_logprobs
+    if sampling.response_format == "json_schema" and sampling.json_schema:
+        json_schema = orjson.loads(sampling.json_schema)
+        arguments["response_format"] = {"type": "json_schema", "json_schema": json_schema}
+    elif sampling.response_format:
+        arguments["response_format"] = {"type": sampling.response_format}
+    return arguments
 
 
 class Provider(Protocol):

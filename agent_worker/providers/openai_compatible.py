@@ -17,7 +17,6 @@ import yarl
 from agent_worker.domain import (
     ChatMessage,
     FinishReason,
-    Sampling,
     TextDelta,
     TokenLogprob,
     TurnFinished,
@@ -31,7 +30,12 @@ from agent_worker.errors import (
     ProviderUnavailableError,
     TurnError,
 )
-from agent_worker.providers.base import ProviderEvent, ProviderRequest, token_logprob
+from agent_worker.providers.base import (
+    ProviderEvent,
+    ProviderRequest,
+    sampling_arguments,
+    token_logprob,
+)
 from agent_worker.providers.http_client import (
     HttpClient,
     UpstreamBroken,
@@ -56,33 +60,6 @@ def message_payload(message: ChatMessage) -> dict[str, Any]:
         url = f"data:{image.media_type};base64,{base64.b64encode(image.data).decode()}"
         parts.append({"type": "image_url", "image_url": {"url": url}})
     return {"role": message.role, "content": parts}
-
-
-def sampling_arguments(sampling: Sampling) -> dict[str, Any]:
-    arguments: dict[str, Any] = {}
-    for name in (
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "seed",
-        "presence_penalty",
-        "frequency_penalty",
-    ):
-        value = getattr(sampling, name)
-        if value is not None:
-            arguments[name] = value
-    if sampling.stop:
-        arguments["stop"] = list(sampling.stop)
-    if sampling.logprobs:
-        arguments["logprobs"] = True
-        if sampling.top_logprobs is not None:
-            arguments["top_logprobs"] = sampling.top_logprobs
-    if sampling.response_format == "json_schema" and sampling.json_schema:
-        json_schema = orjson.loads(sampling.json_schema)
-        arguments["response_format"] = {"type": "json_schema", "json_schema": json_schema}
-    elif sampling.response_format:
-        arguments["response_format"] = {"type": sampling.response_format}
-    return arguments
 
 
 def status_error(status: int, body: bytes, location: str = "") -> TurnError:

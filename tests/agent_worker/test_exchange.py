@@ -1,16 +1,16 @@
-"""ExchangeCall in-process: credit, cancel, draining and failures, as the edge drives it."""
+"""ExchangeCall in-process: credit, cancel, draining, failures and the flushed point, as the
+edge drives it."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 
-import grpc
-
 from agent_worker.domain import FinishReason, TextDelta, TurnEvent, TurnFinished, TurnStarted, Usage
 from agent_worker.errors import WorkerAtCapacityError
 from agent_worker.exchange import EVENT_BUFFER, ExchangeCall
-from agent_worker.servicer import fill_event
+from agent_worker.turn_outbox import OpenTurns
+from agent_worker.turn_runner import Flushed
 from clawgate.agent.v1 import agent_service_pb2 as pb
 
 STARTED = TurnStarted(run_id="r", model="echo/echo")
@@ -24,27 +24,21 @@ class Harness:
         self.words = words
         self.draining = draining
         self.fail = fail
-        self.open_turns = 0
+        self.turns = OpenTurns()
+        self.turns.draining = draining
         self.produced = 0
+        self.flushed_after: list[int] = []  # events the caller had when `flushed` returned
         self.cancelled = asyncio.Event()
         self.requests: asyncio.Queue[pb.ExchangeRequest | None] = asyncio.Queue()
         self.received: dict[int, list[pb.RunTurnEvent]] = {}
-        self.call = ExchangeCall(
-            self.events,
-            fill_event,
-            draining=lambda: self.draining,
-            on_turn_open=self.opened,
-            on_turn_closed=self.closed,
-        )
+        self.call = ExchangeCall(lambda request: self.events, self.turns)
         self.task = asyncio.create_task(self.collect())
 
-    def opened(self) -> None:
-        self.open_turns += 1
+    @property
+    def open_turns(self) -> int:
+        return self.turns.count
 
-    def closed(self) -> None:
-        self.open_turns -= 1
-
-    async def events(self, request: pb.RunTurnRequest) -> AsyncGenerator[TurnEvent, None]:
+    async def events(self, flushed: Flushed) -> AsyncGenerator[TurnEvent, None]:
         if self.fail:
             raise WorkerAtCapacityError("worker is at capacity")
         try:
@@ -52,6 +46,8 @@ class Harness:
             for index in range(self.words):
                 self.produced += 1
                 yield TextDelta(f"w{index} ")
+            await flushed()
+            self.flushed_after.append(sum(map(len, self.received.values())))
             yield FINISHED
         except (asyncio.CancelledError, GeneratorExit):
             self.cancelled.set()
@@ -134,7 +130,7 @@ async def test_a_draining_worker_refuses_new_turns_as_unavailable() -> None:
     harness.open(1)
     await harness.finish()
     (event,) = harness.received[1]
-    assert event.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert event.error.status == pb.ERROR_CODE_UNAVAILABLE
     assert harness.open_turns == 0
 
 
@@ -143,7 +139,7 @@ async def test_a_turn_refused_before_it_starts_ends_with_its_status_code() -> No
     harness.open(1)
     await harness.finish()
     (event,) = harness.received[1]
-    assert event.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert event.error.status == pb.ERROR_CODE_RESOURCE_EXHAUSTED
     assert "capacity" in event.error.message
 
 
@@ -163,3 +159,33 @@ async def test_once_the_caller_closes_its_side_open_turns_run_to_their_end() -> 
     await harness.finish()
     assert len(harness.received[1]) == EVENT_BUFFER * 2 + 2
     assert harness.kinds(1)[-1] == "finished"
+
+
+async def test_flushed_returns_once_the_text_is_written_and_the_finish_follows() -> None:
+    """The runner waits on `flushed` before its session write: the text must have left by then
+    (it used to rely on one loop turn of `asyncio.sleep(0)` and on a stream hint)."""
+    harness = Harness(words=3)
+    harness.open(1)
+    await harness.finish()
+    assert harness.flushed_after == [4]  # started and three deltas were with the caller
+    assert harness.kinds(1) == ["started", "delta", "delta", "delta", "finished"]
+
+
+async def test_flushed_waits_for_credit_before_the_session_write() -> None:
+    harness = Harness(words=5)
+    harness.open(1, credit=2)
+    await harness.settle()
+    assert harness.flushed_after == []  # four events still wait for credit
+    harness.send(credits=[pb.TurnCredit(turn_id=1, events=10)])
+    await harness.finish()
+    assert harness.flushed_after == [6]
+
+
+async def test_a_whole_answer_turn_does_not_wait_for_its_text_to_leave() -> None:
+    """Its caller reads the answer at the end, so text and finish may share one message."""
+    harness = Harness(words=3)
+    opened = pb.TurnOpen(turn_id=1, request=pb.RunTurnRequest(), whole_answer=True)
+    harness.send(opens=[opened])
+    await harness.finish()
+    assert harness.flushed_after == [0]  # nothing had been sent when `flushed` returned
+    assert harness.kinds(1) == ["started", "delta", "delta", "delta", "finished"]

@@ -1,4 +1,4 @@
-"""The servicer's proto <-> domain conversions."""
+"""The worker's proto <-> domain conversions (wire.py), and one turn through a real servicer."""
 
 from __future__ import annotations
 
@@ -20,15 +20,12 @@ from agent_worker.domain import (
     Usage,
 )
 from agent_worker.errors import SessionBusyError, TurnError
+from agent_worker.exchange import ExchangeCall
 from agent_worker.providers.registry import build_provider
-from agent_worker.servicer import (
-    AgentServicer,
-    fill_event,
-    sampling_from_proto,
-    turn_request_from_proto,
-)
+from agent_worker.servicer import AgentServicer
 from agent_worker.sessions.sqlite_store import SqliteSessionStore
 from agent_worker.turn_runner import TurnRunner
+from agent_worker.wire import fill_event, sampling_from_proto, turn_request_from_proto
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from services.config import parse_config
 
@@ -74,13 +71,12 @@ def test_a_turn_request_keeps_its_messages_images_and_flags() -> None:
         extra_system_prompt="be brief",
         request_id="r1",
         new_session=True,
-        stream=True,
     )
     turn = turn_request_from_proto(request)
     assert turn.input == ChatMessage("user", "look", (Image("image/png", b"1"),))
     assert turn.context == (ChatMessage("assistant", "before"),)
     assert (turn.agent_id, turn.session_key, turn.extra_system_prompt) == ("main", "k", "be brief")
-    assert turn.request_id == "r1" and turn.new_session and turn.stream
+    assert turn.request_id == "r1" and turn.new_session
     assert turn.sampling == Sampling()
 
 
@@ -103,14 +99,12 @@ def test_events_become_their_proto_kind() -> None:
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (3, 4, 7)
     error = filled(SessionBusyError("busy"))
     assert error.WhichOneof("event") == "error"
-    assert (error.error.code, error.error.message) == (
-        grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
-        "busy",
-    )
+    assert (error.error.status, error.error.message) == (pb.ERROR_CODE_DEADLINE_EXCEEDED, "busy")
+    assert error.error.status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]  # gRPC's numbers
 
 
 async def exchange_one_turn(
-    tmp_path: Path, stream: bool
+    tmp_path: Path, whole_answer: bool
 ) -> tuple[list[list[str]], list[str], list[str]]:
     """Runs one echo turn ("a b c") through a real servicer and SQLite store: the event kinds of
     each message, the order of store writes and messages, and the stored transcript."""
@@ -136,17 +130,16 @@ async def exchange_one_turn(
     runner = TurnRunner(agents, providers, store, max_concurrent_turns=4, session_wait_timeout=1)
     servicer = AgentServicer(runner, agents, store)
     request = pb.RunTurnRequest(
-        agent_id="main",
-        session_key="k",
-        input=pb.Message(role=pb.ROLE_USER, text="hi"),
-        stream=stream,
+        agent_id="main", session_key="k", input=pb.Message(role=pb.ROLE_USER, text="hi")
     )
 
     async def one_open() -> AsyncIterator[pb.ExchangeRequest]:
-        yield pb.ExchangeRequest(opens=[pb.TurnOpen(turn_id=1, request=request)])
+        opened = pb.TurnOpen(turn_id=1, request=request, whole_answer=whole_answer)
+        yield pb.ExchangeRequest(opens=[opened])
 
     messages: list[list[str]] = []
-    async for response in servicer._exchange().responses(one_open()):
+    exchange = ExchangeCall(servicer._start_turn, servicer.open_turns)
+    async for response in exchange.responses(one_open()):
         order.append("message")
         messages.append([str(event.WhichOneof("event")) for event in response.turns[0].events])
     stored = [message.text for message in await store.load("k")]
@@ -154,23 +147,24 @@ async def exchange_one_turn(
     return messages, order, stored
 
 
-async def test_a_turn_is_stored_before_its_finish_goes_out_in_the_same_message(
+async def test_a_whole_answer_turn_is_stored_before_its_finish_goes_out_in_one_message(
     tmp_path: Path,
 ) -> None:
     """The SQLite write used to go through a thread: the finish waited for it and went out in a
     message of its own, a millisecond or more later under load."""
-    messages, order, stored = await exchange_one_turn(tmp_path, stream=False)
+    messages, order, stored = await exchange_one_turn(tmp_path, whole_answer=True)
     assert stored == ["hi", "a b c"]
     assert messages == [["started", "delta", "delta", "delta", "finished"]]
     assert order == ["stored", "message"]
 
 
-async def test_a_streamed_turn_sends_its_text_before_the_write_and_its_finish_after(
+async def test_a_turn_sends_its_text_before_the_write_and_its_finish_after(
     tmp_path: Path,
 ) -> None:
     """A reply that is complete at once used to wait for the write with its finish, which
-    delayed a streaming client's first token by the write (measured in docs/performance.md)."""
-    messages, order, stored = await exchange_one_turn(tmp_path, stream=True)
+    delayed a streaming client's first token by the write (measured in docs/performance.md).
+    The runner waits on the transport's `flushed` point before the write."""
+    messages, order, stored = await exchange_one_turn(tmp_path, whole_answer=False)
     assert stored == ["hi", "a b c"]
     assert messages == [["started", "delta", "delta", "delta"], ["finished"]]
     assert order == ["message", "stored", "message"]

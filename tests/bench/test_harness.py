@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench.harness import Row, median_row, parse_wrk
-from tests.support.observe import running
-from tests.support.processes import REPO_ROOT
+from devkit.observe import running
+from devkit.processes import REPO_ROOT
 
 # Real wrk output from a benchmark run that the first parser read wrong: the latency stdev
 # column ends in "99%", which it took for the 99th percentile (and then failed on "Req/Sec").

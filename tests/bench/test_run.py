@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support.observe import child_pids, running
-from tests.support.processes import REPO_ROOT, wait_until
+from devkit.observe import child_pids, running
+from devkit.processes import REPO_ROOT, wait_until
 
 
 def test_sigterm_stops_the_processes_its_scenario_started() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.processes import TOKEN, Stack
+from devkit.processes import TOKEN, Stack
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHAT = "/v1/chat/completions"

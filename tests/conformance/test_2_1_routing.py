@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devkit.processes import Stack, extra_edge
 from tests.conformance.helpers import AUTH, CHAT, assert_error, post_chat, user
-from tests.support.processes import Stack, extra_edge
 
 
 def test_unknown_path_is_404(echo_stack: Stack) -> None:

@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
+from devkit.processes import REPO_ROOT, TOKEN, Stack, clawgate, extra_edge, write_config
 from tests.conformance.helpers import CHAT, assert_error, post_chat, user
-from tests.support.processes import REPO_ROOT, TOKEN, Stack, clawgate, extra_edge, write_config
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("OPENCLAW_GATEWAY_")}
 

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.processes import TOKEN, Stack
+from devkit.processes import TOKEN, Stack
 from tests.support.schemas import assert_valid
 
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
-from tests.support.processes import TOKEN, Stack
+from devkit.processes import TOKEN, Stack
 from tests.support.raw_http import raw_post
 from tests.support.sessions import transcript
 

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.processes import TOKEN, Stack
+from devkit.processes import TOKEN, Stack
 from tests.support.schemas import assert_valid
 
 

@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
+from devkit.processes import TOKEN, Stack, echo_config, extra_edge, free_port, start_stack
 from tests.conformance.helpers import AUTH, CHAT, assert_error, chat, post_chat, user
-from tests.support.processes import TOKEN, Stack, echo_config, extra_edge, free_port, start_stack
 
 
 def test_400_bad_request(echo_stack: Stack) -> None:

@@ -6,8 +6,8 @@ import httpx
 import openai
 import pytest
 
+from devkit.processes import TOKEN, Stack
 from tests.conformance.helpers import AUTH, CHAT, assert_error, user
-from tests.support.processes import TOKEN, Stack
 from tests.support.schemas import assert_valid
 
 AGENTS = ["beta", "flaky", "main", "slow", "sluggish", "vision"]

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.processes import TOKEN, Stack, echo_config, start_stack
+from devkit.processes import TOKEN, Stack, echo_config, start_stack
 from tests.support.raw_http import raw_post
 from tests.support.schemas import assert_valid
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from tests.support.processes import (
+from devkit.processes import (
     Process,
     echo_config,
     edge_answers,

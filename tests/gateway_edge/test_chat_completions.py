@@ -15,11 +15,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
-from tests.support.processes import TOKEN, echo_config, start_edge, write_config
+from devkit.processes import TOKEN, echo_config, start_edge, write_config
 
-BROKE_OFF = pb.TurnError(
-    code=grpc.StatusCode.UNAVAILABLE.value[0], message="the provider broke off"
-)
+BROKE_OFF = pb.TurnError(status=pb.ERROR_CODE_UNAVAILABLE, message="the provider broke off")
 
 
 class TextThenFailureTogether(pb_grpc.AgentServiceServicer):

@@ -32,13 +32,6 @@ def test_system_and_developer_become_extra_instructions() -> None:
     assert (request.agent_id, request.session_key, request.request_id) == ("main", "key", "rid")
 
 
-@pytest.mark.parametrize(("stream", "expected"), [(True, True), (False, False), (None, False)])
-def test_the_turn_says_whether_its_client_streams(stream: bool | None, expected: bool) -> None:
-    messages = [{"role": "user", "content": "hi"}]
-    body = {"messages": messages} if stream is None else {"messages": messages, "stream": stream}
-    assert turn(**body).stream is expected
-
-
 def test_earlier_turns_are_structured_context() -> None:
     request = turn(
         messages=[

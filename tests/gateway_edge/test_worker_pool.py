@@ -2,13 +2,10 @@ from __future__ import annotations
 
 import socket
 
-from gateway_edge.worker_pool import (
-    PoolSettings,
-    WorkerPool,
-    is_static,
-    rendezvous_weight,
-    split_target,
-)
+from gateway_edge.placement import candidates, rendezvous_weight
+from gateway_edge.worker_pool import PoolSettings, WorkerPool
+from gateway_edge.worker_targets import split_target
+from services.addresses import is_static
 
 
 def test_targets() -> None:
@@ -41,14 +38,14 @@ async def test_named_sessions_stick_and_fresh_ones_go_where_there_is_room() -> N
             worker.serving = True
         key = "agent:main:openai-user:alice"
         expected = max(workers, key=lambda w: rendezvous_weight(w.address, key))
-        assert pool.candidates(key, sticky=True)[0] is expected
+        assert candidates(workers, key, sticky=True)[0] is expected
         expected.in_flight = 5
-        assert pool.candidates(key, sticky=True)[0] is expected  # load does not move a session
-        assert pool.candidates(key, sticky=False)[-1] is expected
+        assert candidates(workers, key, sticky=True)[0] is expected  # load does not move a session
+        assert candidates(workers, key, sticky=False)[-1] is expected
         expected.serving = False
-        assert expected not in pool.candidates(key, sticky=True)
+        assert expected not in candidates(workers, key, sticky=True)
         for worker in workers:
             worker.serving = False
-        assert len(pool.candidates(key, sticky=True)) == 3  # none known good: try them all
+        assert len(candidates(workers, key, sticky=True)) == 3  # none known good: try them all
     finally:
         await pool.close()

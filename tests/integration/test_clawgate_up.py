@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.processes import Process, wait_until
+from devkit.processes import Process, wait_until
 from tests.support.schemas import assert_valid
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import uuid
 
-from tests.support.processes import REPO_ROOT, Stack, clawgate
+from devkit.processes import REPO_ROOT, Stack, clawgate
 
 
 def run_agent(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from jsonschema import Draft201909Validator
 
+from devkit.processes import REPO_ROOT, Process, edge_answers, wait_until, worker_serving
 from tests.support.postgres import POSTGRES_URL, requires_postgres
-from tests.support.processes import REPO_ROOT, Process, edge_answers, wait_until, worker_serving
 from tests.support.schemas import assert_valid
 
 COMPOSE_FILE = REPO_ROOT / "compose.yaml"

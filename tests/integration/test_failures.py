@@ -17,9 +17,8 @@ import httpx
 import pytest
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
-from gateway_edge.worker_pool import rendezvous_weight
-from tests.support.observe import child_pids, peak_rss_kib, rss_kib, running, timed_lines
-from tests.support.processes import (
+from devkit.observe import child_pids, peak_rss_kib, rss_kib, running, timed_lines
+from devkit.processes import (
     TOKEN,
     Process,
     Stack,
@@ -33,6 +32,7 @@ from tests.support.processes import (
     wait_until,
     write_config,
 )
+from gateway_edge.placement import rendezvous_weight
 from tests.support.sessions import assert_one_turn_at_a_time, transcript
 from tests.support.upstream import UpstreamStandIn
 

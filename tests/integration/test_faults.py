@@ -22,16 +22,8 @@ import httpx
 import pytest
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
-from gateway_edge.worker_pool import rendezvous_weight
-from tests.support.observe import child_pids, rss_kib, timed_lines
-from tests.support.postgres import (
-    create_database,
-    database_url,
-    drop_database,
-    postgres_reachable,
-    query,
-)
-from tests.support.processes import (
+from devkit.observe import child_pids, rss_kib, timed_lines
+from devkit.processes import (
     TOKEN,
     Process,
     clawgate,
@@ -42,6 +34,14 @@ from tests.support.processes import (
     wait_until,
     worker_serving,
     write_config,
+)
+from gateway_edge.placement import rendezvous_weight
+from tests.support.postgres import (
+    create_database,
+    database_url,
+    drop_database,
+    postgres_reachable,
+    query,
 )
 from tests.support.sessions import assert_one_turn_at_a_time, transcript
 from tests.support.upstream import UpstreamStandIn

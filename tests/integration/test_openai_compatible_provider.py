@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from agent_worker.providers.llama_cpp import default_model_path
-from tests.support.processes import (
+from devkit.processes import (
     TOKEN,
     Process,
     Stack,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.processes import (
+from devkit.processes import (
     REPO_ROOT,
     TOKEN,
     Process,

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trustme
 
-from tests.support.processes import (
+from devkit.processes import (
     TOKEN,
     Process,
     echo_config,

@@ -15,9 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.logging import fingerprint
-from tests.support.postgres import POSTGRES_URL, requires_postgres
-from tests.support.processes import (
+from devkit.processes import (
     TOKEN,
     Process,
     clawgate,
@@ -28,6 +26,8 @@ from tests.support.processes import (
     worker_serving,
     write_config,
 )
+from services.logging import fingerprint
+from tests.support.postgres import POSTGRES_URL, requires_postgres
 from tests.support.sessions import assert_one_turn_at_a_time, transcript
 
 pytestmark = requires_postgres

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.processes import (
+from devkit.processes import (
     REPO_ROOT,
     TOKEN,
     Process,

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.processes import (
+from devkit.processes import (
     TOKEN,
     Stack,
     echo_config,

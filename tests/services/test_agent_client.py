@@ -43,4 +43,3 @@ async def test_a_cli_turn_asks_for_its_text_as_it_comes(capsys: pytest.CaptureFi
     assert capsys.readouterr().out == "hi there\n"
     (request,) = worker.requests
     assert (request.agent_id, request.session_key, request.input.text) == ("main", "cli:k", "hello")
-    assert request.stream

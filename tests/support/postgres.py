@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 import asyncpg
 import pytest
 
-POSTGRES_URL = os.environ.get(
-    "CLAWGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
+from devkit.processes import POSTGRES_URL
+
+__all__ = ["POSTGRES_URL", "postgres_reachable", "requires_postgres"]
 
 
 def postgres_reachable() -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import uvicorn
 
-from tests.support.processes import free_port
+from devkit.processes import free_port
 
 WORDS = ["one ", "two ", "three"]
 BIG_CHUNK_TEXT = "x" * 1000

@@ -33,6 +33,26 @@ class ErrorSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ERROR_SOURCE_UNSPECIFIED: _ClassVar[ErrorSource]
     ERROR_SOURCE_SESSION_STORE: _ClassVar[ErrorSource]
+
+class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_CODE_UNSPECIFIED: _ClassVar[ErrorCode]
+    ERROR_CODE_CANCELLED: _ClassVar[ErrorCode]
+    ERROR_CODE_UNKNOWN: _ClassVar[ErrorCode]
+    ERROR_CODE_INVALID_ARGUMENT: _ClassVar[ErrorCode]
+    ERROR_CODE_DEADLINE_EXCEEDED: _ClassVar[ErrorCode]
+    ERROR_CODE_NOT_FOUND: _ClassVar[ErrorCode]
+    ERROR_CODE_ALREADY_EXISTS: _ClassVar[ErrorCode]
+    ERROR_CODE_PERMISSION_DENIED: _ClassVar[ErrorCode]
+    ERROR_CODE_RESOURCE_EXHAUSTED: _ClassVar[ErrorCode]
+    ERROR_CODE_FAILED_PRECONDITION: _ClassVar[ErrorCode]
+    ERROR_CODE_ABORTED: _ClassVar[ErrorCode]
+    ERROR_CODE_OUT_OF_RANGE: _ClassVar[ErrorCode]
+    ERROR_CODE_UNIMPLEMENTED: _ClassVar[ErrorCode]
+    ERROR_CODE_INTERNAL: _ClassVar[ErrorCode]
+    ERROR_CODE_UNAVAILABLE: _ClassVar[ErrorCode]
+    ERROR_CODE_DATA_LOSS: _ClassVar[ErrorCode]
+    ERROR_CODE_UNAUTHENTICATED: _ClassVar[ErrorCode]
 ROLE_UNSPECIFIED: Role
 ROLE_USER: Role
 ROLE_ASSISTANT: Role
@@ -48,6 +68,23 @@ FINISH_REASON_TOOL_CALLS: FinishReason
 FINISH_REASON_CONTENT_FILTER: FinishReason
 ERROR_SOURCE_UNSPECIFIED: ErrorSource
 ERROR_SOURCE_SESSION_STORE: ErrorSource
+ERROR_CODE_UNSPECIFIED: ErrorCode
+ERROR_CODE_CANCELLED: ErrorCode
+ERROR_CODE_UNKNOWN: ErrorCode
+ERROR_CODE_INVALID_ARGUMENT: ErrorCode
+ERROR_CODE_DEADLINE_EXCEEDED: ErrorCode
+ERROR_CODE_NOT_FOUND: ErrorCode
+ERROR_CODE_ALREADY_EXISTS: ErrorCode
+ERROR_CODE_PERMISSION_DENIED: ErrorCode
+ERROR_CODE_RESOURCE_EXHAUSTED: ErrorCode
+ERROR_CODE_FAILED_PRECONDITION: ErrorCode
+ERROR_CODE_ABORTED: ErrorCode
+ERROR_CODE_OUT_OF_RANGE: ErrorCode
+ERROR_CODE_UNIMPLEMENTED: ErrorCode
+ERROR_CODE_INTERNAL: ErrorCode
+ERROR_CODE_UNAVAILABLE: ErrorCode
+ERROR_CODE_DATA_LOSS: ErrorCode
+ERROR_CODE_UNAUTHENTICATED: ErrorCode
 
 class Image(_message.Message):
     __slots__ = ("media_type", "data")
@@ -94,7 +131,7 @@ class SamplingOptions(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ..., response_format: _Optional[_Union[ResponseFormatType, str]] = ..., json_schema: _Optional[str] = ..., logprobs: _Optional[bool] = ..., top_logprobs: _Optional[int] = ...) -> None: ...
 
 class RunTurnRequest(_message.Message):
-    __slots__ = ("agent_id", "session_key", "input", "context", "extra_system_prompt", "sampling", "request_id", "new_session", "stream")
+    __slots__ = ("agent_id", "session_key", "input", "context", "extra_system_prompt", "sampling", "request_id", "new_session")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
@@ -103,7 +140,6 @@ class RunTurnRequest(_message.Message):
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     NEW_SESSION_FIELD_NUMBER: _ClassVar[int]
-    STREAM_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     session_key: str
     input: Message
@@ -112,8 +148,7 @@ class RunTurnRequest(_message.Message):
     sampling: SamplingOptions
     request_id: str
     new_session: bool
-    stream: bool
-    def __init__(self, agent_id: _Optional[str] = ..., session_key: _Optional[str] = ..., input: _Optional[_Union[Message, _Mapping]] = ..., context: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., extra_system_prompt: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., new_session: _Optional[bool] = ..., stream: _Optional[bool] = ...) -> None: ...
+    def __init__(self, agent_id: _Optional[str] = ..., session_key: _Optional[str] = ..., input: _Optional[_Union[Message, _Mapping]] = ..., context: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., extra_system_prompt: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., new_session: _Optional[bool] = ...) -> None: ...
 
 class TurnStarted(_message.Message):
     __slots__ = ("run_id", "model")
@@ -162,14 +197,14 @@ class TurnFinished(_message.Message):
     def __init__(self, finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class TurnError(_message.Message):
-    __slots__ = ("code", "message", "source")
-    CODE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("message", "source", "status")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
-    code: int
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     message: str
     source: ErrorSource
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., source: _Optional[_Union[ErrorSource, str]] = ...) -> None: ...
+    status: ErrorCode
+    def __init__(self, message: _Optional[str] = ..., source: _Optional[_Union[ErrorSource, str]] = ..., status: _Optional[_Union[ErrorCode, str]] = ...) -> None: ...
 
 class RunTurnResponse(_message.Message):
     __slots__ = ("events",)
@@ -200,14 +235,16 @@ class ExchangeRequest(_message.Message):
     def __init__(self, opens: _Optional[_Iterable[_Union[TurnOpen, _Mapping]]] = ..., cancels: _Optional[_Iterable[int]] = ..., credits: _Optional[_Iterable[_Union[TurnCredit, _Mapping]]] = ...) -> None: ...
 
 class TurnOpen(_message.Message):
-    __slots__ = ("turn_id", "request", "credit")
+    __slots__ = ("turn_id", "request", "credit", "whole_answer")
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_ANSWER_FIELD_NUMBER: _ClassVar[int]
     turn_id: int
     request: RunTurnRequest
     credit: int
-    def __init__(self, turn_id: _Optional[int] = ..., request: _Optional[_Union[RunTurnRequest, _Mapping]] = ..., credit: _Optional[int] = ...) -> None: ...
+    whole_answer: bool
+    def __init__(self, turn_id: _Optional[int] = ..., request: _Optional[_Union[RunTurnRequest, _Mapping]] = ..., credit: _Optional[int] = ..., whole_answer: _Optional[bool] = ...) -> None: ...
 
 class TurnCredit(_message.Message):
     __slots__ = ("turn_id", "events")

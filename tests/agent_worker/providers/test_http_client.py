@@ -16,7 +16,6 @@ import pytest
 import yarl
 
 from agent_worker.providers.http_client import (
-    READ_HIGH_WATER,
     HttpClient,
     UpstreamBroken,
     UpstreamTimeout,
@@ -24,7 +23,8 @@ from agent_worker.providers.http_client import (
     proxy_for,
     request_head,
 )
-from tests.support.processes import free_port
+from agent_worker.providers.http_connection import READ_HIGH_WATER
+from devkit.processes import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"

@@ -28,8 +28,8 @@ from agent_worker.providers.openai_compatible import (
     OpenAICompatibleProvider,
     SseBody,
 )
+from devkit.processes import free_port
 from services.config import OpenAICompatibleProviderConfig
-from tests.support.processes import free_port
 from tests.support.upstream import UpstreamStandIn
 
 

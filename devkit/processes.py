@@ -20,7 +20,10 @@ import httpx
 import json5
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get(
+    "CLAWGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 TOKEN = "test-token-0123456789"
 
 

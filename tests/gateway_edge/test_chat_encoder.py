@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import orjson
 
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from gateway_edge.chat_encoder import ChatEncoder
 from gateway_edge.errors import ApiError
-from gateway_edge.sse import ChunkEncoder, error_frame
+from gateway_edge.sse import error_frame
 from tests.support.schemas import assert_valid
 
 
@@ -13,8 +15,12 @@ def payload(frame: bytes) -> dict:
 
 
 def test_frames_are_valid_chunks_sharing_id_and_created() -> None:
-    encoder = ChunkEncoder("chatcmpl_1", 123, "openclaw")
-    frames = [encoder.role(), encoder.delta('quote " and \n newline'), encoder.finish("length")]
+    encoder = ChatEncoder("chatcmpl_1", 123, "openclaw")
+    finished = pb.TurnFinished(
+        finish_reason=pb.FINISH_REASON_LENGTH,
+        usage=pb.Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3),
+    )
+    frames = [encoder.role(), encoder.delta('quote " and \n newline'), encoder.finish(finished)]
     chunks = [payload(frame) for frame in frames]
     for chunk in chunks:
         assert_valid("CreateChatCompletionStreamResponse", chunk)
@@ -27,9 +33,22 @@ def test_frames_are_valid_chunks_sharing_id_and_created() -> None:
         "logprobs": None,
         "finish_reason": "length",
     }
-    usage = payload(encoder.usage({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}))
+    usage = payload(encoder.usage(finished))
     assert_valid("CreateChatCompletionStreamResponse", usage)
     assert usage["choices"] == []
+    assert usage["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+
+
+def test_the_json_body_is_a_valid_completion_with_the_same_id() -> None:
+    encoder = ChatEncoder("chatcmpl_2", 7, "openclaw:main")
+    finished = pb.TurnFinished(finish_reason=pb.FINISH_REASON_STOP, usage=pb.Usage())
+    body = orjson.loads(encoder.completion("hello", finished, None))
+    assert_valid("CreateChatCompletionResponse", body)
+    assert (body["id"], body["created"], body["model"]) == ("chatcmpl_2", 7, "openclaw:main")
+    assert body["choices"][0]["message"]["content"] == "hello"
+    assert body["choices"][0]["logprobs"] is None and body["choices"][0]["finish_reason"] == "stop"
+    scored = orjson.loads(encoder.completion("x", finished, []))
+    assert scored["choices"][0]["logprobs"] == {"content": [], "refusal": None}
 
 
 def test_error_frame_has_the_error_shape() -> None:

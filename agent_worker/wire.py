@@ -1,0 +1,128 @@
+"""The worker's proto ⇄ domain conversions: requests in, events and transcripts out.
+
+Events are written into an empty proto event in place (`fill_event`): building a proto per event
+and copying it into the outgoing message cost more than twice as much.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, cast
+
+from agent_worker.domain import (
+    ChatMessage,
+    FinishReason,
+    Image,
+    Role,
+    Sampling,
+    TextDelta,
+    TokenLogprob,
+    TurnEvent,
+    TurnRequest,
+    TurnStarted,
+)
+from agent_worker.errors import TurnError
+from clawgate.agent.v1 import agent_service_pb2 as pb
+
+_ROLES: dict[int, Role] = {
+    pb.ROLE_USER: "user",
+    pb.ROLE_ASSISTANT: "assistant",
+    pb.ROLE_TOOL: "tool",
+}
+_ROLE_NUMBERS = {role: number for number, role in _ROLES.items()}
+_FINISH_REASONS = {
+    FinishReason.STOP: pb.FINISH_REASON_STOP,
+    FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
+    FinishReason.TOOL_CALLS: pb.FINISH_REASON_TOOL_CALLS,
+    FinishReason.CONTENT_FILTER: pb.FINISH_REASON_CONTENT_FILTER,
+}
+_RESPONSE_FORMATS: dict[int, Literal["text", "json_object", "json_schema"]] = {
+    pb.RESPONSE_FORMAT_TYPE_TEXT: "text",
+    pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT: "json_object",
+    pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: "json_schema",
+}
+_UNSET_SAMPLING = Sampling()
+
+
+def message_from_proto(message: pb.Message) -> ChatMessage:
+    images = message.images
+    return ChatMessage(
+        role=_ROLES.get(message.role, "user"),
+        text=message.text,
+        images=tuple(Image(image.media_type, image.data) for image in images) if images else (),
+    )
+
+
+def message_to_proto(message: ChatMessage) -> pb.Message:
+    role = cast(pb.Role, _ROLE_NUMBERS.get(message.role, pb.ROLE_USER))
+    return pb.Message(role=role, text=message.text)
+
+
+def sampling_from_proto(sampling: pb.SamplingOptions) -> Sampling:
+    # ListFields names only the fields that are set (optional ones even when 0): one call
+    # instead of a HasField per option, and most requests set none.
+    fields = sampling.ListFields()
+    if not fields:
+        return _UNSET_SAMPLING
+    values: dict[str, Any] = {descriptor.name: value for descriptor, value in fields}
+    return Sampling(
+        temperature=values.get("temperature"),
+        top_p=values.get("top_p"),
+        max_tokens=values.get("max_tokens"),
+        stop=tuple(values.get("stop", ())),
+        seed=values.get("seed"),
+        presence_penalty=values.get("presence_penalty"),
+        frequency_penalty=values.get("frequency_penalty"),
+        response_format=_RESPONSE_FORMATS.get(values.get("response_format", 0)),
+        json_schema=values.get("json_schema", ""),
+        logprobs=values.get("logprobs", False),
+        top_logprobs=values.get("top_logprobs"),
+    )
+
+
+def turn_request_from_proto(request: pb.RunTurnRequest) -> TurnRequest:
+    return TurnRequest(
+        agent_id=request.agent_id,
+        session_key=request.session_key,
+        input=message_from_proto(request.input),
+        context=tuple(map(message_from_proto, request.context)),
+        extra_system_prompt=request.extra_system_prompt,
+        sampling=sampling_from_proto(request.sampling),
+        request_id=request.request_id,
+        new_session=request.new_session,
+    )
+
+
+def _fill_logprobs(target: Any, logprobs: tuple[TokenLogprob, ...]) -> None:
+    for logprob in logprobs:
+        entry = target.add()
+        entry.token = logprob.token
+        entry.logprob = logprob.logprob
+        entry.token_bytes = logprob.token_bytes
+        if logprob.top_logprobs:
+            _fill_logprobs(entry.top_logprobs, logprob.top_logprobs)
+
+
+def fill_event(target: pb.RunTurnEvent, event: TurnEvent | TurnError) -> None:
+    """Writes a domain event (or the error that ends a turn) into an empty proto event."""
+    if isinstance(event, TextDelta):
+        delta = target.delta
+        delta.text = event.text
+        if event.logprobs:
+            _fill_logprobs(delta.logprobs, event.logprobs)
+    elif isinstance(event, TurnStarted):
+        started = target.started
+        started.run_id = event.run_id
+        started.model = event.model
+    elif isinstance(event, TurnError):
+        error = target.error
+        error.status = cast(pb.ErrorCode, event.code.value[0])  # ErrorCode numbers are gRPC's
+        error.message = event.message
+        if event.from_store:
+            error.source = pb.ERROR_SOURCE_SESSION_STORE
+    else:
+        finished = target.finished
+        finished.finish_reason = _FINISH_REASONS[event.finish_reason]
+        usage = event.usage
+        finished.usage.prompt_tokens = usage.prompt_tokens
+        finished.usage.completion_tokens = usage.completion_tokens
+        finished.usage.total_tokens = usage.total_tokens

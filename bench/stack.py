@@ -1,0 +1,175 @@
+"""What the scenarios start: the stand-in, clawgate's processes and LiteLLM's proxy, all
+stopped with the bench; and `measure`, one wrk run plus the time to first token."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+
+from bench.harness import (
+    CHAT_BODY,
+    Row,
+    cpu_seconds,
+    peak_rss_mb,
+    run_wrk,
+    ttft_p50,
+)
+from devkit.processes import (
+    TOKEN,
+    Process,
+    clawgate,
+    echo_config,
+    edge_answers,
+    free_port,
+    wait_until,
+    worker_serving,
+    write_config,
+)
+
+BENCH = Path(__file__).resolve().parent
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LITELLM_VERSION = "1.108.0"
+LITELLM_KEY = "sk-unused"
+LITELLM_OPEN = "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY"
+LITELLM_VENV = Path(
+    os.environ.get(
+        "CLAWGATE_BENCH_LITELLM_VENV", Path.home() / ".cache/clawgate-bench/litellm-venv"
+    )
+)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.stack = ExitStack()
+
+    def process(self, argv: list[str], name: str) -> Process:
+        process = Process(argv, self.tmp / f"{name}.log").start()
+        self.stack.callback(process.stop)
+        return process
+
+    def standin(self) -> str:
+        port = free_port()
+        process = self.process(
+            [sys.executable, str(BENCH / "upstream_standin.py"), "--port", str(port)], "standin"
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(f"{base_url}/v1/models"), 20, "stand-in", process)
+        return base_url
+
+    def clawgate_pair(
+        self, upstream: str | None = None, stub: bool = False
+    ) -> tuple[str, dict[str, Process]]:
+        config = echo_config(self.tmp)
+        config["models"]["providers"]["echo"] = {
+            "api": "echo",
+            "reply": " ".join(f"w{i}" for i in range(16)),
+        }
+        config["agents"]["list"] = [{"id": "main", "default": True}]
+        config["sessions"] = {"store": f"sqlite:///{self.tmp / f'bench-{free_port()}.db'}"}
+        config["worker"]["maxConcurrentTurns"] = 1024
+        if upstream:
+            config["models"]["providers"]["standin"] = {
+                "api": "openai-compatible",
+                "baseUrl": f"{upstream}/v1",
+            }
+            config["agents"]["list"] = [{"id": "main", "default": True, "model": "standin/standin"}]
+        path = write_config(self.tmp, config, f"bench-{config['gateway']['port']}.json5")
+        address = config["worker"]["listen"]
+        level = ("--log-level", self.args.log_level)
+        if stub:
+            worker = self.process(
+                [sys.executable, str(BENCH / "stub_worker.py"), "--listen", address], "stub"
+            )
+        else:
+            worker = self.process(clawgate(path, *level, "worker"), "worker")
+        wait_until(lambda: worker_serving(address), 60, "worker", worker)
+        edge = self.process(clawgate(path, *level, "edge"), "edge")
+        base_url = f"http://127.0.0.1:{config['gateway']['port']}"
+        wait_until(lambda: edge_answers(base_url), 30, "edge", edge)
+        return base_url, {"edge": edge, "stub" if stub else "worker": worker}
+
+    def litellm(self, upstream: str) -> tuple[str, Process]:
+        binary = ensure_litellm()
+        port = free_port()
+        config = self.tmp / "litellm.yaml"
+        config.write_text(
+            "model_list:\n  - model_name: openclaw\n    litellm_params:\n"
+            f"      model: openai/standin\n      api_base: {upstream}/v1\n      api_key: unused\n"
+        )
+        argv = [
+            str(binary),
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ]
+        # A benchmark on loopback: no master key (it would need LiteLLM's database).
+        process = Process(argv, self.tmp / "litellm.log", {LITELLM_OPEN: "true"}).start()
+        self.stack.callback(process.stop)
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(f"{base_url}/health/liveliness"), 180, "litellm", process)
+        return base_url, process
+
+    def measure(
+        self,
+        name: str,
+        url: str,
+        headers: dict[str, str],
+        stream: bool,
+        processes: dict[str, Process],
+    ) -> Row:
+        body: dict[str, object] = {**CHAT_BODY, "stream": True} if stream else CHAT_BODY
+        run_wrk(url, body, headers, 2, self.args.connections)  # warm-up: connections, lazy imports
+        cpu_before = {role: cpu_seconds(process.pid) for role, process in processes.items()}
+        rate, p50, p99, errors = run_wrk(
+            url, body, headers, self.args.seconds, self.args.connections
+        )
+        requests = max(rate * self.args.seconds, 1)
+        cpu = {
+            role: (cpu_seconds(process.pid) - cpu_before[role]) / requests * 1e6
+            for role, process in processes.items()
+        }
+        ttft = ttft_p50(url, CHAT_BODY, headers, self.args.ttft_samples)
+        rss = {role: peak_rss_mb(process.pid) for role, process in processes.items()}
+        row = Row(name, rate, p50, p99, errors, ttft, rss, cpu)
+        print(row.markdown(), flush=True)
+        return row
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def ensure_litellm() -> Path:
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if not binary.exists():
+        print(
+            f"installing litellm[proxy]=={LITELLM_VERSION} into {LITELLM_VENV} (about 90 s)...",
+            file=sys.stderr,
+        )
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        subprocess.run(
+            [
+                str(LITELLM_VENV / "bin" / "pip"),
+                "install",
+                "-q",
+                f"litellm[proxy]=={LITELLM_VERSION}",
+            ],
+            check=True,
+        )
+    return binary

@@ -1,0 +1,81 @@
+"""The shapes of one chat completion answer: the JSON body, or its SSE chunks (pre-encoded
+where it matters: only the text is encoded per delta)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from gateway_edge.wire import FINISH_REASONS, logprobs_json, usage_of
+
+
+class ChatEncoder:
+    def __init__(self, completion_id: str, created: int, model: str) -> None:
+        self.id = completion_id
+        self.created = created
+        self.model = model
+        head = orjson.dumps(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+            }
+        )[:-1]
+        self._head = head
+        self._delta_prefix = b"data: " + head + b',"choices":[{"index":0,"delta":{"content":'
+        self._delta_suffix = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+
+    def completion(
+        self,
+        text: str,
+        finished: pb.TurnFinished,
+        logprobs: list[dict[str, object]] | None,
+    ) -> bytes:
+        """The whole answer as one `chat.completion` body; `logprobs` None when not asked."""
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "object": "chat.completion",
+                "created": self.created,
+                "model": self.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "logprobs": None
+                        if logprobs is None
+                        else {"content": logprobs, "refusal": None},
+                        "finish_reason": FINISH_REASONS[finished.finish_reason],
+                    }
+                ],
+                "usage": usage_of(finished),
+            }
+        )
+
+    def _chunk(self, rest: dict[str, object]) -> bytes:
+        return b"data: " + self._head + b"," + orjson.dumps(rest)[1:] + b"\n\n"
+
+    def _choice_chunk(
+        self, delta: dict[str, object], logprobs: object = None, finish_reason: str | None = None
+    ) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+        return self._chunk({"choices": [choice]})
+
+    def role(self) -> bytes:
+        return self._choice_chunk({"role": "assistant", "content": ""})
+
+    def delta(self, text: str) -> bytes:
+        return self._delta_prefix + orjson.dumps(text) + self._delta_suffix
+
+    def delta_with_logprobs(self, text: str, logprobs: Sequence[pb.TokenLogprob]) -> bytes:
+        scores = {"content": logprobs_json(logprobs), "refusal": None}
+        return self._choice_chunk({"content": text}, scores)
+
+    def finish(self, finished: pb.TurnFinished) -> bytes:
+        return self._choice_chunk({}, finish_reason=FINISH_REASONS[finished.finish_reason])
+
+    def usage(self, finished: pb.TurnFinished) -> bytes:
+        return self._chunk({"choices": [], "usage": usage_of(finished)})
