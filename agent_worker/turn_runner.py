@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import logging
 import time
 from collections.abc import (
@@ -24,6 +23,7 @@ from contextlib import AsyncExitStack, aclosing
 from typing import TypeVar
 
 from agent_worker.agents import Agent, AgentRegistry
+from agent_worker.deadline import ProviderDeadline
 from agent_worker.domain import (
     ChatMessage,
     Sampling,
@@ -37,7 +37,6 @@ from agent_worker.errors import (
     InvalidTurnError,
     ProviderFailedError,
     TurnError,
-    TurnTimeoutError,
     WorkerAtCapacityError,
 )
 from agent_worker.metrics import WorkerMetrics
@@ -91,50 +90,6 @@ def merged_sampling(agent_defaults: Sampling, requested: Sampling) -> Sampling:
 
 def system_prompt_for(agent: Agent, extra: str) -> str:
     return "\n\n".join(part for part in (agent.system_prompt, extra) if part)
-
-
-class ProviderDeadline:
-    """Times only the provider's waits: a consumer paused at `yield` is never cancelled by it.
-
-    One timer per turn rather than a timeout scope per event: the timer cancels the turn's task
-    only while it waits for the provider, and a wait that starts after the deadline fails at once.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._seconds = seconds
-        self._task = asyncio.current_task()
-        self._handle = loop.call_at(loop.time() + seconds, self._expire)
-        self._expired = False
-        self._waiting = False
-        self._fired = False
-
-    def _expire(self) -> None:
-        self._expired = True
-        if self._waiting and self._task is not None:
-            self._fired = True
-            self._task.cancel()
-
-    def _timeout(self) -> TurnTimeoutError:
-        return TurnTimeoutError(f"the turn took longer than {self._seconds:g}s (turnTimeoutMs)")
-
-    async def wait_for(self, step: Awaitable[T]) -> T:
-        if self._expired:
-            if inspect.iscoroutine(step):
-                step.close()
-            raise self._timeout()
-        self._waiting = True
-        try:
-            return await step
-        except asyncio.CancelledError:
-            if not self._fired or self._task is None or self._task.uncancel() > 0:
-                raise
-            raise self._timeout() from None
-        finally:
-            self._waiting = False
-
-    def cancel(self) -> None:
-        self._handle.cancel()
 
 
 class TurnRunner:
