@@ -16,10 +16,49 @@ class Image:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # a JSON object, serialized
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: Role
     text: str
     images: tuple[Image, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant message's calls
+    tool_call_id: str = ""  # a tool message: the call it answers
+    name: str = ""  # a tool message: the tool's name, when known
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call (the client runs it)."""
+
+    name: str
+    description: str = ""
+    parameters_json: str = ""  # its arguments' JSON schema, serialized
+
+
+ToolChoiceMode = Literal["auto", "none", "required", "function"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    mode: ToolChoiceMode = "auto"
+    function_name: str = ""  # with mode "function"
+
+    def satisfied_by(self, calls: tuple[ToolCall, ...]) -> bool:
+        if self.mode == "required":
+            return bool(calls)
+        if self.mode == "function":
+            return any(call.name == self.function_name for call in calls)
+        return True
+
+    @property
+    def forces_a_call(self) -> bool:
+        return self.mode in ("required", "function")
 
 
 class FinishReason(StrEnum):
@@ -64,6 +103,10 @@ class TurnRequest:
     sampling: Sampling = field(default_factory=Sampling)
     request_id: str = ""
     new_session: bool = False  # the key was made up for this turn: nothing is stored under it
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    parallel_tool_calls: bool | None = None
+    model: str = ""  # "provider/model" instead of the agent's, for this turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +130,20 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of the `index`th call: its id and name come first, then argument text."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnFinished:
     finish_reason: FinishReason
     usage: Usage
+    tool_calls: tuple[ToolCall, ...] = ()  # whole, when the model called tools
 
 
-TurnEvent = TurnStarted | TextDelta | TurnFinished
+TurnEvent = TurnStarted | TextDelta | ToolCallDelta | TurnFinished

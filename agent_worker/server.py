@@ -99,16 +99,14 @@ def _check_exposure(config: ClawgateConfig, address: str) -> None:
         )
 
 
-def _providers_for(config: ClawgateConfig, agents: AgentRegistry) -> dict[str, Provider]:
-    """The providers some agent uses (the others are never built)."""
-    used = {agent.provider for agent in agents}
+def _providers_for(config: ClawgateConfig) -> dict[str, Provider]:
+    """Every configured provider: an agent's, or one a turn names (`x-openclaw-model`)."""
     providers: dict[str, Provider] = {}
     for name, provider_config in config.models.providers.items():
-        if name in used:
-            try:
-                providers[name] = build_provider(provider_config)
-            except ValueError as error:  # a proxy from the environment it cannot use
-                raise WorkerStartError(f"models.providers.{name}: {error}") from None
+        try:
+            providers[name] = build_provider(provider_config)
+        except ValueError as error:  # a proxy from the environment it cannot use
+            raise WorkerStartError(f"models.providers.{name}: {error}") from None
     return providers
 
 
@@ -156,7 +154,7 @@ async def serve(
     address = listen or config.worker.listen
     _check_exposure(config, address)
     agents = AgentRegistry.from_config(config)
-    providers = _providers_for(config, agents)
+    providers = _providers_for(config)
     store = store_for_url(config.sessions.store, config.sessions.pool_size)
     metrics = WorkerMetrics()
     runner = TurnRunner(
@@ -172,7 +170,12 @@ async def serve(
         agent.id for agent in agents if providers[agent.provider].gives_logprobs
     )
     servicer = AgentServicer(
-        runner, agents, store, config.sessions.locks_across_processes, logprob_agents
+        runner,
+        agents,
+        store,
+        config.sessions.locks_across_processes,
+        logprob_agents,
+        providers=tuple(providers),
     )
     server, health_servicer = _grpc_server(config, servicer, address)
     metrics_address = metrics_listen or config.worker.metrics_listen

@@ -28,12 +28,14 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         store: SessionStore,
         sessions_shared: bool = False,
         logprob_agents: frozenset[str] = frozenset(),
+        providers: tuple[str, ...] = (),
     ) -> None:
         self._runner = runner
         self._agents = agents
         self._store = store
         self._sessions_shared = sessions_shared
         self._logprob_agents = logprob_agents
+        self._providers = providers
         self.open_turns = OpenTurns()
 
     def drain(self) -> None:
@@ -92,6 +94,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 for agent in self._agents
             ],
             sessions_shared=self._sessions_shared,
+            providers=self._providers,
         )
 
     async def GetSession(  # noqa: N802

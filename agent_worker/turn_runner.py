@@ -26,8 +26,11 @@ from agent_worker.agents import Agent, AgentRegistry
 from agent_worker.deadline import ProviderDeadline
 from agent_worker.domain import (
     ChatMessage,
+    FinishReason,
     Sampling,
     TextDelta,
+    ToolCallDelta,
+    ToolChoice,
     TurnEvent,
     TurnFinished,
     TurnRequest,
@@ -37,12 +40,14 @@ from agent_worker.errors import (
     InvalidTurnError,
     ProviderFailedError,
     TurnError,
+    UnknownAgentError,
     WorkerAtCapacityError,
 )
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.providers.base import Provider, ProviderRequest
 from agent_worker.sessions.locks import SessionLocks
 from agent_worker.sessions.store import SessionStore
+from agent_worker.tool_calls import ToolCalls, taken_call_ids
 from services.ids import random_hex
 from services.logging import fingerprint
 
@@ -63,6 +68,7 @@ async def _nothing_to_flush() -> None:
 
 @dataclasses.dataclass(slots=True)
 class _Reply:
+    calls: ToolCalls
     parts: list[str] = dataclasses.field(default_factory=list)
     finished: TurnFinished | None = None
 
@@ -139,6 +145,8 @@ class TurnRunner:
         """The turn's events; before the session write it awaits `flushed`, the transport's
         word that the text so far has been written to the caller."""
         agent = self._agents.get(request.agent_id)
+        if request.model:  # this turn runs another configured model
+            agent = self._with_model(agent, request.model)
         provider = self._providers[agent.provider]
         self._check(request, provider)
         queued = self._admit(request.session_key)  # else it holds a running slot
@@ -176,12 +184,25 @@ class TurnRunner:
             self.metrics.turns_by(agent.id, outcome).inc()
             self.metrics.turn_seconds_by(agent.id).observe(time.monotonic() - started)
 
+    def _with_model(self, agent: Agent, model_ref: str) -> Agent:
+        provider, _, model = model_ref.partition("/")
+        if provider not in self._providers or not model:
+            known = ", ".join(sorted(self._providers))
+            raise UnknownAgentError(
+                f"unknown model {model_ref!r}: use provider/model with a configured provider"
+                f" ({known})"
+            )
+        return dataclasses.replace(agent, provider=provider, model=model)
+
     @staticmethod
     def _check(request: TurnRequest, provider: Provider) -> None:
         if not request.session_key.strip():
             raise InvalidTurnError("session_key must not be empty")
-        if not request.input.text and not request.input.images:
+        turn_input = request.input
+        if not turn_input.text and not turn_input.images and turn_input.role != "tool":
             raise InvalidTurnError("the turn's input has no text and no image")
+        if request.tools and not provider.supports_tools:
+            raise InvalidTurnError("this agent's model does not call tools")
         has_images = any(message.images for message in (*request.context, request.input))
         if request.sampling.logprobs and not provider.gives_logprobs:
             raise InvalidTurnError("this agent's model does not return logprobs")
@@ -203,23 +224,47 @@ class TurnRunner:
                 len(prompt) - 1,
             )
         yield TurnStarted(run_id, agent.model_ref)
-        reply = _Reply()
-        sampling = merged_sampling(agent.sampling, request.sampling)
-        async for delta in self._provider_text(agent, provider, prompt, sampling, reply):
-            yield delta
+        reply = _Reply(ToolCalls(taken_call_ids(prompt)))
+        provider_request = ProviderRequest(
+            agent.model,
+            prompt,
+            merged_sampling(agent.sampling, request.sampling),
+            request.tools,
+            request.tool_choice,
+            request.parallel_tool_calls,
+        )
+        # A forced tool choice holds the answer back until the call is confirmed: text that
+        # went out could not be taken back when the model did not call the tool.
+        held: list[TextDelta | ToolCallDelta] | None = (
+            [] if request.tool_choice.forces_a_call else None
+        )
+        async for event in self._provider_answer(agent, provider, provider_request, reply):
+            if held is None:
+                yield event
+            else:
+                held.append(event)
         if reply.finished is None:
             raise ProviderFailedError("the provider ended its answer without finishing it")
+        calls = reply.calls.whole()
+        if not request.tool_choice.satisfied_by(calls):
+            raise ProviderFailedError(_unmet(request.tool_choice))
+        for event in held or ():
+            yield event
+        finished = reply.finished
+        if calls:
+            finished = TurnFinished(FinishReason.TOOL_CALLS, finished.usage, calls)
         await flushed()  # the text is with the caller: it never waits for the session write
-        turn = [*new_context, request.input, ChatMessage("assistant", "".join(reply.parts))]
+        answer = ChatMessage("assistant", "".join(reply.parts), tool_calls=calls)
+        turn = [*new_context, request.input, answer]
         # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
         await asyncio.shield(self._store.append_turn(request.session_key, turn))
         log.info(
             "turn %s finished: %s, %d tokens",
             run_id,
-            reply.finished.finish_reason.value,
-            reply.finished.usage.completion_tokens,
+            finished.finish_reason.value,
+            finished.usage.completion_tokens,
         )
-        yield reply.finished
+        yield finished
 
     async def _prompt_for(
         self, request: TurnRequest, agent: Agent
@@ -242,19 +287,14 @@ class TurnRunner:
         )
         return prompt, new_context
 
-    async def _provider_text(
-        self,
-        agent: Agent,
-        provider: Provider,
-        prompt: tuple[ChatMessage, ...],
-        sampling: Sampling,
-        reply: _Reply,
-    ) -> AsyncIterator[TextDelta]:
-        """The provider's text as it comes; `reply` collects it and the finish."""
+    async def _provider_answer(
+        self, agent: Agent, provider: Provider, request: ProviderRequest, reply: _Reply
+    ) -> AsyncIterator[TextDelta | ToolCallDelta]:
+        """The provider's text and tool-call pieces as they come; `reply` collects them and
+        the finish."""
         deadline = ProviderDeadline(agent.turn_timeout)
         asked = time.monotonic()
         try:
-            request = ProviderRequest(agent.model, prompt, sampling)
             async with aclosing(provider.stream(request)) as events:
                 while (event := await deadline.wait_for(anext(events, None))) is not None:
                     if isinstance(event, TextDelta):
@@ -264,8 +304,16 @@ class TurnRunner:
                             )
                         reply.parts.append(event.text)
                         yield event
+                    elif isinstance(event, ToolCallDelta):
+                        yield reply.calls.add(event)
                     else:
                         reply.finished = event
         finally:
             deadline.cancel()
         self.metrics.provider_seconds_by(agent.provider).observe(time.monotonic() - asked)
+
+
+def _unmet(choice: ToolChoice) -> str:
+    if choice.mode == "function":
+        return f"the model did not call the required tool {choice.function_name!r}"
+    return "the model did not call a tool, and tool_choice is 'required'"

@@ -16,6 +16,11 @@ from agent_worker.domain import (
     Sampling,
     TextDelta,
     TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
     TurnEvent,
     TurnRequest,
     TurnStarted,
@@ -40,21 +45,49 @@ _RESPONSE_FORMATS: dict[int, Literal["text", "json_object", "json_schema"]] = {
     pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT: "json_object",
     pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: "json_schema",
 }
+_TOOL_CHOICES: dict[int, ToolChoiceMode] = {
+    pb.TOOL_CHOICE_MODE_AUTO: "auto",
+    pb.TOOL_CHOICE_MODE_NONE: "none",
+    pb.TOOL_CHOICE_MODE_REQUIRED: "required",
+    pb.TOOL_CHOICE_MODE_FUNCTION: "function",
+}
 _UNSET_SAMPLING = Sampling()
+_AUTO = ToolChoice()
 
 
 def message_from_proto(message: pb.Message) -> ChatMessage:
     images = message.images
+    calls = message.tool_calls
     return ChatMessage(
         role=_ROLES.get(message.role, "user"),
         text=message.text,
         images=tuple(Image(image.media_type, image.data) for image in images) if images else (),
+        tool_calls=tuple(ToolCall(c.id, c.name, c.arguments) for c in calls) if calls else (),
+        tool_call_id=message.tool_call_id,
+        name=message.name,
     )
+
+
+def tool_call_to_proto(call: ToolCall) -> pb.ToolCall:
+    return pb.ToolCall(id=call.id, name=call.name, arguments=call.arguments)
 
 
 def message_to_proto(message: ChatMessage) -> pb.Message:
     role = cast(pb.Role, _ROLE_NUMBERS.get(message.role, pb.ROLE_USER))
-    return pb.Message(role=role, text=message.text)
+    return pb.Message(
+        role=role,
+        text=message.text,
+        tool_calls=[tool_call_to_proto(call) for call in message.tool_calls],
+        tool_call_id=message.tool_call_id,
+        name=message.name,
+    )
+
+
+def _tool_choice(choice: pb.ToolChoice) -> ToolChoice:
+    mode = _TOOL_CHOICES.get(choice.mode)
+    if mode is None or mode == "auto":
+        return _AUTO
+    return ToolChoice(mode, choice.function_name)
 
 
 def sampling_from_proto(sampling: pb.SamplingOptions) -> Sampling:
@@ -89,6 +122,12 @@ def turn_request_from_proto(request: pb.RunTurnRequest) -> TurnRequest:
         sampling=sampling_from_proto(request.sampling),
         request_id=request.request_id,
         new_session=request.new_session,
+        tools=tuple(Tool(t.name, t.description, t.parameters_json) for t in request.tools),
+        tool_choice=_tool_choice(request.tool_choice),
+        parallel_tool_calls=(
+            request.parallel_tool_calls if request.HasField("parallel_tool_calls") else None
+        ),
+        model=request.model,
     )
 
 
@@ -109,6 +148,12 @@ def fill_event(target: pb.RunTurnEvent, event: TurnEvent | TurnError) -> None:
         delta.text = event.text
         if event.logprobs:
             _fill_logprobs(delta.logprobs, event.logprobs)
+    elif isinstance(event, ToolCallDelta):
+        call = target.tool_call
+        call.index = event.index
+        call.id = event.id
+        call.name = event.name
+        call.arguments = event.arguments
     elif isinstance(event, TurnStarted):
         started = target.started
         started.run_id = event.run_id
@@ -126,3 +171,5 @@ def fill_event(target: pb.RunTurnEvent, event: TurnEvent | TurnError) -> None:
         finished.usage.prompt_tokens = usage.prompt_tokens
         finished.usage.completion_tokens = usage.completion_tokens
         finished.usage.total_tokens = usage.total_tokens
+        for tool_call in event.tool_calls:
+            finished.tool_calls.append(tool_call_to_proto(tool_call))

@@ -22,6 +22,7 @@ class AgentDirectory:
     # Every worker's store keeps a session's turns in order across workers (PostgreSQL).
     sessions_shared: bool = False
     logprob_ids: frozenset[str] = frozenset()  # agents whose model returns logprobs
+    providers: frozenset[str] = frozenset()  # what `x-openclaw-model` may name
 
     @classmethod
     def of(cls, listings: Iterable[pb.ListAgentsResponse]) -> AgentDirectory:
@@ -33,4 +34,5 @@ class AgentDirectory:
             default_id=defaults[0] if defaults else FALLBACK_DEFAULT_AGENT,
             sessions_shared=bool(listings) and all(item.sessions_shared for item in listings),
             logprob_ids=frozenset(agent.id for agent in agents if agent.gives_logprobs),
+            providers=frozenset(name for listing in listings for name in listing.providers),
         )

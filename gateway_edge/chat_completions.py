@@ -69,6 +69,21 @@ def _header(headers: dict[bytes, bytes], *names: bytes) -> str | None:
     return None
 
 
+def _configured_model(model: str, providers: frozenset[str]) -> str:
+    """`x-openclaw-model`: "provider/model" of a configured provider, else 404."""
+    provider, slash, name = model.partition("/")
+    if not slash or not name or provider not in providers:
+        raise ApiError(
+            404,
+            f"The model '{model}' does not exist: x-openclaw-model takes provider/model of a"
+            f" configured provider ({', '.join(sorted(providers)) or 'none'}).",
+            "invalid_request_error",
+            "model",
+            "model_not_found",
+        )
+    return model
+
+
 class ChatCompletionsEndpoint:
     def __init__(self, state: EdgeState) -> None:
         self._state = state
@@ -134,6 +149,8 @@ class ChatCompletionsEndpoint:
         record = record_of(scope)
         record.agent, record.session_key = agent_id, session.key
         turn_request = turn_request_for(chat, agent_id, session, request_id_var.get())
+        if (model := _header(headers, b"x-openclaw-model")) is not None:
+            turn_request.model = _configured_model(model, agents.providers)
         encoder = ChatEncoder(
             f"chatcmpl_{random_hex()}", int(time.time()), chat.model or "openclaw"
         )
@@ -175,7 +192,10 @@ class ChatCompletionsEndpoint:
                     continue
                 frames: list[bytes] = []  # what arrived together goes out in one write
                 for event in batch:
-                    if isinstance(event, pb.TextDelta):
+                    if isinstance(event, pb.ToolCallDelta):
+                        record.first_token()
+                        frames.append(encoder.tool_call(event))
+                    elif isinstance(event, pb.TextDelta):
                         record.first_token()
                         if event.logprobs:
                             frames.append(encoder.delta_with_logprobs(event.text, event.logprobs))
@@ -205,6 +225,8 @@ class ChatCompletionsEndpoint:
             batch = await turn.next_batch()
             assert batch is not None  # no wait_seconds: it waits for events
             for event in batch:
+                if isinstance(event, pb.ToolCallDelta):
+                    continue  # the finished event has the calls whole
                 if isinstance(event, pb.TextDelta):
                     if not parts:
                         record.first_token()

@@ -35,6 +35,17 @@ class ChatEncoder:
         logprobs: list[dict[str, object]] | None,
     ) -> bytes:
         """The whole answer as one `chat.completion` body; `logprobs` None when not asked."""
+        message: dict[str, object] = {"role": "assistant", "content": text, "refusal": None}
+        if finished.tool_calls:
+            message["content"] = text or None  # the commentary before the calls, if any
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in finished.tool_calls
+            ]
         return orjson.dumps(
             {
                 "id": self.id,
@@ -44,7 +55,7 @@ class ChatEncoder:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "message": message,
                         "logprobs": None
                         if logprobs is None
                         else {"content": logprobs, "refusal": None},
@@ -73,6 +84,20 @@ class ChatEncoder:
     def delta_with_logprobs(self, text: str, logprobs: Sequence[pb.TokenLogprob]) -> bytes:
         scores = {"content": logprobs_json(logprobs), "refusal": None}
         return self._choice_chunk({"content": text}, scores)
+
+    def tool_call(self, piece: pb.ToolCallDelta) -> bytes:
+        """A `delta.tool_calls` chunk: a call's first piece names it, later ones add arguments."""
+        call: dict[str, object] = {"index": piece.index}
+        if piece.id:
+            call["id"] = piece.id
+            call["type"] = "function"
+            call["function"] = {"name": piece.name, "arguments": piece.arguments}
+        else:
+            function: dict[str, str] = {"arguments": piece.arguments}
+            if piece.name:
+                function["name"] = piece.name
+            call["function"] = function
+        return self._choice_chunk({"tool_calls": [call]})
 
     def finish(self, finished: pb.TurnFinished) -> bytes:
         return self._choice_chunk({}, finish_reason=FINISH_REASONS[finished.finish_reason])

@@ -44,10 +44,48 @@ class ImagePart(_Lenient):
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
+FunctionName = Annotated[StrictStr, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+
+
+class FunctionCall(_Lenient):
+    name: StrictStr
+    arguments: StrictStr  # a JSON object, serialized
+
+
+class ToolCall(_Lenient):
+    id: StrictStr
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: StrictStr | list[ContentPart] | None = None
     name: StrictStr | None = None
+    tool_calls: list[ToolCall] | None = None  # an assistant's calls
+    tool_call_id: StrictStr | None = None  # a tool result's call
+    function_call: FunctionCall | None = None  # legacy: an assistant's one call
+
+
+class FunctionDefinition(_Lenient):
+    name: FunctionName
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
+
+
+class ToolDefinition(_Lenient):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Lenient):
+    name: StrictStr
+
+
+class NamedToolChoice(_Lenient):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(_Lenient):
@@ -90,6 +128,11 @@ class ChatCompletionRequest(_Lenient):
     top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
     top_p: Probability | None = None
     user: StrictStr | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
+    functions: list[FunctionDefinition] | None = None  # legacy `tools`
+    function_call: Literal["auto", "none"] | NamedFunction | None = None  # legacy `tool_choice`
 
 
 def _param_path(location: tuple[int | str, ...]) -> str:
@@ -112,13 +155,46 @@ def _param_path(location: tuple[int | str, ...]) -> str:
     return path
 
 
+def _check_tool_choice_kind(document: dict[str, Any]) -> None:
+    """`allowed_tools` and `custom` choices get their own words, not a union's error."""
+    choice = document.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") != "function":
+        raise bad_request(
+            f"tool_choice of type {choice.get('type')!r} is not supported: use 'auto', 'none',"
+            " 'required' or {'type': 'function', 'function': {'name': ...}}.",
+            "tool_choice",
+        )
+
+
+def _check_tools(request: ChatCompletionRequest) -> None:
+    names = {tool.function.name for tool in request.tools or ()}
+    names |= {function.name for function in request.functions or ()}
+    choice = request.tool_choice
+    if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+        raise bad_request(
+            f"tool_choice names the function {choice.function.name!r}, which is not among the"
+            " tools.",
+            "tool_choice",
+        )
+    if choice == "required" and not names:
+        raise bad_request("tool_choice 'required' needs tools.", "tool_choice")
+    for index, message in enumerate(request.messages):
+        if message.role == "tool" and message.tool_call_id is None:
+            raise bad_request(
+                f"messages[{index}] is a tool message without tool_call_id.",
+                f"messages[{index}].tool_call_id",
+            )
+
+
 def parse_chat_request(document: Any) -> ChatCompletionRequest:
     if not isinstance(document, dict):
         raise bad_request("The request body must be a JSON object.")
+    _check_tool_choice_kind(document)
     try:
         request = ChatCompletionRequest.model_validate(document)
     except ValidationError as error:
         raise validation_error(error) from None
+    _check_tools(request)
     if request.n is not None and request.n != 1:
         raise bad_request("Only n=1 is supported.", "n")
     if request.top_logprobs is not None and not request.logprobs:

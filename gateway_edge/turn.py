@@ -2,7 +2,8 @@
 
 `WorkerPool.start_turn` returns a `Turn` whose worker has started it; `async with turn:` gives
 its slot back and cancels it on the worker if it has not ended. Events come in the batches
-they arrived in: text deltas, and last the finished event; an error event raises `ApiError`.
+they arrived in: text and tool-call deltas, and last the finished event; an error event raises
+`ApiError`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from gateway_edge.errors import ApiError, turn_failed, worker_lost
 from gateway_edge.worker import Worker
 from gateway_edge.worker_link import LinkFailure, TurnInbox
 
-Event = pb.TextDelta | pb.TurnFinished
+Event = pb.TextDelta | pb.ToolCallDelta | pb.TurnFinished
 _ENDED_EARLY = ApiError(
     502, "The worker ended the turn without finishing it.", "api_error", code="worker_error"
 )
@@ -100,6 +101,8 @@ class Turn:
                 kind = event.WhichOneof("event")
                 if kind == "delta":
                     batch.append(event.delta)
+                elif kind == "tool_call":
+                    batch.append(event.tool_call)
                 elif kind == "finished":
                     self._end("ok")
                     batch.append(event.finished)

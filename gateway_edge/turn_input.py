@@ -11,7 +11,13 @@ import orjson
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.errors import bad_request
-from gateway_edge.protocol import ChatCompletionRequest, ChatMessage, ImagePart
+from gateway_edge.protocol import (
+    ChatCompletionRequest,
+    ChatMessage,
+    FunctionDefinition,
+    ImagePart,
+    NamedToolChoice,
+)
 from gateway_edge.sessions import Session
 
 IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
@@ -19,7 +25,7 @@ MAX_IMAGES = 8
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MISSING_USER_MESSAGE = "Missing user message in messages."
 _INSTRUCTION_ROLES = ("system", "developer")
-_INPUT_ROLES = ("user", "tool")
+_INPUT_ROLES = ("user", "tool", "function")
 _ROLES = {
     "user": pb.ROLE_USER,
     "assistant": pb.ROLE_ASSISTANT,
@@ -108,6 +114,52 @@ def _sampling(request: ChatCompletionRequest) -> pb.SamplingOptions:
     return sampling
 
 
+def _tool(function: FunctionDefinition) -> pb.Tool:
+    return pb.Tool(
+        name=function.name,
+        description=function.description or "",
+        parameters_json=orjson.dumps(function.parameters).decode() if function.parameters else "",
+    )
+
+
+def _tools(request: ChatCompletionRequest) -> tuple[list[pb.Tool], pb.ToolChoice | None]:
+    """`tools` and `tool_choice`, or their legacy forms `functions` and `function_call`."""
+    functions = [tool.function for tool in request.tools or ()] + list(request.functions or ())
+    choice = request.tool_choice if request.tool_choice is not None else request.function_call
+    if not functions:
+        return [], None
+    if choice is None or choice == "auto":
+        return [_tool(function) for function in functions], None
+    if isinstance(choice, str):
+        mode = {"none": pb.TOOL_CHOICE_MODE_NONE, "required": pb.TOOL_CHOICE_MODE_REQUIRED}
+        return [_tool(function) for function in functions], pb.ToolChoice(mode=mode[choice])
+    name = choice.function.name if isinstance(choice, NamedToolChoice) else choice.name
+    # A pinned function narrows what the model is offered to that one.
+    pinned = [_tool(function) for function in functions if function.name == name]
+    return pinned, pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_FUNCTION, function_name=name)
+
+
+def _legacy_call_id(index: int) -> str:
+    return f"call_legacy_{index}"
+
+
+def _structure(message: ChatMessage, index: int, proto: pb.Message, last_call: str) -> None:
+    """Tool calls and tool results, in their current or legacy (`function_call`) forms."""
+    for call in message.tool_calls or ():
+        proto.tool_calls.add(id=call.id, name=call.function.name, arguments=call.function.arguments)
+    if message.function_call is not None and not message.tool_calls:
+        function = message.function_call
+        proto.tool_calls.add(
+            id=_legacy_call_id(index), name=function.name, arguments=function.arguments
+        )
+    if message.role == "tool":
+        proto.tool_call_id = message.tool_call_id or ""
+        proto.name = message.name or ""
+    elif message.role == "function":  # legacy: answers the last function_call by its name
+        proto.tool_call_id = last_call
+        proto.name = message.name or ""
+
+
 def _input_index(messages: Sequence[ChatMessage]) -> int:
     for index in range(len(messages) - 1, -1, -1):
         if messages[index].role in _INPUT_ROLES:
@@ -134,6 +186,7 @@ def turn_request_for(
     instructions: list[str] = []
     context: list[pb.Message] = []
     turn_input: pb.Message | None = None
+    last_call = ""  # the last legacy function_call's id, which a `function` message answers
     for index, message in enumerate(messages[: input_index + 1]):
         text, decoded = _text_and_images(message, index, images)
         if message.role in _INSTRUCTION_ROLES:
@@ -141,13 +194,18 @@ def turn_request_for(
                 instructions.append(text)
             continue
         proto = pb.Message(role=_ROLES[message.role], text=text, images=decoded)
+        _structure(message, index, proto, last_call)
+        if message.function_call is not None:
+            last_call = _legacy_call_id(index)
         if index == input_index:
             turn_input = proto
         else:
             context.append(proto)
     assert turn_input is not None
-    if not turn_input.text.strip() and not turn_input.images:
+    is_result = turn_input.role == pb.ROLE_TOOL  # an empty result still completes its call
+    if not is_result and not turn_input.text.strip() and not turn_input.images:
         raise bad_request(MISSING_USER_MESSAGE, "messages")
+    tools, tool_choice = _tools(request)
     return pb.RunTurnRequest(
         agent_id=agent_id,
         session_key=session.key,
@@ -157,4 +215,7 @@ def turn_request_for(
         extra_system_prompt="\n\n".join(instructions),
         sampling=_sampling(request),
         request_id=request_id,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=request.parallel_tool_calls,
     )

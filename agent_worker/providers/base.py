@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 
-from agent_worker.domain import ChatMessage, Sampling, TextDelta, TokenLogprob, TurnFinished
+from agent_worker.domain import (
+    ChatMessage,
+    Sampling,
+    TextDelta,
+    TokenLogprob,
+    Tool,
+    ToolCallDelta,
+    ToolChoice,
+    TurnFinished,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,9 +27,13 @@ class ProviderRequest:
     model: str
     messages: tuple[ChatMessage, ...]
     sampling: Sampling
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    parallel_tool_calls: bool | None = None
 
 
-ProviderEvent = TextDelta | TurnFinished
+# Text and tool-call pieces, then one TurnFinished (whose tool_calls the runner fills in).
+ProviderEvent = TextDelta | ToolCallDelta | TurnFinished
 
 
 def token_logprob(entry: dict[str, Any]) -> TokenLogprob:
@@ -62,6 +75,32 @@ def sampling_arguments(sampling: Sampling) -> dict[str, Any]:
     return arguments
 
 
+def tool_arguments(request: ProviderRequest) -> dict[str, Any]:
+    """The request's tools and tool choice, as OpenAI's chat completion arguments."""
+    if not request.tools:
+        return {}
+    tools = []
+    for tool in request.tools:
+        function: dict[str, Any] = {"name": tool.name}
+        if tool.description:
+            function["description"] = tool.description
+        if tool.parameters_json:
+            function["parameters"] = orjson.loads(tool.parameters_json)
+        tools.append({"type": "function", "function": function})
+    choice = request.tool_choice
+    arguments: dict[str, Any] = {
+        "tools": tools,
+        "tool_choice": (
+            {"type": "function", "function": {"name": choice.function_name}}
+            if choice.mode == "function"
+            else choice.mode
+        ),
+    }
+    if request.parallel_tool_calls is not None:
+        arguments["parallel_tool_calls"] = request.parallel_tool_calls
+    return arguments
+
+
 class Provider(Protocol):
     """Streams the reply to one prompt: text deltas, then exactly one TurnFinished.
 
@@ -71,6 +110,7 @@ class Provider(Protocol):
     """
 
     supports_images: bool
+    supports_tools: bool  # honours ProviderRequest.tools / tool_choice with ToolCallDelta events
     gives_logprobs: bool  # honours Sampling.logprobs / top_logprobs
 
     async def start(self) -> None:

@@ -1,4 +1,9 @@
-"""`echo`: a deterministic, instant provider for tests and load tests (never a real agent's)."""
+"""`echo`: a deterministic, instant provider for tests and load tests (never a real agent's).
+
+Offered tools, it follows a script: an input `call NAME {json arguments}` (several separated by
+` ; `) answers with those calls, text before the first `call` as commentary; after a tool
+result it answers `tool NAME said: RESULT` for each result since the last assistant message.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import asyncio
 import re
 from collections.abc import AsyncGenerator
 
-from agent_worker.domain import FinishReason, TextDelta, TurnFinished, Usage
+from agent_worker.domain import FinishReason, TextDelta, ToolCallDelta, TurnFinished, Usage
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
 from services.config import EchoProviderConfig
 
@@ -28,6 +33,7 @@ def render_reply(template: str, request: ProviderRequest) -> str:
 
 class EchoProvider:
     supports_images = False
+    supports_tools = True
     gives_logprobs = False
 
     def __init__(self, config: EchoProviderConfig) -> None:
@@ -41,6 +47,10 @@ class EchoProvider:
         return None
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+        if request.tools and request.tool_choice.mode != "none":
+            async for event in scripted_tool_turn(request):
+                yield event
+            return
         words = _WORD_WITH_SPACE.findall(render_reply(self._template, request))
         max_tokens = request.sampling.max_tokens
         finish_reason = FinishReason.STOP
@@ -52,3 +62,34 @@ class EchoProvider:
             yield TextDelta(word)
         prompt_words = sum(len(message.text.split()) for message in request.messages)
         yield TurnFinished(finish_reason, Usage(prompt_words, len(words)))
+
+
+_CALL = re.compile(r"call (\S+)\s*(\{.*?\})?\s*(?:;|$)", re.DOTALL)
+
+
+async def scripted_tool_turn(request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+    messages = request.messages
+    results = []
+    for message in reversed(messages):
+        if message.role != "tool":
+            break
+        results.append(message)
+    if results:
+        text = "; ".join(
+            f"tool {m.name or m.tool_call_id} said: {m.text}" for m in reversed(results)
+        )
+        yield TextDelta(text)
+        yield TurnFinished(FinishReason.STOP, Usage(len(messages), len(text.split())))
+        return
+    script = messages[-1].text if messages else ""
+    commentary, _, calls_text = script.partition("call ")
+    if commentary.strip():
+        yield TextDelta(commentary.strip())
+    calls = _CALL.findall("call " + calls_text) if calls_text else []
+    for index, (name, arguments) in enumerate(calls):
+        arguments = arguments or "{}"
+        half = len(arguments) // 2  # in two pieces, as a streaming model sends them
+        yield ToolCallDelta(index, f"call_{index}", name, arguments[:half])
+        yield ToolCallDelta(index, "", "", arguments[half:])
+    reason = FinishReason.TOOL_CALLS if calls else FinishReason.STOP
+    yield TurnFinished(reason, Usage(len(messages), len(calls)))

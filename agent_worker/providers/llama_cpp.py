@@ -89,6 +89,7 @@ def llama_arguments(sampling: Sampling, defaults: LlamaCppProviderConfig) -> dic
 
 class LlamaCppProvider:
     supports_images = False
+    supports_tools = False
 
     def __init__(self, config: LlamaCppProviderConfig) -> None:
         self._config = config

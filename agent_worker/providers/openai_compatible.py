@@ -19,6 +19,7 @@ from agent_worker.domain import (
     FinishReason,
     TextDelta,
     TokenLogprob,
+    ToolCallDelta,
     TurnFinished,
     Usage,
 )
@@ -35,6 +36,7 @@ from agent_worker.providers.base import (
     ProviderRequest,
     sampling_arguments,
     token_logprob,
+    tool_arguments,
 )
 from agent_worker.providers.http_client import (
     HttpClient,
@@ -53,13 +55,30 @@ MAX_DELTA_CHARS = 1024  # so that a turn's event credit bounds its bytes as befo
 
 
 def message_payload(message: ChatMessage) -> dict[str, Any]:
-    if not message.images:
-        return {"role": message.role, "content": message.text}
-    parts: list[dict[str, Any]] = [{"type": "text", "text": message.text}] if message.text else []
-    for image in message.images:
-        url = f"data:{image.media_type};base64,{base64.b64encode(image.data).decode()}"
-        parts.append({"type": "image_url", "image_url": {"url": url}})
-    return {"role": message.role, "content": parts}
+    payload: dict[str, Any] = {"role": message.role, "content": message.text}
+    if message.images:
+        parts: list[dict[str, Any]] = (
+            [{"type": "text", "text": message.text}] if message.text else []
+        )
+        for image in message.images:
+            url = f"data:{image.media_type};base64,{base64.b64encode(image.data).decode()}"
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+        payload["content"] = parts
+    if message.tool_calls:
+        payload["content"] = message.text or None
+        payload["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+    if message.role == "tool":
+        payload["tool_call_id"] = message.tool_call_id
+        if message.name:
+            payload["name"] = message.name
+    return payload
 
 
 def status_error(status: int, body: bytes, location: str = "") -> TurnError:
@@ -80,6 +99,16 @@ def status_error(status: int, body: bytes, location: str = "") -> TurnError:
     return ProviderFailedError(f"provider failed ({status}): {detail}")
 
 
+def _tool_call_piece(call: dict[str, Any]) -> ToolCallDelta:
+    function = call.get("function") or {}
+    return ToolCallDelta(
+        int(call.get("index", 0)),
+        call.get("id") or "",
+        function.get("name") or "",
+        function.get("arguments") or "",
+    )
+
+
 class SseBody:
     """An OpenAI-style SSE answer, parsed a network read at a time.
 
@@ -98,7 +127,7 @@ class SseBody:
         self.failure: ProviderFailedError | None = None  # an error event arrived
         self._pending = b""
 
-    def feed(self, block: bytes) -> list[TextDelta]:
+    def feed(self, block: bytes) -> list[TextDelta | ToolCallDelta]:
         """The text of this read's complete lines; sets done, failure, finish_reason, usage."""
         data = self._pending + block if self._pending else block
         if data.startswith(b"data: ") and data.endswith(b"\n\n"):
@@ -132,9 +161,9 @@ class SseBody:
         # One parse for the whole read: each chunk's own parse call cost more than its JSON.
         return self._texts(orjson.loads(b"[%s]" % joined)) if joined else []
 
-    def _texts(self, chunks: list[Any]) -> list[TextDelta]:
+    def _texts(self, chunks: list[Any]) -> list[TextDelta | ToolCallDelta]:
         self.events += len(chunks)
-        texts: list[TextDelta] = []
+        texts: list[TextDelta | ToolCallDelta] = []
         parts: list[str] = []
         logprobs: list[TokenLogprob] = []
         size = 0
@@ -159,6 +188,11 @@ class SseBody:
                         if size >= MAX_DELTA_CHARS:
                             texts.append(TextDelta("".join(parts), tuple(logprobs)))
                             parts, logprobs, size = [], [], 0
+                    if delta and (calls := delta.get("tool_calls")):
+                        if parts:  # the commentary before the call goes first
+                            texts.append(TextDelta("".join(parts), tuple(logprobs)))
+                            parts, logprobs, size = [], [], 0
+                        texts += map(_tool_call_piece, calls)
                     if reason := choice.get("finish_reason"):
                         self.finish_reason = _FINISH_REASONS.get(reason, FinishReason.STOP)
         except (AttributeError, LookupError, TypeError) as error:
@@ -170,6 +204,7 @@ class SseBody:
 
 class OpenAICompatibleProvider:
     supports_images = True
+    supports_tools = True
     gives_logprobs = True
 
     def __init__(self, config: OpenAICompatibleProviderConfig) -> None:
@@ -206,6 +241,7 @@ class OpenAICompatibleProvider:
                 "stream": True,
                 "stream_options": {"include_usage": True},
                 **sampling_arguments(request.sampling),
+                **tool_arguments(request),
             }
         )
 

@@ -17,15 +17,16 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 
-from agent_worker.domain import ChatMessage, Role
+from agent_worker.domain import ChatMessage
 from agent_worker.errors import SessionBusyError, SessionStoreError
+from agent_worker.sessions.records import message_of, row_values
 
 log = logging.getLogger("clawgate.worker.sessions")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MESSAGES_TABLE = "clawgate_session_messages"
 _MIGRATIONS = {
     1: f"""
@@ -37,6 +38,14 @@ _MIGRATIONS = {
         created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
         PRIMARY KEY (session_key, seq)
     );
+    """,
+    # Structured messages: an assistant's tool calls (a JSON list), a tool result's call id
+    # and tool name. Rows from version 1 read as plain messages.
+    2: f"""
+    ALTER TABLE {_MESSAGES_TABLE}
+        ADD COLUMN IF NOT EXISTS tool_calls TEXT,
+        ADD COLUMN IF NOT EXISTS tool_call_id TEXT,
+        ADD COLUMN IF NOT EXISTS name TEXT;
     """,
 }
 _MIGRATION_LOCK = 0x636C6177  # "claw": one worker migrates at a time
@@ -180,13 +189,13 @@ class PostgresSessionStore:
 
     async def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
         query = (
-            f"SELECT role, content FROM {_MESSAGES_TABLE} WHERE session_key = $1"
-            " ORDER BY seq DESC LIMIT $2"
+            f"SELECT role, content, tool_calls, tool_call_id, name FROM {_MESSAGES_TABLE}"
+            " WHERE session_key = $1 ORDER BY seq DESC LIMIT $2"
         )
         with _store_errors("reading the session"):
             async with self._connection_for(session_key) as connection:
                 rows = await connection.fetch(query, session_key, limit)
-        return [ChatMessage(cast(Role, row["role"]), row["content"]) for row in reversed(rows)]
+        return [message_of(*row) for row in reversed(rows)]
 
     async def append_turn(self, session_key: str, messages: Sequence[ChatMessage]) -> None:
         with _store_errors("writing the turn"):
@@ -196,10 +205,11 @@ class PostgresSessionStore:
                     session_key,
                 )
                 await connection.executemany(
-                    f"INSERT INTO {_MESSAGES_TABLE} (session_key, seq, role, content)"
-                    " VALUES ($1, $2, $3, $4)",
+                    f"INSERT INTO {_MESSAGES_TABLE}"
+                    " (session_key, seq, role, content, tool_calls, tool_call_id, name)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     [
-                        (session_key, last + offset, message.role, message.text)
+                        (session_key, last + offset, *row_values(message))
                         for offset, message in enumerate(messages, start=1)
                     ],
                 )

@@ -27,10 +27,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
-from agent_worker.domain import ChatMessage, Role
+from agent_worker.domain import ChatMessage
 from agent_worker.errors import SessionStoreError
+from agent_worker.sessions.records import message_of, row_values
 
 log = logging.getLogger("clawgate.worker.sessions")
 
@@ -41,9 +42,14 @@ CREATE TABLE IF NOT EXISTS session_messages (
     role TEXT NOT NULL,
     content TEXT NOT NULL,
     created_at REAL NOT NULL,
+    tool_calls TEXT,
+    tool_call_id TEXT,
+    name TEXT,
     PRIMARY KEY (session_key, seq)
 ) WITHOUT ROWID;
 """
+# Columns added since the first schema: a file written before them gains them on open.
+_ADDED_COLUMNS = {"tool_calls": "TEXT", "tool_call_id": "TEXT", "name": "TEXT"}
 T = TypeVar("T")
 BUSY_TIMEOUT_SECONDS = 10.0
 # Commits on the loop between checkpoints on the thread; SQLite's own default is a checkpoint
@@ -76,12 +82,22 @@ def _insert_turn(
         (session_key,),
     ).fetchone()
     connection.executemany(
-        "INSERT INTO session_messages VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO session_messages"
+        " (session_key, seq, created_at, role, content, tool_calls, tool_call_id, name)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (session_key, last + offset, message.role, message.text, now)
+            (session_key, last + offset, now, *row_values(message))
             for offset, message in enumerate(messages, start=1)
         ],
     )
+
+
+def _create_or_migrate(connection: sqlite3.Connection) -> None:
+    connection.executescript(_SCHEMA)
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(session_messages)")}
+    for column, kind in _ADDED_COLUMNS.items():
+        if column not in columns:
+            connection.execute(f"ALTER TABLE session_messages ADD COLUMN {column} {kind}")
 
 
 def _store_error(error: BaseException, doing: str) -> SessionStoreError:
@@ -193,7 +209,7 @@ class SqliteSessionStore:
             )
             _switch_to_wal(connection)
             connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(_SCHEMA)
+            _create_or_migrate(connection)
             return connection
 
         self._connection = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -232,11 +248,11 @@ class SqliteSessionStore:
     async def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
         def read(connection: sqlite3.Connection) -> list[ChatMessage]:
             rows = connection.execute(
-                "SELECT role, content FROM session_messages WHERE session_key = ?"
-                " ORDER BY seq DESC LIMIT ?",
+                "SELECT role, content, tool_calls, tool_call_id, name FROM session_messages"
+                " WHERE session_key = ? ORDER BY seq DESC LIMIT ?",
                 (session_key, -1 if limit is None else limit),
             ).fetchall()
-            return [ChatMessage(cast(Role, role), content) for role, content in reversed(rows)]
+            return [message_of(*row) for row in reversed(rows)]
 
         try:
             return await self._run(read)

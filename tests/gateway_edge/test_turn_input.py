@@ -37,8 +37,14 @@ def test_earlier_turns_are_structured_context() -> None:
         messages=[
             {"role": "user", "content": "q1"},
             {"role": "assistant", "content": "a1"},
-            {"role": "assistant", "content": None},
-            {"role": "tool", "content": "tool out"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "tool out"},
         ]
     )
     assert [(m.role, m.text) for m in request.context] == [
@@ -46,7 +52,10 @@ def test_earlier_turns_are_structured_context() -> None:
         (pb.ROLE_ASSISTANT, "a1"),
         (pb.ROLE_ASSISTANT, ""),
     ]
+    (call,) = request.context[2].tool_calls
+    assert (call.id, call.name, call.arguments) == ("c1", "f", "{}")
     assert request.input.role == pb.ROLE_TOOL and request.input.text == "tool out"
+    assert request.input.tool_call_id == "c1"
 
 
 def test_text_parts_join_with_newlines_and_images_decode() -> None:

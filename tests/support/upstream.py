@@ -3,7 +3,10 @@
 The requested `model` steers it: `status-<code>` answers that HTTP error, `redirect` answers
 308 to another address, `not-sse` answers a plain JSON completion, `break-after-<n>`
 streams n chunks then drops the connection, `slow-<ms>` waits between its 300 chunks,
-`big-<n>` streams n chunks of about 1 KB as fast as the client takes them; anything else
+`big-<n>` streams n chunks of about 1 KB as fast as the client takes them; `tools-<n>` says
+"Let me check." and calls the first offered tool n times (ids `call_up_<i>`, arguments in two
+fragments each), or, when the last message is a tool result, answers with the results; anything
+else
 streams "one two three" with usage. It records every request body, how many chunks it sent,
 and when each client went away before the end of its answer.
 """
@@ -137,7 +140,10 @@ class UpstreamStandIn:
             }
         )
         top_logprobs = (request.get("top_logprobs") or 0) if request.get("logprobs") else None
-        answer = asyncio.ensure_future(self._answer(model, send, top_logprobs))
+        if model.startswith("tools-"):
+            answer = asyncio.ensure_future(self._tool_answer(request, model, send))
+        else:
+            answer = asyncio.ensure_future(self._answer(model, send, top_logprobs))
         gone = asyncio.ensure_future(receive())  # http.disconnect, when the client leaves early
         await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
         if not answer.done():
@@ -186,3 +192,31 @@ class UpstreamStandIn:
         }
         tail = _chunk(model, {}, "length") + b"data: " + orjson.dumps(usage) + b"\n\n"
         await body(tail + b"data: [DONE]\n\n", more=False)
+
+    async def _tool_answer(self, request: dict[str, Any], model: str, send: Any) -> None:
+        messages = request["messages"]
+        chunks: list[bytes] = []
+        if messages[-1]["role"] == "tool":
+            results = [m["content"] for m in messages if m["role"] == "tool"]
+            chunks.append(_chunk(model, {"role": "assistant", "content": "results: "}))
+            chunks.append(_chunk(model, {"content": ", ".join(map(str, results))}))
+            chunks.append(_chunk(model, {}, "stop"))
+        else:
+            name = request["tools"][0]["function"]["name"]
+            chunks.append(_chunk(model, {"role": "assistant", "content": "Let me check."}))
+            for index in range(int(model.removeprefix("tools-"))):
+                first = {
+                    "index": index,
+                    "id": f"call_up_{index}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": ""},
+                }
+                chunks.append(_chunk(model, {"tool_calls": [first]}))
+                for piece in ('{"city": ', f'"Paris {index}"}}'):
+                    fragment = {"index": index, "function": {"arguments": piece}}
+                    chunks.append(_chunk(model, {"tool_calls": [fragment]}))
+            chunks.append(_chunk(model, {}, "tool_calls"))
+        for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await asyncio.sleep(0.001)  # in separate reads, as a model writes them
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})

@@ -1,0 +1,56 @@
+"""A reply's tool calls, assembled from the pieces a provider streams.
+
+Each call's id is unique within its session: a provider that sends none, or one already used in
+the session's transcript (a scripted or small local model repeats `call_0`), gets a fresh one.
+The first piece of each call carries its id on to the caller, so the client, the transcript
+and the next turn's prompt all name the call alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from agent_worker.domain import ChatMessage, ToolCall, ToolCallDelta
+from services.ids import random_hex
+
+
+def taken_call_ids(messages: Iterable[ChatMessage]) -> set[str]:
+    return {call.id for message in messages for call in message.tool_calls}
+
+
+@dataclass(slots=True)
+class _Call:
+    id: str
+    name: str
+    arguments: list[str] = field(default_factory=list)
+
+
+class ToolCalls:
+    def __init__(self, taken_ids: set[str]) -> None:
+        self._taken = taken_ids
+        self._calls: dict[int, _Call] = {}
+
+    def add(self, piece: ToolCallDelta) -> ToolCallDelta:
+        """Takes a piece in; returns it as the caller should see it."""
+        call = self._calls.get(piece.index)
+        if call is None:
+            call_id = piece.id
+            if not call_id or call_id in self._taken:
+                call_id = f"call_{random_hex()[:24]}"
+            self._taken.add(call_id)
+            call = self._calls[piece.index] = _Call(call_id, piece.name)
+            call.arguments.append(piece.arguments)
+            return ToolCallDelta(piece.index, call_id, piece.name, piece.arguments)
+        name = ""
+        if piece.name and not call.name:  # a provider that names the call late
+            call.name = name = piece.name
+        call.arguments.append(piece.arguments)
+        return ToolCallDelta(piece.index, "", name, piece.arguments)
+
+    def whole(self) -> tuple[ToolCall, ...]:
+        """The calls in index order; arguments "{}" when the model wrote none."""
+        return tuple(
+            ToolCall(call.id, call.name, "".join(call.arguments) or "{}")
+            for _, call in sorted(self._calls.items())
+        )
