@@ -4,8 +4,9 @@
 
 Scenarios: standin (the raw-ASGI floor), edge-echo (edge + echo worker answering at once),
 edge-stub (edge + a stub gRPC server), worker (RunTurn over gRPC, no edge), pair and
-pair-stream (edge + worker + openai-compatible provider + the stand-in), litellm and
-litellm-stream (LiteLLM's proxy 1.108.0 in front of the same stand-in), all (these eight);
+pair-stream (edge + worker + openai-compatible provider + the stand-in), pair-tools (the same,
+the stand-in answering with a tool call), litellm and
+litellm-stream (LiteLLM's proxy 1.108.0 in front of the same stand-in), all (these nine);
 idle-streams (RSS per open, idle stream) and soak (RSS growth over 100,000 requests).
 Each prints one table row (wrk -t1 -c32 for req/s and latency; a sequential asyncio client for
 the median time to first token; peak RSS of each clawgate process).
@@ -133,6 +134,27 @@ def _pair(bench: Bench, stream: bool) -> Row:
     return bench.measure(name, f"{url}/v1/chat/completions", AUTH, stream, processes)
 
 
+TOOLS_BODY: dict[str, object] = {
+    **CHAT_BODY,
+    "tools": [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ],
+}
+
+
+def scenario_pair_tools(bench: Bench) -> Row:
+    """The pair when the model answers with a tool call (the stand-in's call, non-stream)."""
+    url, processes = bench.clawgate_pair(upstream=bench.standin())
+    name = "clawgate pair, tool call, non-stream"
+    return bench.measure(name, f"{url}/v1/chat/completions", AUTH, False, processes, TOOLS_BODY)
+
+
 def _litellm(bench: Bench, stream: bool) -> Row:
     url, process = bench.litellm(bench.standin())
     name = f"LiteLLM {LITELLM_VERSION}, {'stream' if stream else 'non-stream'}"
@@ -238,6 +260,7 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "worker": worker_alone,
     "pair": lambda bench: _pair(bench, False),
     "pair-stream": lambda bench: _pair(bench, True),
+    "pair-tools": scenario_pair_tools,
     "litellm": lambda bench: _litellm(bench, False),
     "litellm-stream": lambda bench: _litellm(bench, True),
     "idle-streams": idle_streams,

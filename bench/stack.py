@@ -129,8 +129,9 @@ class Bench:
         headers: dict[str, str],
         stream: bool,
         processes: dict[str, Process],
+        request: dict[str, object] = CHAT_BODY,
     ) -> Row:
-        body: dict[str, object] = {**CHAT_BODY, "stream": True} if stream else CHAT_BODY
+        body: dict[str, object] = {**request, "stream": True} if stream else request
         run_wrk(url, body, headers, 2, self.args.connections)  # warm-up: connections, lazy imports
         cpu_before = {role: cpu_seconds(process.pid) for role, process in processes.items()}
         rate, p50, p99, errors = run_wrk(
@@ -141,7 +142,7 @@ class Bench:
             role: (cpu_seconds(process.pid) - cpu_before[role]) / requests * 1e6
             for role, process in processes.items()
         }
-        ttft = ttft_p50(url, CHAT_BODY, headers, self.args.ttft_samples)
+        ttft = ttft_p50(url, request, headers, self.args.ttft_samples)
         rss = {role: peak_rss_mb(process.pid) for role, process in processes.items()}
         row = Row(name, rate, p50, p99, errors, ttft, rss, cpu)
         print(row.markdown(), flush=True)

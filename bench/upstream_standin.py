@@ -1,8 +1,9 @@
 """An OpenAI-compatible upstream stand-in for benchmarks: raw ASGI, answers at once.
 
 Streams 16 content chunks (all written at once) then `[DONE]`, or the same text as one JSON
-completion; `GET /v1/models` for health checks. Everything is pre-encoded: this is the floor
-every gateway is compared with.
+completion; a request that offers `tools` gets "Let me check." and one call of `get_weather`;
+`GET /v1/models` for health checks. Everything is pre-encoded: this is the floor every gateway
+is compared with.
 
     python bench/upstream_standin.py --port 18001
 """
@@ -69,6 +70,43 @@ JSON_BODY = orjson.dumps(
         "usage": {"prompt_tokens": 8, "completion_tokens": CHUNKS, "total_tokens": 8 + CHUNKS},
     }
 )
+_CALL = {"id": "call_standin", "type": "function", "function": {"name": "get_weather"}}
+_ARGUMENTS = ['{"city": ', '"Paris"}']
+TOOL_STREAM_BODY = (
+    _chunk({"role": "assistant", "content": "Let me check."})
+    + _chunk({"tool_calls": [{"index": 0, **_CALL, "function": {"name": "get_weather"}}]})
+    + b"".join(
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+        for piece in _ARGUMENTS
+    )
+    + _chunk({}, "tool_calls")
+    + b"data: [DONE]\n\n"
+)
+TOOL_JSON_BODY = orjson.dumps(
+    {
+        "id": "chatcmpl-standin",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "standin",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "Let me check.",
+                    "tool_calls": [
+                        {
+                            **_CALL,
+                            "function": {"name": "get_weather", "arguments": "".join(_ARGUMENTS)},
+                        }
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": 8, "completion_tokens": 4, "total_tokens": 12},
+    }
+)
 MODELS_BODY = orjson.dumps(
     {
         "object": "list",
@@ -100,7 +138,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             "headers": _SSE_HEADERS if stream else _JSON_HEADERS,
         }
     )
-    await send({"type": "http.response.body", "body": STREAM_BODY if stream else JSON_BODY})
+    if b'"tools"' in body:
+        answer = TOOL_STREAM_BODY if stream else TOOL_JSON_BODY
+    else:
+        answer = STREAM_BODY if stream else JSON_BODY
+    await send({"type": "http.response.body", "body": answer})
 
 
 def main() -> None:

@@ -27,6 +27,11 @@ async def run_agent_turn(
                 for event in response.events:
                     if event.HasField("delta"):
                         sys.stdout.write(event.delta.text)
+                    elif event.HasField("finished"):
+                        for call in event.finished.tool_calls:
+                            sys.stdout.write(
+                                f"\n[tool call {call.id}: {call.name}({call.arguments})]"
+                            )
                     elif event.HasField("error"):
                         message = event.error.message
                         print(f"\nclawgate agent: turn failed: {message}", file=sys.stderr)

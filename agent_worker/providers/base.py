@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -73,6 +74,34 @@ def sampling_arguments(sampling: Sampling) -> dict[str, Any]:
     elif sampling.response_format:
         arguments["response_format"] = {"type": sampling.response_format}
     return arguments
+
+
+def message_payload(message: ChatMessage) -> dict[str, Any]:
+    """A message in OpenAI's chat shape: images as data-URI parts, tool calls and results."""
+    payload: dict[str, Any] = {"role": message.role, "content": message.text}
+    if message.images:
+        parts: list[dict[str, Any]] = (
+            [{"type": "text", "text": message.text}] if message.text else []
+        )
+        for image in message.images:
+            url = f"data:{image.media_type};base64,{base64.b64encode(image.data).decode()}"
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+        payload["content"] = parts
+    if message.tool_calls:
+        payload["content"] = message.text or None
+        payload["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+    if message.role == "tool":
+        payload["tool_call_id"] = message.tool_call_id
+        if message.name:
+            payload["name"] = message.name
+    return payload
 
 
 def tool_arguments(request: ProviderRequest) -> dict[str, Any]:

@@ -16,13 +16,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from agent_worker.domain import FinishReason, Sampling, TextDelta, TurnFinished, Usage
+from agent_worker.domain import (
+    FinishReason,
+    Sampling,
+    TextDelta,
+    ToolCallDelta,
+    TurnFinished,
+    Usage,
+)
 from agent_worker.errors import ProviderFailedError, ProviderUnavailableError
 from agent_worker.providers.base import (
     ProviderEvent,
     ProviderRequest,
+    message_payload,
     sampling_arguments,
     token_logprob,
+    tool_arguments,
 )
 from services.config import LlamaCppProviderConfig
 
@@ -89,7 +98,7 @@ def llama_arguments(sampling: Sampling, defaults: LlamaCppProviderConfig) -> dic
 
 class LlamaCppProvider:
     supports_images = False
-    supports_tools = False
+    supports_tools = True  # llama-cpp-python's chatml function calling (a grammar for calls)
 
     def __init__(self, config: LlamaCppProviderConfig) -> None:
         self._config = config
@@ -163,6 +172,9 @@ class LlamaCppProvider:
     ) -> Iterator[ProviderEvent]:
         if cancelled.is_set():
             return
+        if request.tools and request.tool_choice.mode != "none":
+            yield from self._call_tools(request)
+            return
         chunks = self._llama.create_chat_completion(
             messages=[
                 {"role": message.role, "content": message.text} for message in request.messages
@@ -188,3 +200,35 @@ class LlamaCppProvider:
             chunks.close()
         prompt_tokens = max(self._llama.n_tokens - completion_tokens, 0)
         yield TurnFinished(finish_reason, Usage(prompt_tokens, completion_tokens))
+
+    def _call_tools(self, request: ProviderRequest) -> Iterator[ProviderEvent]:
+        """One answer, not streamed: llama-cpp-python's chatml function-calling handler writes
+        a call's arguments under a grammar made from the tool's schema, so even a small model
+        returns JSON that parses."""
+        from llama_cpp.llama_chat_format import chatml_function_calling
+
+        completion = chatml_function_calling(
+            llama=self._llama,
+            messages=[message_payload(message) for message in request.messages],
+            stream=False,
+            **llama_arguments(request.sampling, self._config),
+            **tool_arguments(request),
+        )
+        choice = completion["choices"][0]
+        message = choice["message"]
+        if message.get("content"):
+            yield TextDelta(message["content"])
+        calls = message.get("tool_calls") or ()
+        for index, call in enumerate(calls):
+            function = call["function"]
+            yield ToolCallDelta(
+                index, call.get("id") or "", function["name"], function["arguments"]
+            )
+        usage = completion.get("usage") or {}
+        finish = (
+            FinishReason.LENGTH if choice.get("finish_reason") == "length" else FinishReason.STOP
+        )
+        yield TurnFinished(
+            FinishReason.TOOL_CALLS if calls else finish,
+            Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
+        )

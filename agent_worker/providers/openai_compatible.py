@@ -7,7 +7,6 @@ little more than the bytes it forwards.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -15,7 +14,6 @@ import orjson
 import yarl
 
 from agent_worker.domain import (
-    ChatMessage,
     FinishReason,
     TextDelta,
     TokenLogprob,
@@ -34,6 +32,7 @@ from agent_worker.errors import (
 from agent_worker.providers.base import (
     ProviderEvent,
     ProviderRequest,
+    message_payload,
     sampling_arguments,
     token_logprob,
     tool_arguments,
@@ -52,33 +51,6 @@ _REJECTED = frozenset({400, 404, 413, 422})
 _MAX_ERROR_BODY = 64 << 10
 _MAX_LINE = 8 << 20
 MAX_DELTA_CHARS = 1024  # so that a turn's event credit bounds its bytes as before
-
-
-def message_payload(message: ChatMessage) -> dict[str, Any]:
-    payload: dict[str, Any] = {"role": message.role, "content": message.text}
-    if message.images:
-        parts: list[dict[str, Any]] = (
-            [{"type": "text", "text": message.text}] if message.text else []
-        )
-        for image in message.images:
-            url = f"data:{image.media_type};base64,{base64.b64encode(image.data).decode()}"
-            parts.append({"type": "image_url", "image_url": {"url": url}})
-        payload["content"] = parts
-    if message.tool_calls:
-        payload["content"] = message.text or None
-        payload["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments},
-            }
-            for call in message.tool_calls
-        ]
-    if message.role == "tool":
-        payload["tool_call_id"] = message.tool_call_id
-        if message.name:
-            payload["name"] = message.name
-    return payload
 
 
 def status_error(status: int, body: bytes, location: str = "") -> TurnError:

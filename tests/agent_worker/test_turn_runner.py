@@ -36,6 +36,7 @@ class ScriptedProvider:
     """Records the prompts it gets; streams `words`, optionally failing or hanging midway."""
 
     supports_images = False
+    supports_tools = False
     gives_logprobs = False
 
     def __init__(

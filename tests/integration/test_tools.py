@@ -135,6 +135,7 @@ def test_the_follow_up_reaches_the_upstream_structurally(
         tools=[WEATHER],  # type: ignore[list-item]
     )
     call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert isinstance(call, openai.types.chat.ChatCompletionMessageFunctionToolCall)
     messages += [
         first.choices[0].message.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": call.id, "content": "sunny"},

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
+import jsonschema
 import pytest
 
-from agent_worker.domain import ChatMessage, FinishReason, Sampling, TextDelta, TurnFinished
+from agent_worker.domain import (
+    ChatMessage,
+    FinishReason,
+    Sampling,
+    TextDelta,
+    Tool,
+    ToolCallDelta,
+    ToolChoice,
+    TurnFinished,
+)
 from agent_worker.errors import ProviderUnavailableError
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.providers.llama_cpp import LlamaCppProvider, default_model_path
@@ -117,3 +128,29 @@ async def test_17_15_logprobs_when_the_provider_is_loaded_for_them() -> None:
     scored = [logprob for delta in deltas for logprob in delta.logprobs]
     assert "".join(lp.token for lp in scored) == "".join(delta.text for delta in deltas)
     assert all(lp.logprob <= 0 and len(lp.top_logprobs) >= 2 for lp in scored)
+
+
+@pytest.mark.slow
+async def test_smollm2_pinned_to_a_tool_calls_it_with_arguments_matching_its_schema(
+    provider: LlamaCppProvider,
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city", "days"],
+    }
+    request = ProviderRequest(
+        "smollm2",
+        (ChatMessage("user", "What will the weather be in Paris for the next 3 days?"),),
+        Sampling(max_tokens=64, seed=1),
+        tools=(Tool("get_forecast", "The weather forecast for a city.", json.dumps(schema)),),
+        tool_choice=ToolChoice("function", "get_forecast"),
+    )
+    events = [event async for event in provider.stream(request)]
+    calls = [event for event in events if isinstance(event, ToolCallDelta)]
+    assert [call.name for call in calls] == ["get_forecast"]
+    arguments = json.loads(calls[0].arguments)
+    jsonschema.validate(arguments, schema)
+    finished = events[-1]
+    assert isinstance(finished, TurnFinished)
+    assert finished.finish_reason is FinishReason.TOOL_CALLS

@@ -71,7 +71,7 @@ def sse(*chunks: dict[str, object]) -> bytes:
 
 
 def fed(body: SseBody, block: bytes) -> list[str]:
-    return [delta.text for delta in body.feed(block)]
+    return [delta.text for delta in body.feed(block) if isinstance(delta, TextDelta)]
 
 
 def content(text: str) -> dict[str, object]:
@@ -245,6 +245,7 @@ def test_logprobs_of_joined_chunks_stay_with_their_text() -> None:
         return chunk
 
     (delta,) = SseBody().feed(sse(scored("a", -0.5), scored("b", -1.25)))
+    assert isinstance(delta, TextDelta)
     assert delta.text == "ab"
     assert [(lp.token, lp.logprob, lp.token_bytes) for lp in delta.logprobs] == [
         ("a", -0.5, b"a"),

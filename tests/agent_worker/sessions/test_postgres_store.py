@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agent_worker.domain import ChatMessage
+from agent_worker.domain import ChatMessage, ToolCall
 from agent_worker.errors import SessionBusyError
 from agent_worker.sessions.postgres_store import PostgresSessionStore
 from agent_worker.sessions.store import store_for_url
@@ -107,3 +107,45 @@ async def test_a_read_beside_a_running_turn_does_not_use_the_turns_connection(
         beside = asyncio.create_task(store.load(session), context=contextvars.Context())
         loaded = await asyncio.gather(inside, beside)
     assert [[m.text for m in messages] for messages in loaded] == [["q", "a"], ["q", "a"]]
+
+
+async def test_a_transcript_from_schema_1_still_continues_after_the_migration() -> None:
+    """Version 1 stored text only; version 2 adds tool calls, call ids and names beside it."""
+    import asyncpg
+
+    name = f"clawgate_migration_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(POSTGRES_URL)
+    await admin.execute(f"CREATE DATABASE {name}")
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        old = await asyncpg.connect(url)
+        await old.execute(
+            "CREATE TABLE clawgate_schema (version INTEGER NOT NULL);"
+            " INSERT INTO clawgate_schema VALUES (1);"
+            " CREATE TABLE clawgate_session_messages (session_key TEXT NOT NULL,"
+            " seq INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL,"
+            " created_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (session_key, seq));"
+            " INSERT INTO clawgate_session_messages (session_key, seq, role, content)"
+            " VALUES ('old', 1, 'user', 'q1'), ('old', 2, 'assistant', 'a1');"
+        )
+        await old.close()
+        store = PostgresSessionStore(url, 2)
+        await store.open()
+        try:
+            assert await store.load("old") == [
+                ChatMessage("user", "q1"),
+                ChatMessage("assistant", "a1"),
+            ]
+            call = ToolCall("call_1", "get_time", "{}")
+            turn = [
+                ChatMessage("user", "q2"),
+                ChatMessage("assistant", "", tool_calls=(call,)),
+                ChatMessage("tool", "noon", tool_call_id="call_1", name="get_time"),
+            ]
+            await store.append_turn("old", turn)
+            assert (await store.load("old"))[2:] == turn
+        finally:
+            await store.close()
+    finally:
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()

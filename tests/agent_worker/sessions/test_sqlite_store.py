@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_worker.domain import ChatMessage
+from agent_worker.domain import ChatMessage, ToolCall
 from agent_worker.errors import SessionStoreError
 from agent_worker.sessions.sqlite_store import SqliteSessionStore
 from agent_worker.sessions.store import UnsupportedStoreError, store_for_url
@@ -159,3 +159,35 @@ async def test_opening_waits_for_another_process_holding_the_lock(tmp_path: Path
     assert [m.text for m in await store.load("k")] == ["after the wait"]
     await store.close()
     other.close()
+
+
+async def test_a_file_from_before_structured_messages_still_continues(tmp_path: Path) -> None:
+    """The first schema stored text only: opening adds the tool columns, old rows read as
+    plain messages, and new turns keep their tool calls."""
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE session_messages (session_key TEXT NOT NULL, seq INTEGER NOT NULL,"
+        " role TEXT NOT NULL, content TEXT NOT NULL, created_at REAL NOT NULL,"
+        " PRIMARY KEY (session_key, seq)) WITHOUT ROWID;"
+        " INSERT INTO session_messages VALUES ('old', 1, 'user', 'q1', 0),"
+        " ('old', 2, 'assistant', 'a1', 0);"
+    )
+    old.close()
+    store = SqliteSessionStore(path)
+    await store.open()
+    try:
+        assert await store.load("old") == [
+            ChatMessage("user", "q1"),
+            ChatMessage("assistant", "a1"),
+        ]
+        call = ToolCall("call_1", "get_time", '{"zone": "UTC"}')
+        turn = [
+            ChatMessage("user", "q2"),
+            ChatMessage("assistant", "checking", tool_calls=(call,)),
+            ChatMessage("tool", "", tool_call_id="call_1", name="get_time"),
+        ]
+        await store.append_turn("old", turn)
+        assert (await store.load("old"))[2:] == turn
+    finally:
+        await store.close()
