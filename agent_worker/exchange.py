@@ -61,7 +61,6 @@ class ExchangeCall:
                     yield response
                 finally:  # a turn is closed once its last event is written, or the call is gone
                     for outbox in sent:
-                        outbox.sent()
                         if outbox.done:
                             self._open_turns.closed()
         finally:

@@ -15,10 +15,6 @@ from agent_worker.domain import ChatMessage, ToolCall, ToolCallDelta
 from services.ids import random_hex
 
 
-def taken_call_ids(messages: Iterable[ChatMessage]) -> set[str]:
-    return {call.id for message in messages for call in message.tool_calls}
-
-
 @dataclass(slots=True)
 class _Call:
     id: str
@@ -27,14 +23,17 @@ class _Call:
 
 
 class ToolCalls:
-    def __init__(self, taken_ids: set[str]) -> None:
-        self._taken = taken_ids
+    def __init__(self, history: Iterable[ChatMessage]) -> None:
+        self._history = history
+        self._taken: set[str] | None = None  # the ids in the history, once a call comes
         self._calls: dict[int, _Call] = {}
 
     def add(self, piece: ToolCallDelta) -> ToolCallDelta:
         """Takes a piece in; returns it as the caller should see it."""
         call = self._calls.get(piece.index)
         if call is None:
+            if self._taken is None:
+                self._taken = {c.id for message in self._history for c in message.tool_calls}
             call_id = piece.id
             if not call_id or call_id in self._taken:
                 call_id = f"call_{random_hex()[:24]}"

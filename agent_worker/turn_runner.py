@@ -47,7 +47,7 @@ from agent_worker.metrics import WorkerMetrics
 from agent_worker.providers.base import Provider, ProviderRequest
 from agent_worker.sessions.locks import SessionLocks
 from agent_worker.sessions.store import SessionStore
-from agent_worker.tool_calls import ToolCalls, taken_call_ids
+from agent_worker.tool_calls import ToolCalls
 from services.ids import random_hex
 from services.logging import fingerprint
 
@@ -224,7 +224,7 @@ class TurnRunner:
                 len(prompt) - 1,
             )
         yield TurnStarted(run_id, agent.model_ref)
-        reply = _Reply(ToolCalls(taken_call_ids(prompt)))
+        reply = _Reply(ToolCalls(prompt))
         provider_request = ProviderRequest(
             agent.model,
             prompt,

@@ -122,8 +122,10 @@ def turn_request_from_proto(request: pb.RunTurnRequest) -> TurnRequest:
         sampling=sampling_from_proto(request.sampling),
         request_id=request.request_id,
         new_session=request.new_session,
-        tools=tuple(Tool(t.name, t.description, t.parameters_json) for t in request.tools),
-        tool_choice=_tool_choice(request.tool_choice),
+        tools=tuple(Tool(t.name, t.description, t.parameters_json) for t in request.tools)
+        if request.tools
+        else (),
+        tool_choice=_tool_choice(request.tool_choice) if request.HasField("tool_choice") else _AUTO,
         parallel_tool_calls=(
             request.parallel_tool_calls if request.HasField("parallel_tool_calls") else None
         ),
