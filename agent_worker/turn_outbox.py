@@ -6,8 +6,8 @@ credit allows, and hands what it took to gRPC in the same step. The runner waits
 before its session write: it returns once every queued event has been taken, so the text is on
 its way before the store is touched (a future's waiter resumes only after the step that set it,
 so the message has been handed over by then). Waiting for gRPC to finish writing it as well
-cost the pair 17% of its stream throughput, for nothing the client could see. Once the queue holds `EVENT_BUFFER`
-events the provider is paused until the caller catches up.
+cost the pair 17% of its stream throughput, for nothing the client could see. Once the queue
+holds `EVENT_BUFFER` events the provider is paused until the caller catches up.
 """
 
 from __future__ import annotations
