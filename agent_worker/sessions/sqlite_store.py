@@ -107,7 +107,7 @@ def _store_error(error: BaseException, doing: str) -> SessionStoreError:
 def _small(messages: Sequence[ChatMessage]) -> bool:
     size = 0
     for message in messages:
-        size += len(message.text)
+        size += len(message.text) + sum(len(call.arguments) for call in message.tool_calls)
         if size > LOOP_COMMIT_BYTES:
             return False
     return True

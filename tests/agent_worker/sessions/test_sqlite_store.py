@@ -9,7 +9,7 @@ import pytest
 
 from agent_worker.domain import ChatMessage, ToolCall
 from agent_worker.errors import SessionStoreError
-from agent_worker.sessions.sqlite_store import SqliteSessionStore
+from agent_worker.sessions.sqlite_store import LOOP_COMMIT_BYTES, SqliteSessionStore
 from agent_worker.sessions.store import UnsupportedStoreError, store_for_url
 
 
@@ -72,6 +72,25 @@ async def test_a_turn_is_committed_at_once_when_the_lock_is_free(tmp_path: Path)
         ("assistant", "a"),
     ]
     other.close()
+    await store.close()
+
+
+async def test_a_large_turn_is_committed_on_the_thread_whatever_makes_it_large(
+    tmp_path: Path,
+) -> None:
+    """Its commit would hold the loop; tool-call arguments count like text (they did not)."""
+    store = SqliteSessionStore(tmp_path / "s.db")
+    await store.open()
+    big_text = [ChatMessage("user", "q"), ChatMessage("assistant", "x" * (LOOP_COMMIT_BYTES + 1))]
+    call = ToolCall("call_1", "f", '{"a": "' + "y" * LOOP_COMMIT_BYTES + '"}')
+    big_call = [ChatMessage("user", "q"), ChatMessage("assistant", "", tool_calls=(call,))]
+    small = [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
+    assert store.append_turn("small", small).done()
+    for key, turn in (("text", big_text), ("call", big_call)):
+        written = store.append_turn(key, turn)
+        assert not written.done()  # queued for the thread
+        await written
+        assert (await store.load(key))[1] == turn[1]
     await store.close()
 
 
