@@ -43,6 +43,7 @@ class ExchangeCall:
         self._ready: dict[int, TurnOutbox] = {}  # turns with events and credit to send them
         self._wakeup = asyncio.Event()
         self._reading = True
+        self._writing = False  # a message is with gRPC
 
     async def responses(
         self, requests: AsyncIterable[pb.ExchangeRequest]
@@ -57,9 +58,12 @@ class ExchangeCall:
                 response, sent = self._take_ready()
                 if not sent:
                     continue
+                self._writing = True
                 try:
                     yield response
-                finally:  # a turn is closed once its last event is written, or the call is gone
+                finally:
+                    self._writing = False
+                    # A turn is closed once its last event is written, or the call is gone.
                     for outbox in sent:
                         if outbox.done:
                             self._open_turns.closed()
@@ -97,7 +101,11 @@ class ExchangeCall:
             return  # a caller bug; the first turn with this id keeps it
         credit = CreditWindow(opened.credit or EVENT_BUFFER)
         outbox = TurnOutbox(
-            opened.turn_id, credit, self._mark_ready, whole_answer=opened.whole_answer
+            opened.turn_id,
+            credit,
+            self._mark_ready,
+            whole_answer=opened.whole_answer,
+            transport_busy=lambda: self._writing,
         )
         self._turns[outbox.id] = outbox
         self._open_turns.opened()

@@ -42,6 +42,7 @@ class TurnOutbox:
         "_on_ready",
         "_flush",
         "_hold_text",
+        "_transport_busy",
     )
 
     def __init__(
@@ -51,6 +52,7 @@ class TurnOutbox:
         on_ready: Callable[[TurnOutbox], None],
         *,
         whole_answer: bool = False,
+        transport_busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.id = turn_id
         self.credit = credit
@@ -62,6 +64,9 @@ class TurnOutbox:
         self._on_ready = on_ready  # called when it has events its credit lets go
         self._flush: asyncio.Future[None] | None = None  # resolved once all is taken
         self._hold_text = whole_answer  # its caller wants the whole answer: never wait
+        # While the transport is writing, text queued now goes out in its next message anyway,
+        # with the finish if that is ready: waiting would only add a message per turn.
+        self._transport_busy = transport_busy
 
     @property
     def ready(self) -> bool:
@@ -96,7 +101,7 @@ class TurnOutbox:
             self._task.cancel(why)
 
     async def _flushed(self) -> None:
-        if self._hold_text or not self.events:
+        if self._hold_text or not self.events or self._transport_busy():
             return
         if self._flush is None:
             self._flush = asyncio.get_running_loop().create_future()

@@ -9,9 +9,10 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from agent_worker.domain import FinishReason, TextDelta, TurnEvent, TurnFinished, TurnStarted, Usage
 from agent_worker.errors import WorkerAtCapacityError
 from agent_worker.exchange import EVENT_BUFFER, ExchangeCall
-from agent_worker.turn_outbox import OpenTurns
+from agent_worker.turn_outbox import OpenTurns, TurnOutbox
 from agent_worker.turn_runner import Flushed
 from clawgate.agent.v1 import agent_service_pb2 as pb
+from services.credit import CreditWindow
 
 STARTED = TurnStarted(run_id="r", model="echo/echo")
 FINISHED = TurnFinished(FinishReason.STOP, Usage(0, 0))
@@ -189,3 +190,33 @@ async def test_a_whole_answer_turn_does_not_wait_for_its_text_to_leave() -> None
     await harness.finish()
     assert harness.flushed_after == [0]  # nothing had been sent when `flushed` returned
     assert harness.kinds(1) == ["started", "delta", "delta", "delta", "finished"]
+
+
+async def test_flushed_does_not_wait_while_the_transport_is_writing() -> None:
+    """Text queued during a write goes out in the next message anyway, with the finish when it
+    is ready: waiting then only cost a message per turn (17% of stream throughput at c=32)."""
+    busy = True
+    outbox = TurnOutbox(1, CreditWindow(), lambda _: None, transport_busy=lambda: busy)
+    flushed: list[bool] = []
+
+    async def run(flush: Flushed) -> AsyncGenerator[TurnEvent, None]:
+        yield TextDelta("a")
+        await flush()
+        flushed.append(True)
+        yield FINISHED
+
+    outbox.start(run, "r")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert flushed == [True]  # busy: no wait
+    busy = False
+    flushed.clear()
+    waiting = TurnOutbox(2, CreditWindow(), lambda _: None, transport_busy=lambda: busy)
+    waiting.start(run, "r")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert flushed == []  # idle: it waits until the text is taken
+    assert [type(event) for event in waiting.take()] == [TextDelta]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert flushed == [True]
