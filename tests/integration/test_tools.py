@@ -1,6 +1,7 @@
-"""OpenAI function tools end to end (issue 19), over a real worker and edge: the `openai` SDK
-and plain HTTP against an OpenAI-compatible stand-in that answers with tool calls, and the echo
-provider's scripted tool mode. Shapes are validated against OpenAI's schemas."""
+"""OpenAI function tools end to end (issue 19), over a real worker and edge: the `openai` SDK,
+plain HTTP, the OpenAI Agents SDK and LangChain against an OpenAI-compatible stand-in that
+answers with tool calls (it calls the first offered tool, then answers with the results), and
+the echo provider's scripted tool mode. Shapes are validated against OpenAI's schemas."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import grpc
 import httpx
 import openai
 import pytest
+from agents import Agent, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+from langchain_openai import ChatOpenAI
+from openai import AsyncOpenAI
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
@@ -332,3 +336,43 @@ def test_x_openclaw_model_runs_another_configured_model_or_is_a_404(stack: Stack
         "model_not_found",
     )
     assert "nowhere/m" in error["message"]
+
+
+async def test_the_openai_agents_sdk_runs_a_function_tool_to_the_final_answer(
+    stack: Stack, upstream: UpstreamStandIn
+) -> None:
+    set_tracing_disabled(True)  # no network: traces would go to OpenAI
+    ran: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        ran.append(city)
+        return f"sunny in {city}"
+
+    client = AsyncOpenAI(base_url=f"{stack.base_url}/v1", api_key=TOKEN)
+    agent = Agent(
+        name="weather",
+        instructions="Answer with the weather.",
+        tools=[get_weather],
+        model=OpenAIChatCompletionsModel(model="openclaw:caller", openai_client=client),
+    )
+    result = await Runner.run(agent, "What is the weather in Paris?")
+    assert ran == ["Paris 0"]
+    assert result.final_output == "results: sunny in Paris 0"
+    follow_up = upstream.requests[-1]
+    assert follow_up["messages"][-1]["role"] == "tool"
+    assert follow_up["tools"][0]["function"]["name"] == "get_weather"
+
+
+def test_langchain_bind_tools_gets_the_tool_calls(stack: Stack) -> None:
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    model = ChatOpenAI(base_url=f"{stack.base_url}/v1", api_key=TOKEN, model="openclaw:caller")
+    message = model.bind_tools([get_weather]).invoke("What is the weather in Paris?")
+    assert message.content == "Let me check."
+    assert [(call["name"], call["args"], call["id"]) for call in message.tool_calls] == [
+        ("get_weather", {"city": "Paris 0"}, "call_up_0")
+    ]
