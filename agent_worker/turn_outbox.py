@@ -5,9 +5,11 @@ transport writes them straight into its outgoing message). The transport takes w
 credit allows, and hands what it took to gRPC in the same step. The runner waits on `flushed`
 before its session write: it returns once every queued event has been taken, so the text is on
 its way before the store is touched (a future's waiter resumes only after the step that set it,
-so the message has been handed over by then). Waiting for gRPC to finish writing it as well
-cost the pair 17% of its stream throughput, for nothing the client could see. Once the queue
-holds `EVENT_BUFFER` events the provider is paused until the caller catches up.
+so the message has been handed over by then). It returns at once while the transport is
+writing a message (the text then leaves in the next one, still ahead of the finish) and for a
+caller that reads whole answers. Measured costs are in docs/performance.md ("What stands in the
+way"). Once the queue holds `EVENT_BUFFER` events the provider is paused until the caller
+catches up.
 """
 
 from __future__ import annotations
