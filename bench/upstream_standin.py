@@ -53,24 +53,34 @@ STREAM_BODY = (
     + b"\n\n"
     + b"data: [DONE]\n\n"
 )
-JSON_BODY = orjson.dumps(
-    {
-        "id": "chatcmpl-standin",
-        "object": "chat.completion",
-        "created": 1700000000,
-        "model": "standin",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "".join(_WORDS)},
-                "finish_reason": "stop",
-                "logprobs": None,
-            }
-        ],
-        "usage": {"prompt_tokens": 8, "completion_tokens": CHUNKS, "total_tokens": 8 + CHUNKS},
-    }
-)
-_CALL = {"id": "call_standin", "type": "function", "function": {"name": "get_weather"}}
+
+
+def _completion(message: dict[str, Any], finish_reason: str, completion_tokens: int) -> bytes:
+    return orjson.dumps(
+        {
+            "id": "chatcmpl-standin",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": "standin",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", **message},
+                    "finish_reason": finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 8,
+                "completion_tokens": completion_tokens,
+                "total_tokens": 8 + completion_tokens,
+            },
+        }
+    )
+
+
+JSON_BODY = _completion({"content": "".join(_WORDS)}, "stop", CHUNKS)
+_CALL = {"id": "call_standin", "type": "function"}
 _ARGUMENTS = ['{"city": ', '"Paris"}']
 TOOL_STREAM_BODY = (
     _chunk({"role": "assistant", "content": "Let me check."})
@@ -82,30 +92,9 @@ TOOL_STREAM_BODY = (
     + _chunk({}, "tool_calls")
     + b"data: [DONE]\n\n"
 )
-TOOL_JSON_BODY = orjson.dumps(
-    {
-        "id": "chatcmpl-standin",
-        "object": "chat.completion",
-        "created": 1700000000,
-        "model": "standin",
-        "choices": [
-            {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": "Let me check.",
-                    "tool_calls": [
-                        {
-                            **_CALL,
-                            "function": {"name": "get_weather", "arguments": "".join(_ARGUMENTS)},
-                        }
-                    ],
-                },
-                "finish_reason": "tool_calls",
-            }
-        ],
-        "usage": {"prompt_tokens": 8, "completion_tokens": 4, "total_tokens": 12},
-    }
+_WHOLE_CALL = {**_CALL, "function": {"name": "get_weather", "arguments": "".join(_ARGUMENTS)}}
+TOOL_JSON_BODY = _completion(
+    {"content": "Let me check.", "tool_calls": [_WHOLE_CALL]}, "tool_calls", 4
 )
 MODELS_BODY = orjson.dumps(
     {

@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 
 from starlette.types import Receive, Send
 
-from gateway_edge.errors import ApiError, body_too_large, rendered
+from gateway_edge.errors import JSON_CONTENT_TYPE, ApiError, body_too_large, rendered
 
-JSON_HEADERS = [(b"content-type", b"application/json")]
+JSON_HEADERS = [JSON_CONTENT_TYPE]
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),

@@ -25,7 +25,6 @@ _ENDED_EARLY = ApiError(
 class Turn:
     __slots__ = (
         "worker",
-        "started",
         "inbox",
         "_early",
         "_on_outcome",
@@ -36,7 +35,6 @@ class Turn:
 
     def __init__(self, worker: Worker, inbox: TurnInbox, on_outcome: Callable[[str], None]) -> None:
         self.worker = worker
-        self.started: pb.TurnStarted | None = None  # set once the worker has started it
         self.inbox = inbox
         self._early: Sequence[pb.RunTurnEvent] = ()  # events that came with `started`
         self._on_outcome = on_outcome
@@ -66,8 +64,8 @@ class Turn:
         self._end(outcome)
         self.worker.in_flight -= 1
 
-    def accept(self, started: pb.TurnStarted, early: Sequence[pb.RunTurnEvent]) -> None:
-        self.started = started
+    def accept(self, early: Sequence[pb.RunTurnEvent]) -> None:
+        """Its worker started it; `early` are the events that came with `started`."""
         self._early = early
 
     def read_whole(self) -> None:

@@ -280,7 +280,7 @@ class WorkerPool:
         first = await self._first_events(turn)
         head = first[0]
         if head.HasField("started"):
-            turn.accept(head.started, first[1:])
+            turn.accept(first[1:])
             return
         if not head.HasField("error"):
             raise ApiError(
