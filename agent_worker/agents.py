@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from agent_worker.domain import Sampling
 from agent_worker.errors import UnknownAgentError
 from services.config import ClawgateConfig
+from services.mcp_config import DEFAULT_MAX_STEPS, matches_any
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,15 @@ class Agent:
     turn_timeout: float
     sampling: Sampling
     is_default: bool
+    # MCP tools it may use (`<server>__<tool>` names or globs); deny wins
+    tools_allow: tuple[str, ...] = ()
+    tools_deny: tuple[str, ...] = ()
+    max_steps: int = DEFAULT_MAX_STEPS
+
+    def may_use(self, tool_name: str) -> bool:
+        return matches_any(tool_name, list(self.tools_allow)) and not matches_any(
+            tool_name, list(self.tools_deny)
+        )
 
     @property
     def model_ref(self) -> str:
@@ -38,6 +48,10 @@ class AgentRegistry:
         for entry in config.agents.entries:
             provider, _, model = (entry.model or defaults.model).partition("/")
             sampling = entry.sampling or defaults.sampling
+            tools = entry.tools
+            allow = tools.allow if tools and tools.allow is not None else defaults.tools.allow
+            deny = tools.deny if tools and tools.deny is not None else defaults.tools.deny
+            max_steps = (tools and tools.max_steps) or defaults.tools.max_steps
             agents.append(
                 Agent(
                     id=entry.id,
@@ -57,6 +71,9 @@ class AgentRegistry:
                         max_tokens=sampling.max_tokens,
                     ),
                     is_default=entry.id == default_id,
+                    tools_allow=tuple(allow or ()),
+                    tools_deny=tuple(deny or ()),
+                    max_steps=max_steps or DEFAULT_MAX_STEPS,
                 )
             )
         return cls(agents)

@@ -146,4 +146,24 @@ class TurnFinished:
     tool_calls: tuple[ToolCall, ...] = ()  # whole, when the model called tools
 
 
-TurnEvent = TurnStarted | TextDelta | ToolCallDelta | TurnFinished
+@dataclass(frozen=True, slots=True)
+class ToolRunStarted:
+    """The worker runs one of the agent's own tools (MCP) that the model called."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRunFinished:
+    call_id: str
+    name: str
+    summary: str  # the start of the result's text
+    duration_ms: int
+    is_error: bool
+
+
+TurnEvent = (
+    TurnStarted | TextDelta | ToolCallDelta | ToolRunStarted | ToolRunFinished | TurnFinished
+)

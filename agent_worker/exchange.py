@@ -105,7 +105,7 @@ class ExchangeCall:
             credit,
             self._mark_ready,
             whole_answer=opened.whole_answer,
-            transport_busy=lambda: self._writing,
+            alone=self._alone,
         )
         self._turns[outbox.id] = outbox
         self._open_turns.opened()
@@ -113,6 +113,11 @@ class ExchangeCall:
             outbox.end_with(DRAINING)
         else:
             outbox.start(self._start_turn(opened.request), opened.request.request_id)
+
+    def _alone(self) -> bool:
+        """No other turn is open on this worker and no message is being written (text queued
+        while one is goes out in the next message anyway)."""
+        return not self._writing and self._open_turns.alone()
 
     def _mark_ready(self, outbox: TurnOutbox) -> None:
         if self._turns.get(outbox.id) is outbox:

@@ -48,6 +48,20 @@ class WorkerMetrics:
         self.turns_in_flight = Gauge(
             "clawgate_worker_turns_in_flight", "Turns running now.", registry=self.registry
         )
+        self.tool_calls = Counter(
+            "clawgate_worker_tool_calls",
+            "Calls of agents' own tools (MCP) by server, tool and outcome (ok, error, timeout,"
+            " unavailable, cancelled).",
+            ["server", "tool", "outcome"],
+            registry=self.registry,
+        )
+        self.tool_call_seconds = Histogram(
+            "clawgate_worker_tool_call_duration_seconds",
+            "Time an agent's own tool (MCP) took.",
+            ["server", "tool"],
+            buckets=_FIRST_TOKEN_BUCKETS + (30, 60, 120),
+            registry=self.registry,
+        )
         self.turns_by = children_of(self.turns)
         self.turn_seconds_by = children_of(self.turn_seconds)
         self.provider_seconds_by = children_of(self.provider_seconds)

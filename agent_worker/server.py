@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from agent_worker.agent_tools import AgentTools
 from agent_worker.agents import AgentRegistry
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.providers.base import Provider
@@ -157,6 +158,7 @@ async def serve(
     providers = _providers_for(config)
     store = store_for_url(config.sessions.store, config.sessions.pool_size)
     metrics = WorkerMetrics()
+    tools = AgentTools(config.mcp, metrics)
     runner = TurnRunner(
         agents,
         providers,
@@ -165,6 +167,7 @@ async def serve(
         max_queued_turns=config.worker.max_queued_turns,
         session_wait_timeout=config.worker.session_wait_timeout_ms / 1000,
         metrics=metrics,
+        tools=tools,
     )
     logprob_agents = frozenset(
         agent.id for agent in agents if providers[agent.provider].gives_logprobs
@@ -176,6 +179,7 @@ async def serve(
         config.sessions.locks_across_processes,
         logprob_agents,
         providers=tuple(providers),
+        tools=tools,
     )
     server, health_servicer = _grpc_server(config, servicer, address)
     metrics_address = metrics_listen or config.worker.metrics_listen
@@ -196,6 +200,7 @@ async def serve(
         log.info("starting provider %s", name)
         await provider.start()
     await server.start()
+    tools.warm_up(agents)
     await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
     store_watch = asyncio.create_task(
         report_store_health(store, health_servicer, config.worker.store_check_seconds)
@@ -206,6 +211,7 @@ async def serve(
     finally:
         store_watch.cancel()
         await _stop_serving(server, health_servicer, servicer, config.worker.shutdown_grace_seconds)
+        await tools.close()
         for provider in providers.values():
             with contextlib.suppress(Exception):
                 await provider.close()

@@ -9,6 +9,7 @@ from contextlib import aclosing
 
 import grpc
 
+from agent_worker.agent_tools import AgentTools
 from agent_worker.agents import AgentRegistry
 from agent_worker.errors import TurnError
 from agent_worker.exchange import DRAINING, ExchangeCall
@@ -29,6 +30,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         sessions_shared: bool = False,
         logprob_agents: frozenset[str] = frozenset(),
         providers: tuple[str, ...] = (),
+        tools: AgentTools | None = None,
     ) -> None:
         self._runner = runner
         self._agents = agents
@@ -36,6 +38,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self._sessions_shared = sessions_shared
         self._logprob_agents = logprob_agents
         self._providers = providers
+        self._tools = tools
         self.open_turns = OpenTurns()
 
     def drain(self) -> None:
@@ -67,7 +70,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         # counted held SIGTERM's drain to its whole grace period).
         with self.open_turns.holding():
             run = self._start_turn(request)
-            async with aclosing(batches_of_one_turn(run, request.request_id)) as batches:
+            alone = self.open_turns.alone
+            async with aclosing(batches_of_one_turn(run, request.request_id, alone)) as batches:
                 started = False
                 async for batch in batches:
                     head = batch[0]
@@ -90,11 +94,21 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     model=agent.model_ref,
                     is_default=agent.is_default,
                     gives_logprobs=agent.id in self._logprob_agents,
+                    tools=self._tools.known_for(agent) if self._tools else (),
                 )
                 for agent in self._agents
             ],
             sessions_shared=self._sessions_shared,
             providers=self._providers,
+            tool_servers=[
+                pb.ToolServer(
+                    name=server.name,
+                    state=server.state,
+                    problem=server.problem,
+                    tools=len(server.tools),
+                )
+                for server in (self._tools.servers if self._tools else ())
+            ],
         )
 
     async def GetSession(  # noqa: N802

@@ -21,6 +21,8 @@ from agent_worker.domain import (
     ToolCallDelta,
     ToolChoice,
     ToolChoiceMode,
+    ToolRunFinished,
+    ToolRunStarted,
     TurnEvent,
     TurnRequest,
     TurnStarted,
@@ -160,6 +162,20 @@ def fill_event(target: pb.RunTurnEvent, event: TurnEvent | TurnError) -> None:
         started = target.started
         started.run_id = event.run_id
         started.model = event.model
+    elif isinstance(event, ToolRunStarted):
+        started_tool = target.tool_started
+        started_tool.SetInParent()  # set even when every field is empty
+        started_tool.call_id = event.call_id
+        started_tool.name = event.name
+        started_tool.arguments = event.arguments
+    elif isinstance(event, ToolRunFinished):
+        finished_tool = target.tool_finished
+        finished_tool.call_id = event.call_id
+        finished_tool.name = event.name
+        finished_tool.summary = event.summary
+        finished_tool.duration_ms = event.duration_ms
+        finished_tool.is_error = event.is_error
+        finished_tool.SetInParent()
     elif isinstance(event, TurnError):
         error = target.error
         error.status = cast(pb.ErrorCode, event.code.value[0])  # ErrorCode numbers are gRPC's

@@ -201,13 +201,16 @@ class ChatCompletionsEndpoint:
                             frames.append(encoder.delta_with_logprobs(event.text, event.logprobs))
                         else:
                             frames.append(encoder.delta(event.text))
-                    else:
+                    elif isinstance(event, pb.ToolRunStarted):
+                        frames.append(KEEP_ALIVE)  # the agent's own tool runs: not the client's
+                    elif isinstance(event, pb.TurnFinished):
                         finished = True
                         self._count_tokens(event)
                         frames.append(encoder.finish(event))
                         if include_usage:
                             frames.append(encoder.usage(event))
-                await send(body_part(b"".join(frames)))  # type: ignore[arg-type]
+                if frames:
+                    await send(body_part(b"".join(frames)))  # type: ignore[arg-type]
         except ApiError as error:
             log.warning("turn failed after the stream started: %s", error.message)
             await send(body_part(error_frame(error)))  # type: ignore[arg-type]
@@ -225,15 +228,13 @@ class ChatCompletionsEndpoint:
             batch = await turn.next_batch()
             assert batch is not None  # no wait_seconds: it waits for events
             for event in batch:
-                if isinstance(event, pb.ToolCallDelta):
-                    continue  # the finished event has the calls whole
                 if isinstance(event, pb.TextDelta):
                     if not parts:
                         record.first_token()
                     parts.append(event.text)
                     if event.logprobs:
                         scores += logprobs_json(event.logprobs)
-                else:
+                elif isinstance(event, pb.TurnFinished):  # it has the tool calls whole
                     self._count_tokens(event)
                     return encoder.completion(
                         "".join(parts), event, scores if with_logprobs else None

@@ -16,7 +16,7 @@ from gateway_edge.errors import ApiError, turn_failed, worker_lost
 from gateway_edge.worker import Worker
 from gateway_edge.worker_link import LinkFailure, TurnInbox
 
-Event = pb.TextDelta | pb.ToolCallDelta | pb.TurnFinished
+Event = pb.TextDelta | pb.ToolCallDelta | pb.ToolRunStarted | pb.ToolRunFinished | pb.TurnFinished
 _ENDED_EARLY = ApiError(
     502, "The worker ended the turn without finishing it.", "api_error", code="worker_error"
 )
@@ -101,6 +101,10 @@ class Turn:
                     batch.append(event.delta)
                 elif kind == "tool_call":
                     batch.append(event.tool_call)
+                elif kind == "tool_started":
+                    batch.append(event.tool_started)
+                elif kind == "tool_finished":
+                    batch.append(event.tool_finished)
                 elif kind == "finished":
                     self._end("ok")
                     batch.append(event.finished)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 import grpc
-from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from gateway_edge.worker_link import WorkerLink
+
+log = logging.getLogger("clawgate.edge.workers")
+_NO_ANSWER = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
 
 
 @dataclass(eq=False)
@@ -29,3 +33,29 @@ class Worker:
     @property
     def usable(self) -> bool:
         return self.serving is not False and self.answering
+
+    async def answers(self, timeout_seconds: float) -> bool:
+        """Whether it answers a health check within the bound (any status is an answer)."""
+        try:
+            await self.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout_seconds)
+        except grpc.aio.AioRpcError as error:
+            answering = error.code() not in _NO_ANSWER
+        else:
+            answering = True
+        self.set_answering(answering)
+        return answering
+
+    def set_answering(self, answering: bool) -> None:
+        """Out of the candidates until its next health check answers (within a few seconds)."""
+        if self.answering != answering:
+            log.warning(
+                "worker %s %s",
+                self.address,
+                "answers again" if answering else "does not answer; it leaves the candidates",
+            )
+        self.answering = answering
+
+    def set_serving(self, serving: bool) -> None:
+        if self.serving != serving:
+            log.info("worker %s is %s", self.address, "serving" if serving else "not serving")
+        self.serving = serving

@@ -44,7 +44,6 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 # Codes a broken stream ends with when the worker itself refused it (a wrong shared secret, an
 # older worker): trying the same on another worker helps nobody. Any other code is a transport
 # failure (UNAVAILABLE, or INTERNAL from gRPC core after a kill or a GOAWAY).
-_NO_ANSWER = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
 _REFUSED_STREAM = (
     grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.PERMISSION_DENIED,
@@ -170,13 +169,19 @@ class WorkerPool:
                     serving = reply.status == _SERVING
                     if serving and not worker.serving:  # (again): its agents may have changed
                         await self._read_agents(worker)
-                    self._set_serving(worker, serving)
-            self._set_serving(worker, False)
+                    worker.set_serving(serving)
+            worker.set_serving(False)
             await asyncio.sleep(HEALTH_RETRY_SECONDS)
 
     async def _read_agents(self, worker: Worker) -> None:
+        if (listing := await self.listing_of(worker)) is not None:
+            worker.listing = listing
+            self._list_agents()
+
+    async def listing_of(self, worker: Worker) -> pb.ListAgentsResponse | None:
+        """The worker's agents and tool servers as it reports them now (None: no answer)."""
         try:
-            worker.listing = await worker.agents.ListAgents(
+            return await worker.agents.ListAgents(  # type: ignore[no-any-return]
                 pb.ListAgentsRequest(),
                 metadata=self._metadata,
                 timeout=self._settings.health_timeout_seconds,
@@ -185,8 +190,7 @@ class WorkerPool:
             log.warning("worker %s did not list its agents: %s", worker.address, error.code().name)
             if error.code() in _REFUSED_STREAM:
                 self._listing_refused = api_error_from_call(error.code(), error.details())
-            return
-        self._list_agents()
+            return None
 
     def _list_agents(self) -> None:
         listings = [w.listing for w in self._workers.values() if w.listing is not None]
@@ -203,36 +207,7 @@ class WorkerPool:
         """A frozen worker keeps its Watch stream open and says nothing: ask it, with a bound."""
         while True:
             await asyncio.sleep(self._settings.health_timeout_seconds)
-            await self._answers(worker)
-
-    async def _answers(self, worker: Worker) -> bool:
-        try:
-            await worker.health.Check(
-                health_pb2.HealthCheckRequest(), timeout=self._settings.health_timeout_seconds
-            )
-        except grpc.aio.AioRpcError as error:  # any other code is still an answer
-            answering = error.code() not in _NO_ANSWER
-        else:
-            answering = True
-        self._set_answering(worker, answering)
-        return answering
-
-    @staticmethod
-    def _set_answering(worker: Worker, answering: bool) -> None:
-        """Out of the candidates until its next health check answers (within a few seconds)."""
-        if worker.answering != answering:
-            log.warning(
-                "worker %s %s",
-                worker.address,
-                "answers again" if answering else "does not answer; it leaves the candidates",
-            )
-        worker.answering = answering
-
-    @staticmethod
-    def _set_serving(worker: Worker, serving: bool) -> None:
-        if worker.serving != serving:
-            log.info("worker %s is %s", worker.address, "serving" if serving else "not serving")
-        worker.serving = serving
+            await worker.answers(self._settings.health_timeout_seconds)
 
     async def start_turn(
         self, request: pb.RunTurnRequest, sticky: bool, whole_answer: bool = False
@@ -305,11 +280,13 @@ class WorkerPool:
                 if failure.code in _REFUSED_STREAM:  # the worker answered, and said no
                     error = api_error_from_call(failure.code, failure.details)
                     raise _NotStarted(error, status, movable=False) from None
-                self._set_answering(worker, False)
+                worker.set_answering(False)
                 raise _unreachable(status) from None
             if events:
                 return events
-            if not await self._answers(worker):  # else it is alive: the turn waits its turn
+            if not await worker.answers(
+                self._settings.health_timeout_seconds
+            ):  # else it is alive: the turn waits its turn
                 log.warning(
                     "worker %s did not start a turn within %gs nor answer a health check",
                     worker.address,

@@ -145,6 +145,9 @@ def run_status(args: argparse.Namespace) -> int:
         if worker["serving"] is not False and not worker.get("answering", True):
             health = "not answering"  # its last health check timed out (frozen or cut off)
         print(f"{worker['address']:<28} {health:<12} {worker['turns_in_flight']}")
+        for server in worker.get("tool_servers", ()):
+            problem = f": {server['problem']}" if server["problem"] else ""
+            print(f"  mcp {server['name']}: {server['state']}, {server['tools']} tools{problem}")
     return 0 if status["ready"] else 1
 
 

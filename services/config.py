@@ -10,10 +10,14 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import json5
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from services.config_section import Section
+from services.mcp_config import AgentToolsConfig, McpConfig
+from services.provider_config import ModelsConfig
 
 log = logging.getLogger("clawgate.config")
 
@@ -29,18 +33,14 @@ class ConfigError(Exception):
     """The config file is missing, unreadable or invalid; the message names the bad key."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
-
-
-class RateLimitConfig(_Section):
+class RateLimitConfig(Section):
     max_attempts: int = Field(10, alias="maxAttempts", ge=1)
     window_ms: int = Field(60_000, alias="windowMs", ge=1)
     lockout_ms: int = Field(300_000, alias="lockoutMs", ge=0)
     exempt_loopback: bool = Field(True, alias="exemptLoopback")
 
 
-class AuthConfig(_Section):
+class AuthConfig(Section):
     mode: Literal["token", "password", "none"] | None = None
     token: str | None = None
     password: str | None = None
@@ -48,30 +48,30 @@ class AuthConfig(_Section):
     allow_unauthenticated_non_loopback: bool = Field(False, alias="allowUnauthenticatedNonLoopback")
 
 
-class ChatCompletionsEndpointConfig(_Section):
+class ChatCompletionsEndpointConfig(Section):
     enabled: bool = False
     max_body_bytes: int = Field(20 * 1024 * 1024, alias="maxBodyBytes", ge=1)
     # A request with more messages is refused before it is validated or sent on.
     max_messages: int = Field(10_000, alias="maxMessages", ge=1)
 
 
-class EndpointsConfig(_Section):
+class EndpointsConfig(Section):
     chat_completions: ChatCompletionsEndpointConfig = Field(
         default_factory=ChatCompletionsEndpointConfig, alias="chatCompletions"
     )
 
 
-class HttpConfig(_Section):
+class HttpConfig(Section):
     endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
 
 
-class MetricsConfig(_Section):
+class MetricsConfig(Section):
     enabled: bool = True
     # Serve /metrics on its own "host:port" instead of the gateway's port.
     listen: str | None = None
 
 
-class GatewayConfig(_Section):
+class GatewayConfig(Section):
     port: int = Field(18789, ge=0, le=65535)
     bind: str = "127.0.0.1"
     auth: AuthConfig = Field(default_factory=AuthConfig)
@@ -100,7 +100,7 @@ class GatewayConfig(_Section):
         return f"http://{host}:{self.port}"
 
 
-class WorkerConfig(_Section):
+class WorkerConfig(Section):
     listen: str = "127.0.0.1:50051"
     max_concurrent_turns: int = Field(64, alias="maxConcurrentTurns", ge=1)
     session_wait_timeout_ms: int = Field(120_000, alias="sessionWaitTimeoutMs", ge=0)
@@ -123,7 +123,7 @@ class WorkerConfig(_Section):
 POSTGRES_URL_PREFIXES = ("postgresql://", "postgres://")
 
 
-class SessionsConfig(_Section):
+class SessionsConfig(Section):
     store: str = "sqlite:///~/.clawgate/sessions.db"
     # PostgreSQL: connections per worker; each running turn holds one for its session lock.
     pool_size: int = Field(20, alias="poolSize", ge=2)
@@ -134,92 +134,22 @@ class SessionsConfig(_Section):
         return self.store.startswith(POSTGRES_URL_PREFIXES)
 
 
-class EchoProviderConfig(_Section):
-    api: Literal["echo"]
-    reply: str = "{input}"
-    delay_ms: float = Field(0, alias="delayMs", ge=0)
-
-
-class LlamaCppProviderConfig(_Section):
-    api: Literal["llama-cpp"]
-    model_path: str | None = Field(None, alias="modelPath")
-    context_size: int = Field(2048, alias="contextSize", ge=128)
-    threads: int | None = Field(None, ge=1)
-    # Defaults for what a request leaves unset. A 135M model at llama.cpp's own defaults
-    # (temperature 0.2, no repeat penalty) answered "hi" with 256 tokens of one phrase; these
-    # gave short answers that stop by themselves (12 of 12 seeds).
-    max_tokens: int = Field(128, alias="maxTokens", ge=1)
-    temperature: float = Field(0.3, ge=0, le=2)
-    top_p: float = Field(0.9, alias="topP", ge=0, le=1)
-    repeat_penalty: float = Field(1.2, alias="repeatPenalty", ge=0)
-    # Return logprobs when asked: loads the model with logits_all, which keeps contextSize x
-    # vocabulary floats (about 400 MB for SmolLM2 at 2,048 tokens), so it is off by default.
-    logprobs: bool = False
-
-
-class OpenAICompatibleProviderConfig(_Section):
-    api: Literal["openai-compatible"]
-    base_url: str = Field(alias="baseUrl")
-    api_key: str | None = Field(None, alias="apiKey")
-    timeout_seconds: float = Field(600.0, alias="timeoutSeconds", gt=0)
-    connect_timeout_seconds: float = Field(5.0, alias="connectTimeoutSeconds", gt=0)
-    # An http:// proxy for this provider; unset, HTTPS_PROXY / HTTP_PROXY / NO_PROXY apply.
-    proxy: str | None = None
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, base_url: str) -> str:
-        if not base_url:  # an unset ${VAR}: the provider's turns fail until it is set
-            return base_url
-        scheme, _, rest = base_url.partition("://")
-        if scheme.lower() not in ("http", "https") or not rest.strip("/"):
-            raise ValueError(f"must be an http:// or https:// URL, got {base_url!r}")
-        return base_url
-
-    @field_validator("proxy")
-    @classmethod
-    def _http_proxy(cls, proxy: str | None) -> str | None:
-        if proxy and not proxy.lower().startswith("http://"):
-            raise ValueError(f"must be an http:// proxy URL, got {proxy.split('@')[-1]!r}")
-        return proxy
-
-    @field_validator("api_key")
-    @classmethod
-    def _one_line(cls, api_key: str | None) -> str | None:
-        if api_key is not None and ("\r" in api_key or "\n" in api_key):
-            raise ValueError("must not hold a line break (it is sent as an HTTP header)")
-        return api_key
-
-
-ProviderConfig = Annotated[
-    EchoProviderConfig | LlamaCppProviderConfig | OpenAICompatibleProviderConfig,
-    Field(discriminator="api"),
-]
-
-
-def _embedded_default_provider() -> dict[str, ProviderConfig]:
-    return {"local": LlamaCppProviderConfig(api="llama-cpp")}
-
-
-class ModelsConfig(_Section):
-    providers: dict[str, ProviderConfig] = Field(default_factory=_embedded_default_provider)
-
-
-class SamplingDefaults(_Section):
+class SamplingDefaults(Section):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, alias="topP", ge=0, le=1)
     max_tokens: int | None = Field(None, alias="maxTokens", ge=1)
 
 
-class AgentDefaults(_Section):
+class AgentDefaults(Section):
     model: str = "local/smollm2-135m"
     system_prompt: str = Field("You are a helpful assistant.", alias="systemPrompt")
     history_limit: int = Field(100, alias="historyLimit", ge=0)
     turn_timeout_ms: int = Field(600_000, alias="turnTimeoutMs", ge=1)
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
+    tools: AgentToolsConfig = Field(default_factory=AgentToolsConfig)
 
 
-class AgentConfig(_Section):
+class AgentConfig(Section):
     id: str = Field(pattern=AGENT_ID_PATTERN)
     name: str | None = None
     default: bool = False
@@ -228,9 +158,10 @@ class AgentConfig(_Section):
     history_limit: int | None = Field(None, alias="historyLimit", ge=0)
     turn_timeout_ms: int | None = Field(None, alias="turnTimeoutMs", ge=1)
     sampling: SamplingDefaults | None = None
+    tools: AgentToolsConfig | None = None
 
 
-class AgentsConfig(_Section):
+class AgentsConfig(Section):
     defaults: AgentDefaults = Field(default_factory=AgentDefaults)
     entries: list[AgentConfig] = Field(
         default_factory=lambda: [AgentConfig(id="main", default=True)], alias="list"
@@ -249,12 +180,13 @@ class AgentsConfig(_Section):
         return agents
 
 
-class ClawgateConfig(_Section):
+class ClawgateConfig(Section):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
+    mcp: McpConfig = Field(default_factory=McpConfig)
 
     @model_validator(mode="after")
     def _agent_models_exist(self) -> ClawgateConfig:

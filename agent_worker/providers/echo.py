@@ -3,6 +3,8 @@
 Offered tools, it follows a script: an input `call NAME {json arguments}` (several separated by
 ` ; `) answers with those calls, text before the first `call` as commentary; after a tool
 result it answers `tool NAME said: RESULT` for each result since the last assistant message.
+A script that starts with `loop ` makes the same calls again after every result (a model that
+never stops calling tools).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import AsyncGenerator
 
 from agent_worker.domain import FinishReason, TextDelta, ToolCallDelta, TurnFinished, Usage
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
-from services.config import EchoProviderConfig
+from services.provider_config import EchoProviderConfig
 
 _WORD_WITH_SPACE = re.compile(r"\S+\s*|\s+")
 
@@ -74,15 +76,16 @@ async def scripted_tool_turn(request: ProviderRequest) -> AsyncGenerator[Provide
         if message.role != "tool":
             break
         results.append(message)
-    if results:
+    script = next((m.text for m in reversed(messages) if m.role == "user"), "")
+    looping = script.startswith("loop ")
+    if results and not looping:
         text = "; ".join(
             f"tool {m.name or m.tool_call_id} said: {m.text}" for m in reversed(results)
         )
         yield TextDelta(text)
         yield TurnFinished(FinishReason.STOP, Usage(len(messages), len(text.split())))
         return
-    script = messages[-1].text if messages else ""
-    commentary, _, calls_text = script.partition("call ")
+    commentary, _, calls_text = script.removeprefix("loop ").partition("call ")
     if commentary.strip():
         yield TextDelta(commentary.strip())
     calls = _CALL.findall("call " + calls_text) if calls_text else []

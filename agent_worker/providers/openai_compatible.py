@@ -44,7 +44,7 @@ from agent_worker.providers.http_client import (
     UpstreamUnreachable,
     proxy_for,
 )
-from services.config import OpenAICompatibleProviderConfig
+from services.provider_config import OpenAICompatibleProviderConfig
 
 _FINISH_REASONS = {reason.value: reason for reason in FinishReason}
 _REJECTED = frozenset({400, 404, 413, 422})

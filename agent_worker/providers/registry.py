@@ -9,7 +9,7 @@ from agent_worker.providers.base import Provider
 from agent_worker.providers.echo import EchoProvider
 from agent_worker.providers.llama_cpp import LlamaCppProvider
 from agent_worker.providers.openai_compatible import OpenAICompatibleProvider
-from services.config import ProviderConfig
+from services.provider_config import ProviderConfig
 
 _FACTORIES: dict[str, Callable[[Any], Provider]] = {
     "echo": EchoProvider,

@@ -31,73 +31,24 @@ from typing import TypeVar
 
 from agent_worker.domain import ChatMessage
 from agent_worker.errors import SessionStoreError
-from agent_worker.sessions.records import message_of, row_values
+from agent_worker.sessions.records import message_of
+from agent_worker.sessions.sqlite_schema import (
+    BUSY_TIMEOUT_SECONDS,
+    SCHEMA,
+    create_or_migrate,
+    insert_turn,
+    switch_to_wal,
+)
 
 log = logging.getLogger("clawgate.worker.sessions")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS session_messages (
-    session_key TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    role TEXT NOT NULL,
-    content TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    tool_calls TEXT,
-    tool_call_id TEXT,
-    name TEXT,
-    PRIMARY KEY (session_key, seq)
-) WITHOUT ROWID;
-"""
-# Columns added since the first schema: a file written before them gains them on open.
-_ADDED_COLUMNS = {"tool_calls": "TEXT", "tool_call_id": "TEXT", "name": "TEXT"}
 T = TypeVar("T")
-BUSY_TIMEOUT_SECONDS = 10.0
 # Commits on the loop between checkpoints on the thread; SQLite's own default is a checkpoint
 # per 1,000 WAL pages, and a turn writes one to three.
 CHECKPOINT_EVERY = 400
 # The most text a turn may have for its commit to run on the event loop (about 30 us per KiB).
 LOOP_COMMIT_BYTES = 64 * 1024
 _UnwrittenTurn = tuple[str, Sequence[ChatMessage], "asyncio.Future[None]"]
-
-
-def _switch_to_wal(connection: sqlite3.Connection) -> None:
-    """Workers sharing a new file switch it to WAL while another may hold its lock; SQLite
-    answers that at once with 'database is locked' (its busy handler would deadlock), so retry."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
-    while True:
-        try:
-            connection.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def _insert_turn(
-    connection: sqlite3.Connection, session_key: str, messages: Sequence[ChatMessage], now: float
-) -> None:
-    (last,) = connection.execute(
-        "SELECT COALESCE(MAX(seq), 0) FROM session_messages WHERE session_key = ?",
-        (session_key,),
-    ).fetchone()
-    connection.executemany(
-        "INSERT INTO session_messages"
-        " (session_key, seq, created_at, role, content, tool_calls, tool_call_id, name)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (session_key, last + offset, now, *row_values(message))
-            for offset, message in enumerate(messages, start=1)
-        ],
-    )
-
-
-def _create_or_migrate(connection: sqlite3.Connection) -> None:
-    connection.executescript(_SCHEMA)
-    columns = {row[1] for row in connection.execute("PRAGMA table_info(session_messages)")}
-    for column, kind in _ADDED_COLUMNS.items():
-        if column not in columns:
-            connection.execute(f"ALTER TABLE session_messages ADD COLUMN {column} {kind}")
 
 
 def _store_error(error: BaseException, doing: str) -> SessionStoreError:
@@ -136,7 +87,7 @@ def _write_turns(
         with connection:
             connection.execute("BEGIN IMMEDIATE")
             for session_key, messages, _ in turns:
-                _insert_turn(connection, session_key, messages, now)
+                insert_turn(connection, session_key, messages, now)
         return [None] * len(turns)
     except sqlite3.Error:
         if len(turns) == 1:
@@ -146,7 +97,7 @@ def _write_turns(
         try:
             with connection:
                 connection.execute("BEGIN IMMEDIATE")
-                _insert_turn(connection, session_key, messages, now)
+                insert_turn(connection, session_key, messages, now)
             errors.append(None)
         except sqlite3.Error as error:
             errors.append(error)
@@ -207,9 +158,9 @@ class SqliteSessionStore:
                 check_same_thread=False,
                 isolation_level=None,
             )
-            _switch_to_wal(connection)
+            switch_to_wal(connection)
             connection.execute("PRAGMA synchronous=NORMAL")
-            _create_or_migrate(connection)
+            create_or_migrate(connection)
             return connection
 
         self._connection = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -239,7 +190,7 @@ class SqliteSessionStore:
     async def ping(self) -> bool:
         """Whether the file answers with its table in place (made again if it vanished)."""
         try:
-            await self._run(lambda connection: connection.executescript(_SCHEMA))
+            await self._run(lambda connection: connection.executescript(SCHEMA))
         except (sqlite3.Error, RuntimeError) as error:
             log.warning("session store check failed: %s", error)
             return False

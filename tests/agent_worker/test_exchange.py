@@ -192,11 +192,12 @@ async def test_a_whole_answer_turn_does_not_wait_for_its_text_to_leave() -> None
     assert harness.kinds(1) == ["started", "delta", "delta", "delta", "finished"]
 
 
-async def test_flushed_does_not_wait_while_the_transport_is_writing() -> None:
-    """Text queued during a write goes out in the next message anyway, with the finish when it
-    is ready: waiting then only cost a message per turn (17% of stream throughput at c=32)."""
-    busy = True
-    outbox = TurnOutbox(1, CreditWindow(), lambda _: None, transport_busy=lambda: busy)
+async def test_flushed_waits_only_while_the_turn_is_alone() -> None:
+    """With other turns in flight the text rides with the finish: waiting for it to leave cost a
+    message per turn (10% of stream throughput at c=32). Alone, the extra message delays no one
+    and the text never waits for the session write."""
+    alone = False
+    outbox = TurnOutbox(1, CreditWindow(), lambda _: None, alone=lambda: alone)
     flushed: list[bool] = []
 
     async def run(flush: Flushed) -> AsyncGenerator[TurnEvent, None]:
@@ -208,15 +209,26 @@ async def test_flushed_does_not_wait_while_the_transport_is_writing() -> None:
     outbox.start(run, "r")
     for _ in range(5):
         await asyncio.sleep(0)
-    assert flushed == [True]  # busy: no wait
-    busy = False
+    assert flushed == [True]  # not alone: no wait
+    alone = True
     flushed.clear()
-    waiting = TurnOutbox(2, CreditWindow(), lambda _: None, transport_busy=lambda: busy)
+    waiting = TurnOutbox(2, CreditWindow(), lambda _: None, alone=lambda: alone)
     waiting.start(run, "r")
     for _ in range(5):
         await asyncio.sleep(0)
-    assert flushed == []  # idle: it waits until the text is taken
+    assert flushed == []  # alone: it waits until the text is taken
     assert [type(event) for event in waiting.take()] == [TextDelta]
     for _ in range(5):
         await asyncio.sleep(0)
     assert flushed == [True]
+
+
+async def test_turns_in_flight_together_send_text_and_finish_in_one_message() -> None:
+    harness = Harness(words=3)
+    harness.send(
+        opens=[pb.TurnOpen(turn_id=turn_id, request=pb.RunTurnRequest()) for turn_id in (1, 2)]
+    )
+    await harness.finish()
+    assert harness.flushed_after == [0, 0]  # neither waited for its text to leave
+    for turn_id in (1, 2):
+        assert harness.kinds(turn_id) == ["started", "delta", "delta", "delta", "finished"]

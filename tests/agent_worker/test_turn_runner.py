@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_worker.agent_turn import merged_sampling
 from agent_worker.agents import AgentRegistry
 from agent_worker.deadline import ProviderDeadline
 from agent_worker.domain import (
@@ -28,7 +29,7 @@ from agent_worker.errors import (
 )
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
 from agent_worker.sessions.sqlite_store import SqliteSessionStore
-from agent_worker.turn_runner import TurnRunner, merged_sampling
+from agent_worker.turn_runner import TurnRunner
 from services.config import parse_config
 
 

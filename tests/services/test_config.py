@@ -7,11 +7,11 @@ import pytest
 
 from services.config import (
     ConfigError,
-    LlamaCppProviderConfig,
     expand_env,
     load_config,
     parse_config,
 )
+from services.provider_config import LlamaCppProviderConfig
 
 
 def test_empty_config_gives_the_embedded_default() -> None:

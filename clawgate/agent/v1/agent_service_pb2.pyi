@@ -282,18 +282,46 @@ class RunTurnResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[RunTurnEvent, _Mapping]]] = ...) -> None: ...
 
 class RunTurnEvent(_message.Message):
-    __slots__ = ("started", "delta", "finished", "error", "tool_call")
+    __slots__ = ("started", "delta", "finished", "error", "tool_call", "tool_started", "tool_finished")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
+    TOOL_STARTED_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FINISHED_FIELD_NUMBER: _ClassVar[int]
     started: TurnStarted
     delta: TextDelta
     finished: TurnFinished
     error: TurnError
     tool_call: ToolCallDelta
-    def __init__(self, started: _Optional[_Union[TurnStarted, _Mapping]] = ..., delta: _Optional[_Union[TextDelta, _Mapping]] = ..., finished: _Optional[_Union[TurnFinished, _Mapping]] = ..., error: _Optional[_Union[TurnError, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCallDelta, _Mapping]] = ...) -> None: ...
+    tool_started: ToolRunStarted
+    tool_finished: ToolRunFinished
+    def __init__(self, started: _Optional[_Union[TurnStarted, _Mapping]] = ..., delta: _Optional[_Union[TextDelta, _Mapping]] = ..., finished: _Optional[_Union[TurnFinished, _Mapping]] = ..., error: _Optional[_Union[TurnError, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCallDelta, _Mapping]] = ..., tool_started: _Optional[_Union[ToolRunStarted, _Mapping]] = ..., tool_finished: _Optional[_Union[ToolRunFinished, _Mapping]] = ...) -> None: ...
+
+class ToolRunStarted(_message.Message):
+    __slots__ = ("call_id", "name", "arguments")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    name: str
+    arguments: str
+    def __init__(self, call_id: _Optional[str] = ..., name: _Optional[str] = ..., arguments: _Optional[str] = ...) -> None: ...
+
+class ToolRunFinished(_message.Message):
+    __slots__ = ("call_id", "name", "summary", "duration_ms", "is_error")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    IS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    name: str
+    summary: str
+    duration_ms: int
+    is_error: bool
+    def __init__(self, call_id: _Optional[str] = ..., name: _Optional[str] = ..., summary: _Optional[str] = ..., duration_ms: _Optional[int] = ..., is_error: _Optional[bool] = ...) -> None: ...
 
 class ExchangeRequest(_message.Message):
     __slots__ = ("opens", "cancels", "credits")
@@ -344,28 +372,44 @@ class ListAgentsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Agent(_message.Message):
-    __slots__ = ("id", "name", "model", "is_default", "gives_logprobs")
+    __slots__ = ("id", "name", "model", "is_default", "gives_logprobs", "tools")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     GIVES_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     model: str
     is_default: bool
     gives_logprobs: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., model: _Optional[str] = ..., is_default: _Optional[bool] = ..., gives_logprobs: _Optional[bool] = ...) -> None: ...
+    tools: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., model: _Optional[str] = ..., is_default: _Optional[bool] = ..., gives_logprobs: _Optional[bool] = ..., tools: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ToolServer(_message.Message):
+    __slots__ = ("name", "state", "problem", "tools")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    problem: str
+    tools: int
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., problem: _Optional[str] = ..., tools: _Optional[int] = ...) -> None: ...
 
 class ListAgentsResponse(_message.Message):
-    __slots__ = ("agents", "sessions_shared", "providers")
+    __slots__ = ("agents", "sessions_shared", "providers", "tool_servers")
     AGENTS_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_SHARED_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_SERVERS_FIELD_NUMBER: _ClassVar[int]
     agents: _containers.RepeatedCompositeFieldContainer[Agent]
     sessions_shared: bool
     providers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agents: _Optional[_Iterable[_Union[Agent, _Mapping]]] = ..., sessions_shared: _Optional[bool] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...
+    tool_servers: _containers.RepeatedCompositeFieldContainer[ToolServer]
+    def __init__(self, agents: _Optional[_Iterable[_Union[Agent, _Mapping]]] = ..., sessions_shared: _Optional[bool] = ..., providers: _Optional[_Iterable[str]] = ..., tool_servers: _Optional[_Iterable[_Union[ToolServer, _Mapping]]] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
     __slots__ = ("session_key",)

@@ -5,7 +5,7 @@ import time
 from agent_worker.domain import ChatMessage, FinishReason, Sampling, TextDelta, TurnFinished
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.providers.echo import EchoProvider
-from services.config import EchoProviderConfig
+from services.provider_config import EchoProviderConfig
 
 
 def request(*messages: ChatMessage, max_tokens: int | None = None) -> ProviderRequest:

@@ -22,7 +22,7 @@ from agent_worker.domain import (
 from agent_worker.errors import ProviderUnavailableError
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.providers.llama_cpp import LlamaCppProvider, default_model_path
-from services.config import LlamaCppProviderConfig
+from services.provider_config import LlamaCppProviderConfig
 
 
 @pytest.fixture

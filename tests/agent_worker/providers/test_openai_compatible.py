@@ -29,7 +29,7 @@ from agent_worker.providers.openai_compatible import (
     SseBody,
 )
 from devkit.processes import free_port
-from services.config import OpenAICompatibleProviderConfig
+from services.provider_config import OpenAICompatibleProviderConfig
 from tests.support.upstream import UpstreamStandIn
 
 

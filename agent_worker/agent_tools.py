@@ -1,0 +1,146 @@
+"""The agents' own tools: every configured MCP server's tools, as `<server>__<tool>`, offered to
+an agent only as far as its `tools.allow` / `tools.deny` let it, and run here on the worker.
+
+A tool's failure never fails the turn: its error, a timeout or an unreachable server becomes the
+tool's result (marked as an error) for the model to read. One log line per call at info
+(arguments and results only at debug); `${VAR}` values in a server's `env` or `headers` never
+reach a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterable
+
+from agent_worker.agents import Agent
+from agent_worker.domain import Tool, ToolCall
+from agent_worker.mcp_server import McpServer, ServerUnavailable, ToolOutcome
+from agent_worker.metrics import WorkerMetrics
+from services.mcp_config import TOOL_NAME_SEPARATOR, McpConfig, matches_any
+
+log = logging.getLogger("clawgate.worker.tools")
+SUMMARY_CHARACTERS = 200
+
+
+def qualified(server: str, tool: str) -> str:
+    return f"{server}{TOOL_NAME_SEPARATOR}{tool}"
+
+
+class AgentTools:
+    def __init__(self, config: McpConfig, metrics: WorkerMetrics | None = None) -> None:
+        self._servers = {
+            name: McpServer(name, server)
+            for name, server in config.servers.items()
+            if server.enabled
+        }
+        self._max_result_bytes = config.max_result_bytes
+        self._metrics = metrics or WorkerMetrics()
+        self._warming: set[asyncio.Task[None]] = set()
+
+    @property
+    def servers(self) -> Iterable[McpServer]:
+        return self._servers.values()
+
+    def servers_for(self, agent: Agent) -> list[McpServer]:
+        """The servers whose tools the agent's allow list may reach."""
+        if not agent.tools_allow:
+            return []
+        prefixes = [pattern.split(TOOL_NAME_SEPARATOR, 1)[0] for pattern in agent.tools_allow]
+        return [server for name, server in self._servers.items() if matches_any(name, prefixes)]
+
+    async def offer(self, agent: Agent) -> tuple[Tool, ...]:
+        """The tools the agent may use now (connecting their servers first where needed)."""
+        servers = self.servers_for(agent)
+        if not servers:
+            return ()
+        await asyncio.gather(*(self._connect(server) for server in servers))
+        return tuple(
+            Tool(name, tool.description, json.dumps(tool.input_schema))
+            for server in servers
+            for tool in server.tools.values()
+            if agent.may_use(name := qualified(server.name, tool.name))
+        )
+
+    def known_for(self, agent: Agent) -> list[str]:
+        """The agent's tools as far as their servers have been listed (for ListAgents)."""
+        return [
+            name
+            for server in self.servers_for(agent)
+            for tool in server.tools
+            if agent.may_use(name := qualified(server.name, tool))
+        ]
+
+    def warm_up(self, agents: Iterable[Agent]) -> None:
+        """Connects, in the background, every server an agent may use: the first turn then
+        finds its tools listed, and so does ListAgents."""
+        servers = {server.name: server for agent in agents for server in self.servers_for(agent)}
+        for server in servers.values():
+            task = asyncio.create_task(self._connect(server))
+            self._warming.add(task)
+            task.add_done_callback(self._warming.discard)
+
+    async def run(self, call: ToolCall) -> ToolOutcome:
+        """Runs one call the model made; every failure is an error outcome."""
+        server_name, _, tool = call.name.partition(TOOL_NAME_SEPARATOR)
+        server = self._servers.get(server_name)
+        started = time.monotonic()
+        outcome = "cancelled"
+        result = ToolOutcome("", True)
+        try:
+            if server is None or tool not in server.tools:
+                outcome, result = "error", ToolOutcome(f"unknown tool {call.name!r}", True)
+            else:
+                outcome, result = await self._call(server, tool, call)
+            return result
+        finally:
+            seconds = time.monotonic() - started
+            self._metrics.tool_calls.labels(server_name, tool, outcome).inc()
+            self._metrics.tool_call_seconds.labels(server_name, tool).observe(seconds)
+            log.info("tool %s: %s in %.0f ms", call.name, outcome, seconds * 1000)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("tool %s(%s) -> %s", call.name, call.arguments, result.text)
+
+    async def _call(self, server: McpServer, tool: str, call: ToolCall) -> tuple[str, ToolOutcome]:
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except ValueError as error:
+            return "error", ToolOutcome(f"the arguments are not valid JSON: {error}", True)
+        if not isinstance(arguments, dict):
+            return "error", ToolOutcome("the arguments must be a JSON object", True)
+        try:
+            async with asyncio.timeout(server.request_timeout):
+                result = await server.call(tool, arguments)
+        except TimeoutError:
+            return "timeout", ToolOutcome(
+                f"the tool did not answer within {server.request_timeout:g}s", True
+            )
+        except ServerUnavailable as error:
+            return "unavailable", ToolOutcome(f"the tool's server is unavailable: {error}", True)
+        return ("error" if result.is_error else "ok"), self._bounded(result)
+
+    def _bounded(self, result: ToolOutcome) -> ToolOutcome:
+        encoded = result.text.encode()
+        if len(encoded) <= self._max_result_bytes:
+            return result
+        kept = encoded[: self._max_result_bytes].decode(errors="ignore")
+        note = f"\n[truncated: the result had {len(encoded)} bytes, {self._max_result_bytes} shown]"
+        return ToolOutcome(kept + note, result.is_error)
+
+    @staticmethod
+    async def _connect(server: McpServer) -> None:
+        try:
+            await server.connected()
+        except ServerUnavailable:
+            pass  # logged once by the server; its tools are not offered meanwhile
+
+    async def close(self) -> None:
+        for task in self._warming:
+            task.cancel()
+        await asyncio.gather(*(server.close() for server in self._servers.values()))
+
+
+def summary(text: str) -> str:
+    return text if len(text) <= SUMMARY_CHARACTERS else text[: SUMMARY_CHARACTERS - 1] + "…"

@@ -1,0 +1,292 @@
+"""One agent turn once it holds its session: the prompt from history, the model's answer, the
+agent's own tools run in a loop, and the transcript written.
+
+Each step asks the model with the client's tools and the agent's own (MCP) tools. When the model
+calls own tools, they run here (one step's calls together), their results go back to the model
+and the next step begins; the turn ends when the model answers, calls a client tool (the turn
+then ends with `tool_calls` for the client, as without own tools), or after `tools.maxSteps`
+steps. Own calls are never shown to the client as `tool_calls`: it sees their progress as
+ToolRunStarted / ToolRunFinished events, and the transcript keeps every step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+
+from agent_worker.agent_tools import AgentTools, summary
+from agent_worker.agents import Agent
+from agent_worker.deadline import ProviderDeadline
+from agent_worker.domain import (
+    ChatMessage,
+    FinishReason,
+    Sampling,
+    TextDelta,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolRunFinished,
+    ToolRunStarted,
+    TurnEvent,
+    TurnFinished,
+    TurnRequest,
+    TurnStarted,
+    Usage,
+)
+from agent_worker.errors import ProviderFailedError
+from agent_worker.metrics import WorkerMetrics
+from agent_worker.providers.base import Provider, ProviderRequest
+from agent_worker.sessions.store import SessionStore
+from agent_worker.tool_calls import ToolCalls
+from services.ids import random_hex
+from services.logging import fingerprint
+
+log = logging.getLogger("clawgate.worker.turns")
+# Between the texts of two steps, so that "Let me check." and the answer do not run together.
+STEP_SEPARATOR = "\n\n"
+
+# The transport's word that the turn's text so far has been written to its caller.
+Flushed = Callable[[], Awaitable[None]]
+
+
+async def nothing_to_flush() -> None:
+    return None
+
+
+_SAMPLING_FIELDS = tuple(field.name for field in dataclasses.fields(Sampling))
+
+
+def merged_sampling(agent_defaults: Sampling, requested: Sampling) -> Sampling:
+    """The request's values win; the agent's defaults fill what the request left unset."""
+    changes = {
+        name: default
+        for name in _SAMPLING_FIELDS
+        if (default := getattr(agent_defaults, name)) is not None
+        and getattr(requested, name) is None
+    }
+    return dataclasses.replace(requested, **changes) if changes else requested
+
+
+def system_prompt_for(agent: Agent, extra: str) -> str:
+    return "\n\n".join(part for part in (agent.system_prompt, extra) if part)
+
+
+def messages_after_last_assistant(context: Sequence[ChatMessage]) -> list[ChatMessage]:
+    for index in range(len(context) - 1, -1, -1):
+        if context[index].role == "assistant":
+            return list(context[index + 1 :])
+    return list(context)
+
+
+@dataclasses.dataclass(slots=True)
+class _Step:
+    """One answer of the model: its text, its calls, its finish."""
+
+    calls: ToolCalls
+    parts: list[str] = dataclasses.field(default_factory=list)
+    finished: TurnFinished | None = None
+
+
+class AgentTurn:
+    def __init__(
+        self,
+        request: TurnRequest,
+        agent: Agent,
+        provider: Provider,
+        store: SessionStore,
+        tools: AgentTools | None,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self._request = request
+        self._agent = agent
+        self._provider = provider
+        self._store = store
+        self._tools = tools
+        self._metrics = metrics
+
+    async def events(self, flushed: Flushed) -> AsyncIterator[TurnEvent]:
+        request, agent = self._request, self._agent
+        prompt, new_context = await self._prompt()
+        run_id = random_hex()
+        if log.isEnabledFor(logging.INFO):  # the session's fingerprint costs a hash
+            log.info(
+                "turn %s started: agent=%s model=%s session=%s history=%d",
+                run_id,
+                agent.id,
+                agent.model_ref,
+                fingerprint(request.session_key),
+                len(prompt) - 1,
+            )
+        yield TurnStarted(run_id, agent.model_ref)
+        own_tools = await self._own_tools()
+        steps: list[ChatMessage] = []  # the assistant's calls and the tools' results so far
+        usage = Usage()
+        choice = request.tool_choice
+        said_something = False
+        for step_number in range(1, agent.max_steps + 1):
+            if step_number == agent.max_steps and steps:
+                # The last step: without the agent's tools, the model answers with what it has.
+                log.warning("turn %s reached tools.maxSteps (%d)", run_id, agent.max_steps)
+                own_tools = ()
+            own_names = frozenset(tool.name for tool in own_tools)
+            step = _Step(ToolCalls((*prompt, *steps), own_names))
+            provider_request = ProviderRequest(
+                agent.model,
+                (*prompt, *steps),
+                merged_sampling(agent.sampling, request.sampling),
+                request.tools + own_tools,
+                choice,
+                request.parallel_tool_calls,
+            )
+            async for event in self._ask(provider_request, step, separate=said_something):
+                yield event
+            assert step.finished is not None
+            calls = step.calls.whole()
+            said_something = said_something or any(step.parts)
+            reason = step.finished.finish_reason
+            usage = Usage(
+                usage.prompt_tokens + step.finished.usage.prompt_tokens,
+                usage.completion_tokens + step.finished.usage.completion_tokens,
+            )
+            own_calls = [call for call in calls if call.name in own_names]
+            client_calls = tuple(call for call in calls if call.name not in own_names)
+            text = "".join(step.parts)
+            if not own_calls:
+                steps.append(ChatMessage("assistant", text, tool_calls=client_calls))
+                break
+            steps.append(ChatMessage("assistant", text, tool_calls=calls))
+            async for tool_event in self._run_own(own_calls, steps):
+                yield tool_event
+            if client_calls:
+                break
+            choice = ToolChoice()  # the client's choice was for the first step
+        if client_calls:
+            reason = FinishReason.TOOL_CALLS
+        finished = TurnFinished(reason, usage, client_calls)
+        await flushed()  # the text is with the caller: it never waits for the session write
+        turn = [*new_context, request.input, *steps]
+        # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
+        await asyncio.shield(self._store.append_turn(request.session_key, turn))
+        log.info(
+            "turn %s finished: %s, %d tokens",
+            run_id,
+            finished.finish_reason.value,
+            finished.usage.completion_tokens,
+        )
+        yield finished
+
+    async def _ask(
+        self, request: ProviderRequest, step: _Step, separate: bool
+    ) -> AsyncIterator[TextDelta | ToolCallDelta]:
+        """One step's answer as the caller sees it; `step` gets its text, calls and finish.
+        `separate`: an earlier step said something, so this step's text starts on its own."""
+        choice = request.tool_choice
+        # A forced tool choice holds the answer back until the call is confirmed: text that
+        # went out could not be taken back when the model did not call the tool.
+        held: list[TextDelta | ToolCallDelta] | None = [] if choice.forces_a_call else None
+        async for event in self._answer(request, step):
+            if separate and isinstance(event, TextDelta):
+                separate = False
+                event = dataclasses.replace(event, text=STEP_SEPARATOR + event.text)
+            if held is None:
+                yield event
+            else:
+                held.append(event)
+        if step.finished is None:
+            raise ProviderFailedError("the provider ended its answer without finishing it")
+        if not choice.satisfied_by(step.calls.whole()):
+            raise ProviderFailedError(_unmet(choice))
+        for event in held or ():
+            yield event
+
+    async def _own_tools(self) -> tuple[Tool, ...]:
+        if self._tools is None or not self._provider.supports_tools:
+            return ()
+        return await self._tools.offer(self._agent)
+
+    async def _run_own(
+        self, calls: list[ToolCall], steps: list[ChatMessage]
+    ) -> AsyncIterator[TurnEvent]:
+        """Runs one step's own calls together; their results join `steps` in call order.
+        Cancelling the turn cancels the calls still running (at their servers too)."""
+        assert self._tools is not None
+        tools = self._tools
+        for call in calls:
+            yield ToolRunStarted(call.id, call.name, call.arguments)
+
+        async def timed(call: ToolCall) -> tuple[ToolCall, str, bool, float]:
+            started = time.monotonic()
+            outcome = await tools.run(call)
+            return call, outcome.text, outcome.is_error, time.monotonic() - started
+
+        running = [asyncio.ensure_future(timed(call)) for call in calls]
+        results: dict[str, ChatMessage] = {}
+        try:
+            for next_done in asyncio.as_completed(running):
+                call, text, is_error, seconds = await next_done
+                results[call.id] = ChatMessage("tool", text, tool_call_id=call.id, name=call.name)
+                yield ToolRunFinished(
+                    call.id, call.name, summary(text), round(seconds * 1000), is_error
+                )
+        finally:
+            for task in running:
+                task.cancel()
+        steps.extend(results[call.id] for call in calls)
+
+    async def _prompt(self) -> tuple[tuple[ChatMessage, ...], list[ChatMessage]]:
+        """The provider's messages, and the client's messages new to the session."""
+        request, agent = self._request, self._agent
+        stored = (
+            []
+            if request.new_session
+            else await self._store.load(request.session_key, agent.history_limit)
+        )
+        new_context = (
+            messages_after_last_assistant(request.context) if stored else list(request.context)
+        )
+        system = system_prompt_for(agent, request.extra_system_prompt)
+        prompt = (
+            *([ChatMessage("system", system)] if system else []),
+            *stored,
+            *new_context,
+            request.input,
+        )
+        return prompt, new_context
+
+    async def _answer(
+        self, request: ProviderRequest, step: _Step
+    ) -> AsyncIterator[TextDelta | ToolCallDelta]:
+        """The provider's text and the client's tool-call pieces as they come; `step` collects
+        them, the own calls and the finish."""
+        provider_name = self._agent.provider
+        deadline = ProviderDeadline(self._agent.turn_timeout)
+        asked = time.monotonic()
+        try:
+            async with aclosing(self._provider.stream(request)) as events:
+                while (event := await deadline.wait_for(anext(events, None))) is not None:
+                    if isinstance(event, TextDelta):
+                        if not step.parts:
+                            self._metrics.provider_first_token_seconds_by(provider_name).observe(
+                                time.monotonic() - asked
+                            )
+                        step.parts.append(event.text)
+                        yield event
+                    elif isinstance(event, ToolCallDelta):
+                        if (shown := step.calls.add(event)) is not None:
+                            yield shown
+                    else:
+                        step.finished = event
+        finally:
+            deadline.cancel()
+        self._metrics.provider_seconds_by(provider_name).observe(time.monotonic() - asked)
+
+
+def _unmet(choice: ToolChoice) -> str:
+    if choice.mode == "function":
+        return f"the model did not call the required tool {choice.function_name!r}"
+    return "the model did not call a tool, and tool_choice is 'required'"

@@ -1,0 +1,68 @@
+"""The SQLite store's table, its migrations and its one write, shared by the loop's
+connection and the thread's."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+
+from agent_worker.domain import ChatMessage
+from agent_worker.sessions.records import row_values
+
+BUSY_TIMEOUT_SECONDS = 10.0
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS session_messages (
+    session_key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    tool_calls TEXT,
+    tool_call_id TEXT,
+    name TEXT,
+    PRIMARY KEY (session_key, seq)
+) WITHOUT ROWID;
+"""
+# Columns added since the first schema: a file written before them gains them on open.
+_ADDED_COLUMNS = {"tool_calls": "TEXT", "tool_call_id": "TEXT", "name": "TEXT"}
+
+
+def switch_to_wal(connection: sqlite3.Connection) -> None:
+    """Workers sharing a new file switch it to WAL while another may hold its lock; SQLite
+    answers that at once with 'database is locked' (its busy handler would deadlock), so retry."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def insert_turn(
+    connection: sqlite3.Connection, session_key: str, messages: Sequence[ChatMessage], now: float
+) -> None:
+    (last,) = connection.execute(
+        "SELECT COALESCE(MAX(seq), 0) FROM session_messages WHERE session_key = ?",
+        (session_key,),
+    ).fetchone()
+    connection.executemany(
+        "INSERT INTO session_messages"
+        " (session_key, seq, created_at, role, content, tool_calls, tool_call_id, name)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (session_key, last + offset, now, *row_values(message))
+            for offset, message in enumerate(messages, start=1)
+        ],
+    )
+
+
+def create_or_migrate(connection: sqlite3.Connection) -> None:
+    connection.executescript(SCHEMA)
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(session_messages)")}
+    for column, kind in _ADDED_COLUMNS.items():
+        if column not in columns:
+            connection.execute(f"ALTER TABLE session_messages ADD COLUMN {column} {kind}")

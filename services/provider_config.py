@@ -1,0 +1,80 @@
+"""`models.providers`: which model APIs the worker can call, one section per `api`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from services.config_section import Section
+
+
+class EchoProviderConfig(Section):
+    api: Literal["echo"]
+    reply: str = "{input}"
+    delay_ms: float = Field(0, alias="delayMs", ge=0)
+
+
+class LlamaCppProviderConfig(Section):
+    api: Literal["llama-cpp"]
+    model_path: str | None = Field(None, alias="modelPath")
+    context_size: int = Field(2048, alias="contextSize", ge=128)
+    threads: int | None = Field(None, ge=1)
+    # Defaults for what a request leaves unset. A 135M model at llama.cpp's own defaults
+    # (temperature 0.2, no repeat penalty) answered "hi" with 256 tokens of one phrase; these
+    # gave short answers that stop by themselves (12 of 12 seeds).
+    max_tokens: int = Field(128, alias="maxTokens", ge=1)
+    temperature: float = Field(0.3, ge=0, le=2)
+    top_p: float = Field(0.9, alias="topP", ge=0, le=1)
+    repeat_penalty: float = Field(1.2, alias="repeatPenalty", ge=0)
+    # Return logprobs when asked: loads the model with logits_all, which keeps contextSize x
+    # vocabulary floats (about 400 MB for SmolLM2 at 2,048 tokens), so it is off by default.
+    logprobs: bool = False
+
+
+class OpenAICompatibleProviderConfig(Section):
+    api: Literal["openai-compatible"]
+    base_url: str = Field(alias="baseUrl")
+    api_key: str | None = Field(None, alias="apiKey")
+    timeout_seconds: float = Field(600.0, alias="timeoutSeconds", gt=0)
+    connect_timeout_seconds: float = Field(5.0, alias="connectTimeoutSeconds", gt=0)
+    # An http:// proxy for this provider; unset, HTTPS_PROXY / HTTP_PROXY / NO_PROXY apply.
+    proxy: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, base_url: str) -> str:
+        if not base_url:  # an unset ${VAR}: the provider's turns fail until it is set
+            return base_url
+        scheme, _, rest = base_url.partition("://")
+        if scheme.lower() not in ("http", "https") or not rest.strip("/"):
+            raise ValueError(f"must be an http:// or https:// URL, got {base_url!r}")
+        return base_url
+
+    @field_validator("proxy")
+    @classmethod
+    def _http_proxy(cls, proxy: str | None) -> str | None:
+        if proxy and not proxy.lower().startswith("http://"):
+            raise ValueError(f"must be an http:// proxy URL, got {proxy.split('@')[-1]!r}")
+        return proxy
+
+    @field_validator("api_key")
+    @classmethod
+    def _one_line(cls, api_key: str | None) -> str | None:
+        if api_key is not None and ("\r" in api_key or "\n" in api_key):
+            raise ValueError("must not hold a line break (it is sent as an HTTP header)")
+        return api_key
+
+
+ProviderConfig = Annotated[
+    EchoProviderConfig | LlamaCppProviderConfig | OpenAICompatibleProviderConfig,
+    Field(discriminator="api"),
+]
+
+
+def _embedded_default_provider() -> dict[str, ProviderConfig]:
+    return {"local": LlamaCppProviderConfig(api="llama-cpp")}
+
+
+class ModelsConfig(Section):
+    providers: dict[str, ProviderConfig] = Field(default_factory=_embedded_default_provider)
