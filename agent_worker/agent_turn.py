@@ -124,35 +124,35 @@ class AgentTurn:
             )
         yield TurnStarted(run_id, agent.model_ref)
         own_tools = await self._own_tools()
+        own_names = frozenset(tool.name for tool in own_tools)
+        sampling = merged_sampling(agent.sampling, request.sampling)
         steps: list[ChatMessage] = []  # the assistant's calls and the tools' results so far
-        usage = Usage()
+        prompt_tokens = completion_tokens = 0
         choice = request.tool_choice
         said_something = False
         for step_number in range(1, agent.max_steps + 1):
             if step_number == agent.max_steps and steps:
                 # The last step: without the agent's tools, the model answers with what it has.
                 log.warning("turn %s reached tools.maxSteps (%d)", run_id, agent.max_steps)
-                own_tools = ()
-            own_names = frozenset(tool.name for tool in own_tools)
-            step = _Step(ToolCalls((*prompt, *steps), own_names))
+                own_tools, own_names = (), frozenset()
+            messages = prompt + tuple(steps) if steps else prompt
+            step = _Step(ToolCalls(messages, own_names))
             provider_request = ProviderRequest(
                 agent.model,
-                (*prompt, *steps),
-                merged_sampling(agent.sampling, request.sampling),
-                request.tools + own_tools,
+                messages,
+                sampling,
+                request.tools + own_tools if own_tools else request.tools,
                 choice,
                 request.parallel_tool_calls,
             )
             async for event in self._ask(provider_request, step, separate=said_something):
                 yield event
-            assert step.finished is not None
+            assert step.finished is not None  # _ask raised otherwise
+            answered = step.finished
             calls = step.calls.whole()
             said_something = said_something or any(step.parts)
-            reason = step.finished.finish_reason
-            usage = Usage(
-                usage.prompt_tokens + step.finished.usage.prompt_tokens,
-                usage.completion_tokens + step.finished.usage.completion_tokens,
-            )
+            prompt_tokens += answered.usage.prompt_tokens
+            completion_tokens += answered.usage.completion_tokens
             own_calls = [call for call in calls if call.name in own_names]
             client_calls = tuple(call for call in calls if call.name not in own_names)
             text = "".join(step.parts)
@@ -165,8 +165,10 @@ class AgentTurn:
             if client_calls:
                 break
             choice = ToolChoice()  # the client's choice was for the first step
-        if client_calls:
-            reason = FinishReason.TOOL_CALLS
+        reason = FinishReason.TOOL_CALLS if client_calls else answered.finish_reason
+        usage = answered.usage
+        if len(steps) > 1:  # several answers: the turn's usage is their sum
+            usage = Usage(prompt_tokens, completion_tokens)
         finished = TurnFinished(reason, usage, client_calls)
         await flushed()  # the text is with the caller: it never waits for the session write
         turn = [*new_context, request.input, *steps]

@@ -4,8 +4,7 @@ client going away."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from types import TracebackType
 
 from starlette.types import Receive, Send
 
@@ -64,29 +63,37 @@ async def read_body(receive: Receive, declared: bytes | None, limit: int) -> byt
             return body
 
 
-async def _cancel_on_disconnect(
-    receive: Receive, work: asyncio.Task[object], gone: list[bool]
-) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    gone.append(True)
-    work.cancel()
-
-
-@asynccontextmanager
-async def cancelled_on_disconnect(receive: Receive) -> AsyncIterator[None]:
+class cancelled_on_disconnect:  # noqa: N801 - used like the context-manager function it was
     """Cancels the work inside when the client goes away; it then raises ClientDisconnected.
-    One watcher per request, reading the rest of `receive` (the body must be read already)."""
-    work = asyncio.current_task()
-    assert work is not None
-    gone: list[bool] = []
-    watcher = asyncio.create_task(_cancel_on_disconnect(receive, work, gone))
-    try:
-        yield
-    except asyncio.CancelledError:
-        if not gone:
-            raise
-        work.uncancel()
-        raise ClientDisconnected from None
-    finally:
-        watcher.cancel()
+    One watcher per request, reading the rest of `receive` (the body must be read already).
+    A class, not @asynccontextmanager: the generator machinery cost ~2% of the edge's CPU per
+    request (py-spy, non-stream at c=32)."""
+
+    __slots__ = ("_receive", "_work", "_watcher", "_gone")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._gone = False
+
+    async def __aenter__(self) -> None:
+        work = asyncio.current_task()
+        assert work is not None
+        self._work = work
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._watcher.cancel()
+        if kind is asyncio.CancelledError and self._gone:
+            self._work.uncancel()
+            raise ClientDisconnected from None
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self._gone = True
+        self._work.cancel()

@@ -164,7 +164,9 @@ class ChatCompletionsEndpoint:
                 if chat.stream:
                     include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
                     headers_out = [*STREAM_HEADERS, session_header]
-                    await self._stream(send, headers_out, turn, encoder, record, include_usage)
+                    await self._stream(
+                        send, headers_out, turn, encoder, record, include_usage, chat.logprobs
+                    )
                 else:
                     answer = await self._complete(turn, encoder, record, bool(chat.logprobs))
                     await send_bytes(send, 200, [*JSON_HEADERS, session_header], answer)
@@ -177,6 +179,7 @@ class ChatCompletionsEndpoint:
         encoder: ChatEncoder,
         record: RequestRecord,
         include_usage: bool,
+        with_logprobs: bool | None,
     ) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         streams_open = self._state.metrics.streams_open
@@ -197,7 +200,7 @@ class ChatCompletionsEndpoint:
                         frames.append(encoder.tool_call(event))
                     elif isinstance(event, pb.TextDelta):
                         record.first_token()
-                        if event.logprobs:
+                        if with_logprobs and event.logprobs:
                             frames.append(encoder.delta_with_logprobs(event.text, event.logprobs))
                         else:
                             frames.append(encoder.delta(event.text))
@@ -232,7 +235,7 @@ class ChatCompletionsEndpoint:
                     if not parts:
                         record.first_token()
                     parts.append(event.text)
-                    if event.logprobs:
+                    if with_logprobs and event.logprobs:  # reading it costs: only when asked
                         scores += logprobs_json(event.logprobs)
                 elif isinstance(event, pb.TurnFinished):  # it has the tool calls whole
                     self._count_tokens(event)
