@@ -46,6 +46,7 @@ T = TypeVar("T")
 # Commits on the loop between checkpoints on the thread; SQLite's own default is a checkpoint
 # per 1,000 WAL pages, and a turn writes one to three.
 CHECKPOINT_EVERY = 400
+WAL_SIZE_LIMIT = 16 << 20  # what the WAL file is cut back to when it starts over
 # The most text a turn may have for its commit to run on the event loop (about 30 us per KiB).
 LOOP_COMMIT_BYTES = 64 * 1024
 _UnwrittenTurn = tuple[str, Sequence[ChatMessage], "asyncio.Future[None]"]
@@ -105,8 +106,9 @@ def _write_turns(
 
 
 def _checkpoint(connection: sqlite3.Connection) -> None:
-    """Copies the WAL into the database file without waiting for anyone (PASSIVE), so that
-    the WAL can start over instead of growing."""
+    """Copies the WAL into the database file without waiting for anyone (PASSIVE), so that the
+    WAL can start over instead of growing. Meanwhile the loop's turns queue for this thread
+    (see append_turn); the size limit gives the file back once the WAL starts over."""
     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
 
@@ -160,6 +162,7 @@ class SqliteSessionStore:
             )
             switch_to_wal(connection)
             connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             create_or_migrate(connection)
             return connection
 
@@ -217,7 +220,9 @@ class SqliteSessionStore:
         when the write lock is free (the future is then done), else queued for the thread."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        if self._loop_connection is not None and _small(messages):
+        # While the thread checkpoints, turns queue for it: a loop committing all along kept a
+        # checkpoint from ever completing, and the WAL grew without bound under load.
+        if self._loop_connection is not None and self.checkpoint is None and _small(messages):
             try:
                 _write_turns(self._loop_connection, [(session_key, messages, done)])
             except sqlite3.Error as error:
@@ -255,6 +260,7 @@ class SqliteSessionStore:
             written = asyncio.get_running_loop().create_future()
             written.set_exception(error)  # every waiting turn gets this error
         written.add_done_callback(lambda outcome: _settle(turns, outcome))
+        written.add_done_callback(lambda _: self._count_commit())  # they count as well
 
     async def delete(self, session_key: str) -> bool:
         def remove(connection: sqlite3.Connection) -> bool:

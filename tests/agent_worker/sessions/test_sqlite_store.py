@@ -131,6 +131,26 @@ async def test_the_wal_is_checkpointed_off_the_loop(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_the_wal_starts_over_while_turns_keep_coming(tmp_path: Path) -> None:
+    """Under steady load the loop kept committing while the thread checkpointed, so no
+    checkpoint ever completed and the WAL grew without bound (1.1 GB after two minutes of wrk;
+    60 MB here). Turns that end during a checkpoint now queue for the thread; none is lost."""
+    path = tmp_path / "s.db"
+    store = SqliteSessionStore(path, checkpoint_every=50)
+    await store.open()
+    text = "x" * 2000
+    written = []
+    for n in range(3000):
+        written.append(store.append_turn(f"k{n}", [ChatMessage("user", text)]))
+        await asyncio.sleep(0)  # the thread checkpoints meanwhile, as under load
+    await asyncio.gather(*written)
+    wal_bytes = (tmp_path / "s.db-wal").stat().st_size
+    assert wal_bytes < 8_000_000  # all 3,000 turns: ~17 MB of WAL frames
+    assert len(await store.load("k2999")) == 1
+    assert len(await store.load("k1234")) == 1
+    await store.close()
+
+
 async def test_turns_ending_together_share_a_commit_and_keep_their_order(tmp_path: Path) -> None:
     store = SqliteSessionStore(tmp_path / "s.db")
     await store.open()
