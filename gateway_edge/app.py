@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway_edge import chat_completions, health, models, status
+from gateway_edge import chat_completions, health, models, responses_endpoint, status
 from gateway_edge import metrics as metrics_route
 from gateway_edge.auth import AccessGuard, Authenticator
 from gateway_edge.errors import ApiError, bad_request, internal_error
@@ -62,16 +62,16 @@ async def _unexpected_error(request: Request, error: Exception) -> Response:
 
 
 class HotPath:
-    """Hands one path straight to its pure ASGI endpoint and everything else to `app`."""
+    """Hands its paths straight to their pure ASGI endpoints and everything else to `app`."""
 
-    def __init__(self, app: ASGIApp, path: str, endpoint: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, endpoints: dict[str, ASGIApp]) -> None:
         self._app = app
-        self._path = path
-        self._endpoint = endpoint
+        self._endpoints = endpoints
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == self._path:
-            await self._endpoint(scope, receive, send)
+        endpoint = self._endpoints.get(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is not None:
+            await endpoint(scope, receive, send)
         else:
             await self._app(scope, receive, send)
 
@@ -132,12 +132,18 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    if not config.gateway.http.endpoints.chat_completions.enabled:
+    endpoints_config = config.gateway.http.endpoints
+    endpoints: dict[str, ASGIApp] = {}
+    if endpoints_config.chat_completions.enabled:
+        endpoints[chat_completions.PATH] = chat_completions.ChatCompletionsEndpoint(state)
+    else:
         log.warning(
             "POST /v1/chat/completions is off (404): set"
             " gateway.http.endpoints.chatCompletions.enabled to true to serve it"
         )
+    if endpoints_config.responses.enabled:
+        endpoints[responses_endpoint.PATH] = responses_endpoint.ResponsesEndpoint(state)
+    if not endpoints:
         return ObservabilityMiddleware(app, metrics)
     app.include_router(models.router)
-    endpoint = chat_completions.ChatCompletionsEndpoint(state)
-    return ObservabilityMiddleware(HotPath(app, chat_completions.PATH, endpoint), metrics)
+    return ObservabilityMiddleware(HotPath(app, endpoints), metrics)

@@ -4,11 +4,21 @@ client going away."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from starlette.types import Receive, Send
 
-from gateway_edge.errors import JSON_CONTENT_TYPE, ApiError, body_too_large, rendered
+from gateway_edge.errors import (
+    JSON_CONTENT_TYPE,
+    ApiError,
+    body_too_large,
+    internal_error,
+    rendered,
+)
+
+log = logging.getLogger("clawgate.edge")
 
 JSON_HEADERS = [JSON_CONTENT_TYPE]
 STREAM_HEADERS = [
@@ -97,3 +107,29 @@ class cancelled_on_disconnect:  # noqa: N801 - used like the context-manager fun
             pass
         self._gone = True
         self._work.cancel()
+
+
+async def answered_or_refused(handle: Callable[[Send], Awaitable[None]], send: Send) -> None:
+    """Runs a handler and answers its failure once: an ApiError as its JSON error, anything
+    else as a 500 without details, a client gone with 499 (for logs and metrics). Once the
+    handler has sent something, a failure is its own to report (in its stream)."""
+    started = False
+
+    async def send_tracked(message: dict[str, object]) -> None:
+        nonlocal started
+        started = True
+        await send(message)  # type: ignore[arg-type]
+
+    try:
+        await handle(send_tracked)  # type: ignore[arg-type]
+    except ClientDisconnected:
+        log.info("the client went away before the answer; its turn was cancelled")
+        if not started:  # nobody receives it (the server drops it); logs and metrics show it
+            await send_bytes(send, CLIENT_CLOSED_REQUEST, [], b"")
+    except ApiError as error:
+        if not started:
+            await send_error(send, error)
+    except Exception:
+        log.exception("unexpected error")
+        if not started:
+            await send_error(send, internal_error())

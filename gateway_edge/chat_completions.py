@@ -16,12 +16,10 @@ from starlette.types import Receive, Scope, Send
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.addresses import client_ip
-from gateway_edge.agent_resolution import resolve_agent
 from gateway_edge.asgi import (
-    CLIENT_CLOSED_REQUEST,
     JSON_HEADERS,
     STREAM_HEADERS,
-    ClientDisconnected,
+    answered_or_refused,
     body_part,
     cancelled_on_disconnect,
     read_body,
@@ -29,21 +27,18 @@ from gateway_edge.asgi import (
     send_error,
 )
 from gateway_edge.chat_encoder import ChatEncoder
-from gateway_edge.errors import ApiError, bad_request, internal_error
-from gateway_edge.observability import RequestRecord, record_of
+from gateway_edge.errors import ApiError, bad_request
+from gateway_edge.observability import RequestRecord
 from gateway_edge.protocol import ChatCompletionRequest, parse_chat_request
-from gateway_edge.sessions import SESSION_KEY_HEADER, session_for
 from gateway_edge.sse import DONE, KEEP_ALIVE, error_frame
 from gateway_edge.state import EdgeState
 from gateway_edge.turn import Turn
-from gateway_edge.turn_input import turn_request_for
+from gateway_edge.turn_setup import SESSION_KEY_HEADER_BYTES, header_value, prepare_turn
 from gateway_edge.wire import logprobs_json
 from services.ids import random_hex
-from services.logging import request_id_var
 
 log = logging.getLogger("clawgate.edge")
 PATH = "/v1/chat/completions"
-_SESSION_KEY_HEADER_BYTES = SESSION_KEY_HEADER.encode()
 
 
 def check_message_count(document: object, limit: int) -> None:
@@ -60,30 +55,6 @@ def check_message_count(document: object, limit: int) -> None:
             )
 
 
-def _header(headers: dict[bytes, bytes], *names: bytes) -> str | None:
-    """The first of `names` the request has (its first value), as text."""
-    for name in names:
-        value = headers.get(name)
-        if value is not None:
-            return value.decode("latin-1")
-    return None
-
-
-def _configured_model(model: str, providers: frozenset[str]) -> str:
-    """`x-openclaw-model`: "provider/model" of a configured provider, else 404."""
-    provider, slash, name = model.partition("/")
-    if not slash or not name or provider not in providers:
-        raise ApiError(
-            404,
-            f"The model '{model}' does not exist: x-openclaw-model takes provider/model of a"
-            f" configured provider ({', '.join(sorted(providers)) or 'none'}).",
-            "invalid_request_error",
-            "model",
-            "model_not_found",
-        )
-    return model
-
-
 class ChatCompletionsEndpoint:
     def __init__(self, state: EdgeState) -> None:
         self._state = state
@@ -96,26 +67,7 @@ class ChatCompletionsEndpoint:
         if scope["method"] != "POST":
             await send_error(send, ApiError(405, "Method not allowed.", headers={"allow": "POST"}))
             return
-        started = False
-
-        async def send_tracked(message: dict[str, object]) -> None:
-            nonlocal started
-            started = True
-            await send(message)  # type: ignore[arg-type]
-
-        try:
-            await self._handle(scope, receive, send_tracked)  # type: ignore[arg-type]
-        except ClientDisconnected:
-            log.info("the client went away before the answer; its turn was cancelled")
-            if not started:  # nobody receives it (the server drops it); logs and metrics show it
-                await send_bytes(send, CLIENT_CLOSED_REQUEST, [], b"")
-        except ApiError as error:
-            if not started:
-                await send_error(send, error)
-        except Exception:
-            log.exception("unexpected error")
-            if not started:
-                await send_error(send, internal_error())
+        await answered_or_refused(lambda tracked: self._handle(scope, receive, tracked), send)
 
     async def _read_request(
         self, headers: dict[bytes, bytes], receive: Receive
@@ -132,29 +84,14 @@ class ChatCompletionsEndpoint:
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self._state
         headers = dict(reversed(scope["headers"]))  # the first of repeated headers wins
-        state.access.check(client_ip(scope.get("client")), _header(headers, b"authorization"))
+        state.access.check(client_ip(scope.get("client")), header_value(headers, b"authorization"))
         chat = await self._read_request(headers, receive)
-        agents = state.workers.known_agents()
-        agent_id = resolve_agent(
-            chat.model,
-            _header(headers, b"x-openclaw-agent-id", b"x-openclaw-agent"),
-            agents.ids,
-            agents.default_id,
-        )
-        if chat.logprobs and agent_id not in agents.logprob_ids:
-            raise bad_request(
-                f"Agent {agent_id!r}'s model does not return logprobs.", "logprobs", "unsupported"
-            )
-        session = session_for(agent_id, chat.user, _header(headers, _SESSION_KEY_HEADER_BYTES))
-        record = record_of(scope)
-        record.agent, record.session_key = agent_id, session.key
-        turn_request = turn_request_for(chat, agent_id, session, request_id_var.get())
-        if (model := _header(headers, b"x-openclaw-model")) is not None:
-            turn_request.model = _configured_model(model, agents.providers)
+        prepared = prepare_turn(state, scope, headers, chat)
+        turn_request, session, record = prepared.request, prepared.session, prepared.record
         encoder = ChatEncoder(
             f"chatcmpl_{random_hex()}", int(time.time()), chat.model or "openclaw"
         )
-        session_header = (_SESSION_KEY_HEADER_BYTES, session.key.encode())
+        session_header = (SESSION_KEY_HEADER_BYTES, session.key.encode())
         async with cancelled_on_disconnect(receive):
             # A named session sticks to its worker; a fresh one goes where there is most room.
             starting = state.workers.start_turn(

@@ -55,10 +55,16 @@ class ChatCompletionsEndpointConfig(Section):
     max_messages: int = Field(10_000, alias="maxMessages", ge=1)
 
 
+class ResponsesEndpointConfig(Section):
+    enabled: bool = False
+    max_body_bytes: int = Field(20 * 1024 * 1024, alias="maxBodyBytes", ge=1)
+
+
 class EndpointsConfig(Section):
     chat_completions: ChatCompletionsEndpointConfig = Field(
         default_factory=ChatCompletionsEndpointConfig, alias="chatCompletions"
     )
+    responses: ResponsesEndpointConfig = Field(default_factory=ResponsesEndpointConfig)
 
 
 class HttpConfig(Section):

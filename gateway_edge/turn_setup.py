@@ -1,0 +1,74 @@
+"""What both turn endpoints (chat completions, responses) do once the request is read: the
+agent, the session, the turn request for the worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.types import Scope
+
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from gateway_edge.agent_resolution import resolve_agent
+from gateway_edge.errors import ApiError, bad_request
+from gateway_edge.observability import RequestRecord, record_of
+from gateway_edge.protocol import ChatCompletionRequest
+from gateway_edge.sessions import SESSION_KEY_HEADER, Session, session_for
+from gateway_edge.state import EdgeState
+from gateway_edge.turn_input import turn_request_for
+from services.logging import request_id_var
+
+SESSION_KEY_HEADER_BYTES = SESSION_KEY_HEADER.encode()
+
+
+@dataclass(slots=True)
+class PreparedTurn:
+    request: pb.RunTurnRequest
+    session: Session
+    record: RequestRecord
+
+
+def prepare_turn(
+    state: EdgeState, scope: Scope, headers: dict[bytes, bytes], chat: ChatCompletionRequest
+) -> PreparedTurn:
+    agents = state.workers.known_agents()
+    agent_id = resolve_agent(
+        chat.model,
+        header_value(headers, b"x-openclaw-agent-id", b"x-openclaw-agent"),
+        agents.ids,
+        agents.default_id,
+    )
+    if chat.logprobs and agent_id not in agents.logprob_ids:
+        raise bad_request(
+            f"Agent {agent_id!r}'s model does not return logprobs.", "logprobs", "unsupported"
+        )
+    session = session_for(agent_id, chat.user, header_value(headers, SESSION_KEY_HEADER_BYTES))
+    record = record_of(scope)
+    record.agent, record.session_key = agent_id, session.key
+    turn_request = turn_request_for(chat, agent_id, session, request_id_var.get())
+    if (model := header_value(headers, b"x-openclaw-model")) is not None:
+        turn_request.model = _configured_model(model, agents.providers)
+    return PreparedTurn(turn_request, session, record)
+
+
+def header_value(headers: dict[bytes, bytes], *names: bytes) -> str | None:
+    """The first of `names` the request has (its first value), as text."""
+    for name in names:
+        value = headers.get(name)
+        if value is not None:
+            return value.decode("latin-1")
+    return None
+
+
+def _configured_model(model: str, providers: frozenset[str]) -> str:
+    """`x-openclaw-model`: "provider/model" of a configured provider, else 404."""
+    provider, slash, name = model.partition("/")
+    if not slash or not name or provider not in providers:
+        raise ApiError(
+            404,
+            f"The model '{model}' does not exist: x-openclaw-model takes provider/model of a"
+            f" configured provider ({', '.join(sorted(providers)) or 'none'}).",
+            "invalid_request_error",
+            "model",
+            "model_not_found",
+        )
+    return model

@@ -1,0 +1,215 @@
+"""POST /v1/responses (issue 21, first part) over a real worker and edge: the `openai` SDK's
+`responses.create` and `responses.stream`, plain HTTP with every object and event validated
+against the `openai` package's Responses types, function tools resent as history, and the
+OpenAI Agents SDK's default Responses model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+from openai import AsyncOpenAI
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
+
+from devkit.processes import TOKEN, Stack, echo_config, start_stack
+from tests.support.upstream import UpstreamStandIn
+
+PATH = "/v1/responses"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[UpstreamStandIn]:
+    with UpstreamStandIn() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stack(upstream: UpstreamStandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp_path = tmp_path_factory.mktemp("responses")
+    config = echo_config(tmp_path, upstream.base_url)
+    config["gateway"]["http"]["endpoints"]["responses"] = {"enabled": True}
+    config["agents"]["list"] += [{"id": "caller", "model": "upstream/tools-1"}]
+    running = start_stack(tmp_path, config)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=TOKEN)
+
+
+def post(stack: Stack, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{stack.base_url}{PATH}", json=body, headers=AUTH, timeout=30)
+
+
+def events_of(stack: Stack, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stream's events, each checked against the SDK's types; then `[DONE]`."""
+    with httpx.stream(
+        "POST", f"{stack.base_url}{PATH}", json={**body, "stream": True}, headers=AUTH, timeout=30
+    ) as response:
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line and not line.startswith(":")]
+    assert lines[-1] == "data: [DONE]"
+    events = []
+    for kind, data in zip(lines[:-1:2], lines[1:-1:2], strict=True):
+        event = json.loads(data.removeprefix("data: "))
+        assert kind == f"event: {event['type']}"
+        EVENTS.validate_python(event)  # strict: every field the SDK's types ask for
+        events.append(event)
+    assert [event["sequence_number"] for event in events] == list(range(len(events)))
+    return events
+
+
+def test_a_text_answer_through_the_sdk_and_valid_against_the_response_type(
+    stack: Stack, client: openai.OpenAI
+) -> None:
+    answer = client.responses.create(model="openclaw", input="hello", instructions="Be brief.")
+    assert answer.output_text == "echo: hello [turns=0]"
+    assert answer.status == "completed"
+    body = post(stack, {"model": "openclaw:beta", "input": "hi"}).json()
+    Response.model_validate(body)
+    assert body["object"] == "response" and body["id"].startswith("resp_")
+    assert body["output"][0]["content"][0]["text"] == "echo: hi [turns=0]"
+    usage = body["usage"]
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"] > 0
+
+
+def test_the_stream_sends_every_event_in_order(stack: Stack, client: openai.OpenAI) -> None:
+    events = events_of(stack, {"model": "openclaw", "input": "one two"})
+    kinds = [event["type"] for event in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    deltas = [event["delta"] for event in events if event["type"] == "response.output_text.delta"]
+    assert "".join(deltas) == "echo: one two [turns=0]"
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "".join(deltas)
+    with client.responses.stream(model="openclaw", input="streamed") as stream:
+        seen = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert final.output_text == "echo: streamed [turns=0]"
+    assert seen[-1] == "response.completed"
+
+
+def test_max_output_tokens_ends_incomplete(stack: Stack) -> None:
+    body = {"model": "openclaw", "input": "a b c d e f", "max_output_tokens": 2}
+    answer = post(stack, body).json()
+    Response.model_validate(answer)
+    assert answer["status"] == "incomplete"
+    assert answer["incomplete_details"] == {"reason": "max_output_tokens"}
+    events = events_of(stack, body)
+    assert events[-1]["type"] == "response.incomplete"
+
+
+def test_a_function_call_round_trip_resending_history(
+    stack: Stack, client: openai.OpenAI, upstream: UpstreamStandIn
+) -> None:
+    first = client.responses.create(
+        model="openclaw:caller",
+        input="What is the weather in Paris?",
+        tools=[WEATHER],  # type: ignore[list-item]
+    )
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert [call.name for call in calls] == ["get_weather"]
+    arguments = json.loads(calls[0].arguments)
+    second = client.responses.create(
+        model="openclaw:caller",
+        tools=[WEATHER],  # type: ignore[list-item]
+        input=[
+            {"role": "user", "content": "What is the weather in Paris?"},
+            *[item.model_dump(exclude_none=True) for item in first.output],  # type: ignore[misc]
+            {
+                "type": "function_call_output",
+                "call_id": calls[0].call_id,
+                "output": f"sunny in {arguments['city']}",
+            },
+        ],
+    )
+    assert second.output_text == f"results: sunny in {arguments['city']}"
+    sent = upstream.requests[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool"]
+    assert sent[2]["tool_calls"][0]["id"] == sent[3]["tool_call_id"] == calls[0].call_id
+
+
+def test_streamed_function_calls_are_items_with_argument_deltas(stack: Stack) -> None:
+    events = events_of(
+        stack, {"model": "openclaw:caller", "input": "Weather in Oslo?", "tools": [WEATHER]}
+    )
+    added = [e for e in events if e["type"] == "response.output_item.added"]
+    assert [e["item"]["type"] for e in added][-1] == "function_call"
+    pieces = [e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta"]
+    (done,) = [e for e in events if e["type"] == "response.function_call_arguments.done"]
+    assert "".join(pieces) == done["arguments"]
+    final = events[-1]["response"]
+    assert final["output"][-1]["type"] == "function_call"
+    assert final["output"][-1]["arguments"] == done["arguments"]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "openclaw"}, "input"),
+        ({"input": [{"type": "message", "role": "robot", "content": "x"}]}, "input[0].role"),
+        ({"input": "x", "tools": [{"type": "function"}]}, "tools[0].name"),
+        ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
+        ({"input": "x", "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),
+        ({"input": "x", "previous_response_id": "resp_unknown"}, "previous_response_id"),
+    ],
+)
+def test_bad_requests_are_400s_naming_the_param(
+    stack: Stack, body: dict[str, Any], param: str
+) -> None:
+    response = post(stack, body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+async def test_the_agents_sdk_default_responses_model_runs_a_tool_to_the_final_answer(
+    stack: Stack,
+) -> None:
+    set_tracing_disabled(True)  # no network: traces would go to OpenAI
+    ran: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        ran.append(city)
+        return f"sunny in {city}"
+
+    client = AsyncOpenAI(base_url=f"{stack.base_url}/v1", api_key=TOKEN)
+    agent = Agent(
+        name="weather",
+        instructions="Answer with the weather.",
+        tools=[get_weather],
+        model=OpenAIResponsesModel(model="openclaw:caller", openai_client=client),
+    )
+    result = await Runner.run(agent, "What is the weather in Paris?")
+    assert len(ran) == 1
+    assert result.final_output == f"results: sunny in {ran[0]}"
