@@ -173,7 +173,8 @@ class AgentTurn:
         await flushed()  # the text is with the caller: it never waits for the session write
         turn = [*new_context, request.input, *steps]
         # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
-        await asyncio.shield(self._store.append_turn(request.session_key, turn))
+        response = (request.response_id, agent.id) if request.response_id else None
+        await asyncio.shield(self._store.append_turn(request.session_key, turn, response))
         log.info(
             "turn %s finished: %s, %d tokens",
             run_id,

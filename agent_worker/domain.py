@@ -107,6 +107,15 @@ class TurnRequest:
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     parallel_tool_calls: bool | None = None
     model: str = ""  # "provider/model" instead of the agent's, for this turn
+    response_id: str = ""  # the caller's id for this turn's answer, stored with the turn
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """Where a stored answer (a Responses API response id) belongs."""
+
+    session_key: str
+    agent_id: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,3 +123,12 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteSessionResponse:
         return pb.DeleteSessionResponse(deleted=await self._store.delete(request.session_key))
+
+    async def FindResponse(  # noqa: N802
+        self, request: pb.FindResponseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FindResponseResponse:
+        found = await self._store.find_response(request.response_id)
+        if found is not None:
+            return pb.FindResponseResponse(session_key=found.session_key, agent_id=found.agent_id)
+        await context.abort(grpc.StatusCode.NOT_FOUND, "no stored response has that id")
+        raise AssertionError("abort raises")

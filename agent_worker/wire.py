@@ -132,6 +132,7 @@ def turn_request_from_proto(request: pb.RunTurnRequest) -> TurnRequest:
             request.parallel_tool_calls if request.HasField("parallel_tool_calls") else None
         ),
         model=request.model,
+        response_id=request.response_id,
     )
 
 

@@ -54,15 +54,21 @@ class ResponsesEndpoint:
         except orjson.JSONDecodeError:
             raise bad_request("The request body is not valid JSON.") from None
         request = parse_responses_request(document)
-        if request.previous_response_id is not None:
-            raise bad_request(
-                "previous_response_id is not supported yet: resend the history in input.",
-                "previous_response_id",
-                "unsupported",
-            )
         chat = as_chat_request(request)
-        prepared = prepare_turn(state, scope, headers, chat)
+        continues = None
+        if request.previous_response_id is not None:
+            continues = await state.workers.find_response(request.previous_response_id)
+            if continues is None:
+                raise ApiError(
+                    404,
+                    f"No response with id {request.previous_response_id!r} was found.",
+                    "invalid_request_error",
+                    "previous_response_id",
+                    "response_not_found",
+                )
+        prepared = prepare_turn(state, scope, headers, chat, continues)
         encoder = ResponsesEncoder(int(time.time()), request.model or "openclaw", document)
+        prepared.request.response_id = encoder.id  # stored with the turn, for the next one
         session_header = (SESSION_KEY_HEADER_BYTES, prepared.session.key.encode())
         async with cancelled_on_disconnect(receive):
             starting = state.workers.start_turn(

@@ -28,8 +28,14 @@ class PreparedTurn:
 
 
 def prepare_turn(
-    state: EdgeState, scope: Scope, headers: dict[bytes, bytes], chat: ChatCompletionRequest
+    state: EdgeState,
+    scope: Scope,
+    headers: dict[bytes, bytes],
+    chat: ChatCompletionRequest,
+    continues: pb.FindResponseResponse | None = None,
 ) -> PreparedTurn:
+    """`continues`: the stored response this request follows (previous_response_id), whose
+    session it continues; it must be the same agent's."""
     agents = state.workers.known_agents()
     agent_id = resolve_agent(
         chat.model,
@@ -41,7 +47,11 @@ def prepare_turn(
         raise bad_request(
             f"Agent {agent_id!r}'s model does not return logprobs.", "logprobs", "unsupported"
         )
-    session = session_for(agent_id, chat.user, header_value(headers, SESSION_KEY_HEADER_BYTES))
+    header_key = header_value(headers, SESSION_KEY_HEADER_BYTES)
+    if continues is None:
+        session = session_for(agent_id, chat.user, header_key)
+    else:
+        session = _continued(continues, agent_id, header_key)
     record = record_of(scope)
     record.agent, record.session_key = agent_id, session.key
     turn_request = turn_request_for(chat, agent_id, session, request_id_var.get())
@@ -72,3 +82,17 @@ def _configured_model(model: str, providers: frozenset[str]) -> str:
             "model_not_found",
         )
     return model
+
+
+def _continued(stored: pb.FindResponseResponse, agent_id: str, header_key: str | None) -> Session:
+    if stored.agent_id != agent_id:
+        raise bad_request(
+            f"previous_response_id belongs to agent {stored.agent_id!r}, not {agent_id!r}.",
+            "previous_response_id",
+        )
+    if header_key is not None and header_key.strip() != stored.session_key:
+        raise bad_request(
+            "previous_response_id belongs to another session than x-openclaw-session-key.",
+            "previous_response_id",
+        )
+    return Session(stored.session_key, named=True)

@@ -294,6 +294,28 @@ class WorkerPool:
                 )
                 raise _unreachable(pb.ERROR_CODE_DEADLINE_EXCEEDED)
 
+    async def find_response(self, response_id: str) -> pb.FindResponseResponse | None:
+        """Where a stored response id belongs, asking the usable workers in turn (they may keep
+        separate stores); None when every one that answered does not know it."""
+        answered = False
+        for worker in self._workers.values():
+            if not worker.usable:
+                continue
+            try:
+                return await worker.agents.FindResponse(  # type: ignore[no-any-return]
+                    pb.FindResponseRequest(response_id=response_id),
+                    metadata=self._metadata,
+                    timeout=self._settings.health_timeout_seconds,
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    answered = True
+                    continue
+                log.warning("worker %s: FindResponse failed: %s", worker.address, error.code().name)
+        if answered:
+            return None
+        raise refused(pb.ERROR_CODE_UNAVAILABLE, None)
+
     def any_serving(self) -> bool:
         """Ready: a worker serves, answers, and has listed its agents."""
         return any(

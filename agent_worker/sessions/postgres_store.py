@@ -21,13 +21,15 @@ from typing import Any
 
 import asyncpg
 
-from agent_worker.domain import ChatMessage
+from agent_worker.domain import ChatMessage, StoredResponse
 from agent_worker.errors import SessionBusyError, SessionStoreError
 from agent_worker.sessions.records import message_of, row_values
+from agent_worker.sessions.store import ResponseTag
 
 log = logging.getLogger("clawgate.worker.sessions")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MESSAGES_TABLE = "clawgate_session_messages"
+_RESPONSES_TABLE = "clawgate_responses"
 _MIGRATIONS = {
     1: f"""
     CREATE TABLE IF NOT EXISTS {_MESSAGES_TABLE} (
@@ -46,6 +48,15 @@ _MIGRATIONS = {
         ADD COLUMN IF NOT EXISTS tool_calls TEXT,
         ADD COLUMN IF NOT EXISTS tool_call_id TEXT,
         ADD COLUMN IF NOT EXISTS name TEXT;
+    """,
+    # Responses API ids, stored with their turn, so previous_response_id finds the session.
+    3: f"""
+    CREATE TABLE IF NOT EXISTS {_RESPONSES_TABLE} (
+        response_id TEXT PRIMARY KEY,
+        session_key TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
     """,
 }
 _MIGRATION_LOCK = 0x636C6177  # "claw": one worker migrates at a time
@@ -197,7 +208,12 @@ class PostgresSessionStore:
                 rows = await connection.fetch(query, session_key, limit)
         return [message_of(*row) for row in reversed(rows)]
 
-    async def append_turn(self, session_key: str, messages: Sequence[ChatMessage]) -> None:
+    async def append_turn(
+        self,
+        session_key: str,
+        messages: Sequence[ChatMessage],
+        response: ResponseTag | None = None,
+    ) -> None:
         with _store_errors("writing the turn"):
             async with self._connection_for(session_key) as connection, connection.transaction():
                 last = await connection.fetchval(
@@ -213,6 +229,22 @@ class PostgresSessionStore:
                         for offset, message in enumerate(messages, start=1)
                     ],
                 )
+                if response is not None:
+                    await connection.execute(
+                        f"INSERT INTO {_RESPONSES_TABLE} (response_id, session_key, agent_id)"
+                        " VALUES ($1, $2, $3)",
+                        response[0],
+                        session_key,
+                        response[1],
+                    )
+
+    async def find_response(self, response_id: str) -> StoredResponse | None:
+        with _store_errors("finding the response"):
+            row = await self.pool.fetchrow(
+                f"SELECT session_key, agent_id FROM {_RESPONSES_TABLE} WHERE response_id = $1",
+                response_id,
+            )
+        return None if row is None else StoredResponse(row[0], row[1])
 
     async def delete(self, session_key: str) -> bool:
         with _store_errors("deleting the session"):

@@ -23,6 +23,12 @@ CREATE TABLE IF NOT EXISTS session_messages (
     name TEXT,
     PRIMARY KEY (session_key, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS responses (
+    response_id TEXT PRIMARY KEY,
+    session_key TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
 """
 # Columns added since the first schema: a file written before them gains them on open.
 _ADDED_COLUMNS = {"tool_calls": "TEXT", "tool_call_id": "TEXT", "name": "TEXT"}
@@ -43,7 +49,11 @@ def switch_to_wal(connection: sqlite3.Connection) -> None:
 
 
 def insert_turn(
-    connection: sqlite3.Connection, session_key: str, messages: Sequence[ChatMessage], now: float
+    connection: sqlite3.Connection,
+    session_key: str,
+    messages: Sequence[ChatMessage],
+    now: float,
+    response: tuple[str, str] | None = None,
 ) -> None:
     (last,) = connection.execute(
         "SELECT COALESCE(MAX(seq), 0) FROM session_messages WHERE session_key = ?",
@@ -58,6 +68,13 @@ def insert_turn(
             for offset, message in enumerate(messages, start=1)
         ],
     )
+    if response is not None:
+        response_id, agent_id = response
+        connection.execute(
+            "INSERT INTO responses (response_id, session_key, agent_id, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (response_id, session_key, agent_id, now),
+        )
 
 
 def create_or_migrate(connection: sqlite3.Connection) -> None:

@@ -29,7 +29,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import TypeVar
 
-from agent_worker.domain import ChatMessage
+from agent_worker.domain import ChatMessage, StoredResponse
 from agent_worker.errors import SessionStoreError
 from agent_worker.sessions.records import message_of
 from agent_worker.sessions.sqlite_schema import (
@@ -39,6 +39,7 @@ from agent_worker.sessions.sqlite_schema import (
     insert_turn,
     switch_to_wal,
 )
+from agent_worker.sessions.store import ResponseTag
 
 log = logging.getLogger("clawgate.worker.sessions")
 
@@ -49,7 +50,7 @@ CHECKPOINT_EVERY = 400
 WAL_SIZE_LIMIT = 16 << 20  # what the WAL file is cut back to when it starts over
 # The most text a turn may have for its commit to run on the event loop (about 30 us per KiB).
 LOOP_COMMIT_BYTES = 64 * 1024
-_UnwrittenTurn = tuple[str, Sequence[ChatMessage], "asyncio.Future[None]"]
+_UnwrittenTurn = tuple[str, Sequence[ChatMessage], "asyncio.Future[None]", ResponseTag | None]
 
 
 def _store_error(error: BaseException, doing: str) -> SessionStoreError:
@@ -87,18 +88,18 @@ def _write_turns(
     try:
         with connection:
             connection.execute("BEGIN IMMEDIATE")
-            for session_key, messages, _ in turns:
-                insert_turn(connection, session_key, messages, now)
+            for session_key, messages, _, response in turns:
+                insert_turn(connection, session_key, messages, now, response)
         return [None] * len(turns)
     except sqlite3.Error:
         if len(turns) == 1:
             raise
     errors: list[Exception | None] = []
-    for session_key, messages, _ in turns:
+    for session_key, messages, _, response in turns:
         try:
             with connection:
                 connection.execute("BEGIN IMMEDIATE")
-                insert_turn(connection, session_key, messages, now)
+                insert_turn(connection, session_key, messages, now, response)
             errors.append(None)
         except sqlite3.Error as error:
             errors.append(error)
@@ -122,7 +123,7 @@ def _settle(
         errors = [failure] * len(turns)
     else:
         errors = outcome.result()
-    for (_, _, done), error in zip(turns, errors, strict=True):
+    for (_, _, done, _), error in zip(turns, errors, strict=True):
         if done.done():
             continue
         if error is None:
@@ -214,7 +215,10 @@ class SqliteSessionStore:
             raise _store_error(error, "reading the session") from None
 
     def append_turn(
-        self, session_key: str, messages: Sequence[ChatMessage]
+        self,
+        session_key: str,
+        messages: Sequence[ChatMessage],
+        response: ResponseTag | None = None,
     ) -> asyncio.Future[None]:
         """Stores a whole turn or nothing; the future tells how it went. It is committed now
         when the write lock is free (the future is then done), else queued for the thread."""
@@ -224,7 +228,7 @@ class SqliteSessionStore:
         # checkpoint from ever completing, and the WAL grew without bound under load.
         if self._loop_connection is not None and self.checkpoint is None and _small(messages):
             try:
-                _write_turns(self._loop_connection, [(session_key, messages, done)])
+                _write_turns(self._loop_connection, [(session_key, messages, done, response)])
             except sqlite3.Error as error:
                 if not _is_busy(error):
                     done.set_exception(_store_error(error, "writing the turn"))
@@ -233,7 +237,7 @@ class SqliteSessionStore:
                 done.set_result(None)
                 self._count_commit()
                 return done
-        self._unwritten.append((session_key, messages, done))
+        self._unwritten.append((session_key, messages, done, response))
         if len(self._unwritten) == 1:  # turns queued in this loop turn share a transaction
             loop.call_soon(self._write_unwritten)
         return done
@@ -261,6 +265,19 @@ class SqliteSessionStore:
             written.set_exception(error)  # every waiting turn gets this error
         written.add_done_callback(lambda outcome: _settle(turns, outcome))
         written.add_done_callback(lambda _: self._count_commit())  # they count as well
+
+    async def find_response(self, response_id: str) -> StoredResponse | None:
+        def read(connection: sqlite3.Connection) -> StoredResponse | None:
+            row = connection.execute(
+                "SELECT session_key, agent_id FROM responses WHERE response_id = ?",
+                (response_id,),
+            ).fetchone()
+            return None if row is None else StoredResponse(*row)
+
+        try:
+            return await self._run(read)
+        except sqlite3.Error as error:
+            raise _store_error(error, "finding the response") from None
 
     async def delete(self, session_key: str) -> bool:
         def remove(connection: sqlite3.Connection) -> bool:

@@ -7,8 +7,11 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
 
-from agent_worker.domain import ChatMessage
+from agent_worker.domain import ChatMessage, StoredResponse
 from services.config import POSTGRES_URL_PREFIXES
+
+# A turn's response id and its agent, stored with the turn.
+ResponseTag = tuple[str, str]
 
 
 class SessionStore(Protocol):
@@ -31,9 +34,18 @@ class SessionStore(Protocol):
     async def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
         """The session's messages, oldest first; only the last `limit` when given."""
 
-    def append_turn(self, session_key: str, messages: Sequence[ChatMessage]) -> Awaitable[None]:
-        """Appends one turn's messages atomically: all of them are stored, or none. A store may
-        start the write at once and return a future (no task for the caller to shield)."""
+    def append_turn(
+        self,
+        session_key: str,
+        messages: Sequence[ChatMessage],
+        response: ResponseTag | None = None,
+    ) -> Awaitable[None]:
+        """Appends one turn's messages atomically: all of them are stored, or none, and with
+        them the turn's response id when it has one. A store may start the write at once and
+        return a future (no task for the caller to shield)."""
+
+    async def find_response(self, response_id: str) -> StoredResponse | None:
+        """The session and agent of a stored response id; None when unknown."""
 
     async def delete(self, session_key: str) -> bool:
         """Deletes the transcript; whether there was one."""

@@ -117,9 +117,12 @@ async def exchange_one_turn(
 
     class RecordingStore(SqliteSessionStore):
         def append_turn(
-            self, session_key: str, messages: Sequence[ChatMessage]
+            self,
+            session_key: str,
+            messages: Sequence[ChatMessage],
+            response: tuple[str, str] | None = None,
         ) -> asyncio.Future[None]:
-            written = super().append_turn(session_key, messages)
+            written = super().append_turn(session_key, messages, response)
             order.append("stored" if written.done() else "queued")
             return written
 

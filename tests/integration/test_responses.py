@@ -144,7 +144,7 @@ def test_a_function_call_round_trip_resending_history(
         tools=[WEATHER],  # type: ignore[list-item]
         input=[
             {"role": "user", "content": "What is the weather in Paris?"},
-            *[item.model_dump(exclude_none=True) for item in first.output],  # type: ignore[misc]
+            *[item.model_dump(exclude_none=True) for item in first.output],  # type: ignore[list-item]
             {
                 "type": "function_call_output",
                 "call_id": calls[0].call_id,
@@ -180,7 +180,6 @@ def test_streamed_function_calls_are_items_with_argument_deltas(stack: Stack) ->
         ({"input": "x", "tools": [{"type": "function"}]}, "tools[0].name"),
         ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
         ({"input": "x", "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),
-        ({"input": "x", "previous_response_id": "resp_unknown"}, "previous_response_id"),
     ],
 )
 def test_bad_requests_are_400s_naming_the_param(
@@ -189,6 +188,58 @@ def test_bad_requests_are_400s_naming_the_param(
     response = post(stack, body)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
+
+
+def test_previous_response_id_continues_that_session(stack: Stack, client: openai.OpenAI) -> None:
+    first = client.responses.create(model="openclaw:beta", input="first")
+    assert first.output_text == "echo: first [turns=0]"
+    second = client.responses.create(
+        model="openclaw:beta", input="second", previous_response_id=first.id
+    )
+    assert second.output_text == "echo: second [turns=2]"  # it saw the first turn
+    third = client.responses.create(
+        model="openclaw:beta", input="third", previous_response_id=second.id
+    )
+    assert third.output_text == "echo: third [turns=4]"
+    again = client.responses.create(  # any earlier response: the same session, now longer
+        model="openclaw:beta", input="fourth", previous_response_id=first.id
+    )
+    assert again.output_text == "echo: fourth [turns=6]"
+
+
+def test_a_function_call_round_trip_with_previous_response_id(
+    stack: Stack, client: openai.OpenAI, upstream: UpstreamStandIn
+) -> None:
+    first = client.responses.create(
+        model="openclaw:caller",
+        input="What is the weather in Rome?",
+        tools=[WEATHER],  # type: ignore[list-item]
+    )
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    second = client.responses.create(
+        model="openclaw:caller",
+        tools=[WEATHER],  # type: ignore[list-item]
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "warm"}],
+    )
+    assert second.output_text == "results: warm"
+    sent = upstream.requests[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool"]
+    assert sent[2]["tool_calls"][0]["id"] == sent[3]["tool_call_id"] == call.call_id
+
+
+def test_an_unknown_or_foreign_previous_response_id_is_refused(
+    stack: Stack, client: openai.OpenAI
+) -> None:
+    unknown = post(stack, {"model": "openclaw", "input": "x", "previous_response_id": "resp_no"})
+    assert unknown.status_code == 404
+    error = unknown.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == "previous_response_id"
+    mine = client.responses.create(model="openclaw:beta", input="mine")
+    other = post(stack, {"model": "openclaw:main", "input": "x", "previous_response_id": mine.id})
+    assert other.status_code == 400
+    assert "beta" in other.json()["error"]["message"]
 
 
 async def test_the_agents_sdk_default_responses_model_runs_a_tool_to_the_final_answer(

@@ -178,7 +178,7 @@ class SamplingOptions(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ..., response_format: _Optional[_Union[ResponseFormatType, str]] = ..., json_schema: _Optional[str] = ..., logprobs: _Optional[bool] = ..., top_logprobs: _Optional[int] = ...) -> None: ...
 
 class RunTurnRequest(_message.Message):
-    __slots__ = ("agent_id", "session_key", "input", "context", "extra_system_prompt", "sampling", "request_id", "new_session", "tools", "tool_choice", "parallel_tool_calls", "model")
+    __slots__ = ("agent_id", "session_key", "input", "context", "extra_system_prompt", "sampling", "request_id", "new_session", "tools", "tool_choice", "parallel_tool_calls", "model", "response_id")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +191,7 @@ class RunTurnRequest(_message.Message):
     TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     session_key: str
     input: Message
@@ -203,7 +204,8 @@ class RunTurnRequest(_message.Message):
     tool_choice: ToolChoice
     parallel_tool_calls: bool
     model: str
-    def __init__(self, agent_id: _Optional[str] = ..., session_key: _Optional[str] = ..., input: _Optional[_Union[Message, _Mapping]] = ..., context: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., extra_system_prompt: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., new_session: _Optional[bool] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
+    response_id: str
+    def __init__(self, agent_id: _Optional[str] = ..., session_key: _Optional[str] = ..., input: _Optional[_Union[Message, _Mapping]] = ..., context: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., extra_system_prompt: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., new_session: _Optional[bool] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ..., model: _Optional[str] = ..., response_id: _Optional[str] = ...) -> None: ...
 
 class TurnStarted(_message.Message):
     __slots__ = ("run_id", "model")
@@ -436,3 +438,17 @@ class DeleteSessionResponse(_message.Message):
     DELETED_FIELD_NUMBER: _ClassVar[int]
     deleted: bool
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class FindResponseRequest(_message.Message):
+    __slots__ = ("response_id",)
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
+    response_id: str
+    def __init__(self, response_id: _Optional[str] = ...) -> None: ...
+
+class FindResponseResponse(_message.Message):
+    __slots__ = ("session_key", "agent_id")
+    SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    session_key: str
+    agent_id: str
+    def __init__(self, session_key: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...

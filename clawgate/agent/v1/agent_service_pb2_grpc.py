@@ -65,6 +65,11 @@ class AgentServiceStub:
                 request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionRequest.SerializeToString,
                 response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionResponse.FromString,
                 _registered_method=True)
+        self.FindResponse = channel.unary_unary(
+                '/clawgate.agent.v1.AgentService/FindResponse',
+                request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.FindResponseRequest.SerializeToString,
+                response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.FindResponseResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -118,6 +123,14 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindResponse(self, request, context):
+        """The session and agent of a stored answer (RunTurnRequest.response_id); NOT_FOUND when
+        no finished turn has that id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +158,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.DeleteSession,
                     request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionRequest.FromString,
                     response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionResponse.SerializeToString,
+            ),
+            'FindResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindResponse,
+                    request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.FindResponseRequest.FromString,
+                    response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.FindResponseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -288,6 +306,33 @@ class AgentService:
             '/clawgate.agent.v1.AgentService/DeleteSession',
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionRequest.SerializeToString,
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.DeleteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clawgate.agent.v1.AgentService/FindResponse',
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.FindResponseRequest.SerializeToString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.FindResponseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -149,3 +149,18 @@ async def test_a_transcript_from_schema_1_still_continues_after_the_migration() 
     finally:
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         await admin.close()
+
+
+async def test_a_response_id_is_stored_with_its_turn_and_found_by_any_worker(
+    stores: tuple[PostgresSessionStore, ...],
+) -> None:
+    first, second = stores
+    session, response_id = key(), f"resp_{uuid.uuid4().hex}"
+    turn = [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
+    await first.append_turn(session, turn, (response_id, "main"))
+    found = await second.find_response(response_id)
+    assert found is not None and (found.session_key, found.agent_id) == (session, "main")
+    assert await second.find_response("resp_unknown") is None
+    with pytest.raises(Exception):  # noqa: B017 - the id is unique: a second turn with it fails
+        await first.append_turn(session, turn, (response_id, "main"))
+    assert len(await first.load(session)) == 2  # and wrote nothing

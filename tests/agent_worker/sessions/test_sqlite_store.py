@@ -230,3 +230,17 @@ async def test_a_file_from_before_structured_messages_still_continues(tmp_path: 
         assert (await store.load("old"))[2:] == turn
     finally:
         await store.close()
+
+
+async def test_a_response_id_is_stored_with_its_turn(tmp_path: Path) -> None:
+    store = SqliteSessionStore(tmp_path / "s.db")
+    await store.open()
+    turn = [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
+    await store.append_turn("k", turn, ("resp_1", "main"))
+    found = await store.find_response("resp_1")
+    assert found is not None and (found.session_key, found.agent_id) == ("k", "main")
+    assert await store.find_response("resp_2") is None
+    with pytest.raises(SessionStoreError):  # the id is unique: the second turn fails whole
+        await store.append_turn("k", turn, ("resp_1", "main"))
+    assert len(await store.load("k")) == 2
+    await store.close()
