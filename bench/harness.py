@@ -24,7 +24,9 @@ CHAT_BODY: dict[str, object] = {
     "model": "openclaw",
     "messages": [{"role": "user", "content": "hi"}],
 }
-FIRST_TOKEN = re.compile(rb'"content":\s*"[^"]')  # the first non-empty content
+# The first non-empty text: a chat chunk's content, or a Responses output_text delta (a chat
+# chunk's "delta" is an object, so it never matches).
+FIRST_TOKEN = re.compile(rb'"(?:content|delta)":\s*"[^"]')
 
 
 @dataclass

@@ -5,8 +5,9 @@
 Scenarios: standin (the raw-ASGI floor), edge-echo (edge + echo worker answering at once),
 edge-stub (edge + a stub gRPC server), worker (RunTurn over gRPC, no edge), pair and
 pair-stream (edge + worker + openai-compatible provider + the stand-in), pair-tools (the same,
-the stand-in answering with a tool call), litellm and
-litellm-stream (LiteLLM's proxy 1.108.0 in front of the same stand-in), all (these nine);
+the stand-in answering with a tool call), pair-responses (the same pair through
+/v1/responses, non-stream), litellm and
+litellm-stream (LiteLLM's proxy 1.108.0 in front of the same stand-in), all (these ten);
 idle-streams (RSS per open, idle stream) and soak (RSS growth over 100,000 requests).
 Each prints one table row (wrk -t1 -c32 for req/s and latency; a sequential asyncio client for
 the median time to first token; peak RSS of each clawgate process).
@@ -143,6 +144,16 @@ TOOLS_BODY: dict[str, object] = {
 }
 
 
+RESPONSES_BODY: dict[str, object] = {"model": "openclaw", "input": "hello"}
+
+
+def scenario_pair_responses(bench: Bench) -> Row:
+    """The pair through POST /v1/responses (beside `pair`, the same turn through chat)."""
+    url, processes = bench.clawgate_pair(upstream=bench.standin())
+    name = "clawgate pair, /v1/responses, non-stream"
+    return bench.measure(name, f"{url}/v1/responses", AUTH, False, processes, RESPONSES_BODY)
+
+
 def scenario_pair_tools(bench: Bench) -> Row:
     """The pair when the model answers with a tool call (the stand-in's call, non-stream)."""
     url, processes = bench.clawgate_pair(upstream=bench.standin())
@@ -166,6 +177,7 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "pair": lambda bench: _pair(bench, False),
     "pair-stream": lambda bench: _pair(bench, True),
     "pair-tools": scenario_pair_tools,
+    "pair-responses": scenario_pair_responses,
     "litellm": lambda bench: _litellm(bench, False),
     "litellm-stream": lambda bench: _litellm(bench, True),
     "idle-streams": idle_streams,

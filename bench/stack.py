@@ -75,6 +75,7 @@ class Bench:
         config["agents"]["list"] = [{"id": "main", "default": True}]
         config["sessions"] = {"store": f"sqlite:///{self.tmp / f'bench-{free_port()}.db'}"}
         config["worker"]["maxConcurrentTurns"] = 1024
+        config["gateway"]["http"]["endpoints"]["responses"] = {"enabled": True}
         if upstream:
             config["models"]["providers"]["standin"] = {
                 "api": "openai-compatible",

@@ -38,7 +38,9 @@ STARTER_CONFIG = """\
     port: 18789,
     bind: "127.0.0.1",
     auth: {{ mode: "token", token: "{token}" }},
-    http: {{ endpoints: {{ chatCompletions: {{ enabled: true }} }} }},
+    http: {{
+      endpoints: {{ chatCompletions: {{ enabled: true }}, responses: {{ enabled: true }} }},
+    }},
     workers: ["127.0.0.1:50051"],
   }},
   worker: {{ listen: "127.0.0.1:50051", maxConcurrentTurns: 64 }},

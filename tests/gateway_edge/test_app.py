@@ -33,3 +33,17 @@ async def test_unexpected_errors_are_a_500_without_a_trace(monkeypatch: pytest.M
         "error": {"message": "Internal error.", "type": "api_error", "param": None, "code": None}
     }
     assert "secret internals" not in response.text and "Traceback" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("responses", "status"), [("", 404), (", responses: { enabled: true }", 401)]
+)
+async def test_responses_is_served_only_when_enabled(responses: str, status: int) -> None:
+    config = parse_config(
+        "{ gateway: { auth: { token: 't' }, "
+        f"http: {{ endpoints: {{ chatCompletions: {{ enabled: true }}{responses} }} }} }} }}"
+    )
+    transport = httpx.ASGITransport(app=create_app(config))
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge") as client:
+        response = await client.post("/v1/responses", json={"input": "x"})  # no bearer
+    assert response.status_code == status

@@ -190,6 +190,49 @@ def test_bad_requests_are_400s_naming_the_param(
     assert response.json()["error"]["param"] == param
 
 
+def test_a_turn_that_fails_after_the_stream_began_ends_with_response_failed(
+    stack: Stack,
+) -> None:
+    """A pinned tool the model does not call: the text was held back, and the stream ends with
+    response.failed naming the tool (non-stream: a 502)."""
+    body = {
+        "model": "openclaw",
+        "input": "just talk",
+        "tools": [WEATHER],
+        "tool_choice": {"type": "function", "name": "get_weather"},
+    }
+    assert post(stack, body).status_code == 502
+    events = events_of(stack, body)
+    assert [event["type"] for event in events][-1] == "response.failed"
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed" and "get_weather" in failed["error"]["message"]
+    assert not any(event["type"] == "response.output_text.delta" for event in events)
+
+
+def test_input_images_reach_a_model_that_takes_them(stack: Stack) -> None:
+    pixel = (
+        "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4"
+        "DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+    )
+    body = {
+        "model": "openclaw:vision",
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "what is this?"},
+                    {"type": "input_image", "image_url": pixel},
+                ],
+            }
+        ],
+    }
+    answer = post(stack, body)
+    assert answer.status_code == 200, answer.text
+    Response.model_validate(answer.json())
+    refused = post(stack, {**body, "model": "openclaw:main"})  # echo takes no images
+    assert refused.status_code == 400
+
+
 def test_previous_response_id_continues_that_session(stack: Stack, client: openai.OpenAI) -> None:
     first = client.responses.create(model="openclaw:beta", input="first")
     assert first.output_text == "echo: first [turns=0]"
