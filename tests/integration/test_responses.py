@@ -6,9 +6,11 @@ OpenAI Agents SDK's default Responses model."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import httpx
 import openai
 import pytest
@@ -17,6 +19,8 @@ from openai import AsyncOpenAI
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from devkit.processes import TOKEN, Stack, echo_config, start_stack
 from tests.support.upstream import UpstreamStandIn
 
@@ -231,6 +235,25 @@ def test_input_images_reach_a_model_that_takes_them(stack: Stack) -> None:
     Response.model_validate(answer.json())
     refused = post(stack, {**body, "model": "openclaw:main"})  # echo takes no images
     assert refused.status_code == 400
+
+
+def test_a_client_that_leaves_cancels_its_turn(stack: Stack) -> None:
+    """The slow agent says a word every 0.7 s; the client leaves after the first. Had the turn
+    run on, it would be stored after ~1.4 s; a cancelled turn stores nothing."""
+    session = {"x-openclaw-session-key": "responses-leaving-1"}
+    body = {"model": "openclaw:slow", "input": "a b c", "stream": True}
+    with httpx.stream(
+        "POST", f"{stack.base_url}{PATH}", json=body, headers={**AUTH, **session}, timeout=30
+    ) as response:
+        lines = response.iter_lines()
+        while "response.output_text.delta" not in next(lines):
+            pass
+    time.sleep(3)
+    with grpc.insecure_channel(stack.worker_address) as channel:
+        stored = pb_grpc.AgentServiceStub(channel).GetSession(
+            pb.GetSessionRequest(session_key="responses-leaving-1")
+        )
+    assert list(stored.messages) == []
 
 
 def test_previous_response_id_continues_that_session(stack: Stack, client: openai.OpenAI) -> None:
