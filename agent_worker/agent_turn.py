@@ -41,7 +41,7 @@ from agent_worker.domain import (
 from agent_worker.errors import ProviderFailedError
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.providers.base import Provider, ProviderRequest
-from agent_worker.sessions.store import SessionStore
+from agent_worker.sessions.store import SessionStore, TurnOrigin
 from agent_worker.tool_calls import ToolCalls
 from services.ids import random_hex
 from services.logging import fingerprint
@@ -173,8 +173,8 @@ class AgentTurn:
         await flushed()  # the text is with the caller: it never waits for the session write
         turn = [*new_context, request.input, *steps]
         # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
-        response = (request.response_id, agent.id) if request.response_id else None
-        await asyncio.shield(self._store.append_turn(request.session_key, turn, response))
+        origin = TurnOrigin(agent.id, request.response_id)
+        await asyncio.shield(self._store.append_turn(request.session_key, turn, origin))
         log.info(
             "turn %s finished: %s, %d tokens",
             run_id,

@@ -119,6 +119,15 @@ class StoredResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionSummary:
+    session_key: str
+    agent_id: str  # "" for a session stored before agents were recorded
+    title: str
+    turns: int
+    updated_at: float  # Unix seconds
+
+
+@dataclass(frozen=True, slots=True)
 class TurnStarted:
     run_id: str
     model: str

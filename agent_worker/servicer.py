@@ -4,6 +4,8 @@ store. Both turn RPCs send what a `TurnOutbox` queues: Exchange many turns per s
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
@@ -132,3 +134,50 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             return pb.FindResponseResponse(session_key=found.session_key, agent_id=found.agent_id)
         await context.abort(grpc.StatusCode.NOT_FOUND, "no stored response has that id")
         raise AssertionError("abort raises")
+
+    async def ListSessions(  # noqa: N802
+        self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSessionsResponse:
+        limit = min(request.limit or DEFAULT_PAGE, MAX_PAGE)
+        try:
+            after = cursor_position(request.after) if request.after else None
+        except ValueError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "after: not a cursor")
+            raise AssertionError("abort raises") from None
+        found = await self._store.list_sessions(request.agent_id, limit + 1, after)
+        page = found[:limit]
+        last = page[-1] if len(found) > limit else None
+        return pb.ListSessionsResponse(
+            sessions=[
+                pb.SessionSummary(
+                    session_key=summary.session_key,
+                    agent_id=summary.agent_id,
+                    title=summary.title,
+                    turns=summary.turns,
+                    updated_at=summary.updated_at,
+                )
+                for summary in page
+            ],
+            next_cursor=cursor_of(last.updated_at, last.session_key) if last else "",
+        )
+
+
+DEFAULT_PAGE, MAX_PAGE = 20, 100
+
+
+def cursor_of(updated_at: float, session_key: str) -> str:
+    """An opaque page cursor: where the last listed session stands in the order."""
+    raw = f"{updated_at!r}\n{session_key}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def cursor_position(cursor: str) -> tuple[float, str]:
+    """Raises ValueError for anything cursor_of did not make."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError) as error:
+        raise ValueError(str(error)) from None
+    updated_at, newline, session_key = raw.partition("\n")
+    if not newline:
+        raise ValueError("no position")
+    return float(updated_at), session_key

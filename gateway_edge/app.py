@@ -13,7 +13,14 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway_edge import chat_completions, health, models, responses_endpoint, status
+from gateway_edge import (
+    chat_completions,
+    health,
+    models,
+    responses_endpoint,
+    sessions_api,
+    status,
+)
 from gateway_edge import metrics as metrics_route
 from gateway_edge.auth import AccessGuard, Authenticator
 from gateway_edge.errors import ApiError, bad_request, internal_error
@@ -133,6 +140,8 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
     endpoints_config = config.gateway.http.endpoints
+    if endpoints_config.sessions_enabled:
+        app.include_router(sessions_api.router)
     endpoints: dict[str, ASGIApp] = {}
     if endpoints_config.chat_completions.enabled:
         endpoints[chat_completions.PATH] = chat_completions.ChatCompletionsEndpoint(state)

@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -44,6 +45,7 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 # Codes a broken stream ends with when the worker itself refused it (a wrong shared secret, an
 # older worker): trying the same on another worker helps nobody. Any other code is a transport
 # failure (UNAVAILABLE, or INTERNAL from gRPC core after a kill or a GOAWAY).
+_NO_ANSWER = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
 _REFUSED_STREAM = (
     grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.PERMISSION_DENIED,
@@ -293,6 +295,26 @@ class WorkerPool:
                     self._settings.start_check_seconds,
                 )
                 raise _unreachable(pb.ERROR_CODE_DEADLINE_EXCEEDED)
+
+    async def ask(self, method: str, request: Any, session_key: str = "") -> Any:
+        """One call of a session RPC (ListSessions, GetSession, DeleteSession) on the session's
+        worker, else the next usable one; a refusal (NOT_FOUND, INVALID_ARGUMENT, a wrong
+        secret) is the answer, an unreachable worker moves on."""
+        failure: grpc.aio.AioRpcError | None = None
+        for worker in candidates(self._workers.values(), session_key, sticky=True):
+            try:
+                return await getattr(worker.agents, method)(
+                    request,
+                    metadata=self._metadata,
+                    timeout=self._settings.health_timeout_seconds * 5,
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in _NO_ANSWER:
+                    raise api_error_from_call(error.code(), error.details()) from None
+                failure = error
+        if failure is None:
+            raise refused(pb.ERROR_CODE_UNAVAILABLE, None)
+        raise api_error_from_call(failure.code(), failure.details())
 
     async def find_response(self, response_id: str) -> pb.FindResponseResponse | None:
         """Where a stored response id belongs, asking the usable workers in turn (they may keep

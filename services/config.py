@@ -60,11 +60,22 @@ class ResponsesEndpointConfig(Section):
     max_body_bytes: int = Field(20 * 1024 * 1024, alias="maxBodyBytes", ge=1)
 
 
+class SessionsEndpointConfig(Section):
+    # Unset: on exactly when chat completions are.
+    enabled: bool | None = None
+
+
 class EndpointsConfig(Section):
     chat_completions: ChatCompletionsEndpointConfig = Field(
         default_factory=ChatCompletionsEndpointConfig, alias="chatCompletions"
     )
     responses: ResponsesEndpointConfig = Field(default_factory=ResponsesEndpointConfig)
+    sessions: SessionsEndpointConfig = Field(default_factory=SessionsEndpointConfig)
+
+    @property
+    def sessions_enabled(self) -> bool:
+        enabled = self.sessions.enabled
+        return self.chat_completions.enabled if enabled is None else enabled
 
 
 class HttpConfig(Section):

@@ -15,21 +15,23 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
 
-from agent_worker.domain import ChatMessage, StoredResponse
+from agent_worker.domain import ChatMessage, SessionSummary, StoredResponse
 from agent_worker.errors import SessionBusyError, SessionStoreError
 from agent_worker.sessions.records import message_of, row_values
-from agent_worker.sessions.store import ResponseTag
+from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
 
 log = logging.getLogger("clawgate.worker.sessions")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _MESSAGES_TABLE = "clawgate_session_messages"
 _RESPONSES_TABLE = "clawgate_responses"
+_SESSIONS_TABLE = "clawgate_sessions"
 _MIGRATIONS = {
     1: f"""
     CREATE TABLE IF NOT EXISTS {_MESSAGES_TABLE} (
@@ -58,7 +60,42 @@ _MIGRATIONS = {
         created_at TIMESTAMPTZ NOT NULL DEFAULT now()
     );
     """,
+    # Each session's summary for listings (newest first, per agent), filled for sessions
+    # written before it from their messages.
+    4: f"""
+    CREATE TABLE IF NOT EXISTS {_SESSIONS_TABLE} (
+        session_key TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL,
+        title TEXT NOT NULL,
+        turns INTEGER NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS clawgate_sessions_by_update
+        ON {_SESSIONS_TABLE} (updated_at, session_key);
+    CREATE INDEX IF NOT EXISTS clawgate_sessions_by_agent
+        ON {_SESSIONS_TABLE} (agent_id, updated_at, session_key);
+    INSERT INTO {_SESSIONS_TABLE} (session_key, agent_id, title, turns, updated_at)
+    SELECT m.session_key, '',
+           COALESCE((SELECT left(f.content, 80) FROM {_MESSAGES_TABLE} f
+                     WHERE f.session_key = m.session_key AND f.role = 'user'
+                     ORDER BY f.seq LIMIT 1), ''),
+           count(*) FILTER (WHERE m.role = 'user'),
+           extract(epoch FROM max(m.created_at))
+    FROM {_MESSAGES_TABLE} m GROUP BY m.session_key
+    ON CONFLICT DO NOTHING;
+    """,
 }
+_SUMMARIZE = f"""
+INSERT INTO {_SESSIONS_TABLE} (session_key, agent_id, title, turns, updated_at)
+VALUES ($1, $2, $3, 1, $4)
+ON CONFLICT (session_key) DO UPDATE SET
+    turns = {_SESSIONS_TABLE}.turns + 1,
+    updated_at = excluded.updated_at,
+    agent_id = CASE WHEN {_SESSIONS_TABLE}.agent_id = '' THEN excluded.agent_id
+                    ELSE {_SESSIONS_TABLE}.agent_id END,
+    title = CASE WHEN {_SESSIONS_TABLE}.title = '' THEN excluded.title
+                 ELSE {_SESSIONS_TABLE}.title END
+"""
 _MIGRATION_LOCK = 0x636C6177  # "claw": one worker migrates at a time
 _DRIVER_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 # What the pool hands out (a proxy of asyncpg.Connection); asyncpg has no stubs.
@@ -212,7 +249,7 @@ class PostgresSessionStore:
         self,
         session_key: str,
         messages: Sequence[ChatMessage],
-        response: ResponseTag | None = None,
+        origin: TurnOrigin = NO_ORIGIN,
     ) -> None:
         with _store_errors("writing the turn"):
             async with self._connection_for(session_key) as connection, connection.transaction():
@@ -229,13 +266,16 @@ class PostgresSessionStore:
                         for offset, message in enumerate(messages, start=1)
                     ],
                 )
-                if response is not None:
+                await connection.execute(
+                    _SUMMARIZE, session_key, origin.agent_id, title_of(messages), time.time()
+                )
+                if origin.response_id:
                     await connection.execute(
                         f"INSERT INTO {_RESPONSES_TABLE} (response_id, session_key, agent_id)"
                         " VALUES ($1, $2, $3)",
-                        response[0],
+                        origin.response_id,
                         session_key,
-                        response[1],
+                        origin.agent_id,
                     )
 
     async def find_response(self, response_id: str) -> StoredResponse | None:
@@ -246,9 +286,35 @@ class PostgresSessionStore:
             )
         return None if row is None else StoredResponse(row[0], row[1])
 
+    async def list_sessions(
+        self, agent_id: str, limit: int, after: tuple[float, str] | None
+    ) -> list[SessionSummary]:
+        conditions: list[str] = []
+        values: list[object] = []
+        if agent_id:
+            values.append(agent_id)
+            conditions.append(f"agent_id = ${len(values)}")
+        if after is not None:
+            values += [after[0], after[1]]
+            conditions.append(f"(updated_at, session_key) < (${len(values) - 1}, ${len(values)})")
+        values.append(limit)
+        where = "WHERE " + " AND ".join(conditions) if conditions else ""
+        with _store_errors("listing the sessions"):
+            rows = await self.pool.fetch(
+                f"SELECT session_key, agent_id, title, turns, updated_at FROM {_SESSIONS_TABLE}"
+                f" {where} ORDER BY updated_at DESC, session_key DESC LIMIT ${len(values)}",
+                *values,
+            )
+        return [SessionSummary(*row) for row in rows]
+
     async def delete(self, session_key: str) -> bool:
         with _store_errors("deleting the session"):
-            result = await self.pool.execute(
-                f"DELETE FROM {_MESSAGES_TABLE} WHERE session_key = $1", session_key
-            )
+            async with self.pool.acquire() as connection, connection.transaction():
+                result = await connection.execute(
+                    f"DELETE FROM {_MESSAGES_TABLE} WHERE session_key = $1", session_key
+                )
+                for table in (_SESSIONS_TABLE, _RESPONSES_TABLE):
+                    await connection.execute(
+                        f"DELETE FROM {table} WHERE session_key = $1", session_key
+                    )
         return bool(result != "DELETE 0")

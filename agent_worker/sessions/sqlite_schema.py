@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from agent_worker.domain import ChatMessage
 from agent_worker.sessions.records import row_values
+from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
 
 BUSY_TIMEOUT_SECONDS = 10.0
 SCHEMA = """
@@ -23,6 +24,15 @@ CREATE TABLE IF NOT EXISTS session_messages (
     name TEXT,
     PRIMARY KEY (session_key, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (
+    session_key TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    turns INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_by_update ON sessions (updated_at, session_key);
+CREATE INDEX IF NOT EXISTS sessions_by_agent ON sessions (agent_id, updated_at, session_key);
 CREATE TABLE IF NOT EXISTS responses (
     response_id TEXT PRIMARY KEY,
     session_key TEXT NOT NULL,
@@ -48,12 +58,32 @@ def switch_to_wal(connection: sqlite3.Connection) -> None:
             time.sleep(0.05)
 
 
+# Sessions written before the summary table get one, from their messages.
+_BACKFILL_SESSIONS = """
+INSERT OR IGNORE INTO sessions (session_key, agent_id, title, turns, updated_at)
+SELECT m.session_key, '',
+       COALESCE((SELECT substr(first.content, 1, 80) FROM session_messages first
+                 WHERE first.session_key = m.session_key AND first.role = 'user'
+                 ORDER BY first.seq LIMIT 1), ''),
+       SUM(m.role = 'user'), MAX(m.created_at)
+FROM session_messages m GROUP BY m.session_key
+"""
+_SUMMARIZE = """
+INSERT INTO sessions (session_key, agent_id, title, turns, updated_at) VALUES (?, ?, ?, 1, ?)
+ON CONFLICT (session_key) DO UPDATE SET
+    turns = turns + 1,
+    updated_at = excluded.updated_at,
+    agent_id = CASE WHEN agent_id = '' THEN excluded.agent_id ELSE agent_id END,
+    title = CASE WHEN title = '' THEN excluded.title ELSE title END
+"""
+
+
 def insert_turn(
     connection: sqlite3.Connection,
     session_key: str,
     messages: Sequence[ChatMessage],
     now: float,
-    response: tuple[str, str] | None = None,
+    origin: TurnOrigin = NO_ORIGIN,
 ) -> None:
     (last,) = connection.execute(
         "SELECT COALESCE(MAX(seq), 0) FROM session_messages WHERE session_key = ?",
@@ -68,18 +98,24 @@ def insert_turn(
             for offset, message in enumerate(messages, start=1)
         ],
     )
-    if response is not None:
-        response_id, agent_id = response
+    connection.execute(_SUMMARIZE, (session_key, origin.agent_id, title_of(messages), now))
+    if origin.response_id:
         connection.execute(
             "INSERT INTO responses (response_id, session_key, agent_id, created_at)"
             " VALUES (?, ?, ?, ?)",
-            (response_id, session_key, agent_id, now),
+            (origin.response_id, session_key, origin.agent_id, now),
         )
 
 
 def create_or_migrate(connection: sqlite3.Connection) -> None:
+    had_sessions = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sessions'"
+    ).fetchone()
     connection.executescript(SCHEMA)
     columns = {row[1] for row in connection.execute("PRAGMA table_info(session_messages)")}
     for column, kind in _ADDED_COLUMNS.items():
         if column not in columns:
             connection.execute(f"ALTER TABLE session_messages ADD COLUMN {column} {kind}")
+    if not had_sessions:
+        with connection:
+            connection.execute(_BACKFILL_SESSIONS)

@@ -29,7 +29,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import TypeVar
 
-from agent_worker.domain import ChatMessage, StoredResponse
+from agent_worker.domain import ChatMessage, SessionSummary, StoredResponse
 from agent_worker.errors import SessionStoreError
 from agent_worker.sessions.records import message_of
 from agent_worker.sessions.sqlite_schema import (
@@ -39,7 +39,7 @@ from agent_worker.sessions.sqlite_schema import (
     insert_turn,
     switch_to_wal,
 )
-from agent_worker.sessions.store import ResponseTag
+from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin
 
 log = logging.getLogger("clawgate.worker.sessions")
 
@@ -50,7 +50,7 @@ CHECKPOINT_EVERY = 400
 WAL_SIZE_LIMIT = 16 << 20  # what the WAL file is cut back to when it starts over
 # The most text a turn may have for its commit to run on the event loop (about 30 us per KiB).
 LOOP_COMMIT_BYTES = 64 * 1024
-_UnwrittenTurn = tuple[str, Sequence[ChatMessage], "asyncio.Future[None]", ResponseTag | None]
+_UnwrittenTurn = tuple[str, Sequence[ChatMessage], "asyncio.Future[None]", TurnOrigin]
 
 
 def _store_error(error: BaseException, doing: str) -> SessionStoreError:
@@ -88,18 +88,18 @@ def _write_turns(
     try:
         with connection:
             connection.execute("BEGIN IMMEDIATE")
-            for session_key, messages, _, response in turns:
-                insert_turn(connection, session_key, messages, now, response)
+            for session_key, messages, _, origin in turns:
+                insert_turn(connection, session_key, messages, now, origin)
         return [None] * len(turns)
     except sqlite3.Error:
         if len(turns) == 1:
             raise
     errors: list[Exception | None] = []
-    for session_key, messages, _, response in turns:
+    for session_key, messages, _, origin in turns:
         try:
             with connection:
                 connection.execute("BEGIN IMMEDIATE")
-                insert_turn(connection, session_key, messages, now, response)
+                insert_turn(connection, session_key, messages, now, origin)
             errors.append(None)
         except sqlite3.Error as error:
             errors.append(error)
@@ -218,7 +218,7 @@ class SqliteSessionStore:
         self,
         session_key: str,
         messages: Sequence[ChatMessage],
-        response: ResponseTag | None = None,
+        origin: TurnOrigin = NO_ORIGIN,
     ) -> asyncio.Future[None]:
         """Stores a whole turn or nothing; the future tells how it went. It is committed now
         when the write lock is free (the future is then done), else queued for the thread."""
@@ -228,7 +228,7 @@ class SqliteSessionStore:
         # checkpoint from ever completing, and the WAL grew without bound under load.
         if self._loop_connection is not None and self.checkpoint is None and _small(messages):
             try:
-                _write_turns(self._loop_connection, [(session_key, messages, done, response)])
+                _write_turns(self._loop_connection, [(session_key, messages, done, origin)])
             except sqlite3.Error as error:
                 if not _is_busy(error):
                     done.set_exception(_store_error(error, "writing the turn"))
@@ -237,7 +237,7 @@ class SqliteSessionStore:
                 done.set_result(None)
                 self._count_commit()
                 return done
-        self._unwritten.append((session_key, messages, done, response))
+        self._unwritten.append((session_key, messages, done, origin))
         if len(self._unwritten) == 1:  # turns queued in this loop turn share a transaction
             loop.call_soon(self._write_unwritten)
         return done
@@ -279,15 +279,48 @@ class SqliteSessionStore:
         except sqlite3.Error as error:
             raise _store_error(error, "finding the response") from None
 
+    async def list_sessions(
+        self, agent_id: str, limit: int, after: tuple[float, str] | None
+    ) -> list[SessionSummary]:
+        def read(connection: sqlite3.Connection) -> list[SessionSummary]:
+            where, values = _listing_filter(agent_id, after)
+            rows = connection.execute(
+                "SELECT session_key, agent_id, title, turns, updated_at FROM sessions"
+                f" {where} ORDER BY updated_at DESC, session_key DESC LIMIT ?",
+                (*values, limit),
+            ).fetchall()
+            return [SessionSummary(*row) for row in rows]
+
+        try:
+            return await self._run(read)
+        except sqlite3.Error as error:
+            raise _store_error(error, "listing the sessions") from None
+
     async def delete(self, session_key: str) -> bool:
         def remove(connection: sqlite3.Connection) -> bool:
             with connection:
                 cursor = connection.execute(
                     "DELETE FROM session_messages WHERE session_key = ?", (session_key,)
                 )
+                connection.execute("DELETE FROM sessions WHERE session_key = ?", (session_key,))
+                connection.execute("DELETE FROM responses WHERE session_key = ?", (session_key,))
             return cursor.rowcount > 0
 
         try:
             return await self._run(remove)
         except sqlite3.Error as error:
             raise _store_error(error, "deleting the session") from None
+
+
+def _listing_filter(
+    agent_id: str, after: tuple[float, str] | None
+) -> tuple[str, tuple[object, ...]]:
+    conditions: list[str] = []
+    values: list[object] = []
+    if agent_id:
+        conditions.append("agent_id = ?")
+        values.append(agent_id)
+    if after is not None:
+        conditions.append("(updated_at < ? OR (updated_at = ? AND session_key < ?))")
+        values += [after[0], after[0], after[1]]
+    return ("WHERE " + " AND ".join(conditions) if conditions else ""), tuple(values)

@@ -4,14 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from agent_worker.domain import ChatMessage, StoredResponse
+from agent_worker.domain import ChatMessage, SessionSummary, StoredResponse
 from services.config import POSTGRES_URL_PREFIXES
 
-# A turn's response id and its agent, stored with the turn.
-ResponseTag = tuple[str, str]
+
+@dataclass(frozen=True, slots=True)
+class TurnOrigin:
+    """Stored beside a turn: the agent that answered, and the caller's id for the answer (a
+    Responses API response id) when it gave one."""
+
+    agent_id: str = ""
+    response_id: str = ""
+
+
+NO_ORIGIN = TurnOrigin()
+TITLE_CHARACTERS = 80
+
+
+def title_of(messages: Sequence[ChatMessage]) -> str:
+    """A session's title: the start of its first user message's text."""
+    for message in messages:
+        if message.role == "user" and message.text.strip():
+            return " ".join(message.text.split())[:TITLE_CHARACTERS]
+    return ""
 
 
 class SessionStore(Protocol):
@@ -38,17 +57,23 @@ class SessionStore(Protocol):
         self,
         session_key: str,
         messages: Sequence[ChatMessage],
-        response: ResponseTag | None = None,
+        origin: TurnOrigin = NO_ORIGIN,
     ) -> Awaitable[None]:
         """Appends one turn's messages atomically: all of them are stored, or none, and with
-        them the turn's response id when it has one. A store may start the write at once and
-        return a future (no task for the caller to shield)."""
+        them its origin and the session's summary (title, turns, last update). A store may
+        start the write at once and return a future (no task for the caller to shield)."""
 
     async def find_response(self, response_id: str) -> StoredResponse | None:
         """The session and agent of a stored response id; None when unknown."""
 
+    async def list_sessions(
+        self, agent_id: str, limit: int, after: tuple[float, str] | None
+    ) -> list[SessionSummary]:
+        """Sessions newest first (of one agent when `agent_id` is set), after the cursor
+        (updated_at, session_key) of the last one a previous page held."""
+
     async def delete(self, session_key: str) -> bool:
-        """Deletes the transcript; whether there was one."""
+        """Deletes the transcript (and its summary and response ids); whether there was one."""
 
 
 class UnsupportedStoreError(ValueError):

@@ -24,6 +24,7 @@ from agent_worker.exchange import ExchangeCall
 from agent_worker.providers.registry import build_provider
 from agent_worker.servicer import AgentServicer
 from agent_worker.sessions.sqlite_store import SqliteSessionStore
+from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin
 from agent_worker.turn_runner import TurnRunner
 from agent_worker.wire import fill_event, sampling_from_proto, turn_request_from_proto
 from clawgate.agent.v1 import agent_service_pb2 as pb
@@ -120,9 +121,9 @@ async def exchange_one_turn(
             self,
             session_key: str,
             messages: Sequence[ChatMessage],
-            response: tuple[str, str] | None = None,
+            origin: TurnOrigin = NO_ORIGIN,
         ) -> asyncio.Future[None]:
-            written = super().append_turn(session_key, messages, response)
+            written = super().append_turn(session_key, messages, origin)
             order.append("stored" if written.done() else "queued")
             return written
 

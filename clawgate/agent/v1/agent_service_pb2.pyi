@@ -452,3 +452,35 @@ class FindResponseResponse(_message.Message):
     session_key: str
     agent_id: str
     def __init__(self, session_key: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
+
+class ListSessionsRequest(_message.Message):
+    __slots__ = ("agent_id", "limit", "after")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    limit: int
+    after: str
+    def __init__(self, agent_id: _Optional[str] = ..., limit: _Optional[int] = ..., after: _Optional[str] = ...) -> None: ...
+
+class SessionSummary(_message.Message):
+    __slots__ = ("session_key", "agent_id", "title", "turns", "updated_at")
+    SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    TURNS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    session_key: str
+    agent_id: str
+    title: str
+    turns: int
+    updated_at: float
+    def __init__(self, session_key: _Optional[str] = ..., agent_id: _Optional[str] = ..., title: _Optional[str] = ..., turns: _Optional[int] = ..., updated_at: _Optional[float] = ...) -> None: ...
+
+class ListSessionsResponse(_message.Message):
+    __slots__ = ("sessions", "next_cursor")
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[SessionSummary]
+    next_cursor: str
+    def __init__(self, sessions: _Optional[_Iterable[_Union[SessionSummary, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...

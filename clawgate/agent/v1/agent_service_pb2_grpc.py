@@ -70,6 +70,11 @@ class AgentServiceStub:
                 request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.FindResponseRequest.SerializeToString,
                 response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.FindResponseResponse.FromString,
                 _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/clawgate.agent.v1.AgentService/ListSessions',
+                request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -131,6 +136,13 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSessions(self, request, context):
+        """The stored sessions, newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +175,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.FindResponse,
                     request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.FindResponseRequest.FromString,
                     response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.FindResponseResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListSessionsRequest.FromString,
+                    response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -333,6 +350,33 @@ class AgentService:
             '/clawgate.agent.v1.AgentService/FindResponse',
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.FindResponseRequest.SerializeToString,
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.FindResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clawgate.agent.v1.AgentService/ListSessions',
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListSessionsRequest.SerializeToString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

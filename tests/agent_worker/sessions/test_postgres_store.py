@@ -10,7 +10,7 @@ import pytest
 from agent_worker.domain import ChatMessage, ToolCall
 from agent_worker.errors import SessionBusyError
 from agent_worker.sessions.postgres_store import PostgresSessionStore
-from agent_worker.sessions.store import store_for_url
+from agent_worker.sessions.store import TurnOrigin, store_for_url
 from tests.support.postgres import POSTGRES_URL, requires_postgres
 
 pytestmark = requires_postgres
@@ -157,10 +157,29 @@ async def test_a_response_id_is_stored_with_its_turn_and_found_by_any_worker(
     first, second = stores
     session, response_id = key(), f"resp_{uuid.uuid4().hex}"
     turn = [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
-    await first.append_turn(session, turn, (response_id, "main"))
+    await first.append_turn(session, turn, TurnOrigin("main", response_id))
     found = await second.find_response(response_id)
     assert found is not None and (found.session_key, found.agent_id) == (session, "main")
     assert await second.find_response("resp_unknown") is None
     with pytest.raises(Exception):  # noqa: B017 - the id is unique: a second turn with it fails
-        await first.append_turn(session, turn, (response_id, "main"))
+        await first.append_turn(session, turn, TurnOrigin("main", response_id))
     assert len(await first.load(session)) == 2  # and wrote nothing
+
+
+async def test_sessions_are_listed_newest_first_per_agent(
+    stores: tuple[PostgresSessionStore, ...],
+) -> None:
+    first, second = stores
+    agent = f"agent-{uuid.uuid4().hex[:8]}"  # the database is shared with other tests
+    sessions = [key() for _ in range(3)]
+    for session in sessions:
+        turn = [ChatMessage("user", f"about {session}"), ChatMessage("assistant", "a")]
+        await first.append_turn(session, turn, TurnOrigin(agent))
+    await second.append_turn(sessions[0], [ChatMessage("user", "more")], TurnOrigin(agent))
+    page = await second.list_sessions(agent, 2, None)
+    assert [s.session_key for s in page] == [sessions[0], sessions[2]]
+    assert (page[0].turns, page[0].title) == (2, f"about {sessions[0]}")
+    rest = await first.list_sessions(agent, 2, (page[-1].updated_at, page[-1].session_key))
+    assert [s.session_key for s in rest] == [sessions[1]]
+    assert await first.delete(sessions[1])
+    assert [s.session_key for s in await first.list_sessions(agent, 9, None)] == sessions[::2]

@@ -10,7 +10,7 @@ import pytest
 from agent_worker.domain import ChatMessage, ToolCall
 from agent_worker.errors import SessionStoreError
 from agent_worker.sessions.sqlite_store import LOOP_COMMIT_BYTES, SqliteSessionStore
-from agent_worker.sessions.store import UnsupportedStoreError, store_for_url
+from agent_worker.sessions.store import TurnOrigin, UnsupportedStoreError, store_for_url
 
 
 async def test_turns_append_in_order_and_survive_reopening(tmp_path: Path) -> None:
@@ -236,11 +236,48 @@ async def test_a_response_id_is_stored_with_its_turn(tmp_path: Path) -> None:
     store = SqliteSessionStore(tmp_path / "s.db")
     await store.open()
     turn = [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
-    await store.append_turn("k", turn, ("resp_1", "main"))
+    await store.append_turn("k", turn, TurnOrigin("main", "resp_1"))
     found = await store.find_response("resp_1")
     assert found is not None and (found.session_key, found.agent_id) == ("k", "main")
     assert await store.find_response("resp_2") is None
     with pytest.raises(SessionStoreError):  # the id is unique: the second turn fails whole
-        await store.append_turn("k", turn, ("resp_1", "main"))
+        await store.append_turn("k", turn, TurnOrigin("main", "resp_1"))
     assert len(await store.load("k")) == 2
+    await store.close()
+
+
+async def test_sessions_are_listed_newest_first_per_agent_with_a_cursor(tmp_path: Path) -> None:
+    store = SqliteSessionStore(tmp_path / "s.db")
+    await store.open()
+    for n in range(5):
+        agent = "main" if n % 2 == 0 else "beta"
+        turn = [ChatMessage("user", f"question   {n}\n more"), ChatMessage("assistant", "a")]
+        await store.append_turn(f"k{n}", turn, TurnOrigin(agent))
+    await store.append_turn("k0", [ChatMessage("user", "again"), ChatMessage("assistant", "b")])
+    first = await store.list_sessions("", 2, None)
+    assert [s.session_key for s in first] == ["k0", "k4"]  # k0 was written to last
+    assert (first[0].title, first[0].turns, first[0].agent_id) == ("question 0 more", 2, "main")
+    cursor = (first[-1].updated_at, first[-1].session_key)
+    rest = await store.list_sessions("", 10, cursor)
+    assert [s.session_key for s in rest] == ["k3", "k2", "k1"]
+    assert [s.session_key for s in await store.list_sessions("beta", 10, None)] == ["k3", "k1"]
+    assert await store.delete("k3")
+    assert [s.session_key for s in await store.list_sessions("beta", 10, None)] == ["k1"]
+    await store.close()
+
+
+async def test_a_file_written_before_summaries_gets_them_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteSessionStore(path)
+    await store.open()
+    await store.append_turn(
+        "old", [ChatMessage("user", "first words"), ChatMessage("assistant", "x")]
+    )
+    await store.close()
+    with sqlite3.connect(path) as connection:  # as a file from before the summary table
+        connection.execute("DROP TABLE sessions")
+    store = SqliteSessionStore(path)
+    await store.open()
+    (old,) = await store.list_sessions("", 10, None)
+    assert (old.session_key, old.title, old.turns, old.agent_id) == ("old", "first words", 1, "")
     await store.close()

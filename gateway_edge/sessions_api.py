@@ -1,0 +1,84 @@
+"""The sessions API (for the chat page and operators): list, read and delete stored sessions,
+served by the workers' stores through the gRPC contract. Same bearer auth as the API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from gateway_edge.errors import ApiError
+from gateway_edge.responses import json_response
+from gateway_edge.state import EdgeState, authorized
+
+router = APIRouter()
+_ROLES = {pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant", pb.ROLE_TOOL: "tool"}
+
+
+def _not_found(key: str) -> ApiError:
+    return ApiError(404, f"No session {key!r} is stored.", "invalid_request_error", "key")
+
+
+@router.get("/v1/sessions")
+async def list_sessions(
+    state: Annotated[EdgeState, Depends(authorized)],
+    agent: str = "",
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: str = "",
+) -> Response:
+    page = await state.workers.ask(
+        "ListSessions", pb.ListSessionsRequest(agent_id=agent, limit=limit, after=after)
+    )
+    return json_response(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "key": summary.session_key,
+                    "agent": summary.agent_id or None,
+                    "title": summary.title,
+                    "turns": summary.turns,
+                    "updated_at": summary.updated_at,
+                }
+                for summary in page.sessions
+            ],
+            "has_more": bool(page.next_cursor),
+            "next_cursor": page.next_cursor or None,
+        }
+    )
+
+
+@router.get("/v1/sessions/{key:path}")
+async def get_session(key: str, state: Annotated[EdgeState, Depends(authorized)]) -> Response:
+    stored = await state.workers.ask("GetSession", pb.GetSessionRequest(session_key=key), key)
+    if not stored.messages:
+        raise _not_found(key)
+    return json_response({"key": key, "messages": [_message(m) for m in stored.messages]})
+
+
+@router.delete("/v1/sessions/{key:path}")
+async def delete_session(key: str, state: Annotated[EdgeState, Depends(authorized)]) -> Response:
+    answer = await state.workers.ask("DeleteSession", pb.DeleteSessionRequest(session_key=key), key)
+    if not answer.deleted:
+        raise _not_found(key)
+    return json_response({"key": key, "deleted": True})
+
+
+def _message(message: pb.Message) -> dict[str, Any]:
+    shown: dict[str, Any] = {"role": _ROLES.get(message.role, "user"), "content": message.text}
+    if message.tool_calls:
+        shown["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id:
+        shown["tool_call_id"] = message.tool_call_id
+    if message.name:
+        shown["name"] = message.name
+    return shown
