@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AsyncExitStack
@@ -29,6 +30,7 @@ from agent_worker.sessions.locks import SessionLocks
 from agent_worker.sessions.store import SessionStore
 
 __all__ = ["Flushed", "STREAM_BROKEN", "TurnRunner"]
+log = logging.getLogger("clawgate.worker.turns")
 # The message a turn's task is cancelled with when the stream it was running for broke: its
 # outcome in the metrics is then "stream_broken", not "cancelled".
 STREAM_BROKEN = "stream_broken"
@@ -114,6 +116,7 @@ class TurnRunner:
         except asyncio.CancelledError as cancelled:
             if cancelled.args == (STREAM_BROKEN,):
                 outcome = STREAM_BROKEN
+            log.info("turn cancelled (%s): agent=%s, nothing stored", outcome, agent.id)
             raise
         finally:
             if queued:

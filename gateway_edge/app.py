@@ -20,6 +20,7 @@ from gateway_edge import (
     responses_endpoint,
     sessions_api,
     status,
+    ui_routes,
 )
 from gateway_edge import metrics as metrics_route
 from gateway_edge.auth import AccessGuard, Authenticator
@@ -142,6 +143,8 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
     endpoints_config = config.gateway.http.endpoints
     if endpoints_config.sessions_enabled:
         app.include_router(sessions_api.router)
+    if endpoints_config.chat_completions.enabled:
+        app.include_router(ui_routes.router)  # the chat page talks to chat completions
     endpoints: dict[str, ASGIApp] = {}
     if endpoints_config.chat_completions.enabled:
         endpoints[chat_completions.PATH] = chat_completions.ChatCompletionsEndpoint(state)

@@ -195,6 +195,10 @@ def _announce_ready(config: ClawgateConfig, config_file: Path, generated_token: 
         print(f"clawgate: token: {generated_token}", flush=True)
     elif (source := token_source(config, config_file)) is not None:
         print(f"clawgate: token: see {source}", flush=True)
+    if config.gateway.http.endpoints.chat_completions.enabled:
+        # The token rides in the fragment, which never leaves the browser; the page keeps it.
+        fragment = f"#token={generated_token}" if generated_token else ""
+        print(f"clawgate: chat page: {base_url}/{fragment}", flush=True)
     print(f"clawgate: model: openclaw:{config.default_agent_id}; Ctrl-C stops", flush=True)
 
 

@@ -70,13 +70,15 @@ def test_up_answers_both_curl_examples_with_the_local_model(tmp_path: Path) -> N
     env = {"HOME": str(home), "CLAWGATE_CONFIG": ""}
     up = Process([sys.executable, "-m", "services.cli", "up"], tmp_path / "up.log", env).start()
     try:
-        wait_until(lambda: "token:" in up.log(), 180, "clawgate up", up)
+        wait_until(lambda: "chat page:" in up.log(), 180, "clawgate up", up)
         output = up.log()
         config_file = home / ".clawgate" / "clawgate.json5"
         assert f"wrote a starter config to {config_file}" in output
         assert f"ready at {BASE_URL}/v1" in output
         token = re.search(r"token: (\S+)", output).group(1)  # type: ignore[union-attr]
         assert token in config_file.read_text()
+        # The page's link carries the token it just made (in the fragment, never sent).
+        assert f"chat page: {BASE_URL}/#token={token}" in output
         assert config_file.stat().st_mode & 0o077 == 0
 
         completion = json.loads(curl(token))

@@ -1,0 +1,284 @@
+// The clawgate chat page: talks to the same API as any client (bearer token, /v1/models,
+// /v1/sessions, streamed /v1/chat/completions). Model text only ever reaches the page as text
+// nodes: the small markdown renderer below builds elements, it never parses HTML.
+"use strict";
+
+const TOKEN_KEY = "clawgate.token";
+const $ = (id) => document.getElementById(id);
+const state = { token: localStorage.getItem(TOKEN_KEY) || "", agent: "", session: null, running: null };
+
+function showError(text) {
+  const box = $("error");
+  box.textContent = text;
+  box.hidden = !text;
+}
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${state.token}`, ...(options.headers || {}) };
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new Error(`The gateway cannot be reached (${error.message}).`);
+  }
+  if (!response.ok) throw new Error(await describe(response));
+  return response;
+}
+
+async function describe(response) {
+  if (response.status === 401) return "The gateway refused the token (401). Check it and connect again.";
+  try {
+    const body = await response.json();
+    if (body.error && body.error.message) return `${body.error.message} (${response.status})`;
+  } catch (_) { /* not JSON */ }
+  return `The gateway answered ${response.status}.`;
+}
+
+// --- markdown, safely: code fences, inline code, bold, line breaks; everything else is text
+
+function renderMarkdown(target, text) {
+  target.replaceChildren();
+  const blocks = text.split(/```/);
+  blocks.forEach((block, index) => {
+    if (index % 2 === 1) {
+      const pre = document.createElement("pre");
+      const code = document.createElement("code");
+      code.textContent = block.replace(/^[^\n]*\n/, "");
+      pre.append(code);
+      target.append(pre);
+    } else if (block) {
+      for (const paragraph of block.split(/\n{2,}/)) {
+        if (!paragraph.trim()) continue;
+        const p = document.createElement("p");
+        renderInline(p, paragraph);
+        target.append(p);
+      }
+    }
+  });
+}
+
+function renderInline(target, text) {
+  const pattern = /`([^`]+)`|\*\*([^*]+)\*\*|\n/g;
+  let last = 0;
+  for (const match of text.matchAll(pattern)) {
+    target.append(document.createTextNode(text.slice(last, match.index)));
+    if (match[1] !== undefined) {
+      const code = document.createElement("code");
+      code.textContent = match[1];
+      target.append(code);
+    } else if (match[2] !== undefined) {
+      const strong = document.createElement("strong");
+      strong.textContent = match[2];
+      target.append(strong);
+    } else {
+      target.append(document.createElement("br"));
+    }
+    last = match.index + match[0].length;
+  }
+  target.append(document.createTextNode(text.slice(last)));
+}
+
+// --- the conversation
+
+function addMessage(role, text) {
+  const article = document.createElement("article");
+  article.setAttribute("aria-label", role);
+  const body = document.createElement("div");
+  body.className = "body";
+  renderMarkdown(body, text || "");
+  article.append(body);
+  $("log").append(article);
+  article.scrollIntoView({ block: "end" });
+  return article;
+}
+
+function addFolded(article, summary, text) {
+  const details = document.createElement("details");
+  const title = document.createElement("summary");
+  title.textContent = summary;
+  const pre = document.createElement("pre");
+  pre.textContent = text;
+  details.append(title, pre);
+  article.append(details);
+}
+
+function showConversation(messages) {
+  $("log").replaceChildren();
+  let assistant = null;
+  for (const message of messages) {
+    if (message.role === "tool") {
+      addFolded(assistant || addMessage("assistant", ""), `tool result: ${message.name || message.tool_call_id}`, message.content);
+      continue;
+    }
+    const article = addMessage(message.role, message.content);
+    for (const call of message.tool_calls || []) {
+      addFolded(article, `tool call: ${call.function.name}`, call.function.arguments);
+    }
+    assistant = message.role === "assistant" ? article : null;
+  }
+}
+
+async function loadConversations() {
+  const list = $("conversations");
+  const query = new URLSearchParams({ agent: state.agent, limit: "50" });
+  const page = await (await api(`/v1/sessions?${query}`)).json();
+  list.replaceChildren();
+  for (const session of page.data) {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = session.title || session.key;
+    button.title = session.key;
+    button.setAttribute("aria-current", String(session.key === state.session));
+    button.addEventListener("click", () => openConversation(session.key).catch((e) => showError(e.message)));
+    item.append(button);
+    list.append(item);
+  }
+}
+
+async function openConversation(key) {
+  const session = await (await api(`/v1/sessions/${encodeURIComponent(key)}`)).json();
+  state.session = key;
+  showConversation(session.messages);
+  $("delete").disabled = false;
+  await loadConversations();
+}
+
+function newChat() {
+  state.session = null;
+  $("log").replaceChildren();
+  $("delete").disabled = true;
+  loadConversations().catch((e) => showError(e.message));
+}
+
+async function send() {
+  const box = $("message");
+  const text = box.value.trim();
+  if (!text || state.running) return;
+  box.value = "";
+  showError("");
+  addMessage("user", text);
+  const article = addMessage("assistant", "");
+  const body = article.querySelector(".body");
+  const controller = new AbortController();
+  state.running = controller;
+  setRunning(true);
+  let reply = "";
+  try {
+    const headers = { "Content-Type": "application/json" };
+    if (state.session) headers["x-openclaw-session-key"] = state.session;
+    const response = await api("/v1/chat/completions", {
+      method: "POST",
+      headers,
+      signal: controller.signal,
+      body: JSON.stringify({
+        model: `openclaw/${state.agent}`,
+        stream: true,
+        messages: [{ role: "user", content: text }],
+      }),
+    });
+    state.session = response.headers.get("x-openclaw-session-key") || state.session;
+    await readStream(response, (chunk) => {
+      if (chunk.error) throw new Error(chunk.error.message);
+      const delta = (chunk.choices[0] || {}).delta || {};
+      if (delta.content) {
+        reply += delta.content;
+        renderMarkdown(body, reply);
+        article.scrollIntoView({ block: "end" });
+      }
+      for (const call of delta.tool_calls || []) {
+        if (call.function && call.function.name) addFolded(article, `tool call: ${call.function.name}`, call.function.arguments || "");
+      }
+    });
+    $("delete").disabled = false;
+  } catch (error) {
+    if (error.name === "AbortError") {
+      addFolded(article, "stopped", "You stopped this reply; nothing of it was stored.");
+    } else {
+      showError(error.message);
+    }
+  } finally {
+    state.running = null;
+    setRunning(false);
+    loadConversations().catch(() => {});
+  }
+}
+
+async function readStream(response, onChunk) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const frame = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      if (!frame.startsWith("data: ")) continue; // keep-alive comments
+      const data = frame.slice(6);
+      if (data === "[DONE]") return;
+      onChunk(JSON.parse(data));
+    }
+  }
+}
+
+function setRunning(running) {
+  $("send").disabled = running;
+  $("stop").disabled = !running;
+}
+
+async function deleteConversation() {
+  if (!state.session) return;
+  await api(`/v1/sessions/${encodeURIComponent(state.session)}`, { method: "DELETE" });
+  newChat();
+}
+
+async function connect() {
+  showError("");
+  const models = await (await api("/v1/models")).json();
+  const agents = models.data
+    .map((model) => model.id)
+    .filter((id) => id.startsWith("openclaw/") && id !== "openclaw/default")
+    .map((id) => id.slice("openclaw/".length));
+  const select = $("agent");
+  select.replaceChildren(...agents.map((id) => new Option(id, id)));
+  state.agent = agents.includes(state.agent) ? state.agent : agents[0] || "";
+  select.value = state.agent;
+  localStorage.setItem(TOKEN_KEY, state.token);
+  for (const id of ["agent", "message", "send", "new-chat"]) $(id).disabled = false;
+  newChat();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  if (location.hash.startsWith("#token=")) { // from `clawgate up`: keep it, drop it from the URL
+    state.token = decodeURIComponent(location.hash.slice("#token=".length));
+    history.replaceState(null, "", location.pathname);
+  }
+  $("token").value = state.token;
+  $("connect").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.token = $("token").value.trim();
+    connect().catch((error) => showError(error.message));
+  });
+  $("agent").addEventListener("change", () => {
+    state.agent = $("agent").value;
+    newChat();
+  });
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    send();
+  });
+  $("message").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      send();
+    }
+  });
+  $("stop").addEventListener("click", () => state.running && state.running.abort());
+  $("new-chat").addEventListener("click", newChat);
+  $("delete").addEventListener("click", () => deleteConversation().catch((e) => showError(e.message)));
+  if (state.token) connect().catch((error) => showError(error.message));
+});

@@ -1,0 +1,170 @@
+"""The chat page (issue 22) in a real browser: Playwright driving Debian's Chromium against a
+real edge and worker. Elements are found by their accessible names, as screen readers do."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from devkit.processes import TOKEN, Stack, echo_config, start_stack, wait_until
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "chat-page.png"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is missing: .ci/run installs it (apt-get)")
+        pytest.skip("no /usr/bin/chromium here (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp_path = tmp_path_factory.mktemp("chat-page")
+    config = echo_config(tmp_path)
+    config["models"]["providers"]["slowecho"]["delayMs"] = 400
+    running = start_stack(tmp_path, config)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def page(browser: Browser, stack: Stack) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1100, "height": 700})
+    opened = context.new_page()
+    opened.goto(f"{stack.base_url}/")
+    yield opened
+    context.close()
+
+
+def connect(page: Page, token: str = TOKEN) -> None:
+    page.get_by_role("textbox", name="Gateway token").fill(token)
+    page.get_by_role("button", name="Connect").click()
+
+
+def say(page: Page, text: str) -> None:
+    box = page.get_by_role("textbox", name="Message")
+    box.fill(text)
+    box.press("Enter")
+
+
+def conversation(page: Page) -> object:
+    return page.get_by_role("log", name="Conversation")
+
+
+def test_the_page_is_served_with_a_strict_policy_and_cached_assets(stack: Stack) -> None:
+    page = httpx.get(f"{stack.base_url}/")
+    assert page.status_code == 200
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "connect-src 'self'" in policy
+    assert "<script>" not in page.text  # no inline scripts
+    (script,) = re.findall(r'src="(/ui/app\.[0-9a-f]{12}\.js)"', page.text)
+    asset = httpx.get(f"{stack.base_url}{script}")
+    assert asset.status_code == 200
+    assert "immutable" in asset.headers["cache-control"]
+    assert httpx.get(f"{stack.base_url}/ui/app.js").status_code == 404
+
+
+def test_connect_and_a_streamed_reply_shows_before_it_finishes(page: Page) -> None:
+    connect(page)
+    agent = page.get_by_role("combobox", name="Agent")
+    expect(agent).to_be_enabled()
+    agent.select_option("slow")
+    say(page, "one two three four")
+    reply = page.get_by_role("article", name="assistant")
+    expect(reply).to_contain_text("slow one")  # the first words, while it still runs
+    assert "four" not in reply.inner_text()
+    expect(page.get_by_role("button", name="Stop")).to_be_enabled()
+    expect(reply).to_contain_text("slow one two three four", timeout=10_000)
+    expect(page.get_by_role("button", name="Stop")).to_be_disabled()
+
+
+def test_a_conversation_is_listed_after_a_reload_with_its_messages(page: Page) -> None:
+    connect(page)
+    say(page, "remember **this** `code`")
+    reply = page.get_by_role("article", name="assistant")
+    expect(reply).to_contain_text("echo: remember this code")
+    expect(reply.locator("strong")).to_have_text("this")  # markdown, rendered as elements
+    page.reload()  # the token is kept in the browser
+    conversations = page.get_by_role("list", name="Conversations")
+    entry = conversations.get_by_role("button", name="remember **this** `code`")
+    expect(entry).to_be_visible()
+    entry.click()
+    expect(page.get_by_role("article", name="user")).to_contain_text("remember")
+    expect(page.get_by_role("article", name="assistant")).to_contain_text("echo: remember")
+    if not SCREENSHOT.exists():  # the README's picture: taken once, then kept in git
+        page.screenshot(path=str(SCREENSHOT))
+
+
+def test_model_text_cannot_inject_html(page: Page) -> None:
+    connect(page)
+    say(page, '<img src=x onerror="document.title=1"><b>bold</b>')
+    reply = page.get_by_role("article", name="assistant")
+    expect(reply).to_contain_text("<b>bold</b>")  # shown as text
+    assert reply.locator("img, b").count() == 0
+    assert page.title() == "clawgate"
+
+
+def test_stop_cancels_a_slow_reply(page: Page, stack: Stack) -> None:
+    connect(page)
+    page.get_by_role("combobox", name="Agent").select_option("slow")
+    say(page, "a b c d e f g h i j k l")
+    expect(page.get_by_role("article", name="assistant")).to_contain_text("slow a")
+    page.get_by_role("button", name="Stop").click()
+    expect(page.get_by_role("article", name="assistant")).to_contain_text("stopped")
+    wait_until(lambda: "turn cancelled" in stack.worker.log(), 10, "the worker cancelled it")
+
+
+def test_a_wrong_token_shows_an_error_in_words(page: Page) -> None:
+    connect(page, "not-the-token")
+    expect(page.get_by_role("alert")).to_contain_text("refused the token")
+    expect(page.get_by_role("textbox", name="Message")).to_be_disabled()
+
+
+def test_delete_removes_the_conversation(page: Page) -> None:
+    connect(page)
+    say(page, "delete me soon")
+    expect(page.get_by_role("article", name="assistant")).to_contain_text("echo: delete me")
+    conversations = page.get_by_role("list", name="Conversations")
+    expect(conversations.get_by_role("button", name="delete me soon")).to_be_visible()
+    page.get_by_role("button", name="Delete conversation").click()
+    expect(conversations.get_by_role("button", name="delete me soon")).to_have_count(0)
+    expect(page.get_by_role("log", name="Conversation").locator("article")).to_have_count(0)
+
+
+def test_new_chat_starts_empty_and_keyboard_shift_enter_is_a_new_line(page: Page) -> None:
+    connect(page)
+    say(page, "first chat")
+    expect(page.get_by_role("article", name="assistant")).to_contain_text("echo: first chat")
+    page.get_by_role("button", name="New chat").click()
+    expect(page.get_by_role("log", name="Conversation").locator("article")).to_have_count(0)
+    box = page.get_by_role("textbox", name="Message")
+    box.fill("line one")
+    box.press("Shift+Enter")
+    box.type("line two")
+    assert box.input_value() == "line one\nline two"
+    box.press("Enter")
+    expect(page.get_by_role("article", name="user")).to_contain_text("line two")
+
+
+def test_the_link_clawgate_up_prints_connects_and_drops_the_token_from_the_url(
+    browser: Browser, stack: Stack
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{stack.base_url}/#token={TOKEN}")
+    expect(page.get_by_role("textbox", name="Message")).to_be_enabled()
+    assert "token" not in page.url
+    context.close()
