@@ -168,3 +168,41 @@ def test_the_link_clawgate_up_prints_connects_and_drops_the_token_from_the_url(
     expect(page.get_by_role("textbox", name="Message")).to_be_enabled()
     assert "token" not in page.url
     context.close()
+
+
+def test_tool_calls_and_results_are_folded_under_their_message(page: Page, stack: Stack) -> None:
+    tool = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+    headers = {"Authorization": f"Bearer {TOKEN}", "x-openclaw-session-key": "page-tools-1"}
+    url = f"{stack.base_url}/v1/chat/completions"
+    asked = {"role": "user", "content": 'what time? call get_time {"zone": "UTC"}'}
+    first = httpx.post(
+        url, headers=headers, json={"model": "openclaw:main", "messages": [asked], "tools": [tool]}
+    )
+    (call,) = first.json()["choices"][0]["message"]["tool_calls"]
+    result = {"role": "tool", "tool_call_id": call["id"], "content": "noon"}
+    httpx.post(
+        url, headers=headers, json={"model": "openclaw:main", "messages": [result], "tools": [tool]}
+    )
+    connect(page)
+    page.get_by_role("combobox", name="Agent").select_option("main")
+    page.get_by_role("list", name="Conversations").get_by_role("button", name="what time?").click()
+    folded = page.get_by_role("log", name="Conversation").locator("details")
+    expect(folded).to_have_count(2)
+    expect(folded.nth(0).locator("summary")).to_have_text("tool call: get_time")
+    expect(folded.nth(0)).not_to_have_attribute("open", "")
+    folded.nth(1).locator("summary").click()
+    expect(folded.nth(1)).to_contain_text("noon")
+    expect(page.get_by_role("article", name="assistant").last).to_contain_text("said: noon")
+
+
+def test_the_page_fits_a_phone_screen(browser: Browser, stack: Stack) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    page.goto(f"{stack.base_url}/#token={TOKEN}")
+    say(page, "small screen")
+    expect(page.get_by_role("article", name="assistant")).to_contain_text("echo: small screen")
+    for name in ("Send", "Stop", "New chat", "Delete conversation"):
+        box = page.get_by_role("button", name=name).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, name
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scroll
+    context.close()
