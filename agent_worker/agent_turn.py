@@ -113,15 +113,9 @@ class AgentTurn:
         request, agent = self._request, self._agent
         prompt, new_context = await self._prompt()
         run_id = random_hex()
-        if log.isEnabledFor(logging.INFO):  # the session's fingerprint costs a hash
-            log.info(
-                "turn %s started: agent=%s model=%s session=%s history=%d",
-                run_id,
-                agent.id,
-                agent.model_ref,
-                fingerprint(request.session_key),
-                len(prompt) - 1,
-            )
+        started = time.monotonic()
+        if log.isEnabledFor(logging.DEBUG):  # one line per turn at info: the finished one
+            log.debug("turn %s started: agent=%s history=%d", run_id, agent.id, len(prompt) - 1)
         yield TurnStarted(run_id, agent.model_ref)
         own_tools = await self._own_tools()
         own_names = frozenset(tool.name for tool in own_tools)
@@ -175,12 +169,18 @@ class AgentTurn:
         # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
         origin = TurnOrigin(agent.id, request.response_id)
         await asyncio.shield(self._store.append_turn(request.session_key, turn, origin))
-        log.info(
-            "turn %s finished: %s, %d tokens",
-            run_id,
-            finished.finish_reason.value,
-            finished.usage.completion_tokens,
-        )
+        if log.isEnabledFor(logging.INFO):  # the session's fingerprint costs a hash
+            log.info(
+                "turn %s finished: agent=%s model=%s session=%s history=%d %s, %d tokens, %.0f ms",
+                run_id,
+                agent.id,
+                agent.model_ref,
+                fingerprint(request.session_key),
+                len(prompt) - 1,
+                finished.finish_reason.value,
+                finished.usage.completion_tokens,
+                (time.monotonic() - started) * 1000,
+            )
         yield finished
 
     async def _ask(

@@ -222,7 +222,9 @@ def main() -> None:
         " (default 3 for all, else 1): one run's floor or TTFT can be off by half here",
     )
     parser.add_argument(
-        "--log-level", default="warning", help="clawgate's log level (default warning)"
+        "--log-level",
+        default="info",
+        help="clawgate's log level (default info: what `clawgate up` runs with)",
     )
     args = parser.parse_args()
     names = ALL if args.scenario == "all" else [args.scenario]

@@ -203,9 +203,9 @@ def test_one_request_id_through_both_logs(stack: Stack) -> None:
         and "duration_ms=" in access
     )
     assert "session=" in access and "secret-session-key-77" not in stack.edge.log()
-    assert any("started" in line for line in worker_lines) and any(
-        "finished" in line for line in worker_lines
-    )
+    finished = next(line for line in worker_lines if "finished" in line)  # one line per turn
+    assert "agent=main" in finished and "session=" in finished and " ms" in finished
+    assert not any("started" in line for line in worker_lines)  # that one is at debug
     assert "secret-session-key-77" not in stack.worker.log()
 
 

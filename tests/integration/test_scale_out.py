@@ -73,7 +73,7 @@ class Cluster:
     def turns_logged(self, address: str, session_key: str | None = None) -> int:
         log = self.workers[address].log()
         if session_key is None:
-            return len(re.findall(r"turn \w+ started", log))
+            return len(re.findall(r"turn \w+ finished", log))
         return log.count(f"session={fingerprint(session_key)}")
 
     def stop(self) -> None:
@@ -109,8 +109,11 @@ def test_a_session_sticks_and_fresh_sessions_spread(cluster: Cluster) -> None:
     for index in range(6):
         assert ask(base_url, f"q{index}", user=user) == f"echo: q{index} [turns={2 * index}]"
     key = f"agent:main:openai-user:{user}"
-    per_worker = {address: cluster.turns_logged(address, key) for address in cluster.addresses}
-    assert sorted(per_worker.values()) == [0, 0, 6], per_worker
+
+    def per_worker() -> list[int]:  # log lines reach the file within a fraction of a second
+        return sorted(cluster.turns_logged(address, key) for address in cluster.addresses)
+
+    wait_until(lambda: per_worker() == [0, 0, 6], 5, f"six turns on one worker: {per_worker()}")
 
     before = {address: cluster.turns_logged(address) for address in cluster.addresses}
     callers = [
@@ -121,10 +124,12 @@ def test_a_session_sticks_and_fresh_sessions_spread(cluster: Cluster) -> None:
         caller.start()
     for caller in callers:
         caller.join(60)
-    spread = {
-        address: cluster.turns_logged(address) - before[address] for address in cluster.addresses
-    }
-    assert sorted(spread.values()) == [2, 2, 2], spread  # least in flight: two on each worker
+
+    def spread() -> list[int]:
+        return sorted(cluster.turns_logged(a) - before[a] for a in cluster.addresses)
+
+    # Least in flight: two on each worker.
+    wait_until(lambda: spread() == [2, 2, 2], 5, f"two turns on each worker: {spread()}")
 
 
 def test_killing_the_serving_worker_loses_no_turn(cluster: Cluster) -> None:
@@ -133,11 +138,20 @@ def test_killing_the_serving_worker_loses_no_turn(cluster: Cluster) -> None:
     key = f"agent:main:openai-user:{user}"
     for index in range(3):
         ask(base_url, f"q{index}", user=user)
+    wait_until(
+        lambda: any(cluster.turns_logged(address, key) for address in cluster.addresses),
+        5,
+        "the serving worker's turn lines",
+    )
     serving = next(address for address in cluster.addresses if cluster.turns_logged(address, key))
     cluster.workers[serving].stop(signal.SIGKILL)
     assert ask(base_url, "after the crash", user=user) == "echo: after the crash [turns=6]"
-    takers = [a for a in cluster.addresses if a != serving and cluster.turns_logged(a, key)]
-    assert len(takers) == 1  # another worker, with the full history from PostgreSQL
+
+    def takers() -> list[str]:
+        return [a for a in cluster.addresses if a != serving and cluster.turns_logged(a, key)]
+
+    # Another worker, with the full history from PostgreSQL.
+    wait_until(lambda: len(takers()) == 1, 5, "one other worker took the session")
 
 
 def test_one_session_through_two_edges_never_interleaves(cluster: Cluster) -> None:
