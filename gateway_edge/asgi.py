@@ -7,12 +7,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Any
 
+import orjson
 from starlette.types import Receive, Send
 
 from gateway_edge.errors import (
     JSON_CONTENT_TYPE,
     ApiError,
+    bad_request,
     body_too_large,
     internal_error,
     rendered,
@@ -48,6 +51,15 @@ async def send_error(send: Send, error: ApiError) -> None:
 def body_part(body: bytes) -> dict[str, object]:
     """A piece of a streamed response body (more follows)."""
     return {"type": "http.response.body", "body": body, "more_body": True}
+
+
+async def read_json(receive: Receive, headers: dict[bytes, bytes], limit: int) -> Any:
+    """The request's body as parsed JSON (a 413 past `limit` bytes, a 400 when not JSON)."""
+    body = await read_body(receive, headers.get(b"content-length"), limit)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise bad_request("The request body is not valid JSON.") from None
 
 
 async def read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes | bytearray:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 
-import orjson
 from starlette.types import Receive, Scope, Send
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
@@ -22,7 +21,7 @@ from gateway_edge.asgi import (
     answered_or_refused,
     body_part,
     cancelled_on_disconnect,
-    read_body,
+    read_json,
     send_bytes,
     send_error,
 )
@@ -72,12 +71,7 @@ class ChatCompletionsEndpoint:
     async def _read_request(
         self, headers: dict[bytes, bytes], receive: Receive
     ) -> ChatCompletionRequest:
-        body = await read_body(receive, headers.get(b"content-length"), self._max_body)
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise bad_request("The request body is not valid JSON.") from None
-        del body
+        document = await read_json(receive, headers, self._max_body)
         check_message_count(document, self._max_messages)
         return parse_chat_request(document)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-import orjson
 from starlette.types import Receive, Scope, Send
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
@@ -17,11 +16,11 @@ from gateway_edge.asgi import (
     answered_or_refused,
     body_part,
     cancelled_on_disconnect,
-    read_body,
+    read_json,
     send_bytes,
     send_error,
 )
-from gateway_edge.errors import ApiError, bad_request
+from gateway_edge.errors import ApiError
 from gateway_edge.responses_encoder import ResponsesEncoder
 from gateway_edge.responses_request import as_chat_request, parse_responses_request
 from gateway_edge.sse import DONE, KEEP_ALIVE
@@ -48,11 +47,7 @@ class ResponsesEndpoint:
         state = self._state
         headers = dict(reversed(scope["headers"]))  # the first of repeated headers wins
         state.access.check(client_ip(scope.get("client")), header_value(headers, b"authorization"))
-        body = await read_body(receive, headers.get(b"content-length"), self._max_body)
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise bad_request("The request body is not valid JSON.") from None
+        document = await read_json(receive, headers, self._max_body)
         request = parse_responses_request(document)
         chat = as_chat_request(request)
         continues = None

@@ -279,7 +279,11 @@ def test_5_overload_tries_another_worker_then_429(
                 )
         assert third.status_code == 429 and third.headers["retry-after"] == "1"
         assert third.json()["error"]["type"] == "rate_limited"
-        assert "RESOURCE_EXHAUSTED" in workers[0].log() and "turn" in workers[1].log()
+        wait_until(
+            lambda: "RESOURCE_EXHAUSTED" in workers[0].log() and "turn" in workers[1].log(),
+            5,
+            "the refusal on one worker and the turn on the other, in their logs",
+        )
     finally:
         if edge:
             edge.stop()

@@ -336,7 +336,7 @@ def test_16_4_a_dead_worker_fails_started_turns_by_name_and_moves_waiting_ones(
     assert first.error["code"] == "worker_lost" and doomed in first.error["message"]
     assert finished_whole(second) and second.text.startswith("ok turns=")
     survivor = cluster.addresses[1]
-    assert "turn " in cluster.workers[survivor].log()
+    wait_until(lambda: "turn " in cluster.workers[survivor].log(), 5, "the survivor's turn line")
 
 
 # 6. A frozen worker
