@@ -27,6 +27,7 @@ from gateway_edge.sse import DONE, KEEP_ALIVE
 from gateway_edge.state import EdgeState
 from gateway_edge.turn import Turn
 from gateway_edge.turn_setup import SESSION_KEY_HEADER_BYTES, header_value, prepare_turn
+from gateway_edge.worker_calls import find_response
 
 PATH = "/v1/responses"
 
@@ -52,7 +53,7 @@ class ResponsesEndpoint:
         chat = as_chat_request(request)
         continues = None
         if request.previous_response_id is not None:
-            continues = await state.workers.find_response(request.previous_response_id)
+            continues = await find_response(state.workers, request.previous_response_id)
             if continues is None:
                 raise ApiError(
                     404,

@@ -12,6 +12,7 @@ from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.errors import ApiError
 from gateway_edge.responses import json_response
 from gateway_edge.state import EdgeState, authorized
+from gateway_edge.worker_calls import ask
 
 router = APIRouter()
 _ROLES = {pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant", pb.ROLE_TOOL: "tool"}
@@ -28,8 +29,10 @@ async def list_sessions(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: str = "",
 ) -> Response:
-    page = await state.workers.ask(
-        "ListSessions", pb.ListSessionsRequest(agent_id=agent, limit=limit, after=after)
+    page = await ask(
+        state.workers,
+        "ListSessions",
+        pb.ListSessionsRequest(agent_id=agent, limit=limit, after=after),
     )
     return json_response(
         {
@@ -52,7 +55,7 @@ async def list_sessions(
 
 @router.get("/v1/sessions/{key:path}")
 async def get_session(key: str, state: Annotated[EdgeState, Depends(authorized)]) -> Response:
-    stored = await state.workers.ask("GetSession", pb.GetSessionRequest(session_key=key), key)
+    stored = await ask(state.workers, "GetSession", pb.GetSessionRequest(session_key=key), key)
     if not stored.messages:
         raise _not_found(key)
     return json_response({"key": key, "messages": [_message(m) for m in stored.messages]})
@@ -60,7 +63,9 @@ async def get_session(key: str, state: Annotated[EdgeState, Depends(authorized)]
 
 @router.delete("/v1/sessions/{key:path}")
 async def delete_session(key: str, state: Annotated[EdgeState, Depends(authorized)]) -> Response:
-    answer = await state.workers.ask("DeleteSession", pb.DeleteSessionRequest(session_key=key), key)
+    answer = await ask(
+        state.workers, "DeleteSession", pb.DeleteSessionRequest(session_key=key), key
+    )
     if not answer.deleted:
         raise _not_found(key)
     return json_response({"key": key, "deleted": True})

@@ -14,7 +14,8 @@ from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from gateway_edge.worker_link import WorkerLink
 
 log = logging.getLogger("clawgate.edge.workers")
-_NO_ANSWER = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+# Codes that mean the worker did not answer (rather than answered no).
+NO_ANSWER = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
 
 
 @dataclass(eq=False)
@@ -39,7 +40,7 @@ class Worker:
         try:
             await self.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout_seconds)
         except grpc.aio.AioRpcError as error:
-            answering = error.code() not in _NO_ANSWER
+            answering = error.code() not in NO_ANSWER
         else:
             answering = True
         self.set_answering(answering)

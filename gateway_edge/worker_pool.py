@@ -18,7 +18,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -45,7 +44,6 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 # Codes a broken stream ends with when the worker itself refused it (a wrong shared secret, an
 # older worker): trying the same on another worker helps nobody. Any other code is a transport
 # failure (UNAVAILABLE, or INTERNAL from gRPC core after a kill or a GOAWAY).
-_NO_ANSWER = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
 _REFUSED_STREAM = (
     grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.PERMISSION_DENIED,
@@ -106,6 +104,16 @@ class WorkerPool:
     @property
     def workers(self) -> list[Worker]:
         return list(self._workers.values())
+
+    @property
+    def call_metadata(self) -> tuple[tuple[str, str], ...]:
+        """What every call to a worker carries (its shared secret)."""
+        return self._metadata
+
+    @property
+    def call_timeout(self) -> float:
+        """The bound for one short call (health, listings) to a worker."""
+        return self._settings.health_timeout_seconds
 
     def known_agents(self) -> AgentDirectory:
         """The agents the workers serve; raises ApiError while no worker has listed any."""
@@ -295,48 +303,6 @@ class WorkerPool:
                     self._settings.start_check_seconds,
                 )
                 raise _unreachable(pb.ERROR_CODE_DEADLINE_EXCEEDED)
-
-    async def ask(self, method: str, request: Any, session_key: str = "") -> Any:
-        """One call of a session RPC (ListSessions, GetSession, DeleteSession) on the session's
-        worker, else the next usable one; a refusal (NOT_FOUND, INVALID_ARGUMENT, a wrong
-        secret) is the answer, an unreachable worker moves on."""
-        failure: grpc.aio.AioRpcError | None = None
-        for worker in candidates(self._workers.values(), session_key, sticky=True):
-            try:
-                return await getattr(worker.agents, method)(
-                    request,
-                    metadata=self._metadata,
-                    timeout=self._settings.health_timeout_seconds * 5,
-                )
-            except grpc.aio.AioRpcError as error:
-                if error.code() not in _NO_ANSWER:
-                    raise api_error_from_call(error.code(), error.details()) from None
-                failure = error
-        if failure is None:
-            raise refused(pb.ERROR_CODE_UNAVAILABLE, None)
-        raise api_error_from_call(failure.code(), failure.details())
-
-    async def find_response(self, response_id: str) -> pb.FindResponseResponse | None:
-        """Where a stored response id belongs, asking the usable workers in turn (they may keep
-        separate stores); None when every one that answered does not know it."""
-        answered = False
-        for worker in self._workers.values():
-            if not worker.usable:
-                continue
-            try:
-                return await worker.agents.FindResponse(  # type: ignore[no-any-return]
-                    pb.FindResponseRequest(response_id=response_id),
-                    metadata=self._metadata,
-                    timeout=self._settings.health_timeout_seconds,
-                )
-            except grpc.aio.AioRpcError as error:
-                if error.code() == grpc.StatusCode.NOT_FOUND:
-                    answered = True
-                    continue
-                log.warning("worker %s: FindResponse failed: %s", worker.address, error.code().name)
-        if answered:
-            return None
-        raise refused(pb.ERROR_CODE_UNAVAILABLE, None)
 
     def any_serving(self) -> bool:
         """Ready: a worker serves, answers, and has listed its agents."""

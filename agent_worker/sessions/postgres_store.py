@@ -24,79 +24,17 @@ import asyncpg
 
 from agent_worker.domain import ChatMessage, SessionSummary, StoredResponse
 from agent_worker.errors import SessionBusyError, SessionStoreError
+from agent_worker.sessions.postgres_schema import (
+    MESSAGES_TABLE,
+    RESPONSES_TABLE,
+    SESSIONS_TABLE,
+    SUMMARIZE,
+    migrate,
+)
 from agent_worker.sessions.records import message_of, row_values
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
 
 log = logging.getLogger("clawgate.worker.sessions")
-SCHEMA_VERSION = 4
-_MESSAGES_TABLE = "clawgate_session_messages"
-_RESPONSES_TABLE = "clawgate_responses"
-_SESSIONS_TABLE = "clawgate_sessions"
-_MIGRATIONS = {
-    1: f"""
-    CREATE TABLE IF NOT EXISTS {_MESSAGES_TABLE} (
-        session_key TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        role TEXT NOT NULL,
-        content TEXT NOT NULL,
-        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-        PRIMARY KEY (session_key, seq)
-    );
-    """,
-    # Structured messages: an assistant's tool calls (a JSON list), a tool result's call id
-    # and tool name. Rows from version 1 read as plain messages.
-    2: f"""
-    ALTER TABLE {_MESSAGES_TABLE}
-        ADD COLUMN IF NOT EXISTS tool_calls TEXT,
-        ADD COLUMN IF NOT EXISTS tool_call_id TEXT,
-        ADD COLUMN IF NOT EXISTS name TEXT;
-    """,
-    # Responses API ids, stored with their turn, so previous_response_id finds the session.
-    3: f"""
-    CREATE TABLE IF NOT EXISTS {_RESPONSES_TABLE} (
-        response_id TEXT PRIMARY KEY,
-        session_key TEXT NOT NULL,
-        agent_id TEXT NOT NULL,
-        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
-    );
-    """,
-    # Each session's summary for listings (newest first, per agent), filled for sessions
-    # written before it from their messages.
-    4: f"""
-    CREATE TABLE IF NOT EXISTS {_SESSIONS_TABLE} (
-        session_key TEXT PRIMARY KEY,
-        agent_id TEXT NOT NULL,
-        title TEXT NOT NULL,
-        turns INTEGER NOT NULL,
-        updated_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS clawgate_sessions_by_update
-        ON {_SESSIONS_TABLE} (updated_at, session_key);
-    CREATE INDEX IF NOT EXISTS clawgate_sessions_by_agent
-        ON {_SESSIONS_TABLE} (agent_id, updated_at, session_key);
-    INSERT INTO {_SESSIONS_TABLE} (session_key, agent_id, title, turns, updated_at)
-    SELECT m.session_key, '',
-           COALESCE((SELECT left(f.content, 80) FROM {_MESSAGES_TABLE} f
-                     WHERE f.session_key = m.session_key AND f.role = 'user'
-                     ORDER BY f.seq LIMIT 1), ''),
-           count(*) FILTER (WHERE m.role = 'user'),
-           extract(epoch FROM max(m.created_at))
-    FROM {_MESSAGES_TABLE} m GROUP BY m.session_key
-    ON CONFLICT DO NOTHING;
-    """,
-}
-_SUMMARIZE = f"""
-INSERT INTO {_SESSIONS_TABLE} (session_key, agent_id, title, turns, updated_at)
-VALUES ($1, $2, $3, 1, $4)
-ON CONFLICT (session_key) DO UPDATE SET
-    turns = {_SESSIONS_TABLE}.turns + 1,
-    updated_at = excluded.updated_at,
-    agent_id = CASE WHEN {_SESSIONS_TABLE}.agent_id = '' THEN excluded.agent_id
-                    ELSE {_SESSIONS_TABLE}.agent_id END,
-    title = CASE WHEN {_SESSIONS_TABLE}.title = '' THEN excluded.title
-                 ELSE {_SESSIONS_TABLE}.title END
-"""
-_MIGRATION_LOCK = 0x636C6177  # "claw": one worker migrates at a time
 _DRIVER_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 # What the pool hands out (a proxy of asyncpg.Connection); asyncpg has no stubs.
 Connection = Any
@@ -116,20 +54,6 @@ def _store_errors(doing: str) -> Iterator[None]:
         raise SessionStoreError(
             f"the session store (PostgreSQL) failed while {doing}: {error}"
         ) from None
-
-
-async def _migrate(connection: Connection) -> None:
-    async with connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-        await connection.execute(
-            "CREATE TABLE IF NOT EXISTS clawgate_schema (version INTEGER NOT NULL)"
-        )
-        version = await connection.fetchval("SELECT max(version) FROM clawgate_schema") or 0
-        if not await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", _MESSAGES_TABLE):
-            version = 0  # the table was dropped under us: build it again from the start
-        for number in range(version + 1, SCHEMA_VERSION + 1):
-            await connection.execute(_MIGRATIONS[number])
-            await connection.execute("INSERT INTO clawgate_schema VALUES ($1)", number)
 
 
 class PostgresSessionStore:
@@ -153,7 +77,7 @@ class PostgresSessionStore:
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(self._url, min_size=1, max_size=self._pool_size)
         async with self.pool.acquire() as connection:
-            await _migrate(connection)
+            await migrate(connection)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -166,10 +90,10 @@ class PostgresSessionStore:
         try:
             async with self.pool.acquire(timeout=5) as connection:
                 if not await connection.fetchval(
-                    "SELECT to_regclass($1) IS NOT NULL", _MESSAGES_TABLE
+                    "SELECT to_regclass($1) IS NOT NULL", MESSAGES_TABLE
                 ):
                     log.warning("the session table is gone; creating the schema again")
-                    await _migrate(connection)
+                    await migrate(connection)
         except (*_DRIVER_ERRORS, RuntimeError) as error:
             log.warning("session store check failed: %s", error)
             return False
@@ -237,7 +161,7 @@ class PostgresSessionStore:
 
     async def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
         query = (
-            f"SELECT role, content, tool_calls, tool_call_id, name FROM {_MESSAGES_TABLE}"
+            f"SELECT role, content, tool_calls, tool_call_id, name FROM {MESSAGES_TABLE}"
             " WHERE session_key = $1 ORDER BY seq DESC LIMIT $2"
         )
         with _store_errors("reading the session"):
@@ -254,11 +178,11 @@ class PostgresSessionStore:
         with _store_errors("writing the turn"):
             async with self._connection_for(session_key) as connection, connection.transaction():
                 last = await connection.fetchval(
-                    f"SELECT COALESCE(MAX(seq), 0) FROM {_MESSAGES_TABLE} WHERE session_key = $1",
+                    f"SELECT COALESCE(MAX(seq), 0) FROM {MESSAGES_TABLE} WHERE session_key = $1",
                     session_key,
                 )
                 await connection.executemany(
-                    f"INSERT INTO {_MESSAGES_TABLE}"
+                    f"INSERT INTO {MESSAGES_TABLE}"
                     " (session_key, seq, role, content, tool_calls, tool_call_id, name)"
                     " VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     [
@@ -267,11 +191,11 @@ class PostgresSessionStore:
                     ],
                 )
                 await connection.execute(
-                    _SUMMARIZE, session_key, origin.agent_id, title_of(messages), time.time()
+                    SUMMARIZE, session_key, origin.agent_id, title_of(messages), time.time()
                 )
                 if origin.response_id:
                     await connection.execute(
-                        f"INSERT INTO {_RESPONSES_TABLE} (response_id, session_key, agent_id)"
+                        f"INSERT INTO {RESPONSES_TABLE} (response_id, session_key, agent_id)"
                         " VALUES ($1, $2, $3)",
                         origin.response_id,
                         session_key,
@@ -281,7 +205,7 @@ class PostgresSessionStore:
     async def find_response(self, response_id: str) -> StoredResponse | None:
         with _store_errors("finding the response"):
             row = await self.pool.fetchrow(
-                f"SELECT session_key, agent_id FROM {_RESPONSES_TABLE} WHERE response_id = $1",
+                f"SELECT session_key, agent_id FROM {RESPONSES_TABLE} WHERE response_id = $1",
                 response_id,
             )
         return None if row is None else StoredResponse(row[0], row[1])
@@ -301,7 +225,7 @@ class PostgresSessionStore:
         where = "WHERE " + " AND ".join(conditions) if conditions else ""
         with _store_errors("listing the sessions"):
             rows = await self.pool.fetch(
-                f"SELECT session_key, agent_id, title, turns, updated_at FROM {_SESSIONS_TABLE}"
+                f"SELECT session_key, agent_id, title, turns, updated_at FROM {SESSIONS_TABLE}"
                 f" {where} ORDER BY updated_at DESC, session_key DESC LIMIT ${len(values)}",
                 *values,
             )
@@ -311,9 +235,9 @@ class PostgresSessionStore:
         with _store_errors("deleting the session"):
             async with self.pool.acquire() as connection, connection.transaction():
                 result = await connection.execute(
-                    f"DELETE FROM {_MESSAGES_TABLE} WHERE session_key = $1", session_key
+                    f"DELETE FROM {MESSAGES_TABLE} WHERE session_key = $1", session_key
                 )
-                for table in (_SESSIONS_TABLE, _RESPONSES_TABLE):
+                for table in (SESSIONS_TABLE, RESPONSES_TABLE):
                     await connection.execute(
                         f"DELETE FROM {table} WHERE session_key = $1", session_key
                     )

@@ -7,7 +7,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from agent_worker.domain import ChatMessage
+from agent_worker.domain import ChatMessage, SessionSummary, StoredResponse
 from agent_worker.sessions.records import row_values
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
 
@@ -119,3 +119,37 @@ def create_or_migrate(connection: sqlite3.Connection) -> None:
     if not had_sessions:
         with connection:
             connection.execute(_BACKFILL_SESSIONS)
+
+
+def read_response(connection: sqlite3.Connection, response_id: str) -> StoredResponse | None:
+    row = connection.execute(
+        "SELECT session_key, agent_id FROM responses WHERE response_id = ?", (response_id,)
+    ).fetchone()
+    return None if row is None else StoredResponse(*row)
+
+
+def read_sessions(
+    connection: sqlite3.Connection, agent_id: str, limit: int, after: tuple[float, str] | None
+) -> list[SessionSummary]:
+    """Newest first, after the cursor (updated_at, session_key) of a previous page."""
+    where, values = _listing_filter(agent_id, after)
+    rows = connection.execute(
+        "SELECT session_key, agent_id, title, turns, updated_at FROM sessions"
+        f" {where} ORDER BY updated_at DESC, session_key DESC LIMIT ?",
+        (*values, limit),
+    ).fetchall()
+    return [SessionSummary(*row) for row in rows]
+
+
+def _listing_filter(
+    agent_id: str, after: tuple[float, str] | None
+) -> tuple[str, tuple[object, ...]]:
+    conditions: list[str] = []
+    values: list[object] = []
+    if agent_id:
+        conditions.append("agent_id = ?")
+        values.append(agent_id)
+    if after is not None:
+        conditions.append("(updated_at < ? OR (updated_at = ? AND session_key < ?))")
+        values += [after[0], after[0], after[1]]
+    return ("WHERE " + " AND ".join(conditions) if conditions else ""), tuple(values)

@@ -37,6 +37,8 @@ from agent_worker.sessions.sqlite_schema import (
     SCHEMA,
     create_or_migrate,
     insert_turn,
+    read_response,
+    read_sessions,
     switch_to_wal,
 )
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin
@@ -267,32 +269,18 @@ class SqliteSessionStore:
         written.add_done_callback(lambda _: self._count_commit())  # they count as well
 
     async def find_response(self, response_id: str) -> StoredResponse | None:
-        def read(connection: sqlite3.Connection) -> StoredResponse | None:
-            row = connection.execute(
-                "SELECT session_key, agent_id FROM responses WHERE response_id = ?",
-                (response_id,),
-            ).fetchone()
-            return None if row is None else StoredResponse(*row)
-
         try:
-            return await self._run(read)
+            return await self._run(lambda connection: read_response(connection, response_id))
         except sqlite3.Error as error:
             raise _store_error(error, "finding the response") from None
 
     async def list_sessions(
         self, agent_id: str, limit: int, after: tuple[float, str] | None
     ) -> list[SessionSummary]:
-        def read(connection: sqlite3.Connection) -> list[SessionSummary]:
-            where, values = _listing_filter(agent_id, after)
-            rows = connection.execute(
-                "SELECT session_key, agent_id, title, turns, updated_at FROM sessions"
-                f" {where} ORDER BY updated_at DESC, session_key DESC LIMIT ?",
-                (*values, limit),
-            ).fetchall()
-            return [SessionSummary(*row) for row in rows]
-
         try:
-            return await self._run(read)
+            return await self._run(
+                lambda connection: read_sessions(connection, agent_id, limit, after)
+            )
         except sqlite3.Error as error:
             raise _store_error(error, "listing the sessions") from None
 
@@ -310,17 +298,3 @@ class SqliteSessionStore:
             return await self._run(remove)
         except sqlite3.Error as error:
             raise _store_error(error, "deleting the session") from None
-
-
-def _listing_filter(
-    agent_id: str, after: tuple[float, str] | None
-) -> tuple[str, tuple[object, ...]]:
-    conditions: list[str] = []
-    values: list[object] = []
-    if agent_id:
-        conditions.append("agent_id = ?")
-        values.append(agent_id)
-    if after is not None:
-        conditions.append("(updated_at < ? OR (updated_at = ? AND session_key < ?))")
-        values += [after[0], after[0], after[1]]
-    return ("WHERE " + " AND ".join(conditions) if conditions else ""), tuple(values)

@@ -1,0 +1,89 @@
+"""The PostgreSQL store's tables and their migrations, numbered; one worker migrates at a time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCHEMA_VERSION = 4
+MESSAGES_TABLE = "clawgate_session_messages"
+RESPONSES_TABLE = "clawgate_responses"
+SESSIONS_TABLE = "clawgate_sessions"
+_MIGRATIONS = {
+    1: f"""
+    CREATE TABLE IF NOT EXISTS {MESSAGES_TABLE} (
+        session_key TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (session_key, seq)
+    );
+    """,
+    # Structured messages: an assistant's tool calls (a JSON list), a tool result's call id
+    # and tool name. Rows from version 1 read as plain messages.
+    2: f"""
+    ALTER TABLE {MESSAGES_TABLE}
+        ADD COLUMN IF NOT EXISTS tool_calls TEXT,
+        ADD COLUMN IF NOT EXISTS tool_call_id TEXT,
+        ADD COLUMN IF NOT EXISTS name TEXT;
+    """,
+    # Responses API ids, stored with their turn, so previous_response_id finds the session.
+    3: f"""
+    CREATE TABLE IF NOT EXISTS {RESPONSES_TABLE} (
+        response_id TEXT PRIMARY KEY,
+        session_key TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    """,
+    # Each session's summary for listings (newest first, per agent), filled for sessions
+    # written before it from their messages.
+    4: f"""
+    CREATE TABLE IF NOT EXISTS {SESSIONS_TABLE} (
+        session_key TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL,
+        title TEXT NOT NULL,
+        turns INTEGER NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS clawgate_sessions_by_update
+        ON {SESSIONS_TABLE} (updated_at, session_key);
+    CREATE INDEX IF NOT EXISTS clawgate_sessions_by_agent
+        ON {SESSIONS_TABLE} (agent_id, updated_at, session_key);
+    INSERT INTO {SESSIONS_TABLE} (session_key, agent_id, title, turns, updated_at)
+    SELECT m.session_key, '',
+           COALESCE((SELECT left(f.content, 80) FROM {MESSAGES_TABLE} f
+                     WHERE f.session_key = m.session_key AND f.role = 'user'
+                     ORDER BY f.seq LIMIT 1), ''),
+           count(*) FILTER (WHERE m.role = 'user'),
+           extract(epoch FROM max(m.created_at))
+    FROM {MESSAGES_TABLE} m GROUP BY m.session_key
+    ON CONFLICT DO NOTHING;
+    """,
+}
+SUMMARIZE = f"""
+INSERT INTO {SESSIONS_TABLE} (session_key, agent_id, title, turns, updated_at)
+VALUES ($1, $2, $3, 1, $4)
+ON CONFLICT (session_key) DO UPDATE SET
+    turns = {SESSIONS_TABLE}.turns + 1,
+    updated_at = excluded.updated_at,
+    agent_id = CASE WHEN {SESSIONS_TABLE}.agent_id = '' THEN excluded.agent_id
+                    ELSE {SESSIONS_TABLE}.agent_id END,
+    title = CASE WHEN {SESSIONS_TABLE}.title = '' THEN excluded.title
+                 ELSE {SESSIONS_TABLE}.title END
+"""
+_MIGRATION_LOCK = 0x636C6177  # "claw": one worker migrates at a time
+
+
+async def migrate(connection: Any) -> None:  # a pooled asyncpg connection (no stubs)
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS clawgate_schema (version INTEGER NOT NULL)"
+        )
+        version = await connection.fetchval("SELECT max(version) FROM clawgate_schema") or 0
+        if not await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", MESSAGES_TABLE):
+            version = 0  # the table was dropped under us: build it again from the start
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            await connection.execute(_MIGRATIONS[number])
+            await connection.execute("INSERT INTO clawgate_schema VALUES ($1)", number)

@@ -1,0 +1,59 @@
+"""Short calls to whichever worker can answer them, beside the turns: the sessions API's
+ListSessions / GetSession / DeleteSession and the Responses API's FindResponse."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from gateway_edge.errors import api_error_from_call, refused
+from gateway_edge.placement import candidates
+from gateway_edge.worker import NO_ANSWER
+from gateway_edge.worker_pool import WorkerPool
+
+log = logging.getLogger("clawgate.edge.workers")
+
+
+async def ask(pool: WorkerPool, method: str, request: Any, session_key: str = "") -> Any:
+    """One call of a session RPC on the session's worker, else the next usable one; a refusal
+    (NOT_FOUND, INVALID_ARGUMENT, a wrong secret) is the answer, an unreachable worker moves
+    on."""
+    failure: grpc.aio.AioRpcError | None = None
+    for worker in candidates(pool.workers, session_key, sticky=True):
+        try:
+            return await getattr(worker.agents, method)(
+                request, metadata=pool.call_metadata, timeout=pool.call_timeout * 5
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in NO_ANSWER:
+                raise api_error_from_call(error.code(), error.details()) from None
+            failure = error
+    if failure is None:
+        raise refused(pb.ERROR_CODE_UNAVAILABLE, None)
+    raise api_error_from_call(failure.code(), failure.details())
+
+
+async def find_response(pool: WorkerPool, response_id: str) -> pb.FindResponseResponse | None:
+    """Where a stored response id belongs, asking the usable workers in turn (they may keep
+    separate stores); None when every one that answered does not know it."""
+    answered = False
+    for worker in pool.workers:
+        if not worker.usable:
+            continue
+        try:
+            return await worker.agents.FindResponse(  # type: ignore[no-any-return]
+                pb.FindResponseRequest(response_id=response_id),
+                metadata=pool.call_metadata,
+                timeout=pool.call_timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                answered = True
+                continue
+            log.warning("worker %s: FindResponse failed: %s", worker.address, error.code().name)
+    if answered:
+        return None
+    raise refused(pb.ERROR_CODE_UNAVAILABLE, None)
