@@ -56,7 +56,12 @@ class AgentTools:
         servers = self.servers_for(agent)
         if not servers:
             return ()
-        await asyncio.gather(*(self._connect(server) for server in servers))
+        # A server that failed before is tried again in the background: a turn waits for a
+        # server's first connection only, never for one that may hang until its timeout.
+        retry = [server for server in servers if server.state == "unavailable"]
+        if retry:
+            self._in_background(retry)
+        await asyncio.gather(*(self._connect(s) for s in servers if s.state != "unavailable"))
         return tuple(
             Tool(name, tool.description, json.dumps(tool.input_schema))
             for server in servers
@@ -77,7 +82,10 @@ class AgentTools:
         """Connects, in the background, every server an agent may use: the first turn then
         finds its tools listed, and so does ListAgents."""
         servers = {server.name: server for agent in agents for server in self.servers_for(agent)}
-        for server in servers.values():
+        self._in_background(servers.values())
+
+    def _in_background(self, servers: Iterable[McpServer]) -> None:
+        for server in servers:
             task = asyncio.create_task(self._connect(server))
             self._warming.add(task)
             task.add_done_callback(self._warming.discard)
