@@ -22,21 +22,23 @@ from pydantic import (
 from gateway_edge.errors import ApiError, bad_request
 
 
-class _Lenient(BaseModel):
+class Lenient(BaseModel):
+    """A request model that ignores fields it does not know (OpenAI's APIs grow)."""
+
     model_config = ConfigDict(extra="ignore")
 
 
-class TextPart(_Lenient):
+class TextPart(Lenient):
     type: Literal["text", "input_text"]
     text: StrictStr
 
 
-class ImageUrl(_Lenient):
+class ImageUrl(Lenient):
     url: StrictStr
     detail: StrictStr | None = None
 
 
-class ImagePart(_Lenient):
+class ImagePart(Lenient):
     type: Literal["image_url"]
     image_url: ImageUrl
 
@@ -47,18 +49,18 @@ ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 FunctionName = Annotated[StrictStr, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
 
 
-class FunctionCall(_Lenient):
+class FunctionCall(Lenient):
     name: StrictStr
     arguments: StrictStr  # a JSON object, serialized
 
 
-class ToolCall(_Lenient):
+class ToolCall(Lenient):
     id: StrictStr
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class ChatMessage(_Lenient):
+class ChatMessage(Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: StrictStr | list[ContentPart] | None = None
     name: StrictStr | None = None
@@ -67,39 +69,39 @@ class ChatMessage(_Lenient):
     function_call: FunctionCall | None = None  # legacy: an assistant's one call
 
 
-class FunctionDefinition(_Lenient):
+class FunctionDefinition(Lenient):
     name: FunctionName
     description: StrictStr | None = None
     parameters: dict[str, Any] | None = None
     strict: StrictBool | None = None
 
 
-class ToolDefinition(_Lenient):
+class ToolDefinition(Lenient):
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class NamedFunction(_Lenient):
+class NamedFunction(Lenient):
     name: StrictStr
 
 
-class NamedToolChoice(_Lenient):
+class NamedToolChoice(Lenient):
     type: Literal["function"]
     function: NamedFunction
 
 
-class StreamOptions(_Lenient):
+class StreamOptions(Lenient):
     include_usage: StrictBool | None = None
 
 
-class JsonSchemaFormat(_Lenient):
+class JsonSchemaFormat(Lenient):
     name: StrictStr
     schema_: dict[str, Any] | None = Field(None, alias="schema")
     strict: StrictBool | None = None
     description: StrictStr | None = None
 
 
-class ResponseFormat(_Lenient):
+class ResponseFormat(Lenient):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
@@ -110,7 +112,7 @@ Penalty = Annotated[StrictFloat, Field(ge=-2, le=2)]
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 
 
-class ChatCompletionRequest(_Lenient):
+class ChatCompletionRequest(Lenient):
     messages: list[ChatMessage] = Field(min_length=1)
     model: StrictStr | None = None
     frequency_penalty: Penalty | None = None

@@ -10,22 +10,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictStr, Tag, ValidationError
+from pydantic import Discriminator, Field, StrictStr, Tag, ValidationError
 
 from gateway_edge.errors import ApiError, bad_request
-from gateway_edge.protocol import ChatCompletionRequest, parse_chat_request
+from gateway_edge.protocol import ChatCompletionRequest, Lenient, parse_chat_request
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class InputText(_Lenient):
+class InputText(Lenient):
     type: Literal["input_text", "output_text", "text"]
     text: StrictStr
 
 
-class InputImage(_Lenient):
+class InputImage(Lenient):
     type: Literal["input_image"]
     image_url: StrictStr | None = None
 
@@ -33,26 +29,26 @@ class InputImage(_Lenient):
 ContentPart = Annotated[InputText | InputImage, Field(discriminator="type")]
 
 
-class MessageItem(_Lenient):
+class MessageItem(Lenient):
     type: Literal["message"] = "message"
     role: Literal["system", "developer", "user", "assistant"]
     content: StrictStr | list[ContentPart]
 
 
-class FunctionCallItem(_Lenient):
+class FunctionCallItem(Lenient):
     type: Literal["function_call"]
     call_id: StrictStr
     name: StrictStr
     arguments: StrictStr
 
 
-class FunctionCallOutputItem(_Lenient):
+class FunctionCallOutputItem(Lenient):
     type: Literal["function_call_output"]
     call_id: StrictStr
     output: StrictStr | list[InputText]
 
 
-class IgnoredItem(_Lenient):
+class IgnoredItem(Lenient):
     type: Literal["reasoning", "item_reference"]
 
 
@@ -71,7 +67,7 @@ InputItem = Annotated[
 ]
 
 
-class FunctionTool(_Lenient):
+class FunctionTool(Lenient):
     type: Literal["function"]
     name: StrictStr
     description: StrictStr | None = None
@@ -79,12 +75,12 @@ class FunctionTool(_Lenient):
     strict: bool | None = None
 
 
-class NamedFunctionChoice(_Lenient):
+class NamedFunctionChoice(Lenient):
     type: Literal["function"]
     name: StrictStr
 
 
-class ResponsesRequest(_Lenient):
+class ResponsesRequest(Lenient):
     input: StrictStr | list[InputItem]
     model: StrictStr | None = None
     instructions: StrictStr | None = None

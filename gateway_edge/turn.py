@@ -103,8 +103,6 @@ class Turn:
                     batch.append(event.tool_call)
                 elif kind == "tool_started":
                     batch.append(event.tool_started)
-                elif kind == "tool_finished":
-                    batch.append(event.tool_finished)
                 elif kind == "finished":
                     self._end("ok")
                     batch.append(event.finished)

@@ -14,7 +14,7 @@ import grpc
 import httpx
 import openai
 import pytest
-from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+from agents import OpenAIResponsesModel
 from openai import AsyncOpenAI
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
@@ -22,6 +22,7 @@ from pydantic import TypeAdapter
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from devkit.processes import TOKEN, Stack, echo_config, start_stack
+from tests.support.agents_sdk import run_weather_agent
 from tests.support.upstream import UpstreamStandIn
 
 PATH = "/v1/responses"
@@ -311,22 +312,8 @@ def test_an_unknown_or_foreign_previous_response_id_is_refused(
 async def test_the_agents_sdk_default_responses_model_runs_a_tool_to_the_final_answer(
     stack: Stack,
 ) -> None:
-    set_tracing_disabled(True)  # no network: traces would go to OpenAI
-    ran: list[str] = []
-
-    @function_tool
-    def get_weather(city: str) -> str:
-        """The weather in a city."""
-        ran.append(city)
-        return f"sunny in {city}"
-
     client = AsyncOpenAI(base_url=f"{stack.base_url}/v1", api_key=TOKEN)
-    agent = Agent(
-        name="weather",
-        instructions="Answer with the weather.",
-        tools=[get_weather],
-        model=OpenAIResponsesModel(model="openclaw:caller", openai_client=client),
-    )
-    result = await Runner.run(agent, "What is the weather in Paris?")
+    model = OpenAIResponsesModel(model="openclaw:caller", openai_client=client)
+    ran, final_output = await run_weather_agent(model)
     assert len(ran) == 1
-    assert result.final_output == f"results: sunny in {ran[0]}"
+    assert final_output == f"results: sunny in {ran[0]}"

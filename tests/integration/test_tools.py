@@ -13,13 +13,14 @@ import grpc
 import httpx
 import openai
 import pytest
-from agents import Agent, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+from agents import OpenAIChatCompletionsModel
 from langchain_openai import ChatOpenAI
 from openai import AsyncOpenAI
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from devkit.processes import TOKEN, Stack, echo_config, start_stack
+from tests.support.agents_sdk import run_weather_agent
 from tests.support.schemas import assert_valid
 from tests.support.upstream import UpstreamStandIn
 
@@ -341,25 +342,11 @@ def test_x_openclaw_model_runs_another_configured_model_or_is_a_404(stack: Stack
 async def test_the_openai_agents_sdk_runs_a_function_tool_to_the_final_answer(
     stack: Stack, upstream: UpstreamStandIn
 ) -> None:
-    set_tracing_disabled(True)  # no network: traces would go to OpenAI
-    ran: list[str] = []
-
-    @function_tool
-    def get_weather(city: str) -> str:
-        """The weather in a city."""
-        ran.append(city)
-        return f"sunny in {city}"
-
     client = AsyncOpenAI(base_url=f"{stack.base_url}/v1", api_key=TOKEN)
-    agent = Agent(
-        name="weather",
-        instructions="Answer with the weather.",
-        tools=[get_weather],
-        model=OpenAIChatCompletionsModel(model="openclaw:caller", openai_client=client),
-    )
-    result = await Runner.run(agent, "What is the weather in Paris?")
+    model = OpenAIChatCompletionsModel(model="openclaw:caller", openai_client=client)
+    ran, final_output = await run_weather_agent(model)
     assert ran == ["Paris 0"]
-    assert result.final_output == "results: sunny in Paris 0"
+    assert final_output == "results: sunny in Paris 0"
     follow_up = upstream.requests[-1]
     assert follow_up["messages"][-1]["role"] == "tool"
     assert follow_up["tools"][0]["function"]["name"] == "get_weather"
