@@ -142,7 +142,8 @@ POSTGRES_URL_PREFIXES = ("postgresql://", "postgres://")
 
 class SessionsConfig(Section):
     store: str = "sqlite:///~/.clawgate/sessions.db"
-    # PostgreSQL: connections per worker; each running turn holds one for its session lock.
+    # PostgreSQL: connections per worker. A turn takes one only for each read and write (its
+    # session lease holds none), so many more turns than connections run at once.
     pool_size: int = Field(20, alias="poolSize", ge=2)
 
     @property

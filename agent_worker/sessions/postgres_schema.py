@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MESSAGES_TABLE = "clawgate_session_messages"
 RESPONSES_TABLE = "clawgate_responses"
 SESSIONS_TABLE = "clawgate_sessions"
+LEASES_TABLE = "clawgate_session_leases"
 _MIGRATIONS = {
     1: f"""
     CREATE TABLE IF NOT EXISTS {MESSAGES_TABLE} (
@@ -59,6 +60,16 @@ _MIGRATIONS = {
            extract(epoch FROM max(m.created_at))
     FROM {MESSAGES_TABLE} m GROUP BY m.session_key
     ON CONFLICT DO NOTHING;
+    """,
+    # Session leases (postgres_leases.py) in place of advisory locks held for a turn's length.
+    # Unlogged: a lease means nothing after the server restarts, and its writes skip the WAL.
+    5: f"""
+    CREATE UNLOGGED TABLE IF NOT EXISTS {LEASES_TABLE} (
+        session_key TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        holder_lock BIGINT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
     """,
 }
 SUMMARIZE = f"""

@@ -1,14 +1,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import signal
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
+import asyncpg
 import pytest
 
 from agent_worker.domain import ChatMessage, ToolCall
-from agent_worker.errors import SessionBusyError
+from agent_worker.errors import SessionBusyError, SessionStoreError
 from agent_worker.sessions.postgres_store import PostgresSessionStore
 from agent_worker.sessions.store import TurnOrigin, store_for_url
 from tests.support.postgres import POSTGRES_URL, requires_postgres
@@ -76,43 +81,145 @@ async def test_session_lock_holds_across_workers(stores: tuple[PostgresSessionSt
         pass
 
 
-async def test_a_dead_connection_releases_its_lock(
+# A worker holding a session, in a process of its own so that it can be killed or frozen.
+HOLDER = """
+import asyncio, sys
+from agent_worker.sessions.postgres_store import PostgresSessionStore
+
+async def main():
+    store = PostgresSessionStore(sys.argv[1], 2, lease_seconds=float(sys.argv[3]))
+    await store.open()
+    async with store.session_lock(sys.argv[2], 5):
+        print("held", flush=True)
+        await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+@contextmanager
+def holder_process(session: str, lease_seconds: float) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, POSTGRES_URL, session, str(lease_seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "held\n"
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def waited_for(store: PostgresSessionStore, session: str, wait_seconds: float) -> float:
+    started = time.monotonic()
+    async with store.session_lock(session, wait_seconds):
+        return time.monotonic() - started
+
+
+async def test_a_killed_workers_session_moves_at_once(
     stores: tuple[PostgresSessionStore, ...],
 ) -> None:
     _, second = stores
     session = key()
-    doomed = PostgresSessionStore(POSTGRES_URL, 2)
-    await doomed.open()
-    holding = doomed.session_lock(session, 1)
-    await holding.__aenter__()
-    doomed.pool.terminate()  # as if its worker were killed
-    async with second.session_lock(session, 5):
-        pass
+    with holder_process(session, lease_seconds=60) as holder:
+        with pytest.raises(SessionBusyError):
+            await waited_for(second, session, 0.3)
+        holder.kill()
+        took = await waited_for(second, session, 10)
+    print(f"\n[lease] the session moved {took * 1000:.0f} ms after its holder was killed")
+    assert took < 3  # its liveness lock went with its connection; the lease had 60 s to run
+
+
+async def test_a_frozen_workers_lease_expires_and_its_write_is_refused(
+    stores: tuple[PostgresSessionStore, ...],
+) -> None:
+    _, second = stores
+    session = key()
+    with holder_process(session, lease_seconds=1.5) as holder:
+        await asyncio.sleep(2)  # renewed meanwhile: still held
+        with pytest.raises(SessionBusyError):
+            await waited_for(second, session, 0.2)
+        holder.send_signal(signal.SIGSTOP)  # alive (its connections stay) but renews nothing
+        took = await waited_for(second, session, 10)
+    print(f"\n[lease] a frozen holder's 1.5 s lease was taken over after {took:.1f} s")
+    assert took < 4
+
+
+async def test_a_turn_whose_lease_was_taken_over_stores_nothing(
+    stores: tuple[PostgresSessionStore, ...],
+) -> None:
+    first, second = stores
+    session = key()
+    async with first.session_lock(session, 1):
+        await first.append_turn(session, [ChatMessage("user", "q1")])  # still its own: stored
+        await query_async("UPDATE clawgate_session_leases SET expires_at = now() - interval '1s'")
+        async with second.session_lock(session, 1):  # expired: another worker takes it
+            with pytest.raises(SessionStoreError, match="lost its session"):
+                await first.append_turn(session, [ChatMessage("user", "q2")])
+            await second.append_turn(session, [ChatMessage("user", "q3")])
+    assert [m.text for m in await first.load(session)] == ["q1", "q3"]
+
+
+async def test_a_cancelled_turn_gives_its_session_back(
+    stores: tuple[PostgresSessionStore, ...],
+) -> None:
+    first, second = stores
+    session = key()
+    inside = asyncio.Event()
+
+    async def turn() -> None:
+        async with first.session_lock(session, 1):
+            inside.set()
+            await asyncio.sleep(60)
+
+    running = asyncio.create_task(turn())
+    await inside.wait()
+    running.cancel()  # a client that left
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert await waited_for(second, session, 0.5) < 0.5  # not held until the lease expires
+
+
+async def test_many_more_held_sessions_than_connections(
+    stores: tuple[PostgresSessionStore, ...],
+) -> None:
+    """Leases hold no connection: 200 turns at once on a pool of 4, each reading and writing."""
+    first, _ = stores
+    sessions = [key() for _ in range(200)]
+    inside = most_inside = 0
+
+    async def turn(session: str) -> None:
+        nonlocal inside, most_inside
+        async with first.session_lock(session, 30):
+            inside += 1
+            most_inside = max(most_inside, inside)
+            await first.load(session)
+            await asyncio.sleep(0.5)
+            await first.append_turn(session, [ChatMessage("user", "q")])
+            inside -= 1
+
+    await asyncio.gather(*(turn(session) for session in sessions))
+    assert most_inside == 200  # a lock held on a connection would allow 4
+    for session in sessions:
+        assert [m.text for m in await first.load(session)] == ["q"]
+
+
+async def query_async(statement: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
 
 
 def test_store_url_picks_postgres() -> None:
     assert isinstance(store_for_url(POSTGRES_URL), PostgresSessionStore)
 
 
-async def test_a_read_beside_a_running_turn_does_not_use_the_turns_connection(
-    stores: tuple[PostgresSessionStore, ...],
-) -> None:
-    """GetSession while a turn of that session runs: only the turn's own task may use the
-    connection holding the lock (two queries on one connection fail)."""
-    store, _ = stores
-    session = key()
-    await store.append_turn(session, [ChatMessage("user", "q"), ChatMessage("assistant", "a")])
-    async with store.session_lock(session, 5):
-        inside = asyncio.ensure_future(store.load(session))  # the turn's own read
-        beside = asyncio.create_task(store.load(session), context=contextvars.Context())
-        loaded = await asyncio.gather(inside, beside)
-    assert [[m.text for m in messages] for messages in loaded] == [["q", "a"], ["q", "a"]]
-
-
 async def test_a_transcript_from_schema_1_still_continues_after_the_migration() -> None:
     """Version 1 stored text only; version 2 adds tool calls, call ids and names beside it."""
-    import asyncpg
-
     name = f"clawgate_migration_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(POSTGRES_URL)
     await admin.execute(f"CREATE DATABASE {name}")
