@@ -7,7 +7,8 @@ edge-stub (edge + a stub gRPC server), worker (RunTurn over gRPC, no edge), pair
 pair-stream (edge + worker + openai-compatible provider + the stand-in), pair-tools (the same,
 the stand-in answering with a tool call), pair-responses (the same pair through
 /v1/responses, non-stream), litellm and
-litellm-stream (LiteLLM's proxy 1.108.0 in front of the same stand-in), all (these ten);
+litellm-stream (LiteLLM's proxy 1.108.0 in front of the same stand-in), portkey (Portkey's
+gateway 1.15.2, non-stream), all (these eleven); long-streams (many slow streams at once);
 idle-streams (RSS per open, idle stream) and soak (RSS growth over 100,000 requests).
 Each prints one table row (wrk -t1 -c32 for req/s and latency; a sequential asyncio client for
 the median time to first token; peak RSS of each clawgate process).
@@ -37,7 +38,8 @@ from bench.harness import (
     stop_on_interrupt,
 )
 from bench.long_runs import idle_streams, soak
-from bench.stack import AUTH, LITELLM_VERSION, Bench
+from bench.long_streams import long_streams
+from bench.stack import AUTH, LITELLM_VERSION, PORTKEY_VERSION, Bench
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from devkit.processes import (
@@ -169,6 +171,14 @@ def _litellm(bench: Bench, stream: bool) -> Row:
     )
 
 
+def scenario_portkey(bench: Bench) -> Row:
+    """Portkey's gateway, non-stream only: on this machine's Node 20 every streamed request
+    through 1.15.2 fails (500, "TypeError: immutable"), so there is no stream figure to compare."""
+    url, headers = bench.portkey(bench.standin())
+    name = f"Portkey gateway {PORTKEY_VERSION}, non-stream"
+    return bench.measure(name, f"{url}/v1/chat/completions", headers, False, {}, streams=False)
+
+
 SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "standin": scenario_standin,
     "edge-echo": scenario_edge_echo,
@@ -180,10 +190,12 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "pair-responses": scenario_pair_responses,
     "litellm": lambda bench: _litellm(bench, False),
     "litellm-stream": lambda bench: _litellm(bench, True),
+    "portkey": scenario_portkey,
     "idle-streams": idle_streams,
 }
 ALL = [name for name in SCENARIOS if name != "idle-streams"]
 SCENARIOS["soak"] = soak
+SCENARIOS["long-streams"] = long_streams
 
 
 def summary(rows: dict[str, Row]) -> str:
@@ -200,6 +212,12 @@ def summary(rows: dict[str, Row]) -> str:
         parts.append(
             f"p99 pair/LiteLLM {rows['pair'].p99_ms / rows['litellm'].p99_ms:.3f} (goal <= 0.1)"
         )
+    parts.append(f"pair/Portkey {ratio('pair', 'portkey')} (goal >= 1.5x)")
+    if "pair" in rows and "portkey" in rows:
+        parts.append(
+            f"p99 pair {rows['pair'].p99_ms:.1f} ms vs Portkey {rows['portkey'].p99_ms:.1f} ms"
+            " (goal: lower)"
+        )
     parts.append(
         f"pair-stream/LiteLLM-stream {ratio('pair-stream', 'litellm-stream')} (goal >= 30x)"
     )
@@ -215,6 +233,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--ttft-samples", type=int, default=200)
+    parser.add_argument(
+        "--streams", type=int, default=1000, help="long-streams: streams held open at once"
+    )
     parser.add_argument(
         "--rounds",
         type=int,

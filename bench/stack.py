@@ -37,6 +37,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LITELLM_VERSION = "1.108.0"
 LITELLM_KEY = "sk-unused"
 LITELLM_OPEN = "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY"
+PORTKEY_VERSION = "1.15.2"
+PORTKEY_DIR = Path(
+    os.environ.get("CLAWGATE_BENCH_PORTKEY_DIR", Path.home() / ".cache/clawgate-bench/portkey")
+)
 LITELLM_VENV = Path(
     os.environ.get(
         "CLAWGATE_BENCH_LITELLM_VENV", Path.home() / ".cache/clawgate-bench/litellm-venv"
@@ -61,7 +65,7 @@ class Bench:
             [sys.executable, str(BENCH / "upstream_standin.py"), "--port", str(port)], "standin"
         )
         base_url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _answers(f"{base_url}/v1/models"), 20, "stand-in", process)
+        wait_until(lambda: answers(f"{base_url}/v1/models"), 20, "stand-in", process)
         return base_url
 
     def clawgate_pair(
@@ -120,8 +124,22 @@ class Bench:
         process = Process(argv, self.tmp / "litellm.log", {LITELLM_OPEN: "true"}).start()
         self.stack.callback(process.stop)
         base_url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _answers(f"{base_url}/health/liveliness"), 180, "litellm", process)
+        wait_until(lambda: answers(f"{base_url}/health/liveliness"), 180, "litellm", process)
         return base_url, process
+
+    def portkey(self, upstream: str) -> tuple[str, dict[str, str]]:
+        """Portkey's gateway (Node) routed to the stand-in; the headers every request needs."""
+        script = ensure_portkey()
+        port = free_port()
+        process = self.process(["node", str(script), f"--port={port}", "--headless"], "portkey")
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: answers(f"{base_url}/"), 60, "portkey", process)
+        headers = {
+            "Authorization": "Bearer unused",
+            "x-portkey-provider": "openai",
+            "x-portkey-custom-host": f"{upstream}/v1",
+        }
+        return base_url, headers
 
     def measure(
         self,
@@ -131,7 +149,10 @@ class Bench:
         stream: bool,
         processes: dict[str, Process],
         request: dict[str, object] = CHAT_BODY,
+        streams: bool = True,
     ) -> Row:
+        """One wrk run; with `streams`, also the median time to first token of streamed
+        requests (a peer that cannot stream has none)."""
         body: dict[str, object] = {**request, "stream": True} if stream else request
         run_wrk(url, body, headers, 2, self.args.connections)  # warm-up: connections, lazy imports
         cpu_before = {role: cpu_seconds(process.pid) for role, process in processes.items()}
@@ -143,14 +164,14 @@ class Bench:
             role: (cpu_seconds(process.pid) - cpu_before[role]) / requests * 1e6
             for role, process in processes.items()
         }
-        ttft = ttft_p50(url, request, headers, self.args.ttft_samples)
+        ttft = ttft_p50(url, request, headers, self.args.ttft_samples) if streams else None
         rss = {role: peak_rss_mb(process.pid) for role, process in processes.items()}
         row = Row(name, rate, p50, p99, errors, ttft, rss, cpu)
         print(row.markdown(), flush=True)
         return row
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
@@ -175,3 +196,19 @@ def ensure_litellm() -> Path:
             check=True,
         )
     return binary
+
+
+def ensure_portkey() -> Path:
+    script = PORTKEY_DIR / "node_modules/@portkey-ai/gateway/build/start-server.js"
+    if not script.exists():
+        print(
+            f"installing @portkey-ai/gateway@{PORTKEY_VERSION} into {PORTKEY_DIR}...",
+            file=sys.stderr,
+        )
+        PORTKEY_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", f"@portkey-ai/gateway@{PORTKEY_VERSION}"],
+            cwd=PORTKEY_DIR,
+            check=True,
+        )
+    return script

@@ -1,0 +1,207 @@
+"""Many long, slow streams at once: one edge and two workers in front of a stand-in that sends
+one token a second for a minute, as an agent answering slowly would.
+
+The client opens `--streams` streams over a ramp (at most 500 a second), holds them all to the
+end and reads every token's send time from its text (bench/slow_standin.py), so the gap it
+reports is the whole way from the upstream's write to the client's read: stand-in to worker,
+worker to edge over gRPC, edge to client, and the client's own event loop (it shares the cores).
+Memory per stream is each process's RSS with every stream open, less its RSS before, over the
+streams it holds; CPU is each process's share of one core over the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import re
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+from bench.harness import CHAT_BODY, Row, cpu_seconds
+from bench.stack import AUTH, BENCH, Bench, answers
+from devkit.observe import rss_kib
+from devkit.processes import (
+    clawgate,
+    echo_config,
+    edge_answers,
+    free_port,
+    wait_until,
+    worker_serving,
+    write_config,
+)
+
+TOKENS = 60
+TOKEN_SECONDS = 1.0
+WORKERS = 2
+_SENT_AT = re.compile(rb'"content":"(\d+\.\d+) ')
+
+
+@dataclass
+class StreamsSeen:
+    gaps: list[tuple[float, float]] = field(default_factory=list)  # (sent at, gap)
+    # (sent at, gap) of tokens sent while every stream was open, none opening or closing
+    steady: tuple[float, float] = (0.0, 0.0)
+    completed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def failed(self, why: str) -> None:
+        self.errors[why] = self.errors.get(why, 0) + 1
+
+
+def long_streams(bench: Bench) -> Row:
+    count = bench.args.streams
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    if hard < count + 1000:  # the client, the edge and the stand-in each hold one per stream
+        sys.exit(f"long-streams: {count} streams need {count + 1000} open files (limit {hard})")
+    upstream_port = free_port()
+    standin = bench.process(
+        [sys.executable, str(BENCH / "slow_standin.py"), "--port", str(upstream_port)]
+        + ["--tokens", str(TOKENS), "--token-seconds", str(TOKEN_SECONDS)],
+        "slow-standin",
+    )
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    wait_until(lambda: answers(f"{upstream}/v1/models"), 20, "slow stand-in", standin)
+    config = echo_config(bench.tmp)
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(WORKERS)]
+    config["gateway"]["workers"] = addresses
+    config["worker"]["maxConcurrentTurns"] = count
+    config["models"]["providers"]["standin"] = {
+        "api": "openai-compatible",
+        "baseUrl": f"{upstream}/v1",
+    }
+    config["agents"]["list"] = [{"id": "main", "default": True, "model": "standin/slow"}]
+    path = write_config(bench.tmp, config, "long-streams.json5")
+    level = ("--log-level", bench.args.log_level)
+    processes = {}
+    for index, address in enumerate(addresses, start=1):
+        worker = bench.process(clawgate(path, *level, "worker", "--listen", address), f"w{index}")
+        wait_until(lambda a=address: worker_serving(a), 60, "worker", worker)  # type: ignore[misc]
+        processes[f"worker {index}"] = worker
+    edge = bench.process(clawgate(path, *level, "edge"), "long-edge")
+    port = config["gateway"]["port"]
+    wait_until(lambda: edge_answers(f"http://127.0.0.1:{port}"), 30, "edge", edge)
+    processes = {"edge": edge, **processes}
+    pids = {name: process.pid for name, process in processes.items()}
+    pids["stand-in"] = standin.pid
+
+    # The client keeps every gap it reads (600,000 at 10,000 streams): its own garbage collector
+    # walking them would show up as gaps of clawgate's.
+    gc.disable()
+    try:
+        seen, rss_before, rss_open, cpu, wall = asyncio.run(
+            _hold(port, count, pids, list(processes))
+        )
+    finally:
+        gc.enable()
+    gaps_ms = sorted(gap * 1000 for _, gap in seen.gaps)
+    quantiles = percentiles(gaps_ms)
+    steady_ms = sorted(gap * 1000 for sent, gap in seen.gaps if in_range(sent, seen.steady))
+    steady = percentiles(steady_ms)
+    per_stream = {
+        name: (rss_open[name] - rss_before[name]) / (count if name == "edge" else count / WORKERS)
+        for name in rss_before
+    }
+    print(
+        f"long streams: {count} at once, {TOKENS} tokens {TOKEN_SECONDS:g} s apart;"
+        f" {seen.completed} completed, errors {sum(seen.errors.values())} {seen.errors or ''};"
+        f" gap upstream -> client p50 {quantiles[49]:.1f} ms, p99 {quantiles[98]:.1f} ms,"
+        f" max {gaps_ms[-1] if gaps_ms else 0:.0f} ms over {len(gaps_ms):,} tokens"
+        f" (all open, none opening or closing: p50 {steady[49]:.1f} ms, p99 {steady[98]:.1f} ms"
+        f" over {len(steady_ms):,});"
+        " RSS per stream "
+        + ", ".join(f"{name} {kb:.1f} KB" for name, kb in per_stream.items())
+        + "; CPU (share of one core) "
+        + ", ".join(f"{name} {seconds / wall:.0%}" for name, seconds in cpu.items())
+        + " (goals: 0 errors, p99 <= 100 ms, <= 30 KB per stream on each process)",
+        flush=True,
+    )
+    return Row(
+        f"{count} long streams",
+        0,
+        quantiles[49],
+        quantiles[98],
+        sum(seen.errors.values()),
+        None,
+        {f"{name} KB/stream": kb for name, kb in per_stream.items()},
+    )
+
+
+def percentiles(values: list[float]) -> list[float]:
+    return statistics.quantiles(values, n=100) if len(values) > 1 else [0.0] * 99
+
+
+def in_range(value: float, bounds: tuple[float, float]) -> bool:
+    return bounds[0] <= value <= bounds[1]
+
+
+async def _hold(
+    port: int, count: int, pids: dict[str, int], clawgate_processes: list[str]
+) -> tuple[StreamsSeen, dict[str, int], dict[str, int], dict[str, float], float]:
+    body = json.dumps({**CHAT_BODY, "stream": True}).encode()
+    request = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in AUTH.items())
+        + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    seen = StreamsSeen()
+
+    async def one_stream() -> None:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError as error:
+            seen.failed(type(error).__name__)
+            return
+        try:
+            writer.write(request)
+            tokens, tail, status_ok, error_event = 0, b"", None, False
+            while block := await reader.read(65536):
+                arrived = time.time()
+                if status_ok is None:
+                    status_ok = block.startswith(b"HTTP/1.1 200")
+                text = tail + block
+                for match in _SENT_AT.finditer(text):
+                    sent = float(match.group(1))
+                    seen.gaps.append((sent, arrived - sent))
+                    tokens += 1
+                error_event = error_event or b'"error"' in text
+                if b"data: [DONE]" in text:
+                    break
+                tail = text[-64:]  # a token cut between two reads is read with the next one
+            if not status_ok:
+                seen.failed("status")
+            elif error_event:
+                seen.failed("error event")
+            elif tokens < TOKENS:
+                seen.failed(f"ended after {tokens} tokens")
+            else:
+                seen.completed += 1
+        except OSError as error:
+            seen.failed(type(error).__name__)
+        finally:
+            writer.close()
+
+    rss_before = {name: rss_kib(pids[name]) for name in clawgate_processes}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    cpu_before["client"] = time.process_time()
+    started = time.monotonic()
+    # Opened evenly over the ramp, ten at a time, so that tokens of different streams leave the
+    # stand-in spread over each second (agents do not answer in step).
+    per_second = min(500, max(count // 10, 10))
+    streams: list[asyncio.Task[None]] = []
+    while len(streams) < count:
+        streams += [asyncio.create_task(one_stream()) for _ in range(min(10, count - len(streams)))]
+        await asyncio.sleep(10 / per_second)
+    await asyncio.sleep(3)  # every stream is open and has had its first tokens
+    rss_open = {name: rss_kib(pids[name]) for name in clawgate_processes}
+    first_end = time.time() + started + TOKENS * TOKEN_SECONDS - time.monotonic()
+    seen.steady = (time.time(), first_end - 2)
+    await asyncio.gather(*streams)
+    wall = time.monotonic() - started
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+    cpu["client"] = time.process_time() - cpu_before["client"]
+    return seen, rss_before, rss_open, cpu, wall
