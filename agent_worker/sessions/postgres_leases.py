@@ -224,9 +224,17 @@ class SessionLeases:
         if not self._held:
             return
         held = dict(self._held)
-        renewed = await self._pool.fetch(
+        rows = await self._pool.fetch(
             _RENEW, list(held), list(held.values()), self._lease_seconds, self._liveness_lock
         )
-        lost = len(held) - len(renewed)
+        renewed = {row[0] for row in rows}
+        # Not renewed and still held: taken over. (A turn that ended meanwhile gave it back.)
+        lost = [
+            key
+            for key, token in held.items()
+            if key not in renewed and self._held.get(key) == token
+        ]
         if lost:
-            log.warning("%d session lease(s) were taken over; those turns will not be stored", lost)
+            log.warning(
+                "%d session lease(s) were taken over; those turns will not be stored", len(lost)
+            )

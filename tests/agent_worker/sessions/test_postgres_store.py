@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import subprocess
 import sys
@@ -180,6 +181,36 @@ async def test_a_cancelled_turn_gives_its_session_back(
     with pytest.raises(asyncio.CancelledError):
         await running
     assert await waited_for(second, session, 0.5) < 0.5  # not held until the lease expires
+
+
+async def test_renewing_leases_beside_short_turns_reports_only_real_takeovers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Leases renewed every 0.05 s while turns come and go: a turn that gave its lease back
+    meanwhile is not "taken over"; one whose lease another worker took is."""
+    store = PostgresSessionStore(POSTGRES_URL, 4, lease_seconds=0.2)
+    await store.open()
+    try:
+        deadline = time.monotonic() + 1.5
+
+        async def short_turns() -> None:
+            while time.monotonic() < deadline:
+                async with store.session_lock(key(), 5):
+                    await asyncio.sleep(0.001)
+
+        with caplog.at_level(logging.WARNING, "clawgate.worker.sessions"):
+            await asyncio.gather(*(short_turns() for _ in range(16)))
+            assert "taken over" not in caplog.text
+            session = key()
+            async with store.session_lock(session, 5):
+                await query_async(
+                    "UPDATE clawgate_session_leases SET holder = 'another-worker'"
+                    f" WHERE session_key = '{session}'"
+                )
+                await asyncio.sleep(0.2)
+            assert "1 session lease(s) were taken over" in caplog.text
+    finally:
+        await store.close()
 
 
 async def test_many_more_held_sessions_than_connections(
