@@ -22,33 +22,59 @@ from devkit.processes import POSTGRES_URL
 TURN = [ChatMessage("user", "hi"), ChatMessage("assistant", " ".join(["word"] * 16))]
 
 
-def server_cpu_seconds() -> float:
-    """CPU of every PostgreSQL process on this machine (the server runs here in the bench)."""
-    total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+def cpu_seconds(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            values = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(values[11]) + int(values[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerCpu:
+    """CPU of the server processes serving this database (the server runs on this machine),
+    sampled twice a second: asyncpg replaces a connection after 50,000 queries, and a process
+    that is gone can no longer be read."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self.connections = 0
+
+    async def sample(self, connection: asyncpg.Connection, started: bool) -> None:
+        rows = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+        self.connections = max(self.connections, len(rows))
+        for (pid,) in rows:
+            seconds = cpu_seconds(pid)
+            if seconds is not None:
+                self._first.setdefault(pid, seconds if not started else 0.0)
+                self._last[pid] = seconds
+
+    async def watch(self, until: asyncio.Event) -> None:
+        connection = await asyncpg.connect(self._url)
         try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)
-            with open(f"/proc/{entry}/comm") as comm:
-                if comm.read().strip() != "postgres":
-                    continue
-        except OSError:
-            continue
-        values = fields[1].split()
-        total += (int(values[11]) + int(values[12])) / ticks
-    return total
+            await self.sample(connection, started=False)
+            while not until.is_set():
+                await asyncio.sleep(0.5)
+                await self.sample(connection, started=True)
+        finally:
+            await connection.close()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self._last[pid] - first for pid, first in self._first.items())
 
 
 async def run(url: str, seconds: float, concurrency: int, pool_size: int) -> None:
     store = PostgresSessionStore(url, pool_size)
     await store.open()
     turns = 0
-    deadline = time.monotonic() + seconds
 
-    async def client() -> None:
+    async def client(deadline: float) -> None:
         nonlocal turns
         session = f"bench:{uuid.uuid4().hex}"
         while time.monotonic() < deadline:
@@ -57,20 +83,25 @@ async def run(url: str, seconds: float, concurrency: int, pool_size: int) -> Non
                 await store.append_turn(session, TURN)
             turns += 1
 
-    cpu_before, own_before = server_cpu_seconds(), time.process_time()
-    started = time.monotonic()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    took = time.monotonic() - started
-    cpu, own = server_cpu_seconds() - cpu_before, time.process_time() - own_before
-    connection = await asyncpg.connect(url)
-    connections = await connection.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-    )
-    await connection.close()
+    async def load(for_seconds: float) -> None:
+        deadline = time.monotonic() + for_seconds
+        await asyncio.gather(*(client(deadline) for _ in range(concurrency)))
+
+    await load(1)  # the pool opens its connections
+    server, done = ServerCpu(url), asyncio.Event()
+    watching = asyncio.create_task(server.watch(done))
+    await asyncio.sleep(0.1)
+    turns = 0
+    own_before, started = time.process_time(), time.monotonic()
+    await load(seconds)
+    took, own = time.monotonic() - started, time.process_time() - own_before
+    done.set()
+    await watching
+    cpu, connections = server.seconds, server.connections
     await store.close()
     print(
         f"store turns: {turns / took:,.0f} turns/s ({concurrency} at once, poolSize {pool_size},"
-        f" {connections - 1} connections); CPU per turn: PostgreSQL {cpu / turns * 1e6:,.0f} µs,"
+        f" {connections} connections); CPU per turn: PostgreSQL {cpu / turns * 1e6:,.0f} µs,"
         f" the store's process {own / turns * 1e6:,.0f} µs"
     )
 
