@@ -374,7 +374,9 @@ def test_the_embedded_smollm2_agent_answers_the_time_through_the_time_server(
         )
         assert response.status_code == 200, response.text
         choice = response.json()["choices"][0]
-        assert choice["finish_reason"] == "stop"
+        # The words answer follows the tool's result, which holds the current time: its length
+        # varies from run to run, and a 135M model may run on to maxTokens.
+        assert choice["finish_reason"] in ("stop", "length")
         assert "tool_calls" not in choice["message"]
         transcript = stored(running, "llm-time-1")
         calls = [call for message in transcript for call in message.tool_calls]
