@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from bench.upstream_standin import MODELS_BODY, _chunk
+from bench.upstream_standin import MODELS_BODY, _chunk, serve
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -44,25 +44,14 @@ def make_app(tokens: int, token_seconds: float) -> Any:
 
 
 def main() -> None:
-    import uvicorn
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=18002)
     parser.add_argument("--tokens", type=int, default=60)
     parser.add_argument("--token-seconds", type=float, default=1.0)
     args = parser.parse_args()
-    uvicorn.run(
-        make_app(args.tokens, args.token_seconds),
-        host="127.0.0.1",
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        backlog=16384,
-        timeout_keep_alive=120,
-    )
+    # Thousands of connections arrive at once and stay a minute.
+    app = make_app(args.tokens, args.token_seconds)
+    serve(app, args.port, backlog=16384, timeout_keep_alive=120)
 
 
 if __name__ == "__main__":

@@ -134,22 +134,27 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": answer})
 
 
-def main() -> None:
+def serve(asgi_app: Any, port: int, **options: Any) -> None:
+    """Runs a stand-in the way every one here runs: uvloop, httptools, no logs."""
     import uvicorn
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=18001)
-    args = parser.parse_args()
     uvicorn.run(
-        app,
+        asgi_app,
         host="127.0.0.1",
-        port=args.port,
+        port=port,
         loop="uvloop",
         http="httptools",
         log_level="warning",
         access_log=False,
         lifespan="off",
+        **options,
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=18001)
+    serve(app, parser.parse_args().port)
 
 
 if __name__ == "__main__":
