@@ -36,6 +36,7 @@ from agent_worker.sessions.postgres_schema import LEASES_TABLE
 log = logging.getLogger("clawgate.worker.sessions")
 LEASE_SECONDS = 10.0
 RELEASED_CHANNEL = "clawgate_session_released"
+LISTENER_NAME = "clawgate-session-leases"  # the listening connection, in pg_stat_activity
 # How often a waiter tries again without a release: the bound on how long a killed holder's
 # session stays taken. A session waited for across workers is rare (the edge keeps a session on
 # one worker), so these tries cost little.
@@ -190,9 +191,17 @@ class SessionLeases:
             released.set()
 
     async def _listen(self) -> None:
-        listener = await asyncpg.connect(self._url, timeout=10)
+        listener = await asyncpg.connect(
+            self._url, timeout=10, server_settings={"application_name": LISTENER_NAME}
+        )
         try:
-            await listener.execute("SELECT pg_advisory_lock($1)", self._liveness_lock)
+            # The lock of a connection that died may outlive it on the server for a while (until
+            # the server notices): then this worker takes a fresh id instead of waiting, and the
+            # next renewal points its leases at it.
+            while not await listener.fetchval(
+                "SELECT pg_try_advisory_lock($1)", self._liveness_lock, timeout=10
+            ):
+                self._liveness_lock = secrets.randbits(63)
             await listener.add_listener(RELEASED_CHANNEL, self._on_release)
         except BaseException:
             await listener.close()
@@ -209,11 +218,11 @@ class SessionLeases:
         while True:
             await asyncio.sleep(self._lease_seconds / 4)
             try:
+                await self._renew()  # first: the leases matter more than the wake-ups
                 if self._listener is None or self._listener.is_closed():
                     self._listener = None
                     await self._listen()
                     log.info("session lease listener connected again")
-                await self._renew()
                 failures = 0
             except DRIVER_ERRORS as error:
                 failures += 1

@@ -15,6 +15,7 @@ import pytest
 
 from agent_worker.domain import ChatMessage, ToolCall
 from agent_worker.errors import SessionBusyError, SessionStoreError
+from agent_worker.sessions.postgres_leases import LISTENER_NAME
 from agent_worker.sessions.postgres_store import PostgresSessionStore
 from agent_worker.sessions.store import TurnOrigin, store_for_url
 from tests.support.postgres import POSTGRES_URL, requires_postgres
@@ -85,6 +86,7 @@ async def test_session_lock_holds_across_workers(stores: tuple[PostgresSessionSt
 # A worker holding a session, in a process of its own so that it can be killed or frozen.
 HOLDER = """
 import asyncio, sys
+from agent_worker.sessions.postgres_leases import LISTENER_NAME
 from agent_worker.sessions.postgres_store import PostgresSessionStore
 
 async def main():
@@ -211,6 +213,41 @@ async def test_renewing_leases_beside_short_turns_reports_only_real_takeovers(
             assert "1 session lease(s) were taken over" in caplog.text
     finally:
         await store.close()
+
+
+async def test_a_lost_listener_comes_back_and_held_leases_stay_held() -> None:
+    """The listening connection (and with it the liveness lock) ends mid-turn: the worker
+    connects again within a renewal and its held lease neither expires nor moves."""
+    name = f"clawgate_listener_{uuid.uuid4().hex[:12]}"  # a database of its own
+    admin = await asyncpg.connect(POSTGRES_URL)
+    await admin.execute(f"CREATE DATABASE {name}")
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    store, rival = PostgresSessionStore(url, 2, lease_seconds=0.4), PostgresSessionStore(url, 2)
+
+    async def listeners() -> set[int]:
+        query = "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = $2"
+        return {row[0] for row in await admin.fetch(query, name, LISTENER_NAME)}
+
+    try:
+        await store.open()
+        (first,) = await listeners()
+        await rival.open()
+        rivals = await listeners() - {first}
+        session = key()
+        async with store.session_lock(session, 5):
+            await admin.execute("SELECT pg_terminate_backend($1)", first)
+            await asyncio.sleep(1.2)  # three lease lengths
+            again = await listeners() - rivals
+            assert len(again) == 1 and first not in again  # connected again
+            with pytest.raises(SessionBusyError):  # renewed all along: still this turn's
+                await waited_for(rival, session, 0.3)
+            await store.append_turn(session, [ChatMessage("user", "q")])  # and it may write
+        assert await waited_for(rival, session, 2) < 1  # given back, the rival hears of it
+    finally:
+        await store.close()
+        await rival.close()
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()
 
 
 async def test_many_more_held_sessions_than_connections(
