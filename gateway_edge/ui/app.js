@@ -119,10 +119,14 @@ function showConversation(messages) {
   }
 }
 
+let listings = 0; // the latest listing asked for: an older one answering late is dropped
+
 async function loadConversations() {
   const list = $("conversations");
+  const ticket = ++listings;
   const query = new URLSearchParams({ agent: state.agent, limit: "50" });
   const page = await (await api(`/v1/sessions?${query}`)).json();
+  if (ticket !== listings) return; // the agent changed meanwhile: a newer list is on its way
   list.replaceChildren();
   for (const session of page.data) {
     const item = document.createElement("li");

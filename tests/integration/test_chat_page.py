@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from devkit.processes import TOKEN, Stack, echo_config, start_stack, wait_until
 
@@ -193,6 +193,44 @@ def test_tool_calls_and_results_are_folded_under_their_message(page: Page, stack
     folded.nth(1).locator("summary").click()
     expect(folded.nth(1)).to_contain_text("noon")
     expect(page.get_by_role("article", name="assistant").last).to_contain_text("said: noon")
+
+
+def test_a_late_listing_of_the_previous_agent_does_not_replace_the_current_one(
+    page: Page, stack: Stack
+) -> None:
+    """Switching agents right after connecting: the first agent's listing (beta's: the page
+    starts on the first agent by name), held back until main's is shown, must not overwrite it
+    when it finally answers."""
+    for agent_id in ("main", "beta"):
+        asked = {"role": "user", "content": f"{agent_id}'s chat"}
+        body = {"model": f"openclaw:{agent_id}", "messages": [asked]}
+        httpx.post(
+            f"{stack.base_url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            json=body,
+        )
+    held: list[Route] = []
+
+    def hold_beta(route: Route) -> None:
+        if "agent=beta" in route.request.url:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/v1/sessions?*", hold_beta)
+    connect(page)
+    agents = page.get_by_role("combobox", name="Agent")
+    expect(agents).to_have_value("beta")
+    wait_until(lambda: bool(held), 10, "beta's listing")
+    agents.select_option("main")
+    conversations = page.get_by_role("list", name="Conversations")
+    expect(conversations.get_by_role("button", name="main's chat").first).to_be_visible()
+    with page.expect_response(lambda response: "agent=beta" in response.url):
+        for route in held:
+            route.continue_()
+    page.wait_for_timeout(300)  # the late answer's handler has run
+    expect(conversations.get_by_role("button", name="main's chat").first).to_be_visible()
+    expect(conversations.get_by_role("button", name="beta's chat")).to_have_count(0)
 
 
 def test_the_page_fits_a_phone_screen(browser: Browser, stack: Stack) -> None:
