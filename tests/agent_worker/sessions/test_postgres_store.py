@@ -8,7 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 
 import asyncpg
 import pytest
@@ -32,6 +32,20 @@ async def stores() -> AsyncIterator[tuple[PostgresSessionStore, PostgresSessionS
     yield first, second
     await first.close()
     await second.close()
+
+
+@asynccontextmanager
+async def scratch_database(prefix: str) -> AsyncIterator[tuple[asyncpg.Connection, str, str]]:
+    """A database of its own on the test server, dropped at the end: (admin connection to the
+    server's own database, the name, its URL)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(POSTGRES_URL)
+    await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield admin, name, POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()
 
 
 def key() -> str:
@@ -218,10 +232,11 @@ async def test_renewing_leases_beside_short_turns_reports_only_real_takeovers(
 async def test_a_lost_listener_comes_back_and_held_leases_stay_held() -> None:
     """The listening connection (and with it the liveness lock) ends mid-turn: the worker
     connects again within a renewal and its held lease neither expires nor moves."""
-    name = f"clawgate_listener_{uuid.uuid4().hex[:12]}"  # a database of its own
-    admin = await asyncpg.connect(POSTGRES_URL)
-    await admin.execute(f"CREATE DATABASE {name}")
-    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    async with scratch_database("clawgate_listener") as (admin, name, url):
+        await lost_listener_comes_back(admin, name, url)
+
+
+async def lost_listener_comes_back(admin: asyncpg.Connection, name: str, url: str) -> None:
     store, rival = PostgresSessionStore(url, 2, lease_seconds=0.4), PostgresSessionStore(url, 2)
 
     async def listeners() -> set[int]:
@@ -246,8 +261,6 @@ async def test_a_lost_listener_comes_back_and_held_leases_stay_held() -> None:
     finally:
         await store.close()
         await rival.close()
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        await admin.close()
 
 
 async def test_many_more_held_sessions_than_connections(
@@ -288,11 +301,7 @@ def test_store_url_picks_postgres() -> None:
 
 async def test_a_transcript_from_schema_1_still_continues_after_the_migration() -> None:
     """Version 1 stored text only; version 2 adds tool calls, call ids and names beside it."""
-    name = f"clawgate_migration_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(POSTGRES_URL)
-    await admin.execute(f"CREATE DATABASE {name}")
-    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
+    async with scratch_database("clawgate_migration") as (_, _, url):
         old = await asyncpg.connect(url)
         await old.execute(
             "CREATE TABLE clawgate_schema (version INTEGER NOT NULL);"
@@ -321,9 +330,6 @@ async def test_a_transcript_from_schema_1_still_continues_after_the_migration() 
             assert (await store.load("old"))[2:] == turn
         finally:
             await store.close()
-    finally:
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        await admin.close()
 
 
 async def test_a_response_id_is_stored_with_its_turn_and_found_by_any_worker(
