@@ -110,8 +110,8 @@ def _write_turns(
 
 def _checkpoint(connection: sqlite3.Connection) -> None:
     """Copies the WAL into the database file without waiting for anyone (PASSIVE), so that the
-    WAL can start over instead of growing. Meanwhile the loop's turns queue for this thread
-    (see append_turn); the size limit gives the file back once the WAL starts over."""
+    WAL can start over instead of growing (see _start_checkpoint); the size limit gives the
+    file back once it does."""
     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
 
@@ -146,6 +146,7 @@ class SqliteSessionStore:
         self._checkpoint_every = checkpoint_every
         self._commits_since_checkpoint = 0
         self.checkpoint: asyncio.Future[None] | None = None  # the one running, if any
+        self._checkpoint_holds_turns = False  # whether the loop's turns queue for it
 
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         connection = self._connection
@@ -178,7 +179,7 @@ class SqliteSessionStore:
             self._loop_connection = loop_connection
 
     async def close(self) -> None:
-        if self.checkpoint is not None:
+        while self.checkpoint is not None:  # a first step starts the second when it ends
             await asyncio.gather(self.checkpoint, return_exceptions=True)
         if self._loop_connection is not None:
             self._loop_connection.close()
@@ -226,9 +227,11 @@ class SqliteSessionStore:
         when the write lock is free (the future is then done), else queued for the thread."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        # While the thread checkpoints, turns queue for it: a loop committing all along kept a
-        # checkpoint from ever completing, and the WAL grew without bound under load.
-        if self._loop_connection is not None and self.checkpoint is None and _small(messages):
+        if (
+            self._loop_connection is not None
+            and not self._checkpoint_holds_turns
+            and _small(messages)
+        ):
             try:
                 _write_turns(self._loop_connection, [(session_key, messages, done, origin)])
             except sqlite3.Error as error:
@@ -249,14 +252,27 @@ class SqliteSessionStore:
         if self._commits_since_checkpoint < self._checkpoint_every or self.checkpoint is not None:
             return
         self._commits_since_checkpoint = 0
+        self._start_checkpoint(holds_turns=False)
+
+    def _start_checkpoint(self, holds_turns: bool) -> None:
+        """A checkpoint in two steps. The first copies the WAL while the loop keeps committing,
+        so it never completes: the frames committed meanwhile are not copied and the WAL cannot
+        start over (it grew to 1.1 GB after two minutes of wrk that way). The second copies
+        just those frames while the loop's turns queue for the thread, and then the WAL starts
+        over. Holding turns for the whole copy instead tripled the pair's p99 (11-14 ms ->
+        27-37 ms, measured in docs/performance.md)."""
+        self._checkpoint_holds_turns = holds_turns
         checkpoint = self._run(_checkpoint)
         checkpoint.add_done_callback(self._checkpointed)
         self.checkpoint = checkpoint
 
     def _checkpointed(self, checkpoint: asyncio.Future[None]) -> None:
+        held_turns, self._checkpoint_holds_turns = self._checkpoint_holds_turns, False
         self.checkpoint = None
         if not checkpoint.cancelled() and (error := checkpoint.exception()) is not None:
             log.warning("sqlite checkpoint failed (the next one retries): %s", error)
+        elif not held_turns and not checkpoint.cancelled() and self._loop_connection is not None:
+            self._start_checkpoint(holds_turns=True)
 
     def _write_unwritten(self) -> None:
         turns, self._unwritten = self._unwritten, []
