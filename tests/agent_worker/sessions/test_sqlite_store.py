@@ -128,7 +128,8 @@ async def test_the_wal_is_checkpointed_off_the_loop(tmp_path: Path) -> None:
             await store.checkpoint
     await asyncio.gather(*written)
     wal_bytes = (tmp_path / "s.db-wal").stat().st_size
-    assert wal_bytes < 4_000_000  # here: ~1 MB; with no checkpoint ~19 MB
+    # ~1.7 MB here, now and then twice that (a restart missed); with no checkpoint ~19 MB
+    assert wal_bytes < 8_000_000
     assert len(await store.load("k999")) == 1
     await store.close()
 
