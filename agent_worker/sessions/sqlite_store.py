@@ -255,12 +255,10 @@ class SqliteSessionStore:
         self._start_checkpoint(holds_turns=False)
 
     def _start_checkpoint(self, holds_turns: bool) -> None:
-        """A checkpoint in two steps. The first copies the WAL while the loop keeps committing,
-        so it never completes: the frames committed meanwhile are not copied and the WAL cannot
-        start over (it grew to 1.1 GB after two minutes of wrk that way). The second copies
-        just those frames while the loop's turns queue for the thread, and then the WAL starts
-        over. Holding turns for the whole copy instead tripled the pair's p99 (11-14 ms ->
-        27-37 ms, measured in docs/performance.md)."""
+        """Two steps: the bulk copy while the loop keeps committing (it cannot complete: what
+        is committed meanwhile stays uncopied, and the WAL cannot start over), then a short copy
+        of just that while finishing turns queue for the thread; then the WAL starts over.
+        Holding turns for the whole copy tripled the pair's p99 (docs/performance.md)."""
         self._checkpoint_holds_turns = holds_turns
         checkpoint = self._run(_checkpoint)
         checkpoint.add_done_callback(self._checkpointed)
