@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 
 from bench.harness import CHAT_BODY, Row, run_wrk
 from bench.stack import AUTH, Bench
@@ -14,6 +13,7 @@ from devkit.processes import (
     clawgate,
     echo_config,
     edge_answers,
+    raise_open_files_limit,
     wait_until,
     worker_serving,
     write_config,
@@ -22,9 +22,7 @@ from devkit.processes import (
 
 def idle_streams(bench: Bench, count: int = 1000) -> Row:
     """RSS per open, idle stream: `count` streams that got their first word and then wait."""
-    resource.setrlimit(
-        resource.RLIMIT_NOFILE, (8192, max(8192, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-    )
+    raise_open_files_limit(8192)
     config = echo_config(bench.tmp)
     config["models"]["providers"]["echo"] = {
         "api": "echo",

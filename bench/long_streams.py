@@ -15,7 +15,6 @@ import asyncio
 import gc
 import json
 import re
-import resource
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ from devkit.processes import (
     echo_config,
     edge_answers,
     free_port,
+    raise_open_files_limit,
     wait_until,
     worker_serving,
     write_config,
@@ -54,10 +54,10 @@ class StreamsSeen:
 
 def long_streams(bench: Bench) -> Row:
     count = bench.args.streams
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
-    if hard < count + 1000:  # the client, the edge and the stand-in each hold one per stream
-        sys.exit(f"long-streams: {count} streams need {count + 1000} open files (limit {hard})")
+    # The client, the edge and the stand-in each hold one per stream.
+    limit = raise_open_files_limit(count + 1000)
+    if limit < count + 1000:
+        sys.exit(f"long-streams: {count} streams need {count + 1000} open files (limit {limit})")
     upstream_port = free_port()
     standin = bench.process(
         [sys.executable, str(BENCH / "slow_standin.py"), "--port", str(upstream_port)]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 import uuid
 
@@ -17,18 +16,10 @@ import asyncpg
 
 from agent_worker.domain import ChatMessage
 from agent_worker.sessions.postgres_store import PostgresSessionStore
+from bench.harness import cpu_seconds
 from devkit.processes import POSTGRES_URL
 
 TURN = [ChatMessage("user", "hi"), ChatMessage("assistant", " ".join(["word"] * 16))]
-
-
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            values = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(values[11]) + int(values[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class ServerCpu:
@@ -49,10 +40,12 @@ class ServerCpu:
         )
         self.connections = max(self.connections, len(rows))
         for (pid,) in rows:
-            seconds = cpu_seconds(pid)
-            if seconds is not None:
-                self._first.setdefault(pid, seconds if not started else 0.0)
-                self._last[pid] = seconds
+            try:
+                seconds = cpu_seconds(pid)
+            except OSError:  # ended since the query
+                continue
+            self._first.setdefault(pid, seconds if not started else 0.0)
+            self._last[pid] = seconds
 
     async def watch(self, until: asyncio.Event) -> None:
         connection = await asyncpg.connect(self._url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -142,6 +143,16 @@ class Process:
                 self.popen.kill()
                 self.popen.wait()
         return self.popen.returncode
+
+
+def raise_open_files_limit(wanted: int) -> int:
+    """Raises this process's open-files limit toward `wanted` (up to the hard limit), for it and
+    the processes it starts after; returns the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        soft = min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
 
 
 def clawgate(config_path: Path, *args: str) -> list[str]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 
@@ -83,10 +83,10 @@ class PostgresSessionStore:
             return False
         return True
 
-    @asynccontextmanager
-    async def session_lock(self, session_key: str, wait_seconds: float) -> AsyncIterator[None]:
-        async with self.leases.hold(session_key, wait_seconds):
-            yield
+    def session_lock(
+        self, session_key: str, wait_seconds: float
+    ) -> AbstractAsyncContextManager[None]:
+        return self.leases.hold(session_key, wait_seconds)
 
     async def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
         query = (

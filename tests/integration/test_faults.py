@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import signal
 import subprocess
 import threading
@@ -32,6 +31,7 @@ from devkit.processes import (
     echo_config,
     free_port,
     free_ports,
+    raise_open_files_limit,
     start_edge,
     wait_until,
     worker_serving,
@@ -320,12 +320,6 @@ def test_16_1_a_thousand_slow_turns_on_one_worker_with_ten_connections(
         assert response.json()["choices"][0]["message"]["content"] == f"slow hi {n}"
     assert peaks["running"] > 10 * 10  # far more turns at once than connections
     assert peaks["connections"] <= 10 + 1  # the pool and the lease listener
-
-
-def raise_open_files_limit(wanted: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
 # 2. A turn larger than a gRPC message
