@@ -27,6 +27,7 @@ from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from services.addresses import is_loopback, split_listen
 from services.config import ClawgateConfig
 from services.grpc_options import worker_server_options
+from services.memory import quiet_gc
 from services.metrics_http import serve_metrics
 
 log = logging.getLogger("clawgate.worker")
@@ -201,6 +202,7 @@ async def serve(
         await provider.start()
     await server.start()
     tools.warm_up(agents)
+    quiet_gc()
     await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
     store_watch = asyncio.create_task(
         report_store_health(store, health_servicer, config.worker.store_check_seconds)

@@ -6,11 +6,12 @@ credit allows, and hands what it took to gRPC in the same step. The runner waits
 before its session write. When the turn runs alone on the worker, `flushed` returns once every
 queued event has been taken, so the text is on its way before the store is touched (a future's
 waiter resumes only after the step that set it, so the message has been handed over by then).
-With other turns in flight it returns at once, like Nagle's rule: the text then rides with the
-finish after a short write, and messages stay shared, where a second message per turn cost busy
-streams 10% of their throughput (docs/performance.md, step 16). It also returns at once for a
-caller that reads whole answers. Once the queue holds `EVENT_BUFFER` events the provider is
-paused until the caller catches up.
+With other turns in flight it returns at once, like Nagle's rule: the text is then held and
+rides with the finish after the write, and messages stay shared, where a second message per turn
+cost busy streams 10% of their throughput (docs/performance.md, step 16). A caller that reads
+whole answers gets its text held from the start (its started event is not held). Once the queue
+holds `EVENT_BUFFER` events the provider is paused until the caller catches up, and held text
+goes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterator
 
-from agent_worker.domain import TurnEvent, TurnFinished
+from agent_worker.domain import TurnEvent, TurnFinished, TurnStarted
 from agent_worker.errors import TurnError
 from agent_worker.turn_runner import Flushed
 from services.credit import WINDOW, CreditWindow
@@ -45,6 +46,7 @@ class TurnOutbox:
         "_on_ready",
         "_flush",
         "_hold_text",
+        "_holding",
         "_alone",
     )
 
@@ -67,12 +69,26 @@ class TurnOutbox:
         self._on_ready = on_ready  # called when it has events its credit lets go
         self._flush: asyncio.Future[None] | None = None  # resolved once all is taken
         self._hold_text = whole_answer  # its caller wants the whole answer: never wait
+        # Text waits for the finish (see `ready`): always for a whole answer, and for a stream
+        # once `flushed` did not wait.
+        self._holding = whole_answer
         # Whether nothing else is in flight, so an extra message delays no one.
         self._alone = alone
 
     @property
     def ready(self) -> bool:
-        return bool(self.events) and self.credit.room > 0
+        """It has events its credit lets go: text held for the finish does not count, but a
+        started event ahead of it does (the edge moves a turn that has not started)."""
+        events = self.events
+        return (
+            bool(events)
+            and self.credit.room > 0
+            and (not self._text_held or isinstance(events[0], TurnStarted))
+        )
+
+    @property
+    def _text_held(self) -> bool:
+        return self._holding and not self.ended and len(self.events) < EVENT_BUFFER
 
     def start(self, run: RunTurn, request_id: str) -> None:
         self._task = asyncio.create_task(self._produce(run, request_id))
@@ -81,13 +97,19 @@ class TurnOutbox:
         self._push(error, last=True)
 
     def take(self) -> list[Outgoing]:
-        """The events the credit lets go now, in order."""
-        count = self.credit.spend(len(self.events))
-        taken = [self.events.popleft() for _ in range(count)]
-        if len(self.events) < EVENT_BUFFER:
+        """The events the credit lets go now, in order (the started event alone while the
+        text behind it is held)."""
+        events = self.events
+        if self._text_held:
+            wanted = 1 if events and isinstance(events[0], TurnStarted) else 0
+        else:
+            wanted = len(events)
+        count = self.credit.spend(wanted)
+        taken = [events.popleft() for _ in range(count)]
+        if len(events) < EVENT_BUFFER:
             self._room.set()
         flush = self._flush
-        if flush is not None and not self.events:
+        if flush is not None and not events:
             self._flush = None
             if not flush.done():
                 flush.set_result(None)
@@ -103,7 +125,10 @@ class TurnOutbox:
             self._task.cancel(why)
 
     async def _flushed(self) -> None:
-        if self._hold_text or not self.events or not self._alone():
+        if self._hold_text or not self.events:
+            return
+        if not self._alone():
+            self._holding = True  # the text rides with the finish, after the session write
             return
         if self._flush is None:
             self._flush = asyncio.get_running_loop().create_future()
@@ -134,7 +159,7 @@ class TurnOutbox:
     def _push(self, event: Outgoing, last: bool) -> None:
         self.events.append(event)
         self.ended = last
-        if self.credit.room > 0:
+        if self.ready:
             self._on_ready(self)
 
 

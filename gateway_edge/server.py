@@ -8,10 +8,12 @@ import uvicorn
 
 from gateway_edge.app import create_app
 from services.config import ClawgateConfig
+from services.memory import quiet_gc
 
 
 def serve(config: ClawgateConfig, log_level: str = "info") -> None:
     app = create_app(config)
+    quiet_gc()
     uvicorn.run(
         app,
         host=config.gateway.bind,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import sys
 from collections.abc import Coroutine
@@ -31,20 +30,10 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
-def quiet_gc() -> None:
-    """Moves what start-up allocated out of the collector's sight and lets it run less often:
-    a request allocates hundreds of short-lived objects, so the default first-generation
-    threshold (700) ran a collection every few requests."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-
-
 def run_worker(args: argparse.Namespace) -> int:
     from agent_worker.server import WorkerStartError, serve
     from services.memory import return_large_blocks_to_the_os
 
-    quiet_gc()
     return_large_blocks_to_the_os()
     configure_logging(args.log_level, "worker", args.log_format)
     try:
@@ -60,7 +49,6 @@ def run_edge(args: argparse.Namespace) -> int:
     from gateway_edge.server import serve
     from services.memory import return_large_blocks_to_the_os
 
-    quiet_gc()
     return_large_blocks_to_the_os()
     configure_logging(args.log_level, "edge", args.log_format)
     config = _load(args)

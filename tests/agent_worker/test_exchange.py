@@ -223,6 +223,33 @@ async def test_flushed_waits_only_while_the_turn_is_alone() -> None:
     assert flushed == [True]
 
 
+async def test_text_that_did_not_wait_is_held_until_the_finish_while_the_write_runs() -> None:
+    """The session write takes a loop step (turns ending together share its commit): text that
+    `flushed` let through without waiting must not leave alone meanwhile, or each turn costs
+    two messages. A started event ahead of held text still leaves at once."""
+    write = asyncio.get_running_loop().create_future()
+    outbox = TurnOutbox(1, CreditWindow(), lambda _: None, alone=lambda: False)
+
+    async def run(flush: Flushed) -> AsyncGenerator[TurnEvent, None]:
+        yield STARTED
+        yield TextDelta("a")
+        await flush()
+        await write
+        yield FINISHED
+
+    outbox.start(run, "r")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert outbox.ready
+    assert outbox.take() == [STARTED]
+    assert not outbox.ready and outbox.take() == []  # the text waits for the finish
+    write.set_result(None)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert outbox.ready
+    assert [type(event) for event in outbox.take()] == [TextDelta, TurnFinished]
+
+
 async def test_turns_in_flight_together_send_text_and_finish_in_one_message() -> None:
     harness = Harness(words=3)
     harness.send(
