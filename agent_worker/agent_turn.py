@@ -186,20 +186,44 @@ class AgentTurn:
     async def _ask(
         self, request: ProviderRequest, step: _Step, separate: bool
     ) -> AsyncIterator[TextDelta | ToolCallDelta]:
-        """One step's answer as the caller sees it; `step` gets its text, calls and finish.
-        `separate`: an earlier step said something, so this step's text starts on its own."""
+        """One step's answer as the caller sees it, as the provider gives it: text and the
+        client's tool-call pieces; `step` collects them, the own calls and the finish.
+        `separate`: an earlier step said something, so this step's text starts on its own.
+        One generator, not two: each layer an event passes through cost the echo rows ~5%."""
         choice = request.tool_choice
         # A forced tool choice holds the answer back until the call is confirmed: text that
         # went out could not be taken back when the model did not call the tool.
         held: list[TextDelta | ToolCallDelta] | None = [] if choice.forces_a_call else None
-        async for event in self._answer(request, step):
-            if separate and isinstance(event, TextDelta):
-                separate = False
-                event = dataclasses.replace(event, text=STEP_SEPARATOR + event.text)
-            if held is None:
-                yield event
-            else:
-                held.append(event)
+        provider_name = self._agent.provider
+        deadline = ProviderDeadline(self._agent.turn_timeout)
+        asked = time.monotonic()
+        try:
+            async with aclosing(self._provider.stream(request)) as events:
+                while (event := await deadline.wait_for(anext(events, None))) is not None:
+                    shown: TextDelta | ToolCallDelta | None = None
+                    if isinstance(event, TextDelta):
+                        if not step.parts:
+                            self._metrics.provider_first_token_seconds_by(provider_name).observe(
+                                time.monotonic() - asked
+                            )
+                        step.parts.append(event.text)
+                        if separate:
+                            separate = False
+                            event = dataclasses.replace(event, text=STEP_SEPARATOR + event.text)
+                        shown = event
+                    elif isinstance(event, ToolCallDelta):
+                        shown = step.calls.add(event)
+                    else:
+                        step.finished = event
+                    if shown is None:
+                        continue
+                    if held is None:
+                        yield shown
+                    else:
+                        held.append(shown)
+        finally:
+            deadline.cancel()
+        self._metrics.provider_seconds_by(provider_name).observe(time.monotonic() - asked)
         if step.finished is None:
             raise ProviderFailedError("the provider ended its answer without finishing it")
         if not choice.satisfied_by(step.calls.whole()):
@@ -260,33 +284,6 @@ class AgentTurn:
             request.input,
         )
         return prompt, new_context
-
-    async def _answer(
-        self, request: ProviderRequest, step: _Step
-    ) -> AsyncIterator[TextDelta | ToolCallDelta]:
-        """The provider's text and the client's tool-call pieces as they come; `step` collects
-        them, the own calls and the finish."""
-        provider_name = self._agent.provider
-        deadline = ProviderDeadline(self._agent.turn_timeout)
-        asked = time.monotonic()
-        try:
-            async with aclosing(self._provider.stream(request)) as events:
-                while (event := await deadline.wait_for(anext(events, None))) is not None:
-                    if isinstance(event, TextDelta):
-                        if not step.parts:
-                            self._metrics.provider_first_token_seconds_by(provider_name).observe(
-                                time.monotonic() - asked
-                            )
-                        step.parts.append(event.text)
-                        yield event
-                    elif isinstance(event, ToolCallDelta):
-                        if (shown := step.calls.add(event)) is not None:
-                            yield shown
-                    else:
-                        step.finished = event
-        finally:
-            deadline.cancel()
-        self._metrics.provider_seconds_by(provider_name).observe(time.monotonic() - asked)
 
 
 def _unmet(choice: ToolChoice) -> str:

@@ -6,12 +6,13 @@ credit allows, and hands what it took to gRPC in the same step. The runner waits
 before its session write. When the turn runs alone on the worker, `flushed` returns once every
 queued event has been taken, so the text is on its way before the store is touched (a future's
 waiter resumes only after the step that set it, so the message has been handed over by then).
-With other turns in flight it returns at once, like Nagle's rule: the text is then held and
-rides with the finish after the write, and messages stay shared, where a second message per turn
-cost busy streams 10% of their throughput (docs/performance.md, step 16). A caller that reads
-whole answers gets its text held from the start (its started event is not held). Once the queue
-holds `EVENT_BUFFER` events the provider is paused until the caller catches up, and held text
-goes.
+With other turns in flight it returns at once, like Nagle's rule: what is queued then waits and
+rides with the finish after the write (a write takes a loop step: turns that end together share
+its commit), and messages stay shared, where a second message per turn cost busy streams 10% of
+their throughput (docs/performance.md, step 16). It also returns at once for a caller that reads
+whole answers, whose text waits for the finish from the start (its started event does not:
+the edge moves a turn that has not started). Once the queue holds `EVENT_BUFFER` events the
+provider is paused until the caller catches up, and what waited goes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ EVENT_BUFFER = WINDOW  # events a turn may run ahead of its caller before the pr
 UNLIMITED = 2**62
 RunTurn = Callable[[Flushed], AsyncGenerator[TurnEvent, None]]
 Outgoing = TurnEvent | TurnError
+# What of a turn's queued events waits for its finish.
+HOLD_NOTHING, HOLD_TEXT, HOLD_ALL = 0, 1, 2
 
 
 class TurnOutbox:
@@ -46,7 +49,7 @@ class TurnOutbox:
         "_on_ready",
         "_flush",
         "_hold_text",
-        "_holding",
+        "_hold",
         "_alone",
     )
 
@@ -69,26 +72,22 @@ class TurnOutbox:
         self._on_ready = on_ready  # called when it has events its credit lets go
         self._flush: asyncio.Future[None] | None = None  # resolved once all is taken
         self._hold_text = whole_answer  # its caller wants the whole answer: never wait
-        # Text waits for the finish (see `ready`): always for a whole answer, and for a stream
-        # once `flushed` did not wait.
-        self._holding = whole_answer
+        self._hold = HOLD_TEXT if whole_answer else HOLD_NOTHING  # what waits for the finish
         # Whether nothing else is in flight, so an extra message delays no one.
         self._alone = alone
 
     @property
     def ready(self) -> bool:
-        """It has events its credit lets go: text held for the finish does not count, but a
-        started event ahead of it does (the edge moves a turn that has not started)."""
-        events = self.events
-        return (
-            bool(events)
-            and self.credit.room > 0
-            and (not self._text_held or isinstance(events[0], TurnStarted))
-        )
+        return self.credit.room > 0 and self._sendable() > 0
 
-    @property
-    def _text_held(self) -> bool:
-        return self._holding and not self.ended and len(self.events) < EVENT_BUFFER
+    def _sendable(self) -> int:
+        """How many of the queued events may go now: what waits for the finish does not."""
+        events = self.events
+        if self._hold == HOLD_NOTHING or self.ended or len(events) >= EVENT_BUFFER:
+            return len(events)
+        if self._hold == HOLD_TEXT and events and isinstance(events[0], TurnStarted):
+            return 1  # the edge moves a turn that has not started: that news never waits
+        return 0
 
     def start(self, run: RunTurn, request_id: str) -> None:
         self._task = asyncio.create_task(self._produce(run, request_id))
@@ -97,14 +96,9 @@ class TurnOutbox:
         self._push(error, last=True)
 
     def take(self) -> list[Outgoing]:
-        """The events the credit lets go now, in order (the started event alone while the
-        text behind it is held)."""
+        """The events the credit lets go now, in order."""
         events = self.events
-        if self._text_held:
-            wanted = 1 if events and isinstance(events[0], TurnStarted) else 0
-        else:
-            wanted = len(events)
-        count = self.credit.spend(wanted)
+        count = self.credit.spend(self._sendable())
         taken = [events.popleft() for _ in range(count)]
         if len(events) < EVENT_BUFFER:
             self._room.set()
@@ -125,10 +119,10 @@ class TurnOutbox:
             self._task.cancel(why)
 
     async def _flushed(self) -> None:
-        if self._hold_text or not self.events:
+        if self._hold_text or not self._alone():
+            self._hold = HOLD_ALL  # what is queued rides with the finish, after the write
             return
-        if not self._alone():
-            self._holding = True  # the text rides with the finish, after the session write
+        if not self.events:
             return
         if self._flush is None:
             self._flush = asyncio.get_running_loop().create_future()
@@ -159,7 +153,7 @@ class TurnOutbox:
     def _push(self, event: Outgoing, last: bool) -> None:
         self.events.append(event)
         self.ended = last
-        if self.ready:
+        if self.credit.room > 0 and (self._hold == HOLD_NOTHING or self._sendable()):
             self._on_ready(self)
 
 

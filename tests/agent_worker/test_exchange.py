@@ -223,10 +223,10 @@ async def test_flushed_waits_only_while_the_turn_is_alone() -> None:
     assert flushed == [True]
 
 
-async def test_text_that_did_not_wait_is_held_until_the_finish_while_the_write_runs() -> None:
-    """The session write takes a loop step (turns ending together share its commit): text that
+async def test_what_did_not_wait_is_held_until_the_finish_while_the_write_runs() -> None:
+    """The session write takes a loop step (turns ending together share its commit): events that
     `flushed` let through without waiting must not leave alone meanwhile, or each turn costs
-    two messages. A started event ahead of held text still leaves at once."""
+    two messages."""
     write = asyncio.get_running_loop().create_future()
     outbox = TurnOutbox(1, CreditWindow(), lambda _: None, alone=lambda: False)
 
@@ -240,14 +240,37 @@ async def test_text_that_did_not_wait_is_held_until_the_finish_while_the_write_r
     outbox.start(run, "r")
     for _ in range(5):
         await asyncio.sleep(0)
-    assert outbox.ready
-    assert outbox.take() == [STARTED]
-    assert not outbox.ready and outbox.take() == []  # the text waits for the finish
+    assert not outbox.ready and outbox.take() == []  # all of it waits for the finish
     write.set_result(None)
     for _ in range(5):
         await asyncio.sleep(0)
     assert outbox.ready
-    assert [type(event) for event in outbox.take()] == [TextDelta, TurnFinished]
+    assert [type(event) for event in outbox.take()] == [TurnStarted, TextDelta, TurnFinished]
+
+
+async def test_a_whole_answer_holds_its_text_but_not_its_start() -> None:
+    """The edge moves a turn that has not started, so that news goes at once; the text waits
+    for the finish, which its caller reads it with."""
+    provider = asyncio.get_running_loop().create_future()
+    outbox = TurnOutbox(1, CreditWindow(), lambda _: None, whole_answer=True)
+
+    async def run(flush: Flushed) -> AsyncGenerator[TurnEvent, None]:
+        yield STARTED
+        await provider
+        yield TextDelta("a")
+        yield TextDelta("b")
+        await provider  # the provider's finish: still streaming
+        await flush()
+        yield FINISHED
+
+    outbox.start(run, "r")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert outbox.take() == [STARTED]
+    provider.set_result(None)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [type(event) for event in outbox.take()] == [TextDelta, TextDelta, TurnFinished]
 
 
 async def test_turns_in_flight_together_send_text_and_finish_in_one_message() -> None:

@@ -151,16 +151,16 @@ async def exchange_one_turn(
     return messages, order, stored
 
 
-async def test_a_whole_answer_turn_sends_its_text_with_its_finish_after_the_write(
+async def test_a_whole_answer_turn_is_stored_before_its_finish_goes_out_in_one_message(
     tmp_path: Path,
 ) -> None:
-    """Its caller reads the answer once it is complete, so the text waits for the finish (one
-    message, not two); the started event does not wait (the edge moves a turn that has not
-    started)."""
+    """Its caller reads the answer once it is complete: an answer that is there at once goes
+    out in one message after the write (which takes a loop step), not text first and the
+    finish in a second message."""
     messages, order, stored = await exchange_one_turn(tmp_path, whole_answer=True)
     assert stored == ["hi", "a b c"]
-    assert messages == [["started"], ["delta", "delta", "delta", "finished"]]
-    assert order == ["message", "stored", "message"]
+    assert messages == [["started", "delta", "delta", "delta", "finished"]]
+    assert order == ["stored", "message"]
 
 
 async def test_a_turn_sends_its_text_before_the_write_and_its_finish_after(
