@@ -22,7 +22,6 @@ import asyncio
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -30,16 +29,22 @@ from pathlib import Path
 from typing import TypeVar
 
 from agent_worker.domain import ChatMessage, SessionSummary, StoredResponse
-from agent_worker.errors import SessionStoreError
 from agent_worker.sessions.records import message_of
 from agent_worker.sessions.sqlite_schema import (
     BUSY_TIMEOUT_SECONDS,
     SCHEMA,
     create_or_migrate,
-    insert_turn,
     read_response,
     read_sessions,
     switch_to_wal,
+)
+from agent_worker.sessions.sqlite_writes import (
+    UnwrittenTurn,
+    is_busy_error,
+    settle,
+    settle_from_thread,
+    store_error,
+    write_turns,
 )
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin
 
@@ -52,11 +57,6 @@ CHECKPOINT_EVERY = 400
 WAL_SIZE_LIMIT = 16 << 20  # what the WAL file is cut back to when it starts over
 # The most text a turn may have for its commit to run on the event loop (about 30 us per KiB).
 LOOP_COMMIT_BYTES = 64 * 1024
-_UnwrittenTurn = tuple[str, Sequence[ChatMessage], "asyncio.Future[None]", TurnOrigin]
-
-
-def _store_error(error: BaseException, doing: str) -> SessionStoreError:
-    return SessionStoreError(f"the session store (SQLite) failed while {doing}: {error}")
 
 
 def _small(messages: Sequence[ChatMessage]) -> bool:
@@ -76,67 +76,11 @@ def _make_private(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
-def _is_busy_error(error: BaseException | None) -> bool:
-    code: int = getattr(error, "sqlite_errorcode", 0)
-    return code & 0xFF == sqlite3.SQLITE_BUSY  # extended codes (BUSY_RECOVERY, …) included
-
-
-def _write_turns(
-    connection: sqlite3.Connection, turns: Sequence[_UnwrittenTurn]
-) -> list[Exception | None]:
-    """One transaction for the group; if it fails, each turn alone, so that one bad turn
-    fails only itself. Returns each turn's error (None when stored)."""
-    now = time.time()
-    try:
-        with connection:
-            connection.execute("BEGIN IMMEDIATE")
-            for session_key, messages, _, origin in turns:
-                insert_turn(connection, session_key, messages, now, origin)
-        return [None] * len(turns)
-    except sqlite3.Error:
-        if len(turns) == 1:
-            raise
-    errors: list[Exception | None] = []
-    for session_key, messages, _, origin in turns:
-        try:
-            with connection:
-                connection.execute("BEGIN IMMEDIATE")
-                insert_turn(connection, session_key, messages, now, origin)
-            errors.append(None)
-        except sqlite3.Error as error:
-            errors.append(error)
-    return errors
-
-
 def _checkpoint(connection: sqlite3.Connection) -> None:
     """Copies the WAL into the database file without waiting for anyone (PASSIVE), so that the
     WAL can start over instead of growing (see _start_checkpoint); the size limit gives the
     file back once it does."""
     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-
-
-def _settle(turns: Sequence[_UnwrittenTurn], errors: Sequence[BaseException | None]) -> None:
-    """Tells each turn how its write went (None: stored); a turn nobody waits for is skipped."""
-    for (_, _, done, _), error in zip(turns, errors, strict=True):
-        if done.done():
-            continue
-        if error is None:
-            done.set_result(None)
-        elif isinstance(error, asyncio.CancelledError):
-            done.set_exception(error)
-        else:
-            done.set_exception(_store_error(error, "writing the turn"))
-
-
-def _settle_from_thread(
-    turns: Sequence[_UnwrittenTurn], outcome: asyncio.Future[list[Exception | None]]
-) -> None:
-    if outcome.cancelled():
-        _settle(turns, [asyncio.CancelledError()] * len(turns))
-    elif (failure := outcome.exception()) is not None:
-        _settle(turns, [failure] * len(turns))
-    else:
-        _settle(turns, outcome.result())
 
 
 class SqliteSessionStore:
@@ -145,8 +89,8 @@ class SqliteSessionStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._connection: sqlite3.Connection | None = None  # the thread's
         self._loop_connection: sqlite3.Connection | None = None
-        self._unwritten: list[_UnwrittenTurn] = []  # for the thread
-        self._loop_group: list[_UnwrittenTurn] = []  # for the loop's next commit
+        self._unwritten: list[UnwrittenTurn] = []  # for the thread
+        self._loop_group: list[UnwrittenTurn] = []  # for the loop's next commit
         self._checkpoint_every = checkpoint_every
         self._commits_since_checkpoint = 0
         self.checkpoint: asyncio.Future[None] | None = None  # the one running, if any
@@ -220,7 +164,7 @@ class SqliteSessionStore:
         try:
             return await self._run(read)
         except sqlite3.Error as error:
-            raise _store_error(error, "reading the session") from None
+            raise store_error(error, "reading the session") from None
 
     def append_turn(
         self,
@@ -255,21 +199,21 @@ class SqliteSessionStore:
             return
         errors: Sequence[BaseException | None]
         try:
-            errors = _write_turns(self._loop_connection, turns)
+            errors = write_turns(self._loop_connection, turns)
         except sqlite3.Error as failure:  # a group of one
             errors = [failure]
-        busy: list[_UnwrittenTurn] = []
+        busy: list[UnwrittenTurn] = []
         for turn, error in zip(turns, errors, strict=True):
-            if _is_busy_error(error):
+            if is_busy_error(error):
                 busy.append(turn)  # another connection writes: the thread waits for the lock
             else:
-                _settle([turn], [error])
+                settle([turn], [error])
         if busy:
             self._queue_for_thread(busy)
         if len(busy) < len(turns):
             self._count_commit()
 
-    def _queue_for_thread(self, turns: Sequence[_UnwrittenTurn]) -> None:
+    def _queue_for_thread(self, turns: Sequence[UnwrittenTurn]) -> None:
         self._unwritten += turns
         if len(self._unwritten) == len(turns):  # turns queued in this loop step share one
             asyncio.get_running_loop().call_soon(self._write_unwritten)
@@ -304,18 +248,18 @@ class SqliteSessionStore:
         if not turns:
             return
         try:
-            written = self._run(lambda connection: _write_turns(connection, turns))
+            written = self._run(lambda connection: write_turns(connection, turns))
         except RuntimeError as error:  # closed meanwhile
             written = asyncio.get_running_loop().create_future()
             written.set_exception(error)  # every waiting turn gets this error
-        written.add_done_callback(lambda outcome: _settle_from_thread(turns, outcome))
+        written.add_done_callback(lambda outcome: settle_from_thread(turns, outcome))
         written.add_done_callback(lambda _: self._count_commit())  # they count as well
 
     async def find_response(self, response_id: str) -> StoredResponse | None:
         try:
             return await self._run(lambda connection: read_response(connection, response_id))
         except sqlite3.Error as error:
-            raise _store_error(error, "finding the response") from None
+            raise store_error(error, "finding the response") from None
 
     async def list_sessions(
         self, agent_id: str, limit: int, after: tuple[float, str] | None
@@ -325,7 +269,7 @@ class SqliteSessionStore:
                 lambda connection: read_sessions(connection, agent_id, limit, after)
             )
         except sqlite3.Error as error:
-            raise _store_error(error, "listing the sessions") from None
+            raise store_error(error, "listing the sessions") from None
 
     async def delete(self, session_key: str) -> bool:
         def remove(connection: sqlite3.Connection) -> bool:
@@ -340,4 +284,4 @@ class SqliteSessionStore:
         try:
             return await self._run(remove)
         except sqlite3.Error as error:
-            raise _store_error(error, "deleting the session") from None
+            raise store_error(error, "deleting the session") from None
