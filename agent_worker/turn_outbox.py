@@ -208,8 +208,8 @@ async def batches_of_one_turn(
         while not outbox.done:
             await ready.wait()
             ready.clear()
-            if outbox.events:
-                yield outbox.take()
+            if taken := outbox.take():  # none when what came meanwhile waits for the finish
+                yield taken
     finally:
         if not outbox.done:  # the caller left early; a done turn still finishes its cleanup
             outbox.cancel()

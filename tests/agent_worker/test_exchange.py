@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from agent_worker.domain import FinishReason, TextDelta, TurnEvent, TurnFinished, TurnStarted, Usage
 from agent_worker.errors import WorkerAtCapacityError
 from agent_worker.exchange import EVENT_BUFFER, ExchangeCall
-from agent_worker.turn_outbox import OpenTurns, TurnOutbox
+from agent_worker.turn_outbox import OpenTurns, TurnOutbox, batches_of_one_turn
 from agent_worker.turn_runner import Flushed
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from services.credit import CreditWindow
@@ -246,6 +246,27 @@ async def test_what_did_not_wait_is_held_until_the_finish_while_the_write_runs()
         await asyncio.sleep(0)
     assert outbox.ready
     assert [type(event) for event in outbox.take()] == [TurnStarted, TextDelta, TurnFinished]
+
+
+async def test_one_turn_batches_are_never_empty_when_what_came_waits_for_the_finish() -> None:
+    """RunTurn's batches: the events that woke it can be held by the time it looks (the turn
+    went on to its write), and an empty batch broke RunTurn (IndexError, found by the
+    worker-alone bench)."""
+
+    async def run(flush: Flushed) -> AsyncGenerator[TurnEvent, None]:
+        yield STARTED
+        yield TextDelta("a")
+        await flush()
+        await asyncio.sleep(0)  # the session write takes a loop step
+        yield FINISHED
+
+    batches = [batch async for batch in batches_of_one_turn(run, "r", alone=lambda: False)]
+    assert all(batches)
+    assert [type(event) for batch in batches for event in batch] == [
+        TurnStarted,
+        TextDelta,
+        TurnFinished,
+    ]
 
 
 async def test_a_whole_answer_holds_its_text_but_not_its_start() -> None:
