@@ -112,7 +112,8 @@ class cancelled_on_disconnect:  # noqa: N801 - used like the context-manager fun
     ) -> None:
         watcher, self._watcher = self._watcher, None
         assert watcher is not None
-        gone = watcher.done() and not watcher.cancelled()  # it ends by itself only then
+        # It ends by itself only when the client went away (or its receive failed).
+        gone = watcher.done() and not watcher.cancelled() and watcher.exception() is None
         watcher.cancel()
         if kind is asyncio.CancelledError and gone:
             current = asyncio.current_task()
