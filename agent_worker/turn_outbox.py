@@ -10,9 +10,10 @@ With other turns in flight it returns at once, like Nagle's rule: what is queued
 rides with the finish after the write (a write takes a loop step: turns that end together share
 its commit), and messages stay shared, where a second message per turn cost busy streams 10% of
 their throughput (docs/performance.md, step 16). It also returns at once for a caller that reads
-whole answers, whose text waits for the finish from the start (its started event does not:
-the edge moves a turn that has not started). Once the queue holds `EVENT_BUFFER` events the
-provider is paused until the caller catches up, and what waited goes.
+whole answers, whose text waits for the finish from the start; its started event does not (the
+edge moves a turn that has not started) unless it is still queued when the write begins, as for
+an answer that came at once, which then leaves whole in one message. Once the queue holds
+`EVENT_BUFFER` events the provider is paused until the caller catches up, and what waited goes.
 """
 
 from __future__ import annotations
