@@ -49,7 +49,6 @@ class TurnOutbox:
         "_room",
         "_on_ready",
         "_flush",
-        "_hold_text",
         "_hold",
         "_alone",
     )
@@ -72,8 +71,8 @@ class TurnOutbox:
         self._room.set()
         self._on_ready = on_ready  # called when it has events its credit lets go
         self._flush: asyncio.Future[None] | None = None  # resolved once all is taken
-        self._hold_text = whole_answer  # its caller wants the whole answer: never wait
-        self._hold = HOLD_TEXT if whole_answer else HOLD_NOTHING  # what waits for the finish
+        # What waits for the finish; a caller that wants the whole answer never waits for text.
+        self._hold = HOLD_TEXT if whole_answer else HOLD_NOTHING
         # Whether nothing else is in flight, so an extra message delays no one.
         self._alone = alone
 
@@ -120,7 +119,7 @@ class TurnOutbox:
             self._task.cancel(why)
 
     async def _flushed(self) -> None:
-        if self._hold_text or not self._alone():
+        if self._hold != HOLD_NOTHING or not self._alone():
             self._hold = HOLD_ALL  # what is queued rides with the finish, after the write
             return
         if not self.events:
@@ -154,7 +153,7 @@ class TurnOutbox:
     def _push(self, event: Outgoing, last: bool) -> None:
         self.events.append(event)
         self.ended = last
-        if self.credit.room > 0 and (self._hold == HOLD_NOTHING or self._sendable()):
+        if self.ready:
             self._on_ready(self)
 
 

@@ -189,10 +189,9 @@ class SqliteSessionStore:
         return done
 
     def _commit_loop_group(self) -> None:
-        """One transaction for the turns that finished in the last loop step: a commit writes
-        each page it touched once, so under load (~4 turns a step in the pair) a turn's write
-        cost ~45% less CPU than a commit of its own (99 -> 54 us, docs/performance.md). Turns
-        that found the write lock held go to the thread."""
+        """One transaction for the turns that finished in the last loop step (a commit writes
+        each page it touched once: see the module's docstring). Turns that found the write lock
+        held go to the thread."""
         turns, self._loop_group = self._loop_group, []
         if not turns:
             return
