@@ -20,11 +20,14 @@ from contextlib import aclosing
 
 from agent_worker.agent_tools import AgentTools, summary
 from agent_worker.agents import Agent
+from agent_worker.compaction import Summarizer
+from agent_worker.context_window import ContextWindows
 from agent_worker.deadline import ProviderDeadline
 from agent_worker.domain import (
     ChatMessage,
     FinishReason,
     Sampling,
+    StoredContext,
     TextDelta,
     Tool,
     ToolCall,
@@ -38,11 +41,12 @@ from agent_worker.domain import (
     TurnStarted,
     Usage,
 )
-from agent_worker.errors import ProviderFailedError
+from agent_worker.errors import ContextOverflowError, ProviderFailedError
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.providers.base import Provider, ProviderRequest
 from agent_worker.sessions.store import SessionStore, TurnOrigin
 from agent_worker.tool_calls import ToolCalls
+from agent_worker.turn_context import TurnContext
 from services.ids import random_hex
 from services.logging import fingerprint
 
@@ -101,7 +105,11 @@ class AgentTurn:
         store: SessionStore,
         tools: AgentTools | None,
         metrics: WorkerMetrics,
+        windows: ContextWindows,
+        summarizer: Summarizer,
     ) -> None:
+        self._windows = windows
+        self._summarizer = summarizer
         self._request = request
         self._agent = agent
         self._provider = provider
@@ -111,11 +119,12 @@ class AgentTurn:
 
     async def events(self, flushed: Flushed) -> AsyncIterator[TurnEvent]:
         request, agent = self._request, self._agent
-        prompt, new_context = await self._prompt()
+        context, new_context = await self._context()
+        history = context.history_size
         run_id = random_hex()
         started = time.monotonic()
         if log.isEnabledFor(logging.DEBUG):  # one line per turn at info: the finished one
-            log.debug("turn %s started: agent=%s history=%d", run_id, agent.id, len(prompt) - 1)
+            log.debug("turn %s started: agent=%s history=%d", run_id, agent.id, history)
         yield TurnStarted(run_id, agent.model_ref)
         own_tools = await self._own_tools()
         own_names = frozenset(tool.name for tool in own_tools)
@@ -129,20 +138,36 @@ class AgentTurn:
                 # The last step: without the agent's tools, the model answers with what it has.
                 log.warning("turn %s reached tools.maxSteps (%d)", run_id, agent.max_steps)
                 own_tools, own_names = (), frozenset()
-            messages = prompt + tuple(steps) if steps else prompt
-            step = _Step(ToolCalls(messages, own_names))
-            provider_request = ProviderRequest(
-                agent.model,
-                messages,
-                sampling,
-                request.tools + own_tools if own_tools else request.tools,
-                choice,
-                request.parallel_tool_calls,
-            )
-            async for event in self._ask(provider_request, step, separate=said_something):
-                yield event
+            tools = request.tools + own_tools if own_tools else request.tools
+            for attempt in (1, 2):
+                messages = await context.fit(
+                    steps, tools, sampling.max_tokens, "budget" if attempt == 1 else "overflow"
+                )
+                step = _Step(ToolCalls(messages, own_names))
+                provider_request = ProviderRequest(
+                    agent.model, messages, sampling, tools, choice, request.parallel_tool_calls
+                )
+                shown = False
+                try:
+                    async for event in self._ask(provider_request, step, separate=said_something):
+                        shown = True
+                        yield event
+                    break
+                except ContextOverflowError as overflow:
+                    # Nothing of this step reached the caller: compact and ask once more.
+                    if shown or attempt == 2 or not agent.compaction.enabled:
+                        if attempt == 2:
+                            self._metrics.overflow_recoveries_by(agent.id, "failed").inc()
+                        raise
+                    log.info("turn %s: %s; compacting and asking again", run_id, overflow)
+                    context.overflowed(overflow)
+            if attempt == 2:
+                self._metrics.overflow_recoveries_by(agent.id, "ok").inc()
             assert step.finished is not None  # _ask raised otherwise
             answered = step.finished
+            if answered.usage.prompt_tokens:
+                context.reported(answered.usage.prompt_tokens)
+                self._metrics.prompt_tokens_by(agent.provider).observe(answered.usage.prompt_tokens)
             calls = step.calls.whole()
             said_something = said_something or any(step.parts)
             prompt_tokens += answered.usage.prompt_tokens
@@ -167,7 +192,7 @@ class AgentTurn:
         await flushed()  # the text is with the caller: it never waits for the session write
         turn = [*new_context, request.input, *steps]
         # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
-        origin = TurnOrigin(agent.id, request.response_id)
+        origin = TurnOrigin(agent.id, request.response_id, context.made)
         await asyncio.shield(self._store.append_turn(request.session_key, turn, origin))
         if log.isEnabledFor(logging.INFO):  # the session's fingerprint costs a hash
             log.info(
@@ -176,7 +201,7 @@ class AgentTurn:
                 agent.id,
                 agent.model_ref,
                 fingerprint(request.session_key),
-                len(prompt) - 1,
+                history,
                 finished.finish_reason.value,
                 finished.usage.completion_tokens,
                 (time.monotonic() - started) * 1000,
@@ -265,25 +290,31 @@ class AgentTurn:
                 task.cancel()
         steps.extend(results[call.id] for call in calls)
 
-    async def _prompt(self) -> tuple[tuple[ChatMessage, ...], list[ChatMessage]]:
-        """The provider's messages, and the client's messages new to the session."""
+    async def _context(self) -> tuple[TurnContext, list[ChatMessage]]:
+        """What the model sees of the session, and the client's messages new to it."""
         request, agent = self._request, self._agent
         stored = (
-            []
+            StoredContext([])
             if request.new_session
-            else await self._store.load(request.session_key, agent.history_limit)
+            else await self._store.load_context(request.session_key, agent.history_limit)
         )
         new_context = (
-            messages_after_last_assistant(request.context) if stored else list(request.context)
+            messages_after_last_assistant(request.context)
+            if stored.exists
+            else list(request.context)
         )
-        system = system_prompt_for(agent, request.extra_system_prompt)
-        prompt = (
-            *([ChatMessage("system", system)] if system else []),
-            *stored,
-            *new_context,
+        context = TurnContext(
+            agent,
+            system_prompt_for(agent, request.extra_system_prompt),
+            stored,
+            new_context,
             request.input,
+            self._windows,
+            self._summarizer,
+            self._metrics,
+            request.session_key,
         )
-        return prompt, new_context
+        return context, new_context
 
 
 def _unmet(choice: ToolChoice) -> str:

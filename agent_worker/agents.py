@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent_worker.domain import Sampling
 from agent_worker.errors import UnknownAgentError
-from services.config import ClawgateConfig
+from services.config import AgentConfig, AgentDefaults, ClawgateConfig
 from services.mcp_config import DEFAULT_MAX_STEPS, matches_any
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionSettings:
+    """`compaction` as configured for one agent (docs/sessions.md)."""
+
+    enabled: bool = True
+    keep_recent_tokens: int = 20_000
+    reserve_tokens_floor: int = 20_000
+    model: str = ""  # "provider/model" for summaries; the agent's own when empty
+    timeout_seconds: float = 120.0
+
+
+def compaction_settings(defaults: AgentDefaults, entry: AgentConfig) -> CompactionSettings:
+    base, own = defaults.compaction, entry.compaction
+
+    def pick(name: str):  # type: ignore[no-untyped-def]
+        value = getattr(own, name) if own is not None else None
+        return getattr(base, name) if value is None else value
+
+    return CompactionSettings(
+        enabled=pick("enabled"),
+        keep_recent_tokens=pick("keep_recent_tokens"),
+        reserve_tokens_floor=pick("reserve_tokens_floor"),
+        model=pick("model") or "",
+        timeout_seconds=pick("timeout_seconds"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +52,8 @@ class Agent:
     tools_allow: tuple[str, ...] = ()
     tools_deny: tuple[str, ...] = ()
     max_steps: int = DEFAULT_MAX_STEPS
+    context_tokens: int | None = None  # a cap on the model's window
+    compaction: CompactionSettings = field(default_factory=CompactionSettings)
 
     def may_use(self, tool_name: str) -> bool:
         return matches_any(tool_name, list(self.tools_allow)) and not matches_any(
@@ -74,6 +103,8 @@ class AgentRegistry:
                     tools_allow=tuple(allow or ()),
                     tools_deny=tuple(deny or ()),
                     max_steps=max_steps or DEFAULT_MAX_STEPS,
+                    context_tokens=entry.context_tokens or defaults.context_tokens,
+                    compaction=compaction_settings(defaults, entry),
                 )
             )
         return cls(agents)

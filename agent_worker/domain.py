@@ -119,6 +119,31 @@ class StoredResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class Compaction:
+    """A summary that stands, in later prompts, for the session's first `covers` messages
+    (which stay stored)."""
+
+    covers: int
+    summary: str
+    tokens_before: int = 0  # the prompt's tokens before it was made
+    tokens_after: int = 0  # and after
+    created_at: float = 0.0  # Unix seconds; set by the store
+
+
+@dataclass(frozen=True, slots=True)
+class StoredContext:
+    """What a turn reads of its session: the latest compaction and the messages after it."""
+
+    messages: list[ChatMessage]
+    first_position: int = 0  # messages[0]'s position in the session (0 is its first message)
+    compaction: Compaction | None = None
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.messages) or self.compaction is not None
+
+
+@dataclass(frozen=True, slots=True)
 class SessionSummary:
     session_key: str
     agent_id: str  # "" for a session stored before agents were recorded

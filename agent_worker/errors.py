@@ -57,6 +57,21 @@ class ProviderRejectedError(TurnError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class ContextOverflowError(ProviderRejectedError):
+    """The provider refused the prompt as longer than the model's window. The worker compacts
+    and asks again; a client sees this only when that did not help."""
+
+    def __init__(self, message: str, window: int | None = None) -> None:
+        super().__init__(message)
+        self.window = window  # the window the provider named, when it named one
+
+
+class InputTooLargeError(TurnError):
+    """The turn's new input alone does not fit the model's window: no compaction can admit it."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
 class ProviderFailedError(TurnError):
     """The provider answered with an error or broke off its answer."""
 

@@ -62,7 +62,31 @@ class WorkerMetrics:
             buckets=_FIRST_TOKEN_BUCKETS + (30, 60, 120),
             registry=self.registry,
         )
+        self.compactions = Counter(
+            "clawgate_worker_compactions",
+            "Session compactions by agent and trigger (budget: the next prompt would not fit;"
+            " overflow: the provider refused a prompt as too long; manual).",
+            ["agent", "trigger"],
+            registry=self.registry,
+        )
+        self.overflow_recoveries = Counter(
+            "clawgate_worker_overflow_recoveries",
+            "Model calls refused as too long and asked again after compaction, by agent and"
+            " outcome (ok: the retry was accepted; failed: it was refused too).",
+            ["agent", "outcome"],
+            registry=self.registry,
+        )
+        self.prompt_tokens = Histogram(
+            "clawgate_worker_prompt_tokens",
+            "Prompt tokens per model call, as the provider counted them.",
+            ["provider"],
+            buckets=(64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144),
+            registry=self.registry,
+        )
         self.turns_by = children_of(self.turns)
         self.turn_seconds_by = children_of(self.turn_seconds)
         self.provider_seconds_by = children_of(self.provider_seconds)
         self.provider_first_token_seconds_by = children_of(self.provider_first_token_seconds)
+        self.compactions_by = children_of(self.compactions)
+        self.overflow_recoveries_by = children_of(self.overflow_recoveries)
+        self.prompt_tokens_by = children_of(self.prompt_tokens)

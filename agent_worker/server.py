@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from agent_worker.agent_tools import AgentTools
 from agent_worker.agents import AgentRegistry
+from agent_worker.context_window import ContextWindows, tokenizers_of
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.providers.base import Provider
 from agent_worker.providers.registry import build_provider
@@ -169,6 +170,7 @@ async def serve(
         session_wait_timeout=config.worker.session_wait_timeout_ms / 1000,
         metrics=metrics,
         tools=tools,
+        windows=ContextWindows(config.models.providers, tokenizers_of(providers)),
     )
     logprob_agents = frozenset(
         agent.id for agent in agents if providers[agent.provider].gives_logprobs

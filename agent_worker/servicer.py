@@ -18,7 +18,12 @@ from agent_worker.exchange import DRAINING, ExchangeCall
 from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_outbox import OpenTurns, RunTurn, batches_of_one_turn
 from agent_worker.turn_runner import TurnRunner
-from agent_worker.wire import fill_event, message_to_proto, turn_request_from_proto
+from agent_worker.wire import (
+    compaction_to_proto,
+    fill_event,
+    message_to_proto,
+    turn_request_from_proto,
+)
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 
@@ -97,6 +102,10 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     is_default=agent.is_default,
                     gives_logprobs=agent.id in self._logprob_agents,
                     tools=self._tools.known_for(agent) if self._tools else (),
+                    context_window=self._runner.windows.window(
+                        agent.provider, agent.model, agent.context_tokens
+                    )
+                    or 0,
                 )
                 for agent in self._agents
             ],
@@ -117,9 +126,25 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSessionResponse:
         messages = await self._store.load(request.session_key)
+        compactions = await self._store.compactions(request.session_key) if messages else []
         return pb.GetSessionResponse(
-            session_key=request.session_key, messages=[message_to_proto(m) for m in messages]
+            session_key=request.session_key,
+            messages=[message_to_proto(m) for m in messages],
+            compactions=[compaction_to_proto(c) for c in compactions],
         )
+
+    async def CompactSession(  # noqa: N802
+        self, request: pb.CompactSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompactSessionResponse:
+        agent_id = request.agent_id or next(a.id for a in self._agents if a.is_default)
+        try:
+            made = await self._runner.compact(request.session_key, agent_id, request.instructions)
+        except TurnError as error:
+            await context.abort(error.code, error.message)
+            raise AssertionError("abort raises") from None
+        if made is None:
+            return pb.CompactSessionResponse()
+        return pb.CompactSessionResponse(compaction=compaction_to_proto(made))
 
     async def DeleteSession(  # noqa: N802
         self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext

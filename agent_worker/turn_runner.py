@@ -17,7 +17,9 @@ from contextlib import AsyncExitStack
 from agent_worker.agent_tools import AgentTools
 from agent_worker.agent_turn import AgentTurn, Flushed, nothing_to_flush
 from agent_worker.agents import Agent, AgentRegistry
-from agent_worker.domain import TurnEvent, TurnRequest
+from agent_worker.compaction import Summarizer
+from agent_worker.context_window import ContextWindows
+from agent_worker.domain import Compaction, StoredContext, TurnEvent, TurnRequest
 from agent_worker.errors import (
     InvalidTurnError,
     TurnError,
@@ -28,6 +30,7 @@ from agent_worker.metrics import WorkerMetrics
 from agent_worker.providers.base import Provider
 from agent_worker.sessions.locks import SessionLocks
 from agent_worker.sessions.store import SessionStore
+from agent_worker.turn_context import TurnContext
 
 __all__ = ["Flushed", "STREAM_BROKEN", "TurnRunner"]
 log = logging.getLogger("clawgate.worker.turns")
@@ -48,7 +51,10 @@ class TurnRunner:
         max_queued_turns: int = 256,
         metrics: WorkerMetrics | None = None,
         tools: AgentTools | None = None,
+        windows: ContextWindows | None = None,
     ) -> None:
+        self.windows = windows or ContextWindows({})
+        self._summarizer = Summarizer(providers, self.windows)
         self._agents = agents
         self._tools = tools
         self._providers = providers
@@ -106,7 +112,16 @@ class TurnRunner:
                     await session.enter_async_context(
                         self._store.session_lock(request.session_key, wait)
                     )
-                turn = AgentTurn(request, agent, provider, self._store, self._tools, self.metrics)
+                turn = AgentTurn(
+                    request,
+                    agent,
+                    provider,
+                    self._store,
+                    self._tools,
+                    self.metrics,
+                    self.windows,
+                    self._summarizer,
+                )
                 async for event in turn.events(flushed):
                     yield event
             outcome = "ok"
@@ -125,6 +140,36 @@ class TurnRunner:
                 self.turns_in_flight -= 1
             self.metrics.turns_by(agent.id, outcome).inc()
             self.metrics.turn_seconds_by(agent.id).observe(time.monotonic() - started)
+
+    async def compact(
+        self, session_key: str, agent_id: str, instructions: str
+    ) -> Compaction | None:
+        """Compacts a session now (between its turns); None when it has too little to compact."""
+        agent = self._agents.get(agent_id)
+        wait = self._session_wait_timeout
+        async with (
+            self._sessions.hold(session_key, wait),
+            self._store.session_lock(session_key, wait),
+        ):
+            stored = await self._store.load_context(session_key, agent.history_limit)
+            if not stored.messages:
+                return None
+            *history, last = stored.messages
+            context = TurnContext(
+                agent,
+                agent.system_prompt,
+                StoredContext(history, stored.first_position, stored.compaction),
+                (),
+                last,
+                self.windows,
+                self._summarizer,
+                self.metrics,
+                session_key,
+            )
+            compaction = await context.compact_now(instructions)
+            if compaction is not None:
+                await self._store.add_compaction(session_key, compaction)
+            return compaction
 
     def _with_model(self, agent: Agent, model_ref: str) -> Agent:
         provider, _, model = model_ref.partition("/")

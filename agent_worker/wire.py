@@ -10,6 +10,7 @@ from typing import Any, Literal, cast
 
 from agent_worker.domain import (
     ChatMessage,
+    Compaction,
     FinishReason,
     Image,
     Role,
@@ -82,6 +83,16 @@ def message_to_proto(message: ChatMessage) -> pb.Message:
         tool_calls=[tool_call_to_proto(call) for call in message.tool_calls],
         tool_call_id=message.tool_call_id,
         name=message.name,
+    )
+
+
+def compaction_to_proto(compaction: Compaction) -> pb.Compaction:
+    return pb.Compaction(
+        covers=compaction.covers,
+        summary=compaction.summary,
+        tokens_before=compaction.tokens_before,
+        tokens_after=compaction.tokens_after,
+        created_at=compaction.created_at,
     )
 
 

@@ -63,12 +63,19 @@ _REFUSED: dict[int, _Mapping] = {
     pb.ERROR_CODE_DEADLINE_EXCEEDED: (504, "api_error", "timeout"),
     pb.ERROR_CODE_UNAVAILABLE: (503, "api_error", "worker_unavailable"),
     pb.ERROR_CODE_CANCELLED: (503, "api_error", "cancelled"),
+    pb.ERROR_CODE_OUT_OF_RANGE: (400, "invalid_request_error", "context_length_exceeded"),
 }
 # A turn that failed inside a worker after it started: the provider is to blame by default.
 _FAILED: dict[int, _Mapping] = {
     pb.ERROR_CODE_INVALID_ARGUMENT: (400, "invalid_request_error", "provider_rejected"),
     pb.ERROR_CODE_RESOURCE_EXHAUSTED: (429, "rate_limited", "provider_rate_limited"),
     pb.ERROR_CODE_DEADLINE_EXCEEDED: (504, "api_error", "timeout"),
+    pb.ERROR_CODE_OUT_OF_RANGE: (400, "invalid_request_error", "context_length_exceeded"),
+}
+# The request part an error names, by pb.ErrorCode.
+_PARAMS: dict[int, str] = {
+    pb.ERROR_CODE_NOT_FOUND: "model",
+    pb.ERROR_CODE_OUT_OF_RANGE: "messages",
 }
 _PROVIDER_FAILED = (502, "api_error", "provider_error")
 
@@ -86,8 +93,7 @@ def refused(status: int, details: str | None) -> ApiError:
     message = details or f"worker call failed: {pb.ErrorCode.Name(status)}"  # type: ignore[arg-type]
     if status == pb.ERROR_CODE_UNAVAILABLE:
         message = "No agent worker is reachable; try again shortly."
-    param = "model" if status == pb.ERROR_CODE_NOT_FOUND else None
-    return _mapped(_REFUSED.get(status, _PROVIDER_FAILED), message, param)
+    return _mapped(_REFUSED.get(status, _PROVIDER_FAILED), message, _PARAMS.get(status))
 
 
 def api_error_from_call(code: grpc.StatusCode, details: str | None) -> ApiError:
@@ -99,7 +105,8 @@ def turn_failed(error: pb.TurnError) -> ApiError:
     if error.source == pb.ERROR_SOURCE_SESSION_STORE:
         return store_failed(error.message)
     message = error.message or "the agent's turn failed"
-    return _mapped(_FAILED.get(error.status, _PROVIDER_FAILED), message)
+    param = _PARAMS.get(error.status) if error.status in _FAILED else None
+    return _mapped(_FAILED.get(error.status, _PROVIDER_FAILED), message, param)
 
 
 def store_failed(message: str) -> ApiError:

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
-from gateway_edge.errors import ApiError
+from gateway_edge.agent_resolution import resolve_agent
+from gateway_edge.errors import ApiError, bad_request
 from gateway_edge.responses import json_response
 from gateway_edge.state import EdgeState, authorized
 from gateway_edge.worker_calls import ask
 
 router = APIRouter()
+# A summary by a slow local model over a long session takes a while.
+COMPACT_TIMEOUT_SECONDS = 300.0
 _ROLES = {pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant", pb.ROLE_TOOL: "tool"}
 
 
@@ -58,7 +62,54 @@ async def get_session(key: str, state: Annotated[EdgeState, Depends(authorized)]
     stored = await ask(state.workers, "GetSession", pb.GetSessionRequest(session_key=key), key)
     if not stored.messages:
         raise _not_found(key)
-    return json_response({"key": key, "messages": [_message(m) for m in stored.messages]})
+    return json_response(
+        {
+            "key": key,
+            "messages": [_message(m) for m in stored.messages],
+            "compactions": [_compaction(c) for c in stored.compactions],
+        }
+    )
+
+
+@router.post("/v1/sessions/{key:path}/compact")
+async def compact_session(
+    key: str,
+    request: Request,
+    state: Annotated[EdgeState, Depends(authorized)],
+    x_openclaw_agent_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Summarises the session's older messages now (optional body: {"instructions": "…"})."""
+    body = await request.body()
+    try:
+        options = orjson.loads(body) if body.strip() else {}
+    except orjson.JSONDecodeError:
+        raise bad_request("The body is not valid JSON.") from None
+    instructions = options.get("instructions", "") if isinstance(options, dict) else None
+    if not isinstance(instructions, str):
+        raise bad_request("instructions must be a string.", param="instructions")
+    agents = state.workers.agents
+    model = options.get("model") if isinstance(options, dict) else None
+    agent_id = resolve_agent(
+        model if isinstance(model, str) else None,
+        x_openclaw_agent_id,
+        agents.ids,
+        agents.default_id,
+    )
+    answer = await ask(
+        state.workers,
+        "CompactSession",
+        pb.CompactSessionRequest(session_key=key, agent_id=agent_id, instructions=instructions),
+        key,
+        call_seconds=COMPACT_TIMEOUT_SECONDS,
+    )
+    compacted = answer.HasField("compaction")
+    return json_response(
+        {
+            "key": key,
+            "compacted": compacted,
+            "compaction": _compaction(answer.compaction) if compacted else None,
+        }
+    )
 
 
 @router.delete("/v1/sessions/{key:path}")
@@ -69,6 +120,17 @@ async def delete_session(key: str, state: Annotated[EdgeState, Depends(authorize
     if not answer.deleted:
         raise _not_found(key)
     return json_response({"key": key, "deleted": True})
+
+
+def _compaction(compaction: pb.Compaction) -> dict[str, Any]:
+    return {
+        "object": "session.compaction",
+        "covers": compaction.covers,  # the session's first `covers` messages
+        "summary": compaction.summary,
+        "tokens_before": compaction.tokens_before,
+        "tokens_after": compaction.tokens_after,
+        "created_at": compaction.created_at,
+    }
 
 
 def _message(message: pb.Message) -> dict[str, Any]:

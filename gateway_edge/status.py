@@ -35,6 +35,14 @@ async def edge_status(state: Annotated[EdgeState, Depends(authorized)]) -> Respo
                 }
                 for server in (listing.tool_servers if listing is not None else ())
             ],
+            "agents": [
+                {
+                    "id": agent.id,
+                    "model": agent.model,
+                    "context_window": agent.context_window or None,
+                }
+                for agent in (listing.agents if listing is not None else ())
+            ],
         }
         for worker, listing in zip(known, listings, strict=True)
     ]

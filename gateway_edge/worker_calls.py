@@ -17,7 +17,13 @@ from gateway_edge.worker_pool import WorkerPool
 log = logging.getLogger("clawgate.edge.workers")
 
 
-async def ask(pool: WorkerPool, method: str, request: Any, session_key: str = "") -> Any:
+async def ask(
+    pool: WorkerPool,
+    method: str,
+    request: Any,
+    session_key: str = "",
+    call_seconds: float | None = None,
+) -> Any:
     """One call of a session RPC on the session's worker, else the next usable one; a refusal
     (NOT_FOUND, INVALID_ARGUMENT, a wrong secret) is the answer, an unreachable worker moves
     on."""
@@ -25,7 +31,7 @@ async def ask(pool: WorkerPool, method: str, request: Any, session_key: str = ""
     for worker in candidates(pool.workers, session_key, sticky=True):
         try:
             return await getattr(worker.agents, method)(
-                request, metadata=pool.call_metadata, timeout=pool.call_timeout * 5
+                request, metadata=pool.call_metadata, timeout=call_seconds or pool.call_timeout * 5
             )
         except grpc.aio.AioRpcError as error:
             if error.code() not in NO_ANSWER:

@@ -136,6 +136,10 @@ def run_status(args: argparse.Namespace) -> int:
         for server in worker.get("tool_servers", ()):
             problem = f": {server['problem']}" if server["problem"] else ""
             print(f"  mcp {server['name']}: {server['state']}, {server['tools']} tools{problem}")
+        for agent in worker.get("agents", ()):
+            window = agent["context_window"]
+            shown = f"{window} tokens" if window else "not known yet"
+            print(f"  agent {agent['id']} ({agent['model']}): context window {shown}")
     return 0 if status["ready"] else 1
 
 

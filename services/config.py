@@ -158,6 +158,29 @@ class SamplingDefaults(Section):
     max_tokens: int | None = Field(None, alias="maxTokens", ge=1)
 
 
+class CompactionDefaults(Section):
+    """`agents.defaults.compaction` (OpenClaw's keys); docs/sessions.md says what each does."""
+
+    enabled: bool = True
+    # "safeguard" is accepted for OpenClaw configs: clawgate always summarises in chunks that fit.
+    mode: Literal["default", "safeguard"] = "default"
+    keep_recent_tokens: int = Field(20_000, alias="keepRecentTokens", ge=1)
+    reserve_tokens_floor: int = Field(20_000, alias="reserveTokensFloor", ge=0)
+    model: str | None = None  # "provider/model" for summaries; the agent's own when unset
+    timeout_seconds: float = Field(120.0, alias="timeoutSeconds", gt=0)
+
+
+class CompactionOverrides(Section):
+    """`agents.list[].compaction`: what is set here wins over the defaults."""
+
+    enabled: bool | None = None
+    mode: Literal["default", "safeguard"] | None = None
+    keep_recent_tokens: int | None = Field(None, alias="keepRecentTokens", ge=1)
+    reserve_tokens_floor: int | None = Field(None, alias="reserveTokensFloor", ge=0)
+    model: str | None = None
+    timeout_seconds: float | None = Field(None, alias="timeoutSeconds", gt=0)
+
+
 class AgentDefaults(Section):
     model: str = "local/smollm2-135m"
     system_prompt: str = Field("You are a helpful assistant.", alias="systemPrompt")
@@ -165,6 +188,9 @@ class AgentDefaults(Section):
     turn_timeout_ms: int = Field(600_000, alias="turnTimeoutMs", ge=1)
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
     tools: AgentToolsConfig = Field(default_factory=AgentToolsConfig)
+    # A cap on the model's context window (tokens), for every agent.
+    context_tokens: int | None = Field(None, alias="contextTokens", ge=256)
+    compaction: CompactionDefaults = Field(default_factory=CompactionDefaults)
 
 
 class AgentConfig(Section):
@@ -177,6 +203,8 @@ class AgentConfig(Section):
     turn_timeout_ms: int | None = Field(None, alias="turnTimeoutMs", ge=1)
     sampling: SamplingDefaults | None = None
     tools: AgentToolsConfig | None = None
+    context_tokens: int | None = Field(None, alias="contextTokens", ge=256)
+    compaction: CompactionOverrides | None = None
 
 
 class AgentsConfig(Section):
@@ -215,6 +243,21 @@ class ClawgateConfig(Section):
                 key = f"agents.list.{index}.model" if agent.model else "agents.defaults.model"
                 raise ValueError(
                     f"{key}: provider {provider!r} of model {model_ref!r} is not in "
+                    f"models.providers (have: {', '.join(sorted(self.models.providers))})"
+                )
+        summary_models = [
+            ("agents.defaults.compaction.model", self.agents.defaults.compaction.model)
+        ]
+        summary_models += [
+            (f"agents.list.{index}.compaction.model", agent.compaction.model)
+            for index, agent in enumerate(self.agents.entries)
+            if agent.compaction is not None
+        ]
+        for key, summary_model in summary_models:
+            provider, _, model = (summary_model or "").partition("/")
+            if summary_model and (provider not in self.models.providers or not model):
+                raise ValueError(
+                    f"{key}: {summary_model!r} is not provider/model with a provider in "
                     f"models.providers (have: {', '.join(sorted(self.models.providers))})"
                 )
         return self

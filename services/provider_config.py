@@ -9,13 +9,31 @@ from pydantic import Field, field_validator
 from services.config_section import Section
 
 
-class EchoProviderConfig(Section):
+class ModelEntry(Section):
+    """One entry of a provider's model catalog, in OpenClaw's shape (`name`, `input`, `reasoning`,
+    `cost` and any other key are accepted and kept; the window and answer size are used)."""
+
+    id: str = Field(min_length=1)
+    name: str | None = None
+    context_window: int | None = Field(None, alias="contextWindow", ge=1)
+    max_tokens: int | None = Field(None, alias="maxTokens", ge=1)
+
+
+class ProviderSection(Section):
+    # The provider's model catalog: windows and answer sizes per model id.
+    models: list[ModelEntry] = Field(default_factory=list)
+
+    def model_entry(self, model_id: str) -> ModelEntry | None:
+        return next((entry for entry in self.models if entry.id == model_id), None)
+
+
+class EchoProviderConfig(ProviderSection):
     api: Literal["echo"]
     reply: str = "{input}"
     delay_ms: float = Field(0, alias="delayMs", ge=0)
 
 
-class LlamaCppProviderConfig(Section):
+class LlamaCppProviderConfig(ProviderSection):
     api: Literal["llama-cpp"]
     model_path: str | None = Field(None, alias="modelPath")
     context_size: int = Field(2048, alias="contextSize", ge=128)
@@ -32,7 +50,7 @@ class LlamaCppProviderConfig(Section):
     logprobs: bool = False
 
 
-class OpenAICompatibleProviderConfig(Section):
+class OpenAICompatibleProviderConfig(ProviderSection):
     api: Literal["openai-compatible"]
     base_url: str = Field(alias="baseUrl")
     api_key: str | None = Field(None, alias="apiKey")

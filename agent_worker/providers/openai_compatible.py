@@ -44,6 +44,7 @@ from agent_worker.providers.http_client import (
     UpstreamUnreachable,
     proxy_for,
 )
+from agent_worker.providers.overflow import overflow_error
 from services.provider_config import OpenAICompatibleProviderConfig
 
 _FINISH_REASONS = {reason.value: reason for reason in FinishReason}
@@ -66,6 +67,11 @@ def status_error(status: int, body: bytes, location: str = "") -> TurnError:
         detail = body[:200].decode(errors="replace") or f"HTTP {status}"
     if status == 429:
         return ProviderRateLimitedError(f"provider rate limit: {detail}")
+    if status in _REJECTED and (
+        overflow := overflow_error(body[:_MAX_ERROR_BODY].decode(errors="replace"), detail)
+    ):
+        overflow.message = f"provider rejected the request ({status}): {detail}"
+        return overflow
     if status in _REJECTED:
         return ProviderRejectedError(f"provider rejected the request ({status}): {detail}")
     return ProviderFailedError(f"provider failed ({status}): {detail}")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MESSAGES_TABLE = "clawgate_session_messages"
 RESPONSES_TABLE = "clawgate_responses"
 SESSIONS_TABLE = "clawgate_sessions"
 LEASES_TABLE = "clawgate_session_leases"
+COMPACTIONS_TABLE = "clawgate_session_compactions"
 _MIGRATIONS = {
     1: f"""
     CREATE TABLE IF NOT EXISTS {MESSAGES_TABLE} (
@@ -71,7 +72,30 @@ _MIGRATIONS = {
         expires_at TIMESTAMPTZ NOT NULL
     );
     """,
+    # Compactions: a summary that stands for a session's first `covers` messages in prompts.
+    6: f"""
+    CREATE TABLE IF NOT EXISTS {COMPACTIONS_TABLE} (
+        session_key TEXT NOT NULL,
+        covers INTEGER NOT NULL,
+        summary TEXT NOT NULL,
+        tokens_before INTEGER NOT NULL,
+        tokens_after INTEGER NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (session_key, covers)
+    );
+    """,
 }
+INSERT_COMPACTION = f"""
+INSERT INTO {COMPACTIONS_TABLE}
+    (session_key, covers, summary, tokens_before, tokens_after, created_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (session_key, covers) DO UPDATE SET
+    summary = excluded.summary,
+    tokens_before = excluded.tokens_before,
+    tokens_after = excluded.tokens_after,
+    created_at = excluded.created_at
+"""
+COMPACTION_COLUMNS = "covers, summary, tokens_before, tokens_after, created_at"
 SUMMARIZE = f"""
 INSERT INTO {SESSIONS_TABLE} (session_key, agent_id, title, turns, updated_at)
 VALUES ($1, $2, $3, 1, $4)

@@ -17,10 +17,19 @@ from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 
-from agent_worker.domain import ChatMessage, SessionSummary, StoredResponse
+from agent_worker.domain import (
+    ChatMessage,
+    Compaction,
+    SessionSummary,
+    StoredContext,
+    StoredResponse,
+)
 from agent_worker.sessions.postgres_errors import DRIVER_ERRORS, store_errors
 from agent_worker.sessions.postgres_leases import LEASE_SECONDS, SessionLeases
 from agent_worker.sessions.postgres_schema import (
+    COMPACTION_COLUMNS,
+    COMPACTIONS_TABLE,
+    INSERT_COMPACTION,
     MESSAGES_TABLE,
     RESPONSES_TABLE,
     SESSIONS_TABLE,
@@ -97,6 +106,41 @@ class PostgresSessionStore:
             rows = await self.pool.fetch(query, session_key, limit)
         return [message_of(*row) for row in reversed(rows)]
 
+    async def load_context(self, session_key: str, limit: int | None = None) -> StoredContext:
+        with store_errors("reading the session"):
+            async with self.pool.acquire() as connection:
+                row = await connection.fetchrow(
+                    f"SELECT {COMPACTION_COLUMNS} FROM {COMPACTIONS_TABLE}"
+                    " WHERE session_key = $1 ORDER BY covers DESC LIMIT 1",
+                    session_key,
+                )
+                compaction = None if row is None else Compaction(*row)
+                covers = compaction.covers if compaction else 0
+                rows = await connection.fetch(
+                    "SELECT seq, role, content, tool_calls, tool_call_id, name"
+                    f" FROM {MESSAGES_TABLE} WHERE session_key = $1 AND seq > $2"
+                    " ORDER BY seq DESC LIMIT $3",
+                    session_key,
+                    covers,
+                    limit,
+                )
+        rows.reverse()
+        first = rows[0][0] - 1 if rows else covers
+        return StoredContext([message_of(*row[1:]) for row in rows], first, compaction)
+
+    async def compactions(self, session_key: str) -> list[Compaction]:
+        with store_errors("reading the session's compactions"):
+            rows = await self.pool.fetch(
+                f"SELECT {COMPACTION_COLUMNS} FROM {COMPACTIONS_TABLE}"
+                " WHERE session_key = $1 ORDER BY covers",
+                session_key,
+            )
+        return [Compaction(*row) for row in rows]
+
+    async def add_compaction(self, session_key: str, compaction: Compaction) -> None:
+        with store_errors("storing the compaction"):
+            await self.pool.execute(INSERT_COMPACTION, session_key, *_compaction_values(compaction))
+
     async def append_turn(
         self,
         session_key: str,
@@ -122,6 +166,10 @@ class PostgresSessionStore:
                 await connection.execute(
                     SUMMARIZE, session_key, origin.agent_id, title_of(messages), time.time()
                 )
+                if origin.compaction is not None:
+                    await connection.execute(
+                        INSERT_COMPACTION, session_key, *_compaction_values(origin.compaction)
+                    )
                 if origin.response_id:
                     await connection.execute(
                         f"INSERT INTO {RESPONSES_TABLE} (response_id, session_key, agent_id)"
@@ -166,8 +214,18 @@ class PostgresSessionStore:
                 result = await connection.execute(
                     f"DELETE FROM {MESSAGES_TABLE} WHERE session_key = $1", session_key
                 )
-                for table in (SESSIONS_TABLE, RESPONSES_TABLE):
+                for table in (SESSIONS_TABLE, RESPONSES_TABLE, COMPACTIONS_TABLE):
                     await connection.execute(
                         f"DELETE FROM {table} WHERE session_key = $1", session_key
                     )
         return bool(result != "DELETE 0")
+
+
+def _compaction_values(compaction: Compaction) -> tuple[int, str, int, int, float]:
+    return (
+        compaction.covers,
+        compaction.summary,
+        compaction.tokens_before,
+        compaction.tokens_after,
+        time.time(),
+    )

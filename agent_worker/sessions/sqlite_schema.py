@@ -7,8 +7,14 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from agent_worker.domain import ChatMessage, SessionSummary, StoredResponse
-from agent_worker.sessions.records import row_values
+from agent_worker.domain import (
+    ChatMessage,
+    Compaction,
+    SessionSummary,
+    StoredContext,
+    StoredResponse,
+)
+from agent_worker.sessions.records import message_of, row_values
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
 
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -33,6 +39,15 @@ CREATE TABLE IF NOT EXISTS sessions (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_by_update ON sessions (updated_at, session_key);
 CREATE INDEX IF NOT EXISTS sessions_by_agent ON sessions (agent_id, updated_at, session_key);
+CREATE TABLE IF NOT EXISTS session_compactions (
+    session_key TEXT NOT NULL,
+    covers INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    tokens_before INTEGER NOT NULL,
+    tokens_after INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (session_key, covers)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS responses (
     response_id TEXT PRIMARY KEY,
     session_key TEXT NOT NULL,
@@ -99,12 +114,64 @@ def insert_turn(
         ],
     )
     connection.execute(_SUMMARIZE, (session_key, origin.agent_id, title_of(messages), now))
+    if origin.compaction is not None:
+        insert_compaction(connection, session_key, origin.compaction, now)
     if origin.response_id:
         connection.execute(
             "INSERT INTO responses (response_id, session_key, agent_id, created_at)"
             " VALUES (?, ?, ?, ?)",
             (origin.response_id, session_key, origin.agent_id, now),
         )
+
+
+def insert_compaction(
+    connection: sqlite3.Connection, session_key: str, compaction: Compaction, now: float
+) -> None:
+    connection.execute(
+        "INSERT OR REPLACE INTO session_compactions"
+        " (session_key, covers, summary, tokens_before, tokens_after, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            session_key,
+            compaction.covers,
+            compaction.summary,
+            compaction.tokens_before,
+            compaction.tokens_after,
+            now,
+        ),
+    )
+
+
+_COMPACTION_COLUMNS = "covers, summary, tokens_before, tokens_after, created_at"
+
+
+def read_context(
+    connection: sqlite3.Connection, session_key: str, limit: int | None
+) -> StoredContext:
+    row = connection.execute(
+        f"SELECT {_COMPACTION_COLUMNS} FROM session_compactions WHERE session_key = ?"
+        " ORDER BY covers DESC LIMIT 1",
+        (session_key,),
+    ).fetchone()
+    compaction = None if row is None else Compaction(*row)
+    covers = compaction.covers if compaction else 0
+    rows = connection.execute(
+        "SELECT seq, role, content, tool_calls, tool_call_id, name FROM session_messages"
+        " WHERE session_key = ? AND seq > ? ORDER BY seq DESC LIMIT ?",
+        (session_key, covers, -1 if limit is None else limit),
+    ).fetchall()
+    rows.reverse()
+    first = rows[0][0] - 1 if rows else covers
+    return StoredContext([message_of(*row[1:]) for row in rows], first, compaction)
+
+
+def read_compactions(connection: sqlite3.Connection, session_key: str) -> list[Compaction]:
+    rows = connection.execute(
+        f"SELECT {_COMPACTION_COLUMNS} FROM session_compactions WHERE session_key = ?"
+        " ORDER BY covers",
+        (session_key,),
+    ).fetchall()
+    return [Compaction(*row) for row in rows]
 
 
 def create_or_migrate(connection: sqlite3.Connection) -> None:

@@ -24,18 +24,28 @@ import asyncio
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import TypeVar
 
-from agent_worker.domain import ChatMessage, SessionSummary, StoredResponse
+from agent_worker.domain import (
+    ChatMessage,
+    Compaction,
+    SessionSummary,
+    StoredContext,
+    StoredResponse,
+)
 from agent_worker.sessions.records import message_of
 from agent_worker.sessions.sqlite_schema import (
     BUSY_TIMEOUT_SECONDS,
     SCHEMA,
     create_or_migrate,
+    insert_compaction,
+    read_compactions,
+    read_context,
     read_response,
     read_sessions,
     switch_to_wal,
@@ -256,6 +266,28 @@ class SqliteSessionStore:
         written.add_done_callback(lambda outcome: settle_from_thread(turns, outcome))
         written.add_done_callback(lambda _: self._count_commit())  # they count as well
 
+    async def load_context(self, session_key: str, limit: int | None = None) -> StoredContext:
+        try:
+            return await self._run(lambda connection: read_context(connection, session_key, limit))
+        except sqlite3.Error as error:
+            raise store_error(error, "reading the session") from None
+
+    async def compactions(self, session_key: str) -> list[Compaction]:
+        try:
+            return await self._run(lambda connection: read_compactions(connection, session_key))
+        except sqlite3.Error as error:
+            raise store_error(error, "reading the session's compactions") from None
+
+    async def add_compaction(self, session_key: str, compaction: Compaction) -> None:
+        def add(connection: sqlite3.Connection) -> None:
+            with connection:
+                insert_compaction(connection, session_key, compaction, time.time())
+
+        try:
+            await self._run(add)
+        except sqlite3.Error as error:
+            raise store_error(error, "storing the compaction") from None
+
     async def find_response(self, response_id: str) -> StoredResponse | None:
         try:
             return await self._run(lambda connection: read_response(connection, response_id))
@@ -279,6 +311,9 @@ class SqliteSessionStore:
                     "DELETE FROM session_messages WHERE session_key = ?", (session_key,)
                 )
                 connection.execute("DELETE FROM sessions WHERE session_key = ?", (session_key,))
+                connection.execute(
+                    "DELETE FROM session_compactions WHERE session_key = ?", (session_key,)
+                )
                 connection.execute("DELETE FROM responses WHERE session_key = ?", (session_key,))
             return cursor.rowcount > 0
 

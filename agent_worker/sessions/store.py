@@ -8,17 +8,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from agent_worker.domain import ChatMessage, SessionSummary, StoredResponse
+from agent_worker.domain import (
+    ChatMessage,
+    Compaction,
+    SessionSummary,
+    StoredContext,
+    StoredResponse,
+)
 from services.config import POSTGRES_URL_PREFIXES
 
 
 @dataclass(frozen=True, slots=True)
 class TurnOrigin:
-    """Stored beside a turn: the agent that answered, and the caller's id for the answer (a
-    Responses API response id) when it gave one."""
+    """Stored beside a turn: the agent that answered, the caller's id for the answer (a
+    Responses API response id) when it gave one, and the compaction the turn made, if any."""
 
     agent_id: str = ""
     response_id: str = ""
+    compaction: Compaction | None = None
 
 
 NO_ORIGIN = TurnOrigin()
@@ -52,6 +59,16 @@ class SessionStore(Protocol):
 
     async def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
         """The session's messages, oldest first; only the last `limit` when given."""
+
+    async def load_context(self, session_key: str, limit: int | None = None) -> StoredContext:
+        """What a turn builds its prompt from: the latest compaction and the messages after its
+        cut (only the last `limit` of them when given)."""
+
+    async def compactions(self, session_key: str) -> list[Compaction]:
+        """The session's compactions, oldest first."""
+
+    async def add_compaction(self, session_key: str, compaction: Compaction) -> None:
+        """Stores a compaction made outside a turn (a manual one)."""
 
     def append_turn(
         self,

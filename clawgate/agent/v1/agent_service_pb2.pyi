@@ -374,20 +374,22 @@ class ListAgentsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Agent(_message.Message):
-    __slots__ = ("id", "name", "model", "is_default", "gives_logprobs", "tools")
+    __slots__ = ("id", "name", "model", "is_default", "gives_logprobs", "tools", "context_window")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     GIVES_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_WINDOW_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     model: str
     is_default: bool
     gives_logprobs: bool
     tools: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., model: _Optional[str] = ..., is_default: _Optional[bool] = ..., gives_logprobs: _Optional[bool] = ..., tools: _Optional[_Iterable[str]] = ...) -> None: ...
+    context_window: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., model: _Optional[str] = ..., is_default: _Optional[bool] = ..., gives_logprobs: _Optional[bool] = ..., tools: _Optional[_Iterable[str]] = ..., context_window: _Optional[int] = ...) -> None: ...
 
 class ToolServer(_message.Message):
     __slots__ = ("name", "state", "problem", "tools")
@@ -420,12 +422,44 @@ class GetSessionRequest(_message.Message):
     def __init__(self, session_key: _Optional[str] = ...) -> None: ...
 
 class GetSessionResponse(_message.Message):
-    __slots__ = ("session_key", "messages")
+    __slots__ = ("session_key", "messages", "compactions")
     SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    COMPACTIONS_FIELD_NUMBER: _ClassVar[int]
     session_key: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
-    def __init__(self, session_key: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
+    compactions: _containers.RepeatedCompositeFieldContainer[Compaction]
+    def __init__(self, session_key: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., compactions: _Optional[_Iterable[_Union[Compaction, _Mapping]]] = ...) -> None: ...
+
+class Compaction(_message.Message):
+    __slots__ = ("covers", "summary", "tokens_before", "tokens_after", "created_at")
+    COVERS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    covers: int
+    summary: str
+    tokens_before: int
+    tokens_after: int
+    created_at: float
+    def __init__(self, covers: _Optional[int] = ..., summary: _Optional[str] = ..., tokens_before: _Optional[int] = ..., tokens_after: _Optional[int] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class CompactSessionRequest(_message.Message):
+    __slots__ = ("session_key", "agent_id", "instructions")
+    SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
+    session_key: str
+    agent_id: str
+    instructions: str
+    def __init__(self, session_key: _Optional[str] = ..., agent_id: _Optional[str] = ..., instructions: _Optional[str] = ...) -> None: ...
+
+class CompactSessionResponse(_message.Message):
+    __slots__ = ("compaction",)
+    COMPACTION_FIELD_NUMBER: _ClassVar[int]
+    compaction: Compaction
+    def __init__(self, compaction: _Optional[_Union[Compaction, _Mapping]] = ...) -> None: ...
 
 class DeleteSessionRequest(_message.Message):
     __slots__ = ("session_key",)

@@ -75,6 +75,11 @@ class AgentServiceStub:
                 request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListSessionsRequest.SerializeToString,
                 response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
+        self.CompactSession = channel.unary_unary(
+                '/clawgate.agent.v1.AgentService/CompactSession',
+                request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.CompactSessionRequest.SerializeToString,
+                response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.CompactSessionResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -143,6 +148,14 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompactSession(self, request, context):
+        """Compacts a session now, between its turns: its older messages are summarised for the
+        prompts of later turns (they all stay stored). NOT_FOUND for an unknown agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +193,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ListSessions,
                     request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListSessionsRequest.FromString,
                     response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'CompactSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompactSession,
+                    request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.CompactSessionRequest.FromString,
+                    response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.CompactSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -377,6 +395,33 @@ class AgentService:
             '/clawgate.agent.v1.AgentService/ListSessions',
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListSessionsRequest.SerializeToString,
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompactSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clawgate.agent.v1.AgentService/CompactSession',
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.CompactSessionRequest.SerializeToString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.CompactSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,210 @@
+"""Summaries that stand for a session's older messages, made so that they always fit.
+
+A summary re-distils the previous summary with the newly cut messages, in chunks that each fit
+the summarising model's window; a message too large for any chunk is clipped (head and tail
+kept) in what the summariser sees. When the summarising model fails, a plain digest (the previous
+summary and the start of each user message) stands in: a session never dies of its length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from contextlib import aclosing
+
+from agent_worker.agents import Agent
+from agent_worker.context_window import ContextWindows, TokenCounter
+from agent_worker.domain import ChatMessage, Sampling, TextDelta
+from agent_worker.errors import ContextOverflowError, TurnError
+from agent_worker.providers.base import Provider, ProviderRequest
+
+log = logging.getLogger("clawgate.worker.compaction")
+
+SUMMARY_INSTRUCTIONS = (
+    "You keep the memory of a conversation between a user and an assistant. Write a concise"
+    " summary of the conversation below for the assistant to continue it: keep every fact the"
+    " user stated (names, numbers, dates, preferences), decisions, open questions and the tool"
+    " results that matter. Write only the summary."
+)
+CLIPPED_MARK = "\n[… {count} characters cut …]\n"
+# The smallest piece of a message kept at each end when it is clipped.
+_MIN_CLIP_CHARACTERS = 64
+_OVERFLOW_RETRIES = 3
+_DIGEST_LINE_CHARACTERS = 160
+
+
+def reserve_tokens(window: int, answer_tokens: int | None, floor: int) -> int:
+    """Tokens kept free for the answer: reserveTokensFloor, never more than a quarter of the
+    window, and never less than the answer asked for."""
+    return max(min(floor, window // 4), answer_tokens or 0)
+
+
+def summary_tokens(budget: int) -> int:
+    """The most a summary may take of a prompt budget."""
+    return max(64, min(budget // 8, 4096))
+
+
+def clip_text(text: str, max_tokens: int, counter: TokenCounter) -> str:
+    """`text` within `max_tokens`, its head and tail kept and the cut marked."""
+    tokens = counter.text(text)
+    if tokens <= max_tokens:
+        return text
+    keep = max(int(len(text) * max_tokens / tokens) - len(CLIPPED_MARK), 2 * _MIN_CLIP_CHARACTERS)
+    while True:
+        head, tail = keep // 2, keep - keep // 2
+        clipped = text[:head] + CLIPPED_MARK.format(count=len(text) - keep) + text[-tail:]
+        if counter.text(clipped) <= max_tokens or keep <= 2 * _MIN_CLIP_CHARACTERS:
+            return clipped
+        keep = keep * 3 // 4
+
+
+def clipped_message(message: ChatMessage, max_tokens: int, counter: TokenCounter) -> ChatMessage:
+    text = clip_text(message.text, max_tokens, counter)
+    return message if text is message.text else _with_text(message, text)
+
+
+def _with_text(message: ChatMessage, text: str) -> ChatMessage:
+    return ChatMessage(
+        message.role, text, message.images, message.tool_calls, message.tool_call_id, message.name
+    )
+
+
+def cut_point(history: Sequence[ChatMessage], counter: TokenCounter, keep_tokens: int) -> int:
+    """Where the kept tail starts: the newest messages within `keep_tokens`, never starting at a
+    tool result (its call stays with it, on the summarised side)."""
+    kept = 0
+    cut = len(history)
+    while cut > 0 and kept + (tokens := counter.message(history[cut - 1])) <= keep_tokens:
+        kept += tokens
+        cut -= 1
+    while cut < len(history) and history[cut].role == "tool":
+        cut += 1
+    return cut
+
+
+def rendered(message: ChatMessage) -> str:
+    """A message as the summariser reads it."""
+    if message.role == "tool":
+        return f"tool {message.name or message.tool_call_id} result: {message.text}"
+    calls = "".join(f"\n(called {call.name} {call.arguments})" for call in message.tool_calls)
+    return f"{message.role}: {message.text}{calls}"
+
+
+def plain_digest(
+    previous: str, messages: Sequence[ChatMessage], max_tokens: int, counter: TokenCounter
+) -> str:
+    """A summary made without a model: the previous one and the start of each user message."""
+    lines = [previous] if previous else []
+    lines += [
+        "user said: " + " ".join(message.text.split())[:_DIGEST_LINE_CHARACTERS]
+        for message in messages
+        if message.role == "user" and message.text.strip()
+    ]
+    digest = "\n".join(lines)
+    # The newest lines matter most when it must be cut: clip keeps both ends.
+    return clip_text(digest, max_tokens, counter)
+
+
+class Summarizer:
+    """Makes summaries with the agent's model or its `compaction.model`."""
+
+    def __init__(self, providers: Mapping[str, Provider], windows: ContextWindows) -> None:
+        self._providers = providers
+        self._windows = windows
+
+    async def summarize(
+        self,
+        agent: Agent,
+        previous: str,
+        messages: Sequence[ChatMessage],
+        max_tokens: int,
+        instructions: str = "",
+    ) -> str:
+        provider_name, model = agent.provider, agent.model
+        if agent.compaction.model:
+            provider_name, _, model = agent.compaction.model.partition("/")
+        provider = self._providers[provider_name]
+        counter = self._windows.counter(provider_name, model)
+        window = self._windows.window(provider_name, model) or self._windows.window(
+            agent.provider, agent.model, agent.context_tokens
+        )
+        budget = (window or 8192) - max_tokens - counter.text(SUMMARY_INSTRUCTIONS + instructions)
+        budget -= 3 * 6  # the overhead of the messages of the request
+        summary = previous
+        pending = [rendered(message) for message in messages]
+        chunk_budget = budget
+        retries = 0
+        try:
+            while pending:
+                room = chunk_budget - counter.text(summary)
+                chunk, pending = _take_chunk(pending, max(room, 64), counter)
+                try:
+                    summary = await self._ask(
+                        provider, model, summary, chunk, max_tokens, instructions, agent
+                    )
+                except ContextOverflowError:
+                    retries += 1
+                    if retries > _OVERFLOW_RETRIES:
+                        raise
+                    pending = chunk + pending  # again, in smaller pieces
+                    chunk_budget //= 2
+        except (TurnError, TimeoutError) as error:
+            log.warning(
+                "summary failed (%s); a plain digest stands in: agent=%s",
+                getattr(error, "message", None) or type(error).__name__,
+                agent.id,
+            )
+            return plain_digest(previous, messages, max_tokens, counter)
+        if not summary.strip():
+            return plain_digest(previous, messages, max_tokens, counter)
+        return clip_text(summary, max_tokens, counter)
+
+    async def _ask(
+        self,
+        provider: Provider,
+        model: str,
+        previous: str,
+        chunk: list[str],
+        max_tokens: int,
+        instructions: str,
+        agent: Agent,
+    ) -> str:
+        parts = [f"Summary so far:\n{previous}\n"] if previous else []
+        parts.append("Conversation:\n" + "\n".join(chunk))
+        if instructions:
+            parts.append(f"\nAlso: {instructions}")
+        request = ProviderRequest(
+            model,
+            (
+                ChatMessage("system", SUMMARY_INSTRUCTIONS),
+                ChatMessage("user", "\n".join(parts)),
+            ),
+            Sampling(temperature=0.2, max_tokens=max_tokens),
+        )
+        texts: list[str] = []
+        async with asyncio.timeout(agent.compaction.timeout_seconds):
+            async with aclosing(provider.stream(request)) as events:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        texts.append(event.text)
+        text = "".join(texts).strip()
+        return text or previous
+
+
+def _take_chunk(
+    pending: list[str], room: int, counter: TokenCounter
+) -> tuple[list[str], list[str]]:
+    """The first messages that fit in `room` tokens (at least one, clipped when alone it does
+    not fit), and the rest."""
+    chunk: list[str] = []
+    used = 0
+    for index, text in enumerate(pending):
+        tokens = counter.text(text) + 1
+        if used + tokens > room:
+            if not chunk:
+                return [clip_text(text, room, counter)], pending[index + 1 :]
+            return chunk, pending[index:]
+        chunk.append(text)
+        used += tokens
+    return chunk, []
