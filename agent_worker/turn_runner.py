@@ -168,6 +168,7 @@ class TurnRunner:
             )
             compaction = await context.compact_now(instructions)
             if compaction is not None:
+                compaction = dataclasses.replace(compaction, created_at=time.time())
                 await self._store.add_compaction(session_key, compaction)
             return compaction
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -10,13 +10,18 @@ from services.config_section import Section
 
 
 class ModelEntry(Section):
-    """One entry of a provider's model catalog, in OpenClaw's shape (`name`, `input`, `reasoning`,
-    `cost` and any other key are accepted and kept; the window and answer size are used)."""
+    """One entry of a provider's model catalog, in OpenClaw's shape. clawgate uses the window
+    and the answer size; the other keys OpenClaw knows are accepted without a warning."""
 
     id: str = Field(min_length=1)
     name: str | None = None
     context_window: int | None = Field(None, alias="contextWindow", ge=1)
     max_tokens: int | None = Field(None, alias="maxTokens", ge=1)
+    input: list[str] = Field(default_factory=lambda: ["text"])
+    reasoning: bool = False
+    cost: dict[str, Any] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    compat: dict[str, Any] = Field(default_factory=dict)
 
 
 class ProviderSection(Section):

@@ -227,5 +227,5 @@ def _compaction_values(compaction: Compaction) -> tuple[int, str, int, int, floa
         compaction.summary,
         compaction.tokens_before,
         compaction.tokens_after,
-        time.time(),
+        compaction.created_at or time.time(),
     )

@@ -137,7 +137,7 @@ def insert_compaction(
             compaction.summary,
             compaction.tokens_before,
             compaction.tokens_after,
-            now,
+            compaction.created_at or now,
         ),
     )
 

@@ -44,9 +44,14 @@ class WindowedUpstream:
         self.prompts: list[int] = []  # every request's prompt tokens, as counted here
         self.overflows = 0  # requests refused as too long
         self.summaries = 0  # summary requests answered
-        self.last_prompt: list[dict[str, Any]] = []
+        self.bodies: list[dict[str, Any]] = []  # every request body, in order
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off"
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="error",
+            lifespan="off",
+            interface="asgi3",
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -76,6 +81,7 @@ class WindowedUpstream:
             if not message.get("more_body"):
                 break
         request = orjson.loads(body)
+        self.bodies.append(request)
         messages = request["messages"]
         texts = [content_text(message.get("content")) for message in messages]
         for message in messages:
@@ -99,7 +105,6 @@ class WindowedUpstream:
             }
             await _send(send, 400, "application/json", orjson.dumps(error))
             return
-        self.last_prompt = messages
         answer = self._answer(messages, texts)
         limit = request.get("max_tokens")
         words = answer.split(" ")
