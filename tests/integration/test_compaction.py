@@ -5,7 +5,6 @@ answers OpenAI's `context_length_exceeded` error (tests/support/windowed_upstrea
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
