@@ -140,9 +140,10 @@ class Summarizer:
                 room = chunk_budget - counter.text(summary)
                 chunk, pending = _take_chunk(pending, max(room, 64), counter)
                 try:
-                    summary = await self._ask(
+                    answer = await self._ask(
                         provider, model, summary, chunk, max_tokens, instructions, agent
                     )
+                    summary = clip_text(answer, max_tokens, counter)  # it must fit the next
                 except ContextOverflowError:
                     retries += 1
                     if retries > _OVERFLOW_RETRIES:
@@ -158,7 +159,7 @@ class Summarizer:
             return plain_digest(previous, messages, max_tokens, counter)
         if not summary.strip():
             return plain_digest(previous, messages, max_tokens, counter)
-        return clip_text(summary, max_tokens, counter)
+        return summary
 
     async def _ask(
         self,

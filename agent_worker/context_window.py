@@ -112,9 +112,7 @@ class ContextWindows:
 
     def limits(self, provider: str, model: str) -> ModelLimits:
         config = self._providers.get(provider)
-        if config is None:
-            return ModelLimits(None, None)
-        entry = config.model_entry(model)
+        entry = config.model_entry(model) if config is not None else None
         window = entry.context_window if entry else None
         max_tokens = entry.max_tokens if entry else None
         if isinstance(config, LlamaCppProviderConfig):  # the loaded context is the hard limit

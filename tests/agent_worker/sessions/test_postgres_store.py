@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager, contextmanager
 import asyncpg
 import pytest
 
-from agent_worker.domain import ChatMessage, ToolCall
+from agent_worker.domain import ChatMessage, Compaction, ToolCall
 from agent_worker.errors import SessionBusyError, SessionStoreError
 from agent_worker.sessions.postgres_leases import LISTENER_NAME
 from agent_worker.sessions.postgres_store import PostgresSessionStore
@@ -364,3 +364,29 @@ async def test_sessions_are_listed_newest_first_per_agent(
     assert [s.session_key for s in rest] == [sessions[1]]
     assert await first.delete(sessions[1])
     assert [s.session_key for s in await first.list_sessions(agent, 9, None)] == sessions[::2]
+
+
+async def test_a_compaction_is_stored_with_its_turn_and_read_by_another_worker(
+    stores: tuple[PostgresSessionStore, ...],
+) -> None:
+    first, second = stores
+    session = key()
+    await first.append_turn(session, [ChatMessage("user", "q1"), ChatMessage("assistant", "a1")])
+    made = Compaction(2, "the user asked q1", 900, 300)
+    turn = [ChatMessage("user", "q2"), ChatMessage("assistant", "a2")]
+    await first.append_turn(session, turn, TurnOrigin("main", "", made))
+    context = await second.load_context(session)
+    assert [m.text for m in context.messages] == ["q2", "a2"]
+    assert context.first_position == 2 and context.compaction is not None
+    assert context.compaction.summary == "the user asked q1"
+    assert [m.text for m in await second.load(session)] == ["q1", "a1", "q2", "a2"]
+    (stored,) = await second.compactions(session)
+    assert (stored.covers, stored.tokens_before, stored.tokens_after) == (2, 900, 300)
+    await second.add_compaction(session, Compaction(3, "later"))
+    assert (await first.load_context(session)).messages == [ChatMessage("assistant", "a2")]
+    with pytest.raises(Exception):  # noqa: B017 - a None text fails: nor is the compaction kept
+        bad = [ChatMessage("user", "x"), ChatMessage("assistant", None)]  # type: ignore[arg-type]
+        await first.append_turn(session, bad, TurnOrigin("main", "", Compaction(4, "lost")))
+    assert [c.covers for c in await first.compactions(session)] == [2, 3]
+    await first.delete(session)
+    assert await second.compactions(session) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_worker.domain import ChatMessage, ToolCall
+from agent_worker.domain import ChatMessage, Compaction, ToolCall
 from agent_worker.errors import SessionStoreError
 from agent_worker.sessions.sqlite_store import LOOP_COMMIT_BYTES, WAL_SIZE_LIMIT, SqliteSessionStore
 from agent_worker.sessions.store import TurnOrigin, UnsupportedStoreError, store_for_url
@@ -318,4 +318,51 @@ async def test_a_file_written_before_summaries_gets_them_on_open(tmp_path: Path)
     await store.open()
     (old,) = await store.list_sessions("", 10, None)
     assert (old.session_key, old.title, old.turns, old.agent_id) == ("old", "first words", 1, "")
+    await store.close()
+
+
+async def test_a_compaction_is_stored_with_its_turn_and_bounds_what_a_turn_reads(
+    tmp_path: Path,
+) -> None:
+    store = SqliteSessionStore(tmp_path / "s.db")
+    await store.open()
+    await store.append_turn("k", [ChatMessage("user", "q1"), ChatMessage("assistant", "a1")])
+    made = Compaction(2, "the user asked q1", 900, 300)
+    turn = [ChatMessage("user", "q2"), ChatMessage("assistant", "a2")]
+    await store.append_turn("k", turn, TurnOrigin("main", "", made))
+    context = await store.load_context("k")
+    assert [m.text for m in context.messages] == ["q2", "a2"]
+    assert context.first_position == 2 and context.compaction is not None
+    assert context.compaction.summary == "the user asked q1"
+    assert [m.text for m in await store.load("k")] == ["q1", "a1", "q2", "a2"]  # nothing lost
+    (stored,) = await store.compactions("k")
+    assert (stored.covers, stored.tokens_before, stored.tokens_after) == (2, 900, 300)
+    assert stored.created_at > 0
+    assert (await store.load_context("k", limit=1)).first_position == 3
+    assert not (await store.load_context("absent")).exists
+    await store.delete("k")
+    assert await store.compactions("k") == []
+    await store.close()
+
+
+async def test_a_file_from_before_compactions_opens_and_compacts(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE session_messages (session_key TEXT NOT NULL, seq INTEGER NOT NULL,"
+        " role TEXT NOT NULL, content TEXT NOT NULL, created_at REAL NOT NULL,"
+        " PRIMARY KEY (session_key, seq)) WITHOUT ROWID;"
+        " INSERT INTO session_messages VALUES ('k', 1, 'user', 'old q', 1.0),"
+        " ('k', 2, 'assistant', 'old a', 1.0);"
+    )
+    old.commit()
+    old.close()
+    store = SqliteSessionStore(path)
+    await store.open()
+    assert [m.text for m in (await store.load_context("k")).messages] == ["old q", "old a"]
+    origin = TurnOrigin("main", "", Compaction(2, "old talk"))
+    await store.append_turn("k", [ChatMessage("user", "new q")], origin)
+    context = await store.load_context("k")
+    assert [m.text for m in context.messages] == ["new q"]
+    assert context.compaction is not None and context.compaction.summary == "old talk"
     await store.close()

@@ -1,0 +1,162 @@
+"""Turns that keep their prompt inside the window (issue 30): counted before each call,
+compacted into the session, recovered after an overflow, refused only when the input alone is
+too large."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent_worker.agents import AgentRegistry
+from agent_worker.compaction import SUMMARY_INSTRUCTIONS
+from agent_worker.context_window import ContextWindows
+from agent_worker.domain import (
+    ChatMessage,
+    FinishReason,
+    TextDelta,
+    ToolCall,
+    TurnEvent,
+    TurnFinished,
+    TurnRequest,
+    Usage,
+)
+from agent_worker.errors import ContextOverflowError, InputTooLargeError
+from agent_worker.providers.base import ProviderEvent, ProviderRequest
+from agent_worker.sessions.sqlite_store import SqliteSessionStore
+from agent_worker.turn_context import SUMMARY_HEADING
+from agent_worker.turn_runner import TurnRunner
+from services.config import parse_config
+
+WINDOW = 400
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+class WordWindowProvider:
+    """Counts a word a token (and 6 a message); refuses prompts over WINDOW; answers "ok"."""
+
+    supports_images = gives_logprobs = False
+    supports_tools = True
+
+    def __init__(self) -> None:
+        self.prompts: list[ProviderRequest] = []
+        self.refused = 0
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+        tokens = sum(words(m.text) + 6 for m in request.messages)
+        if tokens + (request.sampling.max_tokens or 0) > WINDOW:
+            self.refused += 1
+            raise ContextOverflowError(
+                f"This model's maximum context length is {WINDOW} tokens", WINDOW
+            )
+        self.prompts.append(request)
+        if request.messages[0].text == SUMMARY_INSTRUCTIONS:
+            yield TextDelta("summary of " + str(request.messages[1].text.count("user:")))
+        else:
+            yield TextDelta("ok")
+        yield TurnFinished(FinishReason.STOP, Usage(tokens, 1))
+
+
+def config(window: str) -> str:
+    return (
+        "{ models: { providers: { p: { api: 'echo', models: [ " + window + " ] } } },"
+        " agents: { defaults: { model: 'p/m', systemPrompt: 'SYS' }, list: [ { id: 'main' } ] } }"
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteSessionStore]:
+    store = SqliteSessionStore(tmp_path / "s.db")
+    await store.open()
+    yield store
+    await store.close()
+
+
+def runner(
+    store: SqliteSessionStore, provider: WordWindowProvider, window: str = "{ id: 'm' }"
+) -> TurnRunner:
+    parsed = parse_config(config(window))
+    return TurnRunner(
+        AgentRegistry.from_config(parsed),
+        {"p": provider},
+        store,
+        max_concurrent_turns=4,
+        session_wait_timeout=5,
+        windows=ContextWindows(parsed.models.providers, {"p": words}),
+    )
+
+
+async def turn(runner: TurnRunner, text: str, *context: ChatMessage) -> list[TurnEvent]:
+    request = TurnRequest("main", "k", ChatMessage("user", text), tuple(context))
+    return [event async for event in runner.run(request)]
+
+
+async def test_a_known_window_compacts_before_it_overflows_and_keeps_every_message(
+    store: SqliteSessionStore,
+) -> None:
+    provider = WordWindowProvider()
+    turns = runner(store, provider, f"{{ id: 'm', contextWindow: {WINDOW} }}")
+    for number in range(30):
+        events = await turn(turns, f"question {number} " + "word " * 30)
+        assert isinstance(events[-1], TurnFinished)
+    assert provider.refused == 0
+    assert len(await store.load("k")) == 60
+    compactions = await store.compactions("k")
+    assert compactions and all(c.covers % 2 == 0 for c in compactions)  # between turns
+    stored = await store.load_context("k")
+    assert stored.first_position == compactions[-1].covers
+    last_prompt = provider.prompts[-1].messages
+    assert last_prompt[0].text.startswith("SYS\n\n" + SUMMARY_HEADING)
+    assert last_prompt[1:] == tuple(stored.messages[:-1])  # all but the last answer
+
+
+async def test_an_unknown_window_is_learned_from_an_overflow_and_the_turn_answers(
+    store: SqliteSessionStore,
+) -> None:
+    provider = WordWindowProvider()
+    turns = runner(store, provider)
+    for number in range(30):
+        events = await turn(turns, f"question {number} " + "word " * 30)
+        assert isinstance(events[-1], TurnFinished), number
+    assert provider.refused == 1  # once; from then on the window is known
+    assert turns.windows.window("p", "m") == WINDOW
+    assert turns.metrics.overflow_recoveries_by("main", "ok")._value.get() == 1
+
+
+async def test_only_an_input_larger_than_the_window_is_refused(
+    store: SqliteSessionStore,
+) -> None:
+    provider = WordWindowProvider()
+    turns = runner(store, provider, f"{{ id: 'm', contextWindow: {WINDOW} }}")
+    await turn(turns, "hello")
+    with pytest.raises(InputTooLargeError, match="maximum context length is 400 tokens"):
+        await turn(turns, "word " * 500)
+    events = await turn(turns, "still here?")
+    assert isinstance(events[-1], TurnFinished)
+    assert [m.text for m in await store.load("k")] == ["hello", "ok", "still here?", "ok"]
+
+
+async def test_a_huge_old_tool_result_is_clipped_in_the_prompt_and_stored_whole(
+    store: SqliteSessionStore,
+) -> None:
+    provider = WordWindowProvider()
+    turns = runner(store, provider, f"{{ id: 'm', contextWindow: {WINDOW} }}")
+    call = ChatMessage("assistant", "", tool_calls=(ToolCall("c1", "read", "{}"),))
+    result = ChatMessage("tool", "data " * 5000, tool_call_id="c1", name="read")
+    events = await turn(turns, "and?", ChatMessage("user", "read it"), call, result)
+    assert isinstance(events[-1], TurnFinished)
+    sent = provider.prompts[-1].messages
+    tool_messages = [m for m in sent if m.role == "tool"]
+    assert all("characters cut" in m.text for m in tool_messages)
+    # the call and its result are summarised together or kept together
+    roles = [m.role for m in sent]
+    assert ("tool" in roles) == ("assistant" in roles[:-1])
+    stored = await store.load("k")
+    assert [m.text for m in stored if m.role == "tool"] == [result.text]
