@@ -4,14 +4,31 @@ answers OpenAI's `context_length_exceeded` error (tests/support/windowed_upstrea
 
 from __future__ import annotations
 
+import signal
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from devkit.processes import TOKEN, Stack, echo_config, start_stack
+from devkit.processes import (
+    TOKEN,
+    Process,
+    Stack,
+    clawgate,
+    echo_config,
+    free_port,
+    start_edge,
+    start_stack,
+    wait_until,
+    worker_serving,
+    write_config,
+)
+from services.logging import fingerprint
+from tests.support.postgres import POSTGRES_URL, requires_postgres
 from tests.support.windowed_upstream import WindowedUpstream
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -255,3 +272,58 @@ def test_manual_compaction_summarises_now_and_keeps_every_message(
         timeout=10,
     )
     assert bad.status_code == 400
+
+
+@requires_postgres
+def test_a_session_that_moves_to_another_worker_on_postgres_uses_its_stored_summary(
+    tmp_path: Path, upstream: WindowedUpstream
+) -> None:
+    config = echo_config(tmp_path)
+    config["sessions"] = {"store": POSTGRES_URL, "poolSize": 4}
+    config["models"]["providers"]["windowed"] = {
+        "api": "openai-compatible",
+        "baseUrl": upstream.base_url,
+        "models": [{"id": "fitted", "contextWindow": WINDOW}],
+    }
+    config["agents"]["list"] = [{"id": "main", "default": True, "model": "windowed/fitted"}]
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    config["gateway"]["workers"] = addresses
+    path = write_config(tmp_path, config)
+    workers = {
+        address: Process(
+            clawgate(path, "worker", "--listen", address), tmp_path / f"worker{n}.log"
+        ).start()
+        for n, address in enumerate(addresses)
+    }
+    edge = None
+    try:
+        for address, process in workers.items():
+            wait_until(lambda a=address: worker_serving(a), 60, f"worker {address}", process)
+        base_url = f"http://127.0.0.1:{config['gateway']['port']}"
+        edge = start_edge(path, base_url, tmp_path / "edge.log")
+        client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=TOKEN, max_retries=0)
+        user = f"mover-{uuid.uuid4().hex[:8]}"
+        converse(client, "main", user, range(1, 16))
+        key = f"agent:main:openai-user:{user}"
+        stored = httpx.get(f"{base_url}/v1/sessions/{key}", headers=AUTH, timeout=30).json()
+        summary = stored["compactions"][-1]["summary"]
+        wait_until(  # log lines reach the file within a fraction of a second
+            lambda: any(fingerprint(key) in p.log() for p in workers.values()), 5, "turn lines"
+        )
+        serving = next(a for a, p in workers.items() if fingerprint(key) in p.log())
+        workers[serving].stop(signal.SIGKILL)
+        first_request = len(upstream.bodies)
+        converse(client, "main", user, range(16, 17))
+        (other,) = (p for a, p in workers.items() if a != serving)
+        wait_until(lambda: fingerprint(key) in other.log(), 5, "the session moved")
+        shown = str(upstream.bodies[first_request]["messages"])
+        assert summary in shown  # read from PostgreSQL, not made again
+        stored = httpx.get(f"{base_url}/v1/sessions/{key}", headers=AUTH, timeout=30).json()
+        assert [m["content"] for m in stored["messages"] if m["role"] == "user"][-1] == turn_text(
+            16
+        )
+    finally:
+        if edge is not None:
+            edge.stop()
+        for process in workers.values():
+            process.stop()
