@@ -150,12 +150,16 @@ class TurnContext:
         return self.messages(steps)
 
     async def compact_now(self, instructions: str = "") -> Compaction | None:
-        """Manual compaction: summarises all but the newest messages, window known or not."""
+        """Manual compaction: summarises everything before the last exchange, window known or
+        not; None when there is nothing before it."""
         counter = self._counter()
         budget = self._budget(self._window() or UNKNOWN_WINDOW, None)
-        keep = min(self._agent.compaction.keep_recent_tokens, budget // 4)
         before = self._count(counter, (), ())
-        await self._compact(counter, keep, summary_tokens(budget), "manual", instructions)
+        last_user = max(
+            (index for index, message in enumerate(self._history) if message.role == "user"),
+            default=0,
+        )
+        await self._compact(counter, 0, summary_tokens(budget), "manual", instructions, last_user)
         if self.made is not None:
             after = self._count(counter, (), ())
             self.made = Compaction(self.made.covers, self.made.summary, before, after)
@@ -190,9 +194,17 @@ class TurnContext:
         ]
 
     async def _compact(
-        self, counter: TokenCounter, keep: int, allowance: int, trigger: str, instructions: str = ""
+        self,
+        counter: TokenCounter,
+        keep: int,
+        allowance: int,
+        trigger: str,
+        instructions: str = "",
+        cut_at_most: int | None = None,
     ) -> None:
         cut = cut_point(self._history, counter, keep)
+        if cut_at_most is not None:
+            cut = min(cut, cut_at_most)
         if cut == 0:
             return
         previous = self.compaction.summary if self.compaction else ""

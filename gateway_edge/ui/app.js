@@ -103,10 +103,29 @@ function addFolded(article, summary, text) {
   article.append(details);
 }
 
-function showConversation(messages) {
+// Where the conversation was compacted: what the model sees after it is the summary and the
+// messages below it (every message stays stored and shown).
+function addCompactionMarker(compaction) {
+  const marker = document.createElement("div");
+  marker.className = "compaction";
+  marker.setAttribute("role", "separator");
+  marker.setAttribute("aria-label", "compacted");
+  const details = document.createElement("details");
+  const title = document.createElement("summary");
+  title.textContent = `Compacted: the ${compaction.covers} messages above are summarised for the model`;
+  const pre = document.createElement("pre");
+  pre.textContent = compaction.summary;
+  details.append(title, pre);
+  marker.append(details);
+  $("log").append(marker);
+}
+
+function showConversation(messages, compactions = []) {
   $("log").replaceChildren();
+  const markers = new Map(compactions.map((compaction) => [compaction.covers, compaction]));
   let assistant = null;
-  for (const message of messages) {
+  for (const [index, message] of messages.entries()) {
+    if (markers.has(index)) addCompactionMarker(markers.get(index));
     if (message.role === "tool") {
       addFolded(assistant || addMessage("assistant", ""), `tool result: ${message.name || message.tool_call_id}`, message.content);
       continue;
@@ -144,7 +163,7 @@ async function loadConversations() {
 async function openConversation(key) {
   const session = await (await api(`/v1/sessions/${encodeURIComponent(key)}`)).json();
   state.session = key;
-  showConversation(session.messages);
+  showConversation(session.messages, session.compactions);
   $("delete").disabled = false;
   await loadConversations();
 }

@@ -244,3 +244,29 @@ def test_the_page_fits_a_phone_screen(browser: Browser, stack: Stack) -> None:
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, name
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scroll
     context.close()
+
+
+def test_a_compacted_conversation_shows_where_it_was_compacted(page: Page, stack: Stack) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "x-openclaw-session-key": "page-compacted-1"}
+    for text in ("long ago: my cat is Biscuit", "then this", "and now this"):
+        httpx.post(
+            f"{stack.base_url}/v1/chat/completions",
+            headers=headers,
+            json={"model": "openclaw:main", "messages": [{"role": "user", "content": text}]},
+        ).raise_for_status()
+    compacted = httpx.post(
+        f"{stack.base_url}/v1/sessions/page-compacted-1/compact", headers=headers, timeout=30
+    )
+    assert compacted.json()["compaction"]["covers"] == 4
+    connect(page)
+    page.get_by_role("combobox", name="Agent").select_option("main")
+    listed = page.get_by_role("list", name="Conversations")
+    listed.get_by_role("button", name="long ago: my cat is Biscuit").click()
+    log = page.get_by_role("log", name="Conversation")
+    expect(log.get_by_role("article", name="user")).to_have_count(3)  # every message is shown
+    marker = log.get_by_role("separator", name="compacted")
+    expect(marker).to_contain_text("the 4 messages above are summarised")
+    marker.locator("summary").click()
+    expect(marker).to_contain_text("Biscuit")  # the summary, folded under the marker
+    # it stands between the second exchange and the third
+    expect(log.locator("article + .compaction + article")).to_have_count(1)
