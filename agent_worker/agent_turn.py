@@ -160,7 +160,7 @@ class AgentTurn:
                             self._metrics.overflow_recoveries_by(agent.id, "failed").inc()
                         raise
                     log.info("turn %s: %s; compacting and asking again", run_id, overflow)
-                    context.overflowed(overflow)
+                    context.overflowed(overflow, messages, tools)
             if attempt == 2:
                 self._metrics.overflow_recoveries_by(agent.id, "ok").inc()
             assert step.finished is not None  # _ask raised otherwise

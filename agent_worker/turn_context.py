@@ -23,7 +23,7 @@ from agent_worker.compaction import (
     reserve_tokens,
     summary_tokens,
 )
-from agent_worker.context_window import ContextWindows, TokenCounter
+from agent_worker.context_window import MESSAGE_OVERHEAD_TOKENS, ContextWindows, TokenCounter
 from agent_worker.domain import ChatMessage, Compaction, StoredContext, Tool
 from agent_worker.errors import ContextOverflowError, InputTooLargeError
 from agent_worker.metrics import WorkerMetrics
@@ -35,6 +35,7 @@ SUMMARY_HEADING = "Summary of the earlier conversation:"
 UNKNOWN_WINDOW = 8192
 # A tool result older than the turn's input takes at most this share of the prompt budget.
 _OLD_TOOL_RESULT_SHARE = 8
+_MIN_TOOL_RESULT = 32  # tokens
 
 
 class TurnContext:
@@ -105,6 +106,12 @@ class TurnContext:
         budget = self._budget(window, answer_tokens)
         fixed = counter.tools(tools) + counter.message(self._input)
         fixed += counter.message(ChatMessage("system", self._system)) if self._system else 0
+        if fixed > budget and self._input.role == "tool":
+            # A client tool's result is data, not the user's words: clipped like old ones.
+            room = budget - fixed + counter.message(self._input)
+            text_room = max(room - MESSAGE_OVERHEAD_TOKENS, _MIN_TOOL_RESULT)
+            self._input = clipped_message(self._input, text_room, counter)
+            fixed = budget - room + counter.message(self._input)
         if fixed > budget:
             raise InputTooLargeError(
                 f"This model's maximum context length is {window} tokens, of which {budget}"
@@ -165,16 +172,20 @@ class TurnContext:
             self.made = Compaction(self.made.covers, self.made.summary, before, after)
         return self.made
 
-    def overflowed(self, error: ContextOverflowError) -> None:
-        """The provider refused the last prompt as too long: learn what it said."""
+    def overflowed(
+        self, error: ContextOverflowError, sent: Sequence[ChatMessage], tools: tuple[Tool, ...]
+    ) -> None:
+        """The provider refused `sent` as too long: learn what it said, or what it implies."""
         agent = self._agent
         known = self._window()
+        counter = self._counter()
         if error.window:
             self._windows.learn(agent.provider, agent.model, error.window)
-        elif known is None and self.estimate:
-            self._windows.learn(agent.provider, agent.model, max(self.estimate * 3 // 4, 256))
+        elif known is None:  # the window is below what was sent: assume well below
+            estimate = counter.messages(sent) + counter.tools(tools)
+            self._windows.learn(agent.provider, agent.model, max(estimate * 3 // 4, 256))
         if known is not None and (error.window is None or error.window >= known):
-            self._counter().grow()  # the window was right: the estimate was low
+            counter.grow()  # the window was right: the estimate was low
 
     def reported(self, prompt_tokens: int) -> None:
         """The provider counted the last prompt: correct the estimates."""
@@ -187,7 +198,7 @@ class TurnContext:
         return counter.messages(self.messages(steps)) + counter.tools(tools)
 
     def _prune_old_tool_results(self, counter: TokenCounter, budget: int) -> None:
-        limit = max(budget // _OLD_TOOL_RESULT_SHARE, 32)
+        limit = max(budget // _OLD_TOOL_RESULT_SHARE, _MIN_TOOL_RESULT)
         self._history = [
             clipped_message(message, limit, counter) if message.role == "tool" else message
             for message in self._history

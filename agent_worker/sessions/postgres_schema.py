@@ -96,6 +96,22 @@ ON CONFLICT (session_key, covers) DO UPDATE SET
     created_at = excluded.created_at
 """
 COMPACTION_COLUMNS = "covers, summary, tokens_before, tokens_after, created_at"
+# A turn's read in one round trip: the latest compaction (or none: covers 0, summary NULL)
+# beside each of the newest $2 messages after its cut (or one row of NULLs when there are none).
+LOAD_CONTEXT = f"""
+SELECT m.seq, m.role, m.content, m.tool_calls, m.tool_call_id, m.name, c.*
+FROM (
+    (SELECT {COMPACTION_COLUMNS} FROM {COMPACTIONS_TABLE}
+     WHERE session_key = $1 ORDER BY covers DESC LIMIT 1)
+    UNION ALL SELECT 0, NULL, 0, 0, 0
+    ORDER BY 1 DESC LIMIT 1
+) c
+LEFT JOIN LATERAL (
+    SELECT seq, role, content, tool_calls, tool_call_id, name FROM {MESSAGES_TABLE}
+    WHERE session_key = $1 AND seq > c.covers ORDER BY seq DESC LIMIT $2
+) m ON true
+ORDER BY m.seq DESC
+"""
 SUMMARIZE = f"""
 INSERT INTO {SESSIONS_TABLE} (session_key, agent_id, title, turns, updated_at)
 VALUES ($1, $2, $3, 1, $4)

@@ -30,6 +30,7 @@ from agent_worker.sessions.postgres_schema import (
     COMPACTION_COLUMNS,
     COMPACTIONS_TABLE,
     INSERT_COMPACTION,
+    LOAD_CONTEXT,
     MESSAGES_TABLE,
     RESPONSES_TABLE,
     SESSIONS_TABLE,
@@ -108,25 +109,12 @@ class PostgresSessionStore:
 
     async def load_context(self, session_key: str, limit: int | None = None) -> StoredContext:
         with store_errors("reading the session"):
-            async with self.pool.acquire() as connection:
-                row = await connection.fetchrow(
-                    f"SELECT {COMPACTION_COLUMNS} FROM {COMPACTIONS_TABLE}"
-                    " WHERE session_key = $1 ORDER BY covers DESC LIMIT 1",
-                    session_key,
-                )
-                compaction = None if row is None else Compaction(*row)
-                covers = compaction.covers if compaction else 0
-                rows = await connection.fetch(
-                    "SELECT seq, role, content, tool_calls, tool_call_id, name"
-                    f" FROM {MESSAGES_TABLE} WHERE session_key = $1 AND seq > $2"
-                    " ORDER BY seq DESC LIMIT $3",
-                    session_key,
-                    covers,
-                    limit,
-                )
-        rows.reverse()
-        first = rows[0][0] - 1 if rows else covers
-        return StoredContext([message_of(*row[1:]) for row in rows], first, compaction)
+            rows = await self.pool.fetch(LOAD_CONTEXT, session_key, limit)
+        messages = [message_of(*row[1:6]) for row in reversed(rows) if row[0] is not None]
+        covers, summary = rows[0][6], rows[0][7]
+        compaction = None if summary is None else Compaction(*rows[0][6:])
+        first = min((row[0] for row in rows if row[0] is not None), default=covers + 1) - 1
+        return StoredContext(messages, first, compaction)
 
     async def compactions(self, session_key: str) -> list[Compaction]:
         with store_errors("reading the session's compactions"):

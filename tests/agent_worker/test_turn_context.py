@@ -160,3 +160,38 @@ async def test_a_huge_old_tool_result_is_clipped_in_the_prompt_and_stored_whole(
     assert ("tool" in roles) == ("assistant" in roles[:-1])
     stored = await store.load("k")
     assert [m.text for m in stored if m.role == "tool"] == [result.text]
+
+
+async def test_a_client_tool_result_too_large_for_the_window_is_clipped_not_refused(
+    store: SqliteSessionStore,
+) -> None:
+    provider = WordWindowProvider()
+    turns = runner(store, provider, f"{{ id: 'm', contextWindow: {WINDOW} }}")
+    call = ChatMessage("assistant", "", tool_calls=(ToolCall("c1", "read", "{}"),))
+    await turn(turns, "read it")
+    result = ChatMessage("tool", "data " * 5000, tool_call_id="c1", name="read")
+    request = TurnRequest("main", "k", result, (call,))
+    events = [event async for event in turns.run(request)]
+    assert isinstance(events[-1], TurnFinished)
+    assert "characters cut" in provider.prompts[-1].messages[-1].text
+    assert (await store.load("k"))[-2].text == result.text  # stored whole
+
+
+async def test_an_overflow_that_names_no_window_still_teaches_one(
+    store: SqliteSessionStore,
+) -> None:
+    class Unnamed(WordWindowProvider):
+        async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+            try:
+                async for event in super().stream(request):
+                    yield event
+            except ContextOverflowError:
+                raise ContextOverflowError("input length exceeds the context length") from None
+
+    provider = Unnamed()
+    turns = runner(store, provider)
+    for number in range(30):
+        events = await turn(turns, f"question {number} " + "word " * 30)
+        assert isinstance(events[-1], TurnFinished), number
+    learned = turns.windows.window("p", "m")
+    assert learned is not None and learned <= WINDOW
