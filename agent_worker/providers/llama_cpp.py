@@ -97,6 +97,37 @@ def llama_arguments(sampling: Sampling, defaults: LlamaCppProviderConfig) -> dic
     return arguments
 
 
+class CompletionCap:
+    """A logits processor that makes each completion of a tool-calling answer end after
+    `limit` tokens.
+
+    llama-cpp-python's chatml function calling writes a call's arguments (and a words answer)
+    with no token limit, under a grammar; a 135M model sometimes writes one string until the
+    window is full (about a minute, then a context overflow). Past the limit this raises the
+    tokens that close what is open (a quote, then a brace, then the end of the message) far
+    above the rest: the grammar still rejects any that would not be valid JSON, so the call
+    ends early and whole.
+    """
+
+    def __init__(self, llama: Any, limit: int) -> None:
+        self._limit = limit
+        closers = [(token, 40.0) for token in (llama.token_eos(),)]
+        for text, boost in (('"', 30.0), ('"}', 25.0), ("}", 20.0)):
+            closers += [(token, boost) for token in llama.tokenize(text.encode(), add_bos=False)]
+        self._closers = closers
+        self._start = self._last = -1
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        length = len(input_ids)
+        if length != self._last + 1:  # the first token of another completion
+            self._start = length
+        self._last = length
+        if length - self._start >= self._limit:
+            for token, boost in self._closers:
+                scores[token] += boost
+        return scores
+
+
 class LlamaCppProvider:
     supports_images = False
     supports_tools = True  # llama-cpp-python's chatml function calling (a grammar for calls)
@@ -220,13 +251,17 @@ class LlamaCppProvider:
         returns JSON that parses. None when the model chose to answer in words under "auto":
         llama-cpp-python 0.3.36 writes that answer under its call grammar too (it comes back
         empty), so the caller asks again without tools."""
+        from llama_cpp import LogitsProcessorList
         from llama_cpp.llama_chat_format import chatml_function_calling
 
+        arguments = llama_arguments(request.sampling, self._config)
+        cap = CompletionCap(self._llama, arguments["max_tokens"])
         completion = chatml_function_calling(
             llama=self._llama,
             messages=[message_payload(message) for message in request.messages],
             stream=False,
-            **llama_arguments(request.sampling, self._config),
+            logits_processor=LogitsProcessorList([cap]),
+            **arguments,
             **tool_arguments(request),
         )
         choice = completion["choices"][0]

@@ -4,8 +4,7 @@ too large."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncGenerator
 
 import pytest
 
@@ -69,14 +68,6 @@ def config(window: str) -> str:
         "{ models: { providers: { p: { api: 'echo', models: [ " + window + " ] } } },"
         " agents: { defaults: { model: 'p/m', systemPrompt: 'SYS' }, list: [ { id: 'main' } ] } }"
     )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteSessionStore]:
-    store = SqliteSessionStore(tmp_path / "s.db")
-    await store.open()
-    yield store
-    await store.close()
 
 
 def runner(

@@ -70,14 +70,6 @@ CONFIG = parse_config(
 )
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteSessionStore]:
-    store = SqliteSessionStore(tmp_path / "s.db")
-    await store.open()
-    yield store
-    await store.close()
-
-
 def runner(provider: ScriptedProvider, store: SqliteSessionStore, capacity: int = 4) -> TurnRunner:
     return TurnRunner(
         AgentRegistry.from_config(CONFIG),

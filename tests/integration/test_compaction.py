@@ -5,6 +5,7 @@ answers OpenAI's `context_length_exceeded` error (tests/support/windowed_upstrea
 from __future__ import annotations
 
 import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import openai
 import pytest
 
 from devkit.processes import (
+    REPO_ROOT,
     TOKEN,
     Process,
     Stack,
@@ -143,9 +145,9 @@ def test_a_compacted_session_reads_its_summary_back_after_a_worker_restart(
 ) -> None:
     summary = _session_of(stack, "alice")["compactions"][-1]["summary"]
     stack.restart_worker()
-    first_request = len(upstream.bodies)
+    first_request = len(upstream.requests)
     converse(client, "fitted", "alice", range(121, 122))
-    first = upstream.bodies[first_request]["messages"]
+    first = upstream.requests[first_request]["messages"]
     shown = "\n".join(str(message.get("content")) for message in first)
     assert summary in shown  # read from the store, not made again
 
@@ -160,6 +162,11 @@ def test_an_unknown_window_is_learned_from_the_overflow_and_every_turn_answers(
     windows = {a["id"]: a["context_window"] for a in status["workers"][0]["agents"]}
     assert windows["unknown"] == WINDOW
     assert windows["fitted"] == WINDOW
+    shown = subprocess.run(
+        clawgate(stack.config_path, "status"), cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout
+    assert f"agent unknown (windowed/unlisted): context window {WINDOW} tokens" in shown
+    assert "agent main (echo/echo-1): context window not known yet" in shown
 
 
 def test_a_window_configured_too_large_still_answers_every_turn(
@@ -312,11 +319,11 @@ def test_a_session_that_moves_to_another_worker_on_postgres_uses_its_stored_summ
         )
         serving = next(a for a, p in workers.items() if fingerprint(key) in p.log())
         workers[serving].stop(signal.SIGKILL)
-        first_request = len(upstream.bodies)
+        first_request = len(upstream.requests)
         converse(client, "main", user, range(16, 17))
         (other,) = (p for a, p in workers.items() if a != serving)
         wait_until(lambda: fingerprint(key) in other.log(), 5, "the session moved")
-        shown = str(upstream.bodies[first_request]["messages"])
+        shown = str(upstream.requests[first_request]["messages"])
         assert summary in shown  # read from PostgreSQL, not made again
         stored = httpx.get(f"{base_url}/v1/sessions/{key}", headers=AUTH, timeout=30).json()
         assert [m["content"] for m in stored["messages"] if m["role"] == "user"][-1] == turn_text(

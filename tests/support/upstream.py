@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any
+from typing import Any, Self
 
 import orjson
 import uvicorn
@@ -50,6 +50,16 @@ def _chunk(
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
+async def read_json(receive: Any) -> Any:
+    """An ASGI request's JSON body."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return orjson.loads(body)
+
+
 class UpstreamStandIn:
     def __init__(self, tls: tuple[str, str] | None = None) -> None:
         """`tls`: (certificate file, key file) to serve https instead of http."""
@@ -79,7 +89,7 @@ class UpstreamStandIn:
     def disconnects(self) -> int:
         return len(self.disconnect_times)
 
-    def __enter__(self) -> UpstreamStandIn:
+    def __enter__(self) -> Self:
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
@@ -93,13 +103,7 @@ class UpstreamStandIn:
         self._thread.join(10)
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        request = orjson.loads(body)
+        request = await read_json(receive)
         self.requests.append(request)
         model = str(request.get("model", ""))
         if model.startswith("status-"):

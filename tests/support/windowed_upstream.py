@@ -13,15 +13,12 @@ answer with usage:
 from __future__ import annotations
 
 import re
-import threading
-import time
 from typing import Any
 
 import orjson
-import uvicorn
 
 from agent_worker.compaction import SUMMARY_INSTRUCTIONS
-from devkit.processes import free_port
+from tests.support.upstream import UpstreamStandIn, read_json
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _FACT = re.compile(r"FACT[^\n.]*")
@@ -37,51 +34,17 @@ def content_text(content: Any) -> str:
     return content or ""
 
 
-class WindowedUpstream:
+class WindowedUpstream(UpstreamStandIn):
     def __init__(self, window: int) -> None:
+        super().__init__()
         self.window = window
-        self.port = free_port()
         self.prompts: list[int] = []  # every request's prompt tokens, as counted here
         self.overflows = 0  # requests refused as too long
         self.summaries = 0  # summary requests answered
-        self.bodies: list[dict[str, Any]] = []  # every request body, in order
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="error",
-            lifespan="off",
-            interface="asgi3",
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self) -> WindowedUpstream:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("windowed upstream did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        request = orjson.loads(body)
-        self.bodies.append(request)
+        request = await read_json(receive)
+        self.requests.append(request)
         messages = request["messages"]
         texts = [content_text(message.get("content")) for message in messages]
         for message in messages:
@@ -105,7 +68,7 @@ class WindowedUpstream:
             }
             await _send(send, 400, "application/json", orjson.dumps(error))
             return
-        answer = self._answer(messages, texts)
+        answer = self._reply(messages, texts)
         limit = request.get("max_tokens")
         words = answer.split(" ")
         if limit is not None and len(words) > limit:
@@ -116,7 +79,7 @@ class WindowedUpstream:
         chunks.append(b"data: " + orjson.dumps({"choices": [], "usage": usage}) + b"\n\n")
         await _send(send, 200, "text/event-stream", b"".join(chunks) + b"data: [DONE]\n\n")
 
-    def _answer(self, messages: list[dict[str, Any]], texts: list[str]) -> str:
+    def _reply(self, messages: list[dict[str, Any]], texts: list[str]) -> str:
         if messages[0]["role"] == "system" and texts[0] == SUMMARY_INSTRUCTIONS:
             self.summaries += 1
             facts = dict.fromkeys(_FACT.findall("\n".join(texts[1:])))

@@ -154,3 +154,24 @@ async def test_smollm2_pinned_to_a_tool_calls_it_with_arguments_matching_its_sch
     finished = events[-1]
     assert isinstance(finished, TurnFinished)
     assert finished.finish_reason is FinishReason.TOOL_CALLS
+
+
+@pytest.mark.slow
+async def test_a_tool_calls_arguments_end_at_the_answers_token_limit(
+    provider: LlamaCppProvider,
+) -> None:
+    """llama-cpp-python writes arguments with no limit; a small model asked for a long string
+    wrote until the window was full (a minute, then an overflow)."""
+    schema = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+    request = ProviderRequest(
+        "smollm2",
+        (ChatMessage("user", "Save the whole text of a very long poem about the sea, please."),),
+        Sampling(max_tokens=12, seed=3),
+        tools=(Tool("save_poem", "Saves a long poem.", json.dumps(schema)),),
+        tool_choice=ToolChoice("function", "save_poem"),
+    )
+    events = [event async for event in provider.stream(request)]
+    (call,) = [event for event in events if isinstance(event, ToolCallDelta)]
+    arguments = json.loads(call.arguments)  # closed, and whole JSON
+    jsonschema.validate(arguments, schema)
+    assert provider.count_tokens(call.arguments) <= 12 + 6

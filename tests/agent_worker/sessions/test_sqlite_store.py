@@ -238,19 +238,27 @@ async def test_opening_waits_for_another_process_holding_the_lock(tmp_path: Path
     other.close()
 
 
-async def test_a_file_from_before_structured_messages_still_continues(tmp_path: Path) -> None:
-    """The first schema stored text only: opening adds the tool columns, old rows read as
-    plain messages, and new turns keep their tool calls."""
-    path = tmp_path / "old.db"
+def first_schema_file(path: Path, session_key: str, question: str, answer: str) -> Path:
+    """A file as the first schema wrote it (text only, no summaries, no compactions)."""
     old = sqlite3.connect(path)
     old.executescript(
         "CREATE TABLE session_messages (session_key TEXT NOT NULL, seq INTEGER NOT NULL,"
         " role TEXT NOT NULL, content TEXT NOT NULL, created_at REAL NOT NULL,"
         " PRIMARY KEY (session_key, seq)) WITHOUT ROWID;"
-        " INSERT INTO session_messages VALUES ('old', 1, 'user', 'q1', 0),"
-        " ('old', 2, 'assistant', 'a1', 0);"
     )
+    old.executemany(
+        "INSERT INTO session_messages VALUES (?, ?, ?, ?, 0)",
+        [(session_key, 1, "user", question), (session_key, 2, "assistant", answer)],
+    )
+    old.commit()
     old.close()
+    return path
+
+
+async def test_a_file_from_before_structured_messages_still_continues(tmp_path: Path) -> None:
+    """The first schema stored text only: opening adds the tool columns, old rows read as
+    plain messages, and new turns keep their tool calls."""
+    path = first_schema_file(tmp_path / "old.db", "old", "q1", "a1")
     store = SqliteSessionStore(path)
     await store.open()
     try:
@@ -346,18 +354,7 @@ async def test_a_compaction_is_stored_with_its_turn_and_bounds_what_a_turn_reads
 
 
 async def test_a_file_from_before_compactions_opens_and_compacts(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    old = sqlite3.connect(path)
-    old.executescript(
-        "CREATE TABLE session_messages (session_key TEXT NOT NULL, seq INTEGER NOT NULL,"
-        " role TEXT NOT NULL, content TEXT NOT NULL, created_at REAL NOT NULL,"
-        " PRIMARY KEY (session_key, seq)) WITHOUT ROWID;"
-        " INSERT INTO session_messages VALUES ('k', 1, 'user', 'old q', 1.0),"
-        " ('k', 2, 'assistant', 'old a', 1.0);"
-    )
-    old.commit()
-    old.close()
-    store = SqliteSessionStore(path)
+    store = SqliteSessionStore(first_schema_file(tmp_path / "old.db", "k", "old q", "old a"))
     await store.open()
     assert [m.text for m in (await store.load_context("k")).messages] == ["old q", "old a"]
     origin = TurnOrigin("main", "", Compaction(2, "old talk"))
