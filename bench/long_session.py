@@ -87,10 +87,20 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as first, tempfile.TemporaryDirectory() as second:
-        print(run(f"window {args.window}: compaction", args.turns, args.window, args.window,
-                  Path(first)), flush=True)
-        print(run("window never fills: no compaction", args.turns, NO_LIMIT, NO_LIMIT,
-                  Path(second)), flush=True)
+        print(
+            run(
+                f"window {args.window}: compaction",
+                args.turns,
+                args.window,
+                args.window,
+                Path(first),
+            ),
+            flush=True,
+        )
+        print(
+            run("window never fills: no compaction", args.turns, NO_LIMIT, NO_LIMIT, Path(second)),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

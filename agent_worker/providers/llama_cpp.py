@@ -97,6 +97,9 @@ def llama_arguments(sampling: Sampling, defaults: LlamaCppProviderConfig) -> dic
     return arguments
 
 
+CLOSING_TOKENS = 4  # what closing a call's open string and object takes
+
+
 class CompletionCap:
     """A logits processor that makes each completion of a tool-calling answer end after
     `limit` tokens.
@@ -255,7 +258,8 @@ class LlamaCppProvider:
         from llama_cpp.llama_chat_format import chatml_function_calling
 
         arguments = llama_arguments(request.sampling, self._config)
-        cap = CompletionCap(self._llama, arguments["max_tokens"])
+        # Closing starts a few tokens early: at max_tokens a forced call is cut mid-JSON.
+        cap = CompletionCap(self._llama, max(arguments["max_tokens"] - CLOSING_TOKENS, 1))
         completion = chatml_function_calling(
             llama=self._llama,
             messages=[message_payload(message) for message in request.messages],
