@@ -120,6 +120,8 @@ class AgentTurn:
     async def events(self, flushed: Flushed) -> AsyncIterator[TurnEvent]:
         request, agent = self._request, self._agent
         context, new_context = await self._context()
+        sampling = merged_sampling(agent.sampling, request.sampling)
+        context.check_input(request.tools, sampling.max_tokens)  # a refusal, not a failure
         history = context.history_size
         run_id = random_hex()
         started = time.monotonic()
@@ -128,7 +130,6 @@ class AgentTurn:
         yield TurnStarted(run_id, agent.model_ref)
         own_tools = await self._own_tools()
         own_names = frozenset(tool.name for tool in own_tools)
-        sampling = merged_sampling(agent.sampling, request.sampling)
         steps: list[ChatMessage] = []  # the assistant's calls and the tools' results so far
         prompt_tokens = completion_tokens = 0
         choice = request.tool_choice

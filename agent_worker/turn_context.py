@@ -104,21 +104,7 @@ class TurnContext:
             return self.messages(steps)
         counter = self._counter()
         budget = self._budget(window, answer_tokens)
-        fixed = counter.tools(tools) + counter.message(self._input)
-        fixed += counter.message(ChatMessage("system", self._system)) if self._system else 0
-        if fixed > budget and self._input.role == "tool":
-            # A client tool's result is data, not the user's words: clipped like old ones.
-            room = budget - fixed + counter.message(self._input)
-            text_room = max(room - MESSAGE_OVERHEAD_TOKENS, _MIN_TOOL_RESULT)
-            self._input = clipped_message(self._input, text_room, counter)
-            fixed = budget - room + counter.message(self._input)
-        if fixed > budget:
-            raise InputTooLargeError(
-                f"This model's maximum context length is {window} tokens, of which {budget}"
-                f" can hold a prompt (the rest is kept for the answer). Your message has about"
-                f" {counter.message(self._input)} tokens ({fixed} with the system prompt and"
-                " tools): send a shorter one."
-            )
+        fixed = self._fixed_tokens(counter, tools, window, budget)
         steps = list(steps)
         total = self._count(counter, steps, tools)
         forced = trigger != "budget"
@@ -155,6 +141,35 @@ class TurnContext:
                 (time.monotonic() - started) * 1000,
             )
         return self.messages(steps)
+
+    def check_input(self, tools: tuple[Tool, ...], answer_tokens: int | None) -> None:
+        """Refuses, before the turn starts, an input that alone cannot fit the window."""
+        window = self._window()
+        if window is not None and self._agent.compaction.enabled:
+            counter = self._counter()
+            self._fixed_tokens(counter, tools, window, self._budget(window, answer_tokens))
+
+    def _fixed_tokens(
+        self, counter: TokenCounter, tools: tuple[Tool, ...], window: int, budget: int
+    ) -> int:
+        """What every prompt of the turn holds (system prompt, tools, input); a client tool's
+        result too large for the budget is clipped, any other input refused."""
+        fixed = counter.tools(tools) + counter.message(self._input)
+        fixed += counter.message(ChatMessage("system", self._system)) if self._system else 0
+        if fixed > budget and self._input.role == "tool":
+            # A client tool's result is data, not the user's words: clipped like old ones.
+            room = budget - fixed + counter.message(self._input)
+            text_room = max(room - MESSAGE_OVERHEAD_TOKENS, _MIN_TOOL_RESULT)
+            self._input = clipped_message(self._input, text_room, counter)
+            fixed = budget - room + counter.message(self._input)
+        if fixed > budget:
+            raise InputTooLargeError(
+                f"This model's maximum context length is {window} tokens, of which {budget}"
+                f" can hold a prompt (the rest is kept for the answer). Your message has about"
+                f" {counter.message(self._input)} tokens ({fixed} with the system prompt and"
+                " tools): send a shorter one."
+            )
+        return fixed
 
     async def compact_now(self, instructions: str = "") -> Compaction | None:
         """Manual compaction: summarises everything before the last exchange, window known or

@@ -207,7 +207,7 @@ def test_a_responses_chain_compacts_too(stack: Stack, client: openai.OpenAI) -> 
 
 
 def test_a_message_larger_than_the_window_is_refused_and_the_session_goes_on(
-    client: openai.OpenAI,
+    stack: Stack, client: openai.OpenAI
 ) -> None:
     converse(client, "fitted", "erin", range(1, 4))
     with pytest.raises(openai.BadRequestError) as refused:
@@ -222,7 +222,21 @@ def test_a_message_larger_than_the_window_is_refused_and_the_session_goes_on(
     assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
     assert error["type"] == "invalid_request_error"
     assert f"{WINDOW} tokens" in error["message"] and "Your message has about" in error["message"]
+    with pytest.raises(openai.BadRequestError) as streamed:  # refused before the stream starts
+        client.chat.completions.create(
+            model="openclaw:fitted",
+            messages=[{"role": "user", "content": ("word " * 6000)[:30_000]}],
+            user="erin",
+            stream=True,
+        )
+    assert isinstance(streamed.value.body, dict)
+    assert streamed.value.body["code"] == "context_length_exceeded"
     converse(client, "fitted", "erin", range(4, 8))
+    stored = _session_of(stack, "erin")["messages"]
+    assert [m["content"] for m in stored if m["role"] == "user"] == [
+        f"{FACT}. {turn_text(1)}",
+        *map(turn_text, range(2, 8)),
+    ]
 
 
 def test_a_100_kb_tool_result_in_the_history_does_not_kill_the_session(
