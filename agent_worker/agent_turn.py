@@ -54,6 +54,7 @@ log = logging.getLogger("clawgate.worker.turns")
 # Between the texts of two steps, so that "Let me check." and the answer do not run together.
 STEP_SEPARATOR = "\n\n"
 
+NO_HISTORY = StoredContext([])
 # The transport's word that the turn's text so far has been written to its caller.
 Flushed = Callable[[], Awaitable[None]]
 
@@ -295,7 +296,7 @@ class AgentTurn:
         """What the model sees of the session, and the client's messages new to it."""
         request, agent = self._request, self._agent
         stored = (
-            StoredContext([])
+            NO_HISTORY
             if request.new_session
             else await self._store.load_context(request.session_key, agent.history_limit)
         )

@@ -108,9 +108,17 @@ class ContextWindows:
         self._providers = providers
         self._tokenizers = dict(tokenizers or {})  # by provider name
         self._learned: dict[tuple[str, str], int] = {}
+        self._limits: dict[tuple[str, str], ModelLimits] = {}
         self._counters: dict[tuple[str, str], TokenCounter] = {}
 
     def limits(self, provider: str, model: str) -> ModelLimits:
+        key = (provider, model)
+        known = self._limits.get(key)  # asked for on every turn: kept once worked out
+        if known is None:
+            known = self._limits[key] = self._work_out(provider, model)
+        return known
+
+    def _work_out(self, provider: str, model: str) -> ModelLimits:
         config = self._providers.get(provider)
         entry = config.model_entry(model) if config is not None else None
         window = entry.context_window if entry else None
@@ -132,6 +140,7 @@ class ContextWindows:
     def learn(self, provider: str, model: str, window: int) -> None:
         known = self._learned.get((provider, model))
         self._learned[(provider, model)] = min(window, known) if known else window
+        self._limits.pop((provider, model), None)
 
     def counter(self, provider: str, model: str) -> TokenCounter:
         key = (provider, model)

@@ -36,6 +36,7 @@ UNKNOWN_WINDOW = 8192
 # A tool result older than the turn's input takes at most this share of the prompt budget.
 _OLD_TOOL_RESULT_SHARE = 8
 _MIN_TOOL_RESULT = 32  # tokens
+_UNSET = object()
 
 
 class TurnContext:
@@ -63,6 +64,7 @@ class TurnContext:
         self.compaction = stored.compaction  # the summary the prompt carries
         self.made: Compaction | None = None  # a compaction this turn made, stored with it
         self.estimate = 0  # the last prompt's estimated tokens (0: not counted)
+        self._known_window: object = _UNSET
 
     @property
     def history_size(self) -> int:
@@ -80,8 +82,12 @@ class TurnContext:
         return f"{self._system}\n\n{summary}" if self._system else summary
 
     def _window(self) -> int | None:
-        agent = self._agent
-        return self._windows.window(agent.provider, agent.model, agent.context_tokens)
+        if self._known_window is _UNSET:  # once a turn, until an overflow teaches another
+            agent = self._agent
+            self._known_window = self._windows.window(
+                agent.provider, agent.model, agent.context_tokens
+            )
+        return self._known_window  # type: ignore[return-value]
 
     def _counter(self) -> TokenCounter:
         return self._windows.counter(self._agent.provider, self._agent.model)
@@ -201,6 +207,7 @@ class TurnContext:
             self._windows.learn(agent.provider, agent.model, max(estimate * 3 // 4, 256))
         if known is not None and (error.window is None or error.window >= known):
             counter.grow()  # the window was right: the estimate was low
+        self._known_window = _UNSET
 
     def reported(self, prompt_tokens: int) -> None:
         """The provider counted the last prompt: correct the estimates."""
