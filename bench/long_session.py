@@ -2,7 +2,9 @@
 (the model's window is 4,096 tokens, each turn ~270) and without (a window that never fills),
 against an OpenAI-compatible stand-in that enforces its window (tests/support).
 
-    python bench/long_session.py [--turns 1000] [--window 4096]
+    PYTHONPATH=. python bench/long_session.py [--turns 1000] [--window 4096]
+
+(`tests` is not an installed package: the stand-in comes from tests/support.)
 
 Prints one markdown row per scenario: turns/s, p50/p99 turn time, compactions, their own time
 (p50/p99, from the worker's `compacted:` log lines) and the requests the stand-in refused.
