@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import aclosing
 
 from agent_worker.agents import Agent
-from agent_worker.context_window import ContextWindows, TokenCounter
+from agent_worker.context_window import MESSAGE_OVERHEAD_TOKENS, ContextWindows, TokenCounter
 from agent_worker.domain import ChatMessage, Sampling, TextDelta
 from agent_worker.errors import ContextOverflowError, TurnError
 from agent_worker.providers.base import Provider, ProviderRequest
@@ -31,6 +31,8 @@ CLIPPED_MARK = "\n[… {count} characters cut …]\n"
 # The smallest piece of a message kept at each end when it is clipped.
 _MIN_CLIP_CHARACTERS = 64
 _OVERFLOW_RETRIES = 3
+# What a summary assumes of a model whose window is not known yet.
+UNKNOWN_WINDOW = 8192
 _DIGEST_LINE_CHARACTERS = 160
 
 
@@ -129,8 +131,8 @@ class Summarizer:
         window = self._windows.window(provider_name, model) or self._windows.window(
             agent.provider, agent.model, agent.context_tokens
         )
-        budget = (window or 8192) - max_tokens - counter.text(SUMMARY_INSTRUCTIONS + instructions)
-        budget -= 3 * 6  # the overhead of the messages of the request
+        budget = (window or UNKNOWN_WINDOW) - max_tokens
+        budget -= counter.text(SUMMARY_INSTRUCTIONS + instructions) + 3 * MESSAGE_OVERHEAD_TOKENS
         summary = previous
         pending = [rendered(message) for message in messages]
         chunk_budget = budget

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from agent_worker.agents import Agent
 from agent_worker.compaction import (
+    UNKNOWN_WINDOW,
     Summarizer,
     clipped_message,
     cut_point,
@@ -31,11 +32,9 @@ from services.logging import fingerprint
 
 log = logging.getLogger("clawgate.worker.compaction")
 SUMMARY_HEADING = "Summary of the earlier conversation:"
-# What a manual compaction assumes of a model whose window is not known yet.
-UNKNOWN_WINDOW = 8192
 # A tool result older than the turn's input takes at most this share of the prompt budget.
 _OLD_TOOL_RESULT_SHARE = 8
-_MIN_TOOL_RESULT = 32  # tokens
+_MIN_CLIPPED = 32  # tokens: the least a clipped message keeps
 _UNSET = object()
 
 
@@ -165,7 +164,7 @@ class TurnContext:
         if fixed > budget and self._input.role == "tool":
             # A client tool's result is data, not the user's words: clipped like old ones.
             room = budget - fixed + counter.message(self._input)
-            text_room = max(room - MESSAGE_OVERHEAD_TOKENS, _MIN_TOOL_RESULT)
+            text_room = max(room - MESSAGE_OVERHEAD_TOKENS, _MIN_CLIPPED)
             self._input = clipped_message(self._input, text_room, counter)
             fixed = budget - room + counter.message(self._input)
         if fixed > budget:
@@ -220,7 +219,7 @@ class TurnContext:
         return counter.messages(self.messages(steps)) + counter.tools(tools)
 
     def _prune_old_tool_results(self, counter: TokenCounter, budget: int) -> None:
-        limit = max(budget // _OLD_TOOL_RESULT_SHARE, _MIN_TOOL_RESULT)
+        limit = max(budget // _OLD_TOOL_RESULT_SHARE, _MIN_CLIPPED)
         self._history = [
             clipped_message(message, limit, counter) if message.role == "tool" else message
             for message in self._history
@@ -261,7 +260,7 @@ class TurnContext:
             if index < 0:
                 break
             tokens = counter.message(pool[index])
-            clipped = clipped_message(pool[index], max(tokens - excess, 32), counter)
+            clipped = clipped_message(pool[index], max(tokens - excess, _MIN_CLIPPED), counter)
             if clipped is pool[index]:
                 break
             excess -= tokens - counter.message(clipped)
