@@ -138,13 +138,15 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     ) -> pb.CompactSessionResponse:
         agent_id = request.agent_id or next(a.id for a in self._agents if a.is_default)
         try:
-            made = await self._runner.compact(request.session_key, agent_id, request.instructions)
+            found, made = await self._runner.compact(
+                request.session_key, agent_id, request.instructions
+            )
         except TurnError as error:
             await context.abort(error.code, error.message)
             raise AssertionError("abort raises") from None
         if made is None:
-            return pb.CompactSessionResponse()
-        return pb.CompactSessionResponse(compaction=compaction_to_proto(made))
+            return pb.CompactSessionResponse(found=found)
+        return pb.CompactSessionResponse(compaction=compaction_to_proto(made), found=found)
 
     async def DeleteSession(  # noqa: N802
         self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext

@@ -143,8 +143,9 @@ class TurnRunner:
 
     async def compact(
         self, session_key: str, agent_id: str, instructions: str
-    ) -> Compaction | None:
-        """Compacts a session now (between its turns); None when it has too little to compact."""
+    ) -> tuple[bool, Compaction | None]:
+        """Compacts a session now (between its turns): whether the session is stored, and the
+        compaction (None when it has too little to compact)."""
         agent = self._agents.get(agent_id)
         wait = self._session_wait_timeout
         async with (
@@ -153,7 +154,7 @@ class TurnRunner:
         ):
             stored = await self._store.load_context(session_key, agent.history_limit)
             if not stored.messages:
-                return None
+                return stored.exists, None
             *history, last = stored.messages
             context = TurnContext(
                 agent,
@@ -170,7 +171,7 @@ class TurnRunner:
             if compaction is not None:
                 compaction = dataclasses.replace(compaction, created_at=time.time())
                 await self._store.add_compaction(session_key, compaction)
-            return compaction
+            return True, compaction
 
     def _with_model(self, agent: Agent, model_ref: str) -> Agent:
         provider, _, model = model_ref.partition("/")

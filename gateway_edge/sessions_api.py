@@ -102,6 +102,8 @@ async def compact_session(
         key,
         call_seconds=COMPACT_TIMEOUT_SECONDS,
     )
+    if not answer.found:
+        raise _not_found(key)
     compacted = answer.HasField("compaction")
     return json_response(
         {

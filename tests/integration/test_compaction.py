@@ -348,3 +348,10 @@ def test_a_session_that_moves_to_another_worker_on_postgres_uses_its_stored_summ
             edge.stop()
         for process in workers.values():
             process.stop()
+
+
+def test_compacting_an_unknown_session_is_a_404(stack: Stack) -> None:
+    answer = httpx.post(
+        f"{stack.base_url}/v1/sessions/no-such-session/compact", headers=AUTH, timeout=10
+    )
+    assert answer.status_code == 404 and "no-such-session" in answer.json()["error"]["message"]

@@ -456,10 +456,12 @@ class CompactSessionRequest(_message.Message):
     def __init__(self, session_key: _Optional[str] = ..., agent_id: _Optional[str] = ..., instructions: _Optional[str] = ...) -> None: ...
 
 class CompactSessionResponse(_message.Message):
-    __slots__ = ("compaction",)
+    __slots__ = ("compaction", "found")
     COMPACTION_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
     compaction: Compaction
-    def __init__(self, compaction: _Optional[_Union[Compaction, _Mapping]] = ...) -> None: ...
+    found: bool
+    def __init__(self, compaction: _Optional[_Union[Compaction, _Mapping]] = ..., found: _Optional[bool] = ...) -> None: ...
 
 class DeleteSessionRequest(_message.Message):
     __slots__ = ("session_key",)
