@@ -29,6 +29,9 @@ from agent_worker.turn_runner import TurnRunner
 from services.config import parse_config
 
 WINDOW = 400
+FITTED = f"{{ id: 'm', contextWindow: {WINDOW} }}"  # the model's catalog entry
+READ_CALL = ChatMessage("assistant", "", tool_calls=(ToolCall("c1", "read", "{}"),))
+HUGE_RESULT = ChatMessage("tool", "data " * 5000, tool_call_id="c1", name="read")
 
 
 def words(text: str) -> int:
@@ -93,7 +96,7 @@ async def test_a_known_window_compacts_before_it_overflows_and_keeps_every_messa
     store: SqliteSessionStore,
 ) -> None:
     provider = WordWindowProvider()
-    turns = runner(store, provider, f"{{ id: 'm', contextWindow: {WINDOW} }}")
+    turns = runner(store, provider, FITTED)
     for number in range(30):
         events = await turn(turns, f"question {number} " + "word " * 30)
         assert isinstance(events[-1], TurnFinished)
@@ -125,7 +128,7 @@ async def test_only_an_input_larger_than_the_window_is_refused(
     store: SqliteSessionStore,
 ) -> None:
     provider = WordWindowProvider()
-    turns = runner(store, provider, f"{{ id: 'm', contextWindow: {WINDOW} }}")
+    turns = runner(store, provider, FITTED)
     await turn(turns, "hello")
     with pytest.raises(InputTooLargeError, match="maximum context length is 400 tokens"):
         await turn(turns, "word " * 500)
@@ -138,34 +141,28 @@ async def test_a_huge_old_tool_result_is_clipped_in_the_prompt_and_stored_whole(
     store: SqliteSessionStore,
 ) -> None:
     provider = WordWindowProvider()
-    turns = runner(store, provider, f"{{ id: 'm', contextWindow: {WINDOW} }}")
-    call = ChatMessage("assistant", "", tool_calls=(ToolCall("c1", "read", "{}"),))
-    result = ChatMessage("tool", "data " * 5000, tool_call_id="c1", name="read")
-    events = await turn(turns, "and?", ChatMessage("user", "read it"), call, result)
+    turns = runner(store, provider, FITTED)
+    events = await turn(turns, "and?", ChatMessage("user", "read it"), READ_CALL, HUGE_RESULT)
     assert isinstance(events[-1], TurnFinished)
     sent = provider.prompts[-1].messages
-    tool_messages = [m for m in sent if m.role == "tool"]
-    assert all("characters cut" in m.text for m in tool_messages)
-    # the call and its result are summarised together or kept together
-    roles = [m.role for m in sent]
-    assert ("tool" in roles) == ("assistant" in roles[:-1])
+    (tool_message,) = [m for m in sent if m.role == "tool"]  # clipped, so nothing to summarise
+    assert "characters cut" in tool_message.text and sent[-2] == tool_message
+    assert sent[-3] == READ_CALL
     stored = await store.load("k")
-    assert [m.text for m in stored if m.role == "tool"] == [result.text]
+    assert [m.text for m in stored if m.role == "tool"] == [HUGE_RESULT.text]
 
 
 async def test_a_client_tool_result_too_large_for_the_window_is_clipped_not_refused(
     store: SqliteSessionStore,
 ) -> None:
     provider = WordWindowProvider()
-    turns = runner(store, provider, f"{{ id: 'm', contextWindow: {WINDOW} }}")
-    call = ChatMessage("assistant", "", tool_calls=(ToolCall("c1", "read", "{}"),))
+    turns = runner(store, provider, FITTED)
     await turn(turns, "read it")
-    result = ChatMessage("tool", "data " * 5000, tool_call_id="c1", name="read")
-    request = TurnRequest("main", "k", result, (call,))
+    request = TurnRequest("main", "k", HUGE_RESULT, (READ_CALL,))
     events = [event async for event in turns.run(request)]
     assert isinstance(events[-1], TurnFinished)
     assert "characters cut" in provider.prompts[-1].messages[-1].text
-    assert (await store.load("k"))[-2].text == result.text  # stored whole
+    assert (await store.load("k"))[-2].text == HUGE_RESULT.text  # stored whole
 
 
 async def test_an_overflow_that_names_no_window_still_teaches_one(
