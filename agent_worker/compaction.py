@@ -9,6 +9,7 @@ summary and the start of each user message) stands in: a session never dies of i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from contextlib import aclosing
@@ -63,13 +64,7 @@ def clip_text(text: str, max_tokens: int, counter: TokenCounter) -> str:
 
 def clipped_message(message: ChatMessage, max_tokens: int, counter: TokenCounter) -> ChatMessage:
     text = clip_text(message.text, max_tokens, counter)
-    return message if text is message.text else _with_text(message, text)
-
-
-def _with_text(message: ChatMessage, text: str) -> ChatMessage:
-    return ChatMessage(
-        message.role, text, message.images, message.tool_calls, message.tool_call_id, message.name
-    )
+    return message if text is message.text else dataclasses.replace(message, text=text)
 
 
 def cut_point(history: Sequence[ChatMessage], counter: TokenCounter, keep_tokens: int) -> int:

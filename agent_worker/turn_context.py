@@ -11,6 +11,7 @@ refused. See docs/sessions.md.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -35,7 +36,6 @@ SUMMARY_HEADING = "Summary of the earlier conversation:"
 # A tool result older than the turn's input takes at most this share of the prompt budget.
 _OLD_TOOL_RESULT_SHARE = 8
 _MIN_CLIPPED = 32  # tokens: the least a clipped message keeps
-_UNSET = object()
 
 
 class TurnContext:
@@ -63,7 +63,7 @@ class TurnContext:
         self.compaction = stored.compaction  # the summary the prompt carries
         self.made: Compaction | None = None  # a compaction this turn made, stored with it
         self.estimate = 0  # the last prompt's estimated tokens (0: not counted)
-        self._known_window: object = _UNSET
+        self._window_tokens = self._known_window()
 
     @property
     def history_size(self) -> int:
@@ -80,13 +80,9 @@ class TurnContext:
         summary = f"{SUMMARY_HEADING}\n{self.compaction.summary}"
         return f"{self._system}\n\n{summary}" if self._system else summary
 
-    def _window(self) -> int | None:
-        if self._known_window is _UNSET:  # once a turn, until an overflow teaches another
-            agent = self._agent
-            self._known_window = self._windows.window(
-                agent.provider, agent.model, agent.context_tokens
-            )
-        return self._known_window  # type: ignore[return-value]
+    def _known_window(self) -> int | None:
+        agent = self._agent
+        return self._windows.window(agent.provider, agent.model, agent.context_tokens)
 
     def _counter(self) -> TokenCounter:
         return self._windows.counter(self._agent.provider, self._agent.model)
@@ -104,7 +100,7 @@ class TurnContext:
         trigger: str = "budget",
     ) -> tuple[ChatMessage, ...]:
         """The prompt for the next model call, within the window when it is known."""
-        window = self._window()
+        window = self._window_tokens
         if window is None or not self._agent.compaction.enabled:
             return self.messages(steps)
         counter = self._counter()
@@ -120,6 +116,7 @@ class TurnContext:
         started = time.monotonic()
         self._prune_old_tool_results(counter, budget)
         total = self._count(counter, steps, tools)
+        compacted = False
         if total > budget or forced:
             steps_tokens = counter.messages(steps)
             allowance = summary_tokens(budget)
@@ -127,19 +124,19 @@ class TurnContext:
             keep = min(self._agent.compaction.keep_recent_tokens, max(room, 0) // 2)
             if forced:
                 keep //= 2
-            await self._compact(counter, keep, allowance, trigger)
+            compacted = await self._compact(counter, keep, allowance, trigger)
             total = self._count(counter, steps, tools)
         if total > budget:
             steps = self._clip_to(counter, steps, total - budget)
             total = self._count(counter, steps, tools)
         self.estimate = total
-        if self.made is not None and self.made.tokens_after == 0:
-            self.made = Compaction(self.made.covers, self.made.summary, before, total)
+        if compacted:
+            self._made(before, total)
             log.info(
                 "compacted: agent=%s session=%s covers=%d tokens %d -> %d (window %d), %.0f ms",
                 self._agent.id,
                 fingerprint(self._session_key),
-                self.made.covers,
+                self._first,
                 before,
                 total,
                 window,
@@ -149,7 +146,7 @@ class TurnContext:
 
     def check_input(self, tools: tuple[Tool, ...], answer_tokens: int | None) -> None:
         """Refuses, before the turn starts, an input that alone cannot fit the window."""
-        window = self._window()
+        window = self._window_tokens
         if window is not None and self._agent.compaction.enabled:
             counter = self._counter()
             self._fixed_tokens(counter, tools, window, self._budget(window, answer_tokens))
@@ -180,16 +177,15 @@ class TurnContext:
         """Manual compaction: summarises everything before the last exchange, window known or
         not; None when there is nothing before it."""
         counter = self._counter()
-        budget = self._budget(self._window() or UNKNOWN_WINDOW, None)
+        budget = self._budget(self._window_tokens or UNKNOWN_WINDOW, None)
         before = self._count(counter, (), ())
         last_user = max(
             (index for index, message in enumerate(self._history) if message.role == "user"),
             default=0,
         )
-        await self._compact(counter, 0, summary_tokens(budget), "manual", instructions, last_user)
-        if self.made is not None:
-            after = self._count(counter, (), ())
-            self.made = Compaction(self.made.covers, self.made.summary, before, after)
+        summary = summary_tokens(budget)
+        if await self._compact(counter, 0, summary, "manual", instructions, last_user):
+            self._made(before, self._count(counter, (), ()))
         return self.made
 
     def overflowed(
@@ -197,7 +193,7 @@ class TurnContext:
     ) -> None:
         """The provider refused `sent` as too long: learn what it said, or what it implies."""
         agent = self._agent
-        known = self._window()
+        known = self._window_tokens
         counter = self._counter()
         if error.window:
             self._windows.learn(agent.provider, agent.model, error.window)
@@ -206,7 +202,7 @@ class TurnContext:
             self._windows.learn(agent.provider, agent.model, max(estimate * 3 // 4, 256))
         if known is not None and (error.window is None or error.window >= known):
             counter.grow()  # the window was right: the estimate was low
-        self._known_window = _UNSET
+        self._window_tokens = self._known_window()
 
     def reported(self, prompt_tokens: int) -> None:
         """The provider counted the last prompt: correct the estimates."""
@@ -233,20 +229,30 @@ class TurnContext:
         trigger: str,
         instructions: str = "",
         cut_at_most: int | None = None,
-    ) -> None:
+    ) -> bool:
+        """Summarises the history before the kept tail into the prompt's compaction; whether
+        there was anything to summarise."""
         cut = cut_point(self._history, counter, keep)
         if cut_at_most is not None:
             cut = min(cut, cut_at_most)
         if cut == 0:
-            return
+            return False
         previous = self.compaction.summary if self.compaction else ""
         summary = await self._summarizer.summarize(
             self._agent, previous, self._history[:cut], allowance, instructions
         )
         self._history = self._history[cut:]
         self._first += cut
-        self.compaction = self.made = Compaction(self._first, summary)
+        self.compaction = Compaction(self._first, summary)
         self._metrics.compactions_by(self._agent.id, trigger).inc()
+        return True
+
+    def _made(self, tokens_before: int, tokens_after: int) -> None:
+        """The compaction in the prompt now is this turn's, to be stored with it."""
+        assert self.compaction is not None
+        self.made = dataclasses.replace(
+            self.compaction, tokens_before=tokens_before, tokens_after=tokens_after
+        )
 
     def _clip_to(
         self, counter: TokenCounter, steps: list[ChatMessage], excess: int
