@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent_worker.sessions.records import COMPACTION_COLUMNS
+
 SCHEMA_VERSION = 6
 MESSAGES_TABLE = "clawgate_session_messages"
 RESPONSES_TABLE = "clawgate_responses"
@@ -95,7 +97,6 @@ ON CONFLICT (session_key, covers) DO UPDATE SET
     tokens_after = excluded.tokens_after,
     created_at = excluded.created_at
 """
-COMPACTION_COLUMNS = "covers, summary, tokens_before, tokens_after, created_at"
 # A turn's read in one round trip: the latest compaction (or none: covers 0, summary NULL)
 # beside each of the newest $2 messages after its cut (or one row of NULLs when there are none).
 LOAD_CONTEXT = f"""

@@ -27,7 +27,6 @@ from agent_worker.domain import (
 from agent_worker.sessions.postgres_errors import DRIVER_ERRORS, store_errors
 from agent_worker.sessions.postgres_leases import LEASE_SECONDS, SessionLeases
 from agent_worker.sessions.postgres_schema import (
-    COMPACTION_COLUMNS,
     COMPACTIONS_TABLE,
     INSERT_COMPACTION,
     LOAD_CONTEXT,
@@ -37,7 +36,7 @@ from agent_worker.sessions.postgres_schema import (
     SUMMARIZE,
     migrate,
 )
-from agent_worker.sessions.records import message_of, row_values
+from agent_worker.sessions.records import COMPACTION_COLUMNS, message_of, row_values
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
 
 log = logging.getLogger("clawgate.worker.sessions")

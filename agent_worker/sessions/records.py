@@ -1,6 +1,6 @@
 """How both stores keep a message's structure beside its text: tool calls as a JSON list,
 a tool result's call id and tool name. Rows written before these columns existed read as plain
-messages."""
+messages. Also the columns of a compaction record, the same in both stores."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import cast
 import orjson
 
 from agent_worker.domain import ChatMessage, Role, ToolCall
+
+# A compaction record's columns, in both stores, in the order of Compaction's fields.
+COMPACTION_COLUMNS = "covers, summary, tokens_before, tokens_after, created_at"
 
 
 def tool_calls_json(message: ChatMessage) -> str | None:

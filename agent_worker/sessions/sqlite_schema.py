@@ -14,7 +14,7 @@ from agent_worker.domain import (
     StoredContext,
     StoredResponse,
 )
-from agent_worker.sessions.records import message_of, row_values
+from agent_worker.sessions.records import COMPACTION_COLUMNS, message_of, row_values
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
 
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -142,14 +142,11 @@ def insert_compaction(
     )
 
 
-_COMPACTION_COLUMNS = "covers, summary, tokens_before, tokens_after, created_at"
-
-
 def read_context(
     connection: sqlite3.Connection, session_key: str, limit: int | None
 ) -> StoredContext:
     row = connection.execute(
-        f"SELECT {_COMPACTION_COLUMNS} FROM session_compactions WHERE session_key = ?"
+        f"SELECT {COMPACTION_COLUMNS} FROM session_compactions WHERE session_key = ?"
         " ORDER BY covers DESC LIMIT 1",
         (session_key,),
     ).fetchone()
@@ -167,7 +164,7 @@ def read_context(
 
 def read_compactions(connection: sqlite3.Connection, session_key: str) -> list[Compaction]:
     rows = connection.execute(
-        f"SELECT {_COMPACTION_COLUMNS} FROM session_compactions WHERE session_key = ?"
+        f"SELECT {COMPACTION_COLUMNS} FROM session_compactions WHERE session_key = ?"
         " ORDER BY covers",
         (session_key,),
     ).fetchall()
