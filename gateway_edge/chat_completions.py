@@ -40,16 +40,17 @@ log = logging.getLogger("clawgate.edge")
 PATH = "/v1/chat/completions"
 
 
-def check_message_count(document: object, limit: int) -> None:
-    """Refuses a request with too many messages before validating them one by one (400,000
-    messages held the event loop for seconds)."""
+def check_item_count(document: object, field: str, limit: int) -> None:
+    """Refuses a request whose `field` array (chat `messages`, Responses `input`) holds more
+    than `limit` items before validating them one by one (400,000 held the event loop for
+    seconds, and the worker for minutes)."""
     if isinstance(document, dict):
-        messages = document.get("messages")
-        if isinstance(messages, list) and len(messages) > limit:
+        items = document.get(field)
+        if isinstance(items, list) and len(items) > limit:
             raise bad_request(
-                f"Invalid 'messages': array too long. Expected an array with maximum length"
-                f" {limit} (maxMessages), but got an array with length {len(messages)} instead.",
-                "messages",
+                f"Invalid '{field}': array too long. Expected an array with maximum length"
+                f" {limit} (maxMessages), but got an array with length {len(items)} instead.",
+                field,
                 "array_above_max_length",
             )
 
@@ -72,7 +73,7 @@ class ChatCompletionsEndpoint:
         self, headers: dict[bytes, bytes], receive: Receive
     ) -> ChatCompletionRequest:
         document = await read_json(receive, headers, self._max_body)
-        check_message_count(document, self._max_messages)
+        check_item_count(document, "messages", self._max_messages)
         return parse_chat_request(document)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:

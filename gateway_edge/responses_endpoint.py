@@ -20,6 +20,7 @@ from gateway_edge.asgi import (
     send_bytes,
     send_error,
 )
+from gateway_edge.chat_completions import check_item_count
 from gateway_edge.errors import ApiError
 from gateway_edge.responses_encoder import ResponsesEncoder
 from gateway_edge.responses_request import as_chat_request, parse_responses_request
@@ -35,7 +36,9 @@ PATH = "/v1/responses"
 class ResponsesEndpoint:
     def __init__(self, state: EdgeState) -> None:
         self._state = state
-        self._max_body = state.config.gateway.http.endpoints.responses.max_body_bytes
+        endpoint = state.config.gateway.http.endpoints.responses
+        self._max_body = endpoint.max_body_bytes
+        self._max_items = endpoint.max_messages
         self._keep_alive = state.config.gateway.keep_alive_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -49,6 +52,7 @@ class ResponsesEndpoint:
         headers = dict(reversed(scope["headers"]))  # the first of repeated headers wins
         state.access.check(client_ip(scope.get("client")), header_value(headers, b"authorization"))
         document = await read_json(receive, headers, self._max_body)
+        check_item_count(document, "input", self._max_items)
         request = parse_responses_request(document)
         chat = as_chat_request(request)
         continues = None

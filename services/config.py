@@ -58,6 +58,8 @@ class ChatCompletionsEndpointConfig(Section):
 class ResponsesEndpointConfig(Section):
     enabled: bool = False
     max_body_bytes: int = Field(20 * 1024 * 1024, alias="maxBodyBytes", ge=1)
+    # A request with more `input` items is refused before it is validated or sent on.
+    max_messages: int = Field(10_000, alias="maxMessages", ge=1)
 
 
 class SessionsEndpointConfig(Section):

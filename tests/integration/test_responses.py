@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import httpx
 import openai
+import orjson
 import pytest
 from agents import OpenAIResponsesModel
 from openai import AsyncOpenAI
@@ -317,3 +318,18 @@ async def test_the_agents_sdk_default_responses_model_runs_a_tool_to_the_final_a
     ran, final_output = await run_weather_agent(model)
     assert len(ran) == 1
     assert final_output == f"results: sunny in {ran[0]}"
+
+
+def test_more_input_items_than_max_messages_are_refused_at_once(stack: Stack) -> None:
+    """400,000 items kept a worker busy for minutes, and its model with it (issue 31)."""
+    item = {"type": "message", "role": "user", "content": "x"}
+    body = orjson.dumps({"model": "openclaw", "input": [item] * 400_000})
+    started = time.monotonic()
+    refused = httpx.post(f"{stack.base_url}{PATH}", content=body, headers=AUTH, timeout=30)
+    took = time.monotonic() - started
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["code"] == "array_above_max_length" and error["param"] == "input"
+    assert "maxMessages" in error["message"]
+    assert took < 5  # refused before anything is validated: well under a second here
+    assert post(stack, {"model": "openclaw", "input": "hi"}).status_code == 200
