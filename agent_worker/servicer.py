@@ -136,7 +136,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     async def CompactSession(  # noqa: N802
         self, request: pb.CompactSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompactSessionResponse:
-        agent_id = request.agent_id or next(a.id for a in self._agents if a.is_default)
+        default = next((agent.id for agent in self._agents if agent.is_default), "")
+        agent_id = request.agent_id or default  # no agent at all: NOT_FOUND below
         try:
             found, made = await self._runner.compact(
                 request.session_key, agent_id, request.instructions

@@ -84,11 +84,12 @@ async def compact_session(
         options = orjson.loads(body) if body.strip() else {}
     except orjson.JSONDecodeError:
         raise bad_request("The body is not valid JSON.") from None
-    instructions = options.get("instructions", "") if isinstance(options, dict) else None
+    if not isinstance(options, dict):
+        raise bad_request("The body must be a JSON object.")
+    instructions, model = options.get("instructions", ""), options.get("model")
     if not isinstance(instructions, str):
         raise bad_request("instructions must be a string.", param="instructions")
     agents = state.workers.agents
-    model = options.get("model") if isinstance(options, dict) else None
     agent_id = resolve_agent(
         model if isinstance(model, str) else None,
         x_openclaw_agent_id,
