@@ -13,10 +13,10 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from agent_worker.agents import Agent
-from agent_worker.domain import Tool, ToolCall
+from agent_worker.domain import ChatMessage, Tool, ToolCall, ToolRunFinished, ToolRunStarted
 from agent_worker.mcp_server import McpServer, ServerUnavailable, ToolOutcome
 from agent_worker.metrics import WorkerMetrics
 from services.mcp_config import TOOL_NAME_SEPARATOR, McpConfig, matches_any
@@ -110,6 +110,39 @@ class AgentTools:
             log.info("tool %s: %s in %.0f ms", call.name, outcome, seconds * 1000)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("tool %s(%s) -> %s", call.name, call.arguments, result.text)
+
+    async def run_step(
+        self, calls: list[ToolCall], steps: list[ChatMessage]
+    ) -> AsyncIterator[ToolRunStarted | ToolRunFinished]:
+        """Runs one step's calls together; their results join `steps` in call order.
+        Cancelling the turn cancels the calls still running (at their servers too)."""
+        for call in calls:
+            yield ToolRunStarted(call.id, call.name, call.arguments)
+
+        async def timed(call: ToolCall) -> tuple[ToolCall, ToolOutcome, float]:
+            started = time.monotonic()
+            outcome = await self.run(call)
+            return call, outcome, time.monotonic() - started
+
+        running = [asyncio.ensure_future(timed(call)) for call in calls]
+        results: dict[str, ChatMessage] = {}
+        try:
+            for next_done in asyncio.as_completed(running):
+                call, outcome, seconds = await next_done
+                results[call.id] = ChatMessage(
+                    "tool", outcome.text, tool_call_id=call.id, name=call.name
+                )
+                yield ToolRunFinished(
+                    call.id,
+                    call.name,
+                    summary(outcome.text),
+                    round(seconds * 1000),
+                    outcome.is_error,
+                )
+        finally:
+            for task in running:
+                task.cancel()
+        steps.extend(results[call.id] for call in calls)
 
     async def _call(self, server: McpServer, tool: str, call: ToolCall) -> tuple[str, ToolOutcome]:
         try:

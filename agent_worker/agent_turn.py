@@ -17,24 +17,21 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
+from typing import assert_never
 
-from agent_worker.agent_tools import AgentTools, summary
-from agent_worker.agents import Agent
+from agent_worker.agent_tools import AgentTools
+from agent_worker.agents import Agent, merged_sampling
 from agent_worker.compaction import Summarizer
 from agent_worker.context_window import ContextWindows
 from agent_worker.deadline import ProviderDeadline
 from agent_worker.domain import (
     ChatMessage,
     FinishReason,
-    Sampling,
     StoredContext,
     TextDelta,
     Tool,
-    ToolCall,
     ToolCallDelta,
     ToolChoice,
-    ToolRunFinished,
-    ToolRunStarted,
     TurnEvent,
     TurnFinished,
     TurnRequest,
@@ -61,20 +58,6 @@ Flushed = Callable[[], Awaitable[None]]
 
 async def nothing_to_flush() -> None:
     return None
-
-
-_SAMPLING_FIELDS = tuple(field.name for field in dataclasses.fields(Sampling))
-
-
-def merged_sampling(agent_defaults: Sampling, requested: Sampling) -> Sampling:
-    """The request's values win; the agent's defaults fill what the request left unset."""
-    changes = {
-        name: default
-        for name in _SAMPLING_FIELDS
-        if (default := getattr(agent_defaults, name)) is not None
-        and getattr(requested, name) is None
-    }
-    return dataclasses.replace(requested, **changes) if changes else requested
 
 
 def system_prompt_for(agent: Agent, extra: str) -> str:
@@ -181,7 +164,8 @@ class AgentTurn:
                 steps.append(ChatMessage("assistant", text, tool_calls=client_calls))
                 break
             steps.append(ChatMessage("assistant", text, tool_calls=calls))
-            async for tool_event in self._run_own(own_calls, steps):
+            assert self._tools is not None  # own_names is empty without them
+            async for tool_event in self._tools.run_step(own_calls, steps):
                 yield tool_event
             if client_calls:
                 break
@@ -228,20 +212,23 @@ class AgentTurn:
             async with aclosing(self._provider.stream(request)) as events:
                 while (event := await deadline.wait_for(anext(events, None))) is not None:
                     shown: TextDelta | ToolCallDelta | None = None
-                    if isinstance(event, TextDelta):
-                        if not step.parts:
-                            self._metrics.provider_first_token_seconds_by(provider_name).observe(
-                                time.monotonic() - asked
-                            )
-                        step.parts.append(event.text)
-                        if separate:
-                            separate = False
-                            event = dataclasses.replace(event, text=STEP_SEPARATOR + event.text)
-                        shown = event
-                    elif isinstance(event, ToolCallDelta):
-                        shown = step.calls.add(event)
-                    else:
-                        step.finished = event
+                    match event:
+                        case TextDelta():
+                            if not step.parts:
+                                self._metrics.provider_first_token_seconds_by(
+                                    provider_name
+                                ).observe(time.monotonic() - asked)
+                            step.parts.append(event.text)
+                            if separate:
+                                separate = False
+                                event = dataclasses.replace(event, text=STEP_SEPARATOR + event.text)
+                            shown = event
+                        case ToolCallDelta():
+                            shown = step.calls.add(event)
+                        case TurnFinished():
+                            step.finished = event
+                        case _:
+                            assert_never(event)
                     if shown is None:
                         continue
                     if held is None:
@@ -262,35 +249,6 @@ class AgentTurn:
         if self._tools is None or not self._provider.supports_tools:
             return ()
         return await self._tools.offer(self._agent)
-
-    async def _run_own(
-        self, calls: list[ToolCall], steps: list[ChatMessage]
-    ) -> AsyncIterator[TurnEvent]:
-        """Runs one step's own calls together; their results join `steps` in call order.
-        Cancelling the turn cancels the calls still running (at their servers too)."""
-        assert self._tools is not None
-        tools = self._tools
-        for call in calls:
-            yield ToolRunStarted(call.id, call.name, call.arguments)
-
-        async def timed(call: ToolCall) -> tuple[ToolCall, str, bool, float]:
-            started = time.monotonic()
-            outcome = await tools.run(call)
-            return call, outcome.text, outcome.is_error, time.monotonic() - started
-
-        running = [asyncio.ensure_future(timed(call)) for call in calls]
-        results: dict[str, ChatMessage] = {}
-        try:
-            for next_done in asyncio.as_completed(running):
-                call, text, is_error, seconds = await next_done
-                results[call.id] = ChatMessage("tool", text, tool_call_id=call.id, name=call.name)
-                yield ToolRunFinished(
-                    call.id, call.name, summary(text), round(seconds * 1000), is_error
-                )
-        finally:
-            for task in running:
-                task.cancel()
-        steps.extend(results[call.id] for call in calls)
 
     async def _context(self) -> tuple[TurnContext, list[ChatMessage]]:
         """What the model sees of the session, and the client's messages new to it."""

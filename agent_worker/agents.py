@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from agent_worker.domain import Sampling
 from agent_worker.errors import UnknownAgentError
-from services.config import AgentConfig, AgentDefaults, ClawgateConfig
+from services.agent_config import AgentConfig, AgentDefaults
+from services.config import ClawgateConfig
 from services.mcp_config import DEFAULT_MAX_STEPS, matches_any
 
 
@@ -118,3 +120,17 @@ class AgentRegistry:
             known = ", ".join(sorted(self._agents)) or "none"
             raise UnknownAgentError(f"unknown agent {agent_id!r} (configured: {known})")
         return agent
+
+
+_SAMPLING_FIELDS = tuple(field.name for field in dataclasses.fields(Sampling))
+
+
+def merged_sampling(agent_defaults: Sampling, requested: Sampling) -> Sampling:
+    """The request's values win; the agent's defaults fill what the request left unset."""
+    changes = {
+        name: default
+        for name in _SAMPLING_FIELDS
+        if (default := getattr(agent_defaults, name)) is not None
+        and getattr(requested, name) is None
+    }
+    return dataclasses.replace(requested, **changes) if changes else requested

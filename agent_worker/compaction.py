@@ -4,6 +4,10 @@ A summary re-distils the previous summary with the newly cut messages, in chunks
 the summarising model's window; a message too large for any chunk is clipped (head and tail
 kept) in what the summariser sees. When the summarising model fails, a plain digest (the previous
 summary and the start of each user message) stands in: a session never dies of its length.
+
+One compaction asks the model at most `MAX_SUMMARY_CALLS` times, within one
+`compaction.timeoutSeconds`: messages older than those calls can read go into a plain digest
+first, so that no request, however many messages it carries, holds the model for long.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from contextlib import aclosing
+from typing import assert_never
 
 from agent_worker.agents import Agent
 from agent_worker.context_window import MESSAGE_OVERHEAD_TOKENS, ContextWindows, TokenCounter
-from agent_worker.domain import ChatMessage, Sampling, TextDelta
+from agent_worker.domain import ChatMessage, Sampling, TextDelta, ToolCallDelta, TurnFinished
 from agent_worker.errors import ContextOverflowError, TurnError
 from agent_worker.providers.base import Provider, ProviderRequest
 
@@ -35,6 +40,7 @@ _OVERFLOW_RETRIES = 3
 # What a summary assumes of a model whose window is not known yet.
 UNKNOWN_WINDOW = 8192
 _DIGEST_LINE_CHARACTERS = 160
+MAX_SUMMARY_CALLS = 3
 
 
 def reserve_tokens(window: int, answer_tokens: int | None, floor: int) -> int:
@@ -128,25 +134,32 @@ class Summarizer:
         )
         budget = (window or UNKNOWN_WINDOW) - max_tokens
         budget -= counter.text(SUMMARY_INSTRUCTIONS + instructions) + 3 * MESSAGE_OVERHEAD_TOKENS
-        summary = previous
         pending = [rendered(message) for message in messages]
+        readable = _newest_within(
+            pending, MAX_SUMMARY_CALLS * max(budget - max_tokens, 64), counter
+        )
+        summary = previous
+        if readable:
+            summary = plain_digest(previous, messages[:readable], max_tokens, counter)
+            pending = pending[readable:]
         chunk_budget = budget
-        retries = 0
+        calls = 0
         try:
-            while pending:
-                room = chunk_budget - counter.text(summary)
-                chunk, pending = _take_chunk(pending, max(room, 64), counter)
-                try:
-                    answer = await self._ask(
-                        provider, model, summary, chunk, max_tokens, instructions, agent
-                    )
-                    summary = clip_text(answer, max_tokens, counter)  # it must fit the next
-                except ContextOverflowError:
-                    retries += 1
-                    if retries > _OVERFLOW_RETRIES:
-                        raise
-                    pending = chunk + pending  # again, in smaller pieces
-                    chunk_budget //= 2
+            async with asyncio.timeout(agent.compaction.timeout_seconds):
+                while pending:
+                    calls += 1
+                    if calls > MAX_SUMMARY_CALLS + _OVERFLOW_RETRIES:
+                        raise TimeoutError  # every retry halved the chunks: give up on the model
+                    room = chunk_budget - counter.text(summary)
+                    chunk, pending = _take_chunk(pending, max(room, 64), counter)
+                    try:
+                        answer = await self._ask(
+                            provider, model, summary, chunk, max_tokens, instructions
+                        )
+                        summary = clip_text(answer, max_tokens, counter)  # it must fit the next
+                    except ContextOverflowError:
+                        pending = chunk + pending  # again, in smaller pieces
+                        chunk_budget //= 2
         except (TurnError, TimeoutError) as error:
             log.warning(
                 "summary failed (%s); a plain digest stands in: agent=%s",
@@ -166,7 +179,6 @@ class Summarizer:
         chunk: list[str],
         max_tokens: int,
         instructions: str,
-        agent: Agent,
     ) -> str:
         parts = [f"Summary so far:\n{previous}\n"] if previous else []
         parts.append("Conversation:\n" + "\n".join(chunk))
@@ -181,11 +193,15 @@ class Summarizer:
             Sampling(temperature=0.2, max_tokens=max_tokens),
         )
         texts: list[str] = []
-        async with asyncio.timeout(agent.compaction.timeout_seconds):
-            async with aclosing(provider.stream(request)) as events:
-                async for event in events:
-                    if isinstance(event, TextDelta):
+        async with aclosing(provider.stream(request)) as events:
+            async for event in events:
+                match event:
+                    case TextDelta():
                         texts.append(event.text)
+                    case ToolCallDelta() | TurnFinished():
+                        pass  # no tools were offered; the summary is the text
+                    case _:
+                        assert_never(event)
         text = "".join(texts).strip()
         return text or previous
 
@@ -206,3 +222,13 @@ def _take_chunk(
         chunk.append(text)
         used += tokens
     return chunk, []
+
+
+def _newest_within(pending: Sequence[str], tokens: int, counter: TokenCounter) -> int:
+    """Where the newest texts within `tokens` start (0 when all of them fit)."""
+    used = 0
+    for index in range(len(pending) - 1, -1, -1):
+        used += counter.text(pending[index]) + 1
+        if used > tokens:
+            return min(index + 1, len(pending) - 1)  # the newest is read, clipped if need be
+    return 0

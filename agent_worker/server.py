@@ -21,15 +21,16 @@ from agent_worker.metrics import WorkerMetrics
 from agent_worker.providers.base import Provider
 from agent_worker.providers.registry import build_provider
 from agent_worker.servicer import AgentServicer
-from agent_worker.sessions.store import SessionStore, store_for_url
+from agent_worker.sessions.factory import store_for_url
+from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_runner import TurnRunner
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
-from services.addresses import is_loopback, split_listen
 from services.config import ClawgateConfig
 from services.grpc_options import worker_server_options
 from services.memory import quiet_gc
 from services.metrics_http import serve_metrics
+from services.network import is_loopback, split_listen
 
 log = logging.getLogger("clawgate.worker")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
@@ -183,6 +184,7 @@ async def serve(
         logprob_agents,
         providers=tuple(providers),
         tools=tools,
+        max_turn_messages=config.worker.max_turn_messages,
     )
     server, health_servicer = _grpc_server(config, servicer, address)
     metrics_address = metrics_listen or config.worker.metrics_listen

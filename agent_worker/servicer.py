@@ -1,29 +1,30 @@
-"""The gRPC face of the worker: each RPC converts with `wire` and hands over to the runner or the
-store. Both turn RPCs send what a `TurnOutbox` queues: Exchange many turns per stream
+"""The gRPC face of the worker: each RPC converts with `proto_mapping` and hands over to the
+runner or the store. Both turn RPCs send what a `TurnOutbox` queues: Exchange many turns per stream
 (exchange.py), RunTurn one turn per call."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
 import grpc
 
 from agent_worker.agent_tools import AgentTools
 from agent_worker.agents import AgentRegistry
-from agent_worker.errors import TurnError
+from agent_worker.domain import TurnEvent
+from agent_worker.errors import InvalidTurnError, TurnError
 from agent_worker.exchange import DRAINING, ExchangeCall
-from agent_worker.sessions.store import SessionStore
-from agent_worker.turn_outbox import OpenTurns, RunTurn, batches_of_one_turn
-from agent_worker.turn_runner import TurnRunner
-from agent_worker.wire import (
+from agent_worker.proto_mapping import (
     compaction_to_proto,
     fill_event,
     message_to_proto,
     turn_request_from_proto,
 )
+from agent_worker.sessions.store import SessionStore
+from agent_worker.turn_outbox import OpenTurns, RunTurn, batches_of_one_turn
+from agent_worker.turn_runner import TurnRunner
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 
@@ -38,8 +39,10 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         logprob_agents: frozenset[str] = frozenset(),
         providers: tuple[str, ...] = (),
         tools: AgentTools | None = None,
+        max_turn_messages: int = 10_000,
     ) -> None:
         self._runner = runner
+        self._max_turn_messages = max_turn_messages
         self._agents = agents
         self._store = store
         self._sessions_shared = sessions_shared
@@ -56,6 +59,13 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         await self.open_turns.wait_idle()
 
     def _start_turn(self, request: pb.RunTurnRequest) -> RunTurn:
+        messages = len(request.context) + 1
+        if messages > self._max_turn_messages:  # before reading them: 400,000 took seconds
+            error = InvalidTurnError(
+                f"the turn holds {messages} messages; this worker takes at most"
+                f" {self._max_turn_messages} (worker.maxTurnMessages)"
+            )
+            return lambda flushed: _refused(error)
         turn = turn_request_from_proto(request)
         return lambda flushed: self._runner.run(turn, flushed)
 
@@ -209,3 +219,8 @@ def cursor_position(cursor: str) -> tuple[float, str]:
     if not newline:
         raise ValueError("no position")
     return float(updated_at), session_key
+
+
+async def _refused(error: TurnError) -> AsyncGenerator[TurnEvent, None]:
+    raise error
+    yield  # an async generator, as a turn is

@@ -1,10 +1,8 @@
 """One long session through a real edge and worker: turns/s and turn times with compaction
 (the model's window is 4,096 tokens, each turn ~270) and without (a window that never fills),
-against an OpenAI-compatible stand-in that enforces its window (tests/support).
+against an OpenAI-compatible stand-in that enforces its window (devkit/windowed_upstream.py).
 
-    PYTHONPATH=. python bench/long_session.py [--turns 1000] [--window 4096]
-
-(`tests` is not an installed package: the stand-in comes from tests/support.)
+    python -m bench.long_session [--turns 1000] [--window 4096]
 
 Prints one markdown row per scenario: turns/s, p50/p99 turn time, compactions, their own time
 (p50/p99, from the worker's `compacted:` log lines) and the requests the stand-in refused.
@@ -22,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from devkit.processes import TOKEN, echo_config, start_stack
-from tests.support.windowed_upstream import WindowedUpstream
+from devkit.windowed_upstream import WindowedUpstream
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank. "
 NO_LIMIT = 10_000_000

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench.harness import CHAT_BODY, Row, cpu_seconds
-from bench.stack import AUTH, BENCH, Bench, answers
+from bench.stack import AUTH, Bench, answers
 from devkit.observe import rss_kib
 from devkit.processes import (
     clawgate,
@@ -60,7 +60,7 @@ def long_streams(bench: Bench) -> Row:
         sys.exit(f"long-streams: {count} streams need {count + 1000} open files (limit {limit})")
     upstream_port = free_port()
     standin = bench.process(
-        [sys.executable, str(BENCH / "slow_standin.py"), "--port", str(upstream_port)]
+        [sys.executable, "-m", "bench.slow_standin", "--port", str(upstream_port)]
         + ["--tokens", str(TOKENS), "--token-seconds", str(TOKEN_SECONDS)],
         "slow-standin",
     )

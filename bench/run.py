@@ -1,6 +1,6 @@
 """Benchmark scenarios, one command each; `all` runs every one in one go and prints ratios.
 
-    python bench/run.py SCENARIO [--seconds 10] [--connections 32]
+    python -m bench.run SCENARIO [--seconds 10] [--connections 32]
 
 Scenarios: standin (the raw-ASGI floor), edge-echo (edge + echo worker answering at once),
 edge-stub (edge + a stub gRPC server), worker (RunTurn over gRPC, no edge), pair and

@@ -5,7 +5,7 @@ turns at once, so one worker completes about turns_per_worker / turn_seconds tur
 and the edge has plenty of room. A fixed pool of clients sends non-stream requests on fresh
 sessions for `--seconds` per run and retries a 429 after a short pause.
 
-    python bench/scale_workers.py [--seconds 10] [--clients 48] [--store sqlite|postgresql]
+    python -m bench.scale_workers [--seconds 10] [--clients 48] [--store sqlite|postgresql]
 
 Prints one table row per worker count and a closing summary with the speed-up ratios.
 """
@@ -23,6 +23,7 @@ import httpx
 
 from bench.harness import stop_on_interrupt
 from devkit.processes import (
+    POSTGRES_URL,
     TOKEN,
     Process,
     clawgate,
@@ -33,7 +34,6 @@ from devkit.processes import (
     worker_serving,
     write_config,
 )
-from tests.support.postgres import POSTGRES_URL
 
 REPLY_WORDS = 20
 

@@ -3,7 +3,7 @@ token every `--token-seconds` for `--tokens` tokens. Each token's text is the wa
 was sent (`1732800000.123456 `), so a client on the same machine sees how long the token took to
 reach it through whatever stands between.
 
-    python bench/slow_standin.py --port 18002 --tokens 60 --token-seconds 1
+    python -m bench.slow_standin --port 18002 --tokens 60 --token-seconds 1
 """
 
 from __future__ import annotations

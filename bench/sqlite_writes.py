@@ -2,7 +2,7 @@
 every 3 ms, as the pair's worker sees under wrk): how long a turn waits for its write, and how
 long checkpoints take. Checkpoints that hold turns show up in the tail.
 
-    python bench/sqlite_writes.py [--seconds 6]
+    python -m bench.sqlite_writes [--seconds 6]
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ def waited_since(asked: float, waits: list[float]) -> Callable[[object], None]:
 
 async def run(seconds: float) -> None:
     checkpoints: list[float] = []
-    checkpoint = sqlite_store._checkpoint
+    checkpoint = sqlite_store.checkpoint_wal
 
     def timed_checkpoint(connection: sqlite3.Connection) -> None:
         started = time.perf_counter()
         checkpoint(connection)
         checkpoints.append(time.perf_counter() - started)
 
-    sqlite_store._checkpoint = timed_checkpoint  # the thread calls it through the module
+    sqlite_store.checkpoint_wal = timed_checkpoint  # the thread calls it through the module
     with tempfile.TemporaryDirectory() as tmp:
         store = sqlite_store.SqliteSessionStore(Path(tmp) / "s.db")
         await store.open()

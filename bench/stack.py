@@ -32,7 +32,6 @@ from devkit.processes import (
     write_config,
 )
 
-BENCH = Path(__file__).resolve().parent
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LITELLM_VERSION = "1.108.0"
 LITELLM_KEY = "sk-unused"
@@ -62,7 +61,7 @@ class Bench:
     def standin(self) -> str:
         port = free_port()
         process = self.process(
-            [sys.executable, str(BENCH / "upstream_standin.py"), "--port", str(port)], "standin"
+            [sys.executable, "-m", "bench.upstream_standin", "--port", str(port)], "standin"
         )
         base_url = f"http://127.0.0.1:{port}"
         wait_until(lambda: answers(f"{base_url}/v1/models"), 20, "stand-in", process)
@@ -91,7 +90,7 @@ class Bench:
         level = ("--log-level", self.args.log_level)
         if stub:
             worker = self.process(
-                [sys.executable, str(BENCH / "stub_worker.py"), "--listen", address], "stub"
+                [sys.executable, "-m", "bench.stub_worker", "--listen", address], "stub"
             )
         else:
             worker = self.process(clawgate(path, *level, "worker"), "worker")

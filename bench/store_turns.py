@@ -2,7 +2,7 @@
 (take the session's lease, read its history, write the turn, give the lease back), with how
 many connections, and the database server's CPU per turn.
 
-    python bench/store_turns.py [--url postgresql://…] [--seconds 10] [--concurrency 64]
+    python -m bench.store_turns [--url postgresql://…] [--seconds 10] [--concurrency 64]
 """
 
 from __future__ import annotations

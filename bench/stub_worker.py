@@ -2,7 +2,7 @@
 pre-built events (started, 16 deltas, finished, in one message as a worker batches them), so
 the edge can be measured without a real worker.
 
-    python bench/stub_worker.py --listen 127.0.0.1:50151
+    python -m bench.stub_worker --listen 127.0.0.1:50151
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ completion; a request that offers `tools` gets "Let me check." and one call of `
 `GET /v1/models` for health checks. Everything is pre-encoded: this is the floor every gateway
 is compared with.
 
-    python bench/upstream_standin.py --port 18001
+    python -m bench.upstream_standin --port 18001
 """
 
 from __future__ import annotations

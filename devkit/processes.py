@@ -1,4 +1,4 @@
-"""Starts real clawgate processes (`python -m services.cli …`) and waits until they serve."""
+"""Starts real clawgate processes (`python -m clawgate.cli …`) and waits until they serve."""
 
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ def raise_open_files_limit(wanted: int) -> int:
 
 
 def clawgate(config_path: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "services.cli", "--config", str(config_path), *args]
+    return [sys.executable, "-m", "clawgate.cli", "--config", str(config_path), *args]
 
 
 def wait_until(predicate: Any, timeout: float, what: str, process: Process | None = None) -> None:

@@ -13,22 +13,17 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway_edge import (
-    chat_completions,
-    health,
-    models,
-    responses_endpoint,
-    sessions_api,
-    status,
-    ui_routes,
-)
+from gateway_edge import health, models, sessions_api, status, ui_routes
 from gateway_edge import metrics as metrics_route
 from gateway_edge.auth import AccessGuard, Authenticator
+from gateway_edge.dialects.chat import ChatCompletions
+from gateway_edge.dialects.responses import Responses
 from gateway_edge.errors import ApiError, bad_request, internal_error
+from gateway_edge.json_responses import error_response
 from gateway_edge.metrics import EdgeMetrics
 from gateway_edge.observability import ObservabilityMiddleware
 from gateway_edge.rate_limit import AuthFailureLimiter
-from gateway_edge.responses import error_response
+from gateway_edge.serving import TurnEndpoint
 from gateway_edge.state import EdgeState
 from gateway_edge.worker_pool import PoolSettings, WorkerPool
 from services.config import ClawgateConfig
@@ -70,11 +65,13 @@ async def _unexpected_error(request: Request, error: Exception) -> Response:
 
 
 class HotPath:
-    """Hands its paths straight to their pure ASGI endpoints and everything else to `app`."""
+    """Hands the turn endpoints' paths straight to them and everything else to `app` (the
+    framework's routing, dependencies and middleware were ~23% of the edge's samples:
+    docs/performance.md)."""
 
-    def __init__(self, app: ASGIApp, endpoints: dict[str, ASGIApp]) -> None:
+    def __init__(self, app: ASGIApp, endpoints: list[TurnEndpoint]) -> None:
         self._app = app
-        self._endpoints = endpoints
+        self._endpoints = {endpoint.path: endpoint for endpoint in endpoints}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self._endpoints.get(scope["path"]) if scope["type"] == "http" else None
@@ -145,16 +142,19 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
         app.include_router(sessions_api.router)
     if endpoints_config.chat_completions.enabled:
         app.include_router(ui_routes.router)  # the chat page talks to chat completions
-    endpoints: dict[str, ASGIApp] = {}
-    if endpoints_config.chat_completions.enabled:
-        endpoints[chat_completions.PATH] = chat_completions.ChatCompletionsEndpoint(state)
-    else:
+    endpoints = [
+        TurnEndpoint(state, dialect)
+        for enabled, dialect in (
+            (endpoints_config.chat_completions.enabled, ChatCompletions(config)),
+            (endpoints_config.responses.enabled, Responses(config)),
+        )
+        if enabled
+    ]
+    if not endpoints_config.chat_completions.enabled:
         log.warning(
             "POST /v1/chat/completions is off (404): set"
             " gateway.http.endpoints.chatCompletions.enabled to true to serve it"
         )
-    if endpoints_config.responses.enabled:
-        endpoints[responses_endpoint.PATH] = responses_endpoint.ResponsesEndpoint(state)
     if not endpoints:
         return ObservabilityMiddleware(app, metrics)
     app.include_router(models.router)

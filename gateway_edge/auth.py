@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway_edge.addresses import is_loopback
 from gateway_edge.errors import rate_limited, unauthorized
 from gateway_edge.rate_limit import AuthFailureLimiter
 from services.config import PASSWORD_ENV, TOKEN_ENV, AuthConfig
+from services.network import is_loopback
 
 __all__ = ["PASSWORD_ENV", "TOKEN_ENV", "AccessGuard", "Authenticator", "AuthSetupError"]
 
@@ -75,6 +75,12 @@ class Authenticator:
         if scheme.lower() != "bearer":
             return False
         return hmac.compare_digest(value.strip().encode(), self.secret)
+
+
+def client_ip(peer: tuple[str, int] | None) -> str:
+    """The client's address: the peer's, or, when the peer is one of `gateway.trustedProxies`,
+    what its X-Forwarded-For says (uvicorn rewrites the scope; nobody else is believed)."""
+    return peer[0] if peer else ""
 
 
 class AccessGuard:

@@ -12,21 +12,21 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.types import Scope
 
 from services.metric_labels import children_of
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _FIRST_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-ROUTES = frozenset(
-    {"/v1/chat/completions", "/v1/models", "/healthz", "/readyz", "/metrics", "/status"}
-)
+OTHER_ROUTE = "other"
 
 
-def route_label(path: str) -> str:
-    """A bounded label: known routes by name, everything else as 'other'."""
-    if path in ROUTES:
-        return path
-    return "/v1/models/{id}" if path.startswith("/v1/models/") else "other"
+def route_label(scope: Scope) -> str:
+    """A bounded label: the template of the route that served the request (the app's routes
+    and the turn endpoints set `scope["route"]`), else 'other' (a 404, say)."""
+    route = scope.get("route")
+    path: str | None = getattr(route, "path_format", None)
+    return path if path is not None else OTHER_ROUTE
 
 
 class EdgeMetrics:
@@ -47,18 +47,21 @@ class EdgeMetrics:
         )
         self.first_token_seconds = Histogram(
             "clawgate_edge_time_to_first_token_seconds",
-            "Time from a chat request's arrival to its first content token.",
+            "Time from a turn request's arrival to its first content token, by route.",
+            ["route"],
             buckets=_FIRST_TOKEN_BUCKETS,
             registry=self.registry,
         )
         self.streams_open = Gauge(
             "clawgate_edge_streams_open",
-            "SSE responses being streamed now.",
+            "SSE responses being streamed now, by route.",
+            ["route"],
             registry=self.registry,
         )
         self.completion_tokens = Counter(
             "clawgate_edge_completion_tokens",
-            "Completion tokens sent to clients (as the providers counted them).",
+            "Completion tokens sent to clients (as the providers counted them), by route.",
+            ["route"],
             registry=self.registry,
         )
         self.worker_calls = Counter(
@@ -76,6 +79,9 @@ class EdgeMetrics:
         )
         self.requests_by = children_of(self.requests)
         self.request_seconds_by = children_of(self.request_seconds)
+        self.first_token_seconds_by = children_of(self.first_token_seconds)
+        self.streams_open_by = children_of(self.streams_open)
+        self.completion_tokens_by = children_of(self.completion_tokens)
         self.worker_calls_by = children_of(self.worker_calls)
         self.auth_failures_by = children_of(self.auth_failures)
 

@@ -69,13 +69,13 @@ class ObservabilityMiddleware:
 
     def _observe(self, scope: Scope, record: RequestRecord, status: int) -> None:
         ended = time.monotonic()
-        route = route_label(scope["path"])
+        route = route_label(scope)
         self.metrics.requests_by(route, scope["method"], str(status)).inc()
         self.metrics.request_seconds_by(route).observe(ended - record.started)
         first_token = None
         if record.first_token_at is not None:
             first_token = record.first_token_at - record.started
-            self.metrics.first_token_seconds.observe(first_token)
+            self.metrics.first_token_seconds_by(route).observe(first_token)
         if not log.isEnabledFor(logging.INFO):
             return  # the line below is built only when it is written
         fields: dict[str, object] = {

@@ -7,8 +7,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway_edge.addresses import is_loopback
 from services.config import RateLimitConfig
+from services.network import is_loopback
 
 MAX_TRACKED_CLIENTS = 10_000
 

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.agent_resolution import resolve_agent
 from gateway_edge.errors import ApiError, bad_request
-from gateway_edge.responses import json_response
+from gateway_edge.json_responses import json_response
 from gateway_edge.state import EdgeState, authorized
 from gateway_edge.worker_calls import ask
 

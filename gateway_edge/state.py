@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from gateway_edge.addresses import client_ip
-from gateway_edge.auth import AccessGuard
+from gateway_edge.auth import AccessGuard, client_ip
 from gateway_edge.metrics import EdgeMetrics
 from gateway_edge.worker_pool import WorkerPool
 from services.config import ClawgateConfig

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
-from gateway_edge.responses import json_response
+from gateway_edge.json_responses import json_response
 from gateway_edge.state import EdgeState, authorized
 
 router = APIRouter()

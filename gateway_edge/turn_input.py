@@ -10,14 +10,14 @@ from collections.abc import Sequence
 import orjson
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
-from gateway_edge.errors import bad_request
-from gateway_edge.protocol import (
+from gateway_edge.dialects.chat_request import (
     ChatCompletionRequest,
     ChatMessage,
     FunctionDefinition,
     ImagePart,
     NamedToolChoice,
 )
+from gateway_edge.errors import bad_request
 from gateway_edge.sessions import Session
 
 IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")

@@ -9,9 +9,9 @@ from starlette.types import Scope
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.agent_resolution import resolve_agent
+from gateway_edge.dialects.chat_request import ChatCompletionRequest
 from gateway_edge.errors import ApiError, bad_request
 from gateway_edge.observability import RequestRecord, record_of
-from gateway_edge.protocol import ChatCompletionRequest
 from gateway_edge.sessions import SESSION_KEY_HEADER, Session, session_for
 from gateway_edge.state import EdgeState
 from gateway_edge.turn_input import turn_request_for

@@ -33,6 +33,10 @@ OPEN_OVERHEAD_BYTES = 64  # what a TurnOpen adds around its request, generously
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's own default
 
 
+def _has_unknown_kind(events: Sequence[pb.RunTurnEvent]) -> bool:
+    return any(event.WhichOneof("event") is None for event in events)
+
+
 class LinkFailure(Exception):
     """The turn's stream to its worker broke; `code` is what the call ended with."""
 
@@ -65,10 +69,10 @@ class TurnInbox:
 
     def deliver(self, events: Sequence[pb.RunTurnEvent]) -> None:
         self._batches.append(events)
-        if self.whole and not self.ended:
+        if self.whole and not self.ended and not _has_unknown_kind(events):
             self._give_back(len(events))
             return
-        self._wake()
+        self._wake()  # an event of an unknown kind fails the turn: its reader must see it
 
     def _give_back(self, events: int) -> None:
         give_back = self._credit.took(events)

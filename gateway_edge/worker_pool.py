@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -25,14 +25,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from gateway_edge.agent_directory import AgentDirectory
-from gateway_edge.errors import ApiError, api_error_from_call, refused, too_large, turn_failed
+from gateway_edge.errors import ApiError, api_error_from_call, refused, too_large
 from gateway_edge.placement import candidates
-from gateway_edge.turn import Turn
+from gateway_edge.remote_turn import REFUSED_STREAM, NotStarted, RemoteTurn
 from gateway_edge.worker import Worker
 from gateway_edge.worker_link import (
     DEFAULT_MAX_MESSAGE_BYTES,
     OPEN_OVERHEAD_BYTES,
-    LinkFailure,
     WorkerLink,
 )
 from gateway_edge.worker_targets import addresses_of, needs_resolving, split_target
@@ -41,14 +40,6 @@ from services.grpc_options import Options
 log = logging.getLogger("clawgate.edge.workers")
 HEALTH_RETRY_SECONDS = 1.0
 _SERVING = health_pb2.HealthCheckResponse.SERVING
-# Codes a broken stream ends with when the worker itself refused it (a wrong shared secret, an
-# older worker): trying the same on another worker helps nobody. Any other code is a transport
-# failure (UNAVAILABLE, or INTERNAL from gRPC core after a kill or a GOAWAY).
-_REFUSED_STREAM = (
-    grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.UNIMPLEMENTED,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,24 +51,6 @@ class PoolSettings:
     # A turn not started by then makes the edge check that its worker still answers.
     start_check_seconds: float = 3.0
     health_timeout_seconds: float = 2.0
-
-
-class _NotStarted(Exception):
-    """The worker did not start the turn; `movable` says whether another worker may."""
-
-    def __init__(self, error: ApiError, status: int, movable: bool) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.status = status  # a pb.ErrorCode
-        self.movable = movable
-
-    @property
-    def outcome(self) -> str:
-        return pb.ErrorCode.Name(self.status).removeprefix("ERROR_CODE_").lower()  # type: ignore[arg-type]
-
-
-def _unreachable(status: int = pb.ERROR_CODE_UNAVAILABLE) -> _NotStarted:
-    return _NotStarted(refused(pb.ERROR_CODE_UNAVAILABLE, None), status, movable=True)
 
 
 class WorkerPool:
@@ -198,7 +171,7 @@ class WorkerPool:
             )
         except grpc.aio.AioRpcError as error:
             log.warning("worker %s did not list its agents: %s", worker.address, error.code().name)
-            if error.code() in _REFUSED_STREAM:
+            if error.code() in REFUSED_STREAM:
                 self._listing_refused = api_error_from_call(error.code(), error.details())
             return None
 
@@ -221,7 +194,7 @@ class WorkerPool:
 
     async def start_turn(
         self, request: pb.RunTurnRequest, sticky: bool, whole_answer: bool = False
-    ) -> Turn:
+    ) -> RemoteTurn:
         """Sends the turn to the session's worker (or the next one that can take it).
         `whole_answer`: the caller reads the answer only once it is complete."""
         size = request.ByteSize()
@@ -231,14 +204,16 @@ class WorkerPool:
                 f"The turn is {size} bytes, more than a worker accepts ({limit} bytes,"
                 " worker.maxMessageBytes)."
             )
-        refusal: _NotStarted | None = None
+        refusal: NotStarted | None = None
         for worker in candidates(self._workers.values(), request.session_key, sticky):
             inbox = worker.link.open_turn(request, size, whole_answer)
-            turn = Turn(worker, inbox, self._on_outcome)
+            turn = RemoteTurn(worker, inbox, self._on_outcome)
             try:
-                await self._started(turn)
+                await turn.wait_started(
+                    self._settings.start_check_seconds, self._settings.health_timeout_seconds
+                )
                 return turn
-            except _NotStarted as not_started:
+            except NotStarted as not_started:
                 refusal = not_started
                 turn.close(refusal.outcome)
             except ApiError:  # the worker answered something other than started or error
@@ -258,51 +233,6 @@ class WorkerPool:
         if refusal is None:
             raise refused(pb.ERROR_CODE_UNAVAILABLE, None)
         raise refusal.error
-
-    async def _started(self, turn: Turn) -> None:
-        """Waits for the turn's first events: returns once it started, else raises
-        _NotStarted (or ApiError when the worker answered nonsense)."""
-        first = await self._first_events(turn)
-        head = first[0]
-        if head.HasField("started"):
-            turn.accept(first[1:])
-            return
-        if not head.HasField("error"):
-            raise ApiError(
-                502, "The worker did not start the turn.", "api_error", code="worker_error"
-            )
-        error = head.error
-        if error.source == pb.ERROR_SOURCE_SESSION_STORE:
-            raise _NotStarted(turn_failed(error), error.status, movable=False)
-        # UNAVAILABLE: the worker is draining (its health watch says so too).
-        movable = error.status in (pb.ERROR_CODE_UNAVAILABLE, pb.ERROR_CODE_RESOURCE_EXHAUSTED)
-        raise _NotStarted(refused(error.status, error.message), error.status, movable)
-
-    async def _first_events(self, turn: Turn) -> Sequence[pb.RunTurnEvent]:
-        """The turn's first events. Raises _NotStarted (movable) when the stream broke, or when
-        the turn waited past the start bound and its worker did not answer a health check."""
-        worker = turn.worker
-        while True:
-            try:
-                events = await turn.inbox.next_events(self._settings.start_check_seconds)
-            except LinkFailure as failure:
-                status = failure.code.value[0]  # pb.ErrorCode numbers are gRPC's
-                if failure.code in _REFUSED_STREAM:  # the worker answered, and said no
-                    error = api_error_from_call(failure.code, failure.details)
-                    raise _NotStarted(error, status, movable=False) from None
-                worker.set_answering(False)
-                raise _unreachable(status) from None
-            if events:
-                return events
-            if not await worker.answers(
-                self._settings.health_timeout_seconds
-            ):  # else it is alive: the turn waits its turn
-                log.warning(
-                    "worker %s did not start a turn within %gs nor answer a health check",
-                    worker.address,
-                    self._settings.start_check_seconds,
-                )
-                raise _unreachable(pb.ERROR_CODE_DEADLINE_EXCEEDED)
 
     def any_serving(self) -> bool:
         """Ready: a worker serves, answers, and has listed its agents."""

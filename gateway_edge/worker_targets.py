@@ -11,7 +11,7 @@ import logging
 import socket
 from collections.abc import Sequence
 
-from services.addresses import is_static, join_address
+from services.network import is_static, join_address
 
 log = logging.getLogger("clawgate.edge.workers")
 Target = tuple[str, int]

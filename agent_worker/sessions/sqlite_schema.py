@@ -3,9 +3,11 @@ connection and the thread's."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from agent_worker.domain import (
     ChatMessage,
@@ -217,3 +219,18 @@ def _listing_filter(
         conditions.append("(updated_at < ? OR (updated_at = ? AND session_key < ?))")
         values += [after[0], after[0], after[1]]
     return ("WHERE " + " AND ".join(conditions) if conditions else ""), tuple(values)
+
+
+def make_private(path: Path) -> None:
+    """Transcripts are for their owner: a new folder is 0700 and a new file 0600 (SQLite gives
+    the WAL and shared-memory files the database file's mode)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def checkpoint_wal(connection: sqlite3.Connection) -> None:
+    """Copies the WAL into the database file without waiting for anyone (PASSIVE), so that the
+    WAL can start over instead of growing (see SqliteSessionStore._start_checkpoint); the size
+    limit gives the file back once it does."""
+    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()

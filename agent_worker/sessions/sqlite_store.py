@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -42,8 +41,10 @@ from agent_worker.sessions.records import message_of
 from agent_worker.sessions.sqlite_schema import (
     BUSY_TIMEOUT_SECONDS,
     SCHEMA,
+    checkpoint_wal,
     create_or_migrate,
     insert_compaction,
+    make_private,
     read_compactions,
     read_context,
     read_response,
@@ -52,6 +53,7 @@ from agent_worker.sessions.sqlite_schema import (
 )
 from agent_worker.sessions.sqlite_writes import (
     UnwrittenTurn,
+    fits_a_loop_commit,
     is_busy_error,
     settle,
     settle_from_thread,
@@ -67,32 +69,6 @@ T = TypeVar("T")
 # per 1,000 WAL pages, and a turn writes one to three.
 CHECKPOINT_EVERY = 400
 WAL_SIZE_LIMIT = 16 << 20  # what the WAL file is cut back to when it starts over
-# The most text a turn may have for its commit to run on the event loop (about 30 us per KiB).
-LOOP_COMMIT_BYTES = 64 * 1024
-
-
-def _small(messages: Sequence[ChatMessage]) -> bool:
-    size = 0
-    for message in messages:
-        size += len(message.text) + sum(len(call.arguments) for call in message.tool_calls)
-        if size > LOOP_COMMIT_BYTES:
-            return False
-    return True
-
-
-def _make_private(path: Path) -> None:
-    """Transcripts are for their owner: a new folder is 0700 and a new file 0600 (SQLite gives
-    the WAL and shared-memory files the database file's mode)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not path.exists():
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-
-
-def _checkpoint(connection: sqlite3.Connection) -> None:
-    """Copies the WAL into the database file without waiting for anyone (PASSIVE), so that the
-    WAL can start over instead of growing (see _start_checkpoint); the size limit gives the
-    file back once it does."""
-    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
 
 class SqliteSessionStore:
@@ -117,7 +93,7 @@ class SqliteSessionStore:
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
             if isinstance(self._path, Path):
-                _make_private(self._path)
+                make_private(self._path)
             connection = sqlite3.connect(
                 str(self._path),
                 timeout=BUSY_TIMEOUT_SECONDS,
@@ -190,7 +166,7 @@ class SqliteSessionStore:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         turn = (session_key, messages, done, origin)
-        if self._loop_connection is not None and _small(messages):
+        if self._loop_connection is not None and fits_a_loop_commit(messages):
             self._loop_group.append(turn)
             if len(self._loop_group) == 1:
                 loop.call_soon(self._commit_loop_group)
@@ -242,7 +218,7 @@ class SqliteSessionStore:
         of just that while finishing turns queue for the thread; then the WAL starts over.
         Holding turns for the whole copy tripled the pair's p99 (docs/performance.md)."""
         self._checkpoint_holds_turns = holds_turns
-        checkpoint = self._run(_checkpoint)
+        checkpoint = self._run(checkpoint_wal)
         checkpoint.add_done_callback(self._checkpointed)
         self.checkpoint = checkpoint
 

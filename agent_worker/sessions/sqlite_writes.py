@@ -13,6 +13,19 @@ from agent_worker.errors import SessionStoreError
 from agent_worker.sessions.sqlite_schema import insert_turn
 from agent_worker.sessions.store import TurnOrigin
 
+# The most text a turn may have for its commit to run on the event loop (about 30 us per KiB).
+LOOP_COMMIT_BYTES = 64 * 1024
+
+
+def fits_a_loop_commit(messages: Sequence[ChatMessage]) -> bool:
+    size = 0
+    for message in messages:
+        size += len(message.text) + sum(len(call.arguments) for call in message.tool_calls)
+        if size > LOOP_COMMIT_BYTES:
+            return False
+    return True
+
+
 # A turn waiting for its write: session key, messages, the future it waits on, its origin.
 UnwrittenTurn = tuple[str, Sequence[ChatMessage], "asyncio.Future[None]", TurnOrigin]
 

@@ -1,11 +1,10 @@
-"""The interface of a transcript store and how a store is chosen from `sessions.store`."""
+"""The interface every transcript store implements (sqlite_store.py, postgres_store.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from agent_worker.domain import (
@@ -15,7 +14,6 @@ from agent_worker.domain import (
     StoredContext,
     StoredResponse,
 )
-from services.config import POSTGRES_URL_PREFIXES
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,25 +89,3 @@ class SessionStore(Protocol):
 
     async def delete(self, session_key: str) -> bool:
         """Deletes the transcript (and its summary and response ids); whether there was one."""
-
-
-class UnsupportedStoreError(ValueError):
-    pass
-
-
-def store_for_url(url: str, pool_size: int = 20) -> SessionStore:
-    """`sqlite:///path` (`~` expanded), `sqlite:///:memory:` or `postgresql://…`."""
-    if url.startswith("sqlite:///"):
-        from agent_worker.sessions.sqlite_store import SqliteSessionStore
-
-        location = url.removeprefix("sqlite:///")
-        return SqliteSessionStore(
-            location if location == ":memory:" else Path(location).expanduser()
-        )
-    if url.startswith(POSTGRES_URL_PREFIXES):
-        from agent_worker.sessions.postgres_store import PostgresSessionStore
-
-        return PostgresSessionStore(url, pool_size)
-    raise UnsupportedStoreError(
-        f"sessions.store: unsupported store URL {url!r} (use sqlite:///PATH or postgresql://…)"
-    )

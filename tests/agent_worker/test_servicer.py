@@ -21,12 +21,12 @@ from agent_worker.domain import (
 )
 from agent_worker.errors import SessionBusyError, TurnError
 from agent_worker.exchange import ExchangeCall
+from agent_worker.proto_mapping import fill_event, sampling_from_proto, turn_request_from_proto
 from agent_worker.providers.registry import build_provider
 from agent_worker.servicer import AgentServicer
 from agent_worker.sessions.sqlite_store import SqliteSessionStore
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin
 from agent_worker.turn_runner import TurnRunner
-from agent_worker.wire import fill_event, sampling_from_proto, turn_request_from_proto
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from services.config import parse_config
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_worker.agent_turn import merged_sampling
-from agent_worker.agents import AgentRegistry
+from agent_worker.agents import AgentRegistry, merged_sampling
 from agent_worker.deadline import ProviderDeadline
 from agent_worker.domain import (
     ChatMessage,

@@ -1,4 +1,4 @@
-"""`bench/run.py` as a real process: what it leaves behind when it is stopped."""
+"""`python -m bench.run` as a real process: what it leaves behind when it is stopped."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from devkit.processes import REPO_ROOT, wait_until
 def test_sigterm_stops_the_processes_its_scenario_started() -> None:
     # The `worker` scenario needs no wrk: its load client is in the bench process itself.
     bench = subprocess.Popen(
-        [sys.executable, "bench/run.py", "worker", "--seconds", "120", "--connections", "1"],
+        [sys.executable, "-m", "bench.run", "worker", "--seconds", "120", "--connections", "1"],
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

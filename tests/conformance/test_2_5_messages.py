@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from devkit.processes import Stack, extra_edge
+from devkit.upstream import UpstreamStandIn
 from tests.conformance.helpers import assert_error, chat, post_chat, user
-from tests.support.upstream import UpstreamStandIn
 
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n0000").decode()
 

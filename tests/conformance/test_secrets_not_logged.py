@@ -29,7 +29,7 @@ def debug_process(config_path: Path, log: Path, *command: str) -> Process:
     argv = [
         sys.executable,
         "-m",
-        "services.cli",
+        "clawgate.cli",
         "--config",
         str(config_path),
         "--log-level",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from gateway_edge import chat_completions
 from gateway_edge.app import create_app
+from gateway_edge.dialects import chat
 from services.config import parse_config
 
 CONFIG = parse_config(
@@ -20,7 +20,7 @@ async def test_unexpected_errors_are_a_500_without_a_trace(monkeypatch: pytest.M
     def broken(*args: object) -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(chat_completions, "parse_chat_request", broken)
+    monkeypatch.setattr(chat, "parse_chat_request", broken)
     transport = httpx.ASGITransport(app=create_app(CONFIG), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://edge") as client:
         response = await client.post(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
-from gateway_edge.chat_encoder import ChatEncoder
+from gateway_edge.dialects.chat_encoder import ChatEncoder
 from gateway_edge.errors import ApiError
 from gateway_edge.sse import error_frame
 from tests.support.schemas import assert_valid
@@ -20,7 +20,7 @@ def test_frames_are_valid_chunks_sharing_id_and_created() -> None:
         finish_reason=pb.FINISH_REASON_LENGTH,
         usage=pb.Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3),
     )
-    frames = [encoder.role(), encoder.delta('quote " and \n newline'), encoder.finish(finished)]
+    frames = [encoder.opening(), encoder.delta('quote " and \n newline'), encoder.finish(finished)]
     chunks = [payload(frame) for frame in frames]
     for chunk in chunks:
         assert_valid("CreateChatCompletionStreamResponse", chunk)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from gateway_edge.dialects.chat_request import parse_chat_request
 from gateway_edge.errors import ApiError
-from gateway_edge.protocol import parse_chat_request
 
 USER = [{"role": "user", "content": "x"}]
 

@@ -5,8 +5,8 @@ import base64
 import pytest
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
+from gateway_edge.dialects.chat_request import parse_chat_request
 from gateway_edge.errors import ApiError
-from gateway_edge.protocol import parse_chat_request
 from gateway_edge.sessions import Session
 from gateway_edge.turn_input import MISSING_USER_MESSAGE, turn_request_for
 

@@ -5,7 +5,7 @@ import socket
 from gateway_edge.placement import candidates, rendezvous_weight
 from gateway_edge.worker_pool import PoolSettings, WorkerPool
 from gateway_edge.worker_targets import split_target
-from services.addresses import is_static
+from services.network import is_static
 
 
 def test_targets() -> None:

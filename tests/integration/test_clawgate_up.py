@@ -68,7 +68,7 @@ def test_up_answers_both_curl_examples_with_the_local_model(tmp_path: Path) -> N
     home = tmp_path / "home"
     home.mkdir()
     env = {"HOME": str(home), "CLAWGATE_CONFIG": ""}
-    up = Process([sys.executable, "-m", "services.cli", "up"], tmp_path / "up.log", env).start()
+    up = Process([sys.executable, "-m", "clawgate.cli", "up"], tmp_path / "up.log", env).start()
     try:
         wait_until(lambda: "chat page:" in up.log(), 180, "clawgate up", up)
         output = up.log()

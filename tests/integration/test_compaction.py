@@ -1,6 +1,6 @@
 """Sessions that outlive the model's window (issue 30), over a real worker and edge, with the
 `openai` SDK against an OpenAI-compatible stand-in that enforces a hard 4,096-token window and
-answers OpenAI's `context_length_exceeded` error (tests/support/windowed_upstream.py)."""
+answers OpenAI's `context_length_exceeded` error (devkit/windowed_upstream.py)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ from devkit.processes import (
     worker_serving,
     write_config,
 )
+from devkit.windowed_upstream import WindowedUpstream
 from services.logging import fingerprint
 from tests.support.postgres import POSTGRES_URL, requires_postgres
-from tests.support.windowed_upstream import WindowedUpstream
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WINDOW = 4096

@@ -94,7 +94,7 @@ def local_command(
                 f"///{hostname}:", "///127.0.0.1:"
             )
         env[name] = value
-    return [sys.executable, "-m", "services.cli", *argv], env
+    return [sys.executable, "-m", "clawgate.cli", *argv], env
 
 
 async def ensure_compose_database() -> None:
@@ -151,6 +151,6 @@ def test_the_compose_topology_serves_a_turn(topology: str) -> None:
     assert response.json()["choices"][0]["message"]["content"].strip()
     probe = compose()["services"]["agent-worker"]["healthcheck"]["test"][1:]
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", *probe[1:]], capture_output=True, text=True
+        [sys.executable, "-m", "clawgate.cli", *probe[1:]], capture_output=True, text=True
     )
     assert result.returncode == 0 and "SERVING" in result.stdout

@@ -32,9 +32,9 @@ from devkit.processes import (
     wait_until,
     write_config,
 )
+from devkit.upstream import UpstreamStandIn
 from gateway_edge.placement import rendezvous_weight
 from tests.support.sessions import assert_one_turn_at_a_time, transcript
-from tests.support.upstream import UpstreamStandIn
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHAT = "/v1/chat/completions"

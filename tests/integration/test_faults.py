@@ -37,6 +37,7 @@ from devkit.processes import (
     worker_serving,
     write_config,
 )
+from devkit.upstream import UpstreamStandIn
 from gateway_edge.placement import rendezvous_weight
 from tests.support.postgres import (
     create_database,
@@ -46,7 +47,6 @@ from tests.support.postgres import (
     query,
 )
 from tests.support.sessions import assert_one_turn_at_a_time, transcript
-from tests.support.upstream import UpstreamStandIn
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHAT = "/v1/chat/completions"

@@ -35,6 +35,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp_path = tmp_path_factory.mktemp("operations")
     config = echo_config(tmp_path)
     config["worker"]["metricsListen"] = f"127.0.0.1:{free_port()}"
+    config["gateway"]["http"]["endpoints"]["responses"] = {"enabled": True}
     stack = start_stack(tmp_path, config)
     yield stack
     stack.stop()
@@ -110,12 +111,16 @@ def test_metrics_move_by_the_right_amounts(stack: Stack) -> None:
         )
         == 7
     )
-    assert moved(edge, edge_before, "clawgate_edge_time_to_first_token_seconds_count") == 4
-    assert moved(edge, edge_before, "clawgate_edge_completion_tokens_total") == tokens
+    chat_route = {"route": "/v1/chat/completions"}
+    assert (
+        moved(edge, edge_before, "clawgate_edge_time_to_first_token_seconds_count", **chat_route)
+        == 4
+    )
+    assert moved(edge, edge_before, "clawgate_edge_completion_tokens_total", **chat_route) == tokens
     assert moved(edge, edge_before, "clawgate_edge_worker_calls_total", outcome="ok") == 4
     assert moved(edge, edge_before, "clawgate_edge_auth_failures_total", reason="missing") == 1
     assert moved(edge, edge_before, "clawgate_edge_auth_failures_total", reason="invalid") == 1
-    assert value(edge, "clawgate_edge_streams_open") == 0
+    assert value(edge, "clawgate_edge_streams_open", **chat_route) == 0
 
     assert (
         moved(worker, worker_before, "clawgate_worker_turns_total", agent="main", outcome="ok") == 4
@@ -250,3 +255,53 @@ def test_readiness_follows_the_workers_and_status_shows_them(tmp_path: Path) -> 
         assert edge_answers(stack.base_url)
     finally:
         stack.stop()
+
+
+def series_by_route(samples: dict, route: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """The series of `route`, with the route label taken out (to compare two routes)."""
+    return {
+        (name, tuple(label for label in labels if label[0] != "route"))
+        for name, labels in samples
+        if ("route", route) in labels
+    }
+
+
+def test_responses_has_every_edge_series_chat_completions_has(stack: Stack) -> None:
+    """Both dialects run on the one turn driver: the same requests move the same series
+    (route label, time to first token, open streams, completion tokens, statuses)."""
+    moves: dict[str, dict[str, float]] = {}
+    for path, body in (
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hello there"}]}),
+        ("/v1/responses", {"input": "hello there"}),
+    ):
+        before = scrape(f"{stack.base_url}/metrics")
+        url = f"{stack.base_url}{path}"
+        assert httpx.post(url, headers=AUTH, json=body, timeout=30).status_code == 200
+        with httpx.stream("POST", url, headers=AUTH, json={**body, "stream": True}) as streamed:
+            assert streamed.status_code == 200
+            assert sum(1 for line in streamed.iter_lines() if line.startswith("data: ")) > 2
+        assert httpx.post(url, json=body).status_code == 401
+        assert httpx.post(url, headers=AUTH, json={"model": 7}).status_code == 400
+        assert httpx.get(url, headers=AUTH).status_code == 405
+        after = scrape(f"{stack.base_url}/metrics")
+        moves[path] = {
+            f"{name}{dict(labels)}": value(after, name, **dict(labels))
+            - value(before, name, **dict(labels))
+            for name, labels in after
+            if ("route", path) in labels
+        }
+    edge = scrape(f"{stack.base_url}/metrics")
+    chat_series = series_by_route(edge, "/v1/chat/completions")
+    responses_series = series_by_route(edge, "/v1/responses")
+    assert chat_series, "no series for chat completions"
+    assert chat_series <= responses_series, chat_series - responses_series
+    for path in moves:
+        moved = moves[path]
+        assert moved[f"clawgate_edge_time_to_first_token_seconds_count{{'route': '{path}'}}"] == 2
+        assert moved[f"clawgate_edge_completion_tokens_total{{'route': '{path}'}}"] > 0
+        for status, count in (("200", 2), ("401", 1), ("400", 1), ("405", 1)):
+            labels = {"method": "POST" if status != "405" else "GET", "route": path}
+            labels["status"] = status
+            key = f"clawgate_edge_requests_total{dict(sorted(labels.items()))}"
+            assert moved[key] == count, (key, moved)
+    assert value(edge, "clawgate_edge_streams_open", route="/v1/responses") == 0

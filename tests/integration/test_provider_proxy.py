@@ -24,7 +24,7 @@ from devkit.processes import (
     worker_serving,
     write_config,
 )
-from tests.support.upstream import UpstreamStandIn
+from devkit.upstream import UpstreamStandIn
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NO_PROXY_AT_ALL = {name: "" for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")}
@@ -76,7 +76,7 @@ def ask_through(
     path = write_config(tmp_path, config)
     address = config["worker"]["listen"]
     worker = Process(
-        [sys.executable, "-m", "services.cli", "--config", str(path), "worker"],
+        [sys.executable, "-m", "clawgate.cli", "--config", str(path), "worker"],
         tmp_path / "worker.log",
         env,
     ).start()

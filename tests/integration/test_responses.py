@@ -23,8 +23,8 @@ from pydantic import TypeAdapter
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from devkit.processes import TOKEN, Stack, echo_config, start_stack
+from devkit.upstream import UpstreamStandIn
 from tests.support.agents_sdk import run_weather_agent
-from tests.support.upstream import UpstreamStandIn
 
 PATH = "/v1/responses"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -189,7 +189,7 @@ def test_17_8_global_options_work_after_the_command(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "clawgate.cli",
             "status",
             "--config",
             str(path),

@@ -20,9 +20,9 @@ from openai import AsyncOpenAI
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from devkit.processes import TOKEN, Stack, echo_config, start_stack
+from devkit.upstream import UpstreamStandIn
 from tests.support.agents_sdk import run_weather_agent
 from tests.support.schemas import assert_valid
-from tests.support.upstream import UpstreamStandIn
 
 CHAT = "/v1/chat/completions"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

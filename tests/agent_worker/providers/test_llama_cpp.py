@@ -21,6 +21,7 @@ from agent_worker.domain import (
 )
 from agent_worker.errors import ProviderUnavailableError
 from agent_worker.providers.base import ProviderRequest
+from agent_worker.providers.llama_controls import GenerationCancelled, stop_when
 from agent_worker.providers.llama_cpp import LlamaCppProvider, default_model_path
 from services.provider_config import LlamaCppProviderConfig
 
@@ -83,6 +84,44 @@ async def test_a_cancelled_turn_stops_and_frees_the_model(provider: LlamaCppProv
     await events.aclose()
     text, finished = await asyncio.wait_for(run(provider, prompt("Say hi.", 4)), 30)
     assert finished.usage.completion_tokens <= 4
+
+
+async def test_a_turn_cancelled_in_its_prompt_evaluation_stops_there(
+    provider: LlamaCppProvider,
+) -> None:
+    """llama-cpp-python evaluates a prompt in one call: a turn whose client left during a long
+    prompt kept the model until the whole prompt was read."""
+    long_prompt = prompt("Summarise this. " + "The quick brown fox jumps over the lazy dog. " * 160)
+    prompt_tokens = provider.count_tokens(long_prompt.messages[1].text)
+    assert prompt_tokens > 3 * provider._llama.n_batch
+    events = provider.stream(long_prompt)
+    waiting = asyncio.create_task(anext(events))
+    await asyncio.sleep(0.05)  # the generation thread is in the first batch now
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    loop = asyncio.get_running_loop()
+    # The executor's next job runs once the cancelled one has stopped.
+    evaluated = await loop.run_in_executor(provider._executor, lambda: provider._llama.n_tokens)
+    assert evaluated < prompt_tokens
+
+
+def test_stop_when_checks_between_batches() -> None:
+    class Model:
+        n_batch = 4
+
+        def __init__(self) -> None:
+            self.batches: list[list[int]] = []
+
+        def eval(self, tokens: list[int]) -> None:
+            self.batches.append(list(tokens))
+
+    model = Model()
+    checks = iter([False, False, True])
+    stop_when(model, lambda: next(checks))
+    with pytest.raises(GenerationCancelled):
+        model.eval(list(range(10)))
+    assert model.batches == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
 async def test_missing_model_file_is_unavailable(tmp_path) -> None:  # type: ignore[no-untyped-def]

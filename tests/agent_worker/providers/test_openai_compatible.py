@@ -29,8 +29,8 @@ from agent_worker.providers.openai_compatible import (
     SseBody,
 )
 from devkit.processes import free_port
+from devkit.upstream import UpstreamStandIn
 from services.provider_config import OpenAICompatibleProviderConfig
-from tests.support.upstream import UpstreamStandIn
 
 
 def provider(base_url: str, **settings: object) -> OpenAICompatibleProvider:

@@ -15,9 +15,10 @@ import pytest
 
 from agent_worker.domain import ChatMessage, Compaction, ToolCall
 from agent_worker.errors import SessionBusyError, SessionStoreError
+from agent_worker.sessions.factory import store_for_url
 from agent_worker.sessions.postgres_leases import LISTENER_NAME
 from agent_worker.sessions.postgres_store import PostgresSessionStore
-from agent_worker.sessions.store import TurnOrigin, store_for_url
+from agent_worker.sessions.store import TurnOrigin
 from tests.support.postgres import POSTGRES_URL, requires_postgres
 
 pytestmark = requires_postgres

@@ -9,8 +9,10 @@ import pytest
 
 from agent_worker.domain import ChatMessage, Compaction, ToolCall
 from agent_worker.errors import SessionStoreError
-from agent_worker.sessions.sqlite_store import LOOP_COMMIT_BYTES, WAL_SIZE_LIMIT, SqliteSessionStore
-from agent_worker.sessions.store import TurnOrigin, UnsupportedStoreError, store_for_url
+from agent_worker.sessions.factory import UnsupportedStoreError, store_for_url
+from agent_worker.sessions.sqlite_store import WAL_SIZE_LIMIT, SqliteSessionStore
+from agent_worker.sessions.sqlite_writes import LOOP_COMMIT_BYTES
+from agent_worker.sessions.store import TurnOrigin
 
 
 async def test_turns_append_in_order_and_survive_reopening(tmp_path: Path) -> None:

@@ -67,14 +67,14 @@ def run_edge(args: argparse.Namespace) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from services.supervisor import run_up as supervise
+    from clawgate.supervisor import run_up as supervise
 
     configure_logging(args.log_level, "up", args.log_format)
     return supervise(config_path(args.config), args.workers, args.log_level, args.log_format)
 
 
 def run_agent(args: argparse.Namespace) -> int:
-    from services.agent_client import run_agent_turn
+    from clawgate.agent_command import run_agent_turn
 
     configure_logging("warning", "agent")
     config = _load(args)

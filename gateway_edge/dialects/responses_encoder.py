@@ -1,14 +1,18 @@
 """The shapes of one `/v1/responses` answer: the `response` object, or its SSE events
 (`event: <type>` + `data: <json>`, numbered by `sequence_number`). A text delta's frame is
-pre-encoded around its text; the rest are built once per item."""
+pre-encoded around its text; the rest are built once per item. An `AnswerEncoder` (serving.py).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
+from gateway_edge.errors import ApiError
+from gateway_edge.sse import KEEP_ALIVE
 from services.ids import random_hex
 
 
@@ -71,8 +75,9 @@ class ResponsesEncoder:
             body["error"] = {"code": "server_error", "message": error}
         return body
 
-    def whole(self, text: str, finished: pb.TurnFinished) -> bytes:
+    def whole(self, texts: Sequence[pb.TextDelta], finished: pb.TurnFinished) -> bytes:
         """The non-stream answer: one message item (when there is text), then the calls."""
+        text = "".join(delta.text for delta in texts)
         status = _status_of(finished)
         if text or not finished.tool_calls:
             self._output.append(self._message_item(text, status))
@@ -84,12 +89,13 @@ class ResponsesEncoder:
 
     # the stream
 
-    def start(self) -> bytes:
+    def opening(self) -> bytes:
         return self._event("response.created", response=self.response("in_progress")) + self._event(
             "response.in_progress", response=self.response("in_progress")
         )
 
-    def delta(self, text: str) -> bytes:
+    def text(self, delta: pb.TextDelta) -> bytes:
+        text = delta.text
         frames = b"" if self._message is not None else self._open_message()
         self._text.append(text)
         self._sequence += 1
@@ -122,16 +128,19 @@ class ResponsesEncoder:
             )
         return frames
 
+    def tool_run(self, event: pb.ToolRunStarted | pb.ToolRunFinished) -> bytes:
+        return KEEP_ALIVE  # the agent's own tool runs are not the client's function calls
+
     def finish(self, finished: pb.TurnFinished) -> bytes:
         frames = self._close_message() + self._close_call()
         status = _status_of(finished)
         kind = "response.completed" if status == "completed" else "response.incomplete"
         return frames + self._event(kind, response=self.response(status, finished))
 
-    def failed(self, message: str) -> bytes:
+    def failed(self, error: ApiError) -> bytes:
         frames = self._close_message() + self._close_call()
         return frames + self._event(
-            "response.failed", response=self.response("failed", error=message)
+            "response.failed", response=self.response("failed", error=error.message)
         )
 
     def _open_message(self) -> bytes:

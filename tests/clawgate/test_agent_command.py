@@ -9,7 +9,7 @@ import pytest
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
-from services.agent_client import run_agent_turn
+from clawgate.agent_command import run_agent_turn
 
 
 class RecordingWorker(pb_grpc.AgentServiceServicer):

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, StrictStr, Tag, ValidationError
 
+from gateway_edge.dialects.chat_request import ChatCompletionRequest, Lenient, parse_chat_request
 from gateway_edge.errors import ApiError, bad_request
-from gateway_edge.protocol import ChatCompletionRequest, Lenient, parse_chat_request
 
 
 class InputText(Lenient):

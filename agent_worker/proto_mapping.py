@@ -6,7 +6,7 @@ and copying it into the outgoing message cost more than twice as much.
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from typing import Any, Literal, assert_never, cast
 
 from agent_worker.domain import (
     ChatMessage,
@@ -25,6 +25,7 @@ from agent_worker.domain import (
     ToolRunFinished,
     ToolRunStarted,
     TurnEvent,
+    TurnFinished,
     TurnRequest,
     TurnStarted,
 )
@@ -159,47 +160,50 @@ def _fill_logprobs(target: Any, logprobs: tuple[TokenLogprob, ...]) -> None:
 
 def fill_event(target: pb.RunTurnEvent, event: TurnEvent | TurnError) -> None:
     """Writes a domain event (or the error that ends a turn) into an empty proto event."""
-    if isinstance(event, TextDelta):
-        delta = target.delta
-        delta.text = event.text
-        if event.logprobs:
-            _fill_logprobs(delta.logprobs, event.logprobs)
-    elif isinstance(event, ToolCallDelta):
-        call = target.tool_call
-        call.index = event.index
-        call.id = event.id
-        call.name = event.name
-        call.arguments = event.arguments
-    elif isinstance(event, TurnStarted):
-        started = target.started
-        started.run_id = event.run_id
-        started.model = event.model
-    elif isinstance(event, ToolRunStarted):
-        started_tool = target.tool_started
-        started_tool.SetInParent()  # set even when every field is empty
-        started_tool.call_id = event.call_id
-        started_tool.name = event.name
-        started_tool.arguments = event.arguments
-    elif isinstance(event, ToolRunFinished):
-        finished_tool = target.tool_finished
-        finished_tool.call_id = event.call_id
-        finished_tool.name = event.name
-        finished_tool.summary = event.summary
-        finished_tool.duration_ms = event.duration_ms
-        finished_tool.is_error = event.is_error
-        finished_tool.SetInParent()
-    elif isinstance(event, TurnError):
-        error = target.error
-        error.status = cast(pb.ErrorCode, event.code.value[0])  # ErrorCode numbers are gRPC's
-        error.message = event.message
-        if event.from_store:
-            error.source = pb.ERROR_SOURCE_SESSION_STORE
-    else:
-        finished = target.finished
-        finished.finish_reason = _FINISH_REASONS[event.finish_reason]
-        usage = event.usage
-        finished.usage.prompt_tokens = usage.prompt_tokens
-        finished.usage.completion_tokens = usage.completion_tokens
-        finished.usage.total_tokens = usage.total_tokens
-        for tool_call in event.tool_calls:
-            finished.tool_calls.append(tool_call_to_proto(tool_call))
+    match event:
+        case TextDelta():
+            delta = target.delta
+            delta.text = event.text
+            if event.logprobs:
+                _fill_logprobs(delta.logprobs, event.logprobs)
+        case ToolCallDelta():
+            call = target.tool_call
+            call.index = event.index
+            call.id = event.id
+            call.name = event.name
+            call.arguments = event.arguments
+        case TurnStarted():
+            started = target.started
+            started.run_id = event.run_id
+            started.model = event.model
+        case ToolRunStarted():
+            started_tool = target.tool_started
+            started_tool.SetInParent()  # set even when every field is empty
+            started_tool.call_id = event.call_id
+            started_tool.name = event.name
+            started_tool.arguments = event.arguments
+        case ToolRunFinished():
+            finished_tool = target.tool_finished
+            finished_tool.call_id = event.call_id
+            finished_tool.name = event.name
+            finished_tool.summary = event.summary
+            finished_tool.duration_ms = event.duration_ms
+            finished_tool.is_error = event.is_error
+            finished_tool.SetInParent()
+        case TurnError():
+            error = target.error
+            error.status = cast(pb.ErrorCode, event.code.value[0])  # ErrorCode numbers are gRPC's
+            error.message = event.message
+            if event.from_store:
+                error.source = pb.ERROR_SOURCE_SESSION_STORE
+        case TurnFinished():
+            finished = target.finished
+            finished.finish_reason = _FINISH_REASONS[event.finish_reason]
+            usage = event.usage
+            finished.usage.prompt_tokens = usage.prompt_tokens
+            finished.usage.completion_tokens = usage.completion_tokens
+            finished.usage.total_tokens = usage.total_tokens
+            for tool_call in event.tool_calls:
+                finished.tool_calls.append(tool_call_to_proto(tool_call))
+        case _:
+            assert_never(event)

@@ -1,5 +1,5 @@
 """The shapes of one chat completion answer: the JSON body, or its SSE chunks (pre-encoded
-where it matters: only the text is encoded per delta)."""
+where it matters: only the text is encoded per delta). An `AnswerEncoder` (serving.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,23 @@ from collections.abc import Sequence
 import orjson
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
-from gateway_edge.wire import FINISH_REASONS, logprobs_json, usage_of
+from gateway_edge.dialects.answer_values import FINISH_REASONS, logprobs_json, usage_of
+from gateway_edge.errors import ApiError
+from gateway_edge.sse import KEEP_ALIVE, error_frame
 
 
 class ChatEncoder:
-    def __init__(self, completion_id: str, created: int, model: str) -> None:
+    def __init__(
+        self,
+        completion_id: str,
+        created: int,
+        model: str,
+        include_usage: bool = False,
+        with_logprobs: bool = False,
+    ) -> None:
         self.id = completion_id
+        self._include_usage = include_usage
+        self._with_logprobs = with_logprobs
         self.created = created
         self.model = model
         head = orjson.dumps(
@@ -28,13 +39,20 @@ class ChatEncoder:
         self._delta_prefix = b"data: " + head + b',"choices":[{"index":0,"delta":{"content":'
         self._delta_suffix = b'},"logprobs":null,"finish_reason":null}]}\n\n'
 
+    def whole(self, texts: Sequence[pb.TextDelta], finished: pb.TurnFinished) -> bytes:
+        """The whole answer as one `chat.completion` body."""
+        logprobs: list[dict[str, object]] | None = None
+        if self._with_logprobs:  # reading them costs: only when asked
+            logprobs = [score for delta in texts for score in logprobs_json(delta.logprobs)]
+        return self.completion("".join(delta.text for delta in texts), finished, logprobs)
+
     def completion(
         self,
         text: str,
         finished: pb.TurnFinished,
         logprobs: list[dict[str, object]] | None,
     ) -> bytes:
-        """The whole answer as one `chat.completion` body; `logprobs` None when not asked."""
+        """`logprobs` None when not asked."""
         message: dict[str, object] = {"role": "assistant", "content": text, "refusal": None}
         if finished.tool_calls:
             message["content"] = text or None  # the commentary before the calls, if any
@@ -75,8 +93,13 @@ class ChatEncoder:
         choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
         return self._chunk({"choices": [choice]})
 
-    def role(self) -> bytes:
+    def opening(self) -> bytes:
         return self._choice_chunk({"role": "assistant", "content": ""})
+
+    def text(self, delta: pb.TextDelta) -> bytes:
+        if self._with_logprobs and delta.logprobs:
+            return self.delta_with_logprobs(delta.text, delta.logprobs)
+        return self.delta(delta.text)
 
     def delta(self, text: str) -> bytes:
         return self._delta_prefix + orjson.dumps(text) + self._delta_suffix
@@ -99,8 +122,15 @@ class ChatEncoder:
             call["function"] = function
         return self._choice_chunk({"tool_calls": [call]})
 
+    def tool_run(self, event: pb.ToolRunStarted | pb.ToolRunFinished) -> bytes:
+        return KEEP_ALIVE  # the client sees no call of the agent's own: the stream stays up
+
     def finish(self, finished: pb.TurnFinished) -> bytes:
-        return self._choice_chunk({}, finish_reason=FINISH_REASONS[finished.finish_reason])
+        frame = self._choice_chunk({}, finish_reason=FINISH_REASONS[finished.finish_reason])
+        return frame + self.usage(finished) if self._include_usage else frame
+
+    def failed(self, error: ApiError) -> bytes:
+        return error_frame(error)
 
     def usage(self, finished: pb.TurnFinished) -> bytes:
         return self._chunk({"choices": [], "usage": usage_of(finished)})

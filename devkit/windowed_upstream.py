@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from agent_worker.compaction import SUMMARY_INSTRUCTIONS
-from tests.support.upstream import UpstreamStandIn, read_json
+from devkit.upstream import UpstreamStandIn, read_json
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _FACT = re.compile(r"FACT[^\n.]*")

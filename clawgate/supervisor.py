@@ -21,8 +21,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from services.addresses import split_listen
 from services.config import PASSWORD_ENV, TOKEN_ENV, ClawgateConfig, load_config
+from services.network import split_listen
 
 log = logging.getLogger("clawgate.up")
 READY_TIMEOUT_SECONDS = 300.0
@@ -86,7 +86,7 @@ def worker_addresses(config: ClawgateConfig, count: int) -> list[str]:
 
 def _spawn(config_file: Path, logging: tuple[str, str], *command: str) -> subprocess.Popen[bytes]:
     level, fmt = logging
-    argv = [sys.executable, "-m", "services.cli", "--config", str(config_file)]
+    argv = [sys.executable, "-m", "clawgate.cli", "--config", str(config_file)]
     argv += ["--log-level", level, "--log-format", fmt, *command]
     return subprocess.Popen(argv, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 

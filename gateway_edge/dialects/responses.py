@@ -1,0 +1,53 @@
+"""`POST /v1/responses` (OpenResponses): the request is said again as a chat request
+(responses_request.py); the answer is a `response` object or its event stream
+(responses_encoder.py). `previous_response_id` continues the session that response was in."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from gateway_edge.dialects.responses_encoder import ResponsesEncoder
+from gateway_edge.dialects.responses_request import as_chat_request, parse_responses_request
+from gateway_edge.errors import ApiError
+from gateway_edge.serving import AdaptedRequest
+from gateway_edge.state import EdgeState
+from gateway_edge.worker_calls import find_response
+from services.config import ClawgateConfig
+
+PATH = "/v1/responses"
+
+
+class Responses:
+    path = PATH
+    items_field = "input"
+
+    def __init__(self, config: ClawgateConfig) -> None:
+        endpoint = config.gateway.http.endpoints.responses
+        self.max_body_bytes = endpoint.max_body_bytes
+        self.max_items = endpoint.max_messages
+
+    async def adapt(self, document: Any, state: EdgeState) -> AdaptedRequest:
+        request = parse_responses_request(document)
+        adapted = AdaptedRequest(
+            as_chat_request(request), stream=bool(request.stream), document=document
+        )
+        if request.previous_response_id is not None:
+            adapted.continues = await find_response(state.workers, request.previous_response_id)
+            if adapted.continues is None:
+                raise ApiError(
+                    404,
+                    f"No response with id {request.previous_response_id!r} was found.",
+                    "invalid_request_error",
+                    "previous_response_id",
+                    "response_not_found",
+                )
+        return adapted
+
+    def encoder(self, request: AdaptedRequest, turn: pb.RunTurnRequest) -> ResponsesEncoder:
+        encoder = ResponsesEncoder(
+            int(time.time()), request.chat.model or "openclaw", request.document
+        )
+        turn.response_id = encoder.id  # stored with the turn, for the next one to continue
+        return encoder

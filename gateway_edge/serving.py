@@ -1,0 +1,214 @@
+"""The one turn driver: every endpoint that runs an agent turn is a `TurnEndpoint` with a
+`Dialect` (chat completions, responses).
+
+The driver owns what every dialect does alike: method and auth checks, the body and item
+limits, the agent and session (`prepare_turn`), the worker turn, disconnects, keep-alives,
+metrics and logs, and the stream and whole-answer loops. A dialect owns only what differs:
+how its request becomes a chat-shaped turn (`adapt`) and how the turn's events are said in its
+shape (`AnswerEncoder`). It is a pure ASGI app: the hot path skips the framework's routing and
+response classes, and sends pre-encoded bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, assert_never
+
+from starlette.types import Receive, Scope, Send
+
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from gateway_edge.asgi import (
+    JSON_HEADERS,
+    STREAM_HEADERS,
+    answered_or_refused,
+    body_part,
+    cancelled_on_disconnect,
+    read_json,
+    send_bytes,
+    send_error,
+)
+from gateway_edge.auth import client_ip
+from gateway_edge.dialects.chat_request import ChatCompletionRequest
+from gateway_edge.errors import ApiError, bad_request
+from gateway_edge.observability import RequestRecord
+from gateway_edge.remote_turn import RemoteTurn
+from gateway_edge.sse import DONE, KEEP_ALIVE
+from gateway_edge.state import EdgeState
+from gateway_edge.turn_setup import SESSION_KEY_HEADER_BYTES, header_value, prepare_turn
+
+log = logging.getLogger("clawgate.edge")
+
+
+@dataclass(slots=True)
+class AdaptedRequest:
+    """A dialect's request said as the turn that runs it."""
+
+    chat: ChatCompletionRequest
+    stream: bool
+    # The stored response this request follows (Responses' previous_response_id).
+    continues: pb.FindResponseResponse | None = None
+    document: Any = None  # the body as it came, for a dialect that echoes its fields
+
+
+class AnswerEncoder(Protocol):
+    """One answer in a dialect's shape: SSE frames while streaming, or the whole body."""
+
+    def opening(self) -> bytes:
+        """The stream's first frames, sent before the first event."""
+
+    def text(self, delta: pb.TextDelta) -> bytes: ...
+
+    def tool_call(self, piece: pb.ToolCallDelta) -> bytes: ...
+
+    def tool_run(self, event: pb.ToolRunStarted | pb.ToolRunFinished) -> bytes:
+        """The agent's own tool runs: not the client's calls; at least keeps the stream alive."""
+
+    def finish(self, finished: pb.TurnFinished) -> bytes: ...
+
+    def failed(self, error: ApiError) -> bytes:
+        """A failure after the stream started (its status line is gone)."""
+
+    def whole(self, texts: Sequence[pb.TextDelta], finished: pb.TurnFinished) -> bytes:
+        """The non-stream body; `finished` carries the client's tool calls whole."""
+
+
+class Dialect(Protocol):
+    path: str
+    items_field: str  # the array `maxMessages` counts: chat `messages`, Responses `input`
+    max_body_bytes: int
+    max_items: int
+
+    async def adapt(self, document: Any, state: EdgeState) -> AdaptedRequest:
+        """The parsed body as a turn; raises ApiError (400, 404) naming the bad param."""
+
+    def encoder(self, request: AdaptedRequest, turn: pb.RunTurnRequest) -> AnswerEncoder:
+        """A fresh encoder for one answer (it may stamp `turn`, e.g. the response id)."""
+
+
+def check_item_count(document: object, field: str, limit: int) -> None:
+    """Refuses a request whose `field` array holds more than `limit` items before validating
+    them one by one (400,000 held the event loop for seconds, and the worker for minutes)."""
+    if isinstance(document, dict):
+        items = document.get(field)
+        if isinstance(items, list) and len(items) > limit:
+            raise bad_request(
+                f"Invalid '{field}': array too long. Expected an array with maximum length"
+                f" {limit} (maxMessages), but got an array with length {len(items)} instead.",
+                field,
+                "array_above_max_length",
+            )
+
+
+class TurnEndpoint:
+    """`POST <dialect.path>`: one agent turn per request, JSON or SSE."""
+
+    def __init__(self, state: EdgeState, dialect: Dialect) -> None:
+        self.path = dialect.path
+        self.path_format = dialect.path  # the metrics' route label, as the framework's routes
+        self._state = state
+        self._dialect = dialect
+        self._keep_alive = state.config.gateway.keep_alive_seconds
+        metrics = state.metrics  # every turn route has the same series, from the start
+        metrics.first_token_seconds_by(self.path)
+        self._streams_open = metrics.streams_open_by(self.path)
+        self._completion_tokens = metrics.completion_tokens_by(self.path)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = self
+        if scope["method"] != "POST":
+            await send_error(send, ApiError(405, "Method not allowed.", headers={"allow": "POST"}))
+            return
+        await answered_or_refused(lambda tracked: self._serve(scope, receive, tracked), send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state, dialect = self._state, self._dialect
+        headers = dict(reversed(scope["headers"]))  # the first of repeated headers wins
+        state.access.check(client_ip(scope.get("client")), header_value(headers, b"authorization"))
+        document = await read_json(receive, headers, dialect.max_body_bytes)
+        check_item_count(document, dialect.items_field, dialect.max_items)
+        adapted = await dialect.adapt(document, state)
+        prepared = prepare_turn(state, scope, headers, adapted.chat, adapted.continues)
+        encoder = dialect.encoder(adapted, prepared.request)
+        session = prepared.session
+        session_header = (SESSION_KEY_HEADER_BYTES, session.key.encode())
+        async with cancelled_on_disconnect(receive):
+            # A named session sticks to its worker; a fresh one goes where there is most room.
+            starting = state.workers.start_turn(
+                prepared.request, sticky=session.named, whole_answer=not adapted.stream
+            )
+            async with await starting as turn:
+                if adapted.stream:
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 200,
+                            "headers": [*STREAM_HEADERS, session_header],
+                        }
+                    )
+                    await self._stream(send, turn, encoder, prepared.record)
+                else:
+                    answer = await self._whole(turn, encoder, prepared.record)
+                    await send_bytes(send, 200, [*JSON_HEADERS, session_header], answer)
+
+    async def _stream(
+        self, send: Send, turn: RemoteTurn, encoder: AnswerEncoder, record: RequestRecord
+    ) -> None:
+        self._streams_open.inc()
+        try:
+            await send(body_part(encoder.opening()))  # type: ignore[arg-type]
+            # Until the finish: a failure that came with the last text raises on the next read.
+            finished = False
+            while not finished:
+                batch = await turn.next_batch(self._keep_alive)
+                if batch is None:
+                    await send(body_part(KEEP_ALIVE))  # type: ignore[arg-type]
+                    continue
+                frames: list[bytes] = []  # what arrived together goes out in one write
+                for event in batch:
+                    match event:
+                        case pb.TextDelta():
+                            record.first_token()
+                            frames.append(encoder.text(event))
+                        case pb.ToolCallDelta():
+                            record.first_token()
+                            frames.append(encoder.tool_call(event))
+                        case pb.ToolRunStarted() | pb.ToolRunFinished():
+                            frames.append(encoder.tool_run(event))
+                        case pb.TurnFinished():
+                            finished = True
+                            self._completion_tokens.inc(event.usage.completion_tokens)
+                            frames.append(encoder.finish(event))
+                        case _:
+                            assert_never(event)
+                if frames:
+                    await send(body_part(b"".join(frames)))  # type: ignore[arg-type]
+        except ApiError as error:
+            log.warning("turn failed after the stream started: %s", error.message)
+            await send(body_part(encoder.failed(error)))  # type: ignore[arg-type]
+        finally:
+            self._streams_open.dec()
+        await send({"type": "http.response.body", "body": DONE})
+
+    async def _whole(
+        self, turn: RemoteTurn, encoder: AnswerEncoder, record: RequestRecord
+    ) -> bytes:
+        texts: list[pb.TextDelta] = []
+        turn.read_whole()
+        while True:
+            batch = await turn.next_batch()
+            assert batch is not None  # no wait_seconds: it waits for events
+            for event in batch:
+                match event:
+                    case pb.TextDelta():
+                        if not texts:
+                            record.first_token()
+                        texts.append(event)
+                    case pb.ToolCallDelta() | pb.ToolRunStarted() | pb.ToolRunFinished():
+                        pass  # the finished event has the client's calls whole
+                    case pb.TurnFinished():
+                        self._completion_tokens.inc(event.usage.completion_tokens)
+                        return encoder.whole(texts, event)
+                    case _:
+                        assert_never(event)

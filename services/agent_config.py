@@ -1,0 +1,87 @@
+"""The `agents` section of the config file: the defaults every agent starts from
+(`agents.defaults`) and each agent's overrides (`agents.list`), with OpenClaw's keys."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from services.config_section import Section
+from services.mcp_config import AgentToolsConfig
+
+AGENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class SamplingDefaults(Section):
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, alias="topP", ge=0, le=1)
+    max_tokens: int | None = Field(None, alias="maxTokens", ge=1)
+
+
+class CompactionDefaults(Section):
+    """`agents.defaults.compaction` (OpenClaw's keys); docs/sessions.md says what each does."""
+
+    enabled: bool = True
+    # "safeguard" is accepted for OpenClaw configs: clawgate always summarises in chunks that fit.
+    mode: Literal["default", "safeguard"] = "default"
+    keep_recent_tokens: int = Field(20_000, alias="keepRecentTokens", ge=1)
+    reserve_tokens_floor: int = Field(20_000, alias="reserveTokensFloor", ge=0)
+    model: str | None = None  # "provider/model" for summaries; the agent's own when unset
+    timeout_seconds: float = Field(120.0, alias="timeoutSeconds", gt=0)
+
+
+class CompactionOverrides(Section):
+    """`agents.list[].compaction`: what is set here wins over the defaults."""
+
+    enabled: bool | None = None
+    mode: Literal["default", "safeguard"] | None = None
+    keep_recent_tokens: int | None = Field(None, alias="keepRecentTokens", ge=1)
+    reserve_tokens_floor: int | None = Field(None, alias="reserveTokensFloor", ge=0)
+    model: str | None = None
+    timeout_seconds: float | None = Field(None, alias="timeoutSeconds", gt=0)
+
+
+class AgentDefaults(Section):
+    model: str = "local/smollm2-135m"
+    system_prompt: str = Field("You are a helpful assistant.", alias="systemPrompt")
+    history_limit: int = Field(100, alias="historyLimit", ge=0)
+    turn_timeout_ms: int = Field(600_000, alias="turnTimeoutMs", ge=1)
+    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
+    tools: AgentToolsConfig = Field(default_factory=AgentToolsConfig)
+    # A cap on the model's context window (tokens), for every agent.
+    context_tokens: int | None = Field(None, alias="contextTokens", ge=256)
+    compaction: CompactionDefaults = Field(default_factory=CompactionDefaults)
+
+
+class AgentConfig(Section):
+    id: str = Field(pattern=AGENT_ID_PATTERN)
+    name: str | None = None
+    default: bool = False
+    model: str | None = None
+    system_prompt: str | None = Field(None, alias="systemPrompt")
+    history_limit: int | None = Field(None, alias="historyLimit", ge=0)
+    turn_timeout_ms: int | None = Field(None, alias="turnTimeoutMs", ge=1)
+    sampling: SamplingDefaults | None = None
+    tools: AgentToolsConfig | None = None
+    context_tokens: int | None = Field(None, alias="contextTokens", ge=256)
+    compaction: CompactionOverrides | None = None
+
+
+class AgentsConfig(Section):
+    defaults: AgentDefaults = Field(default_factory=AgentDefaults)
+    entries: list[AgentConfig] = Field(
+        default_factory=lambda: [AgentConfig(id="main", default=True)], alias="list"
+    )
+
+    @field_validator("entries")
+    @classmethod
+    def _unique_ids(cls, agents: list[AgentConfig]) -> list[AgentConfig]:
+        seen: set[str] = set()
+        for agent in agents:
+            if agent.id in seen:
+                raise ValueError(f"agent id {agent.id!r} appears twice")
+            seen.add(agent.id)
+        if sum(agent.default for agent in agents) > 1:
+            raise ValueError("more than one agent is marked default")
+        return agents
