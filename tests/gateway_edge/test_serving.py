@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from devkit.processes import TOKEN, echo_config, start_edge, write_config
+from tests.support.newer_events import event_of_unknown_kind
 
 BROKE_OFF = pb.RunTurnEvent(
     error=pb.TurnError(status=pb.ERROR_CODE_UNAVAILABLE, message="the provider broke off")
@@ -24,17 +25,8 @@ BROKE_OFF = pb.RunTurnEvent(
 BROKE_OFF_MESSAGE = "the provider broke off"
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 # A newer worker's event kind: field 99 of RunTurnEvent, a message this edge cannot read.
-NEWER_KIND = pb.RunTurnEvent.FromString(_varint(99 << 3 | 2) + _varint(4) + b"\x0a\x02hi")
+NEWER_KIND = event_of_unknown_kind(99)
 NEWER_KIND_MESSAGE = (
     "The worker broke the turn protocol: an event of a kind this build does not know (field 99)."
 )

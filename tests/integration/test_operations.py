@@ -305,3 +305,11 @@ def test_responses_has_every_edge_series_chat_completions_has(stack: Stack) -> N
             key = f"clawgate_edge_requests_total{dict(sorted(labels.items()))}"
             assert moved[key] == count, (key, moved)
     assert value(edge, "clawgate_edge_streams_open", route="/v1/responses") == 0
+
+
+def test_the_sessions_api_is_labelled_with_its_routes_not_other(stack: Stack) -> None:
+    listed = httpx.get(f"{stack.base_url}/v1/sessions", headers=AUTH, timeout=30)
+    assert listed.status_code == 200
+    edge = scrape(f"{stack.base_url}/metrics")
+    labels = {"method": "GET", "status": "200"}
+    assert value(edge, "clawgate_edge_requests_total", route="/v1/sessions", **labels) >= 1
