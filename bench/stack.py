@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -47,14 +48,23 @@ LITELLM_VENV = Path(
 )
 
 
+@dataclass(frozen=True)
+class Tree:
+    """Another checkout of clawgate to run (an older commit, say), and its CLI module."""
+
+    name: str
+    path: Path
+    cli: str = "clawgate.cli"
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.args = args
         self.tmp = tmp
         self.stack = ExitStack()
 
-    def process(self, argv: list[str], name: str) -> Process:
-        process = Process(argv, self.tmp / f"{name}.log").start()
+    def process(self, argv: list[str], name: str, env: dict[str, str] | None = None) -> Process:
+        process = Process(argv, self.tmp / f"{name}.log", env or {}).start()
         self.stack.callback(process.stop)
         return process
 
@@ -68,8 +78,10 @@ class Bench:
         return base_url
 
     def clawgate_pair(
-        self, upstream: str | None = None, stub: bool = False
+        self, upstream: str | None = None, stub: bool = False, tree: Tree | None = None
     ) -> tuple[str, dict[str, Process]]:
+        """An edge and a worker (or the stub) in front of `upstream`; from another checkout
+        when `tree` is given (bench/paired.py)."""
         config = echo_config(self.tmp)
         config["models"]["providers"]["echo"] = {
             "api": "echo",
@@ -93,12 +105,21 @@ class Bench:
                 [sys.executable, "-m", "bench.stub_worker", "--listen", address], "stub"
             )
         else:
-            worker = self.process(clawgate(path, *level, "worker"), "worker")
+            worker = self.clawgate_process(path, [*level, "worker"], "worker", tree)
         wait_until(lambda: worker_serving(address), 60, "worker", worker)
-        edge = self.process(clawgate(path, *level, "edge"), "edge")
+        edge = self.clawgate_process(path, [*level, "edge"], "edge", tree)
         base_url = f"http://127.0.0.1:{config['gateway']['port']}"
         wait_until(lambda: edge_answers(base_url), 30, "edge", edge)
         return base_url, {"edge": edge, "stub" if stub else "worker": worker}
+
+    def clawgate_process(
+        self, config: Path, args: list[str], role: str, tree: Tree | None
+    ) -> Process:
+        if tree is None:
+            return self.process(clawgate(config, *args), role)
+        # -P: the tree's packages, not this checkout's (the working directory), come first.
+        argv = [sys.executable, "-P", "-m", tree.cli, "--config", str(config), *args]
+        return self.process(argv, f"{tree.name}-{role}", {"PYTHONPATH": str(tree.path)})
 
     def litellm(self, upstream: str) -> tuple[str, Process]:
         binary = ensure_litellm()
