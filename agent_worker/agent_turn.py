@@ -38,7 +38,7 @@ from agent_worker.domain import (
     TurnStarted,
     Usage,
 )
-from agent_worker.errors import ContextOverflowError, ProviderFailedError
+from agent_worker.errors import ContextOverflowError, NotYourSessionError, ProviderFailedError
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.providers.base import Provider, ProviderRequest
 from agent_worker.sessions.store import SessionStore, TurnOrigin
@@ -178,7 +178,8 @@ class AgentTurn:
         await flushed()  # the text is with the caller: it never waits for the session write
         turn = [*new_context, request.input, *steps]
         # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
-        origin = TurnOrigin(agent.id, request.response_id, context.made)
+        owner = request.caller.identity if request.caller is not None else ""
+        origin = TurnOrigin(agent.id, request.response_id, context.made, owner)
         await asyncio.shield(self._store.append_turn(request.session_key, turn, origin))
         if log.isEnabledFor(logging.INFO):  # the session's fingerprint costs a hash
             log.info(
@@ -253,6 +254,11 @@ class AgentTurn:
     async def _context(self) -> tuple[TurnContext, list[ChatMessage]]:
         """What the model sees of the session, and the client's messages new to it."""
         request, agent = self._request, self._agent
+        caller = request.caller
+        if caller is not None and not caller.admin:
+            # Checked even for a key said to be new: a gRPC client could name anyone's.
+            if not caller.reaches(await self._store.owner_of(request.session_key)):
+                raise NotYourSessionError(request.session_key)
         stored = (
             NO_HISTORY
             if request.new_session

@@ -108,6 +108,20 @@ class TurnRequest:
     parallel_tool_calls: bool | None = None
     model: str = ""  # "provider/model" instead of the agent's, for this turn
     response_id: str = ""  # the caller's id for this turn's answer, stored with the turn
+    caller: Caller | None = None  # whom it runs for; None: the gateway's owner
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Whom a call acts for. Sessions belong to the identity whose turn made them; the owner
+    ("", a shared-secret caller) holds the ones made before identities were recorded."""
+
+    identity: str
+    admin: bool  # reaches every identity's sessions (operator.admin)
+
+    def reaches(self, owner: str | None) -> bool:
+        """Whether it may read or extend a session of `owner` (None: no such session)."""
+        return self.admin or owner is None or owner == self.identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +130,7 @@ class StoredResponse:
 
     session_key: str
     agent_id: str
+    owner: str = ""  # whose session it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +165,7 @@ class SessionSummary:
     title: str
     turns: int
     updated_at: float  # Unix seconds
+    owner: str = ""  # whose session it is ("": the gateway's owner)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,15 @@ class InvalidTurnError(TurnError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 
+class NotYourSessionError(TurnError):
+    """The session belongs to another identity; said as OpenClaw says it, never its content."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+    def __init__(self, session_key: str) -> None:
+        super().__init__(f"Session {session_key!r} was not found.")
+
+
 class WorkerAtCapacityError(TurnError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal, assert_never, cast
 
 from agent_worker.domain import (
+    Caller,
     ChatMessage,
     Compaction,
     FinishReason,
@@ -145,7 +146,15 @@ def turn_request_from_proto(request: pb.RunTurnRequest) -> TurnRequest:
         ),
         model=request.model,
         response_id=request.response_id,
+        caller=caller_from_proto(request),
     )
+
+
+def caller_from_proto(request: Any) -> Caller | None:
+    """A request's `caller`; None (the gateway's owner) when it has none."""
+    if not request.HasField("caller"):
+        return None
+    return Caller(request.caller.identity, request.caller.admin)
 
 
 def _fill_logprobs(target: Any, logprobs: tuple[TokenLogprob, ...]) -> None:

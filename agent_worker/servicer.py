@@ -17,6 +17,7 @@ from agent_worker.domain import TurnEvent
 from agent_worker.errors import InvalidTurnError, TurnError
 from agent_worker.exchange import DRAINING, ExchangeCall
 from agent_worker.proto_mapping import (
+    caller_from_proto,
     compaction_to_proto,
     fill_event,
     message_to_proto,
@@ -132,9 +133,19 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             ],
         )
 
+    async def _reaches(self, request: SessionCall) -> bool:
+        """Whether the request's caller may see or change its session (another's is not
+        there for them)."""
+        caller = caller_from_proto(request)
+        if caller is None or caller.admin:
+            return True
+        return caller.reaches(await self._store.owner_of(request.session_key))
+
     async def GetSession(  # noqa: N802
         self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSessionResponse:
+        if not await self._reaches(request):
+            return pb.GetSessionResponse(session_key=request.session_key)
         messages = await self._store.load(request.session_key)
         compactions = await self._store.compactions(request.session_key) if messages else []
         return pb.GetSessionResponse(
@@ -146,6 +157,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     async def CompactSession(  # noqa: N802
         self, request: pb.CompactSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompactSessionResponse:
+        if not await self._reaches(request):
+            return pb.CompactSessionResponse(found=False)
         default = next((agent.id for agent in self._agents if agent.is_default), "")
         agent_id = request.agent_id or default  # no agent at all: NOT_FOUND below
         try:
@@ -162,13 +175,16 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     async def DeleteSession(  # noqa: N802
         self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteSessionResponse:
+        if not await self._reaches(request):
+            return pb.DeleteSessionResponse(deleted=False)
         return pb.DeleteSessionResponse(deleted=await self._store.delete(request.session_key))
 
     async def FindResponse(  # noqa: N802
         self, request: pb.FindResponseRequest, context: grpc.aio.ServicerContext
     ) -> pb.FindResponseResponse:
         found = await self._store.find_response(request.response_id)
-        if found is not None:
+        caller = caller_from_proto(request)
+        if found is not None and (caller is None or caller.reaches(found.owner)):
             return pb.FindResponseResponse(session_key=found.session_key, agent_id=found.agent_id)
         await context.abort(grpc.StatusCode.NOT_FOUND, "no stored response has that id")
         raise AssertionError("abort raises")
@@ -182,7 +198,11 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         except ValueError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "after: not a cursor")
             raise AssertionError("abort raises") from None
-        found = await self._store.list_sessions(request.agent_id, limit + 1, after)
+        caller = caller_from_proto(request)
+        identity = caller.identity if caller is not None else ""
+        reaches_all = caller is None or caller.admin
+        owner = None if reaches_all and not request.only_own else identity
+        found = await self._store.list_sessions(request.agent_id, limit + 1, after, owner)
         page = found[:limit]
         last = page[-1] if len(found) > limit else None
         return pb.ListSessionsResponse(
@@ -193,6 +213,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                     title=summary.title,
                     turns=summary.turns,
                     updated_at=summary.updated_at,
+                    owner=summary.owner,
                 )
                 for summary in page
             ],
@@ -201,6 +222,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
 
 
 DEFAULT_PAGE, MAX_PAGE = 20, 100
+SessionCall = pb.GetSessionRequest | pb.CompactSessionRequest | pb.DeleteSessionRequest
 
 
 def cursor_of(updated_at: float, session_key: str) -> str:

@@ -6,9 +6,9 @@ Scenarios: standin (the raw-ASGI floor), edge-echo (edge + echo worker answering
 edge-stub (edge + a stub gRPC server), worker (RunTurn over gRPC, no edge), pair and
 pair-stream (edge + worker + openai-compatible provider + the stand-in), pair-tools (the same,
 the stand-in answering with a tool call), pair-responses (the same pair through
-/v1/responses, non-stream), litellm and
+/v1/responses, non-stream), pair-proxy (the same pair in trusted-proxy auth mode), litellm and
 litellm-stream (LiteLLM's proxy 1.108.0 in front of the same stand-in), portkey (Portkey's
-gateway 1.15.2, non-stream), all (these eleven); long-streams (many slow streams at once);
+gateway 1.15.2, non-stream), all (these twelve); long-streams (many slow streams at once);
 idle-streams (RSS per open, idle stream) and soak (RSS growth over 100,000 requests).
 Each prints one table row (wrk -t1 -c32 for req/s and latency; a sequential asyncio client for
 the median time to first token; peak RSS of each clawgate process).
@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -156,6 +157,32 @@ def scenario_pair_responses(bench: Bench) -> Row:
     return bench.measure(name, f"{url}/v1/responses", AUTH, False, processes, RESPONSES_BODY)
 
 
+PROXY_HEADERS = {"x-forwarded-user": "bench-user", "x-forwarded-proto": "https"}
+
+
+def _behind_a_proxy(config: dict[str, Any]) -> None:
+    """Trusted-proxy auth as a team runs it: the bench's client stands for the proxy (its
+    headers name the user) and people hold read and write, so every turn tells the worker
+    whom it runs for and the worker checks the session's owner."""
+    config["gateway"]["trustedProxies"] = ["127.0.0.1"]
+    config["gateway"]["auth"] = {
+        "mode": "trusted-proxy",
+        "trustedProxy": {
+            "userHeader": "x-forwarded-user",
+            "requiredHeaders": ["x-forwarded-proto"],
+            "allowLoopback": True,
+            "defaultScopes": ["operator.read", "operator.write"],
+        },
+    }
+
+
+def scenario_pair_proxy(bench: Bench) -> Row:
+    """The pair in trusted-proxy mode (beside `pair`, the same turn with token auth)."""
+    url, processes = bench.clawgate_pair(upstream=bench.standin(), change=_behind_a_proxy)
+    name = "clawgate pair, trusted-proxy auth, non-stream"
+    return bench.measure(name, f"{url}/v1/chat/completions", PROXY_HEADERS, False, processes)
+
+
 def scenario_pair_tools(bench: Bench) -> Row:
     """The pair when the model answers with a tool call (the stand-in's call, non-stream)."""
     url, processes = bench.clawgate_pair(upstream=bench.standin())
@@ -188,6 +215,7 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "pair-stream": lambda bench: _pair(bench, True),
     "pair-tools": scenario_pair_tools,
     "pair-responses": scenario_pair_responses,
+    "pair-proxy": scenario_pair_proxy,
     "litellm": lambda bench: _litellm(bench, False),
     "litellm-stream": lambda bench: _litellm(bench, True),
     "portkey": scenario_portkey,

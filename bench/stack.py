@@ -7,9 +7,11 @@ import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -78,10 +80,14 @@ class Bench:
         return base_url
 
     def clawgate_pair(
-        self, upstream: str | None = None, stub: bool = False, tree: Tree | None = None
+        self,
+        upstream: str | None = None,
+        stub: bool = False,
+        tree: Tree | None = None,
+        change: Callable[[dict[str, Any]], None] | None = None,
     ) -> tuple[str, dict[str, Process]]:
         """An edge and a worker (or the stub) in front of `upstream`; from another checkout
-        when `tree` is given (bench/paired.py)."""
+        when `tree` is given (bench/paired.py); `change` edits the config first."""
         config = echo_config(self.tmp)
         config["models"]["providers"]["echo"] = {
             "api": "echo",
@@ -97,6 +103,8 @@ class Bench:
                 "baseUrl": f"{upstream}/v1",
             }
             config["agents"]["list"] = [{"id": "main", "default": True, "model": "standin/standin"}]
+        if change is not None:
+            change(config)
         path = write_config(self.tmp, config, f"bench-{config['gateway']['port']}.json5")
         address = config["worker"]["listen"]
         level = ("--log-level", self.args.log_level)

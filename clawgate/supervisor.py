@@ -163,7 +163,7 @@ class WorkerProcess:
 def token_source(config: ClawgateConfig, config_file: Path) -> str | None:
     """Where the edge's secret comes from, for people to look up; never the secret itself."""
     auth = config.gateway.auth
-    if auth.mode == "none":
+    if auth.mode in ("none", "trusted-proxy"):
         return None
     if auth.mode == "password" or (
         auth.mode is None and (auth.password or os.environ.get(PASSWORD_ENV))

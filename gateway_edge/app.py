@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway_edge import health, models, sessions_api, status, ui_routes
+from gateway_edge import health, models, sessions_api, status, ui_routes, whoami
 from gateway_edge import metrics as metrics_route
 from gateway_edge.auth import AccessGuard, Authenticator
 from gateway_edge.dialects.chat import ChatCompletions
@@ -22,6 +22,7 @@ from gateway_edge.errors import ApiError, bad_request, internal_error
 from gateway_edge.json_responses import error_response
 from gateway_edge.metrics import EdgeMetrics
 from gateway_edge.observability import ObservabilityMiddleware
+from gateway_edge.proxies import TrustedProxies
 from gateway_edge.rate_limit import AuthFailureLimiter
 from gateway_edge.serving import TurnEndpoint
 from gateway_edge.state import EdgeState
@@ -97,9 +98,11 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
     """Builds the edge; raises AuthSetupError when auth would run open by accident."""
     auth = config.gateway.auth
     metrics = EdgeMetrics()
+    proxies = TrustedProxies(config.gateway.trusted_proxies)
     access = AccessGuard(
-        Authenticator.from_config(auth, config.gateway.bind),
+        Authenticator.from_config(auth, config.gateway.bind, proxies=proxies),
         AuthFailureLimiter(auth.rate_limit),
+        proxies,
         on_failure=lambda reason: metrics.auth_failures_by(reason).inc(),
     )
     workers = WorkerPool(
@@ -140,6 +143,7 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
     endpoints_config = config.gateway.http.endpoints
     if endpoints_config.sessions_enabled:
         app.include_router(sessions_api.router)
+    app.include_router(whoami.router)
     if endpoints_config.chat_completions.enabled:
         app.include_router(ui_routes.router)  # the chat page talks to chat completions
     endpoints = [

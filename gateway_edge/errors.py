@@ -41,6 +41,15 @@ def unauthorized() -> ApiError:
     return ApiError(401, "Unauthorized", "unauthorized", headers={"www-authenticate": "Bearer"})
 
 
+def refused_identity(status: int, message: str, code: str) -> ApiError:
+    """A trusted-proxy refusal, named as OpenClaw names it (code trusted_proxy_*)."""
+    return ApiError(status, message, "unauthorized" if status == 401 else "forbidden", code=code)
+
+
+def missing_scope(scope: str) -> ApiError:
+    return ApiError(403, f"missing scope: {scope}", "forbidden", code="missing_scope")
+
+
 def rate_limited(retry_after_seconds: int) -> ApiError:
     return ApiError(
         429,
@@ -64,6 +73,8 @@ _REFUSED: dict[int, _Mapping] = {
     pb.ERROR_CODE_UNAVAILABLE: (503, "api_error", "worker_unavailable"),
     pb.ERROR_CODE_CANCELLED: (503, "api_error", "cancelled"),
     pb.ERROR_CODE_OUT_OF_RANGE: (400, "invalid_request_error", "context_length_exceeded"),
+    # The session is another identity's (the worker's check; the edge makes the same one).
+    pb.ERROR_CODE_PERMISSION_DENIED: (403, "forbidden", "forbidden"),
 }
 # A turn that failed inside a worker after it started: the provider is to blame by default.
 _FAILED: dict[int, _Mapping] = {

@@ -24,8 +24,7 @@ def serve(config: ClawgateConfig, log_level: str = "info") -> None:
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=30,
-        # X-Forwarded-For is believed only from the configured proxies (uvicorn trusts
-        # 127.0.0.1 by default, which let any local client name any address).
-        proxy_headers=bool(config.gateway.trusted_proxies),
-        forwarded_allow_ips=config.gateway.trusted_proxies or None,
+        # The edge reads X-Forwarded-For itself, from gateway.trustedProxies only (proxies.py):
+        # trusted-proxy auth needs the peer's own address, which uvicorn would replace.
+        proxy_headers=False,
     )

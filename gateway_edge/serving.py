@@ -29,14 +29,14 @@ from gateway_edge.asgi import (
     send_bytes,
     send_error,
 )
-from gateway_edge.auth import client_ip
 from gateway_edge.dialects.chat_request import ChatCompletionRequest
 from gateway_edge.errors import ApiError, bad_request
 from gateway_edge.observability import RequestRecord
+from gateway_edge.principal import WRITE, Principal
 from gateway_edge.remote_turn import RemoteTurn
 from gateway_edge.sse import DONE, KEEP_ALIVE
 from gateway_edge.state import EdgeState
-from gateway_edge.turn_setup import SESSION_KEY_HEADER_BYTES, header_value, prepare_turn
+from gateway_edge.turn_setup import SESSION_KEY_HEADER_BYTES, prepare_turn
 
 log = logging.getLogger("clawgate.edge")
 
@@ -80,7 +80,7 @@ class Dialect(Protocol):
     max_body_bytes: int
     max_items: int
 
-    async def adapt(self, document: Any, state: EdgeState) -> AdaptedRequest:
+    async def adapt(self, document: Any, state: EdgeState, principal: Principal) -> AdaptedRequest:
         """The parsed body as a turn; raises ApiError (400, 404) naming the bad param."""
 
     def encoder(self, request: AdaptedRequest, turn: pb.RunTurnRequest) -> AnswerEncoder:
@@ -125,11 +125,12 @@ class TurnEndpoint:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         state, dialect = self._state, self._dialect
         headers = dict(reversed(scope["headers"]))  # the first of repeated headers wins
-        state.access.check(client_ip(scope.get("client")), header_value(headers, b"authorization"))
+        principal = state.access.admit(scope.get("client"), headers)
+        principal.require(WRITE)
         document = await read_json(receive, headers, dialect.max_body_bytes)
         check_item_count(document, dialect.items_field, dialect.max_items)
-        adapted = await dialect.adapt(document, state)
-        prepared = prepare_turn(state, scope, headers, adapted.chat, adapted.continues)
+        adapted = await dialect.adapt(document, state, principal)
+        prepared = prepare_turn(state, scope, headers, adapted.chat, principal, adapted.continues)
         encoder = dialect.encoder(adapted, prepared.request)
         session = prepared.session
         session_header = (SESSION_KEY_HEADER_BYTES, session.key.encode())

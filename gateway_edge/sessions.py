@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from gateway_edge.errors import bad_request
 from services.ids import time_ordered_uuid
@@ -55,10 +56,28 @@ class Session:
     named: bool
 
 
-def session_for(agent_id: str, user: str | None, header_key: str | None) -> Session:
+def session_for(
+    agent_id: str, user: str | None, header_key: str | None, identity: str = ""
+) -> Session:
+    """`identity`: whom the turn runs for; a `user` names a conversation of theirs, so two
+    people sending the same `user` have two sessions (the owner's keys are as before)."""
     if header_key is not None:
         return Session(validate_session_key(header_text(header_key)), named=True)
     if user:
-        key = _check(f"agent:{agent_id}:openai-user:{user}", "user", "The session key from `user`")
+        key = _check(
+            _user_key_prefix(agent_id, identity) + user, "user", "The session key from `user`"
+        )
         return Session(key, named=True)
     return Session(f"agent:{agent_id}:openai:{time_ordered_uuid()}", named=False)
+
+
+def user_of(session_key: str, agent_id: str, identity: str) -> str | None:
+    """The `user` value that names `session_key` for `identity`, if a `user` named it."""
+    prefix = _user_key_prefix(agent_id, identity)
+    return session_key[len(prefix) :] if session_key.startswith(prefix) else None
+
+
+def _user_key_prefix(agent_id: str, identity: str) -> str:
+    # Quoted: an identity holding ":" could otherwise make another's key.
+    whose = f"person:{quote(identity, safe='@.-_+')}:" if identity else ""
+    return f"agent:{agent_id}:{whose}openai-user:"

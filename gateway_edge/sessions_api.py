@@ -1,5 +1,7 @@
 """The sessions API (for the chat page and operators): list, read and delete stored sessions,
-served by the workers' stores through the gRPC contract. Same bearer auth as the API."""
+served by the workers' stores through the gRPC contract. Same auth as the API; reading needs
+operator.read, deleting and compacting operator.write, and a caller without operator.admin
+reaches only their own sessions (the workers check it too)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.agent_resolution import resolve_agent
 from gateway_edge.errors import ApiError, bad_request
 from gateway_edge.json_responses import json_response
-from gateway_edge.state import EdgeState, authorized
+from gateway_edge.principal import READ, WRITE
+from gateway_edge.sessions import user_of
+from gateway_edge.state import Admitted, admitted
 from gateway_edge.worker_calls import ask
 
 router = APIRouter()
@@ -28,15 +32,25 @@ def _not_found(key: str) -> ApiError:
 
 @router.get("/v1/sessions")
 async def list_sessions(
-    state: Annotated[EdgeState, Depends(authorized)],
+    call: Annotated[Admitted, Depends(admitted)],
     agent: str = "",
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: str = "",
+    mine: bool = False,
 ) -> Response:
+    """`mine`: only the caller's own sessions (an admin reaches everyone's otherwise)."""
+    state, principal = call
+    principal.require(READ)
     page = await ask(
         state.workers,
         "ListSessions",
-        pb.ListSessionsRequest(agent_id=agent, limit=limit, after=after),
+        pb.ListSessionsRequest(
+            agent_id=agent,
+            limit=limit,
+            after=after,
+            caller=principal.caller(),
+            only_own=mine,
+        ),
     )
     return json_response(
         {
@@ -48,6 +62,9 @@ async def list_sessions(
                     "title": summary.title,
                     "turns": summary.turns,
                     "updated_at": summary.updated_at,
+                    "owner": summary.owner or None,  # None: the gateway's owner
+                    # The `user` that continues it, for its owner (else None).
+                    "user": user_of(summary.session_key, summary.agent_id, principal.identity),
                 }
                 for summary in page.sessions
             ],
@@ -58,8 +75,11 @@ async def list_sessions(
 
 
 @router.get("/v1/sessions/{key:path}")
-async def get_session(key: str, state: Annotated[EdgeState, Depends(authorized)]) -> Response:
-    stored = await ask(state.workers, "GetSession", pb.GetSessionRequest(session_key=key), key)
+async def get_session(key: str, call: Annotated[Admitted, Depends(admitted)]) -> Response:
+    state, principal = call
+    principal.require(READ)
+    asked = pb.GetSessionRequest(session_key=key, caller=principal.caller())
+    stored = await ask(state.workers, "GetSession", asked, key)
     if not stored.messages:
         raise _not_found(key)
     return json_response(
@@ -75,10 +95,12 @@ async def get_session(key: str, state: Annotated[EdgeState, Depends(authorized)]
 async def compact_session(
     key: str,
     request: Request,
-    state: Annotated[EdgeState, Depends(authorized)],
+    call: Annotated[Admitted, Depends(admitted)],
     x_openclaw_agent_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Summarises the session's older messages now (optional body: {"instructions": "…"})."""
+    state, principal = call
+    principal.require(WRITE)
     body = await request.body()
     try:
         options = orjson.loads(body) if body.strip() else {}
@@ -99,7 +121,12 @@ async def compact_session(
     answer = await ask(
         state.workers,
         "CompactSession",
-        pb.CompactSessionRequest(session_key=key, agent_id=agent_id, instructions=instructions),
+        pb.CompactSessionRequest(
+            session_key=key,
+            agent_id=agent_id,
+            instructions=instructions,
+            caller=principal.caller(),
+        ),
         key,
         call_seconds=COMPACT_TIMEOUT_SECONDS,
     )
@@ -116,10 +143,11 @@ async def compact_session(
 
 
 @router.delete("/v1/sessions/{key:path}")
-async def delete_session(key: str, state: Annotated[EdgeState, Depends(authorized)]) -> Response:
-    answer = await ask(
-        state.workers, "DeleteSession", pb.DeleteSessionRequest(session_key=key), key
-    )
+async def delete_session(key: str, call: Annotated[Admitted, Depends(admitted)]) -> Response:
+    state, principal = call
+    principal.require(WRITE)
+    asked = pb.DeleteSessionRequest(session_key=key, caller=principal.caller())
+    answer = await ask(state.workers, "DeleteSession", asked, key)
     if not answer.deleted:
         raise _not_found(key)
     return json_response({"key": key, "deleted": True})

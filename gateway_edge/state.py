@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from fastapi import Request
 
-from gateway_edge.auth import AccessGuard, client_ip
+from gateway_edge.auth import AccessGuard
 from gateway_edge.metrics import EdgeMetrics
+from gateway_edge.principal import READ, WRITE, Principal
 from gateway_edge.worker_pool import WorkerPool
 from services.config import ClawgateConfig
 
@@ -21,9 +23,22 @@ class EdgeState:
     metrics: EdgeMetrics
 
 
-def authorized(request: Request) -> EdgeState:
-    """The framework routes' auth, as a dependency: the edge's state once the caller is let in
-    (the chat completions hot path makes the same `access.check`)."""
+class Admitted(NamedTuple):
+    state: EdgeState
+    principal: Principal
+
+
+def admitted(request: Request) -> Admitted:
+    """The framework routes' auth, as a dependency: the edge's state and who the caller is,
+    once they are let in (the turn endpoints make the same `access.admit`)."""
     state: EdgeState = request.app.state.edge
-    state.access.check(client_ip(request.client), request.headers.get("authorization"))
+    headers = dict(reversed(request.scope["headers"]))  # the first of repeated headers wins
+    return Admitted(state, state.access.admit(request.scope.get("client"), headers))
+
+
+def authorized(request: Request) -> EdgeState:
+    """`admitted` for routes that only read what the gateway serves (models, status): any
+    operator who may read or write."""
+    state, principal = admitted(request)
+    principal.require_any(READ, WRITE)
     return state

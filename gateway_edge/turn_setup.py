@@ -12,7 +12,8 @@ from gateway_edge.agent_resolution import resolve_agent
 from gateway_edge.dialects.chat_request import ChatCompletionRequest
 from gateway_edge.errors import ApiError, bad_request
 from gateway_edge.observability import RequestRecord, record_of
-from gateway_edge.sessions import SESSION_KEY_HEADER, Session, session_for
+from gateway_edge.principal import ADMIN, Principal
+from gateway_edge.sessions import SESSION_KEY_HEADER, Session, header_text, session_for
 from gateway_edge.state import EdgeState
 from gateway_edge.turn_input import turn_request_for
 from services.logging import request_id_var
@@ -32,10 +33,12 @@ def prepare_turn(
     scope: Scope,
     headers: dict[bytes, bytes],
     chat: ChatCompletionRequest,
+    principal: Principal,
     continues: pb.FindResponseResponse | None = None,
 ) -> PreparedTurn:
     """`continues`: the stored response this request follows (previous_response_id), whose
-    session it continues; it must be the same agent's."""
+    session it continues; it must be the same agent's. The turn runs for `principal`: a
+    `user` names one of their conversations."""
     agents = state.workers.known_agents()
     agent_id = resolve_agent(
         chat.model,
@@ -48,14 +51,23 @@ def prepare_turn(
             f"Agent {agent_id!r}'s model does not return logprobs.", "logprobs", "unsupported"
         )
     header_key = header_value(headers, SESSION_KEY_HEADER_BYTES)
+    if header_key is not None and not principal.admin:
+        # OpenClaw's answer: the session is hidden, not said to exist.
+        shown = header_text(header_key).strip()
+        raise ApiError(
+            403, f"Session {shown!r} was not found.", "forbidden", SESSION_KEY_HEADER, "forbidden"
+        )
     if continues is None:
-        session = session_for(agent_id, chat.user, header_key)
+        session = session_for(agent_id, chat.user, header_key, principal.identity)
     else:
         session = _continued(continues, agent_id, header_key)
     record = record_of(scope)
     record.agent, record.session_key = agent_id, session.key
     turn_request = turn_request_for(chat, agent_id, session, request_id_var.get())
+    if (caller := principal.caller()) is not None:
+        turn_request.caller.CopyFrom(caller)
     if (model := header_value(headers, b"x-openclaw-model")) is not None:
+        principal.require(ADMIN)
         turn_request.model = _configured_model(model, agents.providers)
     return PreparedTurn(turn_request, session, record)
 

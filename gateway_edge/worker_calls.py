@@ -42,16 +42,19 @@ async def ask(
     raise api_error_from_call(failure.code(), failure.details())
 
 
-async def find_response(pool: WorkerPool, response_id: str) -> pb.FindResponseResponse | None:
+async def find_response(
+    pool: WorkerPool, response_id: str, caller: pb.Caller | None
+) -> pb.FindResponseResponse | None:
     """Where a stored response id belongs, asking the usable workers in turn (they may keep
-    separate stores); None when every one that answered does not know it."""
+    separate stores); None when every one that answered does not know it (or it is in a
+    session the caller may not reach)."""
     answered = False
     for worker in pool.workers:
         if not worker.usable:
             continue
         try:
             return await worker.agents.FindResponse(  # type: ignore[no-any-return]
-                pb.FindResponseRequest(response_id=response_id),
+                pb.FindResponseRequest(response_id=response_id, caller=caller),
                 metadata=pool.call_metadata,
                 timeout=pool.call_timeout,
             )

@@ -6,6 +6,7 @@ that an OpenClaw config with more keys still loads.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import json5
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from services.agent_config import AgentsConfig
 from services.config_section import Section
@@ -40,12 +41,40 @@ class RateLimitConfig(Section):
     exempt_loopback: bool = Field(True, alias="exemptLoopback")
 
 
+OPERATOR_SCOPES = (
+    "operator.admin",
+    "operator.approvals",
+    "operator.pairing",
+    "operator.read",
+    "operator.talk.secrets",
+    "operator.write",
+)
+
+
+class TrustedProxyConfig(Section):
+    """`gateway.auth.trustedProxy`: who a request is for, as an identity-aware proxy says."""
+
+    user_header: str | None = Field(None, alias="userHeader")
+    # Headers the proxy always sets (e.g. x-forwarded-proto): a request without one is refused.
+    required_headers: list[str] = Field(default_factory=list, alias="requiredHeaders")
+    # Empty: anyone the proxy lets through.
+    allow_users: list[str] = Field(default_factory=list, alias="allowUsers")
+    # A proxy on this host (a loopback address in gateway.trustedProxies) must be opted into:
+    # every local process could otherwise claim to be anyone.
+    allow_loopback: bool = Field(False, alias="allowLoopback")
+    # The scopes of a request without x-openclaw-scopes; unset: OpenClaw's full operator set.
+    default_scopes: list[str] | None = Field(None, alias="defaultScopes")
+
+
 class AuthConfig(Section):
-    mode: Literal["token", "password", "none"] | None = None
+    mode: Literal["token", "password", "none", "trusted-proxy"] | None = None
     token: str | None = None
     password: str | None = None
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig, alias="rateLimit")
     allow_unauthenticated_non_loopback: bool = Field(False, alias="allowUnauthenticatedNonLoopback")
+    trusted_proxy: TrustedProxyConfig = Field(
+        default_factory=TrustedProxyConfig, alias="trustedProxy"
+    )
 
 
 class ChatCompletionsEndpointConfig(Section):
@@ -108,9 +137,23 @@ class GatewayConfig(Section):
     # leaves the pool until it does.
     worker_health_timeout_ms: int = Field(2_000, alias="workerHealthTimeoutMs", ge=1)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client; nobody's
-    # by default, so that no client can name another one for the failed-auth lockout.
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client, and, in
+    # auth mode "trusted-proxy", the only ones whose identity headers are believed; nobody's
+    # by default, so that no client can name another one.
     trusted_proxies: list[str] = Field(default_factory=list, alias="trustedProxies")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry.strip().strip("[]"), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is neither an IP address nor a network (such as 10.0.0.1 or"
+                    " 10.0.0.0/8)"
+                ) from None
+        return entries
 
     @property
     def local_url(self) -> str:

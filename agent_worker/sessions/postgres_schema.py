@@ -6,7 +6,7 @@ from typing import Any
 
 from agent_worker.sessions.records import COMPACTION_COLUMNS
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MESSAGES_TABLE = "clawgate_session_messages"
 RESPONSES_TABLE = "clawgate_responses"
 SESSIONS_TABLE = "clawgate_sessions"
@@ -86,6 +86,13 @@ _MIGRATIONS = {
         PRIMARY KEY (session_key, covers)
     );
     """,
+    # Whose each session is: the identity whose turn made it; sessions made before belong to
+    # the gateway's owner ('').
+    7: f"""
+    ALTER TABLE {SESSIONS_TABLE} ADD COLUMN IF NOT EXISTS owner TEXT NOT NULL DEFAULT '';
+    CREATE INDEX IF NOT EXISTS clawgate_sessions_by_owner
+        ON {SESSIONS_TABLE} (owner, updated_at, session_key);
+    """,
 }
 INSERT_COMPACTION = f"""
 INSERT INTO {COMPACTIONS_TABLE}
@@ -114,8 +121,8 @@ LEFT JOIN LATERAL (
 ORDER BY m.seq DESC
 """
 SUMMARIZE = f"""
-INSERT INTO {SESSIONS_TABLE} (session_key, agent_id, title, turns, updated_at)
-VALUES ($1, $2, $3, 1, $4)
+INSERT INTO {SESSIONS_TABLE} (session_key, agent_id, title, turns, updated_at, owner)
+VALUES ($1, $2, $3, 1, $4, $5)
 ON CONFLICT (session_key) DO UPDATE SET
     turns = {SESSIONS_TABLE}.turns + 1,
     updated_at = excluded.updated_at,

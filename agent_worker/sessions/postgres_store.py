@@ -151,7 +151,12 @@ class PostgresSessionStore:
                     ],
                 )
                 await connection.execute(
-                    SUMMARIZE, session_key, origin.agent_id, title_of(messages), time.time()
+                    SUMMARIZE,
+                    session_key,
+                    origin.agent_id,
+                    title_of(messages),
+                    time.time(),
+                    origin.owner,
                 )
                 if origin.compaction is not None:
                     await connection.execute(
@@ -169,19 +174,35 @@ class PostgresSessionStore:
     async def find_response(self, response_id: str) -> StoredResponse | None:
         with store_errors("finding the response"):
             row = await self.pool.fetchrow(
-                f"SELECT session_key, agent_id FROM {RESPONSES_TABLE} WHERE response_id = $1",
+                f"SELECT r.session_key, r.agent_id, COALESCE(s.owner, '') FROM {RESPONSES_TABLE} r"
+                f" LEFT JOIN {SESSIONS_TABLE} s ON s.session_key = r.session_key"
+                " WHERE r.response_id = $1",
                 response_id,
             )
-        return None if row is None else StoredResponse(row[0], row[1])
+        return None if row is None else StoredResponse(row[0], row[1], row[2])
+
+    async def owner_of(self, session_key: str) -> str | None:
+        with store_errors("reading the session's owner"):
+            owner = await self.pool.fetchval(
+                f"SELECT owner FROM {SESSIONS_TABLE} WHERE session_key = $1", session_key
+            )
+        return None if owner is None else str(owner)
 
     async def list_sessions(
-        self, agent_id: str, limit: int, after: tuple[float, str] | None
+        self,
+        agent_id: str,
+        limit: int,
+        after: tuple[float, str] | None,
+        owner: str | None = None,
     ) -> list[SessionSummary]:
         conditions: list[str] = []
         values: list[object] = []
         if agent_id:
             values.append(agent_id)
             conditions.append(f"agent_id = ${len(values)}")
+        if owner is not None:
+            values.append(owner)
+            conditions.append(f"owner = ${len(values)}")
         if after is not None:
             values += [after[0], after[1]]
             conditions.append(f"(updated_at, session_key) < (${len(values) - 1}, ${len(values)})")
@@ -189,8 +210,9 @@ class PostgresSessionStore:
         where = "WHERE " + " AND ".join(conditions) if conditions else ""
         with store_errors("listing the sessions"):
             rows = await self.pool.fetch(
-                f"SELECT session_key, agent_id, title, turns, updated_at FROM {SESSIONS_TABLE}"
-                f" {where} ORDER BY updated_at DESC, session_key DESC LIMIT ${len(values)}",
+                "SELECT session_key, agent_id, title, turns, updated_at, owner"
+                f" FROM {SESSIONS_TABLE} {where}"
+                f" ORDER BY updated_at DESC, session_key DESC LIMIT ${len(values)}",
                 *values,
             )
         return [SessionSummary(*row) for row in rows]

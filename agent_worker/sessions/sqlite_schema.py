@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     agent_id TEXT NOT NULL,
     title TEXT NOT NULL,
     turns INTEGER NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_by_update ON sessions (updated_at, session_key);
 CREATE INDEX IF NOT EXISTS sessions_by_agent ON sessions (agent_id, updated_at, session_key);
@@ -57,8 +58,15 @@ CREATE TABLE IF NOT EXISTS responses (
     created_at REAL NOT NULL
 ) WITHOUT ROWID;
 """
-# Columns added since the first schema: a file written before them gains them on open.
-_ADDED_COLUMNS = {"tool_calls": "TEXT", "tool_call_id": "TEXT", "name": "TEXT"}
+# Columns added since the first schema, by table: a file written before them gains them on
+# open. Sessions stored before owners were recorded belong to the gateway's owner ('').
+_ADDED_COLUMNS = {
+    "session_messages": {"tool_calls": "TEXT", "tool_call_id": "TEXT", "name": "TEXT"},
+    "sessions": {"owner": "TEXT NOT NULL DEFAULT ''"},
+}
+_OWNER_INDEX = (
+    "CREATE INDEX IF NOT EXISTS sessions_by_owner ON sessions (owner, updated_at, session_key)"
+)
 
 
 def switch_to_wal(connection: sqlite3.Connection) -> None:
@@ -86,7 +94,8 @@ SELECT m.session_key, '',
 FROM session_messages m GROUP BY m.session_key
 """
 _SUMMARIZE = """
-INSERT INTO sessions (session_key, agent_id, title, turns, updated_at) VALUES (?, ?, ?, 1, ?)
+INSERT INTO sessions (session_key, agent_id, title, turns, updated_at, owner)
+VALUES (?, ?, ?, 1, ?, ?)
 ON CONFLICT (session_key) DO UPDATE SET
     turns = turns + 1,
     updated_at = excluded.updated_at,
@@ -115,7 +124,9 @@ def insert_turn(
             for offset, message in enumerate(messages, start=1)
         ],
     )
-    connection.execute(_SUMMARIZE, (session_key, origin.agent_id, title_of(messages), now))
+    connection.execute(
+        _SUMMARIZE, (session_key, origin.agent_id, title_of(messages), now, origin.owner)
+    )
     if origin.compaction is not None:
         insert_compaction(connection, session_key, origin.compaction, now)
     if origin.response_id:
@@ -178,10 +189,12 @@ def create_or_migrate(connection: sqlite3.Connection) -> None:
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sessions'"
     ).fetchone()
     connection.executescript(SCHEMA)
-    columns = {row[1] for row in connection.execute("PRAGMA table_info(session_messages)")}
-    for column, kind in _ADDED_COLUMNS.items():
-        if column not in columns:
-            connection.execute(f"ALTER TABLE session_messages ADD COLUMN {column} {kind}")
+    for table, added in _ADDED_COLUMNS.items():
+        columns = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        for column, kind in added.items():
+            if column not in columns:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    connection.execute(_OWNER_INDEX)
     if not had_sessions:
         with connection:
             connection.execute(_BACKFILL_SESSIONS)
@@ -189,18 +202,31 @@ def create_or_migrate(connection: sqlite3.Connection) -> None:
 
 def read_response(connection: sqlite3.Connection, response_id: str) -> StoredResponse | None:
     row = connection.execute(
-        "SELECT session_key, agent_id FROM responses WHERE response_id = ?", (response_id,)
+        "SELECT r.session_key, r.agent_id, COALESCE(s.owner, '') FROM responses r"
+        " LEFT JOIN sessions s ON s.session_key = r.session_key WHERE r.response_id = ?",
+        (response_id,),
     ).fetchone()
     return None if row is None else StoredResponse(*row)
 
 
+def read_owner(connection: sqlite3.Connection, session_key: str) -> str | None:
+    row = connection.execute(
+        "SELECT owner FROM sessions WHERE session_key = ?", (session_key,)
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
 def read_sessions(
-    connection: sqlite3.Connection, agent_id: str, limit: int, after: tuple[float, str] | None
+    connection: sqlite3.Connection,
+    agent_id: str,
+    limit: int,
+    after: tuple[float, str] | None,
+    owner: str | None,
 ) -> list[SessionSummary]:
     """Newest first, after the cursor (updated_at, session_key) of a previous page."""
-    where, values = _listing_filter(agent_id, after)
+    where, values = _listing_filter(agent_id, after, owner)
     rows = connection.execute(
-        "SELECT session_key, agent_id, title, turns, updated_at FROM sessions"
+        "SELECT session_key, agent_id, title, turns, updated_at, owner FROM sessions"
         f" {where} ORDER BY updated_at DESC, session_key DESC LIMIT ?",
         (*values, limit),
     ).fetchall()
@@ -208,13 +234,16 @@ def read_sessions(
 
 
 def _listing_filter(
-    agent_id: str, after: tuple[float, str] | None
+    agent_id: str, after: tuple[float, str] | None, owner: str | None
 ) -> tuple[str, tuple[object, ...]]:
     conditions: list[str] = []
     values: list[object] = []
     if agent_id:
         conditions.append("agent_id = ?")
         values.append(agent_id)
+    if owner is not None:
+        conditions.append("owner = ?")
+        values.append(owner)
     if after is not None:
         conditions.append("(updated_at < ? OR (updated_at = ? AND session_key < ?))")
         values += [after[0], after[0], after[1]]

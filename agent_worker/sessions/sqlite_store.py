@@ -47,6 +47,7 @@ from agent_worker.sessions.sqlite_schema import (
     make_private,
     read_compactions,
     read_context,
+    read_owner,
     read_response,
     read_sessions,
     switch_to_wal,
@@ -270,12 +271,22 @@ class SqliteSessionStore:
         except sqlite3.Error as error:
             raise store_error(error, "finding the response") from None
 
+    async def owner_of(self, session_key: str) -> str | None:
+        try:
+            return await self._run(lambda connection: read_owner(connection, session_key))
+        except sqlite3.Error as error:
+            raise store_error(error, "reading the session's owner") from None
+
     async def list_sessions(
-        self, agent_id: str, limit: int, after: tuple[float, str] | None
+        self,
+        agent_id: str,
+        limit: int,
+        after: tuple[float, str] | None,
+        owner: str | None = None,
     ) -> list[SessionSummary]:
         try:
             return await self._run(
-                lambda connection: read_sessions(connection, agent_id, limit, after)
+                lambda connection: read_sessions(connection, agent_id, limit, after, owner)
             )
         except sqlite3.Error as error:
             raise store_error(error, "listing the sessions") from None

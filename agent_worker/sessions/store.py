@@ -19,11 +19,13 @@ from agent_worker.domain import (
 @dataclass(frozen=True, slots=True)
 class TurnOrigin:
     """Stored beside a turn: the agent that answered, the caller's id for the answer (a
-    Responses API response id) when it gave one, and the compaction the turn made, if any."""
+    Responses API response id) when it gave one, the compaction the turn made, if any, and
+    whom it ran for (who owns the session when the turn starts it)."""
 
     agent_id: str = ""
     response_id: str = ""
     compaction: Compaction | None = None
+    owner: str = ""
 
 
 NO_ORIGIN = TurnOrigin()
@@ -79,13 +81,21 @@ class SessionStore(Protocol):
         start the write at once and return a future (no task for the caller to shield)."""
 
     async def find_response(self, response_id: str) -> StoredResponse | None:
-        """The session and agent of a stored response id; None when unknown."""
+        """The session, agent and owner of a stored response id; None when unknown."""
+
+    async def owner_of(self, session_key: str) -> str | None:
+        """Whose the session is; None when nothing is stored under the key."""
 
     async def list_sessions(
-        self, agent_id: str, limit: int, after: tuple[float, str] | None
+        self,
+        agent_id: str,
+        limit: int,
+        after: tuple[float, str] | None,
+        owner: str | None = None,
     ) -> list[SessionSummary]:
-        """Sessions newest first (of one agent when `agent_id` is set), after the cursor
-        (updated_at, session_key) of the last one a previous page held."""
+        """Sessions newest first (of one agent when `agent_id` is set, of one owner when
+        `owner` is), after the cursor (updated_at, session_key) of the last one a previous
+        page held."""
 
     async def delete(self, session_key: str) -> bool:
         """Deletes the transcript (and its summary and response ids); whether there was one."""

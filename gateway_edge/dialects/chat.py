@@ -9,6 +9,7 @@ from typing import Any
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.dialects.chat_encoder import ChatEncoder
 from gateway_edge.dialects.chat_request import parse_chat_request
+from gateway_edge.principal import Principal
 from gateway_edge.serving import AdaptedRequest
 from gateway_edge.state import EdgeState
 from services.config import ClawgateConfig
@@ -26,7 +27,7 @@ class ChatCompletions:
         self.max_body_bytes = endpoint.max_body_bytes
         self.max_items = endpoint.max_messages
 
-    async def adapt(self, document: Any, state: EdgeState) -> AdaptedRequest:
+    async def adapt(self, document: Any, state: EdgeState, principal: Principal) -> AdaptedRequest:
         chat = parse_chat_request(document)
         return AdaptedRequest(chat, stream=bool(chat.stream))
 

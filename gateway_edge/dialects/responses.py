@@ -11,6 +11,7 @@ from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.dialects.responses_encoder import ResponsesEncoder
 from gateway_edge.dialects.responses_request import as_chat_request, parse_responses_request
 from gateway_edge.errors import ApiError
+from gateway_edge.principal import Principal
 from gateway_edge.serving import AdaptedRequest
 from gateway_edge.state import EdgeState
 from gateway_edge.worker_calls import find_response
@@ -28,13 +29,15 @@ class Responses:
         self.max_body_bytes = endpoint.max_body_bytes
         self.max_items = endpoint.max_messages
 
-    async def adapt(self, document: Any, state: EdgeState) -> AdaptedRequest:
+    async def adapt(self, document: Any, state: EdgeState, principal: Principal) -> AdaptedRequest:
         request = parse_responses_request(document)
         adapted = AdaptedRequest(
             as_chat_request(request), stream=bool(request.stream), document=document
         )
         if request.previous_response_id is not None:
-            adapted.continues = await find_response(state.workers, request.previous_response_id)
+            adapted.continues = await find_response(
+                state.workers, request.previous_response_id, principal.caller()
+            )
             if adapted.continues is None:
                 raise ApiError(
                     404,

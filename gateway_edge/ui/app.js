@@ -1,11 +1,16 @@
-// The clawgate chat page: talks to the same API as any client (bearer token, /v1/models,
-// /v1/sessions, streamed /v1/chat/completions). Model text only ever reaches the page as text
+// The clawgate chat page: talks to the same API as any client (/whoami, /v1/models,
+// /v1/sessions, streamed /v1/chat/completions), with a bearer token where the gateway wants one
+// (behind a single sign-on proxy it does not). Model text only ever reaches the page as text
 // nodes: the small markdown renderer below builds elements, it never parses HTML.
 "use strict";
 
 const TOKEN_KEY = "clawgate.token";
 const $ = (id) => document.getElementById(id);
-const state = { token: localStorage.getItem(TOKEN_KEY) || "", agent: "", session: null, running: null };
+// session: the open conversation's key; user: the `user` value that continues it (the page
+// names its conversations with `user`, which needs no admin scope behind a proxy).
+const state = {
+  token: localStorage.getItem(TOKEN_KEY) || "", agent: "", defaultAgent: "", session: null, user: null, running: null,
+};
 
 function showError(text) {
   const box = $("error");
@@ -14,7 +19,8 @@ function showError(text) {
 }
 
 async function api(path, options = {}) {
-  const headers = { Authorization: `Bearer ${state.token}`, ...(options.headers || {}) };
+  const headers = { ...(options.headers || {}) };
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
   let response;
   try {
     response = await fetch(path, { ...options, headers });
@@ -27,7 +33,7 @@ async function api(path, options = {}) {
 }
 
 async function describe(response) {
-  if (response.status === 401) return "The gateway refused the token (401). Check it and connect again.";
+  if (response.status === 401 && state.token) return "The gateway refused the token (401). Check it and connect again.";
   try {
     const body = await response.json();
     if (body.error && body.error.message) return `${body.error.message} (${response.status})`;
@@ -143,7 +149,7 @@ let listings = 0; // the latest listing asked for: an older one answering late i
 async function loadConversations() {
   const list = $("conversations");
   const ticket = ++listings;
-  const query = new URLSearchParams({ agent: state.agent, limit: "50" });
+  const query = new URLSearchParams({ agent: state.agent, limit: "50", mine: "true" });
   const page = await (await api(`/v1/sessions?${query}`)).json();
   if (ticket !== listings) return; // the agent changed meanwhile: a newer list is on its way
   list.replaceChildren();
@@ -154,15 +160,17 @@ async function loadConversations() {
     button.textContent = session.title || session.key;
     button.title = session.key;
     button.setAttribute("aria-current", String(session.key === state.session));
-    button.addEventListener("click", () => openConversation(session.key).catch((e) => showError(e.message)));
+    button.addEventListener("click", () => openConversation(session).catch((e) => showError(e.message)));
     item.append(button);
     list.append(item);
   }
 }
 
-async function openConversation(key) {
+async function openConversation(summary) {
+  const key = summary.key;
   const session = await (await api(`/v1/sessions/${encodeURIComponent(key)}`)).json();
   state.session = key;
+  state.user = summary.user;
   showConversation(session.messages, session.compactions);
   $("delete").disabled = false;
   await loadConversations();
@@ -170,6 +178,7 @@ async function openConversation(key) {
 
 function newChat() {
   state.session = null;
+  state.user = null;
   $("log").replaceChildren();
   $("delete").disabled = true;
   loadConversations().catch((e) => showError(e.message));
@@ -190,7 +199,8 @@ async function send() {
   let reply = "";
   try {
     const headers = { "Content-Type": "application/json" };
-    if (state.session) headers["x-openclaw-session-key"] = state.session;
+    if (!state.session) state.user = newConversationName();
+    else if (!state.user) headers["x-openclaw-session-key"] = state.session; // not named by the page
     const response = await api("/v1/chat/completions", {
       method: "POST",
       headers,
@@ -198,6 +208,7 @@ async function send() {
       body: JSON.stringify({
         model: `openclaw/${state.agent}`,
         stream: true,
+        user: state.user || undefined,
         messages: [{ role: "user", content: text }],
       }),
     });
@@ -259,8 +270,24 @@ async function deleteConversation() {
   newChat();
 }
 
-async function connect() {
+function newConversationName() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12)); // randomUUID needs https
+  return `chat-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+// Whether the gateway wants a token, and once let in, who we are and the default agent.
+async function signIn() {
   showError("");
+  const me = await (await api("/whoami")).json();
+  $("connect").hidden = !me.needs_token;
+  if (!me.signed_in) return;
+  $("who").textContent = me.identity ? `Signed in as ${me.identity}` : "";
+  $("who").hidden = !me.identity;
+  state.defaultAgent = me.default_agent || "";
+  await connect();
+}
+
+async function connect() {
   const models = await (await api("/v1/models")).json();
   const agents = models.data
     .map((model) => model.id)
@@ -268,7 +295,8 @@ async function connect() {
     .map((id) => id.slice("openclaw/".length));
   const select = $("agent");
   select.replaceChildren(...agents.map((id) => new Option(id, id)));
-  state.agent = agents.includes(state.agent) ? state.agent : agents[0] || "";
+  const preferred = [state.agent, state.defaultAgent].find((id) => agents.includes(id));
+  state.agent = preferred || agents[0] || "";
   select.value = state.agent;
   localStorage.setItem(TOKEN_KEY, state.token);
   for (const id of ["agent", "message", "send", "new-chat"]) $(id).disabled = false;
@@ -284,7 +312,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("connect").addEventListener("submit", (event) => {
     event.preventDefault();
     state.token = $("token").value.trim();
-    connect().catch((error) => showError(error.message));
+    signIn().catch((error) => showError(error.message));
   });
   $("agent").addEventListener("change", () => {
     state.agent = $("agent").value;
@@ -303,5 +331,5 @@ document.addEventListener("DOMContentLoaded", () => {
   $("stop").addEventListener("click", () => state.running && state.running.abort());
   $("new-chat").addEventListener("click", newChat);
   $("delete").addEventListener("click", () => deleteConversation().catch((e) => showError(e.message)));
-  if (state.token) connect().catch((error) => showError(error.message));
+  signIn().catch((error) => showError(error.message));
 });

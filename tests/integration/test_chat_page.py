@@ -3,31 +3,17 @@ real edge and worker. Elements are found by their accessible names, as screen re
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect
 
 from devkit.processes import TOKEN, Stack, echo_config, start_stack, wait_until
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "chat-page.png"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail("Debian's chromium is missing: .ci/run installs it (apt-get)")
-        pytest.skip("no /usr/bin/chromium here (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +92,18 @@ def test_a_conversation_is_listed_after_a_reload_with_its_messages(page: Page) -
     expect(page.get_by_role("article", name="assistant")).to_contain_text("echo: remember")
     if not SCREENSHOT.exists():  # the README's picture: taken once, then kept in git
         page.screenshot(path=str(SCREENSHOT))
+
+
+def test_the_default_agent_is_preselected_not_the_first_in_alphabetical_order(
+    page: Page, stack: Stack
+) -> None:
+    agents = [agent["id"] for agent in stack.config["agents"]["list"]]
+    default = next(agent["id"] for agent in stack.config["agents"]["list"] if agent.get("default"))
+    assert len(agents) == 3 and sorted(agents)[0] != default  # what the test tells apart
+    connect(page)
+    expect(page.get_by_role("combobox", name="Agent")).to_have_value(default)
+    page.reload()  # connected again from the kept token: still the default
+    expect(page.get_by_role("combobox", name="Agent")).to_have_value(default)
 
 
 def test_model_text_cannot_inject_html(page: Page) -> None:
@@ -198,9 +196,9 @@ def test_tool_calls_and_results_are_folded_under_their_message(page: Page, stack
 def test_a_late_listing_of_the_previous_agent_does_not_replace_the_current_one(
     page: Page, stack: Stack
 ) -> None:
-    """Switching agents right after connecting: the first agent's listing (beta's: the page
-    starts on the first agent by name), held back until main's is shown, must not overwrite it
-    when it finally answers."""
+    """Switching agents right after connecting: the first agent's listing (main's: the page
+    starts on the default agent), held back until beta's is shown, must not overwrite it when
+    it finally answers."""
     for agent_id in ("main", "beta"):
         asked = {"role": "user", "content": f"{agent_id}'s chat"}
         body = {"model": f"openclaw:{agent_id}", "messages": [asked]}
@@ -211,26 +209,26 @@ def test_a_late_listing_of_the_previous_agent_does_not_replace_the_current_one(
         )
     held: list[Route] = []
 
-    def hold_beta(route: Route) -> None:
-        if "agent=beta" in route.request.url:
+    def hold_main(route: Route) -> None:
+        if "agent=main" in route.request.url:
             held.append(route)
         else:
             route.continue_()
 
-    page.route("**/v1/sessions?*", hold_beta)
+    page.route("**/v1/sessions?*", hold_main)
     connect(page)
     agents = page.get_by_role("combobox", name="Agent")
-    expect(agents).to_have_value("beta")
-    wait_until(lambda: bool(held), 10, "beta's listing")
-    agents.select_option("main")
+    expect(agents).to_have_value("main")
+    wait_until(lambda: bool(held), 10, "main's listing")
+    agents.select_option("beta")
     conversations = page.get_by_role("list", name="Conversations")
-    expect(conversations.get_by_role("button", name="main's chat").first).to_be_visible()
-    with page.expect_response(lambda response: "agent=beta" in response.url):
+    expect(conversations.get_by_role("button", name="beta's chat").first).to_be_visible()
+    with page.expect_response(lambda response: "agent=main" in response.url):
         for route in held:
             route.continue_()
     page.wait_for_timeout(300)  # the late answer's handler has run
-    expect(conversations.get_by_role("button", name="main's chat").first).to_be_visible()
-    expect(conversations.get_by_role("button", name="beta's chat")).to_have_count(0)
+    expect(conversations.get_by_role("button", name="beta's chat").first).to_be_visible()
+    expect(conversations.get_by_role("button", name="main's chat")).to_have_count(0)
 
 
 def test_the_page_fits_a_phone_screen(browser: Browser, stack: Stack) -> None:

@@ -52,6 +52,8 @@ def test_sessions_are_listed_newest_first_a_page_at_a_time(stack: Stack) -> None
         "title": "question 4",
         "turns": 1,
         "updated_at": first["data"][0]["updated_at"],
+        "owner": None,  # the gateway's owner: a token caller made it
+        "user": None,  # a header named it, not a `user`
     }
     second = get(stack, "/v1/sessions", limit=2, after=first["next_cursor"]).json()
     assert [s["key"] for s in second["data"]] == ["list-2", "list-1"]

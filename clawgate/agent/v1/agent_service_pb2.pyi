@@ -178,7 +178,7 @@ class SamplingOptions(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ..., response_format: _Optional[_Union[ResponseFormatType, str]] = ..., json_schema: _Optional[str] = ..., logprobs: _Optional[bool] = ..., top_logprobs: _Optional[int] = ...) -> None: ...
 
 class RunTurnRequest(_message.Message):
-    __slots__ = ("agent_id", "session_key", "input", "context", "extra_system_prompt", "sampling", "request_id", "new_session", "tools", "tool_choice", "parallel_tool_calls", "model", "response_id")
+    __slots__ = ("agent_id", "session_key", "input", "context", "extra_system_prompt", "sampling", "request_id", "new_session", "tools", "tool_choice", "parallel_tool_calls", "model", "response_id", "caller")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +192,7 @@ class RunTurnRequest(_message.Message):
     PARALLEL_TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     session_key: str
     input: Message
@@ -205,7 +206,16 @@ class RunTurnRequest(_message.Message):
     parallel_tool_calls: bool
     model: str
     response_id: str
-    def __init__(self, agent_id: _Optional[str] = ..., session_key: _Optional[str] = ..., input: _Optional[_Union[Message, _Mapping]] = ..., context: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., extra_system_prompt: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., new_session: _Optional[bool] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ..., model: _Optional[str] = ..., response_id: _Optional[str] = ...) -> None: ...
+    caller: Caller
+    def __init__(self, agent_id: _Optional[str] = ..., session_key: _Optional[str] = ..., input: _Optional[_Union[Message, _Mapping]] = ..., context: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., extra_system_prompt: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., new_session: _Optional[bool] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ..., model: _Optional[str] = ..., response_id: _Optional[str] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
+
+class Caller(_message.Message):
+    __slots__ = ("identity", "admin")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    admin: bool
+    def __init__(self, identity: _Optional[str] = ..., admin: _Optional[bool] = ...) -> None: ...
 
 class TurnStarted(_message.Message):
     __slots__ = ("run_id", "model")
@@ -416,10 +426,12 @@ class ListAgentsResponse(_message.Message):
     def __init__(self, agents: _Optional[_Iterable[_Union[Agent, _Mapping]]] = ..., sessions_shared: _Optional[bool] = ..., providers: _Optional[_Iterable[str]] = ..., tool_servers: _Optional[_Iterable[_Union[ToolServer, _Mapping]]] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
-    __slots__ = ("session_key",)
+    __slots__ = ("session_key", "caller")
     SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     session_key: str
-    def __init__(self, session_key: _Optional[str] = ...) -> None: ...
+    caller: Caller
+    def __init__(self, session_key: _Optional[str] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
 
 class GetSessionResponse(_message.Message):
     __slots__ = ("session_key", "messages", "compactions")
@@ -446,14 +458,16 @@ class Compaction(_message.Message):
     def __init__(self, covers: _Optional[int] = ..., summary: _Optional[str] = ..., tokens_before: _Optional[int] = ..., tokens_after: _Optional[int] = ..., created_at: _Optional[float] = ...) -> None: ...
 
 class CompactSessionRequest(_message.Message):
-    __slots__ = ("session_key", "agent_id", "instructions")
+    __slots__ = ("session_key", "agent_id", "instructions", "caller")
     SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     session_key: str
     agent_id: str
     instructions: str
-    def __init__(self, session_key: _Optional[str] = ..., agent_id: _Optional[str] = ..., instructions: _Optional[str] = ...) -> None: ...
+    caller: Caller
+    def __init__(self, session_key: _Optional[str] = ..., agent_id: _Optional[str] = ..., instructions: _Optional[str] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
 
 class CompactSessionResponse(_message.Message):
     __slots__ = ("compaction", "found")
@@ -464,10 +478,12 @@ class CompactSessionResponse(_message.Message):
     def __init__(self, compaction: _Optional[_Union[Compaction, _Mapping]] = ..., found: _Optional[bool] = ...) -> None: ...
 
 class DeleteSessionRequest(_message.Message):
-    __slots__ = ("session_key",)
+    __slots__ = ("session_key", "caller")
     SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     session_key: str
-    def __init__(self, session_key: _Optional[str] = ...) -> None: ...
+    caller: Caller
+    def __init__(self, session_key: _Optional[str] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
 
 class DeleteSessionResponse(_message.Message):
     __slots__ = ("deleted",)
@@ -476,10 +492,12 @@ class DeleteSessionResponse(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
 class FindResponseRequest(_message.Message):
-    __slots__ = ("response_id",)
+    __slots__ = ("response_id", "caller")
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     response_id: str
-    def __init__(self, response_id: _Optional[str] = ...) -> None: ...
+    caller: Caller
+    def __init__(self, response_id: _Optional[str] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
 
 class FindResponseResponse(_message.Message):
     __slots__ = ("session_key", "agent_id")
@@ -490,28 +508,34 @@ class FindResponseResponse(_message.Message):
     def __init__(self, session_key: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
 
 class ListSessionsRequest(_message.Message):
-    __slots__ = ("agent_id", "limit", "after")
+    __slots__ = ("agent_id", "limit", "after", "caller", "only_own")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    ONLY_OWN_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     limit: int
     after: str
-    def __init__(self, agent_id: _Optional[str] = ..., limit: _Optional[int] = ..., after: _Optional[str] = ...) -> None: ...
+    caller: Caller
+    only_own: bool
+    def __init__(self, agent_id: _Optional[str] = ..., limit: _Optional[int] = ..., after: _Optional[str] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., only_own: _Optional[bool] = ...) -> None: ...
 
 class SessionSummary(_message.Message):
-    __slots__ = ("session_key", "agent_id", "title", "turns", "updated_at")
+    __slots__ = ("session_key", "agent_id", "title", "turns", "updated_at", "owner")
     SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     TURNS_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     session_key: str
     agent_id: str
     title: str
     turns: int
     updated_at: float
-    def __init__(self, session_key: _Optional[str] = ..., agent_id: _Optional[str] = ..., title: _Optional[str] = ..., turns: _Optional[int] = ..., updated_at: _Optional[float] = ...) -> None: ...
+    owner: str
+    def __init__(self, session_key: _Optional[str] = ..., agent_id: _Optional[str] = ..., title: _Optional[str] = ..., turns: _Optional[int] = ..., updated_at: _Optional[float] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class ListSessionsResponse(_message.Message):
     __slots__ = ("sessions", "next_cursor")

@@ -391,3 +391,45 @@ async def test_a_compaction_is_stored_with_its_turn_and_read_by_another_worker(
     assert [c.covers for c in await first.compactions(session)] == [2, 3]
     await first.delete(session)
     assert await second.compactions(session) == []
+
+
+async def test_a_session_belongs_to_the_identity_whose_turn_made_it(
+    stores: tuple[PostgresSessionStore, ...],
+) -> None:
+    first, second = stores
+    agent, person = f"agent-{uuid.uuid4().hex[:8]}", f"person-{uuid.uuid4().hex[:8]}"
+    mine, theirs, response_id = key(), key(), f"resp_{uuid.uuid4().hex}"
+    turn = [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
+    await first.append_turn(mine, turn, TurnOrigin(agent, response_id, owner=person))
+    await first.append_turn(theirs, turn, TurnOrigin(agent, owner="someone-else"))
+    await second.append_turn(mine, turn, TurnOrigin(agent, owner="an-admin"))
+    assert await second.owner_of(mine) == person
+    assert await second.owner_of(key()) is None
+    listed = await second.list_sessions(agent, 10, None, owner=person)
+    assert [(s.session_key, s.owner) for s in listed] == [(mine, person)]
+    assert len(await second.list_sessions(agent, 10, None)) == 2
+    found = await second.find_response(response_id)
+    assert found is not None and found.owner == person
+
+
+async def test_sessions_from_before_owners_belong_to_the_gateway_owner() -> None:
+    """Version 6 had no owners: migration 7 gives every session the owner ''."""
+    async with scratch_database("clawgate_owners") as (_, _, url):
+        store = PostgresSessionStore(url, 2)
+        await store.open()
+        await store.append_turn("old", [ChatMessage("user", "q")], TurnOrigin("main"))
+        await store.close()
+        old = await asyncpg.connect(url)
+        await old.execute(
+            "ALTER TABLE clawgate_sessions DROP COLUMN owner;"
+            " DELETE FROM clawgate_schema WHERE version = 7;"
+        )
+        await old.close()
+        store = PostgresSessionStore(url, 2)
+        await store.open()
+        try:
+            assert await store.owner_of("old") == ""
+            (summary,) = await store.list_sessions("", 10, None, owner="")
+            assert summary.session_key == "old"
+        finally:
+            await store.close()

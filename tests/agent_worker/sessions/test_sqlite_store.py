@@ -365,3 +365,37 @@ async def test_a_file_from_before_compactions_opens_and_compacts(tmp_path: Path)
     assert [m.text for m in context.messages] == ["new q"]
     assert context.compaction is not None and context.compaction.summary == "old talk"
     await store.close()
+
+
+async def test_a_session_belongs_to_the_identity_whose_turn_made_it(tmp_path: Path) -> None:
+    store = SqliteSessionStore(tmp_path / "s.db")
+    await store.open()
+    turn = [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
+    await store.append_turn("alice-1", turn, TurnOrigin("main", "resp_a", owner="alice"))
+    await store.append_turn("bob-1", turn, TurnOrigin("main", owner="bob"))
+    await store.append_turn("alice-1", turn, TurnOrigin("main", owner="bob"))  # an admin's turn
+    assert await store.owner_of("alice-1") == "alice"  # the first turn's caller keeps it
+    assert await store.owner_of("nobody") is None
+    listed = await store.list_sessions("", 10, None, owner="alice")
+    assert [(s.session_key, s.owner) for s in listed] == [("alice-1", "alice")]
+    assert {s.owner for s in await store.list_sessions("", 10, None)} == {"alice", "bob"}
+    found = await store.find_response("resp_a")
+    assert found is not None and found.owner == "alice"
+    await store.close()
+
+
+async def test_sessions_from_before_owners_belong_to_the_gateway_owner(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as connection:  # the summary table as it was before owners
+        connection.executescript(
+            "CREATE TABLE sessions (session_key TEXT PRIMARY KEY, agent_id TEXT NOT NULL,"
+            " title TEXT NOT NULL, turns INTEGER NOT NULL, updated_at REAL NOT NULL)"
+            " WITHOUT ROWID;"
+            " INSERT INTO sessions VALUES ('old', 'main', 'hello', 1, 1.0);"
+        )
+    store = SqliteSessionStore(path)
+    await store.open()
+    assert await store.owner_of("old") == ""
+    (old,) = await store.list_sessions("", 10, None, owner="")
+    assert (old.session_key, old.owner) == ("old", "")
+    await store.close()
