@@ -7,7 +7,6 @@ present and empty means none; absent means the default set.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
@@ -52,8 +51,4 @@ def scopes_from(header: bytes | None, default: frozenset[str]) -> frozenset[str]
     """`x-openclaw-scopes`: a comma list; absent: `default`."""
     if header is None:
         return default
-    return frozenset(scope for scope in _split(header.decode("latin-1")) if scope)
-
-
-def _split(value: str) -> Iterable[str]:
-    return (part.strip() for part in value.split(","))
+    return frozenset(filter(None, (part.strip() for part in header.decode("latin-1").split(","))))
