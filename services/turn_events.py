@@ -8,7 +8,7 @@ reader forgets it. An event whose kind this build does not know reads as None.
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Literal
 
 from google.protobuf import unknown_fields
 
@@ -20,12 +20,15 @@ EventKind = Literal[
 
 
 def kind_of(event: pb.RunTurnEvent) -> EventKind | None:
-    return cast(EventKind | None, event.WhichOneof("event"))
+    # Not `cast(EventKind | None, …)`: every event of every turn passes here, and that
+    # expression built a typing union per call (11% of the edge's CPU under bench.run edge-stub).
+    return event.WhichOneof("event")  # type: ignore[return-value]
 
 
 def unknown_kind(event: pb.RunTurnEvent) -> str:
     """An event of a kind this build does not know (a newer worker's), named as well as it can
     be: by its field number."""
-    numbers = sorted({field.field_number for field in unknown_fields.UnknownFieldSet(event)})
+    unknown = unknown_fields.UnknownFieldSet(event)
+    numbers = sorted({unknown[index].field_number for index in range(len(unknown))})
     fields = ", ".join(map(str, numbers)) or "none"
     return f"an event of a kind this build does not know (field {fields})"

@@ -44,7 +44,7 @@ class ChatEncoder:
         logprobs: list[dict[str, object]] | None = None
         if self._with_logprobs:  # reading them costs: only when asked
             logprobs = [score for delta in texts for score in logprobs_json(delta.logprobs)]
-        return self.completion("".join(delta.text for delta in texts), finished, logprobs)
+        return self.completion("".join([delta.text for delta in texts]), finished, logprobs)
 
     def completion(
         self,

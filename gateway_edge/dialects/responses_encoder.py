@@ -77,7 +77,7 @@ class ResponsesEncoder:
 
     def whole(self, texts: Sequence[pb.TextDelta], finished: pb.TurnFinished) -> bytes:
         """The non-stream answer: one message item (when there is text), then the calls."""
-        text = "".join(delta.text for delta in texts)
+        text = "".join([delta.text for delta in texts])
         status = _status_of(finished)
         if text or not finished.tool_calls:
             self._output.append(self._message_item(text, status))
