@@ -40,7 +40,8 @@ from agent_worker.domain import (
 )
 from agent_worker.errors import ContextOverflowError, NotYourSessionError, ProviderFailedError
 from agent_worker.metrics import WorkerMetrics
-from agent_worker.providers.base import Provider, ProviderRequest
+from agent_worker.model_chain import ModelChain
+from agent_worker.providers.base import ProviderRequest
 from agent_worker.sessions.store import SessionStore, TurnOrigin
 from agent_worker.tool_calls import ToolCalls
 from agent_worker.turn_context import TurnContext
@@ -85,7 +86,7 @@ class AgentTurn:
         self,
         request: TurnRequest,
         agent: Agent,
-        provider: Provider,
+        models: ModelChain,
         store: SessionStore,
         tools: AgentTools | None,
         metrics: WorkerMetrics,
@@ -96,7 +97,8 @@ class AgentTurn:
         self._summarizer = summarizer
         self._request = request
         self._agent = agent
-        self._provider = provider
+        self._models = models
+        self._provider = models.primary
         self._store = store
         self._tools = tools
         self._metrics = metrics
@@ -105,6 +107,10 @@ class AgentTurn:
         request, agent = self._request, self._agent
         context, new_context = await self._context()
         sampling = merged_sampling(agent.sampling, request.sampling)
+        if sampling.max_tokens is None and (
+            default_answer := self._windows.limits(agent.provider, agent.model).max_tokens
+        ):  # the model catalog's answer size
+            sampling = dataclasses.replace(sampling, max_tokens=default_answer)
         context.check_input(request.tools, sampling.max_tokens)  # a refusal, not a failure
         history = context.history_size
         run_id = random_hex()
@@ -163,7 +169,11 @@ class AgentTurn:
             if not own_calls:
                 steps.append(ChatMessage("assistant", text, tool_calls=client_calls))
                 break
-            steps.append(ChatMessage("assistant", text, tool_calls=calls))
+            # The thinking goes back with the calls: Anthropic requires it when the answer
+            # continues after the tools ran.
+            steps.append(
+                ChatMessage("assistant", text, tool_calls=calls, reasoning=answered.reasoning)
+            )
             assert self._tools is not None  # own_names is empty without them
             async for tool_event in self._tools.run_step(own_calls, steps):
                 yield tool_event
@@ -210,8 +220,10 @@ class AgentTurn:
         deadline = ProviderDeadline(self._agent.turn_timeout)
         asked = time.monotonic()
         try:
-            async with aclosing(self._provider.stream(request)) as events:
-                while (event := await deadline.wait_for(anext(events, None))) is not None:
+            # Retries and fallbacks happen before the first event; then the provider's stream.
+            events, event = await self._models.first_event(request, deadline)
+            async with aclosing(events):
+                while event is not None:
                     shown: TextDelta | ToolCallDelta | None = None
                     match event:
                         case TextDelta():
@@ -230,12 +242,12 @@ class AgentTurn:
                             step.finished = event
                         case _:
                             assert_never(event)
-                    if shown is None:
-                        continue
-                    if held is None:
-                        yield shown
-                    else:
-                        held.append(shown)
+                    if shown is not None:
+                        if held is None:
+                            yield shown
+                        else:
+                            held.append(shown)
+                    event = await deadline.wait_for(anext(events, None))
         finally:
             deadline.cancel()
         self._metrics.provider_seconds_by(provider_name).observe(time.monotonic() - asked)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from agent_worker.domain import Sampling
 from agent_worker.errors import UnknownAgentError
-from services.agent_config import AgentConfig, AgentDefaults
+from services.agent_config import AgentConfig, AgentDefaults, model_refs
 from services.config import ClawgateConfig
 from services.mcp_config import DEFAULT_MAX_STEPS, matches_any
 
@@ -56,6 +56,7 @@ class Agent:
     max_steps: int = DEFAULT_MAX_STEPS
     context_tokens: int | None = None  # a cap on the model's window
     compaction: CompactionSettings = field(default_factory=CompactionSettings)
+    fallbacks: tuple[str, ...] = ()  # "provider/model" refs, tried in order after the model
 
     def may_use(self, tool_name: str) -> bool:
         return matches_any(tool_name, list(self.tools_allow)) and not matches_any(
@@ -77,7 +78,8 @@ class AgentRegistry:
         default_id = config.default_agent_id
         agents = []
         for entry in config.agents.entries:
-            provider, _, model = (entry.model or defaults.model).partition("/")
+            primary, *fallbacks = model_refs(entry.model or defaults.model)
+            provider, _, model = primary.partition("/")
             sampling = entry.sampling or defaults.sampling
             tools = entry.tools
             allow = tools.allow if tools and tools.allow is not None else defaults.tools.allow
@@ -107,6 +109,7 @@ class AgentRegistry:
                     max_steps=max_steps or DEFAULT_MAX_STEPS,
                     context_tokens=entry.context_tokens or defaults.context_tokens,
                     compaction=compaction_settings(defaults, entry),
+                    fallbacks=tuple(fallbacks),
                 )
             )
         return cls(agents)

@@ -49,6 +49,7 @@ def tokenizers_of(providers: Mapping[str, Any]) -> dict[str, Tokenizer]:
 class ModelLimits:
     window: int | None  # tokens; None while unknown
     max_tokens: int | None  # the answer's size when a request sets none
+    images: bool | None = None  # the catalog's word (`input` holds "image"); None: no entry
 
 
 class TokenCounter:
@@ -129,7 +130,7 @@ class ContextWindows:
         learned = self._learned.get((provider, model))
         if learned is not None:
             window = min(window, learned) if window else learned
-        return ModelLimits(window, max_tokens)
+        return ModelLimits(window, max_tokens, entry.accepts_images if entry else None)
 
     def window(self, provider: str, model: str, cap: int | None = None) -> int | None:
         window = self.limits(provider, model).window

@@ -23,6 +23,16 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class Reasoning:
+    """A model's thinking before its answer (Anthropic's thinking block): never answer text,
+    but sent back unchanged, signature and all, when the same answer continues after its tool
+    calls ran."""
+
+    text: str
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: Role
     text: str
@@ -30,6 +40,7 @@ class ChatMessage:
     tool_calls: tuple[ToolCall, ...] = ()  # an assistant message's calls
     tool_call_id: str = ""  # a tool message: the call it answers
     name: str = ""  # a tool message: the tool's name, when known
+    reasoning: tuple[Reasoning, ...] = ()  # an assistant message's thinking
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +214,7 @@ class TurnFinished:
     finish_reason: FinishReason
     usage: Usage
     tool_calls: tuple[ToolCall, ...] = ()  # whole, when the model called tools
+    reasoning: tuple[Reasoning, ...] = ()  # the provider's thinking, whole
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,10 @@ class TurnError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     from_store = False  # the session store failed, not the provider
+    # Worth asking again, after a pause or of the next fallback model, when nothing of the
+    # answer has arrived yet: unreachable, slow to answer, rate-limited or overloaded.
+    transient = False
+    retry_after: float | None = None  # seconds the provider asked for (its Retry-After)
 
     def __init__(self, message: str, detail: str | None = None) -> None:
         super().__init__(message)
@@ -50,14 +54,21 @@ class ProviderUnavailableError(TurnError):
     """The provider could not be reached (connection refused, DNS, connect timeout)."""
 
     code = grpc.StatusCode.UNAVAILABLE
+    transient = True
 
 
 class ProviderTimeoutError(TurnError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+    transient = True
 
 
 class ProviderRateLimitedError(TurnError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    transient = True
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ProviderRejectedError(TurnError):
@@ -85,6 +96,16 @@ class ProviderFailedError(TurnError):
     """The provider answered with an error or broke off its answer."""
 
     code = grpc.StatusCode.INTERNAL
+
+
+class ProviderOverloadedError(ProviderFailedError):
+    """The provider said it cannot answer now (408, 5xx, Anthropic's 529 `overloaded_error`)."""
+
+    transient = True
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class SessionStoreError(TurnError):

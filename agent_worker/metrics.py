@@ -83,7 +83,23 @@ class WorkerMetrics:
             buckets=(64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144),
             registry=self.registry,
         )
+        self.model_retries = Counter(
+            "clawgate_worker_model_retries",
+            "Model calls asked again after a transient failure before any answer (unreachable,"
+            " timed out, rate-limited, overloaded), by model (provider/model) and reason.",
+            ["model", "reason"],
+            registry=self.registry,
+        )
+        self.model_fallbacks = Counter(
+            "clawgate_worker_model_fallbacks",
+            "Turns that moved on to the agent's next fallback model, by the model that failed"
+            " and the one asked next.",
+            ["model", "fallback"],
+            registry=self.registry,
+        )
         self.turns_by = children_of(self.turns)
+        self.model_retries_by = children_of(self.model_retries)
+        self.model_fallbacks_by = children_of(self.model_fallbacks)
         self.turn_seconds_by = children_of(self.turn_seconds)
         self.provider_seconds_by = children_of(self.provider_seconds)
         self.provider_first_token_seconds_by = children_of(self.provider_first_token_seconds)

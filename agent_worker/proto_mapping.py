@@ -203,6 +203,8 @@ def fill_event(target: pb.RunTurnEvent, event: TurnEvent | TurnError) -> None:
             error = target.error
             error.status = cast(pb.ErrorCode, event.code.value[0])  # ErrorCode numbers are gRPC's
             error.message = event.message
+            if event.retry_after is not None:
+                error.retry_after_seconds = event.retry_after
             if event.from_store:
                 error.source = pb.ERROR_SOURCE_SESSION_STORE
         case TurnFinished():

@@ -27,6 +27,7 @@ from agent_worker.errors import (
     WorkerAtCapacityError,
 )
 from agent_worker.metrics import WorkerMetrics
+from agent_worker.model_chain import ModelChain, ModelTarget
 from agent_worker.providers.base import Provider
 from agent_worker.sessions.locks import SessionLocks
 from agent_worker.sessions.store import SessionStore
@@ -60,6 +61,7 @@ class TurnRunner:
         self._providers = providers
         self._store = store
         self._sessions = SessionLocks()
+        self._chains: dict[tuple[str, tuple[str, ...]], ModelChain] = {}
         self._max_concurrent_turns = max_concurrent_turns
         self._max_queued_turns = max_queued_turns
         self._session_wait_timeout = session_wait_timeout
@@ -93,8 +95,10 @@ class TurnRunner:
         agent = self._agents.get(request.agent_id)
         if request.model:  # this turn runs another configured model
             agent = self._with_model(agent, request.model)
-        provider = self._providers[agent.provider]
-        self._check(request, provider)
+        models = self._models_of(agent)
+        provider = models.primary
+        images = self.windows.limits(agent.provider, agent.model).images
+        self._check(request, provider, provider.supports_images if images is None else images)
         queued = self._admit(request.session_key)  # else it holds a running slot
         started = time.monotonic()
         outcome = "cancelled"
@@ -115,7 +119,7 @@ class TurnRunner:
                 turn = AgentTurn(
                     request,
                     agent,
-                    provider,
+                    models,
                     self._store,
                     self._tools,
                     self.metrics,
@@ -181,10 +185,22 @@ class TurnRunner:
                 f"unknown model {model_ref!r}: use provider/model with a configured provider"
                 f" ({known})"
             )
-        return dataclasses.replace(agent, provider=provider, model=model)
+        # The model asked for, and no other: its fallbacks are the agent's own model's.
+        return dataclasses.replace(agent, provider=provider, model=model, fallbacks=())
+
+    def _models_of(self, agent: Agent) -> ModelChain:
+        key = (agent.model_ref, agent.fallbacks)
+        chain = self._chains.get(key)
+        if chain is None:
+            targets = []
+            for ref in (agent.model_ref, *agent.fallbacks):
+                provider, _, model = ref.partition("/")
+                targets.append(ModelTarget(provider, model, self._providers[provider]))
+            chain = self._chains[key] = ModelChain(targets, self.metrics)
+        return chain
 
     @staticmethod
-    def _check(request: TurnRequest, provider: Provider) -> None:
+    def _check(request: TurnRequest, provider: Provider, accepts_images: bool) -> None:
         if not request.session_key.strip():
             raise InvalidTurnError("session_key must not be empty")
         turn_input = request.input
@@ -195,5 +211,5 @@ class TurnRunner:
         has_images = any(message.images for message in (*request.context, request.input))
         if request.sampling.logprobs and not provider.gives_logprobs:
             raise InvalidTurnError("this agent's model does not return logprobs")
-        if has_images and not provider.supports_images:
+        if has_images and not accepts_images:
             raise InvalidTurnError("this agent's model does not accept images")

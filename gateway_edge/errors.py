@@ -3,6 +3,7 @@ JSON responses and SSE error events alike)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import grpc
@@ -79,7 +80,7 @@ _REFUSED: dict[int, _Mapping] = {
 # A turn that failed inside a worker after it started: the provider is to blame by default.
 _FAILED: dict[int, _Mapping] = {
     pb.ERROR_CODE_INVALID_ARGUMENT: (400, "invalid_request_error", "provider_rejected"),
-    pb.ERROR_CODE_RESOURCE_EXHAUSTED: (429, "rate_limited", "provider_rate_limited"),
+    pb.ERROR_CODE_RESOURCE_EXHAUSTED: (429, "rate_limit_error", "provider_rate_limited"),
     pb.ERROR_CODE_DEADLINE_EXCEEDED: (504, "api_error", "timeout"),
     pb.ERROR_CODE_OUT_OF_RANGE: (400, "invalid_request_error", "context_length_exceeded"),
 }
@@ -117,7 +118,10 @@ def turn_failed(error: pb.TurnError) -> ApiError:
         return store_failed(error.message)
     message = error.message or "the agent's turn failed"
     param = _PARAMS.get(error.status) if error.status in _FAILED else None
-    return _mapped(_FAILED.get(error.status, _PROVIDER_FAILED), message, param)
+    failed = _mapped(_FAILED.get(error.status, _PROVIDER_FAILED), message, param)
+    if error.retry_after_seconds > 0:  # the provider's own wait, rounded up to whole seconds
+        failed.headers["retry-after"] = str(math.ceil(error.retry_after_seconds))
+    return failed
 
 
 def store_failed(message: str) -> ApiError:

@@ -42,8 +42,20 @@ class CompactionOverrides(Section):
     timeout_seconds: float | None = Field(None, alias="timeoutSeconds", gt=0)
 
 
+class ModelChoice(Section):
+    """An agent's model with the ones to fall back to, in order (OpenClaw's shape)."""
+
+    primary: str = Field(min_length=1)
+    fallbacks: list[str] = Field(default_factory=list)
+
+
+def model_refs(model: str | ModelChoice) -> list[str]:
+    """Every "provider/model" an agent's `model` names, the primary first."""
+    return [model] if isinstance(model, str) else [model.primary, *model.fallbacks]
+
+
 class AgentDefaults(Section):
-    model: str = "local/smollm2-135m"
+    model: str | ModelChoice = "local/smollm2-135m"
     system_prompt: str = Field("You are a helpful assistant.", alias="systemPrompt")
     history_limit: int = Field(100, alias="historyLimit", ge=0)
     turn_timeout_ms: int = Field(600_000, alias="turnTimeoutMs", ge=1)
@@ -58,7 +70,7 @@ class AgentConfig(Section):
     id: str = Field(pattern=AGENT_ID_PATTERN)
     name: str | None = None
     default: bool = False
-    model: str | None = None
+    model: str | ModelChoice | None = None
     system_prompt: str | None = Field(None, alias="systemPrompt")
     history_limit: int | None = Field(None, alias="historyLimit", ge=0)
     turn_timeout_ms: int | None = Field(None, alias="turnTimeoutMs", ge=1)

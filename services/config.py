@@ -16,7 +16,7 @@ from typing import Any, Literal
 import json5
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from services.agent_config import AgentsConfig
+from services.agent_config import AgentsConfig, model_refs
 from services.config_section import Section
 from services.mcp_config import McpConfig
 from services.provider_config import ModelsConfig
@@ -211,14 +211,17 @@ class ClawgateConfig(Section):
     @model_validator(mode="after")
     def _agent_models_exist(self) -> ClawgateConfig:
         for index, agent in enumerate(self.agents.entries):
-            model_ref = agent.model or self.agents.defaults.model
-            provider, _, _ = model_ref.partition("/")
-            if provider not in self.models.providers:
-                key = f"agents.list.{index}.model" if agent.model else "agents.defaults.model"
-                raise ValueError(
-                    f"{key}: provider {provider!r} of model {model_ref!r} is not in "
-                    f"models.providers (have: {', '.join(sorted(self.models.providers))})"
-                )
+            key = f"agents.list.{index}.model" if agent.model else "agents.defaults.model"
+            refs = model_refs(agent.model or self.agents.defaults.model)
+            for position, model_ref in enumerate(refs):
+                provider, _, model = model_ref.partition("/")
+                if provider not in self.models.providers or (position and not model):
+                    raise ValueError(
+                        f"{key}: provider {provider!r} of model {model_ref!r} is not in "
+                        f"models.providers (have: {', '.join(sorted(self.models.providers))})"
+                        if provider not in self.models.providers
+                        else f"{key}: fallback {model_ref!r} is not provider/model"
+                    )
         summary_models = [
             ("agents.defaults.compaction.model", self.agents.defaults.compaction.model)
         ]

@@ -10,8 +10,9 @@ from services.config_section import Section
 
 
 class ModelEntry(Section):
-    """One entry of a provider's model catalog, in OpenClaw's shape. clawgate uses the window
-    and the answer size; the other keys OpenClaw knows are accepted without a warning."""
+    """One entry of a provider's model catalog, in OpenClaw's shape. clawgate uses the window,
+    the answer size, `input` (images only where it holds "image") and `reasoning` (extended
+    thinking on Anthropic); the other keys OpenClaw knows are accepted without a warning."""
 
     id: str = Field(min_length=1)
     name: str | None = None
@@ -22,6 +23,10 @@ class ModelEntry(Section):
     cost: dict[str, Any] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict)
     compat: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def accepts_images(self) -> bool:
+        return "image" in self.input
 
 
 class ProviderSection(Section):
@@ -55,10 +60,12 @@ class LlamaCppProviderConfig(ProviderSection):
     logprobs: bool = False
 
 
-class OpenAICompatibleProviderConfig(ProviderSection):
-    api: Literal["openai-compatible"]
+class HttpProviderSection(ProviderSection):
+    """What every provider reached over HTTP has: where, the key, extra headers, timeouts."""
+
     base_url: str = Field(alias="baseUrl")
     api_key: str | None = Field(None, alias="apiKey")
+    headers: dict[str, str] = Field(default_factory=dict)  # sent with every request
     timeout_seconds: float = Field(600.0, alias="timeoutSeconds", gt=0)
     connect_timeout_seconds: float = Field(5.0, alias="connectTimeoutSeconds", gt=0)
     # An http:// proxy for this provider; unset, HTTPS_PROXY / HTTP_PROXY / NO_PROXY apply.
@@ -88,9 +95,44 @@ class OpenAICompatibleProviderConfig(ProviderSection):
             raise ValueError("must not hold a line break (it is sent as an HTTP header)")
         return api_key
 
+    @field_validator("headers")
+    @classmethod
+    def _header_lines(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not name.strip() or any(c in name + value for c in "\r\n") or ":" in name:
+                raise ValueError(f"header {name!r}: a name without ':' and no line breaks")
+        return headers
+
+
+class OpenAICompatibleProviderConfig(HttpProviderSection):
+    # "openai-completions" is OpenClaw's name for the same API.
+    api: Literal["openai-compatible", "openai-completions"]
+
+
+class AnthropicProviderConfig(HttpProviderSection):
+    """Anthropic's Messages API (`POST {baseUrl}/v1/messages`), spoken natively."""
+
+    api: Literal["anthropic-messages"]
+    base_url: str = Field("https://api.anthropic.com", alias="baseUrl")
+    # The API version header; 2023-06-01 is the one every Messages API server accepts.
+    anthropic_version: str = Field("2023-06-01", alias="anthropicVersion")
+    # The answer limit when neither the request nor the model's catalog entry sets one
+    # (Anthropic requires max_tokens on every request).
+    max_tokens: int = Field(4096, alias="maxTokens", ge=1)
+    # Extended thinking's budget for catalog models with `reasoning: true` (Anthropic's
+    # minimum is 1024, and it must stay below the answer limit).
+    thinking_budget_tokens: int = Field(2048, alias="thinkingBudgetTokens", ge=1024)
+
+
+# `api` values OpenClaw configs use that clawgate does not speak yet: named at startup.
+NOT_YET_SUPPORTED_APIS = ("openai-responses", "google-generative-ai")
+
 
 ProviderConfig = Annotated[
-    EchoProviderConfig | LlamaCppProviderConfig | OpenAICompatibleProviderConfig,
+    EchoProviderConfig
+    | LlamaCppProviderConfig
+    | OpenAICompatibleProviderConfig
+    | AnthropicProviderConfig,
     Field(discriminator="api"),
 ]
 
@@ -101,3 +143,17 @@ def _embedded_default_provider() -> dict[str, ProviderConfig]:
 
 class ModelsConfig(Section):
     providers: dict[str, ProviderConfig] = Field(default_factory=_embedded_default_provider)
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _known_apis(cls, providers: Any) -> Any:
+        if isinstance(providers, dict):
+            for name, provider in providers.items():
+                api = provider.get("api") if isinstance(provider, dict) else None
+                if api in NOT_YET_SUPPORTED_APIS:
+                    raise ValueError(
+                        f"provider {name!r}: api {api!r} is not supported yet; clawgate speaks"
+                        " 'openai-completions' (also 'openai-compatible'), 'anthropic-messages',"
+                        " 'llama-cpp' and 'echo'"
+                    )
+        return providers

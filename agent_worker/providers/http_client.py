@@ -28,6 +28,7 @@ from agent_worker.providers.http_connection import (
     UpstreamUnreachable,
 )
 from agent_worker.providers.proxy import open_tunnel, proxy_authorization, proxy_for
+from agent_worker.providers.upstream_errors import retry_after_seconds
 from services.network import join_address
 
 __all__ = [
@@ -73,13 +74,14 @@ def _host_header(url: yarl.URL) -> str:
 class UpstreamResponse:
     """An answer being read; `release()` must be called once the caller is done with it."""
 
-    __slots__ = ("status", "location", "_connection", "_client")
+    __slots__ = ("status", "location", "retry_after", "_connection", "_client")
 
     def __init__(self, client: HttpClient, connection: Connection) -> None:
         self._client = client
         self._connection = connection
         self.status = connection.status
         self.location = connection.location  # of a redirect, which is not followed
+        self.retry_after = retry_after_seconds(connection.retry_after)
 
     async def next_block(self) -> bytes | None:
         """The body bytes that arrived since the last call (waiting for some), None at its end."""

@@ -49,6 +49,7 @@ class Connection(asyncio.Protocol):
         self.in_request = False
         self.status = 0
         self.location = ""  # where a redirect points
+        self.retry_after = ""  # what an error answer asks the client to wait
         self.headers_done = False
         self.complete = False
         self.keep_alive = False  # read when the answer completes: the parser forgets it after
@@ -95,6 +96,8 @@ class Connection(asyncio.Protocol):
             self._length_known = True
         elif name == b"location":
             self.location = value.decode("latin-1")
+        elif name == b"retry-after":
+            self.retry_after = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()

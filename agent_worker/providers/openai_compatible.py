@@ -23,11 +23,8 @@ from agent_worker.domain import (
 )
 from agent_worker.errors import (
     ProviderFailedError,
-    ProviderRateLimitedError,
-    ProviderRejectedError,
     ProviderTimeoutError,
     ProviderUnavailableError,
-    TurnError,
 )
 from agent_worker.providers.base import (
     ProviderEvent,
@@ -44,37 +41,12 @@ from agent_worker.providers.http_client import (
     UpstreamUnreachable,
     proxy_for,
 )
-from agent_worker.providers.overflow import overflow_error
+from agent_worker.providers.upstream_errors import MAX_ERROR_BODY, status_error
 from services.provider_config import OpenAICompatibleProviderConfig
 
 _FINISH_REASONS = {reason.value: reason for reason in FinishReason}
-_REJECTED = frozenset({400, 404, 413, 422})
-_MAX_ERROR_BODY = 64 << 10
 _MAX_LINE = 8 << 20
 MAX_DELTA_CHARS = 1024  # so that a turn's event credit bounds its bytes as before
-
-
-def status_error(status: int, body: bytes, location: str = "") -> TurnError:
-    """Maps an upstream HTTP error to the worker's errors (and so to gRPC codes)."""
-    if 300 <= status < 400:  # an API client does not follow these: the baseUrl needs fixing
-        return ProviderFailedError(
-            f"provider redirected ({status}) to {location or 'nowhere'}: set baseUrl to the"
-            " address it names"
-        )
-    try:
-        detail = orjson.loads(body)["error"]["message"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        detail = body[:200].decode(errors="replace") or f"HTTP {status}"
-    if status == 429:
-        return ProviderRateLimitedError(f"provider rate limit: {detail}")
-    if status in _REJECTED and (
-        overflow := overflow_error(body[:_MAX_ERROR_BODY].decode(errors="replace"), detail)
-    ):
-        overflow.message = f"provider rejected the request ({status}): {detail}"
-        return overflow
-    if status in _REJECTED:
-        return ProviderRejectedError(f"provider rejected the request ({status}): {detail}")
-    return ProviderFailedError(f"provider failed ({status}): {detail}")
 
 
 def _tool_call_piece(call: dict[str, Any]) -> ToolCallDelta:
@@ -193,6 +165,7 @@ class OpenAICompatibleProvider:
         }
         if config.api_key:
             headers["authorization"] = f"Bearer {config.api_key}"
+        headers.update(config.headers)
         self._http: HttpClient | None = None
         if config.base_url:
             url = yarl.URL(config.base_url.rstrip("/") + "/chat/completions")
@@ -234,8 +207,10 @@ class OpenAICompatibleProvider:
             response = await self._http.post(self._body(request))
             try:
                 if response.status >= 300:
-                    body_bytes = await response.read(_MAX_ERROR_BODY)
-                    raise status_error(response.status, body_bytes, response.location)
+                    body_bytes = await response.read(MAX_ERROR_BODY)
+                    raise status_error(
+                        response.status, body_bytes, response.location, response.retry_after
+                    )
                 answered = True
                 while (block := await response.next_block()) is not None:
                     for delta in body.feed(block):

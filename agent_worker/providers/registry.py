@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from agent_worker.providers.anthropic_messages import AnthropicMessagesProvider
 from agent_worker.providers.base import Provider
 from agent_worker.providers.echo import EchoProvider
 from agent_worker.providers.llama_cpp import LlamaCppProvider
@@ -14,6 +15,8 @@ from services.provider_config import ProviderConfig
 _FACTORIES: dict[str, Callable[[Any], Provider]] = {
     "echo": EchoProvider,
     "openai-compatible": OpenAICompatibleProvider,
+    "openai-completions": OpenAICompatibleProvider,  # OpenClaw's name for it
+    "anthropic-messages": AnthropicMessagesProvider,
     "llama-cpp": LlamaCppProvider,
 }
 

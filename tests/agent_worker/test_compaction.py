@@ -29,8 +29,8 @@ from agent_worker.domain import (
 )
 from agent_worker.errors import ContextOverflowError, ProviderFailedError
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
-from agent_worker.providers.openai_compatible import status_error
 from agent_worker.providers.overflow import overflow_error
+from agent_worker.providers.upstream_errors import status_error
 from services.config import parse_config
 
 OVERFLOWS = [

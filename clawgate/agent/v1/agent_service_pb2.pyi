@@ -278,14 +278,16 @@ class TurnFinished(_message.Message):
     def __init__(self, finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ...) -> None: ...
 
 class TurnError(_message.Message):
-    __slots__ = ("message", "source", "status")
+    __slots__ = ("message", "source", "status", "retry_after_seconds")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     message: str
     source: ErrorSource
     status: ErrorCode
-    def __init__(self, message: _Optional[str] = ..., source: _Optional[_Union[ErrorSource, str]] = ..., status: _Optional[_Union[ErrorCode, str]] = ...) -> None: ...
+    retry_after_seconds: float
+    def __init__(self, message: _Optional[str] = ..., source: _Optional[_Union[ErrorSource, str]] = ..., status: _Optional[_Union[ErrorCode, str]] = ..., retry_after_seconds: _Optional[float] = ...) -> None: ...
 
 class RunTurnResponse(_message.Message):
     __slots__ = ("events",)

@@ -16,6 +16,7 @@ from agent_worker.domain import (
 )
 from agent_worker.errors import (
     ProviderFailedError,
+    ProviderOverloadedError,
     ProviderRateLimitedError,
     ProviderRejectedError,
     ProviderTimeoutError,
@@ -180,8 +181,8 @@ async def test_images_are_sent_as_data_uris(upstream: UpstreamStandIn) -> None:
         ("status-400", ProviderRejectedError),
         ("status-404", ProviderRejectedError),
         ("status-401", ProviderFailedError),
-        ("status-500", ProviderFailedError),
-        ("status-503", ProviderFailedError),
+        ("status-500", ProviderOverloadedError),
+        ("status-503", ProviderOverloadedError),
         ("break-after-1", ProviderFailedError),
     ],
 )
@@ -193,6 +194,8 @@ async def test_upstream_errors_map_to_turn_errors(
         [e async for e in client.stream(request(model))]
     await client.close()
     assert type(caught.value) is error and caught.value.message
+    # Worth asking again: unreachable, rate-limited or overloaded; never a rejected request.
+    assert caught.value.transient == (error in (ProviderRateLimitedError, ProviderOverloadedError))
 
 
 @pytest.mark.parametrize(

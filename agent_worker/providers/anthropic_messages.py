@@ -1,0 +1,424 @@
+"""`anthropic-messages`: Anthropic's Messages API, spoken natively (`POST {baseUrl}/v1/messages`).
+
+It uses the same lean HTTP client as `openai-compatible` (`http_client`: one request head built
+once, httptools' parser): the two providers then cost the worker the same per turn (measured in
+docs/performance.md), which the `anthropic` SDK's httpx stack does not. What maps to what is
+in docs/providers.md: the system prompt goes top-level, same-role messages merge, tool results
+become `tool_result` blocks of the next user message, and thinking is never answer text.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+import orjson
+import yarl
+
+from agent_worker.domain import (
+    ChatMessage,
+    FinishReason,
+    Reasoning,
+    TextDelta,
+    ToolCallDelta,
+    TurnFinished,
+    Usage,
+)
+from agent_worker.errors import (
+    ProviderFailedError,
+    ProviderOverloadedError,
+    ProviderRateLimitedError,
+    ProviderRejectedError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    TurnError,
+)
+from agent_worker.providers.base import ProviderEvent, ProviderRequest
+from agent_worker.providers.http_client import (
+    HttpClient,
+    UpstreamBroken,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    proxy_for,
+)
+from agent_worker.providers.overflow import overflow_error
+from agent_worker.providers.upstream_errors import MAX_ERROR_BODY, status_error
+from services.provider_config import AnthropicProviderConfig, ModelEntry
+
+_STOP_REASONS = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "pause_turn": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+    "tool_use": FinishReason.TOOL_CALLS,
+    "refusal": FinishReason.CONTENT_FILTER,
+}
+_TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
+_MAX_LINE = 8 << 20
+# Anthropic's sampling temperature runs 0–1 where OpenAI's runs 0–2.
+_MAX_TEMPERATURE = 1.0
+
+
+def messages_url(base_url: str) -> yarl.URL:
+    """`{baseUrl}/v1/messages`; a baseUrl that already ends in /v1 (as OpenAI-style ones do) is
+    taken as the API root."""
+    root = base_url.rstrip("/")
+    return yarl.URL(root + ("/messages" if root.endswith("/v1") else "/v1/messages"))
+
+
+def _arguments_object(arguments: str) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError:
+        parsed = None
+    # tool_use.input must be an object: a model's malformed arguments are kept, not dropped.
+    return parsed if isinstance(parsed, dict) else {"arguments": arguments}
+
+
+def _user_blocks(message: ChatMessage) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    for image in message.images:
+        data = base64.b64encode(image.data).decode()
+        blocks.append(
+            {
+                "type": "image",
+                "source": {"type": "base64", "media_type": image.media_type, "data": data},
+            }
+        )
+    if message.text:  # Anthropic refuses empty text blocks
+        blocks.append({"type": "text", "text": message.text})
+    return blocks
+
+
+def _assistant_blocks(message: ChatMessage) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = [
+        {"type": "thinking", "thinking": thought.text, "signature": thought.signature}
+        for thought in message.reasoning
+        if thought.signature
+    ]
+    if message.text:
+        blocks.append({"type": "text", "text": message.text})
+    blocks += [
+        {
+            "type": "tool_use",
+            "id": call.id,
+            "name": call.name,
+            "input": _arguments_object(call.arguments),
+        }
+        for call in message.tool_calls
+    ]
+    return blocks
+
+
+def conversation(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, Any]]]:
+    """The system text and Anthropic's `messages`: user and assistant only, alternating, the
+    first a user's; tool results as `tool_result` blocks answering the assistant's `tool_use`."""
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    open_calls: set[str] = set()  # tool_use ids of the last assistant message
+    for message in messages:
+        role = message.role
+        if role == "system":
+            if message.text:
+                system.append(message.text)
+            continue
+        if role == "tool":
+            role = "user"
+            if message.tool_call_id in open_calls:
+                blocks = [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": message.tool_call_id,
+                        "content": message.text,
+                    }
+                ]
+            else:  # its call was trimmed from the history: the result stays as words
+                named = f" {message.name}" if message.name else ""
+                blocks = [{"type": "text", "text": f"(tool{named} result) {message.text}"}]
+        elif role == "assistant":
+            blocks = _assistant_blocks(message)
+            open_calls = {call.id for call in message.tool_calls}
+        else:
+            blocks = _user_blocks(message)
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] += blocks
+        else:
+            turns.append({"role": role, "content": blocks})
+    if not turns or turns[0]["role"] != "user":
+        # A history that starts with the assistant (cut by historyLimit): the API wants a user.
+        turns.insert(0, {"role": "user", "content": [{"type": "text", "text": "(continued)"}]})
+    # Tool results go first in their user message, as the API requires.
+    for turn in turns:
+        if turn["role"] == "user":
+            turn["content"].sort(key=lambda block: block["type"] != "tool_result")
+    return "\n\n".join(system), turns
+
+
+def _tools(request: ProviderRequest) -> dict[str, Any]:
+    if not request.tools:
+        return {}
+    tools = []
+    for tool in request.tools:
+        schema = orjson.loads(tool.parameters_json) if tool.parameters_json else None
+        entry: dict[str, Any] = {
+            "name": tool.name,
+            "input_schema": schema or {"type": "object", "properties": {}},
+        }
+        if tool.description:
+            entry["description"] = tool.description
+        tools.append(entry)
+    choice = request.tool_choice
+    tool_choice: dict[str, Any] = (
+        {"type": "tool", "name": choice.function_name}
+        if choice.mode == "function"
+        else {"type": _TOOL_CHOICES[choice.mode]}
+    )
+    if request.parallel_tool_calls is False and tool_choice["type"] != "none":
+        tool_choice["disable_parallel_tool_use"] = True
+    return {"tools": tools, "tool_choice": tool_choice}
+
+
+def error_of(kind: str, message: str, retry_after: float | None = None) -> TurnError:
+    """An `error` event of a stream (its `error.type`) as the worker's errors."""
+    text = f"provider failed mid-answer ({kind}): {message}"
+    if kind == "overloaded_error" or kind == "api_error":
+        return ProviderOverloadedError(text, retry_after)
+    if kind == "rate_limit_error":
+        return ProviderRateLimitedError(f"provider rate limit: {message}", retry_after)
+    if kind == "invalid_request_error":
+        return overflow_error(message, text) or ProviderRejectedError(text)
+    return ProviderFailedError(text)
+
+
+class MessagesStream:
+    """A Messages API event stream, parsed a network read at a time into clawgate's events.
+
+    Text that arrived in one read goes on as one delta; a `tool_use` block becomes a tool call
+    (its start carries id and name, each `input_json_delta` a piece of the arguments); thinking
+    is collected with its signature and never said as text.
+    """
+
+    def __init__(self) -> None:
+        self.finish_reason = FinishReason.STOP
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.done = False  # message_stop arrived
+        self.events = 0
+        self.thinking: list[list[str]] = []  # [text, signature] per thinking block
+        self._pending = b""
+        self._calls: dict[int, int] = {}  # content block index → tool call index
+        self._thinking_blocks: dict[int, list[str]] = {}
+
+    def feed(self, block: bytes) -> list[TextDelta | ToolCallDelta]:
+        data = self._pending + block if self._pending else block
+        lines = data.split(b"\n")
+        self._pending = lines.pop()
+        if len(self._pending) > _MAX_LINE:
+            raise ProviderFailedError("provider sent an SSE line over 8 MiB")
+        payloads = [line[5:] for line in lines if line.startswith(b"data:")]
+        if not payloads:
+            return []
+        try:
+            # One parse for the whole read, as the OpenAI-compatible provider does.
+            events = orjson.loads(b"[%s]" % b",".join(payloads))
+        except orjson.JSONDecodeError as error:
+            raise ProviderFailedError(f"provider sent malformed JSON: {error}") from None
+        try:
+            return self._handle(events)
+        except (AttributeError, LookupError, TypeError, ValueError) as error:
+            raise ProviderFailedError(f"provider sent a malformed event: {error!r}") from None
+
+    def _handle(self, events: list[Any]) -> list[TextDelta | ToolCallDelta]:
+        self.events += len(events)
+        out: list[TextDelta | ToolCallDelta] = []
+        texts: list[str] = []
+        for event in events:
+            kind = event["type"]
+            if kind == "content_block_delta":
+                delta = event["delta"]
+                delta_kind = delta["type"]
+                if delta_kind == "text_delta":
+                    texts.append(delta["text"])
+                elif delta_kind == "input_json_delta":
+                    index = self._calls[event["index"]]
+                    out += self._flush(texts)
+                    out.append(ToolCallDelta(index, "", "", delta["partial_json"]))
+                elif delta_kind == "thinking_delta":
+                    self._thinking_blocks[event["index"]][0] += delta["thinking"]
+                elif delta_kind == "signature_delta":
+                    self._thinking_blocks[event["index"]][1] += delta["signature"]
+            elif kind == "content_block_start":
+                content = event["content_block"]
+                content_kind = content["type"]
+                if content_kind == "text" and content.get("text"):
+                    texts.append(content["text"])
+                elif content_kind == "tool_use":
+                    index = self._calls[event["index"]] = len(self._calls)
+                    out += self._flush(texts)
+                    out.append(ToolCallDelta(index, content["id"], content["name"], ""))
+                    if content.get("input"):  # servers may send the input whole here
+                        arguments = orjson.dumps(content["input"]).decode()
+                        out.append(ToolCallDelta(index, "", "", arguments))
+                elif content_kind in ("thinking", "redacted_thinking"):
+                    piece = [content.get("thinking", ""), content.get("signature", "")]
+                    self._thinking_blocks[event["index"]] = piece
+                    self.thinking.append(piece)
+            elif kind == "message_start":
+                usage = event["message"].get("usage") or {}
+                self.prompt_tokens = (
+                    usage.get("input_tokens", 0)
+                    + (usage.get("cache_read_input_tokens") or 0)
+                    + (usage.get("cache_creation_input_tokens") or 0)
+                )
+                self.completion_tokens = usage.get("output_tokens", 0)
+            elif kind == "message_delta":
+                reason = event["delta"].get("stop_reason")
+                if reason:
+                    self.finish_reason = _STOP_REASONS.get(reason, FinishReason.STOP)
+                if usage := event.get("usage"):
+                    self.completion_tokens = usage.get("output_tokens", self.completion_tokens)
+            elif kind == "message_stop":
+                self.done = True
+                break
+            elif kind == "error":
+                failure = event.get("error") or {}
+                out += self._flush(texts)
+                raise _MidAnswerError(
+                    out, error_of(failure.get("type", ""), failure.get("message", ""))
+                )
+            # ping, content_block_stop and kinds added later need nothing
+        out += self._flush(texts)
+        return out
+
+    @staticmethod
+    def _flush(texts: list[str]) -> list[TextDelta]:
+        if not texts:
+            return []
+        text = "".join(texts)
+        texts.clear()
+        return [TextDelta(text)]
+
+
+class _MidAnswerError(Exception):
+    """An `error` event: the events before it in the same read still go out first."""
+
+    def __init__(self, before: list[TextDelta | ToolCallDelta], error: TurnError) -> None:
+        self.before = before
+        self.error = error
+
+
+class AnthropicMessagesProvider:
+    supports_images = True
+    supports_tools = True
+    gives_logprobs = False  # the Messages API has none
+
+    def __init__(self, config: AnthropicProviderConfig) -> None:
+        headers = {
+            "user-agent": "clawgate",
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+            "anthropic-version": config.anthropic_version,
+        }
+        if config.api_key:
+            headers["x-api-key"] = config.api_key
+        headers.update(config.headers)
+        self._max_tokens = config.max_tokens
+        self._thinking_budget = config.thinking_budget_tokens
+        self._entries: dict[str, ModelEntry] = {entry.id: entry for entry in config.models}
+        self._http: HttpClient | None = None
+        if config.base_url:
+            url = messages_url(config.base_url)
+            self._http = HttpClient(
+                url,
+                headers,
+                connect_timeout=config.connect_timeout_seconds,
+                read_timeout=config.timeout_seconds,
+                proxy=proxy_for(url, config.proxy),
+            )
+
+    async def start(self) -> None:
+        """Connections are made on first use and kept alive."""
+
+    async def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+
+    def body(self, request: ProviderRequest) -> dict[str, Any]:
+        """The request body (a dict: tests validate it against the `anthropic` SDK's types)."""
+        entry = self._entries.get(request.model)
+        sampling = request.sampling
+        max_tokens = sampling.max_tokens or (entry and entry.max_tokens) or self._max_tokens
+        system, messages = conversation(request.messages)
+        body: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": max_tokens,
+            "messages": messages,
+            "stream": True,
+        }
+        if system:
+            body["system"] = system
+        thinking = entry is not None and entry.reasoning and max_tokens > self._thinking_budget
+        if thinking:
+            body["thinking"] = {"type": "enabled", "budget_tokens": self._thinking_budget}
+        else:  # with thinking on, Anthropic allows no temperature or top_p of one's own
+            if sampling.temperature is not None:
+                body["temperature"] = min(sampling.temperature, _MAX_TEMPERATURE)
+            if sampling.top_p is not None:
+                body["top_p"] = sampling.top_p
+        if sampling.stop:
+            body["stop_sequences"] = list(sampling.stop)
+        body.update(_tools(request))
+        return body
+
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+        if self._http is None:
+            raise ProviderUnavailableError(
+                "provider unreachable: its baseUrl is empty (an unset environment variable?)"
+            )
+        answered = False
+        parsed = MessagesStream()
+        try:
+            response = await self._http.post(orjson.dumps(self.body(request)))
+            try:
+                if response.status >= 300:
+                    body = await response.read(MAX_ERROR_BODY)
+                    raise status_error(
+                        response.status, body, response.location, response.retry_after
+                    )
+                answered = True
+                while (block := await response.next_block()) is not None:
+                    try:
+                        events = parsed.feed(block)
+                    except _MidAnswerError as failure:
+                        for event in failure.before:
+                            yield event
+                        raise failure.error from None
+                    for event in events:
+                        yield event
+                    if parsed.done:
+                        break
+            finally:
+                response.release()
+        except UpstreamTimeout as error:
+            raise ProviderTimeoutError(f"provider timed out: {error}") from error
+        except UpstreamUnreachable as error:
+            raise ProviderUnavailableError(
+                "provider unreachable: the agent's model provider could not be reached",
+                detail=f"provider unreachable: {error}",
+            ) from error
+        except (UpstreamBroken, ValueError) as error:
+            what = "broke off its answer" if answered else "failed"
+            raise ProviderFailedError(f"provider {what}: {error}") from error
+        if not parsed.done:
+            raise ProviderFailedError(
+                "provider's answer ended before message_stop: is baseUrl Anthropic's API?"
+                if not parsed.events
+                else "provider broke off its answer before message_stop"
+            )
+        thinking = tuple(Reasoning(text, signature) for text, signature in parsed.thinking)
+        usage = Usage(parsed.prompt_tokens, parsed.completion_tokens)
+        yield TurnFinished(parsed.finish_reason, usage, reasoning=thinking)
