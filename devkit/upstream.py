@@ -60,14 +60,15 @@ async def read_json(receive: Any) -> Any:
             return orjson.loads(body)
 
 
-class UpstreamStandIn:
+class ThreadedServer:
+    """An ASGI app (`app`) served by uvicorn in a thread, on a free port of 127.0.0.1."""
+
+    path_prefix = "/v1"
+
     def __init__(self, tls: tuple[str, str] | None = None) -> None:
         """`tls`: (certificate file, key file) to serve https instead of http."""
         self.port = free_port()
         self.scheme = "https" if tls else "http"
-        self.requests: list[dict[str, Any]] = []
-        self.disconnect_times: list[float] = []
-        self.chunks_sent = 0
         config = uvicorn.Config(
             self.app,
             host="127.0.0.1",
@@ -83,24 +84,35 @@ class UpstreamStandIn:
 
     @property
     def base_url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}/v1"
-
-    @property
-    def disconnects(self) -> int:
-        return len(self.disconnect_times)
+        return f"{self.scheme}://127.0.0.1:{self.port}{self.path_prefix}"
 
     def __enter__(self) -> Self:
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
             if time.monotonic() > deadline:
-                raise RuntimeError("upstream stand-in did not start")
+                raise RuntimeError(f"{type(self).__name__} did not start")
             time.sleep(0.01)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(10)
+
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise NotImplementedError
+
+
+class UpstreamStandIn(ThreadedServer):
+    def __init__(self, tls: tuple[str, str] | None = None) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.disconnect_times: list[float] = []
+        self.chunks_sent = 0
+        super().__init__(tls)
+
+    @property
+    def disconnects(self) -> int:
+        return len(self.disconnect_times)
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         request = await read_json(receive)

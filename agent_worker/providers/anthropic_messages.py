@@ -182,6 +182,16 @@ def _tools(request: ProviderRequest) -> dict[str, Any]:
     return {"tools": tools, "tool_choice": tool_choice}
 
 
+def _thinking_can_continue(messages: Sequence[ChatMessage]) -> bool:
+    """With thinking on, Anthropic wants the last assistant turn's thinking back when it called
+    tools. A client's own tool loop over the OpenAI API cannot send it (it never saw it): such a
+    request goes without thinking rather than be refused."""
+    for message in reversed(messages):
+        if message.role == "assistant":
+            return not message.tool_calls or any(t.signature for t in message.reasoning)
+    return True
+
+
 def error_of(kind: str, message: str, retry_after: float | None = None) -> TurnError:
     """An `error` event of a stream (its `error.type`) as the worker's errors."""
     text = f"provider failed mid-answer ({kind}): {message}"
@@ -361,7 +371,12 @@ class AnthropicMessagesProvider:
         }
         if system:
             body["system"] = system
-        thinking = entry is not None and entry.reasoning and max_tokens > self._thinking_budget
+        thinking = (
+            entry is not None
+            and entry.reasoning
+            and max_tokens > self._thinking_budget
+            and _thinking_can_continue(request.messages)
+        )
         if thinking:
             body["thinking"] = {"type": "enabled", "budget_tokens": self._thinking_budget}
         else:  # with thinking on, Anthropic allows no temperature or top_p of one's own
