@@ -67,6 +67,21 @@ def test_unknown_keys_warn_but_load(caplog: pytest.LogCaptureFixture) -> None:
             " apiKey: 'k\\r\\nx-evil: 1' } } } }",
             "line break",
         ),
+        (
+            "{ models: { providers: { r: { api: 'openai-responses', baseUrl: 'http://h' } } } }",
+            "api 'openai-responses' is not supported yet",
+        ),
+        (
+            "{ models: { providers: { a: { api: 'anthropic-messages',"
+            " headers: { 'x-a': 'v\\nx-b: 1' } } } } }",
+            "no line breaks",
+        ),
+        (
+            "{ agents: { list: [ { id: 'a', model: { primary: 'local/m',"
+            " fallbacks: ['ghost/m'] } } ] } }",
+            "agents.list.0.model: provider 'ghost'",
+        ),
+        ("{ agents: { defaults: { model: { fallbacks: [] } } } }", "primary"),
         ("[1]", "top level must be an object"),
         ("{ nope", "not valid JSON5"),
     ],
@@ -75,6 +90,23 @@ def test_invalid_config_names_the_key(text: str, named: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
     assert named in str(caught.value)
+
+
+def test_openclaw_api_names_and_fallbacks_load() -> None:
+    config = parse_config(
+        """{
+          models: { providers: {
+            lm: { api: 'openai-completions', baseUrl: 'http://h/v1', headers: { 'x-a': 'b' } },
+            claude: { api: 'anthropic-messages', apiKey: 'k' },
+          } },
+          agents: { defaults: { model: { primary: 'claude/opus', fallbacks: ['lm/small'] } } },
+        }"""
+    )
+    assert config.models.providers["lm"].api == "openai-completions"
+    claude = config.models.providers["claude"]
+    assert claude.base_url == "https://api.anthropic.com"  # type: ignore[union-attr]
+    model = config.agents.defaults.model
+    assert not isinstance(model, str) and model.fallbacks == ["lm/small"]
 
 
 def test_missing_file_says_how_to_get_one(tmp_path: Path) -> None:
