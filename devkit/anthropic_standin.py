@@ -40,9 +40,9 @@ from devkit.upstream import ThreadedServer, read_json
 
 API_KEY = "sk-ant-standin"
 _SIGNING_KEY = b"clawgate-standin"
-_TOP_LEVEL = TypeAdapter(MessageCreateParamsStreaming)
-_MESSAGE = TypeAdapter(MessageParam)
-_TOOL = TypeAdapter(ToolParam)
+_TOP_LEVEL: TypeAdapter[MessageCreateParamsStreaming] = TypeAdapter(MessageCreateParamsStreaming)
+_MESSAGE: TypeAdapter[MessageParam] = TypeAdapter(MessageParam)
+_TOOL: TypeAdapter[ToolParam] = TypeAdapter(ToolParam)
 _IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _ERROR_TYPES = {
     400: "invalid_request_error",

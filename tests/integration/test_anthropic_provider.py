@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageFunctionToolCall, ChatCompletionToolParam
 
 from devkit.anthropic_standin import API_KEY, AnthropicStandIn
 from devkit.processes import TOKEN, Stack, echo_config, start_stack
@@ -25,7 +26,7 @@ SYSTEM = "You are the stand-in's agent."
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 )
-WEATHER_TOOL = {
+WEATHER_TOOL: ChatCompletionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -199,7 +200,7 @@ def test_a_tool_call_round_trip(
     first = client.chat.completions.create(
         model="openclaw:claude",
         messages=messages,
-        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tools=[WEATHER_TOOL],
         extra_headers=tool_model,
     )
     if stream:  # the same call, streamed: pieces that join to the same call
@@ -207,7 +208,7 @@ def test_a_tool_call_round_trip(
             client.chat.completions.create(
                 model="openclaw:claude",
                 messages=messages,
-                tools=[WEATHER_TOOL],  # type: ignore[list-item]
+                tools=[WEATHER_TOOL],
                 extra_headers=tool_model,
                 stream=True,
             )
@@ -220,13 +221,15 @@ def test_a_tool_call_round_trip(
             if chunk.choices
             for call in chunk.choices[0].delta.tool_calls or ()
         ]
-        assert pieces[0].id == "toolu_standin_0" and pieces[0].function.name == "get_weather"
-        arguments = "".join(piece.function.arguments or "" for piece in pieces)
+        functions = [piece.function for piece in pieces if piece.function is not None]
+        assert pieces[0].id == "toolu_standin_0" and functions[0].name == "get_weather"
+        arguments = "".join(function.arguments or "" for function in functions)
         assert json.loads(arguments) == {"city": "Paris"}
         assert chunks[-1].choices[0].finish_reason == "tool_calls"
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content == "Let me check."
     [call] = choice.message.tool_calls or []
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert call.id == "toolu_standin_0" and json.loads(call.function.arguments) == {"city": "Paris"}
     tools_sent = standin.requests[-1]["tools"]
     assert tools_sent[0]["name"] == "get_weather"
@@ -239,7 +242,7 @@ def test_a_tool_call_round_trip(
     answer = client.chat.completions.create(
         model="openclaw:claude",
         messages=messages,
-        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tools=[WEATHER_TOOL],
         extra_headers=tool_model,
     )
     assert answer.choices[0].message.content == "tool said: sunny, 21°C"

@@ -4,6 +4,8 @@ error mapping and the request body (checked by the stand-in's rules, which inclu
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -40,7 +42,7 @@ from services.provider_config import AnthropicProviderConfig
 CALL = ToolCall("toolu_1", "get_weather", '{"city": "Paris"}')
 
 
-def provider(**models: dict[str, object]) -> AnthropicMessagesProvider:
+def provider(**models: dict[str, Any]) -> AnthropicMessagesProvider:
     entries = [{"id": model_id, **entry} for model_id, entry in models.items()]
     return AnthropicMessagesProvider(
         AnthropicProviderConfig.model_validate(
@@ -172,7 +174,7 @@ def test_thinking_is_off_for_a_client_tool_loop_it_cannot_continue() -> None:
     check_body(body)
 
 
-def sse(*events: dict[str, object]) -> bytes:
+def sse(*events: dict[str, Any]) -> bytes:
     return b"".join(
         b"event: %s\ndata: %s\n\n" % (str(event["type"]).encode(), orjson.dumps(event))
         for event in events
