@@ -166,14 +166,15 @@ class AgentTurn:
             own_calls = [call for call in calls if call.name in own_names]
             client_calls = tuple(call for call in calls if call.name not in own_names)
             text = "".join(step.parts)
+            # The thinking is kept with the answer (and stored): Anthropic wants it back,
+            # signatures and all, when the answer continues after its tool calls ran.
+            thinking = answered.reasoning
             if not own_calls:
-                steps.append(ChatMessage("assistant", text, tool_calls=client_calls))
+                steps.append(
+                    ChatMessage("assistant", text, tool_calls=client_calls, reasoning=thinking)
+                )
                 break
-            # The thinking goes back with the calls: Anthropic requires it when the answer
-            # continues after the tools ran.
-            steps.append(
-                ChatMessage("assistant", text, tool_calls=calls, reasoning=answered.reasoning)
-            )
+            steps.append(ChatMessage("assistant", text, tool_calls=calls, reasoning=thinking))
             assert self._tools is not None  # own_names is empty without them
             async for tool_event in self._tools.run_step(own_calls, steps):
                 yield tool_event

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent_worker.sessions.records import COMPACTION_COLUMNS
+from agent_worker.sessions.records import COMPACTION_COLUMNS, MESSAGE_COLUMNS
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 MESSAGES_TABLE = "clawgate_session_messages"
 RESPONSES_TABLE = "clawgate_responses"
 SESSIONS_TABLE = "clawgate_sessions"
@@ -93,6 +93,10 @@ _MIGRATIONS = {
     CREATE INDEX IF NOT EXISTS clawgate_sessions_by_owner
         ON {SESSIONS_TABLE} (owner, updated_at, session_key);
     """,
+    # An assistant's signed thinking (a JSON list), sent back when its tool loop continues.
+    8: f"""
+    ALTER TABLE {MESSAGES_TABLE} ADD COLUMN IF NOT EXISTS reasoning TEXT;
+    """,
 }
 INSERT_COMPACTION = f"""
 INSERT INTO {COMPACTIONS_TABLE}
@@ -107,7 +111,7 @@ ON CONFLICT (session_key, covers) DO UPDATE SET
 # A turn's read in one round trip: the latest compaction (or none: covers 0, summary NULL)
 # beside each of the newest $2 messages after its cut (or one row of NULLs when there are none).
 LOAD_CONTEXT = f"""
-SELECT m.seq, m.role, m.content, m.tool_calls, m.tool_call_id, m.name, c.*
+SELECT m.seq, m.role, m.content, m.tool_calls, m.tool_call_id, m.name, m.reasoning, c.*
 FROM (
     (SELECT {COMPACTION_COLUMNS} FROM {COMPACTIONS_TABLE}
      WHERE session_key = $1 ORDER BY covers DESC LIMIT 1)
@@ -115,7 +119,7 @@ FROM (
     ORDER BY 1 DESC LIMIT 1
 ) c
 LEFT JOIN LATERAL (
-    SELECT seq, role, content, tool_calls, tool_call_id, name FROM {MESSAGES_TABLE}
+    SELECT seq, {MESSAGE_COLUMNS} FROM {MESSAGES_TABLE}
     WHERE session_key = $1 AND seq > c.covers ORDER BY seq DESC LIMIT $2
 ) m ON true
 ORDER BY m.seq DESC

@@ -36,7 +36,12 @@ from agent_worker.sessions.postgres_schema import (
     SUMMARIZE,
     migrate,
 )
-from agent_worker.sessions.records import COMPACTION_COLUMNS, message_of, row_values
+from agent_worker.sessions.records import (
+    COMPACTION_COLUMNS,
+    MESSAGE_COLUMNS,
+    message_of,
+    row_values,
+)
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
 
 log = logging.getLogger("clawgate.worker.sessions")
@@ -99,7 +104,7 @@ class PostgresSessionStore:
 
     async def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
         query = (
-            f"SELECT role, content, tool_calls, tool_call_id, name FROM {MESSAGES_TABLE}"
+            f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_TABLE}"
             " WHERE session_key = $1 ORDER BY seq DESC LIMIT $2"
         )
         with store_errors("reading the session"):
@@ -109,9 +114,9 @@ class PostgresSessionStore:
     async def load_context(self, session_key: str, limit: int | None = None) -> StoredContext:
         with store_errors("reading the session"):
             rows = await self.pool.fetch(LOAD_CONTEXT, session_key, limit)
-        messages = [message_of(*row[1:6]) for row in reversed(rows) if row[0] is not None]
-        covers, summary = rows[0][6], rows[0][7]
-        compaction = None if summary is None else Compaction(*rows[0][6:])
+        messages = [message_of(*row[1:7]) for row in reversed(rows) if row[0] is not None]
+        covers, summary = rows[0][7], rows[0][8]
+        compaction = None if summary is None else Compaction(*rows[0][7:])
         first = min((row[0] for row in rows if row[0] is not None), default=covers + 1) - 1
         return StoredContext(messages, first, compaction)
 
@@ -143,8 +148,8 @@ class PostgresSessionStore:
                 )
                 await connection.executemany(
                     f"INSERT INTO {MESSAGES_TABLE}"
-                    " (session_key, seq, role, content, tool_calls, tool_call_id, name)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    f" (session_key, seq, {MESSAGE_COLUMNS})"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     [
                         (session_key, last + offset, *row_values(message))
                         for offset, message in enumerate(messages, start=1)

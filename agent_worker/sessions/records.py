@@ -1,5 +1,6 @@
 """How both stores keep a message's structure beside its text: tool calls as a JSON list,
-a tool result's call id and tool name. Rows written before these columns existed read as plain
+a tool result's call id and tool name, an assistant's signed thinking as a JSON list. Rows
+written before these columns existed read as plain
 messages. Also the columns of a compaction record, the same in both stores."""
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ from typing import cast
 
 import orjson
 
-from agent_worker.domain import ChatMessage, Role, ToolCall
+from agent_worker.domain import ChatMessage, Reasoning, Role, ToolCall
 
 # A compaction record's columns, in both stores, in the order of Compaction's fields.
 COMPACTION_COLUMNS = "covers, summary, tokens_before, tokens_after, created_at"
+# A message's columns, in both stores, in the order of `message_of`'s parameters.
+MESSAGE_COLUMNS = "role, content, tool_calls, tool_call_id, name, reasoning"
 
 
 def tool_calls_json(message: ChatMessage) -> str | None:
@@ -22,20 +25,42 @@ def tool_calls_json(message: ChatMessage) -> str | None:
 
 
 def message_of(
-    role: str, text: str, tool_calls: str | None, tool_call_id: str | None, name: str | None
+    role: str,
+    text: str,
+    tool_calls: str | None,
+    tool_call_id: str | None,
+    name: str | None,
+    reasoning: str | None = None,
 ) -> ChatMessage:
     calls = tuple(ToolCall(*call) for call in orjson.loads(tool_calls)) if tool_calls else ()
+    thoughts = (
+        tuple(Reasoning(*thought) for thought in orjson.loads(reasoning)) if reasoning else ()
+    )
     return ChatMessage(
-        cast(Role, role), text, tool_calls=calls, tool_call_id=tool_call_id or "", name=name or ""
+        cast(Role, role),
+        text,
+        tool_calls=calls,
+        tool_call_id=tool_call_id or "",
+        name=name or "",
+        reasoning=thoughts,
     )
 
 
-def row_values(message: ChatMessage) -> tuple[str, str, str | None, str | None, str | None]:
-    """role, content, tool_calls, tool_call_id, name"""
+def row_values(
+    message: ChatMessage,
+) -> tuple[str, str, str | None, str | None, str | None, str | None]:
+    """The values of MESSAGE_COLUMNS. An assistant's thinking is kept with its signatures: a
+    later call that continues its tool loop must send it back unchanged."""
+    reasoning = (
+        orjson.dumps([[thought.text, thought.signature] for thought in message.reasoning]).decode()
+        if message.reasoning
+        else None
+    )
     return (
         message.role,
         message.text,
         tool_calls_json(message),
         message.tool_call_id or None,
         message.name or None,
+        reasoning,
     )

@@ -16,7 +16,12 @@ from agent_worker.domain import (
     StoredContext,
     StoredResponse,
 )
-from agent_worker.sessions.records import COMPACTION_COLUMNS, message_of, row_values
+from agent_worker.sessions.records import (
+    COMPACTION_COLUMNS,
+    MESSAGE_COLUMNS,
+    message_of,
+    row_values,
+)
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
 
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -30,6 +35,7 @@ CREATE TABLE IF NOT EXISTS session_messages (
     tool_calls TEXT,
     tool_call_id TEXT,
     name TEXT,
+    reasoning TEXT,
     PRIMARY KEY (session_key, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions (
@@ -61,7 +67,12 @@ CREATE TABLE IF NOT EXISTS responses (
 # Columns added since the first schema, by table: a file written before them gains them on
 # open. Sessions stored before owners were recorded belong to the gateway's owner ('').
 _ADDED_COLUMNS = {
-    "session_messages": {"tool_calls": "TEXT", "tool_call_id": "TEXT", "name": "TEXT"},
+    "session_messages": {
+        "tool_calls": "TEXT",
+        "tool_call_id": "TEXT",
+        "name": "TEXT",
+        "reasoning": "TEXT",
+    },
     "sessions": {"owner": "TEXT NOT NULL DEFAULT ''"},
 }
 _OWNER_INDEX = (
@@ -117,8 +128,8 @@ def insert_turn(
     ).fetchone()
     connection.executemany(
         "INSERT INTO session_messages"
-        " (session_key, seq, created_at, role, content, tool_calls, tool_call_id, name)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        f" (session_key, seq, created_at, {MESSAGE_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (session_key, last + offset, now, *row_values(message))
             for offset, message in enumerate(messages, start=1)
@@ -166,7 +177,7 @@ def read_context(
     compaction = None if row is None else Compaction(*row)
     covers = compaction.covers if compaction else 0
     rows = connection.execute(
-        "SELECT seq, role, content, tool_calls, tool_call_id, name FROM session_messages"
+        f"SELECT seq, {MESSAGE_COLUMNS} FROM session_messages"
         " WHERE session_key = ? AND seq > ? ORDER BY seq DESC LIMIT ?",
         (session_key, covers, -1 if limit is None else limit),
     ).fetchall()

@@ -37,7 +37,7 @@ from agent_worker.domain import (
     StoredContext,
     StoredResponse,
 )
-from agent_worker.sessions.records import message_of
+from agent_worker.sessions.records import MESSAGE_COLUMNS, message_of
 from agent_worker.sessions.sqlite_schema import (
     BUSY_TIMEOUT_SECONDS,
     SCHEMA,
@@ -144,7 +144,7 @@ class SqliteSessionStore:
     async def load(self, session_key: str, limit: int | None = None) -> list[ChatMessage]:
         def read(connection: sqlite3.Connection) -> list[ChatMessage]:
             rows = connection.execute(
-                "SELECT role, content, tool_calls, tool_call_id, name FROM session_messages"
+                f"SELECT {MESSAGE_COLUMNS} FROM session_messages"
                 " WHERE session_key = ? ORDER BY seq DESC LIMIT ?",
                 (session_key, -1 if limit is None else limit),
             ).fetchall()

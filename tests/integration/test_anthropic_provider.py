@@ -372,3 +372,38 @@ def test_a_stream_that_failed_after_its_first_word_is_not_restarted(
     assert "".join(said) == "one "  # the first word, then the failure: no echo fallback
     assert [body["model"] for body in asked(standin, before)] == ["break-after-1"]
     assert "falling back" not in stack.worker.log()[log_before:]
+
+
+def test_a_client_tool_loop_in_a_session_sends_the_stored_thinking_back(
+    client: openai.OpenAI, standin: AnthropicStandIn
+) -> None:
+    """The session keeps the signed thinking with the turn, so the next call of the same
+    session continues the tool loop with thinking on (the stand-in checks the signature)."""
+    thinking_model = {"x-openclaw-model": "claude/thinking-tools"}
+    messages: list[Any] = [{"role": "user", "content": "weather in Paris?"}]
+    first = client.chat.completions.create(
+        model="openclaw:claude",
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        user="thinking-loop",
+        extra_headers=thinking_model,
+    )
+    [call] = first.choices[0].message.tool_calls or []
+    assert "think first" not in (first.choices[0].message.content or "")
+    messages += [
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "rainy"},
+    ]
+    before, refusals = len(standin.requests), len(standin.refusals)
+    answer = client.chat.completions.create(
+        model="openclaw:claude",
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        user="thinking-loop",
+        extra_headers=thinking_model,
+    )
+    assert answer.choices[0].message.content == "tool said: rainy"
+    [body] = asked(standin, before)
+    assert body["thinking"]["type"] == "enabled" and len(standin.refusals) == refusals
+    assistant = body["messages"][-2]
+    assert assistant["content"][0]["type"] == "thinking" and assistant["content"][0]["signature"]

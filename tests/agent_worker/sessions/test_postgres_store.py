@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager, contextmanager
 import asyncpg
 import pytest
 
-from agent_worker.domain import ChatMessage, Compaction, ToolCall
+from agent_worker.domain import ChatMessage, Compaction, Reasoning, ToolCall
 from agent_worker.errors import SessionBusyError, SessionStoreError
 from agent_worker.sessions.factory import store_for_url
 from agent_worker.sessions.postgres_leases import LISTENER_NAME
@@ -51,6 +51,10 @@ async def scratch_database(prefix: str) -> AsyncIterator[tuple[asyncpg.Connectio
 
 def key() -> str:
     return f"test:{uuid.uuid4().hex}"
+
+
+# Signed thinking, kept so that a tool loop can send it back unchanged.
+THOUGHT = Reasoning("let me see", "sig-1")
 
 
 async def test_turns_are_shared_between_workers(stores: tuple[PostgresSessionStore, ...]) -> None:
@@ -324,11 +328,12 @@ async def test_a_transcript_from_schema_1_still_continues_after_the_migration() 
             call = ToolCall("call_1", "get_time", "{}")
             turn = [
                 ChatMessage("user", "q2"),
-                ChatMessage("assistant", "", tool_calls=(call,)),
+                ChatMessage("assistant", "", tool_calls=(call,), reasoning=(THOUGHT,)),
                 ChatMessage("tool", "noon", tool_call_id="call_1", name="get_time"),
             ]
             await store.append_turn("old", turn)
             assert (await store.load("old"))[2:] == turn
+            assert (await store.load_context("old")).messages[2:] == turn  # thinking kept
         finally:
             await store.close()
 
@@ -422,7 +427,7 @@ async def test_sessions_from_before_owners_belong_to_the_gateway_owner() -> None
         old = await asyncpg.connect(url)
         await old.execute(
             "ALTER TABLE clawgate_sessions DROP COLUMN owner;"
-            " DELETE FROM clawgate_schema WHERE version = 7;"
+            " DELETE FROM clawgate_schema WHERE version >= 7;"
         )
         await old.close()
         store = PostgresSessionStore(url, 2)

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from agent_worker.domain import ChatMessage, Compaction, ToolCall
+from agent_worker.domain import ChatMessage, Compaction, Reasoning, ToolCall
 from agent_worker.errors import SessionStoreError
 from agent_worker.sessions.factory import UnsupportedStoreError, store_for_url
 from agent_worker.sessions.sqlite_store import WAL_SIZE_LIMIT, SqliteSessionStore
 from agent_worker.sessions.sqlite_writes import LOOP_COMMIT_BYTES
 from agent_worker.sessions.store import TurnOrigin
+
+# Signed thinking, kept so that a tool loop can send it back unchanged.
+THOUGHT = Reasoning("let me see", "sig-1")
 
 
 async def test_turns_append_in_order_and_survive_reopening(tmp_path: Path) -> None:
@@ -271,11 +274,12 @@ async def test_a_file_from_before_structured_messages_still_continues(tmp_path: 
         call = ToolCall("call_1", "get_time", '{"zone": "UTC"}')
         turn = [
             ChatMessage("user", "q2"),
-            ChatMessage("assistant", "checking", tool_calls=(call,)),
+            ChatMessage("assistant", "checking", tool_calls=(call,), reasoning=(THOUGHT,)),
             ChatMessage("tool", "", tool_call_id="call_1", name="get_time"),
         ]
         await store.append_turn("old", turn)
         assert (await store.load("old"))[2:] == turn
+        assert (await store.load_context("old")).messages[2:] == turn  # thinking kept
     finally:
         await store.close()
 
