@@ -27,6 +27,7 @@ from agent_worker.deadline import ProviderDeadline
 from agent_worker.domain import (
     ChatMessage,
     FinishReason,
+    ReasoningDelta,
     StoredContext,
     TextDelta,
     Tool,
@@ -70,6 +71,10 @@ def messages_after_last_assistant(context: Sequence[ChatMessage]) -> list[ChatMe
         if context[index].role == "assistant":
             return list(context[index + 1 :])
     return list(context)
+
+
+# What a step's caller sees of the provider's answer.
+Shown = TextDelta | ReasoningDelta | ToolCallDelta
 
 
 @dataclasses.dataclass(slots=True)
@@ -208,7 +213,7 @@ class AgentTurn:
 
     async def _ask(
         self, request: ProviderRequest, step: _Step, separate: bool
-    ) -> AsyncIterator[TextDelta | ToolCallDelta]:
+    ) -> AsyncIterator[Shown]:
         """One step's answer as the caller sees it, as the provider gives it: text and the
         client's tool-call pieces; `step` collects them, the own calls and the finish.
         `separate`: an earlier step said something, so this step's text starts on its own.
@@ -216,7 +221,7 @@ class AgentTurn:
         choice = request.tool_choice
         # A forced tool choice holds the answer back until the call is confirmed: text that
         # went out could not be taken back when the model did not call the tool.
-        held: list[TextDelta | ToolCallDelta] | None = [] if choice.forces_a_call else None
+        held: list[Shown] | None = [] if choice.forces_a_call else None
         provider_name = self._agent.provider
         deadline = ProviderDeadline(self._agent.turn_timeout)
         asked = time.monotonic()
@@ -225,7 +230,7 @@ class AgentTurn:
             events, event = await self._models.first_event(request, deadline)
             async with aclosing(events):
                 while event is not None:
-                    shown: TextDelta | ToolCallDelta | None = None
+                    shown: Shown | None = None
                     match event:
                         case TextDelta():
                             if not step.parts:
@@ -237,6 +242,8 @@ class AgentTurn:
                                 separate = False
                                 event = dataclasses.replace(event, text=STEP_SEPARATOR + event.text)
                             shown = event
+                        case ReasoningDelta():
+                            shown = event  # thinking is shown apart, never joined to the text
                         case ToolCallDelta():
                             shown = step.calls.add(event)
                         case TurnFinished():

@@ -21,7 +21,14 @@ from typing import assert_never
 
 from agent_worker.agents import Agent
 from agent_worker.context_window import MESSAGE_OVERHEAD_TOKENS, ContextWindows, TokenCounter
-from agent_worker.domain import ChatMessage, Sampling, TextDelta, ToolCallDelta, TurnFinished
+from agent_worker.domain import (
+    ChatMessage,
+    ReasoningDelta,
+    Sampling,
+    TextDelta,
+    ToolCallDelta,
+    TurnFinished,
+)
 from agent_worker.errors import ContextOverflowError, TurnError
 from agent_worker.providers.base import Provider, ProviderRequest
 
@@ -198,7 +205,7 @@ class Summarizer:
                 match event:
                     case TextDelta():
                         texts.append(event.text)
-                    case ToolCallDelta() | TurnFinished():
+                    case ToolCallDelta() | ReasoningDelta() | TurnFinished():
                         pass  # no tools were offered; the summary is the text
                     case _:
                         assert_never(event)

@@ -200,6 +200,13 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the model's thinking as it is written: shown apart from the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallDelta:
     """A piece of the `index`th call: its id and name come first, then argument text."""
 
@@ -236,5 +243,11 @@ class ToolRunFinished:
 
 
 TurnEvent = (
-    TurnStarted | TextDelta | ToolCallDelta | ToolRunStarted | ToolRunFinished | TurnFinished
+    TurnStarted
+    | TextDelta
+    | ReasoningDelta
+    | ToolCallDelta
+    | ToolRunStarted
+    | ToolRunFinished
+    | TurnFinished
 )

@@ -14,6 +14,7 @@ from agent_worker.domain import (
     Compaction,
     FinishReason,
     Image,
+    ReasoningDelta,
     Role,
     Sampling,
     TextDelta,
@@ -175,6 +176,8 @@ def fill_event(target: pb.RunTurnEvent, event: TurnEvent | TurnError) -> None:
             delta.text = event.text
             if event.logprobs:
                 _fill_logprobs(delta.logprobs, event.logprobs)
+        case ReasoningDelta():
+            target.reasoning.text = event.text
         case ToolCallDelta():
             call = target.tool_call
             call.index = event.index

@@ -35,6 +35,8 @@ async def run_agent_turn(
                                 sys.stdout.write(
                                     f"\n[tool call {call.id}: {call.name}({call.arguments})]"
                                 )
+                        case "reasoning":
+                            sys.stderr.write(event.reasoning.text)  # thinking: not the answer
                         case "tool_started":
                             started = event.tool_started
                             sys.stderr.write(f"\n[running {started.name}({started.arguments})]\n")

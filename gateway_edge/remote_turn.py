@@ -25,7 +25,14 @@ from gateway_edge.worker_link import LinkFailure, TurnInbox
 from services.turn_events import kind_of, unknown_kind
 
 log = logging.getLogger("clawgate.edge.workers")
-Event = pb.TextDelta | pb.ToolCallDelta | pb.ToolRunStarted | pb.ToolRunFinished | pb.TurnFinished
+Event = (
+    pb.TextDelta
+    | pb.ReasoningDelta
+    | pb.ToolCallDelta
+    | pb.ToolRunStarted
+    | pb.ToolRunFinished
+    | pb.TurnFinished
+)
 _ENDED_EARLY = ApiError(
     502, "The worker ended the turn without finishing it.", "api_error", code="worker_error"
 )
@@ -118,7 +125,9 @@ class RemoteTurn:
                 return
             case "error":
                 error = head.error
-            case "delta" | "finished" | "tool_call" | "tool_started" | "tool_finished":
+            case (
+                "delta" | "finished" | "tool_call" | "tool_started" | "tool_finished" | "reasoning"
+            ):
                 raise protocol_error(f"the turn's first event is {kind!r}, not 'started'")
             case None:
                 raise protocol_error(unknown_kind(head))
@@ -187,6 +196,8 @@ class RemoteTurn:
                 match kind := kind_of(event):
                     case "delta":
                         batch.append(event.delta)
+                    case "reasoning":
+                        batch.append(event.reasoning)
                     case "tool_call":
                         batch.append(event.tool_call)
                     case "tool_started":

@@ -60,6 +60,9 @@ class AnswerEncoder(Protocol):
 
     def text(self, delta: pb.TextDelta) -> bytes: ...
 
+    def reasoning(self, delta: pb.ReasoningDelta) -> bytes:
+        """A piece of the model's thinking: said apart from the answer's text."""
+
     def tool_call(self, piece: pb.ToolCallDelta) -> bytes: ...
 
     def tool_run(self, event: pb.ToolRunStarted | pb.ToolRunFinished) -> bytes:
@@ -70,7 +73,12 @@ class AnswerEncoder(Protocol):
     def failed(self, error: ApiError) -> bytes:
         """A failure after the stream started (its status line is gone)."""
 
-    def whole(self, texts: Sequence[pb.TextDelta], finished: pb.TurnFinished) -> bytes:
+    def whole(
+        self,
+        texts: Sequence[pb.TextDelta],
+        finished: pb.TurnFinished,
+        thoughts: Sequence[pb.ReasoningDelta] = (),
+    ) -> bytes:
         """The non-stream body; `finished` carries the client's tool calls whole."""
 
 
@@ -175,6 +183,9 @@ class TurnEndpoint:
                         case pb.ToolCallDelta():
                             record.first_token()
                             frames.append(encoder.tool_call(event))
+                        case pb.ReasoningDelta():
+                            record.first_token()  # the first thing the client sees
+                            frames.append(encoder.reasoning(event))
                         case pb.ToolRunStarted() | pb.ToolRunFinished():
                             frames.append(encoder.tool_run(event))
                         case pb.TurnFinished():
@@ -196,6 +207,7 @@ class TurnEndpoint:
         self, turn: RemoteTurn, encoder: AnswerEncoder, record: RequestRecord
     ) -> bytes:
         texts: list[pb.TextDelta] = []
+        thoughts: list[pb.ReasoningDelta] = []
         turn.read_whole()
         while True:
             batch = await turn.next_batch()
@@ -206,10 +218,12 @@ class TurnEndpoint:
                         if not texts:
                             record.first_token()
                         texts.append(event)
+                    case pb.ReasoningDelta():
+                        thoughts.append(event)
                     case pb.ToolCallDelta() | pb.ToolRunStarted() | pb.ToolRunFinished():
                         pass  # the finished event has the client's calls whole
                     case pb.TurnFinished():
                         self._completion_tokens.inc(event.usage.completion_tokens)
-                        return encoder.whole(texts, event)
+                        return encoder.whole(texts, event, thoughts)
                     case _:
                         assert_never(event)

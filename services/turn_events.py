@@ -15,7 +15,14 @@ from google.protobuf import unknown_fields
 from clawgate.agent.v1 import agent_service_pb2 as pb
 
 EventKind = Literal[
-    "started", "delta", "finished", "error", "tool_call", "tool_started", "tool_finished"
+    "started",
+    "delta",
+    "finished",
+    "error",
+    "tool_call",
+    "tool_started",
+    "tool_finished",
+    "reasoning",
 ]
 
 

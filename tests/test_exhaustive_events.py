@@ -11,7 +11,10 @@ import pytest
 
 from devkit.processes import REPO_ROOT
 
-HANDLED_ALL = "pb.TextDelta() | pb.ToolCallDelta() | pb.ToolRunStarted() | pb.ToolRunFinished()"
+HANDLED_ALL = (
+    "pb.TextDelta() | pb.ReasoningDelta() | pb.ToolCallDelta() | pb.ToolRunStarted()"
+    " | pb.ToolRunFinished()"
+)
 
 
 def check(tmp_path: Path, cases: str) -> subprocess.CompletedProcess[str]:

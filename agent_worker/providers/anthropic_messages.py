@@ -20,6 +20,7 @@ from agent_worker.domain import (
     ChatMessage,
     FinishReason,
     Reasoning,
+    ReasoningDelta,
     TextDelta,
     ToolCallDelta,
     TurnFinished,
@@ -46,6 +47,8 @@ from agent_worker.providers.overflow import overflow_error
 from agent_worker.providers.upstream_errors import MAX_ERROR_BODY, status_error
 from services.provider_config import AnthropicProviderConfig, ModelEntry
 
+# What one read of the stream gives the turn.
+Piece = TextDelta | ReasoningDelta | ToolCallDelta
 _STOP_REASONS = {
     "end_turn": FinishReason.STOP,
     "stop_sequence": FinishReason.STOP,
@@ -209,7 +212,7 @@ class MessagesStream:
 
     Text that arrived in one read goes on as one delta; a `tool_use` block becomes a tool call
     (its start carries id and name, each `input_json_delta` a piece of the arguments); thinking
-    is collected with its signature and never said as text.
+    goes on as reasoning pieces, and is collected whole with its signature for the stored turn.
     """
 
     def __init__(self) -> None:
@@ -223,7 +226,7 @@ class MessagesStream:
         self._calls: dict[int, int] = {}  # content block index → tool call index
         self._thinking_blocks: dict[int, list[str]] = {}
 
-    def feed(self, block: bytes) -> list[TextDelta | ToolCallDelta]:
+    def feed(self, block: bytes) -> list[Piece]:
         data = self._pending + block if self._pending else block
         lines = data.split(b"\n")
         self._pending = lines.pop()
@@ -242,9 +245,9 @@ class MessagesStream:
         except (AttributeError, LookupError, TypeError, ValueError) as error:
             raise ProviderFailedError(f"provider sent a malformed event: {error!r}") from None
 
-    def _handle(self, events: list[Any]) -> list[TextDelta | ToolCallDelta]:
+    def _handle(self, events: list[Any]) -> list[Piece]:
         self.events += len(events)
-        out: list[TextDelta | ToolCallDelta] = []
+        out: list[Piece] = []
         texts: list[str] = []
         for event in events:
             kind = event["type"]
@@ -259,6 +262,8 @@ class MessagesStream:
                     out.append(ToolCallDelta(index, "", "", delta["partial_json"]))
                 elif delta_kind == "thinking_delta":
                     self._thinking_blocks[event["index"]][0] += delta["thinking"]
+                    out += self._flush(texts)
+                    out.append(ReasoningDelta(delta["thinking"]))
                 elif delta_kind == "signature_delta":
                     self._thinking_blocks[event["index"]][1] += delta["signature"]
             elif kind == "content_block_start":
@@ -316,7 +321,7 @@ class MessagesStream:
 class _MidAnswerError(Exception):
     """An `error` event: the events before it in the same read still go out first."""
 
-    def __init__(self, before: list[TextDelta | ToolCallDelta], error: TurnError) -> None:
+    def __init__(self, before: list[Piece], error: TurnError) -> None:
         self.before = before
         self.error = error
 

@@ -11,6 +11,7 @@ import orjson
 
 from agent_worker.domain import (
     ChatMessage,
+    ReasoningDelta,
     Sampling,
     TextDelta,
     TokenLogprob,
@@ -33,8 +34,8 @@ class ProviderRequest:
     parallel_tool_calls: bool | None = None
 
 
-# Text and tool-call pieces, then one TurnFinished (whose tool_calls the runner fills in).
-ProviderEvent = TextDelta | ToolCallDelta | TurnFinished
+# Text, thinking and tool-call pieces, then one TurnFinished (whose tool_calls the runner fills in).
+ProviderEvent = TextDelta | ReasoningDelta | ToolCallDelta | TurnFinished
 
 
 def token_logprob(entry: dict[str, Any]) -> TokenLogprob:

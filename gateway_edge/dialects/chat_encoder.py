@@ -39,21 +39,32 @@ class ChatEncoder:
         self._delta_prefix = b"data: " + head + b',"choices":[{"index":0,"delta":{"content":'
         self._delta_suffix = b'},"logprobs":null,"finish_reason":null}]}\n\n'
 
-    def whole(self, texts: Sequence[pb.TextDelta], finished: pb.TurnFinished) -> bytes:
+    def whole(
+        self,
+        texts: Sequence[pb.TextDelta],
+        finished: pb.TurnFinished,
+        thoughts: Sequence[pb.ReasoningDelta] = (),
+    ) -> bytes:
         """The whole answer as one `chat.completion` body."""
         logprobs: list[dict[str, object]] | None = None
         if self._with_logprobs:  # reading them costs: only when asked
             logprobs = [score for delta in texts for score in logprobs_json(delta.logprobs)]
-        return self.completion("".join([delta.text for delta in texts]), finished, logprobs)
+        text = "".join([delta.text for delta in texts])
+        reasoning = "".join([thought.text for thought in thoughts])
+        return self.completion(text, finished, logprobs, reasoning)
 
     def completion(
         self,
         text: str,
         finished: pb.TurnFinished,
         logprobs: list[dict[str, object]] | None,
+        reasoning: str = "",
     ) -> bytes:
-        """`logprobs` None when not asked."""
+        """`logprobs` None when not asked; `reasoning` the model's thinking, when it showed any
+        (as `reasoning_content`, the field reasoning models' OpenAI-compatible servers use)."""
         message: dict[str, object] = {"role": "assistant", "content": text, "refusal": None}
+        if reasoning:
+            message["reasoning_content"] = reasoning
         if finished.tool_calls:
             message["content"] = text or None  # the commentary before the calls, if any
             message["tool_calls"] = [
@@ -107,6 +118,9 @@ class ChatEncoder:
     def delta_with_logprobs(self, text: str, logprobs: Sequence[pb.TokenLogprob]) -> bytes:
         scores = {"content": logprobs_json(logprobs), "refusal": None}
         return self._choice_chunk({"content": text}, scores)
+
+    def reasoning(self, delta: pb.ReasoningDelta) -> bytes:
+        return self._choice_chunk({"reasoning_content": delta.text})
 
     def tool_call(self, piece: pb.ToolCallDelta) -> bytes:
         """A `delta.tool_calls` chunk: a call's first piece names it, later ones add arguments."""

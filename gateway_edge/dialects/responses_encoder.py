@@ -31,6 +31,8 @@ class ResponsesEncoder:
         self._text: list[str] = []
         self._message: dict[str, Any] | None = None  # the open message item
         self._call: dict[str, Any] | None = None  # the open function_call item
+        self._thinking: dict[str, Any] | None = None  # the open reasoning item
+        self._thoughts: list[str] = []
         self._delta_head = b""
 
     # the response object
@@ -75,10 +77,19 @@ class ResponsesEncoder:
             body["error"] = {"code": "server_error", "message": error}
         return body
 
-    def whole(self, texts: Sequence[pb.TextDelta], finished: pb.TurnFinished) -> bytes:
-        """The non-stream answer: one message item (when there is text), then the calls."""
+    def whole(
+        self,
+        texts: Sequence[pb.TextDelta],
+        finished: pb.TurnFinished,
+        thoughts: Sequence[pb.ReasoningDelta] = (),
+    ) -> bytes:
+        """The non-stream answer: the reasoning item (when the model showed its thinking), one
+        message item (when there is text), then the calls."""
         text = "".join([delta.text for delta in texts])
         status = _status_of(finished)
+        if thoughts:
+            thinking = "".join([thought.text for thought in thoughts])
+            self._output.append(_reasoning_item(thinking, "completed"))
         if text or not finished.tool_calls:
             self._output.append(self._message_item(text, status))
         for call in finished.tool_calls:
@@ -94,9 +105,30 @@ class ResponsesEncoder:
             "response.in_progress", response=self.response("in_progress")
         )
 
+    def reasoning(self, delta: pb.ReasoningDelta) -> bytes:
+        frames = b""
+        item = self._thinking
+        if item is None:
+            frames = self._close_message() + self._close_call()
+            item = self._thinking = _reasoning_item("", "in_progress")
+            item["content"] = []
+            self._output.append(item)
+            frames += self._event(
+                "response.output_item.added", output_index=len(self._output) - 1, item=item
+            )
+        self._thoughts.append(delta.text)
+        return frames + self._event(
+            "response.reasoning_text.delta",
+            item_id=item["id"],
+            output_index=self._output.index(item),
+            content_index=0,
+            delta=delta.text,
+        )
+
     def text(self, delta: pb.TextDelta) -> bytes:
         text = delta.text
-        frames = b"" if self._message is not None else self._open_message()
+        frames = self._close_thinking() if self._thinking is not None else b""
+        frames += b"" if self._message is not None else self._open_message()
         self._text.append(text)
         self._sequence += 1
         return (
@@ -109,7 +141,7 @@ class ResponsesEncoder:
         )
 
     def tool_call(self, piece: pb.ToolCallDelta) -> bytes:
-        frames = self._close_message()
+        frames = self._close_thinking() + self._close_message()
         if piece.id:  # a new call
             frames += self._close_call()
             item = _call_item(f"fc_{random_hex()}", piece.id, piece.name, "", "in_progress")
@@ -132,13 +164,13 @@ class ResponsesEncoder:
         return KEEP_ALIVE  # the agent's own tool runs are not the client's function calls
 
     def finish(self, finished: pb.TurnFinished) -> bytes:
-        frames = self._close_message() + self._close_call()
+        frames = self._close_thinking() + self._close_message() + self._close_call()
         status = _status_of(finished)
         kind = "response.completed" if status == "completed" else "response.incomplete"
         return frames + self._event(kind, response=self.response(status, finished))
 
     def failed(self, error: ApiError) -> bytes:
-        frames = self._close_message() + self._close_call()
+        frames = self._close_thinking() + self._close_message() + self._close_call()
         return frames + self._event(
             "response.failed", response=self.response("failed", error=error.message)
         )
@@ -187,6 +219,21 @@ class ResponsesEncoder:
             + self._event("response.output_item.done", output_index=index, item=item)
         )
 
+    def _close_thinking(self) -> bytes:
+        item = self._thinking
+        if item is None:
+            return b""
+        self._thinking = None
+        text = "".join(self._thoughts)
+        self._thoughts = []
+        index = self._output.index(item)
+        item["content"] = [{"type": "reasoning_text", "text": text}]
+        item["status"] = "completed"
+        where = {"item_id": item["id"], "output_index": index, "content_index": 0}
+        return self._event("response.reasoning_text.done", **where, text=text) + self._event(
+            "response.output_item.done", output_index=index, item=item
+        )
+
     def _close_call(self) -> bytes:
         item = self._call
         if item is None:
@@ -217,6 +264,17 @@ class ResponsesEncoder:
 
 def _text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _reasoning_item(text: str, status: str) -> dict[str, Any]:
+    """The model's thinking as the Responses API's reasoning item (full text, no summary)."""
+    return {
+        "id": f"rs_{random_hex()}",
+        "type": "reasoning",
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": text}],
+        "status": status,
+    }
 
 
 def _call_item(

@@ -22,6 +22,7 @@ from tests.support.schemas import assert_valid
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHAT = "/v1/chat/completions"
 SYSTEM = "You are the stand-in's agent."
+THOUGHT = "The user wants thinking; think first."  # what the stand-in thinks for `thinking`
 # The smallest valid PNG: a 1x1 transparent pixel.
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
@@ -50,6 +51,7 @@ def standin() -> Iterator[AnthropicStandIn]:
 def stack(standin: AnthropicStandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp_path = tmp_path_factory.mktemp("anthropic")
     config = echo_config(tmp_path)
+    config["gateway"]["http"]["endpoints"]["responses"] = {"enabled": True}
     config["models"]["providers"]["claude"] = {
         "api": "anthropic-messages",
         "baseUrl": standin.base_url,
@@ -272,12 +274,49 @@ def test_thinking_is_kept_out_of_the_answer(
         messages=[{"role": "user", "content": "think"}],
         extra_headers={"x-openclaw-model": "claude/thinking"},
     )
-    text = completion.choices[0].message.content or ""
-    assert text == "system=You are the stand-in's agent. user=think"
-    assert "think first" not in text
+    message = completion.choices[0].message
+    assert message.content == "system=You are the stand-in's agent. user=think"
+    # The thinking is shown apart, as reasoning models' OpenAI-compatible servers show it.
+    assert (message.model_extra or {})["reasoning_content"] == THOUGHT
     [body] = asked(standin, before)
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert "temperature" not in body
+    chunks = list(
+        client.chat.completions.create(
+            model="openclaw:claude",
+            messages=[{"role": "user", "content": "think"}],
+            extra_headers={"x-openclaw-model": "claude/thinking"},
+            stream=True,
+        )
+    )
+    for chunk in chunks:
+        assert_valid("CreateChatCompletionStreamResponse", chunk.model_dump(exclude_unset=True))
+    deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+    assert "".join(delta.content or "" for delta in deltas) == message.content
+    reasoning = [(delta.model_extra or {}).get("reasoning_content") for delta in deltas]
+    assert "".join(piece for piece in reasoning if piece) == THOUGHT
+    assert reasoning.index(THOUGHT) < next(i for i, d in enumerate(deltas) if d.content)
+
+
+def test_thinking_is_a_reasoning_item_in_responses(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=TOKEN, max_retries=0)
+    think = {"x-openclaw-model": "claude/thinking"}
+    response = client.responses.create(model="openclaw:claude", input="think", extra_headers=think)
+    kinds = [item.type for item in response.output]
+    assert kinds == ["reasoning", "message"]
+    reasoning = response.output[0]
+    assert reasoning.type == "reasoning" and reasoning.content is not None
+    assert reasoning.content[0].text == THOUGHT
+    assert response.output_text == "system=You are the stand-in's agent. user=think"
+    events = list(
+        client.responses.create(
+            model="openclaw:claude", input="think", extra_headers=think, stream=True
+        )
+    )
+    deltas = [event.delta for event in events if event.type == "response.reasoning_text.delta"]
+    assert "".join(deltas) == THOUGHT
+    done = next(event for event in events if event.type == "response.completed")
+    assert [item.type for item in done.response.output] == ["reasoning", "message"]
 
 
 def test_thinking_goes_back_signed_in_the_agents_own_tool_loop(

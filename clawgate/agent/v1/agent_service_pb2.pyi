@@ -233,6 +233,12 @@ class TextDelta(_message.Message):
     logprobs: _containers.RepeatedCompositeFieldContainer[TokenLogprob]
     def __init__(self, text: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ...) -> None: ...
 
+class ReasoningDelta(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
+
 class ToolCallDelta(_message.Message):
     __slots__ = ("index", "id", "name", "arguments")
     INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -296,7 +302,7 @@ class RunTurnResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[RunTurnEvent, _Mapping]]] = ...) -> None: ...
 
 class RunTurnEvent(_message.Message):
-    __slots__ = ("started", "delta", "finished", "error", "tool_call", "tool_started", "tool_finished")
+    __slots__ = ("started", "delta", "finished", "error", "tool_call", "tool_started", "tool_finished", "reasoning")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +310,7 @@ class RunTurnEvent(_message.Message):
     TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
     TOOL_STARTED_FIELD_NUMBER: _ClassVar[int]
     TOOL_FINISHED_FIELD_NUMBER: _ClassVar[int]
+    REASONING_FIELD_NUMBER: _ClassVar[int]
     started: TurnStarted
     delta: TextDelta
     finished: TurnFinished
@@ -311,7 +318,8 @@ class RunTurnEvent(_message.Message):
     tool_call: ToolCallDelta
     tool_started: ToolRunStarted
     tool_finished: ToolRunFinished
-    def __init__(self, started: _Optional[_Union[TurnStarted, _Mapping]] = ..., delta: _Optional[_Union[TextDelta, _Mapping]] = ..., finished: _Optional[_Union[TurnFinished, _Mapping]] = ..., error: _Optional[_Union[TurnError, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCallDelta, _Mapping]] = ..., tool_started: _Optional[_Union[ToolRunStarted, _Mapping]] = ..., tool_finished: _Optional[_Union[ToolRunFinished, _Mapping]] = ...) -> None: ...
+    reasoning: ReasoningDelta
+    def __init__(self, started: _Optional[_Union[TurnStarted, _Mapping]] = ..., delta: _Optional[_Union[TextDelta, _Mapping]] = ..., finished: _Optional[_Union[TurnFinished, _Mapping]] = ..., error: _Optional[_Union[TurnError, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCallDelta, _Mapping]] = ..., tool_started: _Optional[_Union[ToolRunStarted, _Mapping]] = ..., tool_finished: _Optional[_Union[ToolRunFinished, _Mapping]] = ..., reasoning: _Optional[_Union[ReasoningDelta, _Mapping]] = ...) -> None: ...
 
 class ToolRunStarted(_message.Message):
     __slots__ = ("call_id", "name", "arguments")

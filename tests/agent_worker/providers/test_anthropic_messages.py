@@ -14,6 +14,7 @@ from agent_worker.domain import (
     FinishReason,
     Image,
     Reasoning,
+    ReasoningDelta,
     Sampling,
     TextDelta,
     Tool,
@@ -226,11 +227,13 @@ def test_the_stream_parser_across_split_reads() -> None:
         {"type": "message_stop"},
     )
     stream = MessagesStream()
-    events: list[TextDelta | ToolCallDelta] = []
+    events: list[TextDelta | ReasoningDelta | ToolCallDelta] = []
     for start in range(0, len(data), 13):  # reads that cut lines anywhere
         events += stream.feed(data[start : start + 13])
     text = "".join(event.text for event in events if isinstance(event, TextDelta))
     assert text == "Hello"  # the thinking is not text
+    thinking = [event.text for event in events if isinstance(event, ReasoningDelta)]
+    assert thinking == ["hm"]
     calls = [event for event in events if isinstance(event, ToolCallDelta)]
     assert calls == [ToolCallDelta(0, "t", "f", ""), ToolCallDelta(0, "", "", "{}")]
     assert stream.thinking == [["hm", "s"]]
