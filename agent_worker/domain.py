@@ -29,7 +29,8 @@ class Reasoning:
     calls ran."""
 
     text: str
-    signature: str
+    signature: str  # for a redacted block: its encrypted data
+    redacted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

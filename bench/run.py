@@ -6,9 +6,10 @@ Scenarios: standin (the raw-ASGI floor), edge-echo (edge + echo worker answering
 edge-stub (edge + a stub gRPC server), worker (RunTurn over gRPC, no edge), pair and
 pair-stream (edge + worker + openai-compatible provider + the stand-in), pair-tools (the same,
 the stand-in answering with a tool call), pair-responses (the same pair through
-/v1/responses, non-stream), pair-proxy (the same pair in trusted-proxy auth mode), litellm and
+/v1/responses, non-stream), pair-proxy (the same pair in trusted-proxy auth mode),
+pair-anthropic (the same pair with an anthropic-messages provider), litellm and
 litellm-stream (LiteLLM's proxy 1.108.0 in front of the same stand-in), portkey (Portkey's
-gateway 1.15.2, non-stream), all (these twelve); long-streams (many slow streams at once);
+gateway 1.15.2, non-stream), all (these thirteen); long-streams (many slow streams at once);
 idle-streams (RSS per open, idle stream) and soak (RSS growth over 100,000 requests).
 Each prints one table row (wrk -t1 -c32 for req/s and latency; a sequential asyncio client for
 the median time to first token; peak RSS of each clawgate process).
@@ -183,6 +184,24 @@ def scenario_pair_proxy(bench: Bench) -> Row:
     return bench.measure(name, f"{url}/v1/chat/completions", PROXY_HEADERS, False, processes)
 
 
+def _on_anthropic(config: dict[str, Any]) -> None:
+    """The agent's model behind the stand-in's Anthropic Messages route (same 16 words)."""
+    upstream = config["models"]["providers"]["standin"]["baseUrl"].removesuffix("/v1")
+    config["models"]["providers"]["claude"] = {
+        "api": "anthropic-messages",
+        "baseUrl": upstream,
+        "apiKey": "bench",
+    }
+    config["agents"]["list"] = [{"id": "main", "default": True, "model": "claude/standin"}]
+
+
+def scenario_pair_anthropic(bench: Bench) -> Row:
+    """The pair with an `anthropic-messages` provider (beside `pair`: `openai-completions`)."""
+    url, processes = bench.clawgate_pair(upstream=bench.standin(), change=_on_anthropic)
+    name = "clawgate pair, anthropic-messages, non-stream"
+    return bench.measure(name, f"{url}/v1/chat/completions", AUTH, False, processes)
+
+
 def scenario_pair_tools(bench: Bench) -> Row:
     """The pair when the model answers with a tool call (the stand-in's call, non-stream)."""
     url, processes = bench.clawgate_pair(upstream=bench.standin())
@@ -216,6 +235,7 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "pair-tools": scenario_pair_tools,
     "pair-responses": scenario_pair_responses,
     "pair-proxy": scenario_pair_proxy,
+    "pair-anthropic": scenario_pair_anthropic,
     "litellm": lambda bench: _litellm(bench, False),
     "litellm-stream": lambda bench: _litellm(bench, True),
     "portkey": scenario_portkey,

@@ -2,8 +2,9 @@
 
 Streams 16 content chunks (all written at once) then `[DONE]`, or the same text as one JSON
 completion; a request that offers `tools` gets "Let me check." and one call of `get_weather`;
-`GET /v1/models` for health checks. Everything is pre-encoded: this is the floor every gateway
-is compared with.
+`GET /v1/models` for health checks. `POST /v1/messages` answers as Anthropic's Messages API
+does, with the same 16 words as text deltas. Everything is pre-encoded: this is the floor every
+gateway is compared with.
 
     python -m bench.upstream_standin --port 18001
 """
@@ -96,6 +97,47 @@ _WHOLE_CALL = {**_CALL, "function": {"name": "get_weather", "arguments": "".join
 TOOL_JSON_BODY = _completion(
     {"content": "Let me check.", "tool_calls": [_WHOLE_CALL]}, "tool_calls", 4
 )
+
+
+def _anthropic_event(kind: str, data: dict[str, Any]) -> bytes:
+    return b"event: %s\ndata: %s\n\n" % (kind.encode(), orjson.dumps({"type": kind, **data}))
+
+
+ANTHROPIC_STREAM_BODY = (
+    _anthropic_event(
+        "message_start",
+        {
+            "message": {
+                "id": "msg_standin",
+                "type": "message",
+                "role": "assistant",
+                "content": [],
+                "model": "standin",
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 8, "output_tokens": 1},
+            }
+        },
+    )
+    + _anthropic_event(
+        "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
+    )
+    + b"".join(
+        _anthropic_event(
+            "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word}}
+        )
+        for word in _WORDS
+    )
+    + _anthropic_event("content_block_stop", {"index": 0})
+    + _anthropic_event(
+        "message_delta",
+        {
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": CHUNKS},
+        },
+    )
+    + _anthropic_event("message_stop", {})
+)
 MODELS_BODY = orjson.dumps(
     {
         "object": "list",
@@ -118,6 +160,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["method"] == "GET":
         await send({"type": "http.response.start", "status": 200, "headers": _JSON_HEADERS})
         await send({"type": "http.response.body", "body": MODELS_BODY})
+        return
+    if scope["path"] == "/v1/messages":
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        await send({"type": "http.response.body", "body": ANTHROPIC_STREAM_BODY})
         return
     stream = b'"stream":true' in body.replace(b" ", b"")
     await send(

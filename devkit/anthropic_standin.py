@@ -149,6 +149,8 @@ def check_body(body: Any) -> None:
             open_calls = {b["id"] for b in blocks if b.get("type") == "tool_use"}
             if open_calls and thinking.get("type") == "enabled":
                 first = blocks[0]
+                if first.get("type") == "redacted_thinking":
+                    continue
                 if first.get("type") != "thinking":
                     raise Refused(
                         400,
@@ -266,7 +268,10 @@ class AnthropicStandIn(ThreadedServer):
             frames += [
                 _event(
                     "content_block_start",
-                    {"index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+                    {
+                        "index": 0,
+                        "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                    },
                 ),
                 _event(
                     "content_block_delta",

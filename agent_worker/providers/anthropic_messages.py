@@ -97,7 +97,9 @@ def _user_blocks(message: ChatMessage) -> list[dict[str, Any]]:
 
 def _assistant_blocks(message: ChatMessage) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = [
-        {"type": "thinking", "thinking": thought.text, "signature": thought.signature}
+        {"type": "redacted_thinking", "data": thought.signature}
+        if thought.redacted
+        else {"type": "thinking", "thinking": thought.text, "signature": thought.signature}
         for thought in message.reasoning
         if thought.signature
     ]
@@ -221,10 +223,11 @@ class MessagesStream:
         self.completion_tokens = 0
         self.done = False  # message_stop arrived
         self.events = 0
-        self.thinking: list[list[str]] = []  # [text, signature] per thinking block
+        # [text, signature, redacted] per thinking block, in order
+        self.thinking: list[list[Any]] = []
         self._pending = b""
         self._calls: dict[int, int] = {}  # content block index → tool call index
-        self._thinking_blocks: dict[int, list[str]] = {}
+        self._thinking_blocks: dict[int, list[Any]] = {}
 
     def feed(self, block: bytes) -> list[Piece]:
         data = self._pending + block if self._pending else block
@@ -278,10 +281,12 @@ class MessagesStream:
                     if content.get("input"):  # servers may send the input whole here
                         arguments = orjson.dumps(content["input"]).decode()
                         out.append(ToolCallDelta(index, "", "", arguments))
-                elif content_kind in ("thinking", "redacted_thinking"):
-                    piece = [content.get("thinking", ""), content.get("signature", "")]
+                elif content_kind == "thinking":
+                    piece = [content.get("thinking", ""), content.get("signature", ""), False]
                     self._thinking_blocks[event["index"]] = piece
                     self.thinking.append(piece)
+                elif content_kind == "redacted_thinking":  # kept to be sent back, never shown
+                    self.thinking.append(["", content.get("data", ""), True])
             elif kind == "message_start":
                 usage = event["message"].get("usage") or {}
                 self.prompt_tokens = (
@@ -439,6 +444,6 @@ class AnthropicMessagesProvider:
                 if not parsed.events
                 else "provider broke off its answer before message_stop"
             )
-        thinking = tuple(Reasoning(text, signature) for text, signature in parsed.thinking)
+        thinking = tuple(Reasoning(*block) for block in parsed.thinking)
         usage = Usage(parsed.prompt_tokens, parsed.completion_tokens)
         yield TurnFinished(parsed.finish_reason, usage, reasoning=thinking)

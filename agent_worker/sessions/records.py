@@ -52,7 +52,9 @@ def row_values(
     """The values of MESSAGE_COLUMNS. An assistant's thinking is kept with its signatures: a
     later call that continues its tool loop must send it back unchanged."""
     reasoning = (
-        orjson.dumps([[thought.text, thought.signature] for thought in message.reasoning]).decode()
+        orjson.dumps(
+            [[thought.text, thought.signature, thought.redacted] for thought in message.reasoning]
+        ).decode()
         if message.reasoning
         else None
     )

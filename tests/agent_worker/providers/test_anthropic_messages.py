@@ -112,19 +112,18 @@ def test_a_result_whose_call_was_trimmed_stays_as_words_and_a_user_goes_first() 
 
 
 def test_thinking_goes_back_signed_before_the_calls() -> None:
-    thought = Reasoning("let me think", "sig")
+    thoughts = (Reasoning("let me think", "sig"), Reasoning("", "opaque", redacted=True))
     _, turns = conversation(
         [
             ChatMessage("user", "q"),
-            ChatMessage("assistant", "", tool_calls=(CALL,), reasoning=(thought,)),
+            ChatMessage("assistant", "", tool_calls=(CALL,), reasoning=thoughts),
             ChatMessage("tool", "r", tool_call_id="toolu_1"),
         ]
     )
-    assert turns[1]["content"][0] == {
-        "type": "thinking",
-        "thinking": "let me think",
-        "signature": "sig",
-    }
+    assert turns[1]["content"][:2] == [
+        {"type": "thinking", "thinking": "let me think", "signature": "sig"},
+        {"type": "redacted_thinking", "data": "opaque"},
+    ]
 
 
 def request(messages: list[ChatMessage], **sampling: object) -> ProviderRequest:
@@ -236,7 +235,7 @@ def test_the_stream_parser_across_split_reads() -> None:
     assert thinking == ["hm"]
     calls = [event for event in events if isinstance(event, ToolCallDelta)]
     assert calls == [ToolCallDelta(0, "t", "f", ""), ToolCallDelta(0, "", "", "{}")]
-    assert stream.thinking == [["hm", "s"]]
+    assert stream.thinking == [["hm", "s", False]]
     assert stream.done and stream.finish_reason is FinishReason.TOOL_CALLS
     assert (stream.prompt_tokens, stream.completion_tokens) == (12, 9)
 
@@ -274,3 +273,43 @@ def test_retry_after_reads_seconds_and_dates() -> None:
     assert retry_after_seconds("7") == 7.0
     assert retry_after_seconds("") is None and retry_after_seconds("soon") is None
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date long past
+
+
+def test_the_benchmarks_stand_in_speaks_anthropics_events() -> None:
+    """bench/upstream_standin.py's Messages answer: each event valid for the `anthropic` SDK's
+    stream types, and the provider's parser reads the 16 words from it."""
+    from anthropic.types import RawMessageStreamEvent
+    from pydantic import TypeAdapter
+
+    from bench.upstream_standin import ANTHROPIC_STREAM_BODY, CHUNKS
+
+    event_type: TypeAdapter[RawMessageStreamEvent] = TypeAdapter(RawMessageStreamEvent)
+    for frame in ANTHROPIC_STREAM_BODY.split(b"\n\n")[:-1]:
+        kind, data = frame.split(b"\n")
+        event = orjson.loads(data.removeprefix(b"data: "))
+        assert kind == b"event: " + event["type"].encode()
+        event_type.validate_python(event)
+    stream = MessagesStream()
+    text = "".join(event.text for event in stream.feed(ANTHROPIC_STREAM_BODY))  # type: ignore[union-attr]
+    assert text == "".join(f"w{index} " for index in range(CHUNKS)) and stream.done
+
+
+@pytest.mark.parametrize(
+    "model", ["said-back", "thinking-tools", "long", "refusal", "break-after-1"]
+)
+def test_the_test_stand_ins_events_are_anthropics(model: str) -> None:
+    from anthropic.types import RawMessageStreamEvent
+    from pydantic import TypeAdapter
+
+    from devkit.anthropic_standin import AnthropicStandIn
+
+    event_type: TypeAdapter[RawMessageStreamEvent] = TypeAdapter(RawMessageStreamEvent)
+    body = provider().body(request([ChatMessage("user", "hi")]))
+    body["model"] = model
+    frames = AnthropicStandIn._frames(AnthropicStandIn.__new__(AnthropicStandIn), body, model)
+    for frame in frames:
+        if frame is None:
+            continue
+        event = orjson.loads(frame.split(b"\ndata: ")[1])
+        if event["type"] not in ("error", "ping"):  # the SDK raises on one, skips the other
+            event_type.validate_python(event)
