@@ -103,6 +103,7 @@ class AgentTurn:
         self._request = request
         self._agent = agent
         self._models = models
+        self._answered_by = agent.model_ref  # a fallback's, when one answered
         self._provider = models.primary
         self._store = store
         self._tools = tools
@@ -202,7 +203,7 @@ class AgentTurn:
                 "turn %s finished: agent=%s model=%s session=%s history=%d %s, %d tokens, %.0f ms",
                 run_id,
                 agent.id,
-                agent.model_ref,
+                self._answered_by,
                 fingerprint(request.session_key),
                 history,
                 finished.finish_reason.value,
@@ -227,7 +228,8 @@ class AgentTurn:
         asked = time.monotonic()
         try:
             # Retries and fallbacks happen before the first event; then the provider's stream.
-            events, event = await self._models.first_event(request, deadline)
+            events, event, answering = await self._models.first_event(request, deadline)
+            self._answered_by = answering.ref
             async with aclosing(events):
                 while event is not None:
                     shown: Shown | None = None

@@ -75,10 +75,10 @@ class ModelChain:
 
     async def first_event(
         self, request: ProviderRequest, deadline: ProviderDeadline
-    ) -> tuple[AsyncGenerator[ProviderEvent, None], ProviderEvent | None]:
-        """The answer's stream and its first event (None: it ended at once), from the first model
-        that starts one. The caller closes the stream. Raises the last failure, naming each
-        model tried, when none did."""
+    ) -> tuple[AsyncGenerator[ProviderEvent, None], ProviderEvent | None, ModelTarget]:
+        """The answer's stream, its first event (None: it ended at once) and the model that
+        gives it: the first that starts one. The caller closes the stream. Raises the last
+        failure, naming each model tried, when none did."""
         tried: list[str] = []
         failure: TurnError | None = None
         for position, target in enumerate(self.targets):
@@ -100,7 +100,7 @@ class ModelChain:
                     await events.aclose()
                     raise
                 else:
-                    return events, first
+                    return events, first, target
                 pause = self._policy.pause(attempt, failure.retry_after)
                 if pause is None:
                     break

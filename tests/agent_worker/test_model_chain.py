@@ -52,7 +52,7 @@ def chain(*targets: tuple[str, Scripted]) -> ModelChain:
 async def first_text(models: ModelChain) -> str:
     deadline = ProviderDeadline(10)
     try:
-        events, first = await models.first_event(ProviderRequest("a", (), Sampling()), deadline)
+        events, first, _ = await models.first_event(ProviderRequest("a", (), Sampling()), deadline)
         await events.aclose()
     finally:
         deadline.cancel()

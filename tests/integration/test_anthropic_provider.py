@@ -16,7 +16,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageFunctionToolCall, ChatCompletionToolParam
 
 from devkit.anthropic_standin import API_KEY, AnthropicStandIn
-from devkit.processes import TOKEN, Stack, echo_config, start_stack
+from devkit.processes import TOKEN, Stack, echo_config, start_stack, wait_until
 from tests.support.schemas import assert_valid
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -358,6 +358,10 @@ def test_an_overloaded_primary_is_answered_by_the_fallback(
     models = [body["model"] for body in asked(standin, before)]
     assert models == ["overloaded"] * 3 + ["words-3"]  # three attempts, then the fallback
     assert "falling back to claude/words-3" in stack.worker.log()
+    # The turn's line (written once the answer is out) names the model that answered.
+    wait_until(
+        lambda: "agent=fallback model=claude/words-3" in stack.worker.log(), 10, "the turn's line"
+    )
 
 
 def test_a_rate_limited_primary_falls_back_at_once(
