@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -31,20 +32,11 @@ from agent_worker.errors import (
     ProviderOverloadedError,
     ProviderRateLimitedError,
     ProviderRejectedError,
-    ProviderTimeoutError,
-    ProviderUnavailableError,
     TurnError,
 )
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
-from agent_worker.providers.http_client import (
-    HttpClient,
-    UpstreamBroken,
-    UpstreamTimeout,
-    UpstreamUnreachable,
-    proxy_for,
-)
+from agent_worker.providers.http_provider import HttpProvider
 from agent_worker.providers.overflow import overflow_error
-from agent_worker.providers.upstream_errors import MAX_ERROR_BODY, status_error
 from services.provider_config import AnthropicProviderConfig, ModelEntry
 
 # What one read of the stream gives the turn.
@@ -331,41 +323,19 @@ class _MidAnswerError(Exception):
         self.error = error
 
 
-class AnthropicMessagesProvider:
-    supports_images = True
-    supports_tools = True
+class AnthropicMessagesProvider(HttpProvider):
     gives_logprobs = False  # the Messages API has none
 
     def __init__(self, config: AnthropicProviderConfig) -> None:
-        headers = {
-            "user-agent": "clawgate",
-            "content-type": "application/json",
-            "accept": "text/event-stream",
-            "anthropic-version": config.anthropic_version,
-        }
+        headers = {"anthropic-version": config.anthropic_version}
         if config.api_key:
             headers["x-api-key"] = config.api_key
-        headers.update(config.headers)
+        super().__init__(
+            config, messages_url(config.base_url) if config.base_url else None, headers
+        )
         self._max_tokens = config.max_tokens
         self._thinking_budget = config.thinking_budget_tokens
         self._entries: dict[str, ModelEntry] = {entry.id: entry for entry in config.models}
-        self._http: HttpClient | None = None
-        if config.base_url:
-            url = messages_url(config.base_url)
-            self._http = HttpClient(
-                url,
-                headers,
-                connect_timeout=config.connect_timeout_seconds,
-                read_timeout=config.timeout_seconds,
-                proxy=proxy_for(url, config.proxy),
-            )
-
-    async def start(self) -> None:
-        """Connections are made on first use and kept alive."""
-
-    async def close(self) -> None:
-        if self._http is not None:
-            self._http.close()
 
     def body(self, request: ProviderRequest) -> dict[str, Any]:
         """The request body (a dict: tests validate it against the `anthropic` SDK's types)."""
@@ -400,44 +370,19 @@ class AnthropicMessagesProvider:
         return body
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
-        if self._http is None:
-            raise ProviderUnavailableError(
-                "provider unreachable: its baseUrl is empty (an unset environment variable?)"
-            )
-        answered = False
         parsed = MessagesStream()
-        try:
-            response = await self._http.post(orjson.dumps(self.body(request)))
-            try:
-                if response.status >= 300:
-                    body = await response.read(MAX_ERROR_BODY)
-                    raise status_error(
-                        response.status, body, response.location, response.retry_after
-                    )
-                answered = True
-                while (block := await response.next_block()) is not None:
-                    try:
-                        events = parsed.feed(block)
-                    except _MidAnswerError as failure:
-                        for event in failure.before:
-                            yield event
-                        raise failure.error from None
-                    for event in events:
+        async with aclosing(self.exchange(orjson.dumps(self.body(request)))) as blocks:
+            async for block in blocks:
+                try:
+                    events = parsed.feed(block)
+                except _MidAnswerError as failure:
+                    for event in failure.before:
                         yield event
-                    if parsed.done:
-                        break
-            finally:
-                response.release()
-        except UpstreamTimeout as error:
-            raise ProviderTimeoutError(f"provider timed out: {error}") from error
-        except UpstreamUnreachable as error:
-            raise ProviderUnavailableError(
-                "provider unreachable: the agent's model provider could not be reached",
-                detail=f"provider unreachable: {error}",
-            ) from error
-        except (UpstreamBroken, ValueError) as error:
-            what = "broke off its answer" if answered else "failed"
-            raise ProviderFailedError(f"provider {what}: {error}") from error
+                    raise failure.error from None
+                for event in events:
+                    yield event
+                if parsed.done:
+                    break
         if not parsed.done:
             raise ProviderFailedError(
                 "provider's answer ended before message_stop: is baseUrl Anthropic's API?"

@@ -8,6 +8,7 @@ little more than the bytes it forwards.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -23,8 +24,6 @@ from agent_worker.domain import (
 )
 from agent_worker.errors import (
     ProviderFailedError,
-    ProviderTimeoutError,
-    ProviderUnavailableError,
 )
 from agent_worker.providers.base import (
     ProviderEvent,
@@ -34,14 +33,7 @@ from agent_worker.providers.base import (
     token_logprob,
     tool_arguments,
 )
-from agent_worker.providers.http_client import (
-    HttpClient,
-    UpstreamBroken,
-    UpstreamTimeout,
-    UpstreamUnreachable,
-    proxy_for,
-)
-from agent_worker.providers.upstream_errors import MAX_ERROR_BODY, status_error
+from agent_worker.providers.http_provider import HttpProvider
 from services.provider_config import OpenAICompatibleProviderConfig
 
 _FINISH_REASONS = {reason.value: reason for reason in FinishReason}
@@ -152,37 +144,15 @@ class SseBody:
         return texts
 
 
-class OpenAICompatibleProvider:
-    supports_images = True
-    supports_tools = True
+class OpenAICompatibleProvider(HttpProvider):
     gives_logprobs = True
 
     def __init__(self, config: OpenAICompatibleProviderConfig) -> None:
-        headers = {
-            "user-agent": "clawgate",
-            "content-type": "application/json",
-            "accept": "text/event-stream",
-        }
-        if config.api_key:
-            headers["authorization"] = f"Bearer {config.api_key}"
-        headers.update(config.headers)
-        self._http: HttpClient | None = None
-        if config.base_url:
-            url = yarl.URL(config.base_url.rstrip("/") + "/chat/completions")
-            self._http = HttpClient(
-                url,
-                headers,
-                connect_timeout=config.connect_timeout_seconds,
-                read_timeout=config.timeout_seconds,
-                proxy=proxy_for(url, config.proxy),
-            )
-
-    async def start(self) -> None:
-        """Connections are made on first use and kept alive."""
-
-    async def close(self) -> None:
-        if self._http is not None:
-            self._http.close()
+        headers = {"authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        url = (
+            yarl.URL(config.base_url.rstrip("/") + "/chat/completions") if config.base_url else None
+        )
+        super().__init__(config, url, headers)
 
     def _body(self, request: ProviderRequest) -> bytes:
         return orjson.dumps(
@@ -197,41 +167,19 @@ class OpenAICompatibleProvider:
         )
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
-        if self._http is None:
-            raise ProviderUnavailableError(
-                "provider unreachable: its baseUrl is empty (an unset environment variable?)"
-            )
-        answered = False
         body = SseBody()
-        try:
-            response = await self._http.post(self._body(request))
-            try:
-                if response.status >= 300:
-                    body_bytes = await response.read(MAX_ERROR_BODY)
-                    raise status_error(
-                        response.status, body_bytes, response.location, response.retry_after
-                    )
-                answered = True
-                while (block := await response.next_block()) is not None:
-                    for delta in body.feed(block):
-                        yield delta
-                    if body.failure is not None:
-                        raise body.failure
-                    if body.done:
-                        break
-            finally:
-                response.release()
-        except UpstreamTimeout as error:
-            raise ProviderTimeoutError(f"provider timed out: {error}") from error
-        except UpstreamUnreachable as error:
-            # The address stays in the worker's log: API clients learn only what failed.
-            raise ProviderUnavailableError(
-                "provider unreachable: the agent's model provider could not be reached",
-                detail=f"provider unreachable: {error}",
-            ) from error
-        except (UpstreamBroken, ValueError) as error:
-            what = "broke off its answer" if answered else "failed"
-            raise ProviderFailedError(f"provider {what}: {error}") from error
+        async with aclosing(self.exchange(self._body(request))) as blocks:
+            async for block in blocks:
+                try:
+                    deltas = body.feed(block)
+                except ValueError as error:  # JSON that does not parse
+                    raise ProviderFailedError(f"provider broke off its answer: {error}") from None
+                for delta in deltas:
+                    yield delta
+                if body.failure is not None:
+                    raise body.failure
+                if body.done:
+                    break
         if not body.done and not body.events:
             raise ProviderFailedError(
                 "provider's answer held no SSE events: is baseUrl an OpenAI-compatible API?"
