@@ -16,7 +16,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageFunctionToolCall, ChatCompletionToolParam
 
 from devkit.anthropic_standin import API_KEY, AnthropicStandIn
-from devkit.processes import TOKEN, Stack, echo_config, start_stack, wait_until
+from devkit.processes import TOKEN, Stack, echo_config, free_port, start_stack, wait_until
 from tests.support.schemas import assert_valid
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -52,6 +52,12 @@ def stack(standin: AnthropicStandIn, tmp_path_factory: pytest.TempPathFactory) -
     tmp_path = tmp_path_factory.mktemp("anthropic")
     config = echo_config(tmp_path)
     config["gateway"]["http"]["endpoints"]["responses"] = {"enabled": True}
+    config["worker"]["metricsListen"] = f"127.0.0.1:{free_port()}"
+    config["models"]["providers"]["down"] = {  # nothing listens there: connection refused
+        "api": "anthropic-messages",
+        "baseUrl": f"http://127.0.0.1:{free_port()}",
+        "apiKey": API_KEY,
+    }
     config["models"]["providers"]["claude"] = {
         "api": "anthropic-messages",
         "baseUrl": standin.base_url,
@@ -80,6 +86,7 @@ def stack(standin: AnthropicStandIn, tmp_path_factory: pytest.TempPathFactory) -
             "model": {"primary": "claude/ratelimited-30", "fallbacks": ["echo/echo-1"]},
         },
         {"id": "limited", "model": "claude/ratelimited-30"},
+        {"id": "unreachable", "model": {"primary": "down/any", "fallbacks": ["claude/words-2"]}},
         {"id": "once", "model": "claude/overloaded-1-once"},
         {
             "id": "broken",
@@ -450,3 +457,25 @@ def test_a_client_tool_loop_in_a_session_sends_the_stored_thinking_back(
     assert body["thinking"]["type"] == "enabled" and len(standin.refusals) == refusals
     assistant = body["messages"][-2]
     assert assistant["content"][0]["type"] == "thinking" and assistant["content"][0]["signature"]
+
+
+def worker_metrics(stack: Stack) -> str:
+    return httpx.get(f"http://{stack.config['worker']['metricsListen']}/metrics", timeout=10).text
+
+
+def test_an_unreachable_primary_is_retried_then_falls_back(
+    stack: Stack, client: openai.OpenAI
+) -> None:
+    completion = client.chat.completions.create(
+        model="openclaw:unreachable", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert completion.choices[0].message.content == "w0 w1 "
+    metrics = worker_metrics(stack)
+    # Two retries of the refused connection, then one fallback: each counted.
+    assert (
+        'clawgate_worker_model_retries_total{model="down/any",reason="unavailable"} 2.0' in metrics
+    )
+    assert (
+        'clawgate_worker_model_fallbacks_total{fallback="claude/words-2",model="down/any"} 1.0'
+        in metrics
+    )
