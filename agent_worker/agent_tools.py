@@ -14,6 +14,9 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import jsonschema
 
 from agent_worker.agents import Agent
 from agent_worker.domain import ChatMessage, Tool, ToolCall, ToolRunFinished, ToolRunStarted
@@ -92,6 +95,22 @@ class AgentTools:
 
     async def run(self, call: ToolCall) -> ToolOutcome:
         """Runs one call the model made; every failure is an error outcome."""
+        return (await self.invoke(call))[1]
+
+    async def input_schema(self, agent: Agent, name: str) -> dict[str, Any] | None:
+        """The input schema of a tool the agent may use now; None when it may not (or no
+        server offers it)."""
+        if not agent.may_use(name):
+            return None
+        await self.offer(agent)  # connects its server if it was not yet
+        server_name, _, tool = name.partition(TOOL_NAME_SEPARATOR)
+        server = self._servers.get(server_name)
+        found = server.tools.get(tool) if server is not None else None
+        return None if found is None else found.input_schema
+
+    async def invoke(self, call: ToolCall) -> tuple[str, ToolOutcome]:
+        """Runs one call: how it ended ("ok", "error", "timeout", "unavailable") and its
+        result, bounded by mcp.maxResultBytes; logged and counted as every call is."""
         server_name, _, tool = call.name.partition(TOOL_NAME_SEPARATOR)
         server = self._servers.get(server_name)
         started = time.monotonic()
@@ -102,7 +121,7 @@ class AgentTools:
                 outcome, result = "error", ToolOutcome(f"unknown tool {call.name!r}", True)
             else:
                 outcome, result = await self._call(server, tool, call)
-            return result
+            return outcome, result
         finally:
             seconds = time.monotonic() - started
             self._metrics.tool_calls.labels(server_name, tool, outcome).inc()
@@ -185,3 +204,22 @@ class AgentTools:
 
 def summary(text: str) -> str:
     return text if len(text) <= SUMMARY_CHARACTERS else text[: SUMMARY_CHARACTERS - 1] + "…"
+
+
+def argument_problem(arguments_json: str, schema: dict[str, Any]) -> str | None:
+    """Why these arguments cannot go to a tool with this input schema; None when they can."""
+    try:
+        arguments = json.loads(arguments_json or "{}")
+    except ValueError as error:
+        return f"args is not valid JSON: {error}"
+    if not isinstance(arguments, dict):
+        return "args must be a JSON object"
+    try:
+        validator = jsonschema.validators.validator_for(schema)(schema)
+        worst = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+    except jsonschema.exceptions.SchemaError:
+        return None  # a server's broken schema is the server's to enforce
+    if worst is None:
+        return None
+    where = ".".join(str(part) for part in worst.absolute_path)
+    return f"args{'.' + where if where else ''}: {worst.message}"

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
 import grpc
 
-from agent_worker.agent_tools import AgentTools
+from agent_worker.agent_tools import AgentTools, argument_problem
 from agent_worker.agents import AgentRegistry
-from agent_worker.domain import TurnEvent
+from agent_worker.domain import ToolCall, TurnEvent
 from agent_worker.errors import InvalidTurnError, TurnError
 from agent_worker.exchange import DRAINING, ExchangeCall
 from agent_worker.proto_mapping import (
@@ -28,6 +29,7 @@ from agent_worker.turn_outbox import OpenTurns, RunTurn, batches_of_one_turn
 from agent_worker.turn_runner import TurnRunner
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from services.ids import random_hex
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
@@ -171,6 +173,36 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         if made is None:
             return pb.CompactSessionResponse(found=found)
         return pb.CompactSessionResponse(compaction=compaction_to_proto(made), found=found)
+
+    async def InvokeTool(  # noqa: N802
+        self, request: pb.InvokeToolRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InvokeToolResponse:
+        try:
+            agent = self._agents.get(request.agent_id)
+        except TurnError as error:
+            await context.abort(error.code, error.message)
+            raise AssertionError("abort raises") from None
+        tools = self._tools
+        schema = await tools.input_schema(agent, request.tool) if tools is not None else None
+        if tools is None or schema is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"Tool {request.tool!r} is not available to agent {agent.id!r}.",
+            )
+            raise AssertionError("abort raises")
+        problem = argument_problem(request.arguments_json, schema)
+        if problem is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        started = time.monotonic()
+        call = ToolCall(
+            request.call_id or f"call_{random_hex()}", request.tool, request.arguments_json
+        )
+        outcome, result = await tools.invoke(call)
+        return pb.InvokeToolResponse(
+            outcome=outcome,
+            result=result.text,
+            duration_ms=round((time.monotonic() - started) * 1000),
+        )
 
     async def DeleteSession(  # noqa: N802
         self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext

@@ -4,12 +4,13 @@ ListSessions / GetSession / DeleteSession and the Responses API's FindResponse."
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
-from gateway_edge.errors import api_error_from_call, refused
+from gateway_edge.errors import ApiError, api_error_from_call, refused
 from gateway_edge.placement import candidates
 from gateway_edge.worker import NO_ANSWER
 from gateway_edge.worker_pool import WorkerPool
@@ -23,10 +24,11 @@ async def ask(
     request: Any,
     session_key: str = "",
     call_seconds: float | None = None,
+    refusal: Callable[[grpc.StatusCode, str | None], ApiError] = api_error_from_call,
 ) -> Any:
     """One call of a session RPC on the session's worker, else the next usable one; a refusal
-    (NOT_FOUND, INVALID_ARGUMENT, a wrong secret) is the answer, an unreachable worker moves
-    on."""
+    (NOT_FOUND, INVALID_ARGUMENT, a wrong secret) is the answer, said by `refusal`; an
+    unreachable worker moves on."""
     failure: grpc.aio.AioRpcError | None = None
     for worker in candidates(pool.workers, session_key, sticky=True):
         try:
@@ -35,7 +37,7 @@ async def ask(
             )
         except grpc.aio.AioRpcError as error:
             if error.code() not in NO_ANSWER:
-                raise api_error_from_call(error.code(), error.details()) from None
+                raise refusal(error.code(), error.details()) from None
             failure = error
     if failure is None:
         raise refused(pb.ERROR_CODE_UNAVAILABLE, None)

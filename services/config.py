@@ -119,7 +119,15 @@ class MetricsConfig(Section):
     listen: str | None = None
 
 
+class GatewayToolsConfig(Section):
+    """`gateway.tools`: what `POST /tools/invoke` may reach beyond each agent's own policy."""
+
+    deny: list[str] = Field(default_factory=list)  # more tools to refuse over HTTP (globs)
+    allow: list[str] = Field(default_factory=list)  # lifted from the built-in deny list
+
+
 class GatewayConfig(Section):
+    tools: GatewayToolsConfig = Field(default_factory=GatewayToolsConfig)
     port: int = Field(18789, ge=0, le=65535)
     bind: str = "127.0.0.1"
     auth: AuthConfig = Field(default_factory=AuthConfig)

@@ -554,3 +554,38 @@ class ListSessionsResponse(_message.Message):
     sessions: _containers.RepeatedCompositeFieldContainer[SessionSummary]
     next_cursor: str
     def __init__(self, sessions: _Optional[_Iterable[_Union[SessionSummary, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class InvokeToolRequest(_message.Message):
+    __slots__ = ("agent_id", "tool", "arguments_json", "call_id", "session_key", "caller", "context")
+    class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    tool: str
+    arguments_json: str
+    call_id: str
+    session_key: str
+    caller: Caller
+    context: _containers.ScalarMap[str, str]
+    def __init__(self, agent_id: _Optional[str] = ..., tool: _Optional[str] = ..., arguments_json: _Optional[str] = ..., call_id: _Optional[str] = ..., session_key: _Optional[str] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class InvokeToolResponse(_message.Message):
+    __slots__ = ("outcome", "result", "duration_ms")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    outcome: str
+    result: str
+    duration_ms: int
+    def __init__(self, outcome: _Optional[str] = ..., result: _Optional[str] = ..., duration_ms: _Optional[int] = ...) -> None: ...

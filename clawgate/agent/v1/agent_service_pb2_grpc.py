@@ -80,6 +80,11 @@ class AgentServiceStub:
                 request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.CompactSessionRequest.SerializeToString,
                 response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.CompactSessionResponse.FromString,
                 _registered_method=True)
+        self.InvokeTool = channel.unary_unary(
+                '/clawgate.agent.v1.AgentService/InvokeTool',
+                request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.InvokeToolRequest.SerializeToString,
+                response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.InvokeToolResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -156,6 +161,17 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InvokeTool(self, request, context):
+        """Runs one of an agent's own (MCP) tools without a model turn, under the agent's
+        tools.allow / tools.deny, with a turn's timeouts and result limits. NOT_FOUND for an unknown
+        agent or a tool the agent may not use (or that no server offers); INVALID_ARGUMENT for
+        arguments that are not a JSON object or that fail the tool's input schema (checked before
+        the server is called). A tool that fails answers normally, with `outcome` saying how.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -198,6 +214,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.CompactSession,
                     request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.CompactSessionRequest.FromString,
                     response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.CompactSessionResponse.SerializeToString,
+            ),
+            'InvokeTool': grpc.unary_unary_rpc_method_handler(
+                    servicer.InvokeTool,
+                    request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.InvokeToolRequest.FromString,
+                    response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.InvokeToolResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -422,6 +443,33 @@ class AgentService:
             '/clawgate.agent.v1.AgentService/CompactSession',
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.CompactSessionRequest.SerializeToString,
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.CompactSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvokeTool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clawgate.agent.v1.AgentService/InvokeTool',
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.InvokeToolRequest.SerializeToString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.InvokeToolResponse.FromString,
             options,
             channel_credentials,
             insecure,
