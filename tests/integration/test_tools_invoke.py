@@ -146,7 +146,9 @@ def test_bad_requests_are_400_with_the_tools_error_shape(
 ) -> None:
     response = invoke(stack, body)
     assert response.status_code == 400
-    assert response.json()["ok"] is False and response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert response.json()["ok"] is False and error["type"] == "invalid_request_error"
+    assert error["message"]
 
 
 def test_a_hanging_tool_times_out_as_in_a_turn(stack: Stack) -> None:
@@ -177,6 +179,7 @@ def test_an_identity_without_operator_admin_is_403(
             f"{url}/tools/invoke", json=body, headers={"x-openclaw-scopes": "operator.write"}
         )
         assert narrow.status_code == 403
+        assert narrow.json()["ok"] is False and narrow.json()["error"]["type"] == "forbidden"
         admin = httpx.post(
             f"{url}/tools/invoke", json=body, headers={"x-openclaw-scopes": "operator.admin"}
         )
