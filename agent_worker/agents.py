@@ -57,6 +57,7 @@ class Agent:
     context_tokens: int | None = None  # a cap on the model's window
     compaction: CompactionSettings = field(default_factory=CompactionSettings)
     fallbacks: tuple[str, ...] = ()  # "provider/model" refs, tried in order after the model
+    embedding_model: str = ""  # "provider/model" for embeddings; empty: the agent's own
 
     def may_use(self, tool_name: str) -> bool:
         return matches_any(tool_name, list(self.tools_allow)) and not matches_any(
@@ -110,6 +111,7 @@ class AgentRegistry:
                     context_tokens=entry.context_tokens or defaults.context_tokens,
                     compaction=compaction_settings(defaults, entry),
                     fallbacks=tuple(fallbacks),
+                    embedding_model=entry.embedding_model or "",
                 )
             )
         return cls(agents)

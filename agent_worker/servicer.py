@@ -15,7 +15,7 @@ import grpc
 from agent_worker.agent_tools import AgentTools, argument_problem
 from agent_worker.agents import AgentRegistry
 from agent_worker.domain import ToolCall, TurnEvent
-from agent_worker.errors import InvalidTurnError, TurnError
+from agent_worker.errors import InvalidTurnError, TurnError, UnknownAgentError
 from agent_worker.exchange import DRAINING, ExchangeCall
 from agent_worker.proto_mapping import (
     caller_from_proto,
@@ -24,6 +24,7 @@ from agent_worker.proto_mapping import (
     message_to_proto,
     turn_request_from_proto,
 )
+from agent_worker.providers.base import Embedder
 from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_outbox import OpenTurns, RunTurn, batches_of_one_turn
 from agent_worker.turn_runner import TurnRunner
@@ -202,6 +203,28 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             outcome=outcome,
             result=result.text,
             duration_ms=round((time.monotonic() - started) * 1000),
+        )
+
+    async def Embed(  # noqa: N802
+        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EmbedResponse:
+        try:
+            agent = self._agents.get(request.agent_id)
+            ref = request.model or agent.embedding_model or agent.model_ref
+            provider_name, _, model = ref.partition("/")
+            provider = self._runner.provider(provider_name)
+            if not isinstance(provider, Embedder):
+                raise UnknownAgentError(f"Model {ref!r} does not embed texts.")
+            if not request.inputs:
+                raise InvalidTurnError("Invalid 'input': nothing to embed.")
+            embedded = await provider.embed(model, request.inputs, request.dimensions or None)
+        except TurnError as error:
+            await context.abort(error.code, error.message)
+            raise AssertionError("abort raises") from None
+        return pb.EmbedResponse(
+            embeddings=[pb.Embedding(values=vector) for vector in embedded.vectors],
+            prompt_tokens=embedded.prompt_tokens,
+            model=ref,
         )
 
     async def DeleteSession(  # noqa: N802

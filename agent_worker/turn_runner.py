@@ -177,6 +177,9 @@ class TurnRunner:
                 await self._store.add_compaction(session_key, compaction)
             return True, compaction
 
+    def provider(self, name: str) -> Provider | None:
+        return self._providers.get(name)
+
     def _with_model(self, agent: Agent, model_ref: str) -> Agent:
         provider, _, model = model_ref.partition("/")
         if provider not in self._providers or not model:

@@ -13,7 +13,16 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway_edge import health, models, sessions_api, status, tools_invoke, ui_routes, whoami
+from gateway_edge import (
+    embeddings,
+    health,
+    models,
+    sessions_api,
+    status,
+    tools_invoke,
+    ui_routes,
+    whoami,
+)
 from gateway_edge import metrics as metrics_route
 from gateway_edge.auth import AccessGuard, Authenticator
 from gateway_edge.dialects.chat import ChatCompletions
@@ -145,6 +154,8 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
         app.include_router(sessions_api.router)
     app.include_router(whoami.router)
     app.include_router(tools_invoke.router)  # always served, as OpenClaw does
+    if endpoints_config.chat_completions.enabled or endpoints_config.responses.enabled:
+        app.include_router(embeddings.router)  # served with either, as OpenClaw does
     if endpoints_config.chat_completions.enabled:
         app.include_router(ui_routes.router)  # the chat page talks to chat completions
     endpoints = [

@@ -68,7 +68,7 @@ def prepare_turn(
         turn_request.caller.CopyFrom(caller)
     if (model := header_value(headers, b"x-openclaw-model")) is not None:
         principal.require(ADMIN)
-        turn_request.model = _configured_model(model, agents.providers)
+        turn_request.model = configured_model(model, agents.providers)
     return PreparedTurn(turn_request, session, record)
 
 
@@ -81,7 +81,7 @@ def header_value(headers: dict[bytes, bytes], *names: bytes) -> str | None:
     return None
 
 
-def _configured_model(model: str, providers: frozenset[str]) -> str:
+def configured_model(model: str, providers: frozenset[str]) -> str:
     """`x-openclaw-model`: "provider/model" of a configured provider, else 404."""
     provider, slash, name = model.partition("/")
     if not slash or not name or provider not in providers:

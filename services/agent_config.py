@@ -78,6 +78,8 @@ class AgentConfig(Section):
     tools: AgentToolsConfig | None = None
     context_tokens: int | None = Field(None, alias="contextTokens", ge=256)
     compaction: CompactionOverrides | None = None
+    # "provider/model" for POST /v1/embeddings; unset: the agent's own model.
+    embedding_model: str | None = Field(None, alias="embeddingModel")
 
 
 class AgentsConfig(Section):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncGenerator
+import math
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -150,3 +151,22 @@ class Provider(Protocol):
         """Releases what start() took."""
 
     def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    vectors: list[list[float]]  # one per input, in order
+    prompt_tokens: int
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A provider that also embeds texts (`POST /v1/embeddings`)."""
+
+    async def embed(self, model: str, inputs: Sequence[str], dimensions: int | None) -> Embeddings:
+        """Raises InvalidTurnError for inputs or dimensions the model cannot take."""
+
+
+def unit_length(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(value * value for value in vector))
+    return [value / norm for value in vector] if norm else vector

@@ -10,13 +10,20 @@ never stops calling tools).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 
 from agent_worker.domain import FinishReason, TextDelta, ToolCallDelta, TurnFinished, Usage
-from agent_worker.providers.base import ProviderEvent, ProviderRequest
+from agent_worker.providers.base import (
+    Embeddings,
+    ProviderEvent,
+    ProviderRequest,
+    unit_length,
+)
 from services.provider_config import EchoProviderConfig
 
+ECHO_DIMENSIONS = 16
 _WORD_WITH_SPACE = re.compile(r"\S+\s*|\s+")
 
 
@@ -47,6 +54,16 @@ class EchoProvider:
 
     async def close(self) -> None:
         return None
+
+    async def embed(self, model: str, inputs: Sequence[str], dimensions: int | None) -> Embeddings:
+        """Deterministic vectors from each text's hash: the same text, the same vector."""
+        size = dimensions or ECHO_DIMENSIONS
+        vectors = []
+        for text in inputs:
+            seed = hashlib.sha256(text.encode()).digest()
+            vector = [seed[index % len(seed)] / 255 - 0.5 for index in range(size)]
+            vectors.append(unit_length(vector))
+        return Embeddings(vectors, sum(len(text.split()) for text in inputs))
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         if request.tools and request.tool_choice.mode != "none":

@@ -5,6 +5,7 @@ worker's errors. Each provider adds its body and its stream parser."""
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 import yarl
 
@@ -32,20 +33,22 @@ class HttpProvider:
         self, config: HttpProviderSection, url: yarl.URL | None, headers: dict[str, str]
     ) -> None:
         """`url` None when baseUrl is empty (an unset variable): its turns then fail."""
-        self._http: HttpClient | None = None
-        if url is not None:
-            every = {
-                "user-agent": "clawgate",
-                "content-type": "application/json",
-                "accept": "text/event-stream",
-            }
-            self._http = HttpClient(
-                url,
-                {**every, **headers, **config.headers},
-                connect_timeout=config.connect_timeout_seconds,
-                read_timeout=config.timeout_seconds,
-                proxy=proxy_for(url, config.proxy),
-            )
+        self._config = config
+        self._headers = {"user-agent": "clawgate", **headers, **config.headers}
+        self._http = self.client(url, "text/event-stream")
+
+    def client(self, url: yarl.URL | None, accept: str) -> HttpClient | None:
+        """A kept-alive client for one of the provider's URLs (None for no URL)."""
+        if url is None:
+            return None
+        config = self._config
+        return HttpClient(
+            url,
+            {"content-type": "application/json", "accept": accept, **self._headers},
+            connect_timeout=config.connect_timeout_seconds,
+            read_timeout=config.timeout_seconds,
+            proxy=proxy_for(url, config.proxy),
+        )
 
     async def start(self) -> None:
         """Connections are made on first use and kept alive."""
@@ -54,15 +57,24 @@ class HttpProvider:
         if self._http is not None:
             self._http.close()
 
-    async def exchange(self, body: bytes) -> AsyncGenerator[bytes, None]:
-        """The answer's body a network read at a time, once its status said success."""
-        if self._http is None:
+    async def whole(self, body: bytes, http: HttpClient | None) -> bytes:
+        """A whole (JSON) answer, for the calls that do not stream."""
+        async with aclosing(self.exchange(body, http)) as blocks:
+            return b"".join([block async for block in blocks])
+
+    async def exchange(
+        self, body: bytes, http: HttpClient | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """The answer's body a network read at a time, once its status said success (from the
+        provider's main URL, or `http`'s)."""
+        http = http or self._http
+        if http is None:
             raise ProviderUnavailableError(
                 "provider unreachable: its baseUrl is empty (an unset environment variable?)"
             )
         answered = False
         try:
-            response = await self._http.post(body)
+            response = await http.post(body)
             try:
                 if response.status >= 300:
                     error_body = await response.read(MAX_ERROR_BODY)

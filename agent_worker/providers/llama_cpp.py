@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import threading
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,14 +23,16 @@ from agent_worker.domain import (
     TurnFinished,
     Usage,
 )
-from agent_worker.errors import ProviderFailedError, ProviderUnavailableError
+from agent_worker.errors import InvalidTurnError, ProviderFailedError, ProviderUnavailableError
 from agent_worker.providers.base import (
+    Embeddings,
     ProviderEvent,
     ProviderRequest,
     message_payload,
     sampling_arguments,
     token_logprob,
     tool_arguments,
+    unit_length,
 )
 from agent_worker.providers.llama_controls import (
     CLOSING_TOKENS,
@@ -84,6 +86,11 @@ class LlamaCppProvider:
         self.gives_logprobs = config.logprobs
         self._llama: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
+        # Embeddings run on a second instance of the model, on a thread of their own: an
+        # embedding never waits behind a long chat answer. Loaded at the first one.
+        self._embedder: Any = None
+        self._embedder_loading = asyncio.Lock()
+        self._embed_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-embed")
         # The cancel flag of the job on the generation thread now (one job at a time).
         self._running_job_cancelled = threading.Event()
 
@@ -114,6 +121,51 @@ class LlamaCppProvider:
         stop_when(llama, lambda: self._running_job_cancelled.is_set())
         return llama
 
+    async def embed(self, model: str, inputs: Sequence[str], dimensions: int | None) -> Embeddings:
+        """Mean-pooled, unit-length vectors of the model's hidden states, one batch per call."""
+        loop = asyncio.get_running_loop()
+        async with self._embedder_loading:
+            if self._embedder is None:
+                self._embedder = await loop.run_in_executor(
+                    self._embed_executor, self._load_embedder, self.model_path
+                )
+        embedder = self._embedder
+        size = embedder.n_embd()
+        if dimensions and dimensions != size:
+            raise InvalidTurnError(
+                f"Invalid 'dimensions': this model's vectors have {size} components"
+                " and cannot be shortened."
+            )
+        window = embedder.n_ctx()
+        for index, text in enumerate(inputs):
+            tokens = len(embedder.tokenize(text.encode(), add_bos=True))
+            if tokens > window:
+                raise InvalidTurnError(
+                    f"Invalid 'input[{index}]': {tokens} tokens, more than the model's"
+                    f" {window}-token window."
+                )
+        answer = await loop.run_in_executor(
+            self._embed_executor, embedder.create_embedding, list(inputs)
+        )
+        vectors = [unit_length(row["embedding"]) for row in answer["data"]]
+        return Embeddings(vectors, answer["usage"]["prompt_tokens"])
+
+    def _load_embedder(self, path: Path) -> Any:
+        from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
+
+        window = self._config.context_size
+        with without_extra_buffer_types():  # plain CPU buffers, as for generation
+            return Llama(
+                model_path=str(path),
+                embedding=True,
+                pooling_type=LLAMA_POOLING_TYPE_MEAN,
+                n_ctx=window,
+                n_batch=window,  # an input is embedded in one batch
+                n_ubatch=window,
+                n_threads=self._config.threads,
+                verbose=False,
+            )
+
     def count_tokens(self, text: str) -> int:
         """A text's tokens by the model's own tokenizer (it reads only the vocabulary, so it
         may run beside a generation)."""
@@ -123,6 +175,10 @@ class LlamaCppProvider:
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._embed_executor.shutdown(wait=False, cancel_futures=True)
+        if self._embedder is not None:
+            self._embedder.close()
+            self._embedder = None
         if self._llama is not None:
             self._llama.close()
             self._llama = None

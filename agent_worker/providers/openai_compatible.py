@@ -7,7 +7,7 @@ little more than the bytes it forwards.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -26,12 +26,14 @@ from agent_worker.errors import (
     ProviderFailedError,
 )
 from agent_worker.providers.base import (
+    Embeddings,
     ProviderEvent,
     ProviderRequest,
     message_payload,
     sampling_arguments,
     token_logprob,
     tool_arguments,
+    unit_length,
 )
 from agent_worker.providers.http_provider import HttpProvider
 from services.provider_config import OpenAICompatibleProviderConfig
@@ -49,6 +51,17 @@ def _tool_call_piece(call: dict[str, Any]) -> ToolCallDelta:
         function.get("name") or "",
         function.get("arguments") or "",
     )
+
+
+def _pooled(embedding: list[Any]) -> list[float]:
+    """An answer's vector. llama-cpp-python's server answers one vector per token for a model
+    without a pooling type (SmolLM2): those are mean-pooled to unit length, as the embedded
+    provider pools."""
+    if embedding and isinstance(embedding[0], list):
+        width = len(embedding[0])
+        sums = [sum(float(token[i]) for token in embedding) for i in range(width)]
+        return unit_length([value / len(embedding) for value in sums])
+    return [float(value) for value in embedding]
 
 
 class SseBody:
@@ -149,10 +162,37 @@ class OpenAICompatibleProvider(HttpProvider):
 
     def __init__(self, config: OpenAICompatibleProviderConfig) -> None:
         headers = {"authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        url = (
-            yarl.URL(config.base_url.rstrip("/") + "/chat/completions") if config.base_url else None
-        )
+        url = embeddings_url = None
+        if config.base_url:
+            url = yarl.URL(config.base_url.rstrip("/") + "/chat/completions")
+            embeddings_url = yarl.URL(config.base_url.rstrip("/") + "/embeddings")
         super().__init__(config, url, headers)
+        self._embeddings = self.client(embeddings_url, "application/json")
+
+    async def embed(self, model: str, inputs: Sequence[str], dimensions: int | None) -> Embeddings:
+        """The upstream's `POST /embeddings`, all inputs in one request."""
+        request: dict[str, Any] = {
+            "model": model,
+            "input": list(inputs),
+            "encoding_format": "float",
+        }
+        if dimensions:
+            request["dimensions"] = dimensions
+        answer = await self.whole(orjson.dumps(request), self._embeddings)
+        try:
+            document = orjson.loads(answer)
+            rows = sorted(document["data"], key=lambda row: row.get("index", 0))
+            vectors = [_pooled(row["embedding"]) for row in rows]
+            tokens = int((document.get("usage") or {}).get("prompt_tokens", 0))
+        except (orjson.JSONDecodeError, LookupError, TypeError, ValueError) as error:
+            raise ProviderFailedError(
+                f"provider sent a malformed embeddings answer: {error!r}"
+            ) from None
+        if len(vectors) != len(inputs):
+            raise ProviderFailedError(
+                f"provider sent {len(vectors)} vectors for {len(inputs)} inputs"
+            )
+        return Embeddings(vectors, tokens)
 
     def _body(self, request: ProviderRequest) -> bytes:
         return orjson.dumps(

@@ -85,6 +85,11 @@ class AgentServiceStub:
                 request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.InvokeToolRequest.SerializeToString,
                 response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.InvokeToolResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/clawgate.agent.v1.AgentService/Embed',
+                request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.EmbedResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -172,6 +177,15 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Embeds texts with an agent's embedding model, many inputs in one call (one batch for the
+        model). NOT_FOUND for an unknown agent or model; INVALID_ARGUMENT for inputs or
+        dimensions the model cannot take; provider failures as RunTurn's error codes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -219,6 +233,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.InvokeTool,
                     request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.InvokeToolRequest.FromString,
                     response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.InvokeToolResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.EmbedRequest.FromString,
+                    response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.EmbedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -470,6 +489,33 @@ class AgentService:
             '/clawgate.agent.v1.AgentService/InvokeTool',
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.InvokeToolRequest.SerializeToString,
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.InvokeToolResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clawgate.agent.v1.AgentService/Embed',
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.EmbedRequest.SerializeToString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,
