@@ -122,7 +122,13 @@ class AgentTurn:
         run_id = random_hex()
         started = time.monotonic()
         if log.isEnabledFor(logging.DEBUG):  # one line per turn at info: the finished one
-            log.debug("turn %s started: agent=%s history=%d", run_id, agent.id, history)
+            log.debug(
+                "turn %s started: agent=%s history=%d context=%s",
+                run_id,
+                agent.id,
+                history,
+                dict(request.channel_context),
+            )
         yield TurnStarted(run_id, agent.model_ref)
         own_tools = await self._own_tools()
         own_names = frozenset(tool.name for tool in own_tools)

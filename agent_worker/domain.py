@@ -121,6 +121,8 @@ class TurnRequest:
     model: str = ""  # "provider/model" instead of the agent's, for this turn
     response_id: str = ""  # the caller's id for this turn's answer, stored with the turn
     caller: Caller | None = None  # whom it runs for; None: the gateway's owner
+    # OpenClaw's context headers the client sent (x-openclaw-message-channel, …), by name
+    channel_context: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

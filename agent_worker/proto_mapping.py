@@ -148,6 +148,9 @@ def turn_request_from_proto(request: pb.RunTurnRequest) -> TurnRequest:
         model=request.model,
         response_id=request.response_id,
         caller=caller_from_proto(request),
+        channel_context=tuple(sorted(request.channel_context.items()))
+        if request.channel_context
+        else (),
     )
 
 

@@ -21,6 +21,7 @@ from gateway_edge.errors import ApiError, api_error_from_call, bad_request, too_
 from gateway_edge.json_responses import json_response
 from gateway_edge.principal import ADMIN
 from gateway_edge.state import Admitted, EdgeState, admitted
+from gateway_edge.turn_setup import CONTEXT_HEADERS
 from gateway_edge.worker_calls import ask
 from services.mcp_config import TOOL_NAME_SEPARATOR, matches_any
 
@@ -41,13 +42,6 @@ HTTP_DENIED = (
     "cron",
     "gateway",
     "nodes",
-)
-# OpenClaw's context headers on this surface, passed to the worker with the call.
-CONTEXT_HEADERS = (
-    "x-openclaw-message-channel",
-    "x-openclaw-account-id",
-    "x-openclaw-message-to",
-    "x-openclaw-thread-id",
 )
 # Longer than any tool's own timeout is left to the worker, which bounds each call.
 CALL_SECONDS = 3600.0
@@ -130,7 +124,11 @@ async def invoke_tool(request: Request, call: Annotated[Admitted, Depends(admitt
             if idempotency_key
             else ""
         )
-        context = {name: value for name in CONTEXT_HEADERS if (value := request.headers.get(name))}
+        context = {
+            name: value
+            for name in map(bytes.decode, CONTEXT_HEADERS)
+            if (value := request.headers.get(name))
+        }
         answer = await ask(
             state.workers,
             "InvokeTool",

@@ -28,6 +28,15 @@ class PreparedTurn:
     record: RequestRecord
 
 
+# OpenClaw's context headers: passed to the worker with the turn (and with /tools/invoke).
+CONTEXT_HEADERS = (
+    b"x-openclaw-message-channel",
+    b"x-openclaw-account-id",
+    b"x-openclaw-message-to",
+    b"x-openclaw-thread-id",
+)
+
+
 def prepare_turn(
     state: EdgeState,
     scope: Scope,
@@ -66,6 +75,9 @@ def prepare_turn(
     turn_request = turn_request_for(chat, agent_id, session, request_id_var.get())
     if (caller := principal.caller()) is not None:
         turn_request.caller.CopyFrom(caller)
+    for name in CONTEXT_HEADERS:
+        if (value := headers.get(name)) is not None:
+            turn_request.channel_context[name.decode()] = value.decode("latin-1")
     if (model := header_value(headers, b"x-openclaw-model")) is not None:
         principal.require(ADMIN)
         turn_request.model = configured_model(model, agents.providers)

@@ -79,6 +79,11 @@ def test_a_turn_request_keeps_its_messages_images_and_flags() -> None:
     assert (turn.agent_id, turn.session_key, turn.extra_system_prompt) == ("main", "k", "be brief")
     assert turn.request_id == "r1" and turn.new_session
     assert turn.sampling == Sampling()
+    assert turn.channel_context == ()
+    request.channel_context["x-openclaw-message-channel"] = "slack"
+    assert turn_request_from_proto(request).channel_context == (
+        ("x-openclaw-message-channel", "slack"),
+    )
 
 
 def filled(event: TextDelta | TurnStarted | TurnFinished | TurnError) -> pb.RunTurnEvent:
