@@ -63,6 +63,7 @@ def stack(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     config["agents"]["list"] = [
         {"id": "main", "default": True, "model": "local/smollm2-135m"},
         {"id": "beta"},  # echo
+        {"id": "gamma", "model": "local/smollm2-135m", "embeddingModel": "echo/vectors"},
     ]
     running = start_stack(tmp_path, config)
     yield running
@@ -160,3 +161,9 @@ def test_an_upstream_model_named_by_x_openclaw_model(client: openai.OpenAI) -> N
         model="openclaw:beta", input=TEXTS[0], extra_headers={"x-openclaw-model": "upstream/x"}
     )
     assert again.data[0].embedding == pytest.approx(vectors[0], abs=1e-5)
+
+
+def test_an_agents_embedding_model_embeds_for_it(client: openai.OpenAI) -> None:
+    """gamma chats on the embedded model and embeds with echo (16 components, not 576)."""
+    answer = client.embeddings.create(model="openclaw:gamma", input="hi")
+    assert len(answer.data[0].embedding) == 16
