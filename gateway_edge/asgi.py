@@ -62,6 +62,16 @@ async def read_json(receive: Receive, headers: dict[bytes, bytes], limit: int) -
         raise bad_request("The request body is not valid JSON.") from None
 
 
+async def read_json_object(
+    receive: Receive, headers: dict[bytes, bytes], limit: int
+) -> dict[str, Any]:
+    """`read_json` for the endpoints whose body must be an object (a 400 otherwise)."""
+    document = await read_json(receive, headers, limit)
+    if not isinstance(document, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return document
+
+
 async def read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes | bytearray:
     """The body as it came in one piece (most requests), or grown in one buffer: no list of
     chunks and no joined copy beside it (a 20 MB body took three times its size at its peak)."""

@@ -9,13 +9,13 @@ import base64
 import struct
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.agent_resolution import resolve_agent
-from gateway_edge.errors import bad_request, too_large
+from gateway_edge.asgi import read_json_object
+from gateway_edge.errors import bad_request
 from gateway_edge.json_responses import json_response
 from gateway_edge.principal import ADMIN, WRITE
 from gateway_edge.state import Admitted, admitted
@@ -64,17 +64,8 @@ async def create_embeddings(
     state, principal = call
     principal.require(WRITE)
     limit = state.config.gateway.http.endpoints.chat_completions.max_body_bytes
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large(f"The body is larger than maxBodyBytes ({limit}).")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise bad_request(f"The body is not valid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise bad_request("The body must be a JSON object.")
+    headers = dict(reversed(request.scope["headers"]))
+    document = await read_json_object(request.receive, headers, limit)
     model = document.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("Missing required parameter: 'model'.", "model")

@@ -17,7 +17,8 @@ from fastapi.responses import Response
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.agent_resolution import resolve_agent
-from gateway_edge.errors import ApiError, api_error_from_call, bad_request, too_large
+from gateway_edge.asgi import read_json_object
+from gateway_edge.errors import ApiError, api_error_from_call, bad_request
 from gateway_edge.json_responses import json_response
 from gateway_edge.principal import ADMIN
 from gateway_edge.state import Admitted, EdgeState, admitted
@@ -93,17 +94,8 @@ async def invoke_tool(request: Request, call: Annotated[Admitted, Depends(admitt
     state, principal = call
     try:
         principal.require(ADMIN)
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                raise too_large(f"The body is larger than {MAX_BODY_BYTES} bytes.")
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            raise bad_request(f"The body is not valid JSON: {error}") from None
-        if not isinstance(document, dict):
-            raise bad_request("The body must be a JSON object.")
+        headers = dict(reversed(request.scope["headers"]))
+        document = await read_json_object(request.receive, headers, MAX_BODY_BYTES)
         tool = _field(document, "name", str) or _field(document, "tool", str)
         if not tool:
             raise bad_request("Missing required parameter: 'tool' (or 'name').", "tool")

@@ -184,3 +184,10 @@ def test_an_identity_without_operator_admin_is_403(
             f"{url}/tools/invoke", json=body, headers={"x-openclaw-scopes": "operator.admin"}
         )
         assert admin.status_code == 200 and admin.json() == {"ok": True, "result": 2}
+
+
+def test_a_body_over_two_mebibytes_is_413(stack: Stack) -> None:
+    body = {"tool": "local__add", "agentId": "timed", "args": {"pad": "x" * (2 << 20)}}
+    response = invoke(stack, body)
+    assert response.status_code == 413
+    assert response.json()["ok"] is False and "2097152" in response.json()["error"]["message"]
