@@ -35,7 +35,7 @@ from agent_worker.errors import (
     TurnError,
 )
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
-from agent_worker.providers.http_provider import HttpProvider
+from agent_worker.providers.http_provider import HttpProvider, sse_data
 from agent_worker.providers.overflow import overflow_error
 from services.provider_config import AnthropicProviderConfig, ModelEntry
 
@@ -51,7 +51,6 @@ _STOP_REASONS = {
     "refusal": FinishReason.CONTENT_FILTER,
 }
 _TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
-_MAX_LINE = 8 << 20
 # Anthropic's sampling temperature runs 0–1 where OpenAI's runs 0–2.
 _MAX_TEMPERATURE = 1.0
 
@@ -222,12 +221,7 @@ class MessagesStream:
         self._thinking_blocks: dict[int, list[Any]] = {}
 
     def feed(self, block: bytes) -> list[Piece]:
-        data = self._pending + block if self._pending else block
-        lines = data.split(b"\n")
-        self._pending = lines.pop()
-        if len(self._pending) > _MAX_LINE:
-            raise ProviderFailedError("provider sent an SSE line over 8 MiB")
-        payloads = [line[5:] for line in lines if line.startswith(b"data:")]
+        payloads, self._pending = sse_data(self._pending + block if self._pending else block)
         if not payloads:
             return []
         try:

@@ -24,6 +24,18 @@ from agent_worker.providers.http_client import (
 from agent_worker.providers.upstream_errors import MAX_ERROR_BODY, status_error
 from services.provider_config import HttpProviderSection
 
+MAX_SSE_LINE = 8 << 20
+
+
+def sse_data(data: bytes) -> tuple[list[bytes], bytes]:
+    """The `data:` payloads of an SSE stream's complete lines in `data`, and the incomplete
+    last line (to be read again with the next bytes)."""
+    lines = data.split(b"\n")
+    rest = lines.pop()
+    if len(rest) > MAX_SSE_LINE:
+        raise ProviderFailedError("provider sent an SSE line over 8 MiB")
+    return [line[5:] for line in lines if line.startswith(b"data:")], rest
+
 
 class HttpProvider:
     supports_images = True

@@ -35,11 +35,10 @@ from agent_worker.providers.base import (
     tool_arguments,
     unit_length,
 )
-from agent_worker.providers.http_provider import HttpProvider
+from agent_worker.providers.http_provider import HttpProvider, sse_data
 from services.provider_config import OpenAICompatibleProviderConfig
 
 _FINISH_REASONS = {reason.value: reason for reason in FinishReason}
-_MAX_LINE = 8 << 20
 MAX_DELTA_CHARS = 1024  # so that a turn's event credit bounds its bytes as before
 
 
@@ -99,11 +98,7 @@ class SseBody:
                 self._pending = b""
                 self.done = done
                 return self._texts(orjson.loads(b"[%s]" % joined)) if joined else []
-        lines = data.split(b"\n")
-        self._pending = lines.pop()
-        if len(self._pending) > _MAX_LINE:
-            raise ProviderFailedError("provider sent an SSE line over 8 MiB")
-        payloads = [line[5:] for line in lines if line.startswith(b"data:")]
+        payloads, self._pending = sse_data(data)
         if not payloads:
             return []
         joined = b",".join(payloads)

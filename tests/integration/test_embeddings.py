@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import math
 import struct
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,8 +15,8 @@ import httpx
 import openai
 import pytest
 
-from agent_worker.providers.llama_cpp import default_model_path
-from devkit.processes import TOKEN, Process, Stack, echo_config, free_port, start_stack, wait_until
+from devkit.processes import TOKEN, Stack, echo_config, start_stack
+from tests.support.llama_server import llama_server
 
 pytestmark = pytest.mark.slow
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -26,32 +25,10 @@ TEXTS = ["the cat sat on the mat", "a cat sitting on a mat", "quarterly tax fili
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """llama-cpp-python's server with the packaged model loaded for embeddings (mean pooling)."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("embed-upstream") / "llama_server.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "tests.support.llama_server",
-        "--model",
-        str(default_model_path()),
-    ]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512"]
-    argv += ["--embedding", "True", "--verbose", "False"]
-    server = Process(argv, log).start()
-    base_url = f"http://127.0.0.1:{port}/v1"
-
-    def serving() -> bool:
-        try:
-            return httpx.get(f"{base_url}/models", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(serving, 120, "llama_cpp.server", server)
+    """llama-cpp-python's server with the packaged model loaded for embeddings."""
+    log_dir = tmp_path_factory.mktemp("embed-upstream")
+    with llama_server(log_dir, "--n_ctx", "512", "--embedding", "True") as base_url:
         yield base_url
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

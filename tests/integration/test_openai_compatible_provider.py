@@ -5,24 +5,20 @@ does)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
-from agent_worker.providers.llama_cpp import default_model_path
 from devkit.processes import (
     TOKEN,
-    Process,
     Stack,
     echo_config,
     free_port,
     start_stack,
-    wait_until,
 )
+from tests.support.llama_server import llama_server
 from tests.support.schemas import assert_valid
 
 pytestmark = pytest.mark.slow
@@ -30,39 +26,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("upstream") / "llama_server.log"
-    server = Process(
-        [
-            sys.executable,
-            "-m",
-            "tests.support.llama_server",
-            "--model",
-            str(default_model_path()),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-            "--verbose",
-            "False",
-        ],
-        log,
-    ).start()
-    base_url = f"http://127.0.0.1:{port}/v1"
-
-    def serving() -> bool:
-        try:
-            return httpx.get(f"{base_url}/models", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(serving, 120, "llama_cpp.server", server)
+    with llama_server(tmp_path_factory.mktemp("upstream"), "--n_ctx", "2048") as base_url:
         yield base_url
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

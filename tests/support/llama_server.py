@@ -9,8 +9,41 @@ llama-cpp-python's own.
 from __future__ import annotations
 
 import runpy
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
 
 from agent_worker.providers.llama_controls import without_extra_buffer_types
+
+
+@contextmanager
+def llama_server(log_dir: Path, *options: str) -> Iterator[str]:
+    """This server on a free port with the packaged model (and `options`, the server's own
+    flags); yields its base URL (`…/v1`) once it answers."""
+    from agent_worker.providers.llama_cpp import default_model_path
+    from devkit.processes import Process, free_port, wait_until
+
+    port = free_port()
+    argv = [sys.executable, "-m", "tests.support.llama_server"]
+    argv += ["--model", str(default_model_path()), "--host", "127.0.0.1", "--port", str(port)]
+    server = Process([*argv, "--verbose", "False", *options], log_dir / "llama_server.log").start()
+    base_url = f"http://127.0.0.1:{port}/v1"
+
+    def serving() -> bool:
+        try:
+            return httpx.get(f"{base_url}/models", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(serving, 120, "llama_cpp.server", server)
+        yield base_url
+    finally:
+        server.stop()
+
 
 if __name__ == "__main__":
     with without_extra_buffer_types():
