@@ -76,6 +76,20 @@ def llama_arguments(sampling: Sampling, defaults: LlamaCppProviderConfig) -> dic
     return arguments
 
 
+def _embed_batch(embedder: Any, inputs: Sequence[str]) -> Embeddings:
+    window = embedder.n_ctx()
+    for index, text in enumerate(inputs):
+        tokens = len(embedder.tokenize(text.encode(), add_bos=True))
+        if tokens > window:
+            raise InvalidTurnError(
+                f"Invalid 'input[{index}]': {tokens} tokens, more than the model's"
+                f" {window}-token window."
+            )
+    answer = embedder.create_embedding(list(inputs))
+    vectors = [unit_length(row["embedding"]) for row in answer["data"]]
+    return Embeddings(vectors, answer["usage"]["prompt_tokens"])
+
+
 class LlamaCppProvider:
     supports_images = False
     supports_tools = True  # llama-cpp-python's chatml function calling (a grammar for calls)
@@ -136,19 +150,10 @@ class LlamaCppProvider:
                 f"Invalid 'dimensions': this model's vectors have {size} components"
                 " and cannot be shortened."
             )
-        window = embedder.n_ctx()
-        for index, text in enumerate(inputs):
-            tokens = len(embedder.tokenize(text.encode(), add_bos=True))
-            if tokens > window:
-                raise InvalidTurnError(
-                    f"Invalid 'input[{index}]': {tokens} tokens, more than the model's"
-                    f" {window}-token window."
-                )
-        answer = await loop.run_in_executor(
-            self._embed_executor, embedder.create_embedding, list(inputs)
-        )
-        vectors = [unit_length(row["embedding"]) for row in answer["data"]]
-        return Embeddings(vectors, answer["usage"]["prompt_tokens"])
+        # Tokens, vectors and their normalisation all run on the embedding thread: 2,048 inputs
+        # would otherwise hold the event loop (and every other turn on this worker).
+        batch = list(inputs)
+        return await loop.run_in_executor(self._embed_executor, _embed_batch, embedder, batch)
 
     def _load_embedder(self, path: Path) -> Any:
         from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
