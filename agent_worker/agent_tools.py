@@ -22,6 +22,7 @@ from agent_worker.agents import Agent
 from agent_worker.domain import ChatMessage, Tool, ToolCall, ToolRunFinished, ToolRunStarted
 from agent_worker.mcp_server import McpServer, ServerUnavailable, ToolOutcome
 from agent_worker.metrics import WorkerMetrics
+from services import tracing
 from services.mcp_config import TOOL_NAME_SEPARATOR, McpConfig, matches_any
 
 log = logging.getLogger("clawgate.worker.tools")
@@ -116,11 +117,15 @@ class AgentTools:
         started = time.monotonic()
         outcome = "cancelled"
         result = ToolOutcome("", True)
+        span = _tool_span(call)
         try:
-            if server is None or tool not in server.tools:
-                outcome, result = "error", ToolOutcome(f"unknown tool {call.name!r}", True)
-            else:
-                outcome, result = await self._call(server, tool, call)
+            with span:
+                if server is None or tool not in server.tools:
+                    outcome, result = "error", ToolOutcome(f"unknown tool {call.name!r}", True)
+                else:
+                    outcome, result = await self._call(server, tool, call)
+                if span.live:
+                    _tool_ended(span, call, outcome, result)
             return outcome, result
         finally:
             seconds = time.monotonic() - started
@@ -200,6 +205,27 @@ class AgentTools:
         for task in self._warming:
             task.cancel()
         await asyncio.gather(*(server.close() for server in self._servers.values()))
+
+
+def _tool_span(call: ToolCall) -> tracing.Span:
+    if not tracing.active():
+        return tracing.NO_SPAN
+    attributes = {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": call.name,
+        "gen_ai.tool.call.id": call.id,
+        "gen_ai.tool.type": "function",
+    }
+    return tracing.span(f"execute_tool {call.name}", attributes=attributes)
+
+
+def _tool_ended(span: tracing.Span, call: ToolCall, outcome: str, result: ToolOutcome) -> None:
+    span.set("clawgate.tool.outcome", outcome)
+    if outcome != "ok":  # the result's text is the tool's: content, not said here
+        span.fail(f"the tool call ended with {outcome}", outcome)
+    if tracing.capture_content():
+        span.set("gen_ai.tool.call.arguments", call.arguments)
+        span.set("gen_ai.tool.call.result", result.text)
 
 
 def summary(text: str) -> str:

@@ -46,6 +46,7 @@ from agent_worker.providers.base import ProviderRequest
 from agent_worker.sessions.store import SessionStore, TurnOrigin
 from agent_worker.tool_calls import ToolCalls
 from agent_worker.turn_context import TurnContext
+from services import tracing
 from services.ids import random_hex
 from services.logging import fingerprint
 
@@ -203,7 +204,8 @@ class AgentTurn:
         # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
         owner = request.caller.identity if request.caller is not None else ""
         origin = TurnOrigin(agent.id, request.response_id, context.made, owner)
-        await asyncio.shield(self._store.append_turn(request.session_key, turn, origin))
+        with _store_span(self._store, "session write", "append_turn"):
+            await asyncio.shield(self._store.append_turn(request.session_key, turn, origin))
         if log.isEnabledFor(logging.INFO):  # the session's fingerprint costs a hash
             log.info(
                 "turn %s finished: agent=%s model=%s session=%s history=%d %s, %d tokens, %.0f ms",
@@ -285,13 +287,15 @@ class AgentTurn:
         caller = request.caller
         if caller is not None and not caller.admin:
             # Checked even for a key said to be new: a gRPC client could name anyone's.
-            if not caller.reaches(await self._store.owner_of(request.session_key)):
+            with _store_span(self._store, "session owner", "owner_of"):
+                owner = await self._store.owner_of(request.session_key)
+            if not caller.reaches(owner):
                 raise NotYourSessionError(request.session_key)
-        stored = (
-            NO_HISTORY
-            if request.new_session
-            else await self._store.load_context(request.session_key, agent.history_limit)
-        )
+        stored = NO_HISTORY
+        if not request.new_session:
+            with _store_span(self._store, "session read", "load_context") as reading:
+                stored = await self._store.load_context(request.session_key, agent.history_limit)
+                reading.set("clawgate.messages", len(stored.messages))
         new_context = (
             messages_after_last_assistant(request.context)
             if stored.exists
@@ -309,6 +313,14 @@ class AgentTurn:
             request.session_key,
         )
         return context, new_context
+
+
+def _store_span(store: SessionStore, name: str, operation: str) -> tracing.Span:
+    if not tracing.active():
+        return tracing.NO_SPAN
+    attributes = {"db.system.name": store.system, "db.operation.name": operation}
+    in_process = store.system == "sqlite"
+    return tracing.span(name, "internal" if in_process else "client", attributes)
 
 
 def _unmet(choice: ToolChoice) -> str:

@@ -30,6 +30,7 @@ from agent_worker.domain import (
     TurnFinished,
 )
 from agent_worker.errors import ContextOverflowError, TurnError
+from agent_worker.model_call import model_stream
 from agent_worker.providers.base import Provider, ProviderRequest
 
 log = logging.getLogger("clawgate.worker.compaction")
@@ -134,7 +135,6 @@ class Summarizer:
         provider_name, model = agent.provider, agent.model
         if agent.compaction.model:
             provider_name, _, model = agent.compaction.model.partition("/")
-        provider = self._providers[provider_name]
         counter = self._windows.counter(provider_name, model)
         window = self._windows.window(provider_name, model) or self._windows.window(
             agent.provider, agent.model, agent.context_tokens
@@ -161,7 +161,7 @@ class Summarizer:
                     chunk, pending = _take_chunk(pending, max(room, 64), counter)
                     try:
                         answer = await self._ask(
-                            provider, model, summary, chunk, max_tokens, instructions
+                            provider_name, model, summary, chunk, max_tokens, instructions
                         )
                         summary = clip_text(answer, max_tokens, counter)  # it must fit the next
                     except ContextOverflowError:
@@ -180,7 +180,7 @@ class Summarizer:
 
     async def _ask(
         self,
-        provider: Provider,
+        provider_name: str,
         model: str,
         previous: str,
         chunk: list[str],
@@ -200,7 +200,8 @@ class Summarizer:
             Sampling(temperature=0.2, max_tokens=max_tokens),
         )
         texts: list[str] = []
-        async with aclosing(provider.stream(request)) as events:
+        provider = self._providers[provider_name]
+        async with aclosing(model_stream(provider_name, provider, request)) as events:
             async for event in events:
                 match event:
                     case TextDelta():

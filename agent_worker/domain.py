@@ -123,6 +123,7 @@ class TurnRequest:
     caller: Caller | None = None  # whom it runs for; None: the gateway's owner
     # OpenClaw's context headers the client sent (x-openclaw-message-channel, …), by name
     channel_context: tuple[tuple[str, str], ...] = ()
+    traceparent: str = ""  # the caller's span (W3C), whose trace the turn's spans join
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from agent_worker.deadline import ProviderDeadline
 from agent_worker.errors import TurnError
 from agent_worker.metrics import WorkerMetrics
+from agent_worker.model_call import model_stream
 from agent_worker.providers.base import Provider, ProviderEvent, ProviderRequest
 
 log = logging.getLogger("clawgate.worker")
@@ -88,7 +89,7 @@ class ModelChain:
             attempt = 0
             while True:
                 attempt += 1
-                events = target.provider.stream(asked)
+                events = model_stream(target.provider_name, target.provider, asked)
                 try:
                     first = await deadline.wait_for(anext(events, None))
                 except TurnError as error:

@@ -151,6 +151,7 @@ def turn_request_from_proto(request: pb.RunTurnRequest) -> TurnRequest:
         channel_context=tuple(sorted(request.channel_context.items()))
         if request.channel_context
         else (),
+        traceparent=request.traceparent,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 import signal
@@ -26,11 +27,13 @@ from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_runner import TurnRunner
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from services import tracing
 from services.config import ClawgateConfig
 from services.grpc_options import worker_server_options
 from services.memory import quiet_gc
 from services.metrics_http import serve_metrics
 from services.network import is_loopback, split_listen
+from services.tracing import TracingSetupError, trace_settings
 
 log = logging.getLogger("clawgate.worker")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
@@ -157,6 +160,10 @@ async def serve(
     """Starts providers and the store, serves until SIGTERM/SIGINT, then stops with grace."""
     address = listen or config.worker.listen
     _check_exposure(config, address)
+    try:
+        traces = trace_settings(config.diagnostics.otel, "clawgate-worker")
+    except TracingSetupError as error:
+        raise WorkerStartError(str(error)) from None
     agents = AgentRegistry.from_config(config)
     providers = _providers_for(config)
     store = store_for_url(config.sessions.store, config.sessions.pool_size)
@@ -200,6 +207,9 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
+    if traces is not None:
+        tracing.start(dataclasses.replace(traces, resource={"clawgate.worker.address": address}))
+        log.info("traces go to %s (%s)", traces.endpoint, traces.protocol)
     await store.open()
     for name, provider in providers.items():
         log.info("starting provider %s", name)
@@ -224,6 +234,7 @@ async def serve(
         await store.close()
         if stop_metrics is not None:
             stop_metrics()
+        tracing.shutdown()
         log.info("worker stopped")
 
 

@@ -30,7 +30,26 @@ from agent_worker.turn_outbox import OpenTurns, RunTurn, batches_of_one_turn
 from agent_worker.turn_runner import TurnRunner
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
+from services import tracing
 from services.ids import random_hex
+
+SERVICE = "clawgate.agent.v1.AgentService"
+
+
+def served_span(context: grpc.aio.ServicerContext, method: str) -> tracing.Span:
+    """The server span of a short call, a child of the caller's (from the metadata)."""
+    if not tracing.active():
+        return tracing.NO_SPAN
+    attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
+    return tracing.span(f"{SERVICE}/{method}", "server", attributes, traceparent_of(context))
+
+
+def traceparent_of(context: grpc.aio.ServicerContext) -> str:
+    """The caller's trace context from the call's metadata ('' when it sent none)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "traceparent":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return ""
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
@@ -90,6 +109,8 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         # Closed on abort too, so the turn is no longer counted open (a turn that stayed
         # counted held SIGTERM's drain to its whole grace period).
         with self.open_turns.holding():
+            if not request.traceparent and (parent := traceparent_of(context)):
+                request.traceparent = parent
             run = self._start_turn(request)
             alone = self.open_turns.alone
             async with aclosing(batches_of_one_turn(run, request.request_id, alone)) as batches:
@@ -178,6 +199,12 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     async def InvokeTool(  # noqa: N802
         self, request: pb.InvokeToolRequest, context: grpc.aio.ServicerContext
     ) -> pb.InvokeToolResponse:
+        with served_span(context, "InvokeTool"):
+            return await self._invoke_tool(request, context)
+
+    async def _invoke_tool(
+        self, request: pb.InvokeToolRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InvokeToolResponse:
         try:
             agent = self._agents.get(request.agent_id)
         except TurnError as error:
@@ -206,6 +233,12 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         )
 
     async def Embed(  # noqa: N802
+        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EmbedResponse:
+        with served_span(context, "Embed"):
+            return await self._embed(request, context)
+
+    async def _embed(
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedResponse:
         try:

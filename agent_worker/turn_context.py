@@ -29,6 +29,7 @@ from agent_worker.context_window import MESSAGE_OVERHEAD_TOKENS, ContextWindows,
 from agent_worker.domain import ChatMessage, Compaction, StoredContext, Tool
 from agent_worker.errors import ContextOverflowError, InputTooLargeError
 from agent_worker.metrics import WorkerMetrics
+from services import tracing
 from services.logging import fingerprint
 
 log = logging.getLogger("clawgate.worker.compaction")
@@ -238,9 +239,14 @@ class TurnContext:
         if cut == 0:
             return False
         previous = self.compaction.summary if self.compaction else ""
-        summary = await self._summarizer.summarize(
-            self._agent, previous, self._history[:cut], allowance, instructions
-        )
+        attributes: tracing.Attributes = {
+            "clawgate.compaction.trigger": trigger,
+            "clawgate.compaction.messages": cut,
+        }
+        with tracing.span("compaction", attributes=attributes):
+            summary = await self._summarizer.summarize(
+                self._agent, previous, self._history[:cut], allowance, instructions
+            )
         self._history = self._history[cut:]
         self._first += cut
         self.compaction = Compaction(self._first, summary)

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 
 from agent_worker.agent_tools import AgentTools
 from agent_worker.agent_turn import AgentTurn, Flushed, nothing_to_flush
@@ -32,6 +32,8 @@ from agent_worker.providers.base import Provider
 from agent_worker.sessions.locks import SessionLocks
 from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_context import TurnContext
+from services import tracing
+from services.logging import fingerprint
 
 __all__ = ["Flushed", "STREAM_BROKEN", "TurnRunner"]
 log = logging.getLogger("clawgate.worker.turns")
@@ -87,11 +89,24 @@ class TurnRunner:
         self.turns_in_flight += 1
         return False
 
-    async def run(
+    def run(
         self, request: TurnRequest, flushed: Flushed = nothing_to_flush
     ) -> AsyncGenerator[TurnEvent, None]:
         """The turn's events; before the session write it awaits `flushed`, the transport's
         word that the text so far has been written to the caller."""
+        if tracing.active():
+            return self._traced(request, flushed)
+        return self._run(request, flushed)  # no extra step per event while not tracing
+
+    async def _traced(
+        self, request: TurnRequest, flushed: Flushed
+    ) -> AsyncGenerator[TurnEvent, None]:
+        with _turn_span(request):
+            async with aclosing(self._run(request, flushed)) as events:
+                async for event in events:
+                    yield event
+
+    async def _run(self, request: TurnRequest, flushed: Flushed) -> AsyncGenerator[TurnEvent, None]:
         agent = self._agents.get(request.agent_id)
         if request.model:  # this turn runs another configured model
             agent = self._with_model(agent, request.model)
@@ -105,7 +120,10 @@ class TurnRunner:
         wait = self._session_wait_timeout
         try:
             async with AsyncExitStack() as session:
-                with self.metrics.sessions_waiting.track_inprogress():
+                with (
+                    self.metrics.sessions_waiting.track_inprogress(),
+                    tracing.span("session wait", attributes={"clawgate.queued": queued}),
+                ):
                     await session.enter_async_context(
                         self._sessions.hold(request.session_key, wait)
                     )
@@ -216,3 +234,20 @@ class TurnRunner:
             raise InvalidTurnError("this agent's model does not return logprobs")
         if has_images and not accepts_images:
             raise InvalidTurnError("this agent's model does not accept images")
+
+
+def _turn_span(request: TurnRequest) -> tracing.Span:
+    """The turn's server span, in the caller's trace (a new one when it sent none)."""
+    attributes: dict[str, tracing.AttributeValue] = {
+        "rpc.system": "grpc",
+        "rpc.service": "clawgate.agent.v1.AgentService",
+        "rpc.method": "RunTurn",
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.id": request.agent_id,
+        "clawgate.session": fingerprint(request.session_key),
+    }
+    if request.request_id:
+        attributes["clawgate.request_id"] = request.request_id
+    return tracing.span(
+        "clawgate.agent.v1.AgentService/RunTurn", "server", attributes, request.traceparent
+    )

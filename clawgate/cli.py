@@ -48,6 +48,7 @@ def run_edge(args: argparse.Namespace) -> int:
     from gateway_edge.auth import AuthSetupError
     from gateway_edge.server import serve
     from services.memory import return_large_blocks_to_the_os
+    from services.tracing import TracingSetupError
 
     return_large_blocks_to_the_os()
     configure_logging(args.log_level, "edge", args.log_format)
@@ -60,7 +61,7 @@ def run_edge(args: argparse.Namespace) -> int:
         )
     try:
         serve(config, args.log_level)
-    except AuthSetupError as error:
+    except (AuthSetupError, TracingSetupError) as error:
         print(f"clawgate edge: refusing to start: {error}", file=sys.stderr)
         return 2
     return 0

@@ -188,8 +188,14 @@ def edge_answers(base_url: str, path: str = "/readyz") -> bool:
         return False
 
 
-def start_worker(config_path: Path, address: str, log_path: Path, timeout: float = 60) -> Process:
-    process = Process(clawgate(config_path, "worker"), log_path).start()
+def start_worker(
+    config_path: Path,
+    address: str,
+    log_path: Path,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+) -> Process:
+    process = Process(clawgate(config_path, "worker"), log_path, env or {}).start()
     wait_until(lambda: worker_serving(address), timeout, f"worker {address}", process)
     return process
 
@@ -235,12 +241,13 @@ class Stack:
         self.worker.stop()
 
 
-def start_stack(tmp_path: Path, config: dict[str, Any]) -> Stack:
+def start_stack(tmp_path: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> Stack:
+    """`env`: more environment variables for both processes."""
     config_path = write_config(tmp_path, config)
-    worker = start_worker(config_path, config["worker"]["listen"], tmp_path / "worker.log")
+    worker = start_worker(config_path, config["worker"]["listen"], tmp_path / "worker.log", env=env)
     try:
         base_url = f"http://127.0.0.1:{config['gateway']['port']}"
-        edge = start_edge(config_path, base_url, tmp_path / "edge.log")
+        edge = start_edge(config_path, base_url, tmp_path / "edge.log", env)
     except BaseException:
         worker.stop()
         raise

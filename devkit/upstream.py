@@ -106,6 +106,7 @@ class ThreadedServer:
 class UpstreamStandIn(ThreadedServer):
     def __init__(self, tls: tuple[str, str] | None = None) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.request_headers: list[dict[bytes, bytes]] = []  # in the order of `requests`
         self.disconnect_times: list[float] = []
         self.chunks_sent = 0
         super().__init__(tls)
@@ -116,6 +117,7 @@ class UpstreamStandIn(ThreadedServer):
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         request = await read_json(receive)
+        self.request_headers.append(dict(scope["headers"]))
         self.requests.append(request)
         model = str(request.get("model", ""))
         if model.startswith("status-"):

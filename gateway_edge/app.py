@@ -36,9 +36,11 @@ from gateway_edge.rate_limit import AuthFailureLimiter
 from gateway_edge.serving import TurnEndpoint
 from gateway_edge.state import EdgeState
 from gateway_edge.worker_pool import PoolSettings, WorkerPool
+from services import tracing
 from services.config import ClawgateConfig
 from services.grpc_options import edge_channel_options
 from services.metrics_http import serve_metrics
+from services.tracing import trace_settings
 
 log = logging.getLogger("clawgate.edge")
 _HTTP_ERROR_TYPES = {404: "not_found_error", 405: "invalid_request_error"}
@@ -46,6 +48,7 @@ _HTTP_ERROR_TYPES = {404: "not_found_error", 405: "invalid_request_error"}
 
 async def _api_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ApiError)
+    tracing.fail_current(error.message, error.code or error.type)
     return error_response(error)
 
 
@@ -121,9 +124,13 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
     )
     state = EdgeState(config, access, workers, int(time.time()), metrics)
     metrics_config = config.gateway.metrics
+    traces = trace_settings(config.diagnostics.otel, "clawgate-edge")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if traces is not None:
+            tracing.start(traces)
+            log.info("traces go to %s (%s)", traces.endpoint, traces.protocol)
         await workers.open()
         stop_metrics = (
             serve_metrics(metrics_config.listen, metrics.registry)
@@ -133,9 +140,12 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
         try:
             yield
         finally:
+            log.info("edge stopping")
             if stop_metrics is not None:
                 stop_metrics()
             await workers.close()
+            tracing.shutdown()
+            log.info("edge stopped")
 
     app = FastAPI(
         title="clawgate", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None

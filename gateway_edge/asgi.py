@@ -20,6 +20,7 @@ from gateway_edge.errors import (
     internal_error,
     rendered,
 )
+from services import tracing
 
 log = logging.getLogger("clawgate.edge")
 
@@ -156,9 +157,11 @@ async def answered_or_refused(handle: Callable[[Send], Awaitable[None]], send: S
         if not started:  # nobody receives it (the server drops it); logs and metrics show it
             await send_bytes(send, CLIENT_CLOSED_REQUEST, [], b"")
     except ApiError as error:
+        tracing.fail_current(error.message, error.code or error.type)
         if not started:
             await send_error(send, error)
-    except Exception:
+    except Exception as error:
+        tracing.fail_current("unexpected error", type(error).__name__)
         log.exception("unexpected error")
         if not started:
             await send_error(send, internal_error())

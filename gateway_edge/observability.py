@@ -1,8 +1,11 @@
-"""Pure ASGI middleware around every request: its id, one access-log line and its metrics.
+"""Pure ASGI middleware around every request: its id, its trace span, one access-log line
+and its metrics.
 
 The request id comes from `x-request-id` (when sane) or is made here; it is echoed in the
-response and set for every log line written while the request runs. Handlers add what only
-they know (agent, session, time to first token) to the request's `RequestRecord`.
+response and set for every log line written while the request runs. With tracing on, each
+API request is a server span that continues the client's `traceparent`, and the response's
+`traceresponse` header names it. Handlers add what only they know (agent, session, time to
+first token) to the request's `RequestRecord`.
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway_edge.asgi import CLIENT_CLOSED_REQUEST
 from gateway_edge.metrics import EdgeMetrics, route_label
+from services import tracing
 from services.ids import random_hex
 from services.logging import fingerprint, request_id_var
+from services.tracing import NO_SPAN, Span
 
 log = logging.getLogger("clawgate.edge.access")
 RECORD_KEY = "clawgate.record"
 _ACCEPTABLE_ID = re.compile(rb"[A-Za-z0-9._:/+=-]{1,128}")
+# Probes and scrapes come every few seconds: spans of them would drown the requests'.
+UNTRACED_PATHS = frozenset(("/healthz", "/readyz", "/metrics", "/favicon.ico"))
 
 
 @dataclass(slots=True)
@@ -54,22 +62,30 @@ class ObservabilityMiddleware:
         request_id_var.set(request_id.decode())
         record = scope[RECORD_KEY] = RequestRecord(time.monotonic())
         status = 500
+        span: Span = NO_SPAN
+        added_headers = [(b"x-request-id", request_id)]
+        if tracing.active() and scope["path"] not in UNTRACED_PATHS:
+            span = _server_span(scope)
+            added_headers.append((b"traceresponse", span.traceparent().encode()))
 
         async def send_observed(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+                message["headers"] = [*message.get("headers", ()), *added_headers]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_observed)
-        finally:
-            self._observe(scope, record, status)
+        with span:
+            try:
+                await self.app(scope, receive, send_observed)
+            finally:
+                self._observe(scope, record, status, span)
 
-    def _observe(self, scope: Scope, record: RequestRecord, status: int) -> None:
+    def _observe(self, scope: Scope, record: RequestRecord, status: int, span: Span) -> None:
         ended = time.monotonic()
         route = route_label(scope)
+        if span.live:
+            _close_server_span(span, scope, route, record, status)
         self.metrics.requests_by(route, scope["method"], str(status)).inc()
         self.metrics.request_seconds_by(route).observe(ended - record.started)
         first_token = None
@@ -91,3 +107,30 @@ class ObservabilityMiddleware:
         if first_token is not None:
             fields["ttft_ms"] = round(first_token * 1000, 1)
         log.info("%s %s %s", scope["method"], scope["path"], status, extra={"fields": fields})
+
+
+def _server_span(scope: Scope) -> Span:
+    headers = scope["headers"]
+    parent = next((value for name, value in headers if name == b"traceparent"), b"")
+    method = scope["method"]
+    # Named by the route once it is known: a path may hold a session key.
+    return tracing.span(
+        method,
+        "server",
+        {"http.request.method": method, "url.scheme": scope.get("scheme", "http")},
+        parent=parent.decode("latin-1"),
+    )
+
+
+def _close_server_span(
+    span: Span, scope: Scope, route: str, record: RequestRecord, status: int
+) -> None:
+    span.rename(f"{scope['method']} {route}")
+    span.set("http.route", route)
+    span.set("http.response.status_code", status)
+    if record.agent is not None:
+        span.set("clawgate.agent.id", record.agent)
+    if record.session_key is not None:
+        span.set("clawgate.session", fingerprint(record.session_key))
+    if status >= 400 and status != CLIENT_CLOSED_REQUEST:
+        span.fail(f"HTTP {status}", str(status))

@@ -22,6 +22,7 @@ from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.errors import ApiError, api_error_from_call, refused, turn_failed, worker_lost
 from gateway_edge.worker import Worker
 from gateway_edge.worker_link import LinkFailure, TurnInbox
+from services.tracing import NO_SPAN, Span
 from services.turn_events import kind_of, unknown_kind
 
 log = logging.getLogger("clawgate.edge.workers")
@@ -81,10 +82,18 @@ class RemoteTurn:
         "_outcome",
         "_failure",
         "_closed",
+        "_span",
     )
 
-    def __init__(self, worker: Worker, inbox: TurnInbox, on_outcome: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        inbox: TurnInbox,
+        on_outcome: Callable[[str], None],
+        span: Span = NO_SPAN,
+    ) -> None:
         self.worker = worker
+        self._span = span  # the call's client span, ended with the turn
         self.inbox = inbox
         self._early: Sequence[pb.RunTurnEvent] = ()  # events that came with `started`
         self._on_outcome = on_outcome
@@ -104,15 +113,22 @@ class RemoteTurn:
     ) -> None:
         self.close()
 
-    def close(self, outcome: str = "cancelled") -> None:
+    def close(self, outcome: str = "cancelled", why: str = "") -> None:
         """Cancels the turn on its worker unless it ended, and gives its slot back (once);
-        `outcome` is what the metrics count when it had not ended."""
+        `outcome` is what the metrics count when it had not ended, `why` says it in its trace."""
         if self._closed:
             return
         self._closed = True
         self.inbox.cancel()  # a no-op once its last event arrived
         self._end(outcome)
         self.worker.in_flight -= 1
+        span = self._span
+        if span.live:
+            ended = self._outcome or outcome
+            if ended != "ok":
+                failure = self._failure
+                span.fail(why or (failure.message if failure else ended), ended)
+            span.end()
 
     async def wait_started(self, check_seconds: float, health_timeout: float) -> None:
         """Waits for the turn's first events: returns once it started, else raises

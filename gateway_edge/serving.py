@@ -37,6 +37,7 @@ from gateway_edge.remote_turn import RemoteTurn
 from gateway_edge.sse import DONE, KEEP_ALIVE
 from gateway_edge.state import EdgeState
 from gateway_edge.turn_setup import SESSION_KEY_HEADER_BYTES, prepare_turn
+from services import tracing
 
 log = logging.getLogger("clawgate.edge")
 
@@ -197,6 +198,7 @@ class TurnEndpoint:
                 if frames:
                     await send(body_part(b"".join(frames)))  # type: ignore[arg-type]
         except ApiError as error:
+            tracing.fail_current(error.message, error.code or error.type)
             log.warning("turn failed after the stream started: %s", error.message)
             await send(body_part(encoder.failed(error)))  # type: ignore[arg-type]
         finally:

@@ -30,6 +30,19 @@ class Worker:
     listing: pb.ListAgentsResponse | None = None  # its agents, read when it turned SERVING
     in_flight: int = 0  # turns holding a slot on it (see Turn)
     watchers: tuple[asyncio.Task[None], ...] = field(default=(), repr=False)
+    # What a trace says of a turn's call to it; built once, as a turn starts one per call.
+    span_attributes: dict[str, str | int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        host, _, port = self.address.rpartition(":")
+        self.span_attributes = {
+            "rpc.system": "grpc",
+            "rpc.service": "clawgate.agent.v1.AgentService",
+            "rpc.method": "RunTurn",
+            "server.address": host.strip("[]") or self.address,
+        }
+        if port.isdigit():
+            self.span_attributes["server.port"] = int(port)
 
     @property
     def usable(self) -> bool:

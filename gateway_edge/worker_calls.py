@@ -14,6 +14,7 @@ from gateway_edge.errors import ApiError, api_error_from_call, refused
 from gateway_edge.placement import candidates
 from gateway_edge.worker import NO_ANSWER
 from gateway_edge.worker_pool import WorkerPool
+from services import tracing
 
 log = logging.getLogger("clawgate.edge.workers")
 
@@ -31,14 +32,20 @@ async def ask(
     unreachable worker moves on."""
     failure: grpc.aio.AioRpcError | None = None
     for worker in candidates(pool.workers, session_key, sticky=True):
-        try:
-            return await getattr(worker.agents, method)(
-                request, metadata=pool.call_metadata, timeout=call_seconds or pool.call_timeout * 5
-            )
-        except grpc.aio.AioRpcError as error:
-            if error.code() not in NO_ANSWER:
-                raise refusal(error.code(), error.details()) from None
-            failure = error
+        attributes = {**worker.span_attributes, "rpc.method": method}
+        with tracing.span(f"clawgate.agent.v1.AgentService/{method}", "client", attributes) as call:
+            metadata = pool.call_metadata
+            if call.live:
+                metadata = (*metadata, ("traceparent", call.traceparent()))
+            try:
+                return await getattr(worker.agents, method)(
+                    request, metadata=metadata, timeout=call_seconds or pool.call_timeout * 5
+                )
+            except grpc.aio.AioRpcError as error:
+                call.fail(error.details() or error.code().name, error.code().name)
+                if error.code() not in NO_ANSWER:
+                    raise refusal(error.code(), error.details()) from None
+                failure = error
     if failure is None:
         raise refused(pb.ERROR_CODE_UNAVAILABLE, None)
     raise api_error_from_call(failure.code(), failure.details())

@@ -35,10 +35,12 @@ from gateway_edge.worker_link import (
     WorkerLink,
 )
 from gateway_edge.worker_targets import addresses_of, needs_resolving, split_target
+from services import tracing
 from services.grpc_options import Options
 
 log = logging.getLogger("clawgate.edge.workers")
 HEALTH_RETRY_SECONDS = 1.0
+RUN_TURN_SPAN = "clawgate.agent.v1.AgentService/RunTurn"  # the call a turn is, on any stream
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
@@ -205,22 +207,32 @@ class WorkerPool:
                 " worker.maxMessageBytes)."
             )
         refusal: NotStarted | None = None
+        # Until the turn started somewhere: not made current, so that the calls below are its
+        # siblings (a call lasts the whole turn).
+        placement = tracing.span("placement", attributes={"clawgate.session.sticky": sticky})
         for worker in candidates(self._workers.values(), request.session_key, sticky):
+            call = tracing.span(RUN_TURN_SPAN, "client", worker.span_attributes)
+            if call.live:
+                request.traceparent = call.traceparent()
             inbox = worker.link.open_turn(request, size, whole_answer)
-            turn = RemoteTurn(worker, inbox, self._on_outcome)
+            turn = RemoteTurn(worker, inbox, self._on_outcome, call)
             try:
                 await turn.wait_started(
                     self._settings.start_check_seconds, self._settings.health_timeout_seconds
                 )
+                placement.set("server.address", worker.address)
+                placement.end()
                 return turn
             except NotStarted as not_started:
                 refusal = not_started
-                turn.close(refusal.outcome)
-            except ApiError:  # the worker answered something other than started or error
-                turn.close("worker_error")
+                turn.close(refusal.outcome, refusal.error.message)
+            except ApiError as error:  # the worker answered something other than started/error
+                turn.close("worker_error", error.message)
+                placement.end()
                 raise
             except BaseException:
                 turn.close()
+                placement.end()
                 raise
             may_move = refusal.movable and (
                 refusal.status != pb.ERROR_CODE_RESOURCE_EXHAUSTED
@@ -228,8 +240,12 @@ class WorkerPool:
                 or self.agents.sessions_shared
             )
             if not may_move:
+                placement.fail(refusal.error.message, refusal.outcome)
+                placement.end()
                 raise refusal.error
             log.info("worker %s: %s, trying the next one", worker.address, refusal.error.message)
+        placement.fail("no worker started the turn", refusal.outcome if refusal else "unavailable")
+        placement.end()
         if refusal is None:
             raise refused(pb.ERROR_CODE_UNAVAILABLE, None)
         raise refusal.error

@@ -1,4 +1,5 @@
-"""Logging for both processes: one format, and the request id on every line.
+"""Logging for both processes: one format, and the request id on every line (and, while a
+traced span is current, its `trace_id` and `span_id`).
 
 `text` is for people; `json` writes one JSON object per line for log pipelines. Structured
 fields passed with `extra={"fields": {...}}` become keys of the JSON object (and `key=value`
@@ -24,6 +25,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from services.tracing import trace_ids
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
@@ -35,6 +38,10 @@ def fingerprint(secret_ish: str) -> str:
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        # Taken here, while the span is current: the line is formatted later, in a batch.
+        ids = trace_ids()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
         return True
 
 
@@ -49,6 +56,9 @@ class _TextFormatter(logging.Formatter):
         fields: dict[str, Any] | None = getattr(record, "fields", None)
         if fields:
             line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id is not None:
+            line += f" trace_id={trace_id} span_id={getattr(record, 'span_id', '')}"
         return line
 
 
@@ -68,6 +78,10 @@ class _JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update(getattr(record, "fields", None) or {})
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id is not None:
+            entry["trace_id"] = trace_id
+            entry["span_id"] = getattr(record, "span_id", "")
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()

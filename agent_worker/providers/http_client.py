@@ -135,14 +135,16 @@ class HttpClient:
         self._idle: list[Connection] = []
         self._open: set[Connection] = set()
 
-    async def post(self, body: bytes) -> UpstreamResponse:
-        """Sends the request and waits for the answer's status line and headers."""
+    async def post(self, body: bytes, more_head: bytes = b"") -> UpstreamResponse:
+        """Sends the request and waits for the answer's status line and headers. `more_head`:
+        header lines for this request alone (each ending in CRLF), such as its traceparent."""
         for attempt in range(2):
             connection = self._idle_connection() if attempt == 0 else None
             reused = connection is not None
             if connection is None:
                 connection = await self._connect()
-            connection.send(self._head, body, self._read_timeout)
+            head = self._head + more_head if more_head else self._head
+            connection.send(head, body, self._read_timeout)
             try:
                 while not connection.headers_done:
                     if connection.error is not None:

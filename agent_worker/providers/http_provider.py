@@ -22,6 +22,7 @@ from agent_worker.providers.http_client import (
     proxy_for,
 )
 from agent_worker.providers.upstream_errors import MAX_ERROR_BODY, status_error
+from services import tracing
 from services.provider_config import HttpProviderSection
 
 MAX_SSE_LINE = 8 << 20
@@ -86,7 +87,7 @@ class HttpProvider:
             )
         answered = False
         try:
-            response = await http.post(body)
+            response = await http.post(body, tracing.traceparent_header())
             try:
                 if response.status >= 300:
                     error_body = await response.read(MAX_ERROR_BODY)

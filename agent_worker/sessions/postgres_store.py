@@ -48,6 +48,8 @@ log = logging.getLogger("clawgate.worker.sessions")
 
 
 class PostgresSessionStore:
+    system = "postgresql"
+
     def __init__(self, url: str, pool_size: int = 20, lease_seconds: float = LEASE_SECONDS) -> None:
         self._url = url
         self._pool_size = pool_size

@@ -73,6 +73,8 @@ WAL_SIZE_LIMIT = 16 << 20  # what the WAL file is cut back to when it starts ove
 
 
 class SqliteSessionStore:
+    system = "sqlite"
+
     def __init__(self, path: Path | str, checkpoint_every: int = CHECKPOINT_EVERY) -> None:
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")

@@ -41,6 +41,8 @@ def title_of(messages: Sequence[ChatMessage]) -> str:
 
 
 class SessionStore(Protocol):
+    system: str  # the database, as traces name it (OpenTelemetry's db.system.name)
+
     async def open(self) -> None:
         """Connects and creates or migrates the schema."""
 
