@@ -186,9 +186,10 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         default = next((agent.id for agent in self._agents if agent.is_default), "")
         agent_id = request.agent_id or default  # no agent at all: NOT_FOUND below
         try:
-            found, made = await self._runner.compact(
-                request.session_key, agent_id, request.instructions
-            )
+            with served_span(context, "CompactSession"):
+                found, made = await self._runner.compact(
+                    request.session_key, agent_id, request.instructions
+                )
         except TurnError as error:
             await context.abort(error.code, error.message)
             raise AssertionError("abort raises") from None

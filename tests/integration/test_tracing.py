@@ -13,10 +13,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import openai
 import pytest
 
+from clawgate.agent.v1 import agent_service_pb2 as pb
+from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from devkit.processes import TOKEN, Stack, echo_config, start_stack
 from devkit.upstream import UpstreamStandIn
 from tests.support.otlp import OtlpGrpcReceiver, OtlpHttpReceiver, ReceivedSpan
@@ -213,6 +216,78 @@ def test_an_mcp_tool_call_is_a_span_in_the_turn(
     [served] = [span for span in named(spans, RUN_TURN) if span.kind == "server"]
     assert tool.parent_id == served.span_id
     assert len(named(spans, "chat echo-1")) == 2  # the call, then the answer with its result
+
+
+def test_compaction_and_a_tool_invoked_over_http_are_traced_in_the_worker(
+    stack: Stack, receiver: OtlpHttpReceiver
+) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "x-openclaw-session-key": "traced-compact"}
+    for number in range(3):
+        body = {"model": "openclaw:main", "messages": [{"role": "user", "content": f"t{number}"}]}
+        answered = httpx.post(
+            f"{stack.base_url}/v1/chat/completions", json=body, headers=headers, timeout=30
+        )
+        assert answered.status_code == 200
+    trace_id, span_id, header = traceparent()
+    compacted = httpx.post(
+        f"{stack.base_url}/v1/sessions/traced-compact/compact",
+        headers={**headers, "traceparent": header},
+        timeout=30,
+    )
+    assert compacted.status_code == 200, compacted.text
+    compact_call = "clawgate.agent.v1.AgentService/CompactSession"
+    spans = receiver.wait_for_trace(
+        trace_id,
+        lambda spans: len(named(spans, compact_call)) == 2 and bool(named(spans, "compaction")),
+    )
+    [compaction] = named(spans, "compaction")
+    assert compaction.service == "clawgate-worker"
+    assert compaction.attributes["clawgate.compaction.trigger"] == "manual"
+    [summary] = named(spans, "chat echo-1")  # the summary is a model call inside it
+    assert summary.parent_id == compaction.span_id
+    compact_calls = named(spans, compact_call)
+    [served] = [span for span in compact_calls if span.kind == "server"]
+    [call] = [span for span in compact_calls if span.kind == "client"]
+    assert compaction.parent_id == served.span_id and served.parent_id == call.span_id
+
+    trace_id, span_id, header = traceparent()
+    invoked = httpx.post(
+        f"{stack.base_url}/tools/invoke",
+        json={"tool": "time__get_current_time", "args": {"timezone": "UTC"}, "agentId": "tooled"},
+        headers={"Authorization": f"Bearer {TOKEN}", "traceparent": header},
+        timeout=30,
+    )
+    assert invoked.status_code == 200 and invoked.json()["ok"], invoked.text
+    spans = receiver.wait_for_trace(
+        trace_id,
+        lambda spans: (
+            {"POST /tools/invoke", "execute_tool time__get_current_time"}
+            <= {span.name for span in spans}
+        ),
+    )
+    [tool] = named(spans, "execute_tool time__get_current_time")
+    invoke_calls = named(spans, "clawgate.agent.v1.AgentService/InvokeTool")
+    [served] = [span for span in invoke_calls if span.kind == "server"]
+    [call] = [span for span in invoke_calls if span.kind == "client"]
+    assert tool.parent_id == served.span_id and served.parent_id == call.span_id
+    assert named(spans, "POST /tools/invoke")[0].parent_id == span_id
+
+
+def test_a_grpc_client_s_metadata_traceparent_is_followed(
+    stack: Stack, receiver: OtlpHttpReceiver
+) -> None:
+    trace_id, span_id, header = traceparent()
+    request = pb.RunTurnRequest(
+        agent_id="main", session_key="traced-grpc", input=pb.Message(role=pb.ROLE_USER, text="hi")
+    )
+    with grpc.insecure_channel(stack.worker_address) as channel:
+        replies = pb_grpc.AgentServiceStub(channel).RunTurn(
+            request, metadata=(("traceparent", header),), timeout=30
+        )
+        assert [event for reply in replies for event in reply.events]
+    spans = receiver.wait_for_trace(trace_id, lambda spans: bool(named(spans, RUN_TURN)))
+    [served] = named(spans, RUN_TURN)
+    assert served.parent_id == span_id and served.service == "clawgate-worker"
 
 
 def test_a_refused_request_is_traced_with_its_error(
