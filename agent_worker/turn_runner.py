@@ -122,7 +122,7 @@ class TurnRunner:
             async with AsyncExitStack() as session:
                 with (
                     self.metrics.sessions_waiting.track_inprogress(),
-                    tracing.span("session wait", attributes={"clawgate.queued": queued}),
+                    _wait_span(queued),
                 ):
                     await session.enter_async_context(
                         self._sessions.hold(request.session_key, wait)
@@ -251,3 +251,9 @@ def _turn_span(request: TurnRequest) -> tracing.Span:
     return tracing.span(
         "clawgate.agent.v1.AgentService/RunTurn", "server", attributes, request.traceparent
     )
+
+
+def _wait_span(queued: bool) -> tracing.Span:
+    if not tracing.active():
+        return tracing.NO_SPAN
+    return tracing.span("session wait", attributes={"clawgate.queued": queued})

@@ -1,6 +1,7 @@
 """This checkout against another, both up at once, in paired rounds.
 
     python -m bench.paired --base ../base [--base-cli services.cli] [--rounds 4] [--seconds 8]
+    python -m bench.paired --base . --trace-this   # tracing's cost: off (base) vs on (this)
 
 One stand-in; two pairs (edge + worker) in front of it, one from each checkout. Each round
 runs every scenario on both pairs back to back, in ABBA order across rounds, so that both
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from bench.harness import CHAT_BODY, HEADER, Row, stop_on_interrupt
 from bench.run import RESPONSES_BODY
-from bench.stack import AUTH, Bench, Tree
+from bench.stack import AUTH, Bench, Tree, traced_to
 from devkit.processes import REPO_ROOT
 
 SCENARIOS: dict[str, tuple[str, bool, dict[str, object]]] = {
@@ -50,6 +51,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--ttft-samples", type=int, default=200)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--trace-this",
+        action="store_true",
+        help="this checkout's pair exports its spans (OTLP/HTTP) to a sink",
+    )
+    parser.add_argument("--sample-rate", type=float, default=1.0, help="with --trace-this")
     args = parser.parse_args()
     trees = {
         "base": Tree("base", args.base.resolve(), args.base_cli),
@@ -61,7 +68,13 @@ def main() -> None:
         bench = Bench(args, Path(tmp))
         with bench.stack:
             upstream = bench.standin()
-            pairs = {name: bench.clawgate_pair(upstream, tree=tree) for name, tree in trees.items()}
+            traced = traced_to(bench.otlp_sink(), args.sample_rate) if args.trace_this else None
+            pairs = {
+                name: bench.clawgate_pair(
+                    upstream, tree=tree, change=traced if name == "this" else None
+                )
+                for name, tree in trees.items()
+            }
             print(HEADER, flush=True)
             for round_number in range(args.rounds):
                 order = ["base", "this"] if round_number % 2 == 0 else ["this", "base"]

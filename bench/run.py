@@ -10,7 +10,8 @@ the stand-in answering with a tool call), pair-responses (the same pair through
 pair-anthropic (the same pair with an anthropic-messages provider), litellm and
 litellm-stream (LiteLLM's proxy 1.108.0 in front of the same stand-in), portkey (Portkey's
 gateway 1.15.2, non-stream), all (these thirteen); long-streams (many slow streams at once);
-idle-streams (RSS per open, idle stream) and soak (RSS growth over 100,000 requests).
+idle-streams (RSS per open, idle stream), soak (RSS growth over 100,000 requests) and
+pair-traced (`pair` exporting every span over OTLP/HTTP to a sink).
 Each prints one table row (wrk -t1 -c32 for req/s and latency; a sequential asyncio client for
 the median time to first token; peak RSS of each clawgate process).
 `all` runs its scenarios three times, alternating, and then prints the median of each figure
@@ -41,7 +42,7 @@ from bench.harness import (
 )
 from bench.long_runs import idle_streams, soak
 from bench.long_streams import long_streams
-from bench.stack import AUTH, LITELLM_VERSION, PORTKEY_VERSION, Bench
+from bench.stack import AUTH, LITELLM_VERSION, PORTKEY_VERSION, Bench, traced_to
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from devkit.processes import (
@@ -202,6 +203,15 @@ def scenario_pair_anthropic(bench: Bench) -> Row:
     return bench.measure(name, f"{url}/v1/chat/completions", AUTH, False, processes)
 
 
+def scenario_pair_traced(bench: Bench) -> Row:
+    """`pair` with every span exported over OTLP/HTTP (to a sink that keeps nothing)."""
+    url, processes = bench.clawgate_pair(
+        upstream=bench.standin(), change=traced_to(bench.otlp_sink())
+    )
+    name = "clawgate pair, traced (100%), non-stream"
+    return bench.measure(name, f"{url}/v1/chat/completions", AUTH, False, processes)
+
+
 def scenario_pair_tools(bench: Bench) -> Row:
     """The pair when the model answers with a tool call (the stand-in's call, non-stream)."""
     url, processes = bench.clawgate_pair(upstream=bench.standin())
@@ -240,8 +250,9 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
     "litellm-stream": lambda bench: _litellm(bench, True),
     "portkey": scenario_portkey,
     "idle-streams": idle_streams,
+    "pair-traced": scenario_pair_traced,
 }
-ALL = [name for name in SCENARIOS if name != "idle-streams"]
+ALL = [name for name in SCENARIOS if name not in ("idle-streams", "pair-traced")]
 SCENARIOS["soak"] = soak
 SCENARIOS["long-streams"] = long_streams
 

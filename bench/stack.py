@@ -79,6 +79,15 @@ class Bench:
         wait_until(lambda: answers(f"{base_url}/v1/models"), 20, "stand-in", process)
         return base_url
 
+    def otlp_sink(self) -> str:
+        port = free_port()
+        process = self.process(
+            [sys.executable, "-m", "bench.otlp_sink", "--port", str(port)], "otlp-sink"
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: answers(f"{base_url}/v1/traces"), 20, "OTLP sink", process)
+        return base_url
+
     def clawgate_pair(
         self,
         upstream: str | None = None,
@@ -197,6 +206,15 @@ class Bench:
         row = Row(name, rate, p50, p99, errors, ttft, rss, cpu)
         print(row.markdown(), flush=True)
         return row
+
+
+def traced_to(endpoint: str, sample_rate: float = 1) -> Callable[[dict[str, Any]], None]:
+    """A config change: traces (`sample_rate` of them) exported to `endpoint` (OTLP/HTTP)."""
+
+    def change(config: dict[str, Any]) -> None:
+        config["diagnostics"] = {"otel": {"endpoint": endpoint, "sampleRate": sample_rate}}
+
+    return change
 
 
 def answers(url: str) -> bool:

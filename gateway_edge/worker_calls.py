@@ -35,8 +35,8 @@ async def ask(
         attributes = {**worker.span_attributes, "rpc.method": method}
         with tracing.span(f"clawgate.agent.v1.AgentService/{method}", "client", attributes) as call:
             metadata = pool.call_metadata
-            if call.live:
-                metadata = (*metadata, ("traceparent", call.traceparent()))
+            if tracing.active() and (context := call.traceparent() or tracing.traceparent()):
+                metadata = (*metadata, ("traceparent", context))
             try:
                 return await getattr(worker.agents, method)(
                     request, metadata=metadata, timeout=call_seconds or pool.call_timeout * 5

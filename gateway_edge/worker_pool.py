@@ -212,8 +212,8 @@ class WorkerPool:
         placement = tracing.span("placement", attributes={"clawgate.session.sticky": sticky})
         for worker in candidates(self._workers.values(), request.session_key, sticky):
             call = tracing.span(RUN_TURN_SPAN, "client", worker.span_attributes)
-            if call.live:
-                request.traceparent = call.traceparent()
+            if tracing.active():  # a trace not sampled has no call span: its context goes
+                request.traceparent = call.traceparent() or tracing.traceparent()
             inbox = worker.link.open_turn(request, size, whole_answer)
             turn = RemoteTurn(worker, inbox, self._on_outcome, call)
             try:

@@ -393,6 +393,37 @@ def test_capture_content_records_the_messages(
         running.stop()
 
 
+def test_a_trace_not_sampled_records_nothing_and_its_context_still_travels(
+    tmp_path: Path, upstream: UpstreamStandIn, receiver: OtlpHttpReceiver
+) -> None:
+    config = tracing_config(tmp_path, upstream, receiver.endpoint)
+    config["diagnostics"]["otel"]["sampleRate"] = 0
+    running = start_stack(tmp_path, config, FAST_EXPORT)
+    try:
+        body = {"model": "openclaw:vision", "messages": [{"role": "user", "content": "hi"}]}
+        url = f"{running.base_url}/v1/chat/completions"
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        fresh = httpx.post(url, json=body, headers=auth, timeout=30)
+        assert fresh.status_code == 200
+        trace_id, _, flags = fresh.headers["traceresponse"].split("-")[1:]
+        assert int(flags, 16) & 1 == 0  # not sampled (0x02 says its id is random)
+        # The client asked for its trace to be kept (flag 01): it is, whatever the rate.
+        kept_id, span_id, header = traceparent()
+        kept = httpx.post(url, json=body, headers={**auth, "traceparent": header}, timeout=30)
+        assert kept.status_code == 200
+        spans = receiver.wait_for_trace(kept_id, turn_complete("/v1/chat/completions"))
+        assert_one_turn(spans, span_id, "/v1/chat/completions")
+        assert receiver.trace(trace_id) == []  # sent by now, had it been recorded
+        sent = [
+            headers.get(b"traceparent", b"").decode()
+            for headers in upstream.request_headers
+            if trace_id in headers.get(b"traceparent", b"").decode()
+        ]
+        assert len(sent) == 1 and int(sent[0][-2:], 16) & 1 == 0  # it hears "not sampled"
+    finally:
+        running.stop()
+
+
 def test_while_off_the_sdk_is_not_imported() -> None:
     """Both processes' modules load, and an edge app is built, without the SDK or an exporter
     (FastAPI imports OpenTelemetry's API itself, and leaves it idle without a global provider)."""
