@@ -291,7 +291,9 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         identity = caller.identity if caller is not None else ""
         reaches_all = caller is None or caller.admin
         owner = None if reaches_all and not request.only_own else identity
-        found = await self._store.list_sessions(request.agent_id, limit + 1, after, owner)
+        found = await self._store.list_sessions(
+            request.agent_id, limit + 1, after, owner, request.include_one_off
+        )
         page = found[:limit]
         last = page[-1] if len(found) > limit else None
         return pb.ListSessionsResponse(

@@ -205,8 +205,9 @@ def scenario_pair_anthropic(bench: Bench) -> Row:
 
 def scenario_pair_traced(bench: Bench) -> Row:
     """`pair` with every span exported over OTLP/HTTP (to a sink that keeps nothing)."""
+    rate = float(os.environ.get("CLAWGATE_BENCH_SAMPLE_RATE", "1"))
     url, processes = bench.clawgate_pair(
-        upstream=bench.standin(), change=traced_to(bench.otlp_sink())
+        upstream=bench.standin(), change=traced_to(bench.otlp_sink(), rate)
     )
     name = "clawgate pair, traced (100%), non-stream"
     return bench.measure(name, f"{url}/v1/chat/completions", AUTH, False, processes)

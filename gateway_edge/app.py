@@ -39,6 +39,7 @@ from gateway_edge.worker_pool import PoolSettings, WorkerPool
 from services import tracing
 from services.config import ClawgateConfig
 from services.grpc_options import edge_channel_options
+from services.logging import flush_logs
 from services.metrics_http import serve_metrics
 from services.tracing import trace_settings
 
@@ -146,6 +147,7 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
             await workers.close()
             tracing.shutdown()
             log.info("edge stopped")
+            flush_logs()
 
     app = FastAPI(
         title="clawgate", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None

@@ -27,8 +27,10 @@ from services.tracing import NO_SPAN, Span
 log = logging.getLogger("clawgate.edge.access")
 RECORD_KEY = "clawgate.record"
 _ACCEPTABLE_ID = re.compile(rb"[A-Za-z0-9._:/+=-]{1,128}")
-# Probes and scrapes come every few seconds: spans of them would drown the requests'.
+# Probes and scrapes come every few seconds: spans of them would drown the requests', and
+# their access lines (a 503 while workers start, at every start) are written at debug only.
 UNTRACED_PATHS = frozenset(("/healthz", "/readyz", "/metrics", "/favicon.ico"))
+PROBE_PATHS = frozenset(("/healthz", "/readyz"))
 
 
 @dataclass(slots=True)
@@ -92,7 +94,8 @@ class ObservabilityMiddleware:
         if record.first_token_at is not None:
             first_token = record.first_token_at - record.started
             self.metrics.first_token_seconds_by(route).observe(first_token)
-        if not log.isEnabledFor(logging.INFO):
+        level = logging.DEBUG if scope["path"] in PROBE_PATHS else logging.INFO
+        if not log.isEnabledFor(level):
             return  # the line below is built only when it is written
         fields: dict[str, object] = {
             "method": scope["method"],
@@ -106,7 +109,7 @@ class ObservabilityMiddleware:
             fields["session"] = fingerprint(record.session_key)
         if first_token is not None:
             fields["ttft_ms"] = round(first_token * 1000, 1)
-        log.info("%s %s %s", scope["method"], scope["path"], status, extra={"fields": fields})
+        log.log(level, "%s %s %s", scope["method"], scope["path"], status, extra={"fields": fields})
 
 
 def _server_span(scope: Scope) -> Span:

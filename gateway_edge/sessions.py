@@ -68,6 +68,7 @@ def session_for(
             _user_key_prefix(agent_id, identity) + user, "user", "The session key from `user`"
         )
         return Session(key, named=True)
+    # The stores know this shape: one turn under it is a one-off call, left out of listings.
     return Session(f"agent:{agent_id}:openai:{time_ordered_uuid()}", named=False)
 
 

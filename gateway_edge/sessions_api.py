@@ -30,6 +30,17 @@ def _not_found(key: str) -> ApiError:
     return ApiError(404, f"No session {key!r} is stored.", "invalid_request_error", "key")
 
 
+def _includes_one_off(include: str) -> bool:
+    wanted = {part.strip() for part in include.split(",") if part.strip()}
+    unknown = wanted - {"one-off"}
+    if unknown:
+        raise bad_request(
+            f"Invalid 'include': {', '.join(sorted(unknown))!r}; the one value is 'one-off'.",
+            "include",
+        )
+    return bool(wanted)
+
+
 @router.get("/v1/sessions")
 async def list_sessions(
     call: Annotated[Admitted, Depends(admitted)],
@@ -37,8 +48,10 @@ async def list_sessions(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: str = "",
     mine: bool = False,
+    include: str = "",
 ) -> Response:
-    """`mine`: only the caller's own sessions (an admin reaches everyone's otherwise)."""
+    """`mine`: only the caller's own sessions (an admin reaches everyone's otherwise).
+    `include=one-off`: also the calls made without `user` or a session key."""
     state, principal = call
     principal.require(READ)
     page = await ask(
@@ -50,6 +63,7 @@ async def list_sessions(
             after=after,
             caller=principal.caller(),
             only_own=mine,
+            include_one_off=_includes_one_off(include),
         ),
     )
     return json_response(

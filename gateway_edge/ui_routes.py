@@ -14,7 +14,11 @@ from fastapi.responses import Response
 
 from gateway_edge.errors import ApiError
 
-_CONTENT_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+_CONTENT_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 _SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
@@ -35,7 +39,7 @@ def _load() -> tuple[bytes, dict[str, _Asset]]:
     folder = resources.files("gateway_edge") / "ui"
     page = (folder / "index.html").read_text(encoding="utf-8")
     assets: dict[str, _Asset] = {}
-    for name, suffix in (("app", ".js"), ("app", ".css")):
+    for name, suffix in (("app", ".js"), ("app", ".css"), ("favicon", ".svg")):
         body = (folder / f"{name}{suffix}").read_bytes()
         hashed = f"{name}.{hashlib.sha256(body).hexdigest()[:12]}{suffix}"
         assets[hashed] = _Asset(body, _CONTENT_TYPES[suffix])
@@ -44,6 +48,7 @@ def _load() -> tuple[bytes, dict[str, _Asset]]:
 
 
 _PAGE, _ASSETS = _load()
+_ICON = next(asset for name, asset in _ASSETS.items() if name.startswith("favicon."))
 router = APIRouter()
 
 
@@ -51,6 +56,13 @@ router = APIRouter()
 async def page() -> Response:
     headers = {**_SECURITY_HEADERS, "cache-control": "no-cache"}
     return Response(_PAGE, media_type="text/html; charset=utf-8", headers=headers)
+
+
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    """Browsers ask for it on every page of the origin."""
+    headers = {"cache-control": "public, max-age=86400", "x-content-type-options": "nosniff"}
+    return Response(_ICON.body, media_type=_ICON.content_type, headers=headers)
 
 
 @router.get("/ui/{name}")

@@ -163,9 +163,11 @@ def configure_logging(level: str = "info", process: str = "clawgate", fmt: str =
     root.setLevel(level.upper())
 
 
-def _flush_at_exit() -> None:
+def flush_logs() -> None:
+    """Writes what is waiting now: for a process about to end without running atexit (uvicorn
+    ends the edge by raising the signal it caught again, with its default action)."""
     for handler in logging.getLogger().handlers:
         handler.flush()
 
 
-atexit.register(_flush_at_exit)
+atexit.register(flush_logs)

@@ -58,6 +58,10 @@ class LlamaCppProviderConfig(ProviderSection):
     # Return logprobs when asked: loads the model with logits_all, which keeps contextSize x
     # vocabulary floats (about 400 MB for SmolLM2 at 2,048 tokens), so it is off by default.
     logprobs: bool = False
+    # Whether the model may call a tool again right after tool results (tool_choice "auto").
+    # A 135M model calls the same tool again instead of reading its result (4 runs of 4 on the
+    # README's weather example), so by default it answers in words there.
+    tool_calls_after_results: bool = Field(False, alias="toolCallsAfterResults")
 
 
 class HttpProviderSection(ProviderSection):

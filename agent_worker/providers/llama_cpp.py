@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_worker.domain import (
+    ChatMessage,
     FinishReason,
     Sampling,
     TextDelta,
@@ -88,6 +89,21 @@ def _embed_batch(embedder: Any, inputs: Sequence[str]) -> Embeddings:
     answer = embedder.create_embedding(list(inputs))
     vectors = [unit_length(row["embedding"]) for row in answer["data"]]
     return Embeddings(vectors, answer["usage"]["prompt_tokens"])
+
+
+def plain_message(message: ChatMessage) -> dict[str, str]:
+    """A message for a plain (tool-less) completion: calls and results said in words, as the
+    chat template knows only text (a result's role "tool" left the model guessing)."""
+    if message.role == "tool":
+        return {
+            "role": "user",
+            "content": f"The tool {message.name or 'call'} returned: {message.text}",
+        }
+    if message.tool_calls:
+        calls = "; ".join(f"{call.name}({call.arguments})" for call in message.tool_calls)
+        said = f"{message.text}\n" if message.text else ""
+        return {"role": "assistant", "content": f"{said}I called {calls}."}
+    return {"role": message.role, "content": message.text}
 
 
 class LlamaCppProvider:
@@ -226,15 +242,13 @@ class LlamaCppProvider:
     ) -> Iterator[ProviderEvent]:
         if cancelled.is_set():
             return
-        if request.tools and request.tool_choice.mode != "none":
+        if request.tools and request.tool_choice.mode != "none" and self._may_call(request):
             calls = self._call_tools(request)
             if calls is not None:
                 yield from calls
                 return
         chunks = self._llama.create_chat_completion(
-            messages=[
-                {"role": message.role, "content": message.text} for message in request.messages
-            ],
+            messages=[plain_message(message) for message in request.messages],
             stream=True,
             **llama_arguments(request.sampling, self._config),
         )
@@ -256,6 +270,16 @@ class LlamaCppProvider:
             chunks.close()
         prompt_tokens = max(self._llama.n_tokens - completion_tokens, 0)
         yield TurnFinished(finish_reason, Usage(prompt_tokens, completion_tokens))
+
+    def _may_call(self, request: ProviderRequest) -> bool:
+        """Under "auto", right after tool results the model answers in words unless the config
+        lets it call again (toolCallsAfterResults)."""
+        after_results = bool(request.messages) and request.messages[-1].role == "tool"
+        return (
+            not after_results
+            or request.tool_choice.mode != "auto"
+            or self._config.tool_calls_after_results
+        )
 
     def _call_tools(self, request: ProviderRequest) -> list[ProviderEvent] | None:
         """One answer, not streamed: llama-cpp-python's chatml function-calling handler writes

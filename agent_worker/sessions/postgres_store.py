@@ -201,9 +201,14 @@ class PostgresSessionStore:
         limit: int,
         after: tuple[float, str] | None,
         owner: str | None = None,
+        include_one_off: bool = False,
     ) -> list[SessionSummary]:
         conditions: list[str] = []
         values: list[object] = []
+        if not include_one_off:  # see SessionStore.list_sessions
+            conditions.append(
+                "NOT (turns <= 1 AND starts_with(session_key, 'agent:' || agent_id || ':openai:'))"
+            )
         if agent_id:
             values.append(agent_id)
             conditions.append(f"agent_id = ${len(values)}")

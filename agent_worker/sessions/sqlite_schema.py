@@ -233,9 +233,10 @@ def read_sessions(
     limit: int,
     after: tuple[float, str] | None,
     owner: str | None,
+    include_one_off: bool = False,
 ) -> list[SessionSummary]:
     """Newest first, after the cursor (updated_at, session_key) of a previous page."""
-    where, values = _listing_filter(agent_id, after, owner)
+    where, values = _listing_filter(agent_id, after, owner, include_one_off)
     rows = connection.execute(
         "SELECT session_key, agent_id, title, turns, updated_at, owner FROM sessions"
         f" {where} ORDER BY updated_at DESC, session_key DESC LIMIT ?",
@@ -245,10 +246,15 @@ def read_sessions(
 
 
 def _listing_filter(
-    agent_id: str, after: tuple[float, str] | None, owner: str | None
+    agent_id: str, after: tuple[float, str] | None, owner: str | None, include_one_off: bool
 ) -> tuple[str, tuple[object, ...]]:
     conditions: list[str] = []
     values: list[object] = []
+    if not include_one_off:  # the key starts with the row's own agent's one-off prefix
+        conditions.append(
+            "NOT (turns <= 1 AND substr(session_key, 1, length(agent_id) + 14)"
+            " = 'agent:' || agent_id || ':openai:')"
+        )
     if agent_id:
         conditions.append("agent_id = ?")
         values.append(agent_id)

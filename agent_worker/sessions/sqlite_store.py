@@ -285,10 +285,13 @@ class SqliteSessionStore:
         limit: int,
         after: tuple[float, str] | None,
         owner: str | None = None,
+        include_one_off: bool = False,
     ) -> list[SessionSummary]:
         try:
             return await self._run(
-                lambda connection: read_sessions(connection, agent_id, limit, after, owner)
+                lambda connection: read_sessions(
+                    connection, agent_id, limit, after, owner, include_one_off
+                )
             )
         except sqlite3.Error as error:
             raise store_error(error, "listing the sessions") from None

@@ -94,10 +94,12 @@ class SessionStore(Protocol):
         limit: int,
         after: tuple[float, str] | None,
         owner: str | None = None,
+        include_one_off: bool = False,
     ) -> list[SessionSummary]:
         """Sessions newest first (of one agent when `agent_id` is set, of one owner when
         `owner` is), after the cursor (updated_at, session_key) of the last one a previous
-        page held."""
+        page held. One-off calls only when `include_one_off`: one turn under a key the edge made
+        up (`agent:<its agent>:openai:…`, gateway_edge/sessions.py)."""
 
     async def delete(self, session_key: str) -> bool:
         """Deletes the transcript (and its summary and response ids); whether there was one."""

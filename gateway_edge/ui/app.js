@@ -150,6 +150,8 @@ async function loadConversations() {
   const list = $("conversations");
   const ticket = ++listings;
   const query = new URLSearchParams({ agent: state.agent, limit: "50", mine: "true" });
+  // Calls made without `user` or a session key (curl, scripts) are listed only on request.
+  if ($("one-off").checked) query.set("include", "one-off");
   const page = await (await api(`/v1/sessions?${query}`)).json();
   if (ticket !== listings) return; // the agent changed meanwhile: a newer list is on its way
   list.replaceChildren();
@@ -330,6 +332,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("stop").addEventListener("click", () => state.running && state.running.abort());
   $("new-chat").addEventListener("click", newChat);
+  $("one-off").addEventListener("change", () => loadConversations().catch((e) => showError(e.message)));
   $("delete").addEventListener("click", () => deleteConversation().catch((e) => showError(e.message)));
   signIn().catch((error) => showError(error.message));
 });

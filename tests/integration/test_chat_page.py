@@ -201,7 +201,7 @@ def test_a_late_listing_of_the_previous_agent_does_not_replace_the_current_one(
     it finally answers."""
     for agent_id in ("main", "beta"):
         asked = {"role": "user", "content": f"{agent_id}'s chat"}
-        body = {"model": f"openclaw:{agent_id}", "messages": [asked]}
+        body = {"model": f"openclaw:{agent_id}", "messages": [asked], "user": f"late-{agent_id}"}
         httpx.post(
             f"{stack.base_url}/v1/chat/completions",
             headers={"Authorization": f"Bearer {TOKEN}"},
@@ -268,3 +268,59 @@ def test_a_compacted_conversation_shows_where_it_was_compacted(page: Page, stack
     expect(marker).to_contain_text("Biscuit")  # the summary, folded under the marker
     # it stands between the second exchange and the third
     expect(log.locator("article + .compaction + article")).to_have_count(1)
+
+
+def test_one_off_calls_are_listed_only_when_asked_for(page: Page, stack: Stack) -> None:
+    """Calls without `user` or a session key (curl, scripts) do not fill the list; the page's
+    tick shows them, and a one-off key that was continued is a conversation."""
+    url = f"{stack.base_url}/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    def call(text: str, **extra: object) -> httpx.Response:
+        body = {"model": "openclaw:beta", "messages": [{"role": "user", "content": text}]}
+        answer = httpx.post(url, json={**body, **extra}, headers=headers, timeout=30)
+        assert answer.status_code == 200
+        return answer
+
+    for number in range(3):
+        call(f"one-off {number}")
+    call("a real conversation", user="page-user")
+    connect(page)
+    page.get_by_role("combobox", name="Agent").select_option("beta")
+    conversations = page.get_by_role("list", name="Conversations")
+    one_offs = conversations.get_by_role("button", name=re.compile(r"^one-off \d$"))
+    expect(conversations.get_by_role("button", name="a real conversation")).to_be_visible()
+    expect(one_offs).to_have_count(0)
+    page.get_by_role("checkbox", name="Show one-off calls").check()
+    expect(one_offs).to_have_count(3)
+    expect(conversations.get_by_role("button", name="a real conversation")).to_be_visible()
+    page.get_by_role("checkbox", name="Show one-off calls").uncheck()
+    expect(one_offs).to_have_count(0)
+    # The API says the same, and a one-off session is still readable by its key.
+    listed = httpx.get(f"{stack.base_url}/v1/sessions?agent=beta", headers=headers).json()
+    titles = [entry["title"] for entry in listed["data"]]
+    assert "a real conversation" in titles and not any(t.startswith("one-off") for t in titles)
+    with_one_offs = httpx.get(
+        f"{stack.base_url}/v1/sessions?agent=beta&include=one-off", headers=headers
+    ).json()
+    titles = [entry["title"] for entry in with_one_offs["data"]]
+    assert sum(title.startswith("one-off") for title in titles) == 3
+    key = call("one more").headers["x-openclaw-session-key"]
+    assert httpx.get(f"{stack.base_url}/v1/sessions/{key}", headers=headers).status_code == 200
+    # Continued by its key, it is a conversation.
+    httpx.post(
+        url,
+        json={"model": "openclaw:beta", "messages": [{"role": "user", "content": "again"}]},
+        headers={**headers, "x-openclaw-session-key": key},
+        timeout=30,
+    )
+    listed = httpx.get(f"{stack.base_url}/v1/sessions?agent=beta", headers=headers).json()
+    assert {entry["key"] for entry in listed["data"]} >= {key}
+    refused = httpx.get(f"{stack.base_url}/v1/sessions?include=everything", headers=headers)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "include"
+
+
+def test_the_favicon_is_served(stack: Stack) -> None:
+    icon = httpx.get(f"{stack.base_url}/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+    assert icon.content.startswith(b"<svg")

@@ -14,9 +14,6 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 SCHEMAS_FILE = Path(__file__).with_name("openai-chat-schemas.json")
-SHARED_SCHEMAS_FILE = (
-    Path(__file__).resolve().parents[3] / "shared" / "spec" / "openai-chat-schemas.json"
-)
 
 
 def _without_nullable(node: Any) -> Any:

@@ -529,18 +529,20 @@ class FindResponseResponse(_message.Message):
     def __init__(self, session_key: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
 
 class ListSessionsRequest(_message.Message):
-    __slots__ = ("agent_id", "limit", "after", "caller", "only_own")
+    __slots__ = ("agent_id", "limit", "after", "caller", "only_own", "include_one_off")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     ONLY_OWN_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_ONE_OFF_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     limit: int
     after: str
     caller: Caller
     only_own: bool
-    def __init__(self, agent_id: _Optional[str] = ..., limit: _Optional[int] = ..., after: _Optional[str] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., only_own: _Optional[bool] = ...) -> None: ...
+    include_one_off: bool
+    def __init__(self, agent_id: _Optional[str] = ..., limit: _Optional[int] = ..., after: _Optional[str] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., only_own: _Optional[bool] = ..., include_one_off: _Optional[bool] = ...) -> None: ...
 
 class SessionSummary(_message.Message):
     __slots__ = ("session_key", "agent_id", "title", "turns", "updated_at", "owner")

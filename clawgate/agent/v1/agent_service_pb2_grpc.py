@@ -32,6 +32,7 @@ class AgentServiceStub:
     request, RESOURCE_EXHAUSTED when the worker is at capacity, UNAVAILABLE when the provider
     cannot be reached, DEADLINE_EXCEEDED when a turn or a session wait timed out, CANCELLED when
     the caller went away. A worker may guard calls with metadata `authorization: Bearer <secret>`.
+    A `traceparent` metadata entry (W3C) makes a call's spans join the caller's trace.
     """
 
     def __init__(self, channel):
@@ -99,6 +100,7 @@ class AgentServiceServicer:
     request, RESOURCE_EXHAUSTED when the worker is at capacity, UNAVAILABLE when the provider
     cannot be reached, DEADLINE_EXCEEDED when a turn or a session wait timed out, CANCELLED when
     the caller went away. A worker may guard calls with metadata `authorization: Bearer <secret>`.
+    A `traceparent` metadata entry (W3C) makes a call's spans join the caller's trace.
     """
 
     def RunTurn(self, request, context):
@@ -254,6 +256,7 @@ class AgentService:
     request, RESOURCE_EXHAUSTED when the worker is at capacity, UNAVAILABLE when the provider
     cannot be reached, DEADLINE_EXCEEDED when a turn or a session wait timed out, CANCELLED when
     the caller went away. A worker may guard calls with metadata `authorization: Bearer <secret>`.
+    A `traceparent` metadata entry (W3C) makes a call's spans join the caller's trace.
     """
 
     @staticmethod
