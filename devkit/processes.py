@@ -273,3 +273,18 @@ def extra_edge(
         yield base_url
     finally:
         edge.stop()
+
+
+def start_up_with_fresh_home(tmp_path: Path) -> tuple[Process, Path]:
+    """`clawgate up` as a newcomer runs it (a fresh HOME, no config), once it says it is ready;
+    returns the process and the HOME."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "CLAWGATE_CONFIG": ""}
+    up = Process([sys.executable, "-m", "clawgate.cli", "up"], tmp_path / "up.log", env).start()
+    try:
+        wait_until(lambda: "chat page:" in up.log(), 180, "clawgate up", up)
+    except BaseException:
+        up.stop()
+        raise
+    return up, home

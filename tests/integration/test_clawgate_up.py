@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devkit.processes import Process, wait_until
+from devkit.processes import start_up_with_fresh_home
 from tests.support.schemas import assert_valid
 
 pytestmark = pytest.mark.slow
@@ -65,12 +64,8 @@ def curl(token: str, *extra: str, stream: bool = False) -> str:
 
 
 def test_up_answers_both_curl_examples_with_the_local_model(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {"HOME": str(home), "CLAWGATE_CONFIG": ""}
-    up = Process([sys.executable, "-m", "clawgate.cli", "up"], tmp_path / "up.log", env).start()
+    up, home = start_up_with_fresh_home(tmp_path)
     try:
-        wait_until(lambda: "chat page:" in up.log(), 180, "clawgate up", up)
         output = up.log()
         config_file = home / ".clawgate" / "clawgate.json5"
         assert f"wrote a starter config to {config_file}" in output

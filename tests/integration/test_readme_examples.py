@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from devkit.processes import REPO_ROOT, Process, wait_until
+from devkit.processes import REPO_ROOT, start_up_with_fresh_home
 from services.config import parse_config
 
 pytestmark = pytest.mark.slow
@@ -27,13 +27,8 @@ CONFIGS = [code for language, code in BLOCKS if language == "json5"]
 @pytest.fixture(scope="module")
 def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`clawgate up` as the README's first command leaves it: the starter config's token."""
-    tmp_path = tmp_path_factory.mktemp("readme")
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {"HOME": str(home), "CLAWGATE_CONFIG": ""}
-    up = Process([sys.executable, "-m", "clawgate.cli", "up"], tmp_path / "up.log", env).start()
+    up, _ = start_up_with_fresh_home(tmp_path_factory.mktemp("readme"))
     try:
-        wait_until(lambda: "chat page:" in up.log(), 180, "clawgate up", up)
         found = re.search(r"token: (\S+)", up.log())
         assert found is not None
         yield found.group(1)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -45,6 +46,32 @@ def tracing_config(tmp_path: Path, upstream: UpstreamStandIn, endpoint: str) -> 
     }
     config["agents"]["list"].append({"id": "tooled", "tools": {"allow": ["time__*"]}})
     return config
+
+
+@contextmanager
+def stack_with(
+    tmp_path: Path, upstream: UpstreamStandIn, endpoint: str, **otel: object
+) -> Iterator[Stack]:
+    """A stack of its own, with more `diagnostics.otel` keys."""
+    config = tracing_config(tmp_path, upstream, endpoint)
+    config["diagnostics"]["otel"].update(otel)
+    running = start_stack(tmp_path, config, FAST_EXPORT)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def post_chat(
+    stack: Stack, agent: str, content: str = "hi", traceparent: str | None = None
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    if traceparent is not None:
+        headers["traceparent"] = traceparent
+    body = {"model": f"openclaw:{agent}", "messages": [{"role": "user", "content": content}]}
+    return httpx.post(
+        f"{stack.base_url}/v1/chat/completions", json=body, headers=headers, timeout=30
+    )
 
 
 @pytest.fixture(scope="module")
@@ -294,12 +321,7 @@ def test_a_refused_request_is_traced_with_its_error(
     stack: Stack, receiver: OtlpHttpReceiver
 ) -> None:
     trace_id, span_id, header = traceparent()
-    response = httpx.post(
-        f"{stack.base_url}/v1/chat/completions",
-        json={"model": "openclaw:nobody", "messages": [{"role": "user", "content": "hi"}]},
-        headers={"Authorization": f"Bearer {TOKEN}", "traceparent": header},
-        timeout=30,
-    )
+    response = post_chat(stack, "nobody", traceparent=header)
     assert response.status_code in (400, 404), response.text
     assert response.headers["traceresponse"].startswith(f"00-{trace_id}-")
     spans = receiver.wait_for_trace(trace_id, lambda spans: bool(spans))
@@ -310,33 +332,16 @@ def test_a_refused_request_is_traced_with_its_error(
     assert root.attributes["http.response.status_code"] == response.status_code
 
 
-def test_a_request_without_traceparent_starts_a_new_trace(
-    stack: Stack, receiver: OtlpHttpReceiver
+@pytest.mark.parametrize("header", [None, "00-nonsense-01"], ids=["none", "garbled"])
+def test_a_request_without_a_usable_traceparent_starts_a_new_trace(
+    stack: Stack, receiver: OtlpHttpReceiver, header: str | None
 ) -> None:
-    response = httpx.post(
-        f"{stack.base_url}/v1/chat/completions",
-        json={"model": "openclaw:main", "messages": [{"role": "user", "content": "hi"}]},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        timeout=30,
-    )
+    response = post_chat(stack, "main", traceparent=header)
     assert response.status_code == 200
     trace_id = response.headers["traceresponse"].split("-")[1]
     spans = receiver.wait_for_trace(trace_id, turn_complete("/v1/chat/completions"))
     assert_one_turn(spans, None, "/v1/chat/completions")
     assert named(spans, "chat echo-1")[0].attributes["gen_ai.provider.name"] == "echo"
-
-
-def test_a_garbled_traceparent_starts_a_new_trace(stack: Stack, receiver: OtlpHttpReceiver) -> None:
-    response = httpx.post(
-        f"{stack.base_url}/v1/chat/completions",
-        json={"model": "openclaw:main", "messages": [{"role": "user", "content": "hi"}]},
-        headers={"Authorization": f"Bearer {TOKEN}", "traceparent": "00-nonsense-01"},
-        timeout=30,
-    )
-    assert response.status_code == 200
-    trace_id = response.headers["traceresponse"].split("-")[1]
-    spans = receiver.wait_for_trace(trace_id, turn_complete("/v1/chat/completions"))
-    assert_one_turn(spans, None, "/v1/chat/completions")
 
 
 def test_probes_are_not_traced(stack: Stack, receiver: OtlpHttpReceiver) -> None:
@@ -347,70 +352,38 @@ def test_probes_are_not_traced(stack: Stack, receiver: OtlpHttpReceiver) -> None
 
 def test_the_otlp_grpc_protocol(tmp_path: Path, upstream: UpstreamStandIn) -> None:
     with OtlpGrpcReceiver() as receiver:
-        config = tracing_config(tmp_path, upstream, receiver.endpoint)
-        config["diagnostics"]["otel"]["protocol"] = "grpc"
-        running = start_stack(tmp_path, config, FAST_EXPORT)
-        try:
+        with stack_with(tmp_path, upstream, receiver.endpoint, protocol="grpc") as running:
             trace_id, span_id, header = traceparent()
-            response = httpx.post(
-                f"{running.base_url}/v1/chat/completions",
-                json={"model": "openclaw:vision", "messages": [{"role": "user", "content": "hi"}]},
-                headers={"Authorization": f"Bearer {TOKEN}", "traceparent": header},
-                timeout=30,
-            )
-            assert response.status_code == 200
+            assert post_chat(running, "vision", traceparent=header).status_code == 200
             spans = receiver.wait_for_trace(trace_id, turn_complete("/v1/chat/completions"))
             assert_one_turn(spans, span_id, "/v1/chat/completions")
-        finally:
-            running.stop()
 
 
 def test_capture_content_records_the_messages(
     tmp_path: Path, upstream: UpstreamStandIn, receiver: OtlpHttpReceiver
 ) -> None:
-    config = tracing_config(tmp_path, upstream, receiver.endpoint)
-    config["diagnostics"]["otel"]["captureContent"] = True
-    config["diagnostics"]["otel"]["serviceName"] = "gateway-under-test"
-    running = start_stack(tmp_path, config, FAST_EXPORT)
-    try:
+    otel = {"captureContent": True, "serviceName": "gateway-under-test"}
+    with stack_with(tmp_path, upstream, receiver.endpoint, **otel) as running:
         trace_id, _, header = traceparent()
-        response = httpx.post(
-            f"{running.base_url}/v1/chat/completions",
-            json={
-                "model": "openclaw:vision",
-                "messages": [{"role": "user", "content": SECRET_WORDS}],
-            },
-            headers={"Authorization": f"Bearer {TOKEN}", "traceparent": header},
-            timeout=30,
-        )
-        assert response.status_code == 200
+        assert post_chat(running, "vision", SECRET_WORDS, header).status_code == 200
         spans = receiver.wait_for_trace(trace_id, lambda s: bool(named(s, "chat m")))
         [model] = named(spans, "chat m")
         assert SECRET_WORDS in model.attributes["gen_ai.input.messages"]
         assert model.attributes["gen_ai.output.messages"]
         assert model.service == "gateway-under-test"
-    finally:
-        running.stop()
 
 
 def test_a_trace_not_sampled_records_nothing_and_its_context_still_travels(
     tmp_path: Path, upstream: UpstreamStandIn, receiver: OtlpHttpReceiver
 ) -> None:
-    config = tracing_config(tmp_path, upstream, receiver.endpoint)
-    config["diagnostics"]["otel"]["sampleRate"] = 0
-    running = start_stack(tmp_path, config, FAST_EXPORT)
-    try:
-        body = {"model": "openclaw:vision", "messages": [{"role": "user", "content": "hi"}]}
-        url = f"{running.base_url}/v1/chat/completions"
-        auth = {"Authorization": f"Bearer {TOKEN}"}
-        fresh = httpx.post(url, json=body, headers=auth, timeout=30)
+    with stack_with(tmp_path, upstream, receiver.endpoint, sampleRate=0) as running:
+        fresh = post_chat(running, "vision")
         assert fresh.status_code == 200
         trace_id, _, flags = fresh.headers["traceresponse"].split("-")[1:]
         assert int(flags, 16) & 1 == 0  # not sampled (0x02 says its id is random)
         # The client asked for its trace to be kept (flag 01): it is, whatever the rate.
         kept_id, span_id, header = traceparent()
-        kept = httpx.post(url, json=body, headers={**auth, "traceparent": header}, timeout=30)
-        assert kept.status_code == 200
+        assert post_chat(running, "vision", traceparent=header).status_code == 200
         spans = receiver.wait_for_trace(kept_id, turn_complete("/v1/chat/completions"))
         assert_one_turn(spans, span_id, "/v1/chat/completions")
         assert receiver.trace(trace_id) == []  # sent by now, had it been recorded
@@ -420,8 +393,6 @@ def test_a_trace_not_sampled_records_nothing_and_its_context_still_travels(
             if trace_id in headers.get(b"traceparent", b"").decode()
         ]
         assert len(sent) == 1 and int(sent[0][-2:], 16) & 1 == 0  # it hears "not sampled"
-    finally:
-        running.stop()
 
 
 def test_while_off_the_sdk_is_not_imported() -> None:

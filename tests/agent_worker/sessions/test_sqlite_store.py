@@ -403,3 +403,27 @@ async def test_sessions_from_before_owners_belong_to_the_gateway_owner(tmp_path:
     (old,) = await store.list_sessions("", 10, None, owner="")
     assert (old.session_key, old.owner) == ("old", "")
     await store.close()
+
+
+async def test_one_off_calls_are_listed_only_when_asked_for(tmp_path: Path) -> None:
+    """A single turn under a key the edge made up is a one-off call; continued, or under any
+    other key (a `user`'s, a chosen one, another agent's shape), it is a conversation."""
+    store = SqliteSessionStore(tmp_path / "s.db")
+    await store.open()
+    turn = [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
+    keys = {
+        "one-off": "agent:main:openai:0001",
+        "continued": "agent:main:openai:0002",
+        "user": "agent:main:openai-user:alice",
+        "chosen": "my-session",
+        "other agent's shape": "agent:beta:openai:0003",
+    }
+    for session in keys.values():
+        await store.append_turn(session, turn, TurnOrigin("main"))
+    await store.append_turn(keys["continued"], turn, TurnOrigin("main"))
+    listed = {s.session_key for s in await store.list_sessions("main", 10, None)}
+    assert listed == set(keys.values()) - {keys["one-off"]}
+    everything = await store.list_sessions("main", 10, None, include_one_off=True)
+    assert {s.session_key for s in everything} == set(keys.values())
+    assert await store.load(keys["one-off"])  # still there, by its key
+    await store.close()
