@@ -71,21 +71,17 @@ class Bench:
         return process
 
     def standin(self) -> str:
-        port = free_port()
-        process = self.process(
-            [sys.executable, "-m", "bench.upstream_standin", "--port", str(port)], "standin"
-        )
-        base_url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: answers(f"{base_url}/v1/models"), 20, "stand-in", process)
-        return base_url
+        return self._local_server("bench.upstream_standin", "standin", "/v1/models")
 
     def otlp_sink(self) -> str:
+        return self._local_server("bench.otlp_sink", "otlp-sink", "/v1/traces")
+
+    def _local_server(self, module: str, name: str, probe_path: str) -> str:
+        """One of bench's own servers (`--port`), once `probe_path` answers; its base URL."""
         port = free_port()
-        process = self.process(
-            [sys.executable, "-m", "bench.otlp_sink", "--port", str(port)], "otlp-sink"
-        )
+        process = self.process([sys.executable, "-m", module, "--port", str(port)], name)
         base_url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: answers(f"{base_url}/v1/traces"), 20, "OTLP sink", process)
+        wait_until(lambda: answers(f"{base_url}{probe_path}"), 20, name, process)
         return base_url
 
     def clawgate_pair(

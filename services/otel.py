@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
+from typing import Self
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -54,7 +55,7 @@ class _Current:
         self._span = span
         self._token: object = None
 
-    def __enter__(self) -> _Current:
+    def __enter__(self) -> Self:
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
         return self
 
@@ -67,13 +68,11 @@ class _Current:
         otel_context.detach(self._token)  # type: ignore[arg-type]
 
 
-class LiveSpan:
-    __slots__ = ("_span", "_token")
-    live = True
+class LiveSpan(_Current):
+    """A recorded span; `with span:` makes it current (as `_Current`) and ends it."""
 
-    def __init__(self, span: trace.Span) -> None:
-        self._span = span
-        self._token: object = None
+    __slots__ = ()
+    live = True
 
     def set(self, key: str, value: AttributeValue) -> None:
         self._span.set_attribute(key, value)
@@ -93,10 +92,6 @@ class LiveSpan:
     def traceparent(self) -> str:
         return _traceparent_of(self._span)
 
-    def __enter__(self) -> LiveSpan:
-        self._token = otel_context.attach(trace.set_span_in_context(self._span))
-        return self
-
     def __exit__(
         self,
         kind: type[BaseException] | None,
@@ -105,7 +100,7 @@ class LiveSpan:
     ) -> None:
         if kind is not None and not issubclass(kind, GeneratorExit):
             self.fail(str(error) or kind.__name__, kind.__name__)
-        otel_context.detach(self._token)  # type: ignore[arg-type]
+        super().__exit__(kind, error, traceback)
         self._span.end()
 
 
