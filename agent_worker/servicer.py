@@ -33,15 +33,14 @@ from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from services import tracing
 from services.ids import random_hex
 
-SERVICE = "clawgate.agent.v1.AgentService"
-
 
 def served_span(context: grpc.aio.ServicerContext, method: str) -> tracing.Span:
     """The server span of a short call, a child of the caller's (from the metadata)."""
     if not tracing.active():
         return tracing.NO_SPAN
-    attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
-    return tracing.span(f"{SERVICE}/{method}", "server", attributes, traceparent_of(context))
+    service = tracing.AGENT_SERVICE
+    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+    return tracing.span(f"{service}/{method}", "server", attributes, traceparent_of(context))
 
 
 def traceparent_of(context: grpc.aio.ServicerContext) -> str:

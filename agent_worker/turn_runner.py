@@ -240,7 +240,7 @@ def _turn_span(request: TurnRequest) -> tracing.Span:
     """The turn's server span, in the caller's trace (a new one when it sent none)."""
     attributes: dict[str, tracing.AttributeValue] = {
         "rpc.system": "grpc",
-        "rpc.service": "clawgate.agent.v1.AgentService",
+        "rpc.service": tracing.AGENT_SERVICE,
         "rpc.method": "RunTurn",
         "gen_ai.operation.name": "invoke_agent",
         "gen_ai.agent.id": request.agent_id,
@@ -248,9 +248,7 @@ def _turn_span(request: TurnRequest) -> tracing.Span:
     }
     if request.request_id:
         attributes["clawgate.request_id"] = request.request_id
-    return tracing.span(
-        "clawgate.agent.v1.AgentService/RunTurn", "server", attributes, request.traceparent
-    )
+    return tracing.span(tracing.RUN_TURN_SPAN, "server", attributes, request.traceparent)
 
 
 def _wait_span(queued: bool) -> tracing.Span:

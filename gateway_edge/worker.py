@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from gateway_edge.worker_link import WorkerLink
+from services.tracing import AGENT_SERVICE
 
 log = logging.getLogger("clawgate.edge.workers")
 # Codes that mean the worker did not answer (rather than answered no).
@@ -37,7 +38,7 @@ class Worker:
         host, _, port = self.address.rpartition(":")
         self.span_attributes = {
             "rpc.system": "grpc",
-            "rpc.service": "clawgate.agent.v1.AgentService",
+            "rpc.service": AGENT_SERVICE,
             "rpc.method": "RunTurn",
             "server.address": host.strip("[]") or self.address,
         }

@@ -33,7 +33,7 @@ async def ask(
     failure: grpc.aio.AioRpcError | None = None
     for worker in candidates(pool.workers, session_key, sticky=True):
         attributes = {**worker.span_attributes, "rpc.method": method}
-        with tracing.span(f"clawgate.agent.v1.AgentService/{method}", "client", attributes) as call:
+        with tracing.span(f"{tracing.AGENT_SERVICE}/{method}", "client", attributes) as call:
             metadata = pool.call_metadata
             if tracing.active() and (context := call.traceparent() or tracing.traceparent()):
                 metadata = (*metadata, ("traceparent", context))

@@ -40,7 +40,6 @@ from services.grpc_options import Options
 
 log = logging.getLogger("clawgate.edge.workers")
 HEALTH_RETRY_SECONDS = 1.0
-RUN_TURN_SPAN = "clawgate.agent.v1.AgentService/RunTurn"  # the call a turn is, on any stream
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
@@ -211,7 +210,7 @@ class WorkerPool:
         # siblings (a call lasts the whole turn).
         placement = tracing.span("placement", attributes={"clawgate.session.sticky": sticky})
         for worker in candidates(self._workers.values(), request.session_key, sticky):
-            call = tracing.span(RUN_TURN_SPAN, "client", worker.span_attributes)
+            call = tracing.span(tracing.RUN_TURN_SPAN, "client", worker.span_attributes)
             if tracing.active():  # a trace not sampled has no call span: its context goes
                 request.traceparent = call.traceparent() or tracing.traceparent()
             inbox = worker.link.open_turn(request, size, whole_answer)

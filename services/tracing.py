@@ -26,6 +26,10 @@ SpanKind = Literal["internal", "server", "client"]
 AttributeValue = str | bool | int | float | list[str]
 Attributes = Mapping[str, AttributeValue]
 PROTOCOLS = ("http/protobuf", "grpc")
+# The contract's service as span names and `rpc.service` say it (OpenTelemetry's RPC names);
+# a turn is a RunTurn on either side, whichever stream carries it.
+AGENT_SERVICE = "clawgate.agent.v1.AgentService"
+RUN_TURN_SPAN = f"{AGENT_SERVICE}/RunTurn"
 DEFAULT_ENDPOINTS = {"http/protobuf": "http://localhost:4318", "grpc": "http://localhost:4317"}
 
 
