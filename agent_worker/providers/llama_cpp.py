@@ -91,6 +91,20 @@ def _embed_batch(embedder: Any, inputs: Sequence[str]) -> Embeddings:
     return Embeddings(vectors, answer["usage"]["prompt_tokens"])
 
 
+def _chatml_tool_arguments(request: ProviderRequest) -> dict[str, Any]:
+    """The tools and tool choice as llama-cpp-python's chatml function calling takes them: it
+    knows "auto", "none" and one function, and fails on "required" (an assertion, which reached
+    clients as "local model failed:"). "required" with one tool is that tool; with several it
+    is "auto", and the turn refuses an answer without a call as for any provider."""
+    arguments = tool_arguments(request)
+    if request.tool_choice.mode == "required":
+        tools = request.tools
+        arguments["tool_choice"] = (
+            {"type": "function", "function": {"name": tools[0].name}} if len(tools) == 1 else "auto"
+        )
+    return arguments
+
+
 def plain_message(message: ChatMessage) -> dict[str, str]:
     """A message for a plain (tool-less) completion: calls and results said in words, as the
     chat template knows only text (a result's role "tool" left the model guessing)."""
@@ -299,7 +313,7 @@ class LlamaCppProvider:
             stream=False,
             logits_processor=LogitsProcessorList([cap]),
             **arguments,
-            **tool_arguments(request),
+            **_chatml_tool_arguments(request),
         )
         choice = completion["choices"][0]
         message = choice["message"]

@@ -15,6 +15,7 @@ from agent_worker.domain import (
     Sampling,
     TextDelta,
     Tool,
+    ToolCall,
     ToolCallDelta,
     ToolChoice,
     TurnFinished,
@@ -22,7 +23,7 @@ from agent_worker.domain import (
 from agent_worker.errors import ProviderUnavailableError
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.providers.llama_controls import GenerationCancelled, stop_when
-from agent_worker.providers.llama_cpp import LlamaCppProvider, default_model_path
+from agent_worker.providers.llama_cpp import LlamaCppProvider, default_model_path, plain_message
 from services.provider_config import LlamaCppProviderConfig
 
 
@@ -219,3 +220,56 @@ async def test_a_tool_calls_arguments_end_at_the_answers_token_limit(
         arguments = json.loads(call.arguments)  # closed: whole JSON
         jsonschema.validate(arguments, schema)
         assert provider.count_tokens(call.arguments) <= 12, call.arguments
+
+
+WEATHER = Tool(
+    "get_weather",
+    "The weather in a city.",
+    json.dumps({"type": "object", "properties": {"city": {"type": "string"}}}),
+)
+
+
+def after_results(choice: ToolChoice) -> ProviderRequest:
+    """The README's weather round trip, at the step after the tool's result."""
+    call = ToolCall("call_1", "get_weather", '{"city": "Paris"}')
+    return ProviderRequest(
+        "smollm2",
+        (
+            ChatMessage("user", "What is the weather in Paris?"),
+            ChatMessage("assistant", "", tool_calls=(call,)),
+            ChatMessage("tool", "sunny in Paris", tool_call_id="call_1"),
+        ),
+        Sampling(max_tokens=48, seed=3),
+        tools=(WEATHER,),
+        tool_choice=choice,
+    )
+
+
+@pytest.mark.slow
+async def test_after_tool_results_the_model_answers_in_words(provider: LlamaCppProvider) -> None:
+    events = [event async for event in provider.stream(after_results(ToolChoice()))]
+    assert not any(isinstance(event, ToolCallDelta) for event in events)
+    assert "".join(event.text for event in events if isinstance(event, TextDelta)).strip()
+    finished = events[-1]
+    assert isinstance(finished, TurnFinished)
+    assert finished.finish_reason is not FinishReason.TOOL_CALLS
+
+
+@pytest.mark.slow
+async def test_a_required_tool_choice_still_calls_after_results(provider: LlamaCppProvider) -> None:
+    events = [event async for event in provider.stream(after_results(ToolChoice("required")))]
+    assert [event.name for event in events if isinstance(event, ToolCallDelta)] == ["get_weather"]
+
+
+def test_calls_and_results_are_said_in_words_to_a_plain_prompt() -> None:
+    call = ToolCall("call_1", "get_weather", '{"city": "Paris"}')
+    assert plain_message(ChatMessage("assistant", "Let me look.", tool_calls=(call,))) == {
+        "role": "assistant",
+        "content": 'Let me look.\nI called get_weather({"city": "Paris"}).',
+    }
+    result = ChatMessage("tool", "sunny", tool_call_id="call_1", name="get_weather")
+    assert plain_message(result) == {
+        "role": "user",
+        "content": "The tool get_weather returned: sunny",
+    }
+    assert plain_message(ChatMessage("user", "hi")) == {"role": "user", "content": "hi"}
