@@ -42,6 +42,7 @@ from agent_worker.domain import (
 from agent_worker.errors import ContextOverflowError, NotYourSessionError, ProviderFailedError
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.model_chain import ModelChain
+from agent_worker.off_loop import OffLoop
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.sessions.store import SessionStore, TurnOrigin
 from agent_worker.tool_calls import ToolCalls
@@ -98,7 +99,9 @@ class AgentTurn:
         metrics: WorkerMetrics,
         windows: ContextWindows,
         summarizer: Summarizer,
+        off_loop: OffLoop,
     ) -> None:
+        self._off_loop = off_loop
         self._windows = windows
         self._summarizer = summarizer
         self._request = request
@@ -118,7 +121,7 @@ class AgentTurn:
             default_answer := self._windows.limits(agent.provider, agent.model).max_tokens
         ):  # the model catalog's answer size
             sampling = dataclasses.replace(sampling, max_tokens=default_answer)
-        context.check_input(request.tools, sampling.max_tokens)  # a refusal, not a failure
+        await context.check_input(request.tools, sampling.max_tokens)  # a refusal, not a failure
         history = context.history_size
         run_id = random_hex()
         started = time.monotonic()
@@ -148,8 +151,12 @@ class AgentTurn:
                     steps, tools, sampling.max_tokens, "budget" if attempt == 1 else "overflow"
                 )
                 step = _Step(ToolCalls(messages, own_names))
+                answer_room = context.answer_room(sampling.max_tokens)
+                step_sampling = sampling
+                if answer_room != sampling.max_tokens:
+                    step_sampling = dataclasses.replace(sampling, max_tokens=answer_room)
                 provider_request = ProviderRequest(
-                    agent.model, messages, sampling, tools, choice, request.parallel_tool_calls
+                    agent.model, messages, step_sampling, tools, choice, request.parallel_tool_calls
                 )
                 shown = False
                 try:
@@ -164,13 +171,13 @@ class AgentTurn:
                             self._metrics.overflow_recoveries_by(agent.id, "failed").inc()
                         raise
                     log.info("turn %s: %s; compacting and asking again", run_id, overflow)
-                    context.overflowed(overflow, messages, tools)
+                    await context.overflowed(overflow, messages, tools)
             if attempt == 2:
                 self._metrics.overflow_recoveries_by(agent.id, "ok").inc()
             assert step.finished is not None  # _ask raised otherwise
             answered = step.finished
             if answered.usage.prompt_tokens:
-                context.reported(answered.usage.prompt_tokens)
+                context.reported(answered.usage.prompt_tokens, self._answered_by)
                 self._metrics.prompt_tokens_by(agent.provider).observe(answered.usage.prompt_tokens)
             calls = step.calls.whole()
             said_something = said_something or any(step.parts)
@@ -266,6 +273,9 @@ class AgentTurn:
                         else:
                             held.append(shown)
                     event = await deadline.wait_for(anext(events, None))
+        except ContextOverflowError as overflow:  # the model that refused is learned, no other
+            overflow.model_ref = overflow.model_ref or self._answered_by
+            raise
         finally:
             deadline.cancel()
         self._metrics.provider_seconds_by(provider_name).observe(time.monotonic() - asked)
@@ -311,6 +321,7 @@ class AgentTurn:
             self._summarizer,
             self._metrics,
             request.session_key,
+            self._off_loop,
         )
         return context, new_context
 

@@ -20,7 +20,7 @@ from contextlib import aclosing
 from typing import assert_never
 
 from agent_worker.agents import Agent
-from agent_worker.context_window import MESSAGE_OVERHEAD_TOKENS, ContextWindows, TokenCounter
+from agent_worker.context_window import MESSAGE_OVERHEAD_TOKENS, ContextWindows, Counts
 from agent_worker.domain import (
     ChatMessage,
     ReasoningDelta,
@@ -29,8 +29,9 @@ from agent_worker.domain import (
     ToolCallDelta,
     TurnFinished,
 )
-from agent_worker.errors import ContextOverflowError, TurnError
+from agent_worker.errors import ContextOverflowError, ProviderFailedError, TurnError
 from agent_worker.model_call import model_stream
+from agent_worker.off_loop import OffLoop, is_light
 from agent_worker.providers.base import Provider, ProviderRequest
 
 log = logging.getLogger("clawgate.worker.compaction")
@@ -52,9 +53,10 @@ MAX_SUMMARY_CALLS = 3
 
 
 def reserve_tokens(window: int, answer_tokens: int | None, floor: int) -> int:
-    """Tokens kept free for the answer: reserveTokensFloor, never more than a quarter of the
-    window, and never less than the answer asked for."""
-    return max(min(floor, window // 4), answer_tokens or 0)
+    """Tokens kept free for the answer: the larger of the answer asked for and
+    reserveTokensFloor, never more than a quarter of the window (a larger answer is capped to
+    what the window holds beside the prompt, see TurnContext.answer_room)."""
+    return min(max(floor, answer_tokens or 0), window // 4)
 
 
 def summary_tokens(budget: int) -> int:
@@ -62,7 +64,7 @@ def summary_tokens(budget: int) -> int:
     return max(64, min(budget // 8, 4096))
 
 
-def clip_text(text: str, max_tokens: int, counter: TokenCounter) -> str:
+def clip_text(text: str, max_tokens: int, counter: Counts) -> str:
     """`text` within `max_tokens`, its head and tail kept and the cut marked."""
     tokens = counter.text(text)
     if tokens <= max_tokens:
@@ -76,12 +78,12 @@ def clip_text(text: str, max_tokens: int, counter: TokenCounter) -> str:
         keep = keep * 3 // 4
 
 
-def clipped_message(message: ChatMessage, max_tokens: int, counter: TokenCounter) -> ChatMessage:
+def clipped_message(message: ChatMessage, max_tokens: int, counter: Counts) -> ChatMessage:
     text = clip_text(message.text, max_tokens, counter)
     return message if text is message.text else dataclasses.replace(message, text=text)
 
 
-def cut_point(history: Sequence[ChatMessage], counter: TokenCounter, keep_tokens: int) -> int:
+def cut_point(history: Sequence[ChatMessage], counter: Counts, keep_tokens: int) -> int:
     """Where the kept tail starts: the newest messages within `keep_tokens`, never starting at a
     tool result (its call stays with it, on the summarised side)."""
     kept = 0
@@ -103,7 +105,7 @@ def rendered(message: ChatMessage) -> str:
 
 
 def plain_digest(
-    previous: str, messages: Sequence[ChatMessage], max_tokens: int, counter: TokenCounter
+    previous: str, messages: Sequence[ChatMessage], max_tokens: int, counter: Counts
 ) -> str:
     """A summary made without a model: the previous one and the start of each user message."""
     lines = [previous] if previous else []
@@ -120,9 +122,15 @@ def plain_digest(
 class Summarizer:
     """Makes summaries with the agent's model or its `compaction.model`."""
 
-    def __init__(self, providers: Mapping[str, Provider], windows: ContextWindows) -> None:
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        windows: ContextWindows,
+        off_loop: OffLoop | None = None,
+    ) -> None:
         self._providers = providers
         self._windows = windows
+        self._off_loop = off_loop or OffLoop(threads=1)
 
     async def summarize(
         self,
@@ -141,14 +149,10 @@ class Summarizer:
         )
         budget = (window or UNKNOWN_WINDOW) - max_tokens
         budget -= counter.text(SUMMARY_INSTRUCTIONS + instructions) + 3 * MESSAGE_OVERHEAD_TOKENS
-        pending = [rendered(message) for message in messages]
-        readable = _newest_within(
-            pending, MAX_SUMMARY_CALLS * max(budget - max_tokens, 64), counter
+        light = is_light(messages)
+        summary, pending = await self._off_loop.run(
+            light, _first_reading, previous, messages, budget, max_tokens, counter
         )
-        summary = previous
-        if readable:
-            summary = plain_digest(previous, messages[:readable], max_tokens, counter)
-            pending = pending[readable:]
         chunk_budget = budget
         calls = 0
         try:
@@ -157,25 +161,32 @@ class Summarizer:
                     calls += 1
                     if calls > MAX_SUMMARY_CALLS + _OVERFLOW_RETRIES:
                         raise TimeoutError  # every retry halved the chunks: give up on the model
-                    room = chunk_budget - counter.text(summary)
-                    chunk, pending = _take_chunk(pending, max(room, 64), counter)
+                    room = max(chunk_budget - counter.text(summary), 64)
+                    chunk, pending = await self._off_loop.run(
+                        light, _take_chunk, pending, room, counter
+                    )
                     try:
                         answer = await self._ask(
                             provider_name, model, summary, chunk, max_tokens, instructions
                         )
-                        summary = clip_text(answer, max_tokens, counter)  # it must fit the next
                     except ContextOverflowError:
                         pending = chunk + pending  # again, in smaller pieces
                         chunk_budget //= 2
+                        continue
+                    if not answer:  # the chunk would be lost while the record claims it
+                        raise ProviderFailedError("the summary came back empty")
+                    summary = clip_text(answer, max_tokens, counter)  # it must fit the next
         except (TurnError, TimeoutError) as error:
             log.warning(
                 "summary failed (%s); a plain digest stands in: agent=%s",
                 getattr(error, "message", None) or type(error).__name__,
                 agent.id,
             )
-            return plain_digest(previous, messages, max_tokens, counter)
+            summary = ""
         if not summary.strip():
-            return plain_digest(previous, messages, max_tokens, counter)
+            return await self._off_loop.run(
+                light, plain_digest, previous, messages, max_tokens, counter
+            )
         return summary
 
     async def _ask(
@@ -210,13 +221,26 @@ class Summarizer:
                         pass  # no tools were offered; the summary is the text
                     case _:
                         assert_never(event)
-        text = "".join(texts).strip()
-        return text or previous
+        return "".join(texts).strip()
 
 
-def _take_chunk(
-    pending: list[str], room: int, counter: TokenCounter
-) -> tuple[list[str], list[str]]:
+def _first_reading(
+    previous: str,
+    messages: Sequence[ChatMessage],
+    budget: int,
+    max_tokens: int,
+    counter: Counts,
+) -> tuple[str, list[str]]:
+    """The summary to start from and the messages the model reads: those older than the
+    model's calls can read go into a plain digest first."""
+    pending = [rendered(message) for message in messages]
+    readable = _newest_within(pending, MAX_SUMMARY_CALLS * max(budget - max_tokens, 64), counter)
+    if not readable:
+        return previous, pending
+    return plain_digest(previous, messages[:readable], max_tokens, counter), pending[readable:]
+
+
+def _take_chunk(pending: list[str], room: int, counter: Counts) -> tuple[list[str], list[str]]:
     """The first messages that fit in `room` tokens (at least one, clipped when alone it does
     not fit), and the rest."""
     chunk: list[str] = []
@@ -232,7 +256,7 @@ def _take_chunk(
     return chunk, []
 
 
-def _newest_within(pending: Sequence[str], tokens: int, counter: TokenCounter) -> int:
+def _newest_within(pending: Sequence[str], tokens: int, counter: Counts) -> int:
     """Where the newest texts within `tokens` start (0 when all of them fit)."""
     used = 0
     for index in range(len(pending) - 1, -1, -1):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from agent_worker.domain import ChatMessage, Tool
 from services.provider_config import LlamaCppProviderConfig, ProviderConfig
@@ -96,6 +96,44 @@ class TokenCounter:
         """The provider refused a prompt the estimate said fits: estimate higher from now on."""
         if self._tokenize is None:
             self.correction = min(self.correction * 1.25, _MAX_CORRECTION)
+
+
+class Counts(Protocol):
+    """What compaction and clipping need of a counter."""
+
+    def text(self, text: str) -> int: ...
+    def message(self, message: ChatMessage) -> int: ...
+    def messages(self, messages: Iterable[ChatMessage]) -> int: ...
+
+
+class TurnCounts:
+    """One turn's counts: each message counted once (messages are immutable), so that fitting
+    a prompt several times (compaction, clipping, each step of a tool loop) stays linear."""
+
+    def __init__(self, counter: TokenCounter) -> None:
+        self.counter = counter
+        self._by_id: dict[int, tuple[ChatMessage, int]] = {}  # the message keeps its id taken
+        self._correction = counter.correction
+
+    def text(self, text: str) -> int:
+        return self.counter.text(text)
+
+    def message(self, message: ChatMessage) -> int:
+        if self.counter.correction != self._correction:  # estimates moved: count again
+            self._by_id.clear()
+            self._correction = self.counter.correction
+        known = self._by_id.get(id(message))
+        if known is not None and known[0] is message:
+            return known[1]
+        tokens = self.counter.message(message)
+        self._by_id[id(message)] = (message, tokens)
+        return tokens
+
+    def messages(self, messages: Iterable[ChatMessage]) -> int:
+        return sum(map(self.message, messages))
+
+    def tools(self, tools: tuple[Tool, ...]) -> int:
+        return self.counter.tools(tools)
 
 
 class ContextWindows:

@@ -14,6 +14,7 @@ class TurnError(Exception):
     # answer has arrived yet: unreachable, slow to answer, rate-limited or overloaded.
     transient = False
     retry_after: float | None = None  # seconds the provider asked for (its Retry-After)
+    model_ref = ""  # "provider/model" that failed, when a model did (set by the model chain)
 
     def __init__(self, message: str, detail: str | None = None) -> None:
         super().__init__(message)

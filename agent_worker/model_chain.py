@@ -94,6 +94,7 @@ class ModelChain:
                     first = await deadline.wait_for(anext(events, None))
                 except TurnError as error:
                     await events.aclose()
+                    error.model_ref = error.model_ref or target.ref
                     if not error.transient:
                         raise
                     failure = error

@@ -28,6 +28,7 @@ from agent_worker.errors import (
 )
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.model_chain import ModelChain, ModelTarget
+from agent_worker.off_loop import OffLoop
 from agent_worker.providers.base import Provider
 from agent_worker.sessions.locks import SessionLocks
 from agent_worker.sessions.store import SessionStore
@@ -57,7 +58,8 @@ class TurnRunner:
         windows: ContextWindows | None = None,
     ) -> None:
         self.windows = windows or ContextWindows({})
-        self._summarizer = Summarizer(providers, self.windows)
+        self._off_loop = OffLoop()
+        self._summarizer = Summarizer(providers, self.windows, self._off_loop)
         self._agents = agents
         self._tools = tools
         self._providers = providers
@@ -143,6 +145,7 @@ class TurnRunner:
                     self.metrics,
                     self.windows,
                     self._summarizer,
+                    self._off_loop,
                 )
                 async for event in turn.events(flushed):
                     yield event
@@ -188,6 +191,7 @@ class TurnRunner:
                 self._summarizer,
                 self.metrics,
                 session_key,
+                self._off_loop,
             )
             compaction = await context.compact_now(instructions)
             if compaction is not None:

@@ -114,7 +114,11 @@ def test_estimates_follow_what_the_provider_reports() -> None:
 def test_the_reserve_is_a_quarter_of_a_small_window_and_the_floor_of_a_large_one() -> None:
     assert reserve_tokens(2048, None, 20_000) == 512
     assert reserve_tokens(200_000, None, 20_000) == 20_000
-    assert reserve_tokens(4096, 2000, 20_000) == 2000  # the answer asked for wins
+    assert reserve_tokens(200_000, 32_000, 20_000) == 32_000  # the answer asked for wins
+    # ... up to a quarter of the window: a larger answer is capped, never a negative budget
+    assert reserve_tokens(4096, 2000, 1000) == 1024
+    assert reserve_tokens(2048, 4096, 20_000) == 512
+    assert reserve_tokens(2048, 10**9, 20_000) == 512
 
 
 def test_a_cut_never_separates_a_tool_call_from_its_result() -> None:
@@ -242,3 +246,14 @@ def test_a_plain_digest_stays_within_its_tokens() -> None:
     history = [ChatMessage("user", f"message {n} " * 20) for n in range(200)]
     digest = plain_digest("before", history, 100, counter)
     assert counter.text(digest) <= 100 and digest.startswith("before")
+
+
+async def test_an_empty_summary_is_a_failed_one_and_the_plain_digest_stands_in() -> None:
+    windows = ContextWindows({})
+    windows.learn("p", "m", 1000)
+    # No FACT in what it reads: this summariser answers nothing at all.
+    history = [ChatMessage("user", "remember the blue door"), ChatMessage("assistant", "ok")]
+    summary = await Summarizer({"p": WindowedProvider(1000)}, windows).summarize(
+        agent(), "earlier: a red car", history, 100
+    )
+    assert "earlier: a red car" in summary and "remember the blue door" in summary

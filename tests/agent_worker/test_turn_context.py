@@ -4,16 +4,21 @@ too large."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import AsyncGenerator
 
 import pytest
 
 from agent_worker.agents import AgentRegistry
 from agent_worker.compaction import SUMMARY_INSTRUCTIONS
-from agent_worker.context_window import ContextWindows
+from agent_worker.context_window import ContextWindows, Tokenizer
 from agent_worker.domain import (
     ChatMessage,
     FinishReason,
+    Sampling,
+    StoredContext,
     TextDelta,
     ToolCall,
     TurnEvent,
@@ -21,10 +26,15 @@ from agent_worker.domain import (
     TurnRequest,
     Usage,
 )
-from agent_worker.errors import ContextOverflowError, InputTooLargeError
+from agent_worker.errors import (
+    ContextOverflowError,
+    InputTooLargeError,
+    ProviderRateLimitedError,
+)
+from agent_worker.off_loop import OffLoop
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
 from agent_worker.sessions.sqlite_store import SqliteSessionStore
-from agent_worker.turn_context import SUMMARY_HEADING
+from agent_worker.turn_context import SUMMARY_HEADING, TurnContext
 from agent_worker.turn_runner import TurnRunner
 from services.config import parse_config
 
@@ -74,7 +84,10 @@ def config(window: str) -> str:
 
 
 def runner(
-    store: SqliteSessionStore, provider: WordWindowProvider, window: str = "{ id: 'm' }"
+    store: SqliteSessionStore,
+    provider: WordWindowProvider,
+    window: str = "{ id: 'm' }",
+    tokenizer: Tokenizer = words,
 ) -> TurnRunner:
     parsed = parse_config(config(window))
     return TurnRunner(
@@ -83,7 +96,7 @@ def runner(
         store,
         max_concurrent_turns=4,
         session_wait_timeout=5,
-        windows=ContextWindows(parsed.models.providers, {"p": words}),
+        windows=ContextWindows(parsed.models.providers, {"p": tokenizer}),
     )
 
 
@@ -183,3 +196,116 @@ async def test_an_overflow_that_names_no_window_still_teaches_one(
         assert isinstance(events[-1], TurnFinished), number
     learned = turns.windows.window("p", "m")
     assert learned is not None and learned <= WINDOW
+
+
+async def test_a_fallbacks_overflow_teaches_its_own_window_not_the_primarys(
+    store: SqliteSessionStore,
+) -> None:
+    class RateLimited(WordWindowProvider):
+        async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+            raise ProviderRateLimitedError("slow down", retry_after=600)  # next model at once
+            yield TextDelta("never")
+
+    parsed = parse_config(
+        "{ models: { providers: {"
+        " p: { api: 'echo', models: [ { id: 'm', contextWindow: 100000 } ] },"
+        " q: { api: 'echo' } } },"
+        " agents: { defaults: { model: { primary: 'p/m', fallbacks: ['q/f'] },"
+        " systemPrompt: 'SYS' }, list: [ { id: 'main' } ] } }"
+    )
+    fallback = WordWindowProvider()  # refuses prompts over 400 words, naming its window
+    turns = TurnRunner(
+        AgentRegistry.from_config(parsed),
+        {"p": RateLimited(), "q": fallback},
+        store,
+        max_concurrent_turns=4,
+        session_wait_timeout=5,
+        windows=ContextWindows(parsed.models.providers, {"p": words, "q": words}),
+    )
+    history = [
+        ChatMessage("user" if n % 2 == 0 else "assistant", f"turn {n} " + "word " * 60)
+        for n in range(10)
+    ]
+    events = await turn(turns, "and now?", *history)
+    assert isinstance(events[-1], TurnFinished)
+    assert fallback.refused == 1 and fallback.prompts  # compacted for the fallback, answered
+    assert turns.windows.window("q", "f") == WINDOW
+    assert turns.windows.window("p", "m") == 100_000  # the primary keeps its own window
+    assert turns.windows.counter("p", "m").correction == 1.0
+
+
+async def test_a_max_tokens_larger_than_the_window_is_capped_not_refused(
+    store: SqliteSessionStore,
+) -> None:
+    provider = WordWindowProvider()  # refuses prompt + max_tokens over its window
+    turns = runner(store, provider, FITTED)
+    for asked in (4096, 10**9):
+        request = TurnRequest(
+            "main", "k", ChatMessage("user", "hello"), sampling=Sampling(max_tokens=asked)
+        )
+        events = [event async for event in turns.run(request)]
+        assert isinstance(events[-1], TurnFinished)
+        sent = provider.prompts[-1]
+        assert sent.sampling.max_tokens is not None
+        prompt = sum(words(m.text) + 6 for m in sent.messages)
+        assert prompt + sent.sampling.max_tokens <= WINDOW
+    assert provider.refused == 0
+
+
+async def test_counting_a_huge_message_leaves_the_event_loop_free(
+    store: SqliteSessionStore,
+) -> None:
+    counted_on: set[str] = set()
+
+    def slow_tokenizer(text: str) -> int:  # as a native tokenizer: slow, without the GIL
+        if len(text) > 100_000:
+            counted_on.add(threading.current_thread().name)
+            time.sleep(0.6)
+        return words(text)
+
+    turns = runner(store, WordWindowProvider(), FITTED, slow_tokenizer)
+    longest_gap = 0.0
+
+    async def tick() -> None:
+        nonlocal longest_gap
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            longest_gap, last = max(longest_gap, now - last), now
+
+    ticker = asyncio.create_task(tick())
+    try:
+        with pytest.raises(InputTooLargeError):
+            await turn(turns, "word " * 500_000)
+    finally:
+        ticker.cancel()
+    assert counted_on and threading.main_thread().name not in counted_on
+    assert longest_gap < 0.3, longest_gap
+
+
+def test_clipping_counts_each_message_about_once() -> None:
+    calls = 0
+
+    def counting(text: str) -> int:
+        nonlocal calls
+        calls += 1
+        return words(text)
+
+    parsed = parse_config(config(FITTED))
+    windows = ContextWindows(parsed.models.providers, {"p": counting})
+    history = [ChatMessage("user", "word " * 50) for _ in range(1000)]
+    context = TurnContext(
+        AgentRegistry.from_config(parsed).get("main"),
+        "",
+        StoredContext(history),
+        (),
+        ChatMessage("user", "hi"),
+        windows,
+        None,  # type: ignore[arg-type] - clipping asks no summary
+        None,  # type: ignore[arg-type]
+        "k",
+        OffLoop(),
+    )
+    context._clip_to([], 1000 * 40)  # every message must lose most of its text
+    assert calls < 10 * len(history), calls
