@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator
 import pytest
 
 from agent_worker.agents import AgentRegistry
-from agent_worker.compaction import SUMMARY_INSTRUCTIONS
+from agent_worker.compaction import SUMMARY_INSTRUCTIONS, Summarizer
 from agent_worker.context_window import ContextWindows, Tokenizer
 from agent_worker.domain import (
     ChatMessage,
@@ -31,6 +31,7 @@ from agent_worker.errors import (
     InputTooLargeError,
     ProviderRateLimitedError,
 )
+from agent_worker.metrics import WorkerMetrics
 from agent_worker.off_loop import OffLoop
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
 from agent_worker.sessions.sqlite_store import SqliteSessionStore
@@ -302,8 +303,8 @@ def test_clipping_counts_each_message_about_once() -> None:
         (),
         ChatMessage("user", "hi"),
         windows,
-        None,  # type: ignore[arg-type] - clipping asks no summary
-        None,  # type: ignore[arg-type]
+        Summarizer({}, windows),  # clipping asks for no summary
+        WorkerMetrics(),
         "k",
         OffLoop(),
     )
