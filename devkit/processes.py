@@ -275,11 +275,20 @@ def extra_edge(
         edge.stop()
 
 
-def start_up_with_fresh_home(tmp_path: Path) -> tuple[Process, Path]:
+def start_up_with_fresh_home(
+    tmp_path: Path, edit_starter: Callable[[str], str] | None = None
+) -> tuple[Process, Path]:
     """`clawgate up` as a newcomer runs it (a fresh HOME, no config), once it says it is ready;
-    returns the process and the HOME."""
+    returns the process and the HOME. `edit_starter`: the starter config is written first and
+    changed by it (the defaults stay those of `clawgate up`)."""
     home = tmp_path / "home"
     home.mkdir()
+    if edit_starter is not None:
+        from clawgate.supervisor import write_starter_config
+
+        config = home / ".clawgate" / "clawgate.json5"
+        write_starter_config(config)
+        config.write_text(edit_starter(config.read_text()))
     env = {"HOME": str(home), "CLAWGATE_CONFIG": ""}
     up = Process([sys.executable, "-m", "clawgate.cli", "up"], tmp_path / "up.log", env).start()
     try:

@@ -173,9 +173,10 @@ class RemoteTurn:
                 raise unreachable(status) from None
             if events:
                 return events
-            if not await worker.answers(health_timeout):  # else it waits its turn
+            # A worker that is alive (busy, or the turn waits for its session) keeps the turn.
+            if not await worker.answers(health_timeout):
                 log.warning(
-                    "worker %s did not start a turn within %gs nor answer a health check",
+                    "worker %s did not start a turn within %gs nor take a connection",
                     worker.address,
                     check_seconds,
                 )

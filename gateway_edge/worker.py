@@ -17,6 +17,7 @@ from services.tracing import AGENT_SERVICE
 log = logging.getLogger("clawgate.edge.workers")
 # Codes that mean the worker did not answer (rather than answered no).
 NO_ANSWER = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+_NEW_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
 
 
 @dataclass(eq=False)
@@ -50,15 +51,30 @@ class Worker:
         return self.serving is not False and self.answering
 
     async def answers(self, timeout_seconds: float) -> bool:
-        """Whether it answers a health check within the bound (any status is an answer)."""
+        """Whether it is alive: it answers a health check within the bound (any status is an
+        answer) or, when it is too busy for that, its gRPC core still takes a new connection.
+        The core answers connections and pings on threads of its own, so a busy event loop
+        still connects; a frozen or vanished process does not."""
         try:
             await self.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout_seconds)
         except grpc.aio.AioRpcError as error:
-            answering = error.code() not in NO_ANSWER
+            answering = error.code() not in NO_ANSWER or await self.connects(timeout_seconds)
         else:
             answering = True
         self.set_answering(answering)
         return answering
+
+    async def connects(self, timeout_seconds: float) -> bool:
+        """Whether a new connection to it is set up (HTTP/2 settings exchanged) in time."""
+        # A subchannel pool of its own: a new connection, never one shared with another channel.
+        probe = grpc.aio.insecure_channel(self.address, options=_NEW_CONNECTION)
+        try:
+            await asyncio.wait_for(probe.channel_ready(), timeout_seconds)
+        except TimeoutError:
+            return False
+        finally:
+            await probe.close()
+        return True
 
     def set_answering(self, answering: bool) -> None:
         """Out of the candidates until its next health check answers (within a few seconds)."""
