@@ -78,8 +78,8 @@ def stream(gateway: Gateway, key: str, started: threading.Event) -> Streamed:
 
 
 def plain_turn(gateway: Gateway) -> httpx.Response:
-    body = {"model": f"openclaw:{gateway.agent}", "messages": [{"role": "user", "content": "hi"}]}
-    body["max_tokens"] = 8
+    body: dict[str, Any] = {"model": f"openclaw:{gateway.agent}", "max_tokens": 8}
+    body["messages"] = [{"role": "user", "content": "hi"}]
     return httpx.post(
         f"{gateway.base_url}/v1/chat/completions", headers=gateway.headers, json=body, timeout=300
     )
@@ -170,8 +170,8 @@ def echo_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp_path = tmp_path_factory.mktemp("fair-echo")
     stack = start_stack(tmp_path, echo_pair_config(tmp_path))
     try:
-        body = {"model": "openclaw:ticker", "stream": True, "messages": [{"role": "user"}]}
-        body["messages"][0]["content"] = "go"
+        body: dict[str, Any] = {"model": "openclaw:ticker", "stream": True}
+        body["messages"] = [{"role": "user", "content": "go"}]
         yield Gateway(stack.base_url, {"Authorization": f"Bearer {TOKEN}"}, body, "main")
     finally:
         stack.stop()
