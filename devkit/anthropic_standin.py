@@ -102,6 +102,8 @@ def check_body(body: Any) -> None:
             raise Refused(400, "thinking.budget_tokens: must be ≥ 1024 and less than max_tokens")
         if temperature is not None and temperature != 1:
             raise Refused(400, "temperature may only be set to 1 when thinking is enabled")
+        if (body.get("tool_choice") or {}).get("type") in ("any", "tool"):
+            raise Refused(400, "Thinking may not be enabled when tool_choice forces tool use.")
     messages = body["messages"]
     if not messages:
         raise Refused(400, "messages: at least one message is required")

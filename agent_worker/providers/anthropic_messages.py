@@ -349,6 +349,7 @@ class AnthropicMessagesProvider(HttpProvider):
             entry is not None
             and entry.reasoning
             and max_tokens > self._thinking_budget
+            and not request.tool_choice.forces_a_call  # Anthropic refuses thinking then
             and _thinking_can_continue(request.messages)
         )
         if thinking:

@@ -126,13 +126,15 @@ def test_thinking_goes_back_signed_before_the_calls() -> None:
     ]
 
 
-def request(messages: list[ChatMessage], **sampling: object) -> ProviderRequest:
+def request(
+    messages: list[ChatMessage], choice: ToolChoice = ToolChoice("required"), **sampling: object
+) -> ProviderRequest:
     return ProviderRequest(
         "claude-x",
         tuple(messages),
         Sampling(**sampling),  # type: ignore[arg-type]
         (Tool("get_weather", "w", '{"type": "object", "properties": {}}'),),
-        ToolChoice("required"),
+        choice,
         parallel_tool_calls=False,
     )
 
@@ -168,8 +170,8 @@ def test_thinking_is_off_for_a_client_tool_loop_it_cannot_continue() -> None:
         ChatMessage("tool", "r", tool_call_id="toolu_1"),
     ]
     thinking = provider(**{"claude-x": {"reasoning": True, "maxTokens": 4096}})
-    assert "thinking" in thinking.body(request([ChatMessage("user", "q")]))
-    body = thinking.body(request(client_loop, temperature=0.5))
+    assert "thinking" in thinking.body(request([ChatMessage("user", "q")], ToolChoice()))
+    body = thinking.body(request(client_loop, ToolChoice(), temperature=0.5))
     assert "thinking" not in body and body["temperature"] == 0.5
     check_body(body)
 
@@ -313,3 +315,18 @@ def test_the_test_stand_ins_events_are_anthropics(model: str) -> None:
         event = orjson.loads(frame.split(b"\ndata: ")[1])
         if event["type"] not in ("error", "ping"):  # the SDK raises on one, skips the other
             event_type.validate_python(event)
+
+
+@pytest.mark.parametrize("choice", [ToolChoice("required"), ToolChoice("function", "get_weather")])
+def test_no_thinking_when_a_tool_call_is_forced(choice: ToolChoice) -> None:
+    thinking = provider(**{"claude-x": {"reasoning": True, "maxTokens": 4096}})
+    body = thinking.body(request([ChatMessage("user", "q")], choice))
+    check_body(body)  # Anthropic refuses thinking with tool_choice any or tool
+    assert "thinking" not in body and body["tool_choice"]["type"] in ("any", "tool")
+
+
+def test_the_stand_in_refuses_thinking_with_a_forced_tool_choice() -> None:
+    thinking = provider(**{"claude-x": {"reasoning": True, "maxTokens": 4096}})
+    body = thinking.body(request([ChatMessage("user", "q")], ToolChoice()))
+    with pytest.raises(Refused, match="tool_choice"):
+        check_body({**body, "tool_choice": {"type": "any"}})
