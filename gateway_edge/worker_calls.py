@@ -19,6 +19,12 @@ from services import tracing
 log = logging.getLogger("clawgate.edge.workers")
 
 
+# Calls that change nothing, or nothing more when made twice: one that got no answer in time
+# (it may have run) is made again on the next worker. Any other (a tool's side effects, a
+# compaction's summary calls) runs at most once, and its failure is the answer.
+ASKED_AGAIN = frozenset({"ListSessions", "GetSession", "DeleteSession", "FindResponse", "Embed"})
+
+
 async def ask(
     pool: WorkerPool,
     method: str,
@@ -27,11 +33,14 @@ async def ask(
     call_seconds: float | None = None,
     refusal: Callable[[grpc.StatusCode, str | None], ApiError] = api_error_from_call,
 ) -> Any:
-    """One call of a session RPC on the session's worker, else the next usable one; a refusal
-    (NOT_FOUND, INVALID_ARGUMENT, a wrong secret) is the answer, said by `refusal`; an
-    unreachable worker moves on."""
+    """One call of a worker RPC on the session's worker; a refusal (NOT_FOUND,
+    INVALID_ARGUMENT, a wrong secret) is the answer, said by `refusal`. A call in ASKED_AGAIN
+    that got no answer moves on to the next usable worker."""
     failure: grpc.aio.AioRpcError | None = None
-    for worker in candidates(pool.workers, session_key, sticky=True):
+    workers = candidates(pool.workers, session_key, sticky=True)
+    if method not in ASKED_AGAIN:
+        workers = workers[:1]
+    for worker in workers:
         attributes = {**worker.span_attributes, "rpc.method": method}
         with tracing.span(f"{tracing.AGENT_SERVICE}/{method}", "client", attributes) as call:
             metadata = pool.call_metadata

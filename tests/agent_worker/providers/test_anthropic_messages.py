@@ -126,8 +126,11 @@ def test_thinking_goes_back_signed_before_the_calls() -> None:
     ]
 
 
+REQUIRED = ToolChoice("required")
+
+
 def request(
-    messages: list[ChatMessage], choice: ToolChoice = ToolChoice("required"), **sampling: object
+    messages: list[ChatMessage], choice: ToolChoice = REQUIRED, **sampling: object
 ) -> ProviderRequest:
     return ProviderRequest(
         "claude-x",
