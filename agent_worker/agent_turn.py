@@ -210,7 +210,9 @@ class AgentTurn:
         turn = [*new_context, request.input, *steps]
         # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
         owner = request.caller.identity if request.caller is not None else ""
-        origin = TurnOrigin(agent.id, request.response_id, context.made, owner)
+        # A turn that read its session is stored only if nobody else's was stored since.
+        read_length = None if request.new_session else context.stored_length
+        origin = TurnOrigin(agent.id, request.response_id, context.made, owner, read_length)
         with _store_span(self._store, "session write", "append_turn"):
             await asyncio.shield(self._store.append_turn(request.session_key, turn, origin))
         if log.isEnabledFor(logging.INFO):  # the session's fingerprint costs a hash

@@ -172,6 +172,11 @@ class StoredContext:
     def exists(self) -> bool:
         return bool(self.messages) or self.compaction is not None
 
+    @property
+    def last_position(self) -> int:
+        """The session's length as read: where the next turn's messages start."""
+        return self.first_position + len(self.messages)
+
 
 @dataclass(frozen=True, slots=True)
 class SessionSummary:

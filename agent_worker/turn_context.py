@@ -74,6 +74,7 @@ class TurnContext:
         self._system = system
         self._history = [*stored.messages, *new_context]  # what a summary may stand for
         self._first = stored.first_position  # the session position of _history[0]
+        self.stored_length = stored.last_position  # the session's length as read
         self._input = turn_input
         self._windows = windows
         self._summarizer = summarizer

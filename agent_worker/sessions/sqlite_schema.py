@@ -25,6 +25,13 @@ from agent_worker.sessions.records import (
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
 
 BUSY_TIMEOUT_SECONDS = 10.0
+
+
+class StaleTurnError(sqlite3.DatabaseError):
+    """The session grew after the turn read it: its messages and compaction would not follow
+    what its model saw. Workers sharing one file never interleave a session's turns."""
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS session_messages (
     session_key TEXT NOT NULL,
@@ -126,6 +133,11 @@ def insert_turn(
         "SELECT COALESCE(MAX(seq), 0) FROM session_messages WHERE session_key = ?",
         (session_key,),
     ).fetchone()
+    if origin.expected_length is not None and last != origin.expected_length:
+        raise StaleTurnError(
+            "another turn of this session was stored while this one ran (on another worker);"
+            " this turn was not stored: send it again"
+        )
     connection.executemany(
         "INSERT INTO session_messages"
         f" (session_key, seq, created_at, {MESSAGE_COLUMNS})"

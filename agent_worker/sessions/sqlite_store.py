@@ -14,8 +14,11 @@ hold the loop, and every other turn of the worker with it, for seconds.
 
 The turn runner serializes sessions within this process; workers that share the file
 (`clawgate up --workers N`) keep each session on one worker through the edge's session
-affinity, and the edge moves a session only when its worker is unreachable. Use PostgreSQL when
-workers must fail over under load. Every sqlite3 error leaves this module as SessionStoreError.
+affinity, and the edge moves a session only when its worker is unreachable or draining. Should
+two workers still run turns of one session at once, the later write finds the session longer
+than its turn read it and is refused whole (StaleTurnError): turns never interleave. Use
+PostgreSQL when workers must fail over under load. Every sqlite3 error leaves this module as
+SessionStoreError.
 """
 
 from __future__ import annotations

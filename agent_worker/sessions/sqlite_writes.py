@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from agent_worker.domain import ChatMessage
 from agent_worker.errors import SessionStoreError
-from agent_worker.sessions.sqlite_schema import insert_turn
+from agent_worker.sessions.sqlite_schema import StaleTurnError, insert_turn
 from agent_worker.sessions.store import TurnOrigin
 
 # The most text a turn may have for its commit to run on the event loop (about 30 us per KiB).
@@ -31,6 +31,8 @@ UnwrittenTurn = tuple[str, Sequence[ChatMessage], "asyncio.Future[None]", TurnOr
 
 
 def store_error(error: BaseException, doing: str) -> SessionStoreError:
+    if isinstance(error, StaleTurnError):
+        return SessionStoreError(str(error))
     return SessionStoreError(f"the session store (SQLite) failed while {doing}: {error}")
 
 

@@ -26,6 +26,9 @@ class TurnOrigin:
     response_id: str = ""
     compaction: Compaction | None = None
     owner: str = ""
+    # The session's length when the turn read it: the write is refused when another turn was
+    # stored since (another worker on the same file). None: not checked.
+    expected_length: int | None = None
 
 
 NO_ORIGIN = TurnOrigin()

@@ -427,3 +427,36 @@ async def test_one_off_calls_are_listed_only_when_asked_for(tmp_path: Path) -> N
     assert {s.session_key for s in everything} == set(keys.values())
     assert await store.load(keys["one-off"])  # still there, by its key
     await store.close()
+
+
+async def test_a_turn_whose_session_grew_on_another_worker_is_refused_whole(
+    tmp_path: Path,
+) -> None:
+    """Two workers on one file: a turn read the session, another worker stored a turn of it
+    meanwhile; the first turn's messages and compaction would not follow what its model saw."""
+    path = tmp_path / "shared.db"
+    first, second = SqliteSessionStore(path), SqliteSessionStore(path)
+    await first.open()
+    await second.open()
+    try:
+        await first.append_turn("k", [ChatMessage("user", "q1"), ChatMessage("assistant", "a1")])
+        read = await first.load_context("k")  # the slow turn reads the session ...
+        await second.append_turn(  # ... the other worker stores a turn of it ...
+            "k",
+            [ChatMessage("user", "q2"), ChatMessage("assistant", "a2")],
+            TurnOrigin(expected_length=(await second.load_context("k")).last_position),
+        )
+        summary = Compaction(2, "q1 and a1")
+        stale = TurnOrigin("main", compaction=summary, expected_length=read.last_position)
+        with pytest.raises(SessionStoreError, match="another turn of this session"):
+            await first.append_turn(
+                "k", [ChatMessage("user", "q3"), ChatMessage("assistant", "a3")], stale
+            )
+        assert [m.text for m in await first.load("k")] == ["q1", "a1", "q2", "a2"]
+        assert await first.compactions("k") == []
+        fresh = TurnOrigin(expected_length=(await first.load_context("k")).last_position)
+        await first.append_turn("k", [ChatMessage("user", "q3")], fresh)  # read again: stored
+        assert [m.text for m in await first.load("k")][-1] == "q3"
+    finally:
+        await first.close()
+        await second.close()
