@@ -5,6 +5,7 @@ what they may do (`Principal`)."""
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -18,6 +19,8 @@ from gateway_edge.rate_limit import AuthFailureLimiter
 from gateway_edge.sessions import header_text
 from services.config import OPERATOR_SCOPES, PASSWORD_ENV, TOKEN_ENV, AuthConfig
 from services.network import is_loopback
+
+log = logging.getLogger("clawgate.edge")
 
 __all__ = ["PASSWORD_ENV", "TOKEN_ENV", "AccessGuard", "Authenticator", "AuthSetupError"]
 
@@ -52,7 +55,11 @@ class ProxyRules:
 
 
 AuthMode = Literal["token", "password", "none", "trusted-proxy"]
-_DEFAULT_SCOPES = frozenset(OPERATOR_SCOPES)
+# Mode "none": a caller without x-openclaw-scopes is the owner, as in OpenClaw.
+_OWNER_SCOPES = frozenset(OPERATOR_SCOPES)
+# A proxied person's scopes when neither the proxy (x-openclaw-scopes) nor the config
+# (defaultScopes) names them: read and write their own sessions, never administer everyone's.
+PERSON_SCOPES = frozenset({"operator.read", "operator.write"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +129,21 @@ def _proxy_rules(config: AuthConfig, proxies: TrustedProxies) -> ProxyRules:
             " could name any user: set gateway.auth.trustedProxy.allowLoopback to true if the"
             " proxy really runs here, or list only the proxy's own address"
         )
+    default_scopes = (
+        PERSON_SCOPES if rules.default_scopes is None else frozenset(rules.default_scopes)
+    )
+    log.info(
+        "trusted-proxy: a request without x-openclaw-scopes has scopes %s (%s)",
+        ", ".join(sorted(default_scopes)) or "none",
+        "gateway.auth.trustedProxy.defaultScopes"
+        if rules.default_scopes is not None
+        else "the default; set gateway.auth.trustedProxy.defaultScopes to change it",
+    )
     return ProxyRules(
         user_header.lower().encode("latin-1"),
         tuple(name.strip().lower().encode("latin-1") for name in rules.required_headers),
         frozenset(rules.allow_users),
-        _DEFAULT_SCOPES if rules.default_scopes is None else frozenset(rules.default_scopes),
+        default_scopes,
     )
 
 
@@ -168,7 +185,7 @@ class AccessGuard:
         self._refuse(client, "invalid" if authorization is not None else "missing", unauthorized())
 
     def _open(self, peer: tuple[str, int] | None, headers: Mapping[bytes, bytes]) -> Principal:
-        return Principal("", scopes_from(headers.get(SCOPES_HEADER), _DEFAULT_SCOPES))
+        return Principal("", scopes_from(headers.get(SCOPES_HEADER), _OWNER_SCOPES))
 
     def _by_proxy(self, peer: tuple[str, int] | None, headers: Mapping[bytes, bytes]) -> Principal:
         rules = self._authenticator.proxy

@@ -63,7 +63,8 @@ class TrustedProxyConfig(Section):
     # A proxy on this host (a loopback address in gateway.trustedProxies) must be opted into:
     # every local process could otherwise claim to be anyone.
     allow_loopback: bool = Field(False, alias="allowLoopback")
-    # The scopes of a request without x-openclaw-scopes; unset: OpenClaw's full operator set.
+    # The scopes of a request without x-openclaw-scopes; unset: operator.read and
+    # operator.write (a person's own sessions; OpenClaw's unset default is the full set).
     default_scopes: list[str] | None = Field(None, alias="defaultScopes")
 
 

@@ -85,9 +85,15 @@ def test_a_user_header_in_utf8_is_read_as_sent() -> None:
     assert guard().admit(PROXY, user).identity == name
 
 
-def test_scopes_from_the_header_the_config_or_openclaws_default_set() -> None:
+def test_scopes_from_the_header_the_config_or_a_persons_default_set(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     user = {b"x-forwarded-user": b"alice"}
-    assert guard().admit(PROXY, user).scopes == frozenset(OPERATOR_SCOPES)
+    caplog.set_level("INFO")
+    person = guard().admit(PROXY, user)
+    assert person.scopes == {"operator.read", "operator.write"} and not person.admin
+    assert "scopes operator.read, operator.write (the default;" in caplog.text
+    assert guard(defaultScopes=list(OPERATOR_SCOPES)).admit(PROXY, user).admin
     narrowed = guard(defaultScopes=["operator.read"]).admit(PROXY, user)
     assert narrowed.scopes == {"operator.read"} and not narrowed.admin
     sent = {**user, b"x-openclaw-scopes": b" operator.write , operator.admin,"}
