@@ -47,7 +47,8 @@ class EdgeMetrics:
         )
         self.first_token_seconds = Histogram(
             "clawgate_edge_time_to_first_token_seconds",
-            "Time from a turn request's arrival to its first content token, by route.",
+            "Time from a streamed turn request's arrival to its first content token, by route"
+            " (streams only: a whole answer's first token is its last).",
             ["route"],
             buckets=_FIRST_TOKEN_BUCKETS,
             registry=self.registry,

@@ -216,9 +216,7 @@ class TurnEndpoint:
             assert batch is not None  # no wait_seconds: it waits for events
             for event in batch:
                 match event:
-                    case pb.TextDelta():
-                        if not texts:
-                            record.first_token()
+                    case pb.TextDelta():  # no time to first token: it all comes at once
                         texts.append(event)
                     case pb.ReasoningDelta():
                         thoughts.append(event)
