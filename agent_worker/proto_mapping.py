@@ -6,7 +6,7 @@ and copying it into the outgoing message cost more than twice as much.
 
 from __future__ import annotations
 
-from typing import Any, Literal, assert_never, cast
+from typing import Any, Literal, TypeVar, assert_never, cast
 
 from agent_worker.domain import (
     Caller,
@@ -31,10 +31,11 @@ from agent_worker.domain import (
     TurnRequest,
     TurnStarted,
 )
-from agent_worker.errors import TurnError
+from agent_worker.errors import InvalidTurnError, TurnError
 from clawgate.agent.v1 import agent_service_pb2 as pb
 
 _ROLES: dict[int, Role] = {
+    pb.ROLE_UNSPECIFIED: "user",  # the contract reads an unset role as the user's
     pb.ROLE_USER: "user",
     pb.ROLE_ASSISTANT: "assistant",
     pb.ROLE_TOOL: "tool",
@@ -46,26 +47,39 @@ _FINISH_REASONS = {
     FinishReason.TOOL_CALLS: pb.FINISH_REASON_TOOL_CALLS,
     FinishReason.CONTENT_FILTER: pb.FINISH_REASON_CONTENT_FILTER,
 }
-_RESPONSE_FORMATS: dict[int, Literal["text", "json_object", "json_schema"]] = {
+_RESPONSE_FORMATS: dict[int, Literal["text", "json_object", "json_schema"] | None] = {
+    pb.RESPONSE_FORMAT_TYPE_UNSPECIFIED: None,
     pb.RESPONSE_FORMAT_TYPE_TEXT: "text",
     pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT: "json_object",
     pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: "json_schema",
 }
 _TOOL_CHOICES: dict[int, ToolChoiceMode] = {
+    pb.TOOL_CHOICE_MODE_UNSPECIFIED: "auto",
     pb.TOOL_CHOICE_MODE_AUTO: "auto",
     pb.TOOL_CHOICE_MODE_NONE: "none",
     pb.TOOL_CHOICE_MODE_REQUIRED: "required",
     pb.TOOL_CHOICE_MODE_FUNCTION: "function",
 }
 _UNSET_SAMPLING = Sampling()
+T = TypeVar("T")
 _AUTO = ToolChoice()
+
+
+def _known(value: int, names: dict[int, T], field: str, enum: str) -> T:
+    """An enum value of the wire in the worker's terms; one this worker does not know (a newer
+    client's) is refused, never read as another."""
+    if value not in names:
+        raise InvalidTurnError(
+            f"{field}: {value} is not a value of clawgate.agent.v1.{enum} this worker knows"
+        )
+    return names[value]
 
 
 def message_from_proto(message: pb.Message) -> ChatMessage:
     images = message.images
     calls = message.tool_calls
     return ChatMessage(
-        role=_ROLES.get(message.role, "user"),
+        role=_known(message.role, _ROLES, "message role", "Role"),
         text=message.text,
         images=tuple(Image(image.media_type, image.data) for image in images) if images else (),
         tool_calls=tuple(ToolCall(c.id, c.name, c.arguments) for c in calls) if calls else (),
@@ -100,8 +114,8 @@ def compaction_to_proto(compaction: Compaction) -> pb.Compaction:
 
 
 def _tool_choice(choice: pb.ToolChoice) -> ToolChoice:
-    mode = _TOOL_CHOICES.get(choice.mode)
-    if mode is None or mode == "auto":
+    mode = _known(choice.mode, _TOOL_CHOICES, "tool_choice.mode", "ToolChoiceMode")
+    if mode == "auto":
         return _AUTO
     return ToolChoice(mode, choice.function_name)
 
@@ -121,7 +135,12 @@ def sampling_from_proto(sampling: pb.SamplingOptions) -> Sampling:
         seed=values.get("seed"),
         presence_penalty=values.get("presence_penalty"),
         frequency_penalty=values.get("frequency_penalty"),
-        response_format=_RESPONSE_FORMATS.get(values.get("response_format", 0)),
+        response_format=_known(
+            values.get("response_format", 0),
+            _RESPONSE_FORMATS,
+            "sampling.response_format",
+            "ResponseFormatType",
+        ),
         json_schema=values.get("json_schema", ""),
         logprobs=values.get("logprobs", False),
         top_logprobs=values.get("top_logprobs"),

@@ -88,7 +88,11 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 f" {self._max_turn_messages} (worker.maxTurnMessages)"
             )
             return lambda flushed: _refused(error)
-        turn = turn_request_from_proto(request)
+        try:
+            turn = turn_request_from_proto(request)
+        except TurnError as error:  # a value this worker cannot read: refused, not guessed
+            unreadable = error
+            return lambda flushed: _refused(unreadable)
         return lambda flushed: self._runner.run(turn, flushed)
 
     async def Exchange(  # noqa: N802 - gRPC method name

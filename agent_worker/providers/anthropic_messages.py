@@ -10,6 +10,7 @@ become `tool_result` blocks of the next user message, and thinking is never answ
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -51,6 +52,19 @@ _STOP_REASONS = {
     "refusal": FinishReason.CONTENT_FILTER,
 }
 _TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
+log = logging.getLogger("clawgate.worker.providers")
+
+
+def _finish_reason(stop_reason: str) -> FinishReason:
+    """Anthropic's stop reason as a finish reason; one this code does not know yet (a newer
+    API) ends the answer as "stop", said in the log rather than silently."""
+    known = _STOP_REASONS.get(stop_reason)
+    if known is None:
+        log.warning("anthropic-messages: unknown stop_reason %r, finished as 'stop'", stop_reason)
+        return FinishReason.STOP
+    return known
+
+
 # Anthropic's sampling temperature runs 0–1 where OpenAI's runs 0–2.
 _MAX_TEMPERATURE = 1.0
 
@@ -284,7 +298,7 @@ class MessagesStream:
             elif kind == "message_delta":
                 reason = event["delta"].get("stop_reason")
                 if reason:
-                    self.finish_reason = _STOP_REASONS.get(reason, FinishReason.STOP)
+                    self.finish_reason = _finish_reason(reason)
                 if usage := event.get("usage"):
                     self.completion_tokens = usage.get("output_tokens", self.completion_tokens)
             elif kind == "message_stop":

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
+import pytest
 
 from agent_worker.agents import AgentRegistry
 from agent_worker.domain import (
@@ -19,7 +20,7 @@ from agent_worker.domain import (
     TurnStarted,
     Usage,
 )
-from agent_worker.errors import SessionBusyError, TurnError
+from agent_worker.errors import InvalidTurnError, SessionBusyError, TurnError
 from agent_worker.exchange import ExchangeCall
 from agent_worker.proto_mapping import fill_event, sampling_from_proto, turn_request_from_proto
 from agent_worker.providers.registry import build_provider
@@ -59,6 +60,39 @@ def test_every_sampling_option_is_read_and_zero_is_not_unset() -> None:
         json_schema='{"name": "s"}',
     )
     assert sampling_from_proto(pb.SamplingOptions(max_tokens=3)) == Sampling(max_tokens=3)
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.RunTurnRequest(input=pb.Message(role=9, text="hi")), "message role: 9"),  # type: ignore[arg-type]
+        (
+            pb.RunTurnRequest(
+                input=pb.Message(role=pb.ROLE_USER, text="hi"),
+                tool_choice=pb.ToolChoice(mode=7),  # type: ignore[arg-type]
+            ),
+            "tool_choice.mode: 7",
+        ),
+        (
+            pb.RunTurnRequest(
+                input=pb.Message(role=pb.ROLE_USER, text="hi"),
+                sampling=pb.SamplingOptions(response_format=8),  # type: ignore[arg-type]
+            ),
+            "sampling.response_format: 8",
+        ),
+    ],
+)
+def test_an_enum_value_this_worker_does_not_know_is_refused_not_guessed(
+    request_: pb.RunTurnRequest, field: str
+) -> None:
+    with pytest.raises(InvalidTurnError, match=field):
+        turn_request_from_proto(request_)
+
+
+def test_unset_enums_read_as_the_contract_says() -> None:
+    turn = turn_request_from_proto(pb.RunTurnRequest(input=pb.Message(text="hi")))
+    assert turn.input.role == "user" and turn.tool_choice.mode == "auto"
+    assert turn.sampling.response_format is None
 
 
 def test_a_turn_request_keeps_its_messages_images_and_flags() -> None:

@@ -260,6 +260,13 @@ def test_stop_reasons(reason: str, finish: str) -> None:
     assert stream.finish_reason.value == finish
 
 
+def test_an_unknown_stop_reason_is_said_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    stream = MessagesStream()
+    stream.feed(sse(START, {"type": "message_delta", "delta": {"stop_reason": "new_reason"}}))
+    assert stream.finish_reason.value == "stop"
+    assert "unknown stop_reason 'new_reason'" in caplog.text
+
+
 def test_errors_by_kind() -> None:
     assert isinstance(error_of("overloaded_error", "busy"), ProviderOverloadedError)
     assert isinstance(error_of("rate_limit_error", "slow down"), ProviderRateLimitedError)
