@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from openai import OpenAI
 
 from devkit.observe import timed_lines
 from devkit.processes import TOKEN, echo_config, start_stack, start_up_with_fresh_home
@@ -248,3 +249,21 @@ def test_50000_items_on_clawgate_up_are_refused_alone(up: Gateway) -> None:
         return many_items(gateway, "word " * 20_000)  # its last message alone is too large
 
     check("clawgate up, 50,000 items", while_twenty_stream(up, refused))
+
+
+def test_a_max_tokens_beyond_the_window_is_capped_on_the_default_agent(up: Gateway) -> None:
+    """A frequent client default (4,096) on a 2,048-token model: an answer, not a refusal."""
+    token = up.headers["Authorization"].removeprefix("Bearer ")
+    client = OpenAI(base_url=f"{up.base_url}/v1", api_key=token, max_retries=0, timeout=120)
+    chat = client.chat.completions.create(
+        model="openclaw",
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=4096,
+    )
+    assert chat.choices[0].message.content and chat.choices[0].finish_reason in ("stop", "length")
+    response = client.responses.create(model="openclaw", input="Say hello.", max_output_tokens=4096)
+    assert response.status in ("completed", "incomplete") and response.output_text
+    print(
+        f"\n[44] max_tokens 4096: {chat.usage.completion_tokens if chat.usage else '?'} tokens,"
+        f" {chat.choices[0].finish_reason}; max_output_tokens 4096: {response.status}"
+    )
