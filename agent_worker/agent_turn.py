@@ -42,7 +42,6 @@ from agent_worker.domain import (
 from agent_worker.errors import ContextOverflowError, NotYourSessionError, ProviderFailedError
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.model_chain import ModelChain
-from agent_worker.off_loop import OffLoop
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.sessions.store import SessionStore, TurnOrigin
 from agent_worker.tool_calls import ToolCalls
@@ -50,6 +49,7 @@ from agent_worker.turn_context import TurnContext
 from services import tracing
 from services.ids import random_hex
 from services.logging import fingerprint
+from services.off_loop import OffLoop
 
 log = logging.getLogger("clawgate.worker.turns")
 # Between the texts of two steps, so that "Let me check." and the answer do not run together.

@@ -31,8 +31,9 @@ from agent_worker.domain import (
 )
 from agent_worker.errors import ContextOverflowError, ProviderFailedError, TurnError
 from agent_worker.model_call import model_stream
-from agent_worker.off_loop import OffLoop, is_light
+from agent_worker.off_loop import is_light
 from agent_worker.providers.base import Provider, ProviderRequest
+from services.off_loop import OffLoop
 
 log = logging.getLogger("clawgate.worker.compaction")
 
@@ -130,7 +131,7 @@ class Summarizer:
     ) -> None:
         self._providers = providers
         self._windows = windows
-        self._off_loop = off_loop or OffLoop(threads=1)
+        self._off_loop = off_loop or OffLoop(threads=1, name="summary")
 
     async def summarize(
         self,

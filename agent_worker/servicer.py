@@ -17,6 +17,7 @@ from agent_worker.agents import AgentRegistry
 from agent_worker.domain import ToolCall, TurnEvent
 from agent_worker.errors import InvalidTurnError, TurnError, UnknownAgentError
 from agent_worker.exchange import DRAINING, ExchangeCall
+from agent_worker.off_loop import LIGHT_MESSAGES
 from agent_worker.proto_mapping import (
     caller_from_proto,
     compaction_to_proto,
@@ -27,7 +28,7 @@ from agent_worker.proto_mapping import (
 from agent_worker.providers.base import Embedder
 from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_outbox import OpenTurns, RunTurn, batches_of_one_turn
-from agent_worker.turn_runner import TurnRunner
+from agent_worker.turn_runner import Flushed, TurnRunner
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from services import tracing
@@ -88,12 +89,22 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 f" {self._max_turn_messages} (worker.maxTurnMessages)"
             )
             return lambda flushed: _refused(error)
+        if messages > LIGHT_MESSAGES:  # read on a thread: the loop carries everyone's turns
+            return lambda flushed: self._read_then_run(request, flushed)
         try:
             turn = turn_request_from_proto(request)
         except TurnError as error:  # a value this worker cannot read: refused, not guessed
             unreadable = error
             return lambda flushed: _refused(unreadable)
         return lambda flushed: self._runner.run(turn, flushed)
+
+    async def _read_then_run(
+        self, request: pb.RunTurnRequest, flushed: Flushed
+    ) -> AsyncGenerator[TurnEvent, None]:
+        turn = await self._runner.off_loop.run(False, turn_request_from_proto, request)
+        async with aclosing(self._runner.run(turn, flushed)) as events:
+            async for event in events:
+                yield event
 
     async def Exchange(  # noqa: N802 - gRPC method name
         self,

@@ -36,9 +36,10 @@ from agent_worker.context_window import (
 from agent_worker.domain import ChatMessage, Compaction, StoredContext, Tool
 from agent_worker.errors import ContextOverflowError, InputTooLargeError
 from agent_worker.metrics import WorkerMetrics
-from agent_worker.off_loop import OffLoop, is_light
+from agent_worker.off_loop import is_light
 from services import tracing
 from services.logging import fingerprint
+from services.off_loop import OffLoop
 
 log = logging.getLogger("clawgate.worker.compaction")
 SUMMARY_HEADING = "Summary of the earlier conversation:"

@@ -28,13 +28,13 @@ from agent_worker.errors import (
 )
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.model_chain import ModelChain, ModelTarget
-from agent_worker.off_loop import OffLoop
 from agent_worker.providers.base import Provider
 from agent_worker.sessions.locks import SessionLocks
 from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_context import TurnContext
 from services import tracing
 from services.logging import fingerprint
+from services.off_loop import OffLoop
 
 __all__ = ["Flushed", "STREAM_BROKEN", "TurnRunner"]
 log = logging.getLogger("clawgate.worker.turns")
@@ -58,8 +58,8 @@ class TurnRunner:
         windows: ContextWindows | None = None,
     ) -> None:
         self.windows = windows or ContextWindows({})
-        self._off_loop = OffLoop()
-        self._summarizer = Summarizer(providers, self.windows, self._off_loop)
+        self.off_loop = OffLoop(name="prompt")
+        self._summarizer = Summarizer(providers, self.windows, self.off_loop)
         self._agents = agents
         self._tools = tools
         self._providers = providers
@@ -145,7 +145,7 @@ class TurnRunner:
                     self.metrics,
                     self.windows,
                     self._summarizer,
-                    self._off_loop,
+                    self.off_loop,
                 )
                 async for event in turn.events(flushed):
                     yield event
@@ -191,7 +191,7 @@ class TurnRunner:
                 self._summarizer,
                 self.metrics,
                 session_key,
-                self._off_loop,
+                self.off_loop,
             )
             compaction = await context.compact_now(instructions)
             if compaction is not None:

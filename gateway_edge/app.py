@@ -41,6 +41,7 @@ from services.config import ClawgateConfig
 from services.grpc_options import edge_channel_options
 from services.logging import flush_logs
 from services.metrics_http import serve_metrics
+from services.off_loop import OffLoop
 from services.tracing import trace_settings
 
 log = logging.getLogger("clawgate.edge")
@@ -123,7 +124,7 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
         pool_settings(config),
         on_outcome=lambda outcome: metrics.worker_calls_by(outcome).inc(),
     )
-    state = EdgeState(config, access, workers, int(time.time()), metrics)
+    state = EdgeState(config, access, workers, int(time.time()), metrics, OffLoop(name="requests"))
     metrics_config = config.gateway.metrics
     traces = trace_settings(config.diagnostics.otel, "clawgate-edge")
 

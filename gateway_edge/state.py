@@ -12,6 +12,7 @@ from gateway_edge.metrics import EdgeMetrics
 from gateway_edge.principal import READ, WRITE, Principal
 from gateway_edge.worker_pool import WorkerPool
 from services.config import ClawgateConfig
+from services.off_loop import OffLoop
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,7 @@ class EdgeState:
     workers: WorkerPool  # also what it knows of the agents (workers.agents)
     started_at: int
     metrics: EdgeMetrics
+    off_loop: OffLoop  # large request bodies are parsed here
 
 
 class Admitted(NamedTuple):

@@ -27,9 +27,14 @@ class ChatCompletions:
         self.max_body_bytes = endpoint.max_body_bytes
         self.max_items = endpoint.max_messages
 
-    async def adapt(self, document: Any, state: EdgeState, principal: Principal) -> AdaptedRequest:
+    def parse(self, document: Any) -> AdaptedRequest:
         chat = parse_chat_request(document)
         return AdaptedRequest(chat, stream=bool(chat.stream))
+
+    async def resolve(
+        self, request: AdaptedRequest, state: EdgeState, principal: Principal
+    ) -> None:
+        return None  # a chat request names nothing stored
 
     def encoder(self, request: AdaptedRequest, turn: pb.RunTurnRequest) -> ChatEncoder:
         chat = request.chat

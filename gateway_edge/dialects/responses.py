@@ -29,24 +29,29 @@ class Responses:
         self.max_body_bytes = endpoint.max_body_bytes
         self.max_items = endpoint.max_messages
 
-    async def adapt(self, document: Any, state: EdgeState, principal: Principal) -> AdaptedRequest:
+    def parse(self, document: Any) -> AdaptedRequest:
         request = parse_responses_request(document)
         adapted = AdaptedRequest(
             as_chat_request(request), stream=bool(request.stream), document=document
         )
-        if request.previous_response_id is not None:
-            adapted.continues = await find_response(
-                state.workers, request.previous_response_id, principal.caller()
-            )
-            if adapted.continues is None:
-                raise ApiError(
-                    404,
-                    f"No response with id {request.previous_response_id!r} was found.",
-                    "invalid_request_error",
-                    "previous_response_id",
-                    "response_not_found",
-                )
+        adapted.previous_response_id = request.previous_response_id
         return adapted
+
+    async def resolve(
+        self, request: AdaptedRequest, state: EdgeState, principal: Principal
+    ) -> None:
+        previous = request.previous_response_id
+        if previous is None:
+            return
+        request.continues = await find_response(state.workers, previous, principal.caller())
+        if request.continues is None:
+            raise ApiError(
+                404,
+                f"No response with id {previous!r} was found.",
+                "invalid_request_error",
+                "previous_response_id",
+                "response_not_found",
+            )
 
     def encoder(self, request: AdaptedRequest, turn: pb.RunTurnRequest) -> ResponsesEncoder:
         encoder = ResponsesEncoder(

@@ -32,12 +32,12 @@ from agent_worker.errors import (
     ProviderRateLimitedError,
 )
 from agent_worker.metrics import WorkerMetrics
-from agent_worker.off_loop import OffLoop
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
 from agent_worker.sessions.sqlite_store import SqliteSessionStore
 from agent_worker.turn_context import SUMMARY_HEADING, TurnContext
 from agent_worker.turn_runner import TurnRunner
 from services.config import parse_config
+from services.off_loop import OffLoop
 
 WINDOW = 400
 FITTED = f"{{ id: 'm', contextWindow: {WINDOW} }}"  # the model's catalog entry
