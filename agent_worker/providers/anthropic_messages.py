@@ -380,7 +380,8 @@ class AnthropicMessagesProvider(HttpProvider):
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         parsed = MessagesStream()
-        async with aclosing(self.exchange(orjson.dumps(self.body(request)))) as blocks:
+        encoded = await self.encoded(request, lambda asked: orjson.dumps(self.body(asked)))
+        async with aclosing(self.exchange(encoded)) as blocks:
             async for block in blocks:
                 try:
                     events = parsed.feed(block)

@@ -4,7 +4,7 @@ worker's errors. Each provider adds its body and its stream parser."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 import yarl
@@ -14,6 +14,8 @@ from agent_worker.errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
+from agent_worker.off_loop import is_light
+from agent_worker.providers.base import ProviderRequest
 from agent_worker.providers.http_client import (
     HttpClient,
     UpstreamBroken,
@@ -23,6 +25,7 @@ from agent_worker.providers.http_client import (
 )
 from agent_worker.providers.upstream_errors import MAX_ERROR_BODY, status_error
 from services import tracing
+from services.off_loop import OffLoop
 from services.provider_config import HttpProviderSection
 
 MAX_SSE_LINE = 8 << 20
@@ -49,6 +52,14 @@ class HttpProvider:
         self._config = config
         self._headers = {"user-agent": "clawgate", **headers, **config.headers}
         self._http = self.client(url, "text/event-stream")
+        self._encoding = OffLoop(threads=1, name="request-body")
+
+    async def encoded(
+        self, request: ProviderRequest, encode: Callable[[ProviderRequest], bytes]
+    ) -> bytes:
+        """The request's body; a large prompt's is built and serialised on a thread of its
+        own, not on the event loop that carries every other turn."""
+        return await self._encoding.run(is_light(request.messages), encode, request)
 
     def client(self, url: yarl.URL | None, accept: str) -> HttpClient | None:
         """A kept-alive client for one of the provider's URLs (None for no URL)."""
@@ -69,6 +80,7 @@ class HttpProvider:
     async def close(self) -> None:
         if self._http is not None:
             self._http.close()
+        self._encoding.close()
 
     async def whole(self, body: bytes, http: HttpClient | None) -> bytes:
         """A whole (JSON) answer, for the calls that do not stream."""

@@ -203,7 +203,7 @@ class OpenAICompatibleProvider(HttpProvider):
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         body = SseBody()
-        async with aclosing(self.exchange(self._body(request))) as blocks:
+        async with aclosing(self.exchange(await self.encoded(request, self._body))) as blocks:
             async for block in blocks:
                 try:
                     deltas = body.feed(block)
