@@ -150,7 +150,7 @@ class Summarizer:
         )
         budget = (window or UNKNOWN_WINDOW) - max_tokens
         budget -= counter.text(SUMMARY_INSTRUCTIONS + instructions) + 3 * MESSAGE_OVERHEAD_TOKENS
-        light = is_light(messages)
+        light = is_light(messages, counter.tokenized)
         summary, pending = await self._off_loop.run(
             light, _first_reading, previous, messages, budget, max_tokens, counter
         )

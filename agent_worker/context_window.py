@@ -59,6 +59,11 @@ class TokenCounter:
         self._tokenize = tokenize
         self.correction = 1.0  # reported / estimated, for estimates
 
+    @property
+    def tokenized(self) -> bool:
+        """Whether it counts with a model's tokenizer (exact, and slower) rather than estimates."""
+        return self._tokenize is not None
+
     def text(self, text: str) -> int:
         if self._tokenize is not None:
             return self._tokenize(text)

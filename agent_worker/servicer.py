@@ -17,7 +17,7 @@ from agent_worker.agents import AgentRegistry
 from agent_worker.domain import ToolCall, TurnEvent
 from agent_worker.errors import InvalidTurnError, TurnError, UnknownAgentError
 from agent_worker.exchange import DRAINING, ExchangeCall
-from agent_worker.off_loop import LIGHT_MESSAGES
+from agent_worker.off_loop import LIGHT_TO_ESTIMATE
 from agent_worker.proto_mapping import (
     caller_from_proto,
     compaction_to_proto,
@@ -89,7 +89,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 f" {self._max_turn_messages} (worker.maxTurnMessages)"
             )
             return lambda flushed: _refused(error)
-        if messages > LIGHT_MESSAGES:  # read on a thread: the loop carries everyone's turns
+        if messages > LIGHT_TO_ESTIMATE[0]:  # read on a thread: the loop carries everyone's turns
             return lambda flushed: self._read_then_run(request, flushed)
         try:
             turn = turn_request_from_proto(request)

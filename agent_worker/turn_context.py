@@ -82,9 +82,11 @@ class TurnContext:
         self._metrics = metrics
         self._session_key = session_key
         self._off_loop = off_loop
-        # Whether this turn's prompt work runs in place (see OffLoop); steps are checked apart.
-        self._light = is_light(chain((ChatMessage("system", system), turn_input), self._history))
         self._counts = TurnCounts(self._counter())
+        # Whether this turn's prompt work runs in place (see OffLoop); steps are checked apart.
+        self._tokenized = self._counts.counter.tokenized
+        prompt = chain((ChatMessage("system", system), turn_input), self._history)
+        self._light = is_light(prompt, self._tokenized)
         self.compaction = stored.compaction  # the summary the prompt carries
         self.made: Compaction | None = None  # a compaction this turn made, stored with it
         self.estimate = 0  # the last prompt's estimated tokens (0: not counted)
@@ -126,7 +128,7 @@ class TurnContext:
         return max(min(answer_tokens, window - self.estimate), 1)
 
     def _is_light(self, steps: Sequence[ChatMessage]) -> bool:
-        return self._light and is_light(steps)
+        return self._light and is_light(steps, self._tokenized)
 
     async def fit(
         self,
