@@ -12,6 +12,7 @@ refused. See docs/sessions.md.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -82,11 +83,6 @@ class TurnContext:
         self._metrics = metrics
         self._session_key = session_key
         self._off_loop = off_loop
-        self._counts = TurnCounts(self._counter())
-        # Whether this turn's prompt work runs in place (see OffLoop); steps are checked apart.
-        self._tokenized = self._counts.counter.tokenized
-        prompt = chain((ChatMessage("system", system), turn_input), self._history)
-        self._light = is_light(prompt, self._tokenized)
         self.compaction = stored.compaction  # the summary the prompt carries
         self.made: Compaction | None = None  # a compaction this turn made, stored with it
         self.estimate = 0  # the last prompt's estimated tokens (0: not counted)
@@ -127,8 +123,18 @@ class TurnContext:
             return answer_tokens
         return max(min(answer_tokens, window - self.estimate), 1)
 
+    @functools.cached_property
+    def _counts(self) -> TurnCounts:
+        return TurnCounts(self._counter())
+
+    @functools.cached_property
+    def _light(self) -> bool:
+        """Whether this turn's prompt work runs in place (see OffLoop); steps are apart."""
+        prompt = chain((ChatMessage("system", self._system), self._input), self._history)
+        return is_light(prompt, self._counts.counter.tokenized)
+
     def _is_light(self, steps: Sequence[ChatMessage]) -> bool:
-        return self._light and is_light(steps, self._tokenized)
+        return self._light and is_light(steps, self._counts.counter.tokenized)
 
     async def fit(
         self,

@@ -11,6 +11,7 @@ response classes, and sends pre-encoded bytes.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -162,12 +163,18 @@ class TurnEndpoint:
         check_item_count(document, dialect.items_field, dialect.max_items)
         # A large body is validated and turned into a turn on a thread: the loop carries
         # everyone's streams.
-        light = _is_light(headers, document, dialect.items_field)
-        adapted = await state.off_loop.run(light, dialect.parse, document)
-        await dialect.resolve(adapted, state, principal)
-        prepared = await state.off_loop.run(
-            light, prepare_turn, state, scope, headers, adapted.chat, principal, adapted.continues
-        )
+        prepare = functools.partial(prepare_turn, state, scope, headers)
+        if _is_light(headers, document, dialect.items_field):
+            adapted = dialect.parse(document)
+            await dialect.resolve(adapted, state, principal)
+            prepared = prepare(adapted.chat, principal, adapted.continues)
+        else:
+            off_loop = state.off_loop
+            adapted = await off_loop.run(False, dialect.parse, document)
+            await dialect.resolve(adapted, state, principal)
+            prepared = await off_loop.run(
+                False, prepare, adapted.chat, principal, adapted.continues
+            )
         encoder = dialect.encoder(adapted, prepared.request)
         session = prepared.session
         session_header = (SESSION_KEY_HEADER_BYTES, session.key.encode())
