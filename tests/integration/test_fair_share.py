@@ -33,6 +33,7 @@ MAX_GAP_SECONDS = 1.0
 
 @dataclass
 class Gateway:
+    name: str
     base_url: str
     headers: dict[str, str]
     stream_body: dict[str, Any]  # what each of the twenty streams asks for
@@ -173,20 +174,10 @@ def echo_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     try:
         body: dict[str, Any] = {"model": "openclaw:ticker", "stream": True}
         body["messages"] = [{"role": "user", "content": "go"}]
-        yield Gateway(stack.base_url, {"Authorization": f"Bearer {TOKEN}"}, body, "main")
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        yield Gateway("echo pair", stack.base_url, auth, body, "main")
     finally:
         stack.stop()
-
-
-def test_a_2_mb_message_on_the_echo_pair_is_refused_alone(echo_pair: Gateway) -> None:
-    check("echo pair, 2 MB message", while_twenty_stream(echo_pair, big_chat))
-
-
-def test_50000_items_on_the_echo_pair_are_refused_alone(echo_pair: Gateway) -> None:
-    def refused(gateway: Gateway) -> httpx.Response:
-        return many_items(gateway, "word " * 200_000)  # its last message alone is too large
-
-    check("echo pair, 50,000 items (input too large)", while_twenty_stream(echo_pair, refused))
 
 
 def store_a_2_mb_conversation(gateway: Gateway) -> str:
@@ -235,20 +226,28 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         token = re.search(r'token: "([^"]+)"', config).group(1)  # type: ignore[union-attr]
         body = {"model": "openclaw", "stream": True, "max_tokens": 24, "messages": []}
         body["messages"] = [{"role": "user", "content": "Count from one to twenty."}]
-        yield Gateway("http://127.0.0.1:18789", {"Authorization": f"Bearer {token}"}, body, "main")
+        auth = {"Authorization": f"Bearer {token}"}
+        yield Gateway("clawgate up", "http://127.0.0.1:18789", auth, body, "main")
     finally:
         process.stop(signal.SIGINT, timeout=60)
 
 
-def test_a_2_mb_message_on_clawgate_up_is_refused_alone(up: Gateway) -> None:
-    check("clawgate up, 2 MB message", while_twenty_stream(up, big_chat))
+@pytest.fixture(params=["echo_pair", "up"])
+def gateway(request: pytest.FixtureRequest) -> Gateway:
+    """Each test below runs on the echo pair and on `clawgate up`."""
+    found: Gateway = request.getfixturevalue(request.param)
+    return found
 
 
-def test_50000_items_on_clawgate_up_are_refused_alone(up: Gateway) -> None:
+def test_a_2_mb_message_is_refused_alone(gateway: Gateway) -> None:
+    check(f"{gateway.name}, 2 MB message", while_twenty_stream(gateway, big_chat))
+
+
+def test_50000_items_are_refused_alone(gateway: Gateway) -> None:
     def refused(gateway: Gateway) -> httpx.Response:
-        return many_items(gateway, "word " * 20_000)  # its last message alone is too large
+        return many_items(gateway, "word " * 200_000)  # its last message alone is too large
 
-    check("clawgate up, 50,000 items", while_twenty_stream(up, refused))
+    check(f"{gateway.name}, 50,000 items (input too large)", while_twenty_stream(gateway, refused))
 
 
 def test_a_max_tokens_beyond_the_window_is_capped_on_the_default_agent(up: Gateway) -> None:
