@@ -137,7 +137,7 @@ class AgentTurn:
         own_tools = await self._own_tools()
         own_names = frozenset(tool.name for tool in own_tools)
         steps: list[ChatMessage] = []  # the assistant's calls and the tools' results so far
-        prompt_tokens = completion_tokens = 0
+        used = Usage()  # every step's answer together
         choice = request.tool_choice
         said_something = False
         for step_number in range(1, agent.max_steps + 1):
@@ -181,8 +181,7 @@ class AgentTurn:
                 self._metrics.prompt_tokens_by(agent.provider).observe(answered.usage.prompt_tokens)
             calls = step.calls.whole()
             said_something = said_something or any(step.parts)
-            prompt_tokens += answered.usage.prompt_tokens
-            completion_tokens += answered.usage.completion_tokens
+            used += answered.usage
             own_calls = [call for call in calls if call.name in own_names]
             client_calls = tuple(call for call in calls if call.name not in own_names)
             text = "".join(step.parts)
@@ -202,10 +201,7 @@ class AgentTurn:
                 break
             choice = ToolChoice()  # the client's choice was for the first step
         reason = FinishReason.TOOL_CALLS if client_calls else answered.finish_reason
-        usage = answered.usage
-        if len(steps) > 1:  # several answers: the turn's usage is their sum
-            usage = Usage(prompt_tokens, completion_tokens)
-        finished = TurnFinished(reason, usage, client_calls)
+        finished = TurnFinished(reason, used, client_calls)
         await flushed()  # the text is with the caller: it never waits for the session write
         turn = [*new_context, request.input, *steps]
         # Shielded: once the reply is complete, a late cancel must not leave the write half-done.

@@ -240,6 +240,8 @@ def fill_event(target: pb.RunTurnEvent, event: TurnEvent | TurnError) -> None:
             finished.usage.prompt_tokens = usage.prompt_tokens
             finished.usage.completion_tokens = usage.completion_tokens
             finished.usage.total_tokens = usage.total_tokens
+            finished.usage.cached_tokens = usage.cache_read_tokens
+            finished.usage.cache_write_tokens = usage.cache_write_tokens
             for tool_call in event.tool_calls:
                 finished.tool_calls.append(tool_call_to_proto(tool_call))
         case _:

@@ -23,6 +23,8 @@ import uvicorn
 
 from devkit.processes import free_port
 
+# Of the 11 prompt tokens it reports, those it says came from its prompt cache.
+CACHED_TOKENS = 4
 WORDS = ["one ", "two ", "three"]
 BIG_CHUNK_TEXT = "x" * 1000
 
@@ -206,6 +208,7 @@ class UpstreamStandIn(ThreadedServer):
                 "prompt_tokens": 11,
                 "completion_tokens": len(words),
                 "total_tokens": 11 + len(words),
+                "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS},
             },
         }
         tail = _chunk(model, {}, "length") + b"data: " + orjson.dumps(usage) + b"\n\n"

@@ -224,8 +224,10 @@ class MessagesStream:
 
     def __init__(self) -> None:
         self.finish_reason = FinishReason.STOP
-        self.prompt_tokens = 0
+        self.prompt_tokens = 0  # cached ones included, as OpenAI counts them
         self.completion_tokens = 0
+        self.cache_read_tokens = 0
+        self.cache_write_tokens = 0
         self.done = False  # message_stop arrived
         self.events = 0
         # [text, signature, redacted] per thinking block, in order
@@ -289,10 +291,10 @@ class MessagesStream:
                     self.thinking.append(["", content.get("data", ""), True])
             elif kind == "message_start":
                 usage = event["message"].get("usage") or {}
+                self.cache_read_tokens = usage.get("cache_read_input_tokens") or 0
+                self.cache_write_tokens = usage.get("cache_creation_input_tokens") or 0
                 self.prompt_tokens = (
-                    usage.get("input_tokens", 0)
-                    + (usage.get("cache_read_input_tokens") or 0)
-                    + (usage.get("cache_creation_input_tokens") or 0)
+                    usage.get("input_tokens", 0) + self.cache_read_tokens + self.cache_write_tokens
                 )
                 self.completion_tokens = usage.get("output_tokens", 0)
             elif kind == "message_delta":
@@ -400,5 +402,10 @@ class AnthropicMessagesProvider(HttpProvider):
                 else "provider broke off its answer before message_stop"
             )
         thinking = tuple(Reasoning(*block) for block in parsed.thinking)
-        usage = Usage(parsed.prompt_tokens, parsed.completion_tokens)
+        usage = Usage(
+            parsed.prompt_tokens,
+            parsed.completion_tokens,
+            parsed.cache_read_tokens,
+            parsed.cache_write_tokens,
+        )
         yield TurnFinished(parsed.finish_reason, usage, reasoning=thinking)

@@ -63,6 +63,18 @@ def _pooled(embedding: list[Any]) -> list[float]:
     return [float(value) for value in embedding]
 
 
+def usage_of(counts: dict[str, Any]) -> Usage:
+    """OpenAI's usage object; cached tokens in `prompt_tokens_details` (`cache_write_tokens`
+    where a route reports writes, as OpenRouter does)."""
+    details = counts.get("prompt_tokens_details") or {}
+    return Usage(
+        counts.get("prompt_tokens") or 0,
+        counts.get("completion_tokens") or 0,
+        details.get("cached_tokens") or 0,
+        details.get("cache_write_tokens") or 0,
+    )
+
+
 class SseBody:
     """An OpenAI-style SSE answer, parsed a network read at a time.
 
@@ -124,9 +136,7 @@ class SseBody:
                     self.failure = ProviderFailedError(f"provider failed mid-answer: {message}")
                     break
                 if counts := chunk.get("usage"):
-                    self.usage = Usage(
-                        counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0)
-                    )
+                    self.usage = usage_of(counts)
                 if choices := chunk.get("choices"):
                     choice = choices[0]
                     if (delta := choice.get("delta")) and (content := delta.get("content")):

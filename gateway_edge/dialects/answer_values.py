@@ -16,12 +16,13 @@ FINISH_REASONS = {
 }
 
 
-def usage_of(finished: pb.TurnFinished) -> dict[str, int]:
+def usage_of(finished: pb.TurnFinished) -> dict[str, object]:
     usage = finished.usage
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
     }
 
 

@@ -18,7 +18,7 @@ def test_frames_are_valid_chunks_sharing_id_and_created() -> None:
     encoder = ChatEncoder("chatcmpl_1", 123, "openclaw")
     finished = pb.TurnFinished(
         finish_reason=pb.FINISH_REASON_LENGTH,
-        usage=pb.Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3),
+        usage=pb.Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3, cached_tokens=1),
     )
     frames = [encoder.opening(), encoder.delta('quote " and \n newline'), encoder.finish(finished)]
     chunks = [payload(frame) for frame in frames]
@@ -36,7 +36,12 @@ def test_frames_are_valid_chunks_sharing_id_and_created() -> None:
     usage = payload(encoder.usage(finished))
     assert_valid("CreateChatCompletionStreamResponse", usage)
     assert usage["choices"] == []
-    assert usage["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    assert usage["usage"] == {
+        "prompt_tokens": 1,
+        "completion_tokens": 2,
+        "total_tokens": 3,
+        "prompt_tokens_details": {"cached_tokens": 1},
+    }
 
 
 def test_the_json_body_is_a_valid_completion_with_the_same_id() -> None:

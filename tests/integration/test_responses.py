@@ -23,7 +23,7 @@ from pydantic import TypeAdapter
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from devkit.processes import TOKEN, Stack, echo_config, start_stack
-from devkit.upstream import UpstreamStandIn
+from devkit.upstream import CACHED_TOKENS, UpstreamStandIn
 from tests.support.agents_sdk import run_weather_agent
 
 PATH = "/v1/responses"
@@ -333,3 +333,15 @@ def test_more_input_items_than_max_messages_are_refused_at_once(stack: Stack) ->
     assert "maxMessages" in error["message"]
     assert took < 5  # refused before anything is validated: well under a second here
     assert post(stack, {"model": "openclaw", "input": "hi"}).status_code == 200
+
+
+def test_cached_prompt_tokens_reach_both_apis(client: openai.OpenAI) -> None:
+    """The upstream's `prompt_tokens_details.cached_tokens`, as OpenAI's SDK reads it."""
+    chat = client.chat.completions.create(
+        model="openclaw:vision", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert chat.usage is not None and chat.usage.prompt_tokens_details is not None
+    assert chat.usage.prompt_tokens_details.cached_tokens == CACHED_TOKENS
+    response = client.responses.create(model="openclaw:vision", input="hi")
+    assert response.usage is not None
+    assert response.usage.input_tokens_details.cached_tokens == CACHED_TOKENS

@@ -190,6 +190,10 @@ START = {
     "type": "message_start",
     "message": {"usage": {"input_tokens": 5, "cache_read_input_tokens": 7}},
 }
+CACHE_WRITE = {
+    "type": "message_start",
+    "message": {"usage": {"input_tokens": 5, "cache_creation_input_tokens": 3}},
+}
 
 
 def test_the_stream_parser_across_split_reads() -> None:
@@ -243,6 +247,14 @@ def test_the_stream_parser_across_split_reads() -> None:
     assert stream.thinking == [["hm", "s", False]]
     assert stream.done and stream.finish_reason is FinishReason.TOOL_CALLS
     assert (stream.prompt_tokens, stream.completion_tokens) == (12, 9)
+    assert (stream.cache_read_tokens, stream.cache_write_tokens) == (7, 0)
+    writing = MessagesStream()
+    writing.feed(sse(CACHE_WRITE))
+    assert (writing.prompt_tokens, writing.cache_read_tokens, writing.cache_write_tokens) == (
+        8,
+        0,
+        3,
+    )
 
 
 @pytest.mark.parametrize(

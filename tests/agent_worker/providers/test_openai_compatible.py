@@ -30,7 +30,7 @@ from agent_worker.providers.openai_compatible import (
     SseBody,
 )
 from devkit.processes import free_port
-from devkit.upstream import UpstreamStandIn
+from devkit.upstream import CACHED_TOKENS, UpstreamStandIn
 from services.provider_config import OpenAICompatibleProviderConfig
 
 
@@ -52,6 +52,7 @@ async def test_streams_deltas_and_passes_usage_and_sampling(upstream: UpstreamSt
     assert isinstance(finished, TurnFinished)
     assert finished.finish_reason is FinishReason.LENGTH
     assert (finished.usage.prompt_tokens, finished.usage.completion_tokens) == (11, 3)
+    assert finished.usage.cache_read_tokens == CACHED_TOKENS  # prompt_tokens_details
     sent = upstream.requests[-1]
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
     assert (sent["temperature"], sent["stop"], sent["seed"]) == (0.2, ["x"], 4)
