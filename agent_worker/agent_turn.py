@@ -46,6 +46,7 @@ from agent_worker.providers.base import ProviderRequest
 from agent_worker.sessions.store import SessionStore, TurnOrigin
 from agent_worker.tool_calls import ToolCalls
 from agent_worker.turn_context import TurnContext
+from agent_worker.usage import TurnUsage, UsageMeter
 from services import tracing
 from services.ids import random_hex
 from services.logging import fingerprint
@@ -100,8 +101,10 @@ class AgentTurn:
         windows: ContextWindows,
         summarizer: Summarizer,
         off_loop: OffLoop,
+        meter: UsageMeter,
     ) -> None:
         self._off_loop = off_loop
+        self._usage = TurnUsage(meter, agent.id)
         self._windows = windows
         self._summarizer = summarizer
         self._request = request
@@ -176,6 +179,7 @@ class AgentTurn:
                 self._metrics.overflow_recoveries_by(agent.id, "ok").inc()
             assert step.finished is not None  # _ask raised otherwise
             answered = step.finished
+            self._record(answered.usage, context.estimate)
             if answered.usage.prompt_tokens:
                 context.reported(answered.usage.prompt_tokens, self._answered_by)
                 self._metrics.prompt_tokens_by(agent.provider).observe(answered.usage.prompt_tokens)
@@ -208,7 +212,14 @@ class AgentTurn:
         owner = request.caller.identity if request.caller is not None else ""
         # A turn that read its session is stored only if nobody else's was stored since.
         read_length = None if request.new_session else context.stored_length
-        origin = TurnOrigin(agent.id, request.response_id, context.made, owner, read_length)
+        origin = TurnOrigin(
+            agent.id,
+            request.response_id,
+            context.made,
+            owner,
+            read_length,
+            tuple(self._usage.calls),
+        )
         with _store_span(self._store, "session write", "append_turn"):
             await asyncio.shield(self._store.append_turn(request.session_key, turn, origin))
         if log.isEnabledFor(logging.INFO):  # the session's fingerprint costs a hash
@@ -284,6 +295,14 @@ class AgentTurn:
         for event in held or ():
             yield event
 
+    def _record(self, usage: Usage, prompt_estimate: int) -> None:
+        """One step's usage, for the model that answered it; a provider that reported no
+        prompt tokens has the worker's estimate of them (and is marked estimated)."""
+        if not usage.prompt_tokens and prompt_estimate:
+            usage = dataclasses.replace(usage, prompt_tokens=prompt_estimate, estimated=True)
+        provider, _, model = self._answered_by.partition("/")
+        self._usage.add(provider, model, usage)
+
     async def _own_tools(self) -> tuple[Tool, ...]:
         if self._tools is None or not self._provider.supports_tools:
             return ()
@@ -320,6 +339,7 @@ class AgentTurn:
             self._metrics,
             request.session_key,
             self._off_loop,
+            self._usage.add,
         )
         return context, new_context
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import assert_never
 
@@ -28,6 +28,7 @@ from agent_worker.domain import (
     TextDelta,
     ToolCallDelta,
     TurnFinished,
+    Usage,
 )
 from agent_worker.errors import ContextOverflowError, ProviderFailedError, TurnError
 from agent_worker.model_call import model_stream
@@ -120,6 +121,10 @@ def plain_digest(
     return clip_text(digest, max_tokens, counter)
 
 
+# Told each model call's usage: provider, model, usage.
+UsageRecorder = Callable[[str, str, Usage], None]
+
+
 class Summarizer:
     """Makes summaries with the agent's model or its `compaction.model`."""
 
@@ -140,7 +145,9 @@ class Summarizer:
         messages: Sequence[ChatMessage],
         max_tokens: int,
         instructions: str = "",
+        on_usage: UsageRecorder | None = None,
     ) -> str:
+        """The summary; `on_usage` is told each summary call's usage."""
         provider_name, model = agent.provider, agent.model
         if agent.compaction.model:
             provider_name, _, model = agent.compaction.model.partition("/")
@@ -168,7 +175,7 @@ class Summarizer:
                     )
                     try:
                         answer = await self._ask(
-                            provider_name, model, summary, chunk, max_tokens, instructions
+                            provider_name, model, summary, chunk, max_tokens, instructions, on_usage
                         )
                     except ContextOverflowError:
                         pending = chunk + pending  # again, in smaller pieces
@@ -198,6 +205,7 @@ class Summarizer:
         chunk: list[str],
         max_tokens: int,
         instructions: str,
+        on_usage: UsageRecorder | None,
     ) -> str:
         parts = [f"Summary so far:\n{previous}\n"] if previous else []
         parts.append("Conversation:\n" + "\n".join(chunk))
@@ -218,7 +226,10 @@ class Summarizer:
                 match event:
                     case TextDelta():
                         texts.append(event.text)
-                    case ToolCallDelta() | ReasoningDelta() | TurnFinished():
+                    case TurnFinished():
+                        if on_usage is not None:
+                            on_usage(provider_name, model, event.usage)
+                    case ToolCallDelta() | ReasoningDelta():
                         pass  # no tools were offered; the summary is the text
                     case _:
                         assert_never(event)

@@ -150,6 +150,7 @@ class ContextWindows:
         tokenizers: Mapping[str, Tokenizer] | None = None,
     ) -> None:
         self._providers = providers
+        self.catalog = providers  # each provider's config, model catalog included
         self._tokenizers = dict(tokenizers or {})  # by provider name
         self._learned: dict[tuple[str, str], int] = {}
         self._limits: dict[tuple[str, str], ModelLimits] = {}

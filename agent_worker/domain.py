@@ -86,6 +86,7 @@ class Usage:
     completion_tokens: int = 0
     cache_read_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache
     cache_write_tokens: int = 0  # of prompt_tokens: written to it
+    estimated: bool = False  # the provider reported none: counted or estimated by the worker
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -93,6 +94,7 @@ class Usage:
             self.completion_tokens + other.completion_tokens,
             self.cache_read_tokens + other.cache_read_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
+            self.estimated or other.estimated,
         )
 
     @property

@@ -97,7 +97,24 @@ class WorkerMetrics:
             ["model", "fallback"],
             registry=self.registry,
         )
+        self.model_tokens = Counter(
+            "clawgate_worker_model_tokens",
+            "Tokens of model calls as providers reported them (or as estimated), by agent,"
+            " provider, model and kind (input, output, cache_read, cache_write; input counts"
+            " cached tokens too).",
+            ["agent", "provider", "model", "kind"],
+            registry=self.registry,
+        )
+        self.model_cost = Counter(
+            "clawgate_worker_model_cost_usd",
+            "USD spent on model calls, priced from the model catalog's cost, by agent, provider"
+            " and model (calls of unpriced models are not counted).",
+            ["agent", "provider", "model"],
+            registry=self.registry,
+        )
         self.turns_by = children_of(self.turns)
+        self.model_tokens_by = children_of(self.model_tokens)
+        self.model_cost_by = children_of(self.model_cost)
         self.model_retries_by = children_of(self.model_retries)
         self.model_fallbacks_by = children_of(self.model_fallbacks)
         self.turn_seconds_by = children_of(self.turn_seconds)

@@ -23,6 +23,7 @@ from agent_worker.agents import Agent
 from agent_worker.compaction import (
     UNKNOWN_WINDOW,
     Summarizer,
+    UsageRecorder,
     clipped_message,
     cut_point,
     reserve_tokens,
@@ -71,6 +72,7 @@ class TurnContext:
         metrics: WorkerMetrics,
         session_key: str,
         off_loop: OffLoop,
+        on_usage: UsageRecorder | None = None,
     ) -> None:
         self._agent = agent
         self._system = system
@@ -83,6 +85,7 @@ class TurnContext:
         self._metrics = metrics
         self._session_key = session_key
         self._off_loop = off_loop
+        self._on_usage = on_usage  # told each summary call's usage
         self.compaction = stored.compaction  # the summary the prompt carries
         self.made: Compaction | None = None  # a compaction this turn made, stored with it
         self.estimate = 0  # the last prompt's estimated tokens (0: not counted)
@@ -316,7 +319,7 @@ class TurnContext:
         }
         with tracing.span("compaction", attributes=attributes):
             summary = await self._summarizer.summarize(
-                self._agent, previous, self._history[:cut], allowance, instructions
+                self._agent, previous, self._history[:cut], allowance, instructions, self._on_usage
             )
         self._history = self._history[cut:]
         self._first += cut

@@ -32,6 +32,7 @@ from agent_worker.providers.base import Provider
 from agent_worker.sessions.locks import SessionLocks
 from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_context import TurnContext
+from agent_worker.usage import UsageMeter
 from services import tracing
 from services.logging import fingerprint
 from services.off_loop import OffLoop
@@ -72,6 +73,7 @@ class TurnRunner:
         self.turns_in_flight = 0  # turns that hold their session (or will at once)
         self.turns_queued = 0  # turns waiting for their session
         self.metrics = metrics or WorkerMetrics()
+        self._meter = UsageMeter(self.windows.catalog, self.metrics)
         self.metrics.turns_in_flight.set_function(lambda: self.turns_in_flight)
 
     def _admit(self, session_key: str) -> bool:
@@ -146,6 +148,7 @@ class TurnRunner:
                     self.windows,
                     self._summarizer,
                     self.off_loop,
+                    self._meter,
                 )
                 async for event in turn.events(flushed):
                     yield event

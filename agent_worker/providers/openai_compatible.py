@@ -229,4 +229,4 @@ class OpenAICompatibleProvider(HttpProvider):
             raise ProviderFailedError(
                 "provider's answer held no SSE events: is baseUrl an OpenAI-compatible API?"
             )
-        yield TurnFinished(body.finish_reason, body.usage or Usage(0, body.deltas))
+        yield TurnFinished(body.finish_reason, body.usage or Usage(0, body.deltas, estimated=True))

@@ -6,12 +6,13 @@ from typing import Any
 
 from agent_worker.sessions.records import COMPACTION_COLUMNS, MESSAGE_COLUMNS
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 MESSAGES_TABLE = "clawgate_session_messages"
 RESPONSES_TABLE = "clawgate_responses"
 SESSIONS_TABLE = "clawgate_sessions"
 LEASES_TABLE = "clawgate_session_leases"
 COMPACTIONS_TABLE = "clawgate_session_compactions"
+USAGE_TABLE = "clawgate_usage"
 _MIGRATIONS = {
     1: f"""
     CREATE TABLE IF NOT EXISTS {MESSAGES_TABLE} (
@@ -96,6 +97,27 @@ _MIGRATIONS = {
     # An assistant's signed thinking (a JSON list), sent back when its tool loop continues.
     8: f"""
     ALTER TABLE {MESSAGES_TABLE} ADD COLUMN IF NOT EXISTS reasoning TEXT;
+    """,
+    # What each model call of a turn used and cost, written in the turn's transaction.
+    9: f"""
+    CREATE TABLE IF NOT EXISTS {USAGE_TABLE} (
+        session_key TEXT NOT NULL,
+        turn_position INTEGER NOT NULL,
+        call INTEGER NOT NULL,
+        identity TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cache_read_tokens BIGINT NOT NULL,
+        cache_write_tokens BIGINT NOT NULL,
+        estimated BOOLEAN NOT NULL,
+        cost_usd DOUBLE PRECISION,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS clawgate_usage_by_time ON {USAGE_TABLE} (created_at);
+    CREATE INDEX IF NOT EXISTS clawgate_usage_by_identity ON {USAGE_TABLE} (identity, created_at);
     """,
 }
 INSERT_COMPACTION = f"""

@@ -34,13 +34,16 @@ from agent_worker.sessions.postgres_schema import (
     RESPONSES_TABLE,
     SESSIONS_TABLE,
     SUMMARIZE,
+    USAGE_TABLE,
     migrate,
 )
 from agent_worker.sessions.records import (
     COMPACTION_COLUMNS,
     MESSAGE_COLUMNS,
+    USAGE_COLUMNS,
     message_of,
     row_values,
+    usage_rows,
 )
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
 
@@ -168,6 +171,19 @@ class PostgresSessionStore:
                 if origin.compaction is not None:
                     await connection.execute(
                         INSERT_COMPACTION, session_key, *_compaction_values(origin.compaction)
+                    )
+                if origin.usage:
+                    await connection.executemany(
+                        f"INSERT INTO {USAGE_TABLE} ({USAGE_COLUMNS})"
+                        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                        usage_rows(
+                            session_key,
+                            last + 1,
+                            origin.owner,
+                            origin.agent_id,
+                            origin.usage,
+                            time.time(),
+                        ),
                     )
                 if origin.response_id:
                     await connection.execute(

@@ -5,11 +5,13 @@ messages. Also the columns of a compaction record, the same in both stores."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
 import orjson
 
 from agent_worker.domain import ChatMessage, Reasoning, Role, ToolCall
+from agent_worker.usage import OPERATOR, ModelUsage
 
 # A compaction record's columns, in both stores, in the order of Compaction's fields.
 COMPACTION_COLUMNS = "covers, summary, tokens_before, tokens_after, created_at"
@@ -66,3 +68,41 @@ def row_values(
         message.name or None,
         reasoning,
     )
+
+
+# A usage record's columns, in both stores: one row per model call of a turn (or per embedding
+# or tool call, with no session).
+USAGE_COLUMNS = (
+    "session_key, turn_position, call, identity, agent_id, provider, model, input_tokens,"
+    " output_tokens, cache_read_tokens, cache_write_tokens, estimated, cost_usd, created_at"
+)
+
+
+def usage_rows(
+    session_key: str,
+    position: int,
+    identity: str,
+    agent_id: str,
+    calls: Sequence[ModelUsage],
+    now: float,
+) -> list[tuple[object, ...]]:
+    """The values of USAGE_COLUMNS for a turn's calls; `position`: the turn's first message."""
+    return [
+        (
+            session_key,
+            position,
+            number,
+            identity or OPERATOR,
+            agent_id,
+            call.provider,
+            call.model,
+            call.usage.prompt_tokens,
+            call.usage.completion_tokens,
+            call.usage.cache_read_tokens,
+            call.usage.cache_write_tokens,
+            call.usage.estimated,
+            call.cost_usd,
+            now,
+        )
+        for number, call in enumerate(calls, start=1)
+    ]

@@ -19,8 +19,10 @@ from agent_worker.domain import (
 from agent_worker.sessions.records import (
     COMPACTION_COLUMNS,
     MESSAGE_COLUMNS,
+    USAGE_COLUMNS,
     message_of,
     row_values,
+    usage_rows,
 )
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
 
@@ -64,6 +66,24 @@ CREATE TABLE IF NOT EXISTS session_compactions (
     created_at REAL NOT NULL,
     PRIMARY KEY (session_key, covers)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage_records (
+    session_key TEXT NOT NULL,
+    turn_position INTEGER NOT NULL,
+    call INTEGER NOT NULL,
+    identity TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    estimated INTEGER NOT NULL,
+    cost_usd REAL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_by_time ON usage_records (created_at);
+CREATE INDEX IF NOT EXISTS usage_by_identity ON usage_records (identity, created_at);
 CREATE TABLE IF NOT EXISTS responses (
     response_id TEXT PRIMARY KEY,
     session_key TEXT NOT NULL,
@@ -152,6 +172,12 @@ def insert_turn(
     )
     if origin.compaction is not None:
         insert_compaction(connection, session_key, origin.compaction, now)
+    if origin.usage:
+        connection.executemany(
+            f"INSERT INTO usage_records ({USAGE_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            usage_rows(session_key, last + 1, origin.owner, origin.agent_id, origin.usage, now),
+        )
     if origin.response_id:
         connection.execute(
             "INSERT INTO responses (response_id, session_key, agent_id, created_at)"

@@ -14,6 +14,7 @@ from agent_worker.domain import (
     StoredContext,
     StoredResponse,
 )
+from agent_worker.usage import ModelUsage
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,8 @@ class TurnOrigin:
     # The session's length when the turn read it: the write is refused when another turn was
     # stored since (another worker on the same file). None: not checked.
     expected_length: int | None = None
+    # The turn's model calls, stored with it (in its transaction: never lost, never twice).
+    usage: tuple[ModelUsage, ...] = ()
 
 
 NO_ORIGIN = TurnOrigin()

@@ -5,9 +5,11 @@ too large."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncGenerator
+from pathlib import Path
 
 import pytest
 
@@ -310,3 +312,26 @@ def test_clipping_counts_each_message_about_once() -> None:
     )
     context._clip_to([], 1000 * 40)  # every message must lose most of its text
     assert calls < 10 * len(history), calls
+
+
+async def test_every_model_call_is_stored_with_its_turn_summaries_included(
+    store: SqliteSessionStore, tmp_path: Path
+) -> None:
+    provider = WordWindowProvider()
+    turns = runner(store, provider, FITTED)
+    for number in range(12):
+        await turn(turns, f"question {number} " + "word " * 30)
+    summaries = [p for p in provider.prompts if p.messages[0].text == SUMMARY_INSTRUCTIONS]
+    assert summaries, "no compaction: the test would not see summary calls"
+    with sqlite3.connect(tmp_path / "s.db") as reader:
+        rows = reader.execute(
+            "SELECT turn_position, call, identity, provider, model, input_tokens, output_tokens,"
+            " estimated, cost_usd FROM usage_records ORDER BY turn_position, call"
+        ).fetchall()
+    reported = [sum(words(m.text) + 6 for m in p.messages) for p in provider.prompts]
+    assert [row[5] for row in rows] == reported  # as the provider counted, call by call
+    assert all(row[6] == 1 and row[7] == 0 for row in rows)
+    assert {row[2:5] for row in rows} == {("operator", "p", "m")}
+    assert all(row[8] is None for row in rows)  # the catalog names no price
+    turns_stored = {row[0] for row in rows}
+    assert len(turns_stored) == 12 and len(rows) == 12 + len(summaries)

@@ -1,0 +1,93 @@
+"""What a turn's model calls used and cost: one record per call (each step of a tool loop,
+each compaction summary, the model that answered after a fallback), priced from the model
+catalog's `cost` in OpenClaw's shape (USD per million tokens: `input`, `output`, `cacheRead`,
+`cacheWrite`), counted in the worker's metrics when the call ends and stored with the turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent_worker.domain import Usage
+from agent_worker.metrics import WorkerMetrics
+from services.provider_config import ProviderConfig
+
+# Whom usage is recorded for when the caller bears no identity (token or password mode).
+OPERATOR = "operator"
+_PER_TOKEN = 1e-6  # catalog prices are per million tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUsage:
+    """One model call: the model that answered, its tokens, what they cost (None: the
+    catalog has no price for it)."""
+
+    provider: str
+    model: str
+    usage: Usage
+    cost_usd: float | None
+
+
+def cost_usd(prices: Mapping[str, Any], usage: Usage) -> float | None:
+    """The call's price by the catalog entry's `cost`; cached tokens without a price of their
+    own are priced as input. None when the entry names no price."""
+    if not prices:
+        return None
+    input_price = float(prices.get("input") or 0)
+    cache_read = usage.cache_read_tokens
+    cache_write = usage.cache_write_tokens
+    fresh_input = max(usage.prompt_tokens - cache_read - cache_write, 0)
+    total = (
+        fresh_input * input_price
+        + cache_read * float(prices.get("cacheRead", input_price) or 0)
+        + cache_write * float(prices.get("cacheWrite", input_price) or 0)
+        + usage.completion_tokens * float(prices.get("output") or 0)
+    )
+    return total * _PER_TOKEN
+
+
+class UsageMeter:
+    """Prices and counts a worker's model calls."""
+
+    def __init__(self, providers: Mapping[str, ProviderConfig], metrics: WorkerMetrics) -> None:
+        self._providers = providers
+        self._metrics = metrics
+        self._prices: dict[tuple[str, str], Mapping[str, Any]] = {}
+
+    def _prices_of(self, provider: str, model: str) -> Mapping[str, Any]:
+        key = (provider, model)
+        prices = self._prices.get(key)
+        if prices is None:
+            config = self._providers.get(provider)
+            entry = config.model_entry(model) if config is not None else None
+            prices = self._prices[key] = entry.cost if entry is not None else {}
+        return prices
+
+    def record(self, agent_id: str, provider: str, model: str, usage: Usage) -> ModelUsage:
+        cost = cost_usd(self._prices_of(provider, model), usage)
+        tokens = self._metrics.model_tokens_by
+        for kind, count in (
+            ("input", usage.prompt_tokens),
+            ("output", usage.completion_tokens),
+            ("cache_read", usage.cache_read_tokens),
+            ("cache_write", usage.cache_write_tokens),
+        ):
+            if count:
+                tokens(agent_id, provider, model, kind).inc(count)
+        if cost:
+            self._metrics.model_cost_by(agent_id, provider, model).inc(cost)
+        return ModelUsage(provider, model, usage, cost)
+
+
+class TurnUsage:
+    """One turn's model calls, recorded as each ends."""
+
+    def __init__(self, meter: UsageMeter, agent_id: str) -> None:
+        self._meter = meter
+        self._agent_id = agent_id
+        self.calls: list[ModelUsage] = []
+
+    def add(self, provider: str, model: str, usage: Usage) -> None:
+        self.calls.append(self._meter.record(self._agent_id, provider, model, usage))
