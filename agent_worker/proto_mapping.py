@@ -32,6 +32,7 @@ from agent_worker.domain import (
     TurnStarted,
 )
 from agent_worker.errors import InvalidTurnError, TurnError
+from agent_worker.usage import OPERATOR, UsageGroup, UsageQuery, UsageSums
 from clawgate.agent.v1 import agent_service_pb2 as pb
 
 _ROLES: dict[int, Role] = {
@@ -246,3 +247,36 @@ def fill_event(target: pb.RunTurnEvent, event: TurnEvent | TurnError) -> None:
                 finished.tool_calls.append(tool_call_to_proto(tool_call))
         case _:
             assert_never(event)
+
+
+_USAGE_GROUPS: dict[int, UsageGroup] = {
+    pb.USAGE_GROUP_IDENTITY: "identity",
+    pb.USAGE_GROUP_AGENT: "agent",
+    pb.USAGE_GROUP_MODEL: "model",
+    pb.USAGE_GROUP_DAY: "day",
+}
+
+
+def usage_query_from_proto(request: pb.GetUsageRequest) -> UsageQuery:
+    """The range and groups asked for; a caller without admin sees only its own usage."""
+    groups = tuple(
+        _known(group, _USAGE_GROUPS, "group_by", "UsageGroup") for group in request.group_by
+    )
+    caller = caller_from_proto(request)
+    identity = None if caller is None or caller.admin else (caller.identity or OPERATOR)
+    return UsageQuery(request.from_time, request.to_time, tuple(dict.fromkeys(groups)), identity)
+
+
+def usage_sums_to_proto(sums: UsageSums) -> pb.UsageRow:
+    return pb.UsageRow(
+        identity=sums.identity,
+        agent_id=sums.agent,
+        model=sums.model,
+        day=sums.day,
+        requests=sums.requests,
+        input_tokens=sums.input_tokens,
+        output_tokens=sums.output_tokens,
+        cache_read_tokens=sums.cache_read_tokens,
+        cache_write_tokens=sums.cache_write_tokens,
+        cost_usd=sums.cost_usd,
+    )

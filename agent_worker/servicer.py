@@ -24,6 +24,8 @@ from agent_worker.proto_mapping import (
     fill_event,
     message_to_proto,
     turn_request_from_proto,
+    usage_query_from_proto,
+    usage_sums_to_proto,
 )
 from agent_worker.providers.base import Embedder
 from agent_worker.sessions.store import SessionStore
@@ -274,6 +276,17 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             prompt_tokens=embedded.prompt_tokens,
             model=ref,
         )
+
+    async def GetUsage(  # noqa: N802
+        self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetUsageResponse:
+        try:
+            query = usage_query_from_proto(request)
+            sums = await self._store.usage(query)
+        except TurnError as error:
+            await context.abort(error.code, error.message)
+            raise AssertionError("abort raises") from None
+        return pb.GetUsageResponse(rows=[usage_sums_to_proto(row) for row in sums])
 
     async def DeleteSession(  # noqa: N802
         self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext

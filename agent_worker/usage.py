@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from agent_worker.domain import Usage
 from agent_worker.metrics import WorkerMetrics
@@ -46,6 +46,33 @@ def cost_usd(prices: Mapping[str, Any], usage: Usage) -> float | None:
         + usage.completion_tokens * float(prices.get("output") or 0)
     )
     return total * _PER_TOKEN
+
+
+UsageGroup = Literal["identity", "agent", "model", "day"]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    start: float  # Unix seconds, inclusive
+    end: float  # Unix seconds, exclusive
+    group_by: tuple[UsageGroup, ...] = ()
+    identity: str | None = None  # None: everyone's
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSums:
+    """One group's sums; the groups not asked for are ''."""
+
+    identity: str
+    agent: str
+    model: str
+    day: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
 
 
 class UsageMeter:

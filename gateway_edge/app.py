@@ -21,6 +21,7 @@ from gateway_edge import (
     status,
     tools_invoke,
     ui_routes,
+    usage_api,
     whoami,
 )
 from gateway_edge import metrics as metrics_route
@@ -166,6 +167,7 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
     if endpoints_config.sessions_enabled:
         app.include_router(sessions_api.router)
     app.include_router(whoami.router)
+    app.include_router(usage_api.router)
     app.include_router(tools_invoke.router)  # always served, as OpenClaw does
     if endpoints_config.chat_completions.enabled or endpoints_config.responses.enabled:
         app.include_router(embeddings.router)  # served with either, as OpenClaw does

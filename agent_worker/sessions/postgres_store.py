@@ -40,12 +40,17 @@ from agent_worker.sessions.postgres_schema import (
 from agent_worker.sessions.records import (
     COMPACTION_COLUMNS,
     MESSAGE_COLUMNS,
+    POSTGRES_DAY,
     USAGE_COLUMNS,
     message_of,
     row_values,
     usage_rows,
+    usage_select,
+    usage_sums,
+    usage_values,
 )
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
+from agent_worker.usage import UsageQuery, UsageSums
 
 log = logging.getLogger("clawgate.worker.sessions")
 
@@ -210,6 +215,12 @@ class PostgresSessionStore:
                 f"SELECT owner FROM {SESSIONS_TABLE} WHERE session_key = $1", session_key
             )
         return None if owner is None else str(owner)
+
+    async def usage(self, query: UsageQuery) -> list[UsageSums]:
+        sql = usage_select(USAGE_TABLE, query, POSTGRES_DAY, "${}")
+        with store_errors("summing the usage"):
+            rows = await self.pool.fetch(sql, *usage_values(query))
+        return [sums for sums in map(usage_sums, rows) if sums.requests]
 
     async def list_sessions(
         self,

@@ -6,12 +6,12 @@ messages. Also the columns of a compaction record, the same in both stores."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import orjson
 
 from agent_worker.domain import ChatMessage, Reasoning, Role, ToolCall
-from agent_worker.usage import OPERATOR, ModelUsage
+from agent_worker.usage import OPERATOR, ModelUsage, UsageQuery, UsageSums
 
 # A compaction record's columns, in both stores, in the order of Compaction's fields.
 COMPACTION_COLUMNS = "covers, summary, tokens_before, tokens_after, created_at"
@@ -106,3 +106,56 @@ def usage_rows(
         )
         for number, call in enumerate(calls, start=1)
     ]
+
+
+# How each store says a UTC day of a Unix time held in `created_at`.
+SQLITE_DAY = "date(created_at, 'unixepoch')"
+POSTGRES_DAY = "to_char(to_timestamp(created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+
+
+_GROUPS = ("identity", "agent", "model", "day")  # the columns a usage row starts with
+
+
+def usage_select(table: str, query: UsageQuery, day: str, placeholder: str) -> str:
+    """The SQL that sums `query` (its values: usage_values); `placeholder` formats a
+    parameter's number ('?' or '${}')."""
+    columns = {
+        "identity": "identity",
+        "agent": "agent_id",
+        "model": "provider || '/' || model",
+        "day": day,
+    }
+    grouped = [columns[group] if group in query.group_by else "''" for group in _GROUPS]
+    where = f"created_at >= {placeholder.format(1)} AND created_at < {placeholder.format(2)}"
+    if query.identity is not None:
+        where += f" AND identity = {placeholder.format(3)}"
+    sql = (
+        f"SELECT {', '.join(grouped)}, COUNT(DISTINCT session_key || ':' || turn_position),"
+        " COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),"
+        " COALESCE(SUM(cache_read_tokens), 0), COALESCE(SUM(cache_write_tokens), 0),"
+        f" COALESCE(SUM(cost_usd), 0) FROM {table} WHERE {where}"
+    )
+    if query.group_by:
+        positions = ", ".join(str(_GROUPS.index(group) + 1) for group in query.group_by)
+        sql += f" GROUP BY {positions} ORDER BY {positions}"
+    return sql
+
+
+def usage_values(query: UsageQuery) -> tuple[object, ...]:
+    values: tuple[object, ...] = (query.start, query.end)
+    return values if query.identity is None else (*values, query.identity)
+
+
+def usage_sums(row: Sequence[Any]) -> UsageSums:
+    return UsageSums(
+        identity=row[0],
+        agent=row[1],
+        model=row[2],
+        day=row[3],
+        requests=int(row[4]),
+        input_tokens=int(row[5]),
+        output_tokens=int(row[6]),
+        cache_read_tokens=int(row[7]),
+        cache_write_tokens=int(row[8]),
+        cost_usd=float(row[9]),
+    )

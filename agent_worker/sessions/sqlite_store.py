@@ -40,7 +40,14 @@ from agent_worker.domain import (
     StoredContext,
     StoredResponse,
 )
-from agent_worker.sessions.records import MESSAGE_COLUMNS, message_of
+from agent_worker.sessions.records import (
+    MESSAGE_COLUMNS,
+    SQLITE_DAY,
+    message_of,
+    usage_select,
+    usage_sums,
+    usage_values,
+)
 from agent_worker.sessions.sqlite_schema import (
     BUSY_TIMEOUT_SECONDS,
     SCHEMA,
@@ -65,6 +72,7 @@ from agent_worker.sessions.sqlite_writes import (
     write_turns,
 )
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin
+from agent_worker.usage import UsageQuery, UsageSums
 
 log = logging.getLogger("clawgate.worker.sessions")
 
@@ -298,6 +306,18 @@ class SqliteSessionStore:
             )
         except sqlite3.Error as error:
             raise store_error(error, "listing the sessions") from None
+
+    async def usage(self, query: UsageQuery) -> list[UsageSums]:
+        sql = usage_select("usage_records", query, SQLITE_DAY, "?")
+
+        def read(connection: sqlite3.Connection) -> list[UsageSums]:
+            rows = connection.execute(sql, usage_values(query)).fetchall()
+            return [sums for sums in map(usage_sums, rows) if sums.requests]
+
+        try:
+            return await self._run(read)
+        except sqlite3.Error as error:
+            raise store_error(error, "summing the usage") from None
 
     async def delete(self, session_key: str) -> bool:
         def remove(connection: sqlite3.Connection) -> bool:

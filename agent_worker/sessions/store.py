@@ -14,7 +14,7 @@ from agent_worker.domain import (
     StoredContext,
     StoredResponse,
 )
-from agent_worker.usage import ModelUsage
+from agent_worker.usage import ModelUsage, UsageQuery, UsageSums
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +106,10 @@ class SessionStore(Protocol):
         `owner` is), after the cursor (updated_at, session_key) of the last one a previous
         page held. One-off calls only when `include_one_off`: one turn under a key the edge made
         up (`agent:<its agent>:openai:…`, gateway_edge/sessions.py)."""
+
+    async def usage(self, query: UsageQuery) -> list[UsageSums]:
+        """The usage records in the query's range summed by its groups (groups without a
+        record have no row). Records outlive their session: deleting one keeps what it cost."""
 
     async def delete(self, session_key: str) -> bool:
         """Deletes the transcript (and its summary and response ids); whether there was one."""

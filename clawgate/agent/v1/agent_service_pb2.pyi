@@ -61,6 +61,14 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_UNAVAILABLE: _ClassVar[ErrorCode]
     ERROR_CODE_DATA_LOSS: _ClassVar[ErrorCode]
     ERROR_CODE_UNAUTHENTICATED: _ClassVar[ErrorCode]
+
+class UsageGroup(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USAGE_GROUP_UNSPECIFIED: _ClassVar[UsageGroup]
+    USAGE_GROUP_IDENTITY: _ClassVar[UsageGroup]
+    USAGE_GROUP_AGENT: _ClassVar[UsageGroup]
+    USAGE_GROUP_MODEL: _ClassVar[UsageGroup]
+    USAGE_GROUP_DAY: _ClassVar[UsageGroup]
 ROLE_UNSPECIFIED: Role
 ROLE_USER: Role
 ROLE_ASSISTANT: Role
@@ -98,6 +106,11 @@ ERROR_CODE_INTERNAL: ErrorCode
 ERROR_CODE_UNAVAILABLE: ErrorCode
 ERROR_CODE_DATA_LOSS: ErrorCode
 ERROR_CODE_UNAUTHENTICATED: ErrorCode
+USAGE_GROUP_UNSPECIFIED: UsageGroup
+USAGE_GROUP_IDENTITY: UsageGroup
+USAGE_GROUP_AGENT: UsageGroup
+USAGE_GROUP_MODEL: UsageGroup
+USAGE_GROUP_DAY: UsageGroup
 
 class Image(_message.Message):
     __slots__ = ("media_type", "data")
@@ -636,3 +649,45 @@ class Embedding(_message.Message):
     VALUES_FIELD_NUMBER: _ClassVar[int]
     values: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("from_time", "to_time", "group_by", "caller")
+    FROM_TIME_FIELD_NUMBER: _ClassVar[int]
+    TO_TIME_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    from_time: float
+    to_time: float
+    group_by: _containers.RepeatedScalarFieldContainer[UsageGroup]
+    caller: Caller
+    def __init__(self, from_time: _Optional[float] = ..., to_time: _Optional[float] = ..., group_by: _Optional[_Iterable[_Union[UsageGroup, str]]] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
+
+class GetUsageResponse(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[UsageRow]
+    def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ...) -> None: ...
+
+class UsageRow(_message.Message):
+    __slots__ = ("identity", "agent_id", "model", "day", "requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_READ_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    agent_id: str
+    model: str
+    day: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+    def __init__(self, identity: _Optional[str] = ..., agent_id: _Optional[str] = ..., model: _Optional[str] = ..., day: _Optional[str] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ...) -> None: ...

@@ -91,6 +91,11 @@ class AgentServiceStub:
                 request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/clawgate.agent.v1.AgentService/GetUsage',
+                request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -188,6 +193,14 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUsage(self, request, context):
+        """What model calls used and cost, summed over a time range and grouped: the usage records
+        stored with each turn. A caller that is not an admin gets only its own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -240,6 +253,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.EmbedRequest.FromString,
                     response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.EmbedResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetUsageRequest.FromString,
+                    response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -519,6 +537,33 @@ class AgentService:
             '/clawgate.agent.v1.AgentService/Embed',
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.EmbedRequest.SerializeToString,
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clawgate.agent.v1.AgentService/GetUsage',
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetUsageRequest.SerializeToString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,6 +20,7 @@ from agent_worker.sessions.postgres_leases import LISTENER_NAME
 from agent_worker.sessions.postgres_store import PostgresSessionStore
 from agent_worker.sessions.store import TurnOrigin
 from tests.support.postgres import POSTGRES_URL, requires_postgres
+from tests.support.usage import check_usage_sums
 
 pytestmark = requires_postgres
 
@@ -453,3 +454,9 @@ async def test_one_off_calls_are_listed_only_when_asked_for(
     assert listed == {continued, chosen}
     everything = await first.list_sessions(agent, 9, None, include_one_off=True)
     assert {s.session_key for s in everything} == {one_off, continued, chosen}
+
+
+async def test_usage_records_sum_by_identity_model_and_day(
+    stores: tuple[PostgresSessionStore, ...],
+) -> None:
+    await check_usage_sums(stores[0])

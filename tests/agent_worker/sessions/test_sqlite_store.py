@@ -13,6 +13,7 @@ from agent_worker.sessions.factory import UnsupportedStoreError, store_for_url
 from agent_worker.sessions.sqlite_store import WAL_SIZE_LIMIT, SqliteSessionStore
 from agent_worker.sessions.sqlite_writes import LOOP_COMMIT_BYTES
 from agent_worker.sessions.store import TurnOrigin
+from tests.support.usage import check_usage_sums
 
 # Signed thinking, kept so that a tool loop can send it back unchanged.
 THOUGHT = Reasoning("let me see", "sig-1")
@@ -460,3 +461,12 @@ async def test_a_turn_whose_session_grew_on_another_worker_is_refused_whole(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_usage_records_sum_by_identity_model_and_day(tmp_path: Path) -> None:
+    store = SqliteSessionStore(tmp_path / "usage.db")
+    await store.open()
+    try:
+        await check_usage_sums(store)
+    finally:
+        await store.close()
