@@ -151,6 +151,19 @@ def test_the_sessions_api_shows_each_person_only_their_own(proxy: str) -> None:
         assert admin.get(path).status_code == 200
 
 
+def test_usage_shows_each_person_their_own_and_an_admin_everyones(proxy: str) -> None:
+    with signed_in(proxy, "alice") as alice, signed_in(proxy, "bob") as bob:
+        chat(alice, "counted for alice")
+        chat(bob, "counted for bob")
+        mine = alice.get("v1/usage", params={"group_by": "identity"}).json()["data"]
+        assert [row["identity"] for row in mine] == ["alice"] and mine[0]["requests"] >= 1
+        theirs = bob.get("v1/usage", params={"group_by": "identity"}).json()["data"]
+        assert [row["identity"] for row in theirs] == ["bob"]
+    with signed_in(proxy, "root", "admin/") as admin:
+        everyone = admin.get("v1/usage", params={"group_by": "identity"}).json()["data"]
+        assert {"alice", "bob"} <= {row["identity"] for row in everyone}
+
+
 def test_a_forged_scopes_header_is_overwritten_by_the_proxy(proxy: str) -> None:
     with signed_in(proxy, "bob") as bob:
         listed = bob.get(
