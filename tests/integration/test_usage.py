@@ -41,11 +41,11 @@ def test_usage_sums_what_the_answers_reported_and_prices_it(stack: Stack) -> Non
     client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=TOKEN, max_retries=0)
     reported: list[tuple[int, int]] = []
     for text in ("one", "two words", "and three words"):
-        answer = client.chat.completions.create(
+        completion = client.chat.completions.create(
             model="openclaw", messages=[{"role": "user", "content": text}], user="usage-test"
         )
-        assert answer.usage is not None
-        reported.append((answer.usage.prompt_tokens, answer.usage.completion_tokens))
+        assert completion.usage is not None
+        reported.append((completion.usage.prompt_tokens, completion.usage.completion_tokens))
     response = client.responses.create(model="openclaw", input="through responses")
     assert response.usage is not None
     reported.append((response.usage.input_tokens, response.usage.output_tokens))
