@@ -219,6 +219,7 @@ class AgentTurn:
             owner,
             read_length,
             tuple(self._usage.calls),
+            run_id,
         )
         with _store_span(self._store, "session write", "append_turn"):
             await asyncio.shield(self._store.append_turn(request.session_key, turn, origin))

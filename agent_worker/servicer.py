@@ -14,7 +14,7 @@ import grpc
 
 from agent_worker.agent_tools import AgentTools, argument_problem
 from agent_worker.agents import AgentRegistry
-from agent_worker.domain import ToolCall, TurnEvent
+from agent_worker.domain import ToolCall, TurnEvent, Usage
 from agent_worker.errors import InvalidTurnError, TurnError, UnknownAgentError
 from agent_worker.exchange import DRAINING, ExchangeCall
 from agent_worker.off_loop import LIGHT_TO_ESTIMATE
@@ -268,6 +268,11 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             if not request.inputs:
                 raise InvalidTurnError("Invalid 'input': nothing to embed.")
             embedded = await provider.embed(model, request.inputs, request.dimensions or None)
+            caller = caller_from_proto(request)
+            used = Usage(embedded.prompt_tokens, estimated=not embedded.prompt_tokens)
+            call = self._runner.meter.record(agent.id, provider_name, model, used)
+            identity = caller.identity if caller is not None else ""
+            await self._store.record_usage(random_hex(), identity, agent.id, (call,))
         except TurnError as error:
             await context.abort(error.code, error.message)
             raise AssertionError("abort raises") from None

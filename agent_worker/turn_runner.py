@@ -73,7 +73,7 @@ class TurnRunner:
         self.turns_in_flight = 0  # turns that hold their session (or will at once)
         self.turns_queued = 0  # turns waiting for their session
         self.metrics = metrics or WorkerMetrics()
-        self._meter = UsageMeter(self.windows.catalog, self.metrics)
+        self.meter = UsageMeter(self.windows.catalog, self.metrics)
         self.metrics.turns_in_flight.set_function(lambda: self.turns_in_flight)
 
     def _admit(self, session_key: str) -> bool:
@@ -148,7 +148,7 @@ class TurnRunner:
                     self.windows,
                     self._summarizer,
                     self.off_loop,
-                    self._meter,
+                    self.meter,
                 )
                 async for event in turn.events(flushed):
                     yield event

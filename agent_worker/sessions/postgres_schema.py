@@ -101,8 +101,8 @@ _MIGRATIONS = {
     # What each model call of a turn used and cost, written in the turn's transaction.
     9: f"""
     CREATE TABLE IF NOT EXISTS {USAGE_TABLE} (
+        request_id TEXT NOT NULL,
         session_key TEXT NOT NULL,
-        turn_position INTEGER NOT NULL,
         call INTEGER NOT NULL,
         identity TEXT NOT NULL,
         agent_id TEXT NOT NULL,

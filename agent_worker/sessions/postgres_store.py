@@ -50,9 +50,13 @@ from agent_worker.sessions.records import (
     usage_values,
 )
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
-from agent_worker.usage import UsageQuery, UsageSums
+from agent_worker.usage import ModelUsage, UsageQuery, UsageSums
 
 log = logging.getLogger("clawgate.worker.sessions")
+_INSERT_USAGE = (
+    f"INSERT INTO {USAGE_TABLE} ({USAGE_COLUMNS}) VALUES"
+    f" ({', '.join(f'${number}' for number in range(1, USAGE_COLUMNS.count(',') + 2))})"
+)
 
 
 class PostgresSessionStore:
@@ -179,11 +183,10 @@ class PostgresSessionStore:
                     )
                 if origin.usage:
                     await connection.executemany(
-                        f"INSERT INTO {USAGE_TABLE} ({USAGE_COLUMNS})"
-                        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                        _INSERT_USAGE,
                         usage_rows(
+                            origin.run_id,
                             session_key,
-                            last + 1,
                             origin.owner,
                             origin.agent_id,
                             origin.usage,
@@ -215,6 +218,13 @@ class PostgresSessionStore:
                 f"SELECT owner FROM {SESSIONS_TABLE} WHERE session_key = $1", session_key
             )
         return None if owner is None else str(owner)
+
+    async def record_usage(
+        self, request_id: str, identity: str, agent_id: str, calls: Sequence[ModelUsage]
+    ) -> None:
+        rows = usage_rows(request_id, "", identity, agent_id, calls, time.time())
+        with store_errors("storing the usage"):
+            await self.pool.executemany(_INSERT_USAGE, rows)
 
     async def usage(self, query: UsageQuery) -> list[UsageSums]:
         sql = usage_select(USAGE_TABLE, query, POSTGRES_DAY, "${}")

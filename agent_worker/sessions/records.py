@@ -70,27 +70,27 @@ def row_values(
     )
 
 
-# A usage record's columns, in both stores: one row per model call of a turn (or per embedding
-# or tool call, with no session).
+# A usage record's columns, in both stores: one row per model call of a request (a turn's
+# calls share its run id; an embedding request has no session).
 USAGE_COLUMNS = (
-    "session_key, turn_position, call, identity, agent_id, provider, model, input_tokens,"
+    "request_id, session_key, call, identity, agent_id, provider, model, input_tokens,"
     " output_tokens, cache_read_tokens, cache_write_tokens, estimated, cost_usd, created_at"
 )
 
 
 def usage_rows(
+    request_id: str,
     session_key: str,
-    position: int,
     identity: str,
     agent_id: str,
     calls: Sequence[ModelUsage],
     now: float,
 ) -> list[tuple[object, ...]]:
-    """The values of USAGE_COLUMNS for a turn's calls; `position`: the turn's first message."""
+    """The values of USAGE_COLUMNS for one request's calls."""
     return [
         (
+            request_id,
             session_key,
-            position,
             number,
             identity or OPERATOR,
             agent_id,
@@ -130,7 +130,7 @@ def usage_select(table: str, query: UsageQuery, day: str, placeholder: str) -> s
     if query.identity is not None:
         where += f" AND identity = {placeholder.format(3)}"
     sql = (
-        f"SELECT {', '.join(grouped)}, COUNT(DISTINCT session_key || ':' || turn_position),"
+        f"SELECT {', '.join(grouped)}, COUNT(DISTINCT request_id),"
         " COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),"
         " COALESCE(SUM(cache_read_tokens), 0), COALESCE(SUM(cache_write_tokens), 0),"
         f" COALESCE(SUM(cost_usd), 0) FROM {table} WHERE {where}"

@@ -29,6 +29,9 @@ from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
 BUSY_TIMEOUT_SECONDS = 10.0
 
 
+USAGE_PLACES = ", ".join("?" * len(USAGE_COLUMNS.split(",")))
+
+
 class StaleTurnError(sqlite3.DatabaseError):
     """The session grew after the turn read it: its messages and compaction would not follow
     what its model saw. Workers sharing one file never interleave a session's turns."""
@@ -67,8 +70,8 @@ CREATE TABLE IF NOT EXISTS session_compactions (
     PRIMARY KEY (session_key, covers)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage_records (
+    request_id TEXT NOT NULL,
     session_key TEXT NOT NULL,
-    turn_position INTEGER NOT NULL,
     call INTEGER NOT NULL,
     identity TEXT NOT NULL,
     agent_id TEXT NOT NULL,
@@ -174,9 +177,10 @@ def insert_turn(
         insert_compaction(connection, session_key, origin.compaction, now)
     if origin.usage:
         connection.executemany(
-            f"INSERT INTO usage_records ({USAGE_COLUMNS})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            usage_rows(session_key, last + 1, origin.owner, origin.agent_id, origin.usage, now),
+            f"INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES ({USAGE_PLACES})",
+            usage_rows(
+                origin.run_id, session_key, origin.owner, origin.agent_id, origin.usage, now
+            ),
         )
     if origin.response_id:
         connection.execute(

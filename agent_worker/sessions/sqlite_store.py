@@ -43,7 +43,9 @@ from agent_worker.domain import (
 from agent_worker.sessions.records import (
     MESSAGE_COLUMNS,
     SQLITE_DAY,
+    USAGE_COLUMNS,
     message_of,
+    usage_rows,
     usage_select,
     usage_sums,
     usage_values,
@@ -51,6 +53,7 @@ from agent_worker.sessions.records import (
 from agent_worker.sessions.sqlite_schema import (
     BUSY_TIMEOUT_SECONDS,
     SCHEMA,
+    USAGE_PLACES,
     checkpoint_wal,
     create_or_migrate,
     insert_compaction,
@@ -72,7 +75,7 @@ from agent_worker.sessions.sqlite_writes import (
     write_turns,
 )
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin
-from agent_worker.usage import UsageQuery, UsageSums
+from agent_worker.usage import ModelUsage, UsageQuery, UsageSums
 
 log = logging.getLogger("clawgate.worker.sessions")
 
@@ -306,6 +309,22 @@ class SqliteSessionStore:
             )
         except sqlite3.Error as error:
             raise store_error(error, "listing the sessions") from None
+
+    async def record_usage(
+        self, request_id: str, identity: str, agent_id: str, calls: Sequence[ModelUsage]
+    ) -> None:
+        rows = usage_rows(request_id, "", identity, agent_id, calls, time.time())
+
+        def add(connection: sqlite3.Connection) -> None:
+            with connection:
+                connection.executemany(
+                    f"INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES ({USAGE_PLACES})", rows
+                )
+
+        try:
+            await self._run(add)
+        except sqlite3.Error as error:
+            raise store_error(error, "storing the usage") from None
 
     async def usage(self, query: UsageQuery) -> list[UsageSums]:
         sql = usage_select("usage_records", query, SQLITE_DAY, "?")

@@ -30,8 +30,10 @@ class TurnOrigin:
     # The session's length when the turn read it: the write is refused when another turn was
     # stored since (another worker on the same file). None: not checked.
     expected_length: int | None = None
-    # The turn's model calls, stored with it (in its transaction: never lost, never twice).
+    # The turn's model calls, stored with it (in its transaction: never lost, never twice),
+    # under its run id.
     usage: tuple[ModelUsage, ...] = ()
+    run_id: str = ""
 
 
 NO_ORIGIN = TurnOrigin()
@@ -106,6 +108,11 @@ class SessionStore(Protocol):
         `owner` is), after the cursor (updated_at, session_key) of the last one a previous
         page held. One-off calls only when `include_one_off`: one turn under a key the edge made
         up (`agent:<its agent>:openai:…`, gateway_edge/sessions.py)."""
+
+    async def record_usage(
+        self, request_id: str, identity: str, agent_id: str, calls: Sequence[ModelUsage]
+    ) -> None:
+        """Stores the model calls of a request that has no turn (an embedding request)."""
 
     async def usage(self, query: UsageQuery) -> list[UsageSums]:
         """The usage records in the query's range summed by its groups (groups without a

@@ -325,8 +325,8 @@ async def test_every_model_call_is_stored_with_its_turn_summaries_included(
     assert summaries, "no compaction: the test would not see summary calls"
     with sqlite3.connect(tmp_path / "s.db") as reader:
         rows = reader.execute(
-            "SELECT turn_position, call, identity, provider, model, input_tokens, output_tokens,"
-            " estimated, cost_usd FROM usage_records ORDER BY turn_position, call"
+            "SELECT request_id, call, identity, provider, model, input_tokens, output_tokens,"
+            " estimated, cost_usd FROM usage_records ORDER BY rowid"
         ).fetchall()
     reported = [sum(words(m.text) + 6 for m in p.messages) for p in provider.prompts]
     assert [row[5] for row in rows] == reported  # as the provider counted, call by call

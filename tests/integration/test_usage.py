@@ -87,6 +87,13 @@ def test_usage_sums_what_the_answers_reported_and_prices_it(stack: Stack) -> Non
     earlier = (today - datetime.timedelta(days=3)).isoformat()
     assert usage(stack, **{"from": earlier, "to": earlier}).json()["data"] == []
 
+    embedded = client.embeddings.create(model="openclaw", input=["three words here", "two"])
+    (with_embedding,) = usage(stack, group_by="model").json()["data"]
+    assert with_embedding["requests"] == len(reported) + 1  # an embedding request counts too
+    assert with_embedding["input_tokens"] == expected_in + embedded.usage.prompt_tokens
+    expected_in += embedded.usage.prompt_tokens
+    expected_cost += embedded.usage.prompt_tokens * PRICES["input"] / 1e6
+
     after = scrape(worker_metrics)
     labels = {"agent": "main", "provider": "echo", "model": "echo-1"}
 

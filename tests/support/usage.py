@@ -21,7 +21,7 @@ async def check_usage_sums(store: SessionStore) -> None:
         await store.append_turn(
             f"k-{uuid.uuid4().hex}",
             [ChatMessage("user", "q"), ChatMessage("assistant", "a")],
-            TurnOrigin("main", owner=owner, usage=calls),
+            TurnOrigin("main", owner=owner, usage=calls, run_id=uuid.uuid4().hex),
         )
     end = time.time() + 1
     everyone = await store.usage(UsageQuery(start, end, ("identity", "model")))
