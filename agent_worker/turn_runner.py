@@ -2,7 +2,9 @@
 
 Turns of one session run one after another in this process (the store's lock adds the order
 across processes). A turn that waits for its session does not take a running slot: fifty turns
-queued on one conversation must not refuse everyone else's.
+queued on one conversation must not refuse everyone else's. When every running slot is taken,
+a turn waits for one (at most `maxQueuedTurns` wait), and freed slots go round the waiting
+identities one turn each (fair_slots.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from agent_worker.errors import (
     UnknownAgentError,
     WorkerAtCapacityError,
 )
+from agent_worker.fair_slots import FairSlots
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.model_chain import ModelChain, ModelTarget
 from agent_worker.providers.base import Provider
@@ -67,31 +70,24 @@ class TurnRunner:
         self._store = store
         self._sessions = SessionLocks()
         self._chains: dict[tuple[str, tuple[str, ...]], ModelChain] = {}
-        self._max_concurrent_turns = max_concurrent_turns
         self._max_queued_turns = max_queued_turns
         self._session_wait_timeout = session_wait_timeout
-        self.turns_in_flight = 0  # turns that hold their session (or will at once)
-        self.turns_queued = 0  # turns waiting for their session
+        # Running slots: when all are taken, turns wait for one, served fairly by identity.
+        self._slots = FairSlots(max_concurrent_turns, max_queued_turns)
+        self._waiting_for_session = 0
         self.metrics = metrics or WorkerMetrics()
         self.meter = UsageMeter(self.windows.catalog, self.metrics)
         self.metrics.turns_in_flight.set_function(lambda: self.turns_in_flight)
 
-    def _admit(self, session_key: str) -> bool:
-        """Takes a running slot, or a place in the queue when the session is busy (returns
-        True then); raises WorkerAtCapacityError when neither is free."""
-        if self._sessions.busy(session_key):
-            if self.turns_queued >= self._max_queued_turns:
-                raise WorkerAtCapacityError(
-                    f"worker is at capacity ({self.turns_queued} turns wait for their session)"
-                )
-            self.turns_queued += 1
-            return True
-        if self.turns_in_flight >= self._max_concurrent_turns:
-            raise WorkerAtCapacityError(
-                f"worker is at capacity ({self._max_concurrent_turns} turns in flight)"
-            )
-        self.turns_in_flight += 1
-        return False
+    @property
+    def turns_in_flight(self) -> int:
+        """Turns that hold a running slot."""
+        return self._slots.running
+
+    @property
+    def turns_queued(self) -> int:
+        """Turns waiting for their session or for a running slot."""
+        return self._waiting_for_session + self._slots.waiting
 
     def run(
         self, request: TurnRequest, flushed: Flushed = nothing_to_flush
@@ -118,7 +114,15 @@ class TurnRunner:
         provider = models.primary
         images = self.windows.limits(agent.provider, agent.model).images
         self._check(request, provider, provider.supports_images if images is None else images)
-        queued = self._admit(request.session_key)  # else it holds a running slot
+        # A busy session's turn waits for it without taking a running slot: fifty turns queued
+        # on one conversation must not take everyone else's.
+        queued = self._sessions.busy(request.session_key)
+        if queued and self.turns_queued >= self._max_queued_turns:
+            raise WorkerAtCapacityError(
+                f"worker is at capacity ({self.turns_queued} turns wait for their session)"
+            )
+        self._waiting_for_session += queued
+        holds_slot = False
         started = time.monotonic()
         outcome = "cancelled"
         wait = self._session_wait_timeout
@@ -132,9 +136,10 @@ class TurnRunner:
                         self._sessions.hold(request.session_key, wait)
                     )
                     if queued:
-                        self.turns_queued -= 1
-                        self.turns_in_flight += 1
+                        self._waiting_for_session -= 1
                         queued = False
+                    await self._slots.acquire(_identity_of(request))
+                    holds_slot = True
                     await session.enter_async_context(
                         self._store.session_lock(request.session_key, wait)
                     )
@@ -163,9 +168,9 @@ class TurnRunner:
             raise
         finally:
             if queued:
-                self.turns_queued -= 1
-            else:
-                self.turns_in_flight -= 1
+                self._waiting_for_session -= 1
+            if holds_slot:
+                self._slots.release()
             self.metrics.turns_by(agent.id, outcome).inc()
             self.metrics.turn_seconds_by(agent.id).observe(time.monotonic() - started)
 
@@ -241,6 +246,11 @@ class TurnRunner:
             raise InvalidTurnError("this agent's model does not return logprobs")
         if has_images and not accepts_images:
             raise InvalidTurnError("this agent's model does not accept images")
+
+
+def _identity_of(request: TurnRequest) -> str:
+    """Whom the turn runs for, as fair slots tell people apart ('' for the gateway's owner)."""
+    return request.caller.identity if request.caller is not None else ""
 
 
 def _turn_span(request: TurnRequest) -> tracing.Span:

@@ -10,6 +10,7 @@ import pytest
 from agent_worker.agents import AgentRegistry, merged_sampling
 from agent_worker.deadline import ProviderDeadline
 from agent_worker.domain import (
+    Caller,
     ChatMessage,
     FinishReason,
     Sampling,
@@ -69,12 +70,15 @@ CONFIG = parse_config(
 )
 
 
-def runner(provider: ScriptedProvider, store: SqliteSessionStore, capacity: int = 4) -> TurnRunner:
+def runner(
+    provider: ScriptedProvider, store: SqliteSessionStore, capacity: int = 4, queued: int = 256
+) -> TurnRunner:
     return TurnRunner(
         AgentRegistry.from_config(CONFIG),
         {"p": provider},
         store,
         max_concurrent_turns=capacity,
+        max_queued_turns=queued,
         session_wait_timeout=5,
     )
 
@@ -171,13 +175,57 @@ async def test_errors_before_start(store: SqliteSessionStore) -> None:
         [e async for e in turns.run(request("x", key=" "))]
 
 
-async def test_capacity_is_enforced(store: SqliteSessionStore) -> None:
-    turns = runner(ScriptedProvider(["a"], hang_after=0), store, capacity=1)
+async def test_a_full_worker_queues_up_to_max_queued_turns_then_refuses(
+    store: SqliteSessionStore,
+) -> None:
+    turns = runner(ScriptedProvider(["a"], hang_after=0), store, capacity=1, queued=1)
     first = asyncio.create_task(anext_n(turns.run(request("x", key="k1")), 1))
     await asyncio.sleep(0.05)
+    second = asyncio.create_task(anext_n(turns.run(request("y", key="k2")), 1))
+    await asyncio.sleep(0.05)
+    assert (turns.turns_in_flight, turns.turns_queued) == (1, 1) and not second.done()
     with pytest.raises(WorkerAtCapacityError):
-        [e async for e in turns.run(request("y", key="k2"))]
+        [e async for e in turns.run(request("z", key="k3"))]
+    second.cancel()  # a waiting turn that goes away leaves the queue
+    await asyncio.gather(second, return_exceptions=True)
+    assert turns.turns_queued == 0
     first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    assert turns.turns_in_flight == 0
+
+
+async def test_freed_slots_go_round_the_waiting_identities(store: SqliteSessionStore) -> None:
+    """A has 20 turns waiting on a full worker; B's one turn runs after at most one of A's."""
+
+    class Gated(ScriptedProvider):
+        def __init__(self) -> None:
+            super().__init__(["ok"])
+            self.gate = asyncio.Event()
+            self.order: list[str] = []
+
+        async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+            self.order.append(request.messages[-1].text)
+            await self.gate.wait()
+            async for event in super().stream(request):
+                yield event
+
+    provider = Gated()
+    turns = runner(provider, store, capacity=2)
+
+    def of(person: str, text: str, key: str) -> TurnRequest:
+        return dataclasses.replace(request(text, key=key), caller=Caller(person, False))
+
+    async def run(turn: TurnRequest) -> None:
+        [event async for event in turns.run(turn)]
+
+    tasks = [asyncio.create_task(run(of("a", f"a{n}", f"ka{n}"))) for n in range(22)]
+    await asyncio.sleep(0.05)  # two of A's run, twenty wait
+    tasks.append(asyncio.create_task(run(of("b", "b0", "kb"))))
+    await asyncio.sleep(0.05)
+    provider.gate.set()
+    await asyncio.gather(*tasks)
+    assert provider.order.index("b0") <= 3, provider.order  # after the two running, one more
+    assert turns.turns_in_flight == turns.turns_queued == 0
 
 
 def test_request_sampling_wins_over_agent_defaults() -> None:

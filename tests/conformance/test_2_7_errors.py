@@ -45,6 +45,7 @@ def test_413_body_too_large(tmp_path: Path, echo_stack: Stack) -> None:
 def test_429_worker_at_capacity(tmp_path: Path) -> None:
     config = echo_config(tmp_path)
     config["worker"]["maxConcurrentTurns"] = 1
+    config["worker"]["maxQueuedTurns"] = 0  # a full worker refuses at once: no turn waits
     stack = start_stack(tmp_path, config)
     try:
         first_started = threading.Event()

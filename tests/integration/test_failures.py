@@ -238,6 +238,7 @@ def test_5_overload_tries_another_worker_then_429(
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     config["gateway"]["workers"] = addresses
     config["worker"]["maxConcurrentTurns"] = 1
+    config["worker"]["maxQueuedTurns"] = 0  # a full worker refuses at once: no turn waits
     path = write_config(tmp_path, config)
     workers = [
         Process(clawgate(path, "worker", "--listen", address), tmp_path / f"w{index}.log").start()
