@@ -21,8 +21,9 @@ log = logging.getLogger("clawgate.edge.workers")
 
 # Calls that change nothing, or nothing more when made twice: one that got no answer in time
 # (it may have run) is made again on the next worker. Any other (a tool's side effects, a
-# compaction's summary calls) runs at most once, and its failure is the answer.
-ASKED_AGAIN = frozenset({"ListSessions", "GetSession", "DeleteSession", "FindResponse", "Embed"})
+# compaction's summary calls, an embedding's usage record) runs at most once, and its failure
+# is the answer.
+ASKED_AGAIN = frozenset({"ListSessions", "GetSession", "DeleteSession", "FindResponse", "GetUsage"})
 
 
 async def ask(

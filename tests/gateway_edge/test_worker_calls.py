@@ -45,6 +45,8 @@ async def pool() -> Any:
         ("CompactSession", pb.CompactSessionRequest(session_key="k"), 1),
         ("GetSession", pb.GetSessionRequest(session_key="k"), 2),
         ("ListSessions", pb.ListSessionsRequest(), 2),
+        ("Embed", pb.EmbedRequest(inputs=["x"]), 1),  # its usage record is not made twice
+        ("GetUsage", pb.GetUsageRequest(), 2),
     ],
 )
 async def test_a_call_that_may_have_run_is_never_made_twice(
