@@ -203,8 +203,12 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         agent_id = request.agent_id or default  # no agent at all: NOT_FOUND below
         try:
             with served_span(context, "CompactSession"):
+                caller = caller_from_proto(request)
                 found, made = await self._runner.compact(
-                    request.session_key, agent_id, request.instructions
+                    request.session_key,
+                    agent_id,
+                    request.instructions,
+                    caller.identity if caller is not None else "",
                 )
         except TurnError as error:
             await context.abort(error.code, error.message)

@@ -35,8 +35,9 @@ from agent_worker.providers.base import Provider
 from agent_worker.sessions.locks import SessionLocks
 from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_context import TurnContext
-from agent_worker.usage import UsageMeter
+from agent_worker.usage import TurnUsage, UsageMeter
 from services import tracing
+from services.ids import random_hex
 from services.logging import fingerprint
 from services.off_loop import OffLoop
 
@@ -175,11 +176,13 @@ class TurnRunner:
             self.metrics.turn_seconds_by(agent.id).observe(time.monotonic() - started)
 
     async def compact(
-        self, session_key: str, agent_id: str, instructions: str
+        self, session_key: str, agent_id: str, instructions: str, identity: str = ""
     ) -> tuple[bool, Compaction | None]:
-        """Compacts a session now (between its turns): whether the session is stored, and the
-        compaction (None when it has too little to compact)."""
+        """Compacts a session now (between its turns), for `identity`: whether the session is
+        stored, and the compaction (None when it has too little to compact). Its summary calls
+        are stored as a usage record once the compaction is."""
         agent = self._agents.get(agent_id)
+        usage = TurnUsage(self.meter, agent.id)
         wait = self._session_wait_timeout
         async with (
             self._sessions.hold(session_key, wait),
@@ -200,11 +203,14 @@ class TurnRunner:
                 self.metrics,
                 session_key,
                 self.off_loop,
+                usage.add,
             )
             compaction = await context.compact_now(instructions)
             if compaction is not None:
                 compaction = dataclasses.replace(compaction, created_at=time.time())
                 await self._store.add_compaction(session_key, compaction)
+            if usage.calls:
+                await self._store.record_usage(random_hex(), identity, agent.id, usage.calls)
             return True, compaction
 
     def provider(self, name: str) -> Provider | None:

@@ -112,7 +112,8 @@ class SessionStore(Protocol):
     async def record_usage(
         self, request_id: str, identity: str, agent_id: str, calls: Sequence[ModelUsage]
     ) -> None:
-        """Stores the model calls of a request that has no turn (an embedding request)."""
+        """Stores the model calls of a request that has no turn (an embedding request, a
+        manual compaction's summary)."""
 
     async def usage(self, query: UsageQuery) -> list[UsageSums]:
         """The usage records in the query's range summed by its groups (groups without a

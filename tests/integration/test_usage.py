@@ -5,8 +5,10 @@ answer's tokens stored with its turn and priced from the catalog, read back thro
 from __future__ import annotations
 
 import datetime
+import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import openai
@@ -123,3 +125,22 @@ def test_a_bad_usage_query_is_a_400_naming_its_param(
 
 def test_usage_needs_the_gateways_auth(stack: Stack) -> None:
     assert httpx.get(f"{stack.base_url}/v1/usage", timeout=10).status_code == 401
+
+
+def test_a_manual_compaction_is_a_usage_record_of_its_own(stack: Stack) -> None:
+    key = f"usage-compact-{uuid.uuid4().hex}"
+    headers = {**AUTH, "x-openclaw-session-key": key}
+    for text in ("the first thing", "the second thing", "the third thing"):
+        body = {"messages": [{"role": "user", "content": text}]}
+        answer = httpx.post(
+            f"{stack.base_url}/v1/chat/completions", headers=headers, json=body, timeout=30
+        )
+        assert answer.status_code == 200
+    (before,) = usage(stack).json()["data"]
+    compacted = httpx.post(
+        f"{stack.base_url}/v1/sessions/{quote(key, safe='')}/compact", headers=AUTH, timeout=60
+    )
+    assert compacted.status_code == 200 and compacted.json()["compacted"] is True
+    (after,) = usage(stack).json()["data"]
+    assert after["requests"] == before["requests"] + 1  # its summary call, as a request
+    assert after["input_tokens"] > before["input_tokens"]
