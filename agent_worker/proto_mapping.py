@@ -32,8 +32,9 @@ from agent_worker.domain import (
     TurnStarted,
 )
 from agent_worker.errors import InvalidTurnError, TurnError
-from agent_worker.usage import OPERATOR, UsageGroup, UsageQuery, UsageSums
+from agent_worker.usage import UsageGroup, UsageQuery, UsageSums
 from clawgate.agent.v1 import agent_service_pb2 as pb
+from services.config import OPERATOR_IDENTITY
 
 _ROLES: dict[int, Role] = {
     pb.ROLE_UNSPECIFIED: "user",  # the contract reads an unset role as the user's
@@ -263,7 +264,7 @@ def usage_query_from_proto(request: pb.GetUsageRequest) -> UsageQuery:
         _known(group, _USAGE_GROUPS, "group_by", "UsageGroup") for group in request.group_by
     )
     caller = caller_from_proto(request)
-    identity = None if caller is None or caller.admin else (caller.identity or OPERATOR)
+    identity = None if caller is None or caller.admin else (caller.identity or OPERATOR_IDENTITY)
     return UsageQuery(request.from_time, request.to_time, tuple(dict.fromkeys(groups)), identity)
 
 

@@ -14,8 +14,6 @@ from agent_worker.domain import Usage
 from agent_worker.metrics import WorkerMetrics
 from services.provider_config import ProviderConfig
 
-# Whom usage is recorded for when the caller bears no identity (token or password mode).
-OPERATOR = "operator"
 _PER_TOKEN = 1e-6  # catalog prices are per million tokens
 
 

@@ -30,6 +30,7 @@ from gateway_edge.dialects.chat import ChatCompletions
 from gateway_edge.dialects.responses import Responses
 from gateway_edge.errors import ApiError, bad_request, internal_error
 from gateway_edge.json_responses import error_response
+from gateway_edge.limits import Limits, LocalCounts, RedisCounts
 from gateway_edge.metrics import EdgeMetrics
 from gateway_edge.observability import ObservabilityMiddleware
 from gateway_edge.proxies import TrustedProxies
@@ -125,7 +126,12 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
         pool_settings(config),
         on_outcome=lambda outcome: metrics.worker_calls_by(outcome).inc(),
     )
-    state = EdgeState(config, access, workers, int(time.time()), metrics, OffLoop(name="requests"))
+    limits_config = config.gateway.limits
+    counts = RedisCounts(limits_config.store) if limits_config.store else LocalCounts()
+    limits = Limits(limits_config, counts, metrics.limit_store_failures.inc)
+    state = EdgeState(
+        config, access, workers, int(time.time()), metrics, OffLoop(name="requests"), limits
+    )
     metrics_config = config.gateway.metrics
     traces = trace_settings(config.diagnostics.otel, "clawgate-edge")
 
@@ -147,6 +153,8 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
             if stop_metrics is not None:
                 stop_metrics()
             await workers.close()
+            if isinstance(counts, RedisCounts):
+                await counts.close()
             tracing.shutdown()
             log.info("edge stopped")
             flush_logs()

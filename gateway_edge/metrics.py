@@ -84,6 +84,11 @@ class EdgeMetrics:
         self.streams_open_by = children_of(self.streams_open)
         self.completion_tokens_by = children_of(self.completion_tokens)
         self.worker_calls_by = children_of(self.worker_calls)
+        self.limit_store_failures = Counter(
+            "clawgate_edge_limit_store_failures",
+            "Turns whose limits the limit store (gateway.limits.store) did not answer for.",
+            registry=self.registry,
+        )
         self.auth_failures_by = children_of(self.auth_failures)
 
     def render(self) -> bytes:

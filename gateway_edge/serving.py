@@ -37,8 +37,9 @@ from gateway_edge.principal import WRITE, Principal
 from gateway_edge.remote_turn import RemoteTurn
 from gateway_edge.sse import DONE, KEEP_ALIVE
 from gateway_edge.state import EdgeState
-from gateway_edge.turn_setup import SESSION_KEY_HEADER_BYTES, prepare_turn
+from gateway_edge.turn_setup import SESSION_KEY_HEADER_BYTES, PreparedTurn, prepare_turn
 from services import tracing
+from services.config import OPERATOR_IDENTITY
 
 log = logging.getLogger("clawgate.edge")
 
@@ -177,7 +178,25 @@ class TurnEndpoint:
             )
         encoder = dialect.encoder(adapted, prepared.request)
         session = prepared.session
-        session_header = (SESSION_KEY_HEADER_BYTES, session.key.encode())
+        identity = principal.identity or OPERATOR_IDENTITY
+        admission = await state.limits.admit(identity, prepared.request.agent_id)
+        try:
+            answer_headers = [(SESSION_KEY_HEADER_BYTES, session.key.encode()), *admission.headers]
+            await self._run(send, receive, prepared, adapted, encoder, answer_headers)
+        finally:
+            await admission.release()
+
+    async def _run(
+        self,
+        send: Send,
+        receive: Receive,
+        prepared: PreparedTurn,
+        adapted: AdaptedRequest,
+        encoder: AnswerEncoder,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Runs the admitted turn on a worker and answers it (`headers` beside the usual)."""
+        state, session = self._state, prepared.session
         async with cancelled_on_disconnect(receive):
             # A named session sticks to its worker; a fresh one goes where there is most room.
             starting = state.workers.start_turn(
@@ -189,13 +208,13 @@ class TurnEndpoint:
                         {
                             "type": "http.response.start",
                             "status": 200,
-                            "headers": [*STREAM_HEADERS, session_header],
+                            "headers": [*STREAM_HEADERS, *headers],
                         }
                     )
                     await self._stream(send, turn, encoder, prepared.record)
                 else:
                     answer = await self._whole(turn, encoder, prepared.record)
-                    await send_bytes(send, 200, [*JSON_HEADERS, session_header], answer)
+                    await send_bytes(send, 200, [*JSON_HEADERS, *headers], answer)
 
     async def _stream(
         self, send: Send, turn: RemoteTurn, encoder: AnswerEncoder, record: RequestRecord

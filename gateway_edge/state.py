@@ -8,6 +8,7 @@ from typing import NamedTuple
 from fastapi import Request
 
 from gateway_edge.auth import AccessGuard
+from gateway_edge.limits import Limits
 from gateway_edge.metrics import EdgeMetrics
 from gateway_edge.principal import READ, WRITE, Principal
 from gateway_edge.worker_pool import WorkerPool
@@ -23,6 +24,7 @@ class EdgeState:
     started_at: int
     metrics: EdgeMetrics
     off_loop: OffLoop  # large request bodies are parsed here
+    limits: Limits  # gateway.limits: who may start how many turns
 
 
 class Admitted(NamedTuple):

@@ -42,6 +42,8 @@ class RateLimitConfig(Section):
     exempt_loopback: bool = Field(True, alias="exemptLoopback")
 
 
+# Whom usage and limits count for when the caller bears no identity (token or password mode).
+OPERATOR_IDENTITY = "operator"
 OPERATOR_SCOPES = (
     "operator.admin",
     "operator.approvals",
@@ -128,6 +130,53 @@ class GatewayToolsConfig(Section):
     allow: list[str] = Field(default_factory=list)  # lifted from the built-in deny list
 
 
+class LimitSet(Section):
+    """`gateway.limits.default`, `.identities.<who>`, `.agents.<id>`: unset is no limit."""
+
+    concurrent_turns: int | None = Field(None, alias="concurrentTurns", ge=1)
+    requests_per_minute: int | None = Field(None, alias="requestsPerMinute", ge=1)
+
+    @model_validator(mode="after")
+    def _only_enforced_keys(self) -> LimitSet:
+        later = sorted(set(self.model_extra or {}) & _LIMITS_NOT_ENFORCED_YET)
+        if later:
+            raise ValueError(
+                f"{', '.join(later)}: not enforced yet (token and USD budgets come next);"
+                " remove the key rather than rely on it"
+            )
+        return self
+
+    def over(self, other: LimitSet) -> LimitSet:
+        """These limits, each unset one taken from `other`."""
+        return LimitSet(
+            concurrentTurns=self.concurrent_turns or other.concurrent_turns,
+            requestsPerMinute=self.requests_per_minute or other.requests_per_minute,
+        )
+
+
+_LIMITS_NOT_ENFORCED_YET = frozenset(
+    {"tokensPerMinute", "tokensPerDay", "usdPerDay", "usdPerMonth"}
+)
+
+
+class LimitsConfig(Section):
+    """`gateway.limits`: per identity and per agent, shared by every edge through `store`."""
+
+    # "redis://…": every edge counts in that Redis; unset: in each edge's own process.
+    store: str | None = None
+    on_store_down: Literal["open", "closed"] = Field("open", alias="onStoreDown")
+    default: LimitSet = Field(default_factory=LimitSet)
+    identities: dict[str, LimitSet] = Field(default_factory=dict)
+    agents: dict[str, LimitSet] = Field(default_factory=dict)
+
+    @field_validator("store")
+    @classmethod
+    def _redis_url(cls, store: str | None) -> str | None:
+        if store is not None and not store.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("gateway.limits.store: a redis:// (or rediss://) URL, or unset")
+        return store
+
+
 class GatewayConfig(Section):
     tools: GatewayToolsConfig = Field(default_factory=GatewayToolsConfig)
     port: int = Field(18789, ge=0, le=65535)
@@ -151,6 +200,7 @@ class GatewayConfig(Section):
     # auth mode "trusted-proxy", the only ones whose identity headers are believed; nobody's
     # by default, so that no client can name another one.
     trusted_proxies: list[str] = Field(default_factory=list, alias="trustedProxies")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @field_validator("trusted_proxies")
     @classmethod

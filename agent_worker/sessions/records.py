@@ -11,7 +11,8 @@ from typing import Any, cast
 import orjson
 
 from agent_worker.domain import ChatMessage, Reasoning, Role, ToolCall
-from agent_worker.usage import OPERATOR, ModelUsage, UsageQuery, UsageSums
+from agent_worker.usage import ModelUsage, UsageQuery, UsageSums
+from services.config import OPERATOR_IDENTITY
 
 # A compaction record's columns, in both stores, in the order of Compaction's fields.
 COMPACTION_COLUMNS = "covers, summary, tokens_before, tokens_after, created_at"
@@ -92,7 +93,7 @@ def usage_rows(
             request_id,
             session_key,
             number,
-            identity or OPERATOR,
+            identity or OPERATOR_IDENTITY,
             agent_id,
             call.provider,
             call.model,

@@ -82,6 +82,13 @@ def test_unknown_keys_warn_but_load(caplog: pytest.LogCaptureFixture) -> None:
             "agents.list.0.model: provider 'ghost'",
         ),
         ("{ agents: { defaults: { model: { fallbacks: [] } } } }", "primary"),
+        (
+            "{ gateway: { limits: { identities: { a: { tokensPerDay: 5 } } } } }",
+            "gateway.limits.identities.a",
+        ),
+        ("{ gateway: { limits: { default: { usdPerDay: 5 } } } }", "not enforced yet"),
+        ("{ gateway: { limits: { store: 'localhost:6379' } } }", "gateway.limits.store"),
+        ("{ gateway: { limits: { onStoreDown: 'maybe' } } }", "gateway.limits.onStoreDown"),
         ("[1]", "top level must be an object"),
         ("{ nope", "not valid JSON5"),
     ],
