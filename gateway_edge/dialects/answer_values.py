@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
+
+log = logging.getLogger("clawgate.edge")
 
 FINISH_REASONS = {
     pb.FINISH_REASON_UNSPECIFIED: "stop",
@@ -14,6 +17,18 @@ FINISH_REASONS = {
     pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
     pb.FINISH_REASON_CONTENT_FILTER: "content_filter",
 }
+
+
+def finish_reason_of(finished: pb.TurnFinished) -> str:
+    """The finish reason as OpenAI names it; one this edge does not know (a newer worker's)
+    is said in the log and answered as "stop", never a failed answer."""
+    reason = FINISH_REASONS.get(finished.finish_reason)
+    if reason is None:
+        log.warning(
+            "unknown finish_reason %d from a worker: answered as 'stop'", finished.finish_reason
+        )
+        return "stop"
+    return reason
 
 
 def usage_of(finished: pb.TurnFinished) -> dict[str, object]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import orjson
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
-from gateway_edge.dialects.answer_values import FINISH_REASONS, logprobs_json, usage_of
+from gateway_edge.dialects.answer_values import finish_reason_of, logprobs_json, usage_of
 from gateway_edge.errors import ApiError
 from gateway_edge.sse import KEEP_ALIVE, error_frame
 
@@ -88,7 +88,7 @@ class ChatEncoder:
                         "logprobs": None
                         if logprobs is None
                         else {"content": logprobs, "refusal": None},
-                        "finish_reason": FINISH_REASONS[finished.finish_reason],
+                        "finish_reason": finish_reason_of(finished),
                     }
                 ],
                 "usage": usage_of(finished),
@@ -140,7 +140,7 @@ class ChatEncoder:
         return KEEP_ALIVE  # the client sees no call of the agent's own: the stream stays up
 
     def finish(self, finished: pb.TurnFinished) -> bytes:
-        frame = self._choice_chunk({}, finish_reason=FINISH_REASONS[finished.finish_reason])
+        frame = self._choice_chunk({}, finish_reason=finish_reason_of(finished))
         return frame + self.usage(finished) if self._include_usage else frame
 
     def failed(self, error: ApiError) -> bytes:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.dialects.chat_encoder import ChatEncoder
@@ -68,3 +69,15 @@ def test_error_frame_has_the_error_shape() -> None:
             "code": "provider_error",
         }
     }
+
+
+def test_a_finish_reason_this_edge_does_not_know_is_logged_not_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    encoder = ChatEncoder("chatcmpl_1", 123, "openclaw")
+    newer = pb.TurnFinished(finish_reason=9)  # type: ignore[arg-type]
+    chunk = payload(encoder.finish(newer))
+    assert chunk["choices"][0]["finish_reason"] == "stop"
+    assert "unknown finish_reason 9" in caplog.text
+    whole = orjson.loads(encoder.whole([pb.TextDelta(text="hi")], newer, []))
+    assert whole["choices"][0]["finish_reason"] == "stop"
