@@ -38,6 +38,7 @@ from agent_worker.domain import (
     TurnRequest,
     TurnStarted,
     Usage,
+    identity_of,
 )
 from agent_worker.errors import ContextOverflowError, NotYourSessionError, ProviderFailedError
 from agent_worker.metrics import WorkerMetrics
@@ -209,7 +210,7 @@ class AgentTurn:
         await flushed()  # the text is with the caller: it never waits for the session write
         turn = [*new_context, request.input, *steps]
         # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
-        owner = request.caller.identity if request.caller is not None else ""
+        owner = identity_of(request.caller)
         # A turn that read its session is stored only if nobody else's was stored since.
         read_length = None if request.new_session else context.stored_length
         origin = TurnOrigin(

@@ -31,8 +31,8 @@ from agent_worker.domain import (
     Usage,
 )
 from agent_worker.errors import ContextOverflowError, ProviderFailedError, TurnError
+from agent_worker.light_prompts import is_light
 from agent_worker.model_call import model_stream
-from agent_worker.off_loop import is_light
 from agent_worker.providers.base import Provider, ProviderRequest
 from services.off_loop import OffLoop
 

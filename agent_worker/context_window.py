@@ -118,15 +118,20 @@ class TurnCounts:
     def __init__(self, counter: TokenCounter) -> None:
         self.counter = counter
         self._by_id: dict[int, tuple[ChatMessage, int]] = {}  # the message keeps its id taken
+        self._tools: tuple[tuple[Tool, ...], int] | None = None  # the tools last counted
         self._correction = counter.correction
 
     def text(self, text: str) -> int:
         return self.counter.text(text)
 
-    def message(self, message: ChatMessage) -> int:
+    def _current(self) -> None:
         if self.counter.correction != self._correction:  # estimates moved: count again
             self._by_id.clear()
+            self._tools = None
             self._correction = self.counter.correction
+
+    def message(self, message: ChatMessage) -> int:
+        self._current()
         known = self._by_id.get(id(message))
         if known is not None and known[0] is message:
             return known[1]
@@ -138,7 +143,11 @@ class TurnCounts:
         return sum(map(self.message, messages))
 
     def tools(self, tools: tuple[Tool, ...]) -> int:
-        return self.counter.tools(tools)
+        """The tools' count; a turn offers the same tools at every count of a step."""
+        self._current()
+        if self._tools is None or self._tools[0] != tools:
+            self._tools = (tools, self.counter.tools(tools))
+        return self._tools[1]
 
 
 class ContextWindows:
@@ -149,7 +158,6 @@ class ContextWindows:
         providers: Mapping[str, ProviderConfig],
         tokenizers: Mapping[str, Tokenizer] | None = None,
     ) -> None:
-        self._providers = providers
         self.catalog = providers  # each provider's config, model catalog included
         self._tokenizers = dict(tokenizers or {})  # by provider name
         self._learned: dict[tuple[str, str], int] = {}
@@ -164,7 +172,7 @@ class ContextWindows:
         return known
 
     def _work_out(self, provider: str, model: str) -> ModelLimits:
-        config = self._providers.get(provider)
+        config = self.catalog.get(provider)
         entry = config.model_entry(model) if config is not None else None
         window = entry.context_window if entry else None
         max_tokens = entry.max_tokens if entry else None

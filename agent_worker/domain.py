@@ -151,6 +151,11 @@ class Caller:
         return self.admin or owner is None or owner == self.identity
 
 
+def identity_of(caller: Caller | None) -> str:
+    """Whom a call acts for ('' for the gateway's owner, who sends no caller)."""
+    return caller.identity if caller is not None else ""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
     """Where a stored answer (a Responses API response id) belongs."""

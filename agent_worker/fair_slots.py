@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 from agent_worker.errors import WorkerAtCapacityError
 
 
 class FairSlots:
-    def __init__(self, capacity: int, max_waiting: int) -> None:
+    def __init__(
+        self, capacity: int, max_waiting: int, also_waiting: Callable[[], int] = lambda: 0
+    ) -> None:
         self.capacity = capacity
         self.max_waiting = max_waiting
+        self._also_waiting = also_waiting  # turns that wait elsewhere within the same bound
         self.running = 0
         self.waiting = 0
         # Identities with waiting turns, in the order their next turn is served.
@@ -26,7 +30,7 @@ class FairSlots:
         if self.running < self.capacity and not self.waiting:
             self.running += 1
             return
-        if self.waiting >= self.max_waiting:
+        if self.waiting + self._also_waiting() >= self.max_waiting:
             raise WorkerAtCapacityError(
                 f"worker is at capacity ({self.running} turns in flight, {self.waiting} waiting)"
             )

@@ -14,10 +14,10 @@ import grpc
 
 from agent_worker.agent_tools import AgentTools, argument_problem
 from agent_worker.agents import AgentRegistry
-from agent_worker.domain import ToolCall, TurnEvent, Usage
+from agent_worker.domain import ToolCall, TurnEvent, Usage, identity_of
 from agent_worker.errors import InvalidTurnError, TurnError, UnknownAgentError
 from agent_worker.exchange import DRAINING, ExchangeCall
-from agent_worker.off_loop import LIGHT_TO_ESTIMATE
+from agent_worker.light_prompts import LIGHT_TO_ESTIMATE
 from agent_worker.proto_mapping import (
     caller_from_proto,
     compaction_to_proto,
@@ -203,12 +203,11 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         agent_id = request.agent_id or default  # no agent at all: NOT_FOUND below
         try:
             with served_span(context, "CompactSession"):
-                caller = caller_from_proto(request)
                 found, made = await self._runner.compact(
                     request.session_key,
                     agent_id,
                     request.instructions,
-                    caller.identity if caller is not None else "",
+                    identity_of(caller_from_proto(request)),
                 )
         except TurnError as error:
             await context.abort(error.code, error.message)
@@ -272,10 +271,9 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             if not request.inputs:
                 raise InvalidTurnError("Invalid 'input': nothing to embed.")
             embedded = await provider.embed(model, request.inputs, request.dimensions or None)
-            caller = caller_from_proto(request)
             used = Usage(embedded.prompt_tokens, estimated=not embedded.prompt_tokens)
             call = self._runner.meter.record(agent.id, provider_name, model, used)
-            identity = caller.identity if caller is not None else ""
+            identity = identity_of(caller_from_proto(request))
             await self._store.record_usage(random_hex(), identity, agent.id, (call,))
         except TurnError as error:
             await context.abort(error.code, error.message)
@@ -324,7 +322,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "after: not a cursor")
             raise AssertionError("abort raises") from None
         caller = caller_from_proto(request)
-        identity = caller.identity if caller is not None else ""
+        identity = identity_of(caller)
         reaches_all = caller is None or caller.admin
         owner = None if reaches_all and not request.only_own else identity
         found = await self._store.list_sessions(

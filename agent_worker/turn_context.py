@@ -37,8 +37,8 @@ from agent_worker.context_window import (
 )
 from agent_worker.domain import ChatMessage, Compaction, StoredContext, Tool
 from agent_worker.errors import ContextOverflowError, InputTooLargeError
+from agent_worker.light_prompts import is_light
 from agent_worker.metrics import WorkerMetrics
-from agent_worker.off_loop import is_light
 from services import tracing
 from services.logging import fingerprint
 from services.off_loop import OffLoop
@@ -268,7 +268,7 @@ class TurnContext:
             self._windows.learn(provider, model, error.window)
         elif known is None:  # the window is below what was sent: assume well below
             light = self._is_light(sent)
-            estimate = await self._off_loop.run(light, self._count_sent, sent, tools)
+            estimate = await self._off_loop.run(light, self._count_of, sent, tools)
             self._windows.learn(provider, model, max(estimate * 3 // 4, 256))
         if primary and known is not None and (error.window is None or error.window >= known):
             self._counter().grow()  # the window was right: the estimate was low
@@ -276,8 +276,8 @@ class TurnContext:
         # This turn's next prompt must fit the model that refused, whichever that was.
         self._window_tokens = min((window for window in windows if window), default=None)
 
-    def _count_sent(self, sent: Sequence[ChatMessage], tools: tuple[Tool, ...]) -> int:
-        return self._counts.messages(sent) + self._counts.tools(tools)
+    def _count_of(self, prompt: Sequence[ChatMessage], tools: tuple[Tool, ...]) -> int:
+        return self._counts.messages(prompt) + self._counts.tools(tools)
 
     def reported(self, prompt_tokens: int, answered_by: str) -> None:
         """The provider counted the last prompt: correct the estimates, when the model that
@@ -286,7 +286,7 @@ class TurnContext:
             self._counter().observe(self.estimate, prompt_tokens)
 
     def _count(self, steps: Sequence[ChatMessage], tools: tuple[Tool, ...]) -> int:
-        return self._counts.messages(self.messages(steps)) + self._counts.tools(tools)
+        return self._count_of(self.messages(steps), tools)
 
     def _prune_old_tool_results(self, budget: int) -> None:
         limit = max(budget // _OLD_TOOL_RESULT_SHARE, _MIN_CLIPPED)

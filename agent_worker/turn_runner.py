@@ -21,7 +21,7 @@ from agent_worker.agent_turn import AgentTurn, Flushed, nothing_to_flush
 from agent_worker.agents import Agent, AgentRegistry
 from agent_worker.compaction import Summarizer
 from agent_worker.context_window import ContextWindows
-from agent_worker.domain import Compaction, StoredContext, TurnEvent, TurnRequest
+from agent_worker.domain import Compaction, StoredContext, TurnEvent, TurnRequest, identity_of
 from agent_worker.errors import (
     InvalidTurnError,
     TurnError,
@@ -74,8 +74,10 @@ class TurnRunner:
         self._max_queued_turns = max_queued_turns
         self._session_wait_timeout = session_wait_timeout
         # Running slots: when all are taken, turns wait for one, served fairly by identity.
-        self._slots = FairSlots(max_concurrent_turns, max_queued_turns)
         self._waiting_for_session = 0
+        self._slots = FairSlots(
+            max_concurrent_turns, max_queued_turns, lambda: self._waiting_for_session
+        )
         self.metrics = metrics or WorkerMetrics()
         self.meter = UsageMeter(self.windows.catalog, self.metrics)
         self.metrics.turns_in_flight.set_function(lambda: self.turns_in_flight)
@@ -139,7 +141,7 @@ class TurnRunner:
                     if queued:
                         self._waiting_for_session -= 1
                         queued = False
-                    await self._slots.acquire(_identity_of(request))
+                    await self._slots.acquire(identity_of(request.caller))
                     holds_slot = True
                     await session.enter_async_context(
                         self._store.session_lock(request.session_key, wait)
@@ -252,11 +254,6 @@ class TurnRunner:
             raise InvalidTurnError("this agent's model does not return logprobs")
         if has_images and not accepts_images:
             raise InvalidTurnError("this agent's model does not accept images")
-
-
-def _identity_of(request: TurnRequest) -> str:
-    """Whom the turn runs for, as fair slots tell people apart ('' for the gateway's owner)."""
-    return request.caller.identity if request.caller is not None else ""
 
 
 def _turn_span(request: TurnRequest) -> tracing.Span:

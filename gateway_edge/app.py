@@ -153,8 +153,7 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
             if stop_metrics is not None:
                 stop_metrics()
             await workers.close()
-            if isinstance(counts, RedisCounts):
-                await counts.close()
+            await limits.close()
             tracing.shutdown()
             log.info("edge stopped")
             flush_logs()

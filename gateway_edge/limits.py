@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway_edge.errors import ApiError
-from services.config import LimitsConfig, LimitSet
+from services.limits_config import LimitsConfig, LimitSet
 
 log = logging.getLogger("clawgate.edge.limits")
 MINUTE = 60
@@ -42,6 +42,9 @@ class Counts(Protocol):
 
     async def leave(self, key: str, token: str) -> None:
         """Gives a place back."""
+
+    async def close(self) -> None:
+        """Lets go of the store."""
 
 
 class LocalCounts:
@@ -70,6 +73,9 @@ class LocalCounts:
     async def leave(self, key: str, token: str) -> None:
         self._places.get(key, set()).discard(token)
 
+    async def close(self) -> None:
+        return None
+
 
 # A place among concurrent turns is a member of a sorted set scored by its lease's end; places
 # whose lease ended are dropped before counting, all in one atomic step.
@@ -86,17 +92,18 @@ class RedisCounts:
     """Counts in Redis, shared by every edge that names the same store."""
 
     def __init__(self, url: str) -> None:
-        from redis.asyncio import Redis  # imported only when a store is configured
+        # Imported only when a store is configured.
+        from redis.asyncio import Redis
+        from redis.exceptions import RedisError
 
         self._redis: Any = Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._enter = self._redis.register_script(_ENTER)
+        self._failures = (RedisError, OSError)
 
     async def _call(self, work: Callable[[], Awaitable[Any]]) -> Any:
-        from redis.exceptions import RedisError
-
         try:
             return await work()
-        except (RedisError, OSError) as error:
+        except self._failures as error:
             raise LimitStoreDown(str(error) or type(error).__name__) from None
 
     async def hit(self, key: str, window_seconds: int) -> tuple[int, float]:
@@ -148,14 +155,14 @@ class Admission:
     """A turn let in: the headers its answer carries, and its places to give back."""
 
     headers: RequestHeaders = field(default_factory=list)
-    _places: list[tuple[str, str]] = field(default_factory=list)
-    _counts: Counts | None = None
+    places: list[tuple[str, str]] = field(default_factory=list)  # (key, token) to give back
+    counts: Counts | None = None  # where the places are held; None once given back
 
     async def release(self) -> None:
-        counts, self._counts = self._counts, None
+        counts, self.counts = self.counts, None
         if counts is None:
             return
-        for key, token in self._places:
+        for key, token in self.places:
             try:
                 await counts.leave(key, token)
             except LimitStoreDown as down:
@@ -163,6 +170,7 @@ class Admission:
 
 
 NO_LIMITS = Admission()
+_UNLIMITED = LimitSet()
 
 
 class Limits:
@@ -172,14 +180,20 @@ class Limits:
         self._config = config
         self._counts = counts
         self._on_failure = on_failure
+        # Each named identity's limits over the default, worked out once.
+        self._identities = {
+            who: limits.over(config.default) for who, limits in config.identities.items()
+        }
         self.active = bool(
             config.identities or config.agents or config.default.model_dump(exclude_none=True)
         )
 
     def _of(self, identity: str, agent: str) -> tuple[LimitSet, LimitSet]:
-        config = self._config
-        mine = config.identities.get(identity, LimitSet()).over(config.default)
-        return mine, config.agents.get(agent, LimitSet())
+        mine = self._identities.get(identity, self._config.default)
+        return mine, self._config.agents.get(agent, _UNLIMITED)
+
+    async def close(self) -> None:
+        await self._counts.close()
 
     async def admit(self, identity: str, agent: str) -> Admission:
         """Lets a turn of `identity` on `agent` in, or raises ApiError (429, or 503 when the
@@ -203,7 +217,7 @@ class Limits:
 
     async def _admit(self, identity: str, agent: str) -> Admission:
         mine, agents = self._of(identity, agent)
-        admission = Admission(_counts=self._counts)
+        admission = Admission(counts=self._counts)
         for scope, who, limit in (("identity", identity, mine), ("agent", agent, agents)):
             per_minute = limit.requests_per_minute
             if per_minute is None:
@@ -232,7 +246,7 @@ class Limits:
                     1,
                     admission.headers,
                 )
-            admission._places.append((key, token))
+            admission.places.append((key, token))
         return admission
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from services.agent_config import AgentsConfig, model_refs
 from services.config_section import Section
+from services.limits_config import LimitsConfig
 from services.mcp_config import McpConfig
 from services.provider_config import ModelsConfig
 from services.tracing import PROTOCOLS
@@ -128,53 +129,6 @@ class GatewayToolsConfig(Section):
 
     deny: list[str] = Field(default_factory=list)  # more tools to refuse over HTTP (globs)
     allow: list[str] = Field(default_factory=list)  # lifted from the built-in deny list
-
-
-class LimitSet(Section):
-    """`gateway.limits.default`, `.identities.<who>`, `.agents.<id>`: unset is no limit."""
-
-    concurrent_turns: int | None = Field(None, alias="concurrentTurns", ge=1)
-    requests_per_minute: int | None = Field(None, alias="requestsPerMinute", ge=1)
-
-    @model_validator(mode="after")
-    def _only_enforced_keys(self) -> LimitSet:
-        later = sorted(set(self.model_extra or {}) & _LIMITS_NOT_ENFORCED_YET)
-        if later:
-            raise ValueError(
-                f"{', '.join(later)}: not enforced yet (token and USD budgets come next);"
-                " remove the key rather than rely on it"
-            )
-        return self
-
-    def over(self, other: LimitSet) -> LimitSet:
-        """These limits, each unset one taken from `other`."""
-        return LimitSet(
-            concurrentTurns=self.concurrent_turns or other.concurrent_turns,
-            requestsPerMinute=self.requests_per_minute or other.requests_per_minute,
-        )
-
-
-_LIMITS_NOT_ENFORCED_YET = frozenset(
-    {"tokensPerMinute", "tokensPerDay", "usdPerDay", "usdPerMonth"}
-)
-
-
-class LimitsConfig(Section):
-    """`gateway.limits`: per identity and per agent, shared by every edge through `store`."""
-
-    # "redis://…": every edge counts in that Redis; unset: in each edge's own process.
-    store: str | None = None
-    on_store_down: Literal["open", "closed"] = Field("open", alias="onStoreDown")
-    default: LimitSet = Field(default_factory=LimitSet)
-    identities: dict[str, LimitSet] = Field(default_factory=dict)
-    agents: dict[str, LimitSet] = Field(default_factory=dict)
-
-    @field_validator("store")
-    @classmethod
-    def _redis_url(cls, store: str | None) -> str | None:
-        if store is not None and not store.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("gateway.limits.store: a redis:// (or rediss://) URL, or unset")
-        return store
 
 
 class GatewayConfig(Section):

@@ -14,7 +14,7 @@ from agent_worker.errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from agent_worker.off_loop import is_light
+from agent_worker.light_prompts import is_light
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.providers.http_client import (
     HttpClient,

@@ -41,9 +41,9 @@ from agent_worker.sessions.records import (
     COMPACTION_COLUMNS,
     MESSAGE_COLUMNS,
     POSTGRES_DAY,
-    USAGE_COLUMNS,
     message_of,
     row_values,
+    usage_insert,
     usage_rows,
     usage_select,
     usage_sums,
@@ -53,10 +53,7 @@ from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
 from agent_worker.usage import ModelUsage, UsageQuery, UsageSums
 
 log = logging.getLogger("clawgate.worker.sessions")
-_INSERT_USAGE = (
-    f"INSERT INTO {USAGE_TABLE} ({USAGE_COLUMNS}) VALUES"
-    f" ({', '.join(f'${number}' for number in range(1, USAGE_COLUMNS.count(',') + 2))})"
-)
+_INSERT_USAGE = usage_insert(USAGE_TABLE, "${}")
 
 
 class PostgresSessionStore:

@@ -79,6 +79,13 @@ USAGE_COLUMNS = (
 )
 
 
+def usage_insert(table: str, placeholder: str) -> str:
+    """The statement that stores usage_rows; `placeholder` formats a parameter's number."""
+    count = USAGE_COLUMNS.count(",") + 1
+    places = ", ".join(placeholder.format(number) for number in range(1, count + 1))
+    return f"INSERT INTO {table} ({USAGE_COLUMNS}) VALUES ({places})"
+
+
 def usage_rows(
     request_id: str,
     session_key: str,

@@ -19,9 +19,9 @@ from agent_worker.domain import (
 from agent_worker.sessions.records import (
     COMPACTION_COLUMNS,
     MESSAGE_COLUMNS,
-    USAGE_COLUMNS,
     message_of,
     row_values,
+    usage_insert,
     usage_rows,
 )
 from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
@@ -29,7 +29,8 @@ from agent_worker.sessions.store import NO_ORIGIN, TurnOrigin, title_of
 BUSY_TIMEOUT_SECONDS = 10.0
 
 
-USAGE_PLACES = ", ".join("?" * len(USAGE_COLUMNS.split(",")))
+USAGE_TABLE = "usage_records"
+INSERT_USAGE = usage_insert(USAGE_TABLE, "?")
 
 
 class StaleTurnError(sqlite3.DatabaseError):
@@ -177,7 +178,7 @@ def insert_turn(
         insert_compaction(connection, session_key, origin.compaction, now)
     if origin.usage:
         connection.executemany(
-            f"INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES ({USAGE_PLACES})",
+            INSERT_USAGE,
             usage_rows(
                 origin.run_id, session_key, origin.owner, origin.agent_id, origin.usage, now
             ),

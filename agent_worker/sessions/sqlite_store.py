@@ -43,7 +43,6 @@ from agent_worker.domain import (
 from agent_worker.sessions.records import (
     MESSAGE_COLUMNS,
     SQLITE_DAY,
-    USAGE_COLUMNS,
     message_of,
     usage_rows,
     usage_select,
@@ -52,8 +51,9 @@ from agent_worker.sessions.records import (
 )
 from agent_worker.sessions.sqlite_schema import (
     BUSY_TIMEOUT_SECONDS,
+    INSERT_USAGE,
     SCHEMA,
-    USAGE_PLACES,
+    USAGE_TABLE,
     checkpoint_wal,
     create_or_migrate,
     insert_compaction,
@@ -317,9 +317,7 @@ class SqliteSessionStore:
 
         def add(connection: sqlite3.Connection) -> None:
             with connection:
-                connection.executemany(
-                    f"INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES ({USAGE_PLACES})", rows
-                )
+                connection.executemany(INSERT_USAGE, rows)
 
         try:
             await self._run(add)
@@ -327,7 +325,7 @@ class SqliteSessionStore:
             raise store_error(error, "storing the usage") from None
 
     async def usage(self, query: UsageQuery) -> list[UsageSums]:
-        sql = usage_select("usage_records", query, SQLITE_DAY, "?")
+        sql = usage_select(USAGE_TABLE, query, SQLITE_DAY, "?")
 
         def read(connection: sqlite3.Connection) -> list[UsageSums]:
             rows = connection.execute(sql, usage_values(query)).fetchall()
