@@ -31,6 +31,7 @@ from agent_worker.domain import (
     StoredContext,
     TextDelta,
     Tool,
+    ToolCall,
     ToolCallDelta,
     ToolChoice,
     TurnEvent,
@@ -40,7 +41,12 @@ from agent_worker.domain import (
     Usage,
     identity_of,
 )
-from agent_worker.errors import ContextOverflowError, NotYourSessionError, ProviderFailedError
+from agent_worker.errors import (
+    ContextOverflowError,
+    NotYourSessionError,
+    OverBudgetError,
+    ProviderFailedError,
+)
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.model_chain import ModelChain
 from agent_worker.providers.base import ProviderRequest
@@ -126,6 +132,8 @@ class AgentTurn:
         ):  # the model catalog's answer size
             sampling = dataclasses.replace(sampling, max_tokens=default_answer)
         await context.check_input(request.tools, sampling.max_tokens)  # a refusal, not a failure
+        if request.budget is not None:  # a spent budget is a refusal too, before the turn starts
+            self._answer_cap(await context.counted((), request.tools), refuse=True)
         history = context.history_size
         run_id = random_hex()
         started = time.monotonic()
@@ -144,6 +152,8 @@ class AgentTurn:
         used = Usage()  # every step's answer together
         choice = request.tool_choice
         said_something = False
+        out_of_budget = False  # the budget ran out between steps: the turn ends at "length"
+        client_calls: tuple[ToolCall, ...] = ()
         for step_number in range(1, agent.max_steps + 1):
             if step_number == agent.max_steps and steps:
                 # The last step: without the agent's tools, the model answers with what it has.
@@ -156,6 +166,13 @@ class AgentTurn:
                 )
                 step = _Step(ToolCalls(messages, own_names))
                 answer_room = context.answer_room(sampling.max_tokens)
+                if request.budget is not None:
+                    cap = self._answer_cap(await context.counted(steps, tools), refuse=not steps)
+                    out_of_budget = cap is not None and cap < 1
+                    if out_of_budget:
+                        break
+                    if cap is not None:
+                        answer_room = cap if answer_room is None else min(answer_room, cap)
                 step_sampling = sampling
                 if answer_room != sampling.max_tokens:
                     step_sampling = dataclasses.replace(sampling, max_tokens=answer_room)
@@ -176,6 +193,12 @@ class AgentTurn:
                         raise
                     log.info("turn %s: %s; compacting and asking again", run_id, overflow)
                     await context.overflowed(overflow, messages, tools)
+            if out_of_budget:
+                log.info(
+                    "turn %s: the caller's budget ran out after step %d", run_id, step_number - 1
+                )
+                client_calls = ()
+                break
             if attempt == 2:
                 self._metrics.overflow_recoveries_by(agent.id, "ok").inc()
             assert step.finished is not None  # _ask raised otherwise
@@ -205,8 +228,11 @@ class AgentTurn:
             if client_calls:
                 break
             choice = ToolChoice()  # the client's choice was for the first step
-        reason = FinishReason.TOOL_CALLS if client_calls else answered.finish_reason
-        finished = TurnFinished(reason, used, client_calls)
+        if out_of_budget:
+            reason = FinishReason.LENGTH
+        else:
+            reason = FinishReason.TOOL_CALLS if client_calls else answered.finish_reason
+        finished = TurnFinished(reason, used, client_calls, spent=self._usage.spent())
         await flushed()  # the text is with the caller: it never waits for the session write
         turn = [*new_context, request.input, *steps]
         # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
@@ -296,6 +322,20 @@ class AgentTurn:
             raise ProviderFailedError(_unmet(choice))
         for event in held or ():
             yield event
+
+    def _answer_cap(self, prompt_tokens: int, refuse: bool) -> int | None:
+        """The most tokens the next answer may have within the caller's budget (None: nothing
+        caps it); with no room, `refuse` refuses the turn."""
+        agent = self._agent
+        cap = self._usage.answer_cap(
+            self._request.budget, agent.provider, agent.model, prompt_tokens
+        )
+        if cap is not None and cap < 1 and refuse:
+            raise OverBudgetError(
+                f"You exceeded your current quota: the budget left for this turn cannot pay"
+                f" for its prompt of about {prompt_tokens} tokens (gateway.limits)."
+            )
+        return cap
 
     def _record(self, usage: Usage, prompt_estimate: int) -> None:
         """One step's usage, for the model that answered it; a provider that reported no

@@ -136,6 +136,23 @@ class TurnRequest:
     # OpenClaw's context headers the client sent (x-openclaw-message-channel, …), by name
     channel_context: tuple[tuple[str, str], ...] = ()
     traceparent: str = ""  # the caller's span (W3C), whose trace the turn's spans join
+    budget: TurnBudget | None = None  # what the caller's budgets leave it; None: no budget
+
+
+@dataclass(frozen=True, slots=True)
+class TurnBudget:
+    """What a turn's model calls may spend together (a gateway's limits): None is no cap."""
+
+    tokens: int | None = None  # prompt + completion tokens
+    usd: float | None = None  # by the agent's model's catalog prices
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSpend:
+    """What a turn's model calls spent together: every step, compaction summary, fallback."""
+
+    tokens: int = 0
+    cost_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +265,7 @@ class TurnFinished:
     usage: Usage
     tool_calls: tuple[ToolCall, ...] = ()  # whole, when the model called tools
     reasoning: tuple[Reasoning, ...] = ()  # the provider's thinking, whole
+    spent: TurnSpend = TurnSpend()  # the whole turn's calls (set by the turn, not providers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ class TurnError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     from_store = False  # the session store failed, not the provider
+    over_budget = False  # the caller's budget has no room for it
     # Worth asking again, after a pause or of the next fallback model, when nothing of the
     # answer has arrived yet: unreachable, slow to answer, rate-limited or overloaded.
     transient = False
@@ -114,3 +115,10 @@ class SessionStoreError(TurnError):
 
     code = grpc.StatusCode.UNAVAILABLE
     from_store = True
+
+
+class OverBudgetError(TurnError):
+    """The caller's budget (TurnRequest.budget) leaves no room for the turn's prompt."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    over_budget = True

@@ -26,6 +26,7 @@ from agent_worker.domain import (
     ToolChoiceMode,
     ToolRunFinished,
     ToolRunStarted,
+    TurnBudget,
     TurnEvent,
     TurnFinished,
     TurnRequest,
@@ -173,6 +174,17 @@ def turn_request_from_proto(request: pb.RunTurnRequest) -> TurnRequest:
         if request.channel_context
         else (),
         traceparent=request.traceparent,
+        budget=_budget_from_proto(request),
+    )
+
+
+def _budget_from_proto(request: pb.RunTurnRequest) -> TurnBudget | None:
+    if not request.HasField("budget"):
+        return None
+    budget = request.budget
+    return TurnBudget(
+        budget.tokens if budget.HasField("tokens") else None,
+        budget.usd if budget.HasField("usd") else None,
     )
 
 
@@ -235,6 +247,8 @@ def fill_event(target: pb.RunTurnEvent, event: TurnEvent | TurnError) -> None:
                 error.retry_after_seconds = event.retry_after
             if event.from_store:
                 error.source = pb.ERROR_SOURCE_SESSION_STORE
+            elif event.over_budget:
+                error.source = pb.ERROR_SOURCE_BUDGET
         case TurnFinished():
             finished = target.finished
             finished.finish_reason = _FINISH_REASONS[event.finish_reason]
@@ -246,6 +260,8 @@ def fill_event(target: pb.RunTurnEvent, event: TurnEvent | TurnError) -> None:
             finished.usage.cache_write_tokens = usage.cache_write_tokens
             for tool_call in event.tool_calls:
                 finished.tool_calls.append(tool_call_to_proto(tool_call))
+            finished.spent.tokens = event.spent.tokens
+            finished.spent.cost_usd = event.spent.cost_usd
         case _:
             assert_never(event)
 
@@ -255,6 +271,7 @@ _USAGE_GROUPS: dict[int, UsageGroup] = {
     pb.USAGE_GROUP_AGENT: "agent",
     pb.USAGE_GROUP_MODEL: "model",
     pb.USAGE_GROUP_DAY: "day",
+    pb.USAGE_GROUP_SESSION: "session",
 }
 
 
@@ -274,6 +291,7 @@ def usage_sums_to_proto(sums: UsageSums) -> pb.UsageRow:
         agent_id=sums.agent,
         model=sums.model,
         day=sums.day,
+        session_key=sums.session,
         requests=sums.requests,
         input_tokens=sums.input_tokens,
         output_tokens=sums.output_tokens,

@@ -282,6 +282,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             embeddings=[pb.Embedding(values=vector) for vector in embedded.vectors],
             prompt_tokens=embedded.prompt_tokens,
             model=ref,
+            cost_usd=call.cost_usd or 0.0,
         )
 
     async def GetUsage(  # noqa: N802

@@ -210,6 +210,12 @@ class TurnContext:
         self.estimate = total
         return self.messages(steps)
 
+    async def counted(self, steps: Sequence[ChatMessage], tools: tuple[Tool, ...]) -> int:
+        """The next prompt's tokens: fit's count when it made one, else counted now."""
+        if self.estimate and self._window_tokens is not None and self._agent.compaction.enabled:
+            return self.estimate
+        return await self._off_loop.run(self._is_light(steps), self._count, steps, tools)
+
     async def check_input(self, tools: tuple[Tool, ...], answer_tokens: int | None) -> None:
         """Refuses, before the turn starts, an input that alone cannot fit the window."""
         window = self._window_tokens

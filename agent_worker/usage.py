@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agent_worker.domain import Usage
+from agent_worker.domain import TurnBudget, TurnSpend, Usage
 from agent_worker.metrics import WorkerMetrics
 from services.provider_config import ProviderConfig
 
@@ -46,7 +46,7 @@ def cost_usd(prices: Mapping[str, Any], usage: Usage) -> float | None:
     return total * _PER_TOKEN
 
 
-UsageGroup = Literal["identity", "agent", "model", "day"]
+UsageGroup = Literal["identity", "agent", "model", "day", "session"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,7 @@ class UsageSums:
     agent: str
     model: str
     day: str
+    session: str
     requests: int
     input_tokens: int
     output_tokens: int
@@ -89,6 +90,18 @@ class UsageMeter:
             entry = config.model_entry(model) if config is not None else None
             prices = self._prices[key] = entry.cost if entry is not None else {}
         return prices
+
+    def affordable_answer(
+        self, provider: str, model: str, usd: float, prompt_tokens: int
+    ) -> int | None:
+        """The most answer tokens `usd` pays for after a prompt of `prompt_tokens` (read at
+        the input price); None when the model has no price to cap by."""
+        prices = self._prices_of(provider, model)
+        output_price = float(prices.get("output") or 0)
+        if not output_price:
+            return None
+        left = usd - prompt_tokens * float(prices.get("input") or 0) * _PER_TOKEN
+        return int(left / (output_price * _PER_TOKEN))
 
     def record(self, agent_id: str, provider: str, model: str, usage: Usage) -> ModelUsage:
         cost = cost_usd(self._prices_of(provider, model), usage)
@@ -116,3 +129,27 @@ class TurnUsage:
 
     def add(self, provider: str, model: str, usage: Usage) -> None:
         self.calls.append(self._meter.record(self._agent_id, provider, model, usage))
+
+    def spent(self) -> TurnSpend:
+        return TurnSpend(
+            sum(call.usage.total_tokens for call in self.calls),
+            sum(call.cost_usd or 0.0 for call in self.calls),
+        )
+
+    def answer_cap(
+        self, budget: TurnBudget | None, provider: str, model: str, prompt_tokens: int
+    ) -> int | None:
+        """The most answer tokens `budget` leaves for a call of `prompt_tokens` (below 1:
+        none); None when nothing caps it."""
+        if budget is None:
+            return None
+        spent = self.spent()
+        caps = []
+        if budget.tokens is not None:
+            caps.append(budget.tokens - spent.tokens - prompt_tokens)
+        if budget.usd is not None:
+            left = budget.usd - spent.cost_usd
+            affordable = self._meter.affordable_answer(provider, model, left, prompt_tokens)
+            if affordable is not None:
+                caps.append(affordable)
+        return min(caps, default=None)

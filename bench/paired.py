@@ -2,6 +2,7 @@
 
     python -m bench.paired --base ../base [--base-cli services.cli] [--rounds 4] [--seconds 8]
     python -m bench.paired --base . --trace-this   # tracing's cost: off (base) vs on (this)
+    python -m bench.paired --base . --limit-this   # limits' cost: off (base) vs on, in Redis
 
 One stand-in; two pairs (edge + worker) in front of it, one from each checkout. Each round
 runs every scenario on both pairs back to back, in ABBA order across rounds, so that both
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from bench.harness import CHAT_BODY, HEADER, Row, stop_on_interrupt
 from bench.run import RESPONSES_BODY
-from bench.stack import AUTH, Bench, Tree, traced_to
+from bench.stack import AUTH, Bench, Tree, limited_by, traced_to
 from devkit.processes import REPO_ROOT
 
 SCENARIOS: dict[str, tuple[str, bool, dict[str, object]]] = {
@@ -57,6 +58,12 @@ def main() -> None:
         help="this checkout's pair exports its spans (OTLP/HTTP) to a sink",
     )
     parser.add_argument("--sample-rate", type=float, default=1.0, help="with --trace-this")
+    parser.add_argument(
+        "--limit-this",
+        action="store_true",
+        help="this checkout's pair with every limit on, counted in --limits-store",
+    )
+    parser.add_argument("--limits-store", default="redis://127.0.0.1:6379/13")
     args = parser.parse_args()
     trees = {
         "base": Tree("base", args.base.resolve(), args.base_cli),
@@ -68,10 +75,14 @@ def main() -> None:
         bench = Bench(args, Path(tmp))
         with bench.stack:
             upstream = bench.standin()
-            traced = traced_to(bench.otlp_sink(), args.sample_rate) if args.trace_this else None
+            change = None
+            if args.trace_this:
+                change = traced_to(bench.otlp_sink(), args.sample_rate)
+            elif args.limit_this:
+                change = limited_by(args.limits_store)
             pairs = {
                 name: bench.clawgate_pair(
-                    upstream, tree=tree, change=traced if name == "this" else None
+                    upstream, tree=tree, change=change if name == "this" else None
                 )
                 for name, tree in trees.items()
             }

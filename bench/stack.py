@@ -213,6 +213,27 @@ def traced_to(endpoint: str, sample_rate: float = 1) -> Callable[[dict[str, Any]
     return change
 
 
+# Every limit on and none reached: each request takes the whole admission path (requests and
+# budgets read in one pipeline, a place taken and given back, the spend charged).
+LIMITS_ON = {
+    "concurrentTurns": 1_000_000,
+    "requestsPerMinute": 1_000_000_000,
+    "tokensPerMinute": 10**15,
+    "tokensPerDay": 10**15,
+    "usdPerDay": 10**9,
+    "usdPerMonth": 10**9,
+}
+
+
+def limited_by(store: str) -> Callable[[dict[str, Any]], None]:
+    """A config change: every limit of `gateway.limits` on, counted in `store` (Redis)."""
+
+    def change(config: dict[str, Any]) -> None:
+        config["gateway"]["limits"] = {"store": store, "default": LIMITS_ON}
+
+    return change
+
+
 def answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200

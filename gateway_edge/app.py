@@ -30,7 +30,8 @@ from gateway_edge.dialects.chat import ChatCompletions
 from gateway_edge.dialects.responses import Responses
 from gateway_edge.errors import ApiError, bad_request, internal_error
 from gateway_edge.json_responses import error_response
-from gateway_edge.limits import Limits, LocalCounts, RedisCounts
+from gateway_edge.limit_counts import counts_for
+from gateway_edge.limits import Limits
 from gateway_edge.metrics import EdgeMetrics
 from gateway_edge.observability import ObservabilityMiddleware
 from gateway_edge.proxies import TrustedProxies
@@ -127,7 +128,7 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
         on_outcome=lambda outcome: metrics.worker_calls_by(outcome).inc(),
     )
     limits_config = config.gateway.limits
-    counts = RedisCounts(limits_config.store) if limits_config.store else LocalCounts()
+    counts = counts_for(limits_config.store, config.sessions.store)
     limits = Limits(limits_config, counts, metrics.limit_store_failures.inc)
     state = EdgeState(
         config, access, workers, int(time.time()), metrics, OffLoop(name="requests"), limits

@@ -21,6 +21,7 @@ from gateway_edge.principal import ADMIN, WRITE
 from gateway_edge.state import Admitted, admitted
 from gateway_edge.turn_setup import configured_model
 from gateway_edge.worker_calls import ask
+from services.config import OPERATOR_IDENTITY
 
 router = APIRouter()
 MAX_INPUTS = 2048  # OpenAI's limit per request
@@ -93,18 +94,23 @@ async def create_embeddings(
     if other_model is not None:
         principal.require(ADMIN)
         other_model = configured_model(other_model, agents.providers)
-    answer = await ask(
-        state.workers,
-        "Embed",
-        pb.EmbedRequest(
-            agent_id=agent_id,
-            model=other_model or "",
-            inputs=inputs,
-            dimensions=dimensions or 0,
-            caller=principal.caller(),
-        ),
-        call_seconds=EMBED_SECONDS,
-    )
+    admission = await state.limits.admit(principal.identity or OPERATOR_IDENTITY, agent_id)
+    try:
+        answer = await ask(
+            state.workers,
+            "Embed",
+            pb.EmbedRequest(
+                agent_id=agent_id,
+                model=other_model or "",
+                inputs=inputs,
+                dimensions=dimensions or 0,
+                caller=principal.caller(),
+            ),
+            call_seconds=EMBED_SECONDS,
+        )
+        await admission.charge(answer.prompt_tokens, answer.cost_usd)
+    finally:
+        await admission.release()
     return json_response(
         {
             "object": "list",
@@ -114,5 +120,6 @@ async def create_embeddings(
             ],
             "model": model,
             "usage": {"prompt_tokens": answer.prompt_tokens, "total_tokens": answer.prompt_tokens},
-        }
+        },
+        {name.decode(): value.decode() for name, value in admission.headers},
     )

@@ -116,6 +116,8 @@ def turn_failed(error: pb.TurnError) -> ApiError:
     """The turn's error event, once it had started (or a store failure, before or after)."""
     if error.source == pb.ERROR_SOURCE_SESSION_STORE:
         return store_failed(error.message)
+    if error.source == pb.ERROR_SOURCE_BUDGET:
+        return ApiError(429, error.message, "insufficient_quota", code="insufficient_quota")
     message = error.message or "the agent's turn failed"
     param = _PARAMS.get(error.status) if error.status in _FAILED else None
     failed = _mapped(_FAILED.get(error.status, _PROVIDER_FAILED), message, param)

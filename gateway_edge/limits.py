@@ -1,6 +1,10 @@
-"""Limits on turns per identity and per agent (`gateway.limits`): requests per minute and
-turns at once. Counted in Redis when `store` names one, so that every edge of a deployment
-shares the counts (atomic INCR and Lua, no edge's own arithmetic), else in this process.
+"""Limits on turns per identity and per agent (`gateway.limits`): requests per minute, turns
+at once, and budgets of tokens (per minute and per day) and USD (per day and per month).
+Counted where gateway_edge/limit_counts.py says, so that every edge of a deployment shares them.
+
+A turn is admitted while each of its budgets has room left; the room goes to the worker with
+the turn (RunTurnRequest.budget), which caps the turn's answers to it, and what the turn spent
+(TurnFinished.spent) is charged to every budget when it finishes.
 
 A limit store that does not answer is `onStoreDown`'s choice: "open" admits the turn, logs a
 warning and counts the failure (`clawgate_edge_limit_store_failures_total`); "closed" refuses
@@ -12,135 +16,35 @@ from __future__ import annotations
 import logging
 import math
 import time
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from gateway_edge.errors import ApiError
+from gateway_edge.limit_counts import Addition, Counts, LimitStoreDown, Period, window
 from services.limits_config import LimitsConfig, LimitSet
 
 log = logging.getLogger("clawgate.edge.limits")
-MINUTE = 60
-# A turn holds its place among an identity's concurrent turns at most this long: an edge that
-# died mid-turn cannot hold it for ever.
-TURN_LEASE_SECONDS = 30 * 60
 RequestHeaders = list[tuple[bytes, bytes]]
+MICRO_USD = 1_000_000  # USD are counted in millionths: the stores add integers
 
 
-class LimitStoreDown(Exception):
-    """The limit store did not answer."""
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """One budget of a LimitSet: its key's prefix, the window it is counted in, and whether it
+    counts tokens or USD."""
+
+    field: str
+    prefix: str
+    period: Period
+    in_usd: bool
 
 
-class Counts(Protocol):
-    async def hit(self, key: str, window_seconds: int) -> tuple[int, float]:
-        """Counts one request in the current window of `key`: the count so far, this one
-        included, and the seconds until the window ends."""
-
-    async def enter(self, key: str, limit: int) -> str | None:
-        """Takes one of `limit` places under `key`; its token, or None when all are taken."""
-
-    async def leave(self, key: str, token: str) -> None:
-        """Gives a place back."""
-
-    async def close(self) -> None:
-        """Lets go of the store."""
-
-
-class LocalCounts:
-    """Counts in this process: one edge's own limits."""
-
-    def __init__(self) -> None:
-        self._windows: dict[str, tuple[int, int]] = {}  # key: (window number, count)
-        self._places: dict[str, set[str]] = {}
-
-    async def hit(self, key: str, window_seconds: int) -> tuple[int, float]:
-        now = time.time()
-        window = int(now // window_seconds)
-        known, count = self._windows.get(key, (window, 0))
-        count = count + 1 if known == window else 1
-        self._windows[key] = (window, count)
-        return count, (window + 1) * window_seconds - now
-
-    async def enter(self, key: str, limit: int) -> str | None:
-        places = self._places.setdefault(key, set())
-        if len(places) >= limit:
-            return None
-        token = uuid.uuid4().hex
-        places.add(token)
-        return token
-
-    async def leave(self, key: str, token: str) -> None:
-        self._places.get(key, set()).discard(token)
-
-    async def close(self) -> None:
-        return None
-
-
-# A place among concurrent turns is a member of a sorted set scored by its lease's end; places
-# whose lease ended are dropped before counting, all in one atomic step.
-_ENTER = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return 1
-"""
-
-
-class RedisCounts:
-    """Counts in Redis, shared by every edge that names the same store."""
-
-    def __init__(self, url: str) -> None:
-        # Imported only when a store is configured.
-        from redis.asyncio import Redis
-        from redis.exceptions import RedisError
-
-        self._redis: Any = Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        self._enter = self._redis.register_script(_ENTER)
-        self._failures = (RedisError, OSError)
-
-    async def _call(self, work: Callable[[], Awaitable[Any]]) -> Any:
-        try:
-            return await work()
-        except self._failures as error:
-            raise LimitStoreDown(str(error) or type(error).__name__) from None
-
-    async def hit(self, key: str, window_seconds: int) -> tuple[int, float]:
-        now = time.time()
-        window = int(now // window_seconds)
-        counted = f"clawgate:limit:{key}:{window}"
-
-        async def count() -> Any:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(counted)
-                pipe.expire(counted, window_seconds + 1)
-                return await pipe.execute()
-
-        count_now, _ = await self._call(count)
-        return int(count_now), (window + 1) * window_seconds - now
-
-    async def enter(self, key: str, limit: int) -> str | None:
-        now = time.time()
-        token = uuid.uuid4().hex
-        arguments: list[float | int | str] = [
-            now,
-            now + TURN_LEASE_SECONDS,
-            limit,
-            token,
-            TURN_LEASE_SECONDS,
-        ]
-
-        async def take() -> Any:
-            return await self._enter(keys=[f"clawgate:limit:{key}"], args=arguments)
-
-        return token if await self._call(take) else None
-
-    async def leave(self, key: str, token: str) -> None:
-        await self._call(lambda: self._redis.zrem(f"clawgate:limit:{key}", token))
-
-    async def close(self) -> None:
-        await self._redis.aclose()
+BUDGETS = (
+    Budget("tokens_per_minute", "tpm", "minute", in_usd=False),
+    Budget("tokens_per_day", "tpd", "day", in_usd=False),
+    Budget("usd_per_day", "usd-day", "day", in_usd=True),
+    Budget("usd_per_month", "usd-month", "month", in_usd=True),
+)
 
 
 def rate_limited(message: str, retry_after: float, headers: RequestHeaders) -> ApiError:
@@ -150,13 +54,49 @@ def rate_limited(message: str, retry_after: float, headers: RequestHeaders) -> A
     return error
 
 
+def out_of_quota(message: str, retry_after: float, headers: RequestHeaders) -> ApiError:
+    """A spent budget: OpenAI's insufficient_quota (429), with the wait until its window ends."""
+    error = rate_limited(message, retry_after, headers)
+    error.type = error.code = "insufficient_quota"
+    return error
+
+
+@dataclass(slots=True)
+class Charge:
+    """A budget a finished turn's spend is added to."""
+
+    key: str
+    period: Period
+    in_usd: bool
+
+
 @dataclass
 class Admission:
-    """A turn let in: the headers its answer carries, and its places to give back."""
+    """A turn let in: the headers its answer carries, the room its budgets leave (None: no
+    budget of that kind), and its places to give back and budgets to charge."""
 
     headers: RequestHeaders = field(default_factory=list)
+    tokens_left: int | None = None
+    usd_left: float | None = None
+    charges: list[Charge] = field(default_factory=list)
     places: list[tuple[str, str]] = field(default_factory=list)  # (key, token) to give back
     counts: Counts | None = None  # where the places are held; None once given back
+    on_failure: Callable[[], None] = lambda: None
+
+    async def charge(self, tokens: int, cost_usd: float) -> None:
+        """Adds what the turn spent to each of its budgets (a store that does not answer then
+        loses this charge: logged and counted, the answer goes on)."""
+        if not self.charges or self.counts is None:
+            return
+        additions: list[Addition] = [
+            (charge.key, charge.period, round(cost_usd * MICRO_USD) if charge.in_usd else tokens)
+            for charge in self.charges
+        ]
+        try:
+            await self.counts.add(additions)
+        except LimitStoreDown as down:
+            self.on_failure()
+            log.warning("limit store: a turn's spend was not charged (%s)", down)
 
     async def release(self) -> None:
         counts, self.counts = self.counts, None
@@ -195,13 +135,14 @@ class Limits:
     async def close(self) -> None:
         await self._counts.close()
 
-    async def admit(self, identity: str, agent: str) -> Admission:
+    async def admit(self, identity: str, agent: str, spends: bool = True) -> Admission:
         """Lets a turn of `identity` on `agent` in, or raises ApiError (429, or 503 when the
-        store is down and onStoreDown is "closed")."""
+        store is down and onStoreDown is "closed"). `spends`: the call spends tokens, so
+        its budgets are checked."""
         if not self.active:
             return NO_LIMITS
         try:
-            return await self._admit(identity, agent)
+            return await self._admit(identity, agent, spends)
         except LimitStoreDown as down:
             self._on_failure()
             if self._config.on_store_down == "closed":
@@ -215,25 +156,34 @@ class Limits:
             log.warning("limit store down (%s): the turn goes on unlimited (onStoreDown)", down)
             return NO_LIMITS
 
-    async def _admit(self, identity: str, agent: str) -> Admission:
+    async def _admit(self, identity: str, agent: str, spends: bool) -> Admission:
         mine, agents = self._of(identity, agent)
-        admission = Admission(counts=self._counts)
-        for scope, who, limit in (("identity", identity, mine), ("agent", agent, agents)):
-            per_minute = limit.requests_per_minute
-            if per_minute is None:
-                continue
-            count, reset = await self._counts.hit(f"rpm:{scope}:{who}", MINUTE)
-            if scope == "identity":
-                admission.headers = _rate_headers(per_minute, count, reset)
-            if count > per_minute:
-                raise rate_limited(
-                    f"Rate limit reached for {scope} {who!r}: {per_minute} requests per minute"
-                    " (gateway.limits).",
-                    reset,
-                    admission.headers,
-                )
-        for scope, who, limit in (("identity", identity, mine), ("agent", agent, agents)):
-            at_once = limit.concurrent_turns
+        scopes = (("identity", identity, mine), ("agent", agent, agents))
+        admission = Admission(counts=self._counts, on_failure=self._on_failure)
+        # The requests are counted, and the budgets read (an addition of 0), in one step.
+        additions: list[Addition] = []
+        checks: list[tuple[str, str, Budget | None, float]] = []  # scope, who, budget, limit
+        for scope, who, limits in scopes:
+            if limits.requests_per_minute is not None:
+                additions.append((f"rpm:{scope}:{who}", "minute", 1))
+                checks.append((scope, who, None, limits.requests_per_minute))
+            for budget in BUDGETS if spends else ():
+                limit = getattr(limits, budget.field)
+                if limit is not None:
+                    key = f"{budget.prefix}:{scope}:{who}"
+                    additions.append((key, budget.period, 0))
+                    checks.append((scope, who, budget, limit))
+                    admission.charges.append(Charge(key, budget.period, budget.in_usd))
+        totals = await self._counts.add(additions) if additions else []
+        now = time.time()
+        for (scope, who, checked, limit), total in zip(checks, totals, strict=True):
+            _, reset = window(checked.period if checked else "minute", now)
+            if checked is None:
+                self._count_request(admission, scope, who, int(limit), total, reset)
+            else:
+                self._check_budget(admission, scope, who, checked, limit, total, reset)
+        for scope, who, limits in scopes:
+            at_once = limits.concurrent_turns
             if at_once is None:
                 continue
             key = f"turns:{scope}:{who}"
@@ -249,11 +199,58 @@ class Limits:
             admission.places.append((key, token))
         return admission
 
+    @staticmethod
+    def _count_request(
+        admission: Admission, scope: str, who: str, limit: int, count: int, reset: float
+    ) -> None:
+        if scope == "identity":
+            admission.headers += _rate_headers("requests", limit, count, reset)
+        if count > limit:
+            raise rate_limited(
+                f"Rate limit reached for {scope} {who!r}: {limit} requests per minute"
+                " (gateway.limits).",
+                reset,
+                admission.headers,
+            )
 
-def _rate_headers(limit: int, count: int, reset: float) -> RequestHeaders:
-    """OpenAI's rate-limit headers for requests."""
+    @staticmethod
+    def _check_budget(
+        admission: Admission,
+        scope: str,
+        who: str,
+        budget: Budget,
+        limit: float,
+        spent: int,
+        reset: float,
+    ) -> None:
+        if budget.in_usd:
+            left_usd = limit - spent / MICRO_USD
+            if admission.usd_left is None or left_usd < admission.usd_left:
+                admission.usd_left = left_usd
+            exhausted = left_usd <= 0
+        else:
+            left = int(limit) - spent
+            if admission.tokens_left is None or left < admission.tokens_left:
+                admission.tokens_left = left
+            exhausted = left <= 0
+            if scope == "identity" and budget.period == "minute":
+                admission.headers += _rate_headers("tokens", int(limit), spent, reset)
+        if not exhausted:
+            return
+        said = budget.field.replace("_", " ").replace("usd", "USD")
+        message = (
+            f"Budget reached for {scope} {who!r}: {limit:g} {said} (gateway.limits);"
+            f" it renews in {max(math.ceil(reset), 1)} s."
+        )
+        if budget.period == "minute":
+            raise rate_limited(message, reset, admission.headers)
+        raise out_of_quota(message, reset, admission.headers)
+
+
+def _rate_headers(kind: str, limit: int, used: int, reset: float) -> RequestHeaders:
+    """OpenAI's rate-limit headers for `kind` (requests or tokens)."""
     return [
-        (b"x-ratelimit-limit-requests", str(limit).encode()),
-        (b"x-ratelimit-remaining-requests", str(max(limit - count, 0)).encode()),
-        (b"x-ratelimit-reset-requests", f"{max(math.ceil(reset), 1)}s".encode()),
+        (f"x-ratelimit-limit-{kind}".encode(), str(limit).encode()),
+        (f"x-ratelimit-remaining-{kind}".encode(), str(max(limit - used, 0)).encode()),
+        (f"x-ratelimit-reset-{kind}".encode(), f"{max(math.ceil(reset), 1)}s".encode()),
     ]

@@ -149,7 +149,7 @@ class RemoteTurn:
                 raise protocol_error(unknown_kind(head))
             case _:
                 assert_never(kind)
-        if error.source == pb.ERROR_SOURCE_SESSION_STORE:
+        if error.source != pb.ERROR_SOURCE_UNSPECIFIED:  # the store's or the budget's: not movable
             raise NotStarted(turn_failed(error), error.status, movable=False)
         # UNAVAILABLE: the worker is draining (its health watch says so too).
         movable = error.status in (pb.ERROR_CODE_UNAVAILABLE, pb.ERROR_CODE_RESOURCE_EXHAUSTED)

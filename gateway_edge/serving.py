@@ -32,6 +32,7 @@ from gateway_edge.asgi import (
 )
 from gateway_edge.dialects.chat_request import ChatCompletionRequest
 from gateway_edge.errors import ApiError, bad_request
+from gateway_edge.limits import Admission
 from gateway_edge.observability import RequestRecord
 from gateway_edge.principal import WRITE, Principal
 from gateway_edge.remote_turn import RemoteTurn
@@ -177,12 +178,14 @@ class TurnEndpoint:
                 False, prepare, adapted.chat, principal, adapted.continues
             )
         encoder = dialect.encoder(adapted, prepared.request)
-        session = prepared.session
         identity = principal.identity or OPERATOR_IDENTITY
         admission = await state.limits.admit(identity, prepared.request.agent_id)
         try:
-            answer_headers = [(SESSION_KEY_HEADER_BYTES, session.key.encode()), *admission.headers]
-            await self._run(send, receive, prepared, adapted, encoder, answer_headers)
+            if admission.tokens_left is not None:
+                prepared.request.budget.tokens = admission.tokens_left
+            if admission.usd_left is not None:
+                prepared.request.budget.usd = admission.usd_left
+            await self._run(send, receive, prepared, adapted, encoder, admission)
         finally:
             await admission.release()
 
@@ -193,10 +196,11 @@ class TurnEndpoint:
         prepared: PreparedTurn,
         adapted: AdaptedRequest,
         encoder: AnswerEncoder,
-        headers: list[tuple[bytes, bytes]],
+        admission: Admission,
     ) -> None:
-        """Runs the admitted turn on a worker and answers it (`headers` beside the usual)."""
+        """Runs the admitted turn on a worker, answers it and charges what it spent."""
         state, session = self._state, prepared.session
+        headers = [(SESSION_KEY_HEADER_BYTES, session.key.encode()), *admission.headers]
         async with cancelled_on_disconnect(receive):
             # A named session sticks to its worker; a fresh one goes where there is most room.
             starting = state.workers.start_turn(
@@ -211,13 +215,18 @@ class TurnEndpoint:
                             "headers": [*STREAM_HEADERS, *headers],
                         }
                     )
-                    await self._stream(send, turn, encoder, prepared.record)
+                    await self._stream(send, turn, encoder, prepared.record, admission)
                 else:
-                    answer = await self._whole(turn, encoder, prepared.record)
+                    answer = await self._whole(turn, encoder, prepared.record, admission)
                     await send_bytes(send, 200, [*JSON_HEADERS, *headers], answer)
 
     async def _stream(
-        self, send: Send, turn: RemoteTurn, encoder: AnswerEncoder, record: RequestRecord
+        self,
+        send: Send,
+        turn: RemoteTurn,
+        encoder: AnswerEncoder,
+        record: RequestRecord,
+        admission: Admission,
     ) -> None:
         self._streams_open.inc()
         try:
@@ -246,6 +255,9 @@ class TurnEndpoint:
                         case pb.TurnFinished():
                             finished = True
                             self._completion_tokens.inc(event.usage.completion_tokens)
+                            # Charged before the client reads the end: its next request
+                            # sees this turn's spend.
+                            await admission.charge(event.spent.tokens, event.spent.cost_usd)
                             frames.append(encoder.finish(event))
                         case _:
                             assert_never(event)
@@ -260,7 +272,7 @@ class TurnEndpoint:
         await send({"type": "http.response.body", "body": DONE})
 
     async def _whole(
-        self, turn: RemoteTurn, encoder: AnswerEncoder, record: RequestRecord
+        self, turn: RemoteTurn, encoder: AnswerEncoder, record: RequestRecord, admission: Admission
     ) -> bytes:
         texts: list[pb.TextDelta] = []
         thoughts: list[pb.ReasoningDelta] = []
@@ -278,6 +290,7 @@ class TurnEndpoint:
                         pass  # the finished event has the client's calls whole
                     case pb.TurnFinished():
                         self._completion_tokens.inc(event.usage.completion_tokens)
+                        await admission.charge(event.spent.tokens, event.spent.cost_usd)
                         return encoder.whole(texts, event, thoughts)
                     case _:
                         assert_never(event)

@@ -24,6 +24,7 @@ from gateway_edge.principal import ADMIN
 from gateway_edge.state import Admitted, EdgeState, admitted
 from gateway_edge.turn_setup import CONTEXT_HEADERS
 from gateway_edge.worker_calls import ask
+from services.config import OPERATOR_IDENTITY
 from services.mcp_config import TOOL_NAME_SEPARATOR, matches_any
 
 router = APIRouter()
@@ -121,29 +122,37 @@ async def invoke_tool(request: Request, call: Annotated[Admitted, Depends(admitt
             for name in map(bytes.decode, CONTEXT_HEADERS)
             if (value := request.headers.get(name))
         }
-        answer = await ask(
-            state.workers,
-            "InvokeTool",
-            pb.InvokeToolRequest(
-                agent_id=agent_id,
-                tool=tool,
-                arguments_json=orjson.dumps(args).decode(),
-                call_id=call_id,
-                session_key=session_key,
-                caller=principal.caller(),
-                context=context,
-            ),
-            session_key,
-            CALL_SECONDS,
-            _worker_refusal,
-        )
+        identity = principal.identity or OPERATOR_IDENTITY
+        # A tool call spends no tokens: its requests and places count, its budgets do not.
+        admission = await state.limits.admit(identity, agent_id, spends=False)
+        try:
+            answer = await ask(
+                state.workers,
+                "InvokeTool",
+                pb.InvokeToolRequest(
+                    agent_id=agent_id,
+                    tool=tool,
+                    arguments_json=orjson.dumps(args).decode(),
+                    call_id=call_id,
+                    session_key=session_key,
+                    caller=principal.caller(),
+                    context=context,
+                ),
+                session_key,
+                CALL_SECONDS,
+                _worker_refusal,
+            )
+        finally:
+            await admission.release()
     except ApiError as error:
         return _failure(error)
+    headers = {name.decode(): value.decode() for name, value in admission.headers}
     if answer.outcome == "ok":
-        return _answer(200, {"ok": True, "result": _result_of(answer.result)})
+        return _answer(200, {"ok": True, "result": _result_of(answer.result)}, headers)
     status = _FAILED_STATUS.get(answer.outcome, 500)
     kind = "tool_error" if answer.outcome == "error" else answer.outcome
-    return _answer(status, {"ok": False, "error": {"type": kind, "message": answer.result}})
+    failed = {"ok": False, "error": {"type": kind, "message": answer.result}}
+    return _answer(status, failed, headers)
 
 
 def _result_of(text: str) -> Any:

@@ -23,6 +23,7 @@ GROUPS = {
     "agent": pb.USAGE_GROUP_AGENT,
     "model": pb.USAGE_GROUP_MODEL,
     "day": pb.USAGE_GROUP_DAY,
+    "session": pb.USAGE_GROUP_SESSION,
 }
 DEFAULT_DAYS = 7  # without `from`: the week that ends with `to`
 _DAY = datetime.timedelta(days=1)
@@ -42,7 +43,8 @@ def _groups(text: str) -> list[str]:
     unknown = [group for group in groups if group not in GROUPS]
     if unknown:
         raise bad_request(
-            f"Invalid 'group_by': {', '.join(unknown)!r}; use any of identity, agent, model, day.",
+            f"Invalid 'group_by': {', '.join(unknown)!r}; use any of"
+            " identity, agent, model, day, session.",
             "group_by",
         )
     return list(dict.fromkeys(groups))
@@ -60,7 +62,7 @@ async def usage(
     group_by: str = "",
 ) -> Response:
     """`from` and `to`: UTC days, both included (default: the last seven days up to today);
-    `group_by`: a comma list of identity, agent, model and day."""
+    `group_by`: a comma list of identity, agent, model, day and session."""
     state, principal = call
     principal.require(READ)
     last = _day(to, "to") if to else datetime.datetime.now(datetime.UTC).date()
@@ -78,7 +80,13 @@ async def usage(
             caller=principal.caller(),
         ),
     )
-    keys = {"identity": "identity", "agent": "agent_id", "model": "model", "day": "day"}
+    keys = {
+        "identity": "identity",
+        "agent": "agent_id",
+        "model": "model",
+        "day": "day",
+        "session": "session_key",
+    }
     return json_response(
         {
             "object": "list",

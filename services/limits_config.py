@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from services.config_section import Section
 
@@ -15,34 +15,23 @@ class LimitSet(Section):
 
     concurrent_turns: int | None = Field(None, alias="concurrentTurns", ge=1)
     requests_per_minute: int | None = Field(None, alias="requestsPerMinute", ge=1)
-
-    @model_validator(mode="after")
-    def _only_enforced_keys(self) -> LimitSet:
-        later = sorted(set(self.model_extra or {}) & _LIMITS_NOT_ENFORCED_YET)
-        if later:
-            raise ValueError(
-                f"{', '.join(later)}: not enforced yet (token and USD budgets come next);"
-                " remove the key rather than rely on it"
-            )
-        return self
+    # Input + output tokens of every model call (cache reads included), and their USD.
+    tokens_per_minute: int | None = Field(None, alias="tokensPerMinute", ge=1)
+    tokens_per_day: int | None = Field(None, alias="tokensPerDay", ge=1)
+    usd_per_day: float | None = Field(None, alias="usdPerDay", gt=0)
+    usd_per_month: float | None = Field(None, alias="usdPerMonth", gt=0)
 
     def over(self, other: LimitSet) -> LimitSet:
         """These limits, each unset one taken from `other`."""
-        return LimitSet(
-            concurrentTurns=self.concurrent_turns or other.concurrent_turns,
-            requestsPerMinute=self.requests_per_minute or other.requests_per_minute,
-        )
-
-
-_LIMITS_NOT_ENFORCED_YET = frozenset(
-    {"tokensPerMinute", "tokensPerDay", "usdPerDay", "usdPerMonth"}
-)
+        mine = self.model_dump(exclude_none=True)
+        return other.model_copy(update=mine)
 
 
 class LimitsConfig(Section):
     """`gateway.limits`: per identity and per agent, shared by every edge through `store`."""
 
-    # "redis://…": every edge counts in that Redis; unset: in each edge's own process.
+    # "redis://…": every edge counts in that Redis; unset: in PostgreSQL when that is the
+    # session store (sessions.store), else in each edge's own process.
     store: str | None = None
     on_store_down: Literal["open", "closed"] = Field("open", alias="onStoreDown")
     default: LimitSet = Field(default_factory=LimitSet)

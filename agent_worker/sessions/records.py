@@ -121,7 +121,7 @@ SQLITE_DAY = "date(created_at, 'unixepoch')"
 POSTGRES_DAY = "to_char(to_timestamp(created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
 
 
-_GROUPS = ("identity", "agent", "model", "day")  # the columns a usage row starts with
+_GROUPS = ("identity", "agent", "model", "day", "session")  # a usage row's first columns
 
 
 def usage_select(table: str, query: UsageQuery, day: str, placeholder: str) -> str:
@@ -132,6 +132,7 @@ def usage_select(table: str, query: UsageQuery, day: str, placeholder: str) -> s
         "agent": "agent_id",
         "model": "provider || '/' || model",
         "day": day,
+        "session": "session_key",
     }
     grouped = [columns[group] if group in query.group_by else "''" for group in _GROUPS]
     where = f"created_at >= {placeholder.format(1)} AND created_at < {placeholder.format(2)}"
@@ -160,10 +161,11 @@ def usage_sums(row: Sequence[Any]) -> UsageSums:
         agent=row[1],
         model=row[2],
         day=row[3],
-        requests=int(row[4]),
-        input_tokens=int(row[5]),
-        output_tokens=int(row[6]),
-        cache_read_tokens=int(row[7]),
-        cache_write_tokens=int(row[8]),
-        cost_usd=float(row[9]),
+        session=row[4],
+        requests=int(row[5]),
+        input_tokens=int(row[6]),
+        output_tokens=int(row[7]),
+        cache_read_tokens=int(row[8]),
+        cache_write_tokens=int(row[9]),
+        cost_usd=float(row[10]),
     )

@@ -1,5 +1,5 @@
 // The clawgate chat page: talks to the same API as any client (/whoami, /v1/models,
-// /v1/sessions, streamed /v1/chat/completions), with a bearer token where the gateway wants one
+// /v1/sessions, streamed /v1/chat/completions, /v1/usage), with a bearer token where the gateway wants one
 // (behind a single sign-on proxy it does not). Model text only ever reaches the page as text
 // nodes: the small markdown renderer below builds elements, it never parses HTML.
 "use strict";
@@ -10,6 +10,7 @@ const $ = (id) => document.getElementById(id);
 // names its conversations with `user`, which needs no admin scope behind a proxy).
 const state = {
   token: localStorage.getItem(TOKEN_KEY) || "", agent: "", defaultAgent: "", session: null, user: null, running: null,
+  identity: "operator", // whose usage the page shows: token and password callers are "operator"
 };
 
 function showError(text) {
@@ -168,6 +169,28 @@ async function loadConversations() {
   }
 }
 
+function spendText(row) {
+  if (!row) return "nothing yet";
+  const tokens = (row.input_tokens + row.output_tokens).toLocaleString("en");
+  return `${tokens} tokens, $${row.cost_usd.toFixed(4)}`;
+}
+
+// The person's tokens and cost this month (UTC), and the open conversation's.
+async function showSpend() {
+  const month = `${new Date().toISOString().slice(0, 7)}-01`;
+  const usage = async (query) => (await api(`/v1/usage?${new URLSearchParams(query)}`)).json();
+  const session = state.session;
+  const [people, sessions] = await Promise.all([
+    usage({ from: month, group_by: "identity" }),
+    session ? usage({ from: "2000-01-01", group_by: "session" }) : null,
+  ]);
+  $("spend").textContent = `This month: ${spendText(people.data.find((row) => row.identity === state.identity))}`;
+  if (session !== state.session) return; // another conversation opened meanwhile
+  $("conversation-spend").textContent = session
+    ? `This conversation: ${spendText(sessions.data.find((row) => row.session === session))}`
+    : "";
+}
+
 async function openConversation(summary) {
   const key = summary.key;
   const session = await (await api(`/v1/sessions/${encodeURIComponent(key)}`)).json();
@@ -175,7 +198,7 @@ async function openConversation(summary) {
   state.user = summary.user;
   showConversation(session.messages, session.compactions);
   $("delete").disabled = false;
-  await loadConversations();
+  await Promise.all([loadConversations(), showSpend()]);
 }
 
 function newChat() {
@@ -184,6 +207,7 @@ function newChat() {
   $("log").replaceChildren();
   $("delete").disabled = true;
   loadConversations().catch((e) => showError(e.message));
+  showSpend().catch((e) => showError(e.message));
 }
 
 async function send() {
@@ -238,6 +262,7 @@ async function send() {
     state.running = null;
     setRunning(false);
     loadConversations().catch(() => {});
+    showSpend().catch(() => {});
   }
 }
 
@@ -285,6 +310,7 @@ async function signIn() {
   if (!me.signed_in) return;
   $("who").textContent = me.identity ? `Signed in as ${me.identity}` : "";
   $("who").hidden = !me.identity;
+  state.identity = me.identity || "operator";
   state.defaultAgent = me.default_agent || "";
   await connect();
 }

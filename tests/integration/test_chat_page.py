@@ -3,9 +3,11 @@ real edge and worker. Elements are found by their accessible names, as screen re
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ from playwright.sync_api import Browser, Page, Route, expect
 from devkit.processes import TOKEN, Stack, echo_config, start_stack, wait_until
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "chat-page.png"
+PRICES = {"input": 300, "output": 900}  # USD per million tokens
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +24,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp_path = tmp_path_factory.mktemp("chat-page")
     config = echo_config(tmp_path)
     config["models"]["providers"]["slowecho"]["delayMs"] = 400
+    config["models"]["providers"]["echo"]["models"] = [{"id": "echo-1", "cost": PRICES}]
     running = start_stack(tmp_path, config)
     yield running
     running.stop()
@@ -324,3 +328,35 @@ def test_the_favicon_is_served(stack: Stack) -> None:
     icon = httpx.get(f"{stack.base_url}/favicon.ico")
     assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
     assert icon.content.startswith(b"<svg")
+
+
+def spend_text(row: dict[str, Any]) -> str:
+    tokens = row["input_tokens"] + row["output_tokens"]
+    return f"{tokens:,} tokens, ${row['cost_usd']:.4f}"
+
+
+def test_the_page_shows_a_conversations_tokens_and_cost_and_the_months(
+    page: Page, stack: Stack
+) -> None:
+    connect(page)
+    say(page, "what does this cost")
+    expect(page.get_by_role("article", name="assistant")).to_contain_text("echo: what does")
+    say(page, "and this")
+    expect(page.get_by_role("article", name="assistant").nth(1)).to_contain_text("echo: and")
+    session = page.evaluate("() => state.session")
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    def usage(**params: str) -> list[dict[str, Any]]:
+        answer = httpx.get(f"{stack.base_url}/v1/usage", params=params, headers=headers)
+        rows: list[dict[str, Any]] = answer.json()["data"]
+        return rows
+
+    sessions = usage(**{"from": "2000-01-01", "group_by": "session"})
+    (mine,) = [row for row in sessions if row["session"] == session]
+    assert mine["requests"] == 2 and mine["cost_usd"] > 0
+    expect(page.get_by_text("This conversation:")).to_have_text(
+        f"This conversation: {spend_text(mine)}"
+    )
+    month = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-01")
+    (operator,) = usage(**{"from": month, "group_by": "identity"})
+    expect(page.get_by_text("This month:")).to_have_text(f"This month: {spend_text(operator)}")

@@ -8,7 +8,7 @@ import re
 import signal
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,12 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class Cluster:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        workers: int = 3,
+        configure: Callable[[dict[str, Any]], None] = lambda config: None,
+    ) -> None:
         self.config: dict[str, Any] = echo_config(tmp_path)
         self.config["sessions"] = {"store": POSTGRES_URL, "poolSize": 8}
         self.config["models"]["providers"]["paced"] = {
@@ -44,8 +49,9 @@ class Cluster:
             "delayMs": 60,
         }
         self.config["agents"]["list"].append({"id": "paced", "model": "paced/p"})
-        self.addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+        self.addresses = [f"127.0.0.1:{free_port()}" for _ in range(workers)]
         self.config["gateway"]["workers"] = self.addresses
+        configure(self.config)
         self.tmp_path = tmp_path
         self.path = write_config(tmp_path, self.config)
         self.workers: dict[str, Process] = {}

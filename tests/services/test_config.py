@@ -83,10 +83,10 @@ def test_unknown_keys_warn_but_load(caplog: pytest.LogCaptureFixture) -> None:
         ),
         ("{ agents: { defaults: { model: { fallbacks: [] } } } }", "primary"),
         (
-            "{ gateway: { limits: { identities: { a: { tokensPerDay: 5 } } } } }",
-            "gateway.limits.identities.a",
+            "{ gateway: { limits: { identities: { a: { tokensPerDay: 0 } } } } }",
+            "gateway.limits.identities.a.tokensPerDay",
         ),
-        ("{ gateway: { limits: { default: { usdPerDay: 5 } } } }", "not enforced yet"),
+        ("{ gateway: { limits: { default: { usdPerDay: -5 } } } }", "usdPerDay"),
         ("{ gateway: { limits: { store: 'localhost:6379' } } }", "gateway.limits.store"),
         ("{ gateway: { limits: { onStoreDown: 'maybe' } } }", "gateway.limits.onStoreDown"),
         ("[1]", "top level must be an object"),

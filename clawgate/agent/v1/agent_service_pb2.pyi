@@ -41,6 +41,7 @@ class ErrorSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ERROR_SOURCE_UNSPECIFIED: _ClassVar[ErrorSource]
     ERROR_SOURCE_SESSION_STORE: _ClassVar[ErrorSource]
+    ERROR_SOURCE_BUDGET: _ClassVar[ErrorSource]
 
 class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -69,6 +70,7 @@ class UsageGroup(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     USAGE_GROUP_AGENT: _ClassVar[UsageGroup]
     USAGE_GROUP_MODEL: _ClassVar[UsageGroup]
     USAGE_GROUP_DAY: _ClassVar[UsageGroup]
+    USAGE_GROUP_SESSION: _ClassVar[UsageGroup]
 ROLE_UNSPECIFIED: Role
 ROLE_USER: Role
 ROLE_ASSISTANT: Role
@@ -89,6 +91,7 @@ FINISH_REASON_TOOL_CALLS: FinishReason
 FINISH_REASON_CONTENT_FILTER: FinishReason
 ERROR_SOURCE_UNSPECIFIED: ErrorSource
 ERROR_SOURCE_SESSION_STORE: ErrorSource
+ERROR_SOURCE_BUDGET: ErrorSource
 ERROR_CODE_UNSPECIFIED: ErrorCode
 ERROR_CODE_CANCELLED: ErrorCode
 ERROR_CODE_UNKNOWN: ErrorCode
@@ -111,6 +114,7 @@ USAGE_GROUP_IDENTITY: UsageGroup
 USAGE_GROUP_AGENT: UsageGroup
 USAGE_GROUP_MODEL: UsageGroup
 USAGE_GROUP_DAY: UsageGroup
+USAGE_GROUP_SESSION: UsageGroup
 
 class Image(_message.Message):
     __slots__ = ("media_type", "data")
@@ -191,7 +195,7 @@ class SamplingOptions(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ..., response_format: _Optional[_Union[ResponseFormatType, str]] = ..., json_schema: _Optional[str] = ..., logprobs: _Optional[bool] = ..., top_logprobs: _Optional[int] = ...) -> None: ...
 
 class RunTurnRequest(_message.Message):
-    __slots__ = ("agent_id", "session_key", "input", "context", "extra_system_prompt", "sampling", "request_id", "new_session", "tools", "tool_choice", "parallel_tool_calls", "model", "response_id", "caller", "channel_context", "traceparent")
+    __slots__ = ("agent_id", "session_key", "input", "context", "extra_system_prompt", "sampling", "request_id", "new_session", "tools", "tool_choice", "parallel_tool_calls", "model", "response_id", "caller", "channel_context", "traceparent", "budget")
     class ChannelContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +219,7 @@ class RunTurnRequest(_message.Message):
     CALLER_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     session_key: str
     input: Message
@@ -231,7 +236,16 @@ class RunTurnRequest(_message.Message):
     caller: Caller
     channel_context: _containers.ScalarMap[str, str]
     traceparent: str
-    def __init__(self, agent_id: _Optional[str] = ..., session_key: _Optional[str] = ..., input: _Optional[_Union[Message, _Mapping]] = ..., context: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., extra_system_prompt: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., new_session: _Optional[bool] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ..., model: _Optional[str] = ..., response_id: _Optional[str] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., channel_context: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    budget: TurnBudget
+    def __init__(self, agent_id: _Optional[str] = ..., session_key: _Optional[str] = ..., input: _Optional[_Union[Message, _Mapping]] = ..., context: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., extra_system_prompt: _Optional[str] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., new_session: _Optional[bool] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., parallel_tool_calls: _Optional[bool] = ..., model: _Optional[str] = ..., response_id: _Optional[str] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., channel_context: _Optional[_Mapping[str, str]] = ..., traceparent: _Optional[str] = ..., budget: _Optional[_Union[TurnBudget, _Mapping]] = ...) -> None: ...
+
+class TurnBudget(_message.Message):
+    __slots__ = ("tokens", "usd")
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    USD_FIELD_NUMBER: _ClassVar[int]
+    tokens: int
+    usd: float
+    def __init__(self, tokens: _Optional[int] = ..., usd: _Optional[float] = ...) -> None: ...
 
 class Caller(_message.Message):
     __slots__ = ("identity", "admin")
@@ -302,14 +316,24 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ...) -> None: ...
 
 class TurnFinished(_message.Message):
-    __slots__ = ("finish_reason", "usage", "tool_calls")
+    __slots__ = ("finish_reason", "usage", "tool_calls", "spent")
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    SPENT_FIELD_NUMBER: _ClassVar[int]
     finish_reason: FinishReason
     usage: Usage
     tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCall]
-    def __init__(self, finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ...) -> None: ...
+    spent: TurnSpend
+    def __init__(self, finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., spent: _Optional[_Union[TurnSpend, _Mapping]] = ...) -> None: ...
+
+class TurnSpend(_message.Message):
+    __slots__ = ("tokens", "cost_usd")
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    tokens: int
+    cost_usd: float
+    def __init__(self, tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ...) -> None: ...
 
 class TurnError(_message.Message):
     __slots__ = ("message", "source", "status", "retry_after_seconds")
@@ -635,14 +659,16 @@ class EmbedRequest(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., model: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., dimensions: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("embeddings", "prompt_tokens", "model")
+    __slots__ = ("embeddings", "prompt_tokens", "model", "cost_usd")
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
     embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
     prompt_tokens: int
     model: str
-    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., prompt_tokens: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+    cost_usd: float
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., prompt_tokens: _Optional[int] = ..., model: _Optional[str] = ..., cost_usd: _Optional[float] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("values",)
@@ -669,7 +695,7 @@ class GetUsageResponse(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[UsageRow, _Mapping]]] = ...) -> None: ...
 
 class UsageRow(_message.Message):
-    __slots__ = ("identity", "agent_id", "model", "day", "requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd")
+    __slots__ = ("identity", "agent_id", "model", "day", "requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "session_key")
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -680,6 +706,7 @@ class UsageRow(_message.Message):
     CACHE_READ_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHE_WRITE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
+    SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
     identity: str
     agent_id: str
     model: str
@@ -690,4 +717,5 @@ class UsageRow(_message.Message):
     cache_read_tokens: int
     cache_write_tokens: int
     cost_usd: float
-    def __init__(self, identity: _Optional[str] = ..., agent_id: _Optional[str] = ..., model: _Optional[str] = ..., day: _Optional[str] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ...) -> None: ...
+    session_key: str
+    def __init__(self, identity: _Optional[str] = ..., agent_id: _Optional[str] = ..., model: _Optional[str] = ..., day: _Optional[str] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., session_key: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,130 @@
+"""`gateway.limits` budgets and the stores that count them: the same behaviour in this process,
+in the machine's Redis and in its PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis
+
+from gateway_edge.errors import ApiError
+from gateway_edge.limit_counts import (
+    Counts,
+    LocalCounts,
+    PostgresCounts,
+    RedisCounts,
+    window,
+)
+from gateway_edge.limits import Limits
+from services.limits_config import LimitsConfig
+
+REDIS_URL = "redis://127.0.0.1:6379/12"  # the unit tests' own database
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def test_windows_are_utc_minutes_days_and_calendar_months() -> None:
+    new_year = datetime.datetime(2027, 1, 1, tzinfo=datetime.UTC).timestamp()
+    assert window("month", new_year - 10) == ("2026-12", 10)
+    assert window("month", new_year)[0] == "2027-01"
+    label, left = window("month", new_year + 3600)
+    assert label == "2027-01" and left == 31 * 86_400 - 3600
+    assert window("day", new_year - 1)[1] == 1
+    assert window("minute", new_year + 59)[1] == 1
+
+
+@pytest.fixture(params=["local", "redis", "postgres"])
+async def counts(request: pytest.FixtureRequest) -> AsyncIterator[Counts]:
+    store: Counts
+    if request.param == "redis":
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        store = RedisCounts(REDIS_URL)
+    elif request.param == "postgres":
+        store = PostgresCounts(POSTGRES_URL)
+    else:
+        store = LocalCounts()
+    yield store
+    await store.close()
+
+
+async def test_additions_are_counted_together_per_window(counts: Counts) -> None:
+    key = uuid.uuid4().hex  # PostgreSQL's counts outlive the test
+    assert await counts.add([(f"a{key}", "minute", 1), (f"b{key}", "day", 0)]) == [1, 0]
+    assert await counts.add([(f"a{key}", "minute", 1), (f"b{key}", "day", 250)]) == [2, 250]
+    assert await counts.add([(f"b{key}", "month", 7), (f"b{key}", "day", 0)]) == [7, 250]
+
+
+async def test_places_are_taken_and_given_back(counts: Counts) -> None:
+    key = uuid.uuid4().hex
+    taken = await asyncio.gather(*(counts.enter(key, 3) for _ in range(5)))
+    held = [token for token in taken if token is not None]
+    assert len(held) == 3
+    await counts.leave(key, held[0])
+    assert await counts.enter(key, 3) is not None
+    assert await counts.enter(key, 3) is None
+
+
+def limits_of(config: dict[str, Any]) -> Limits:
+    failures: list[int] = []
+    return Limits(LimitsConfig.model_validate(config), LocalCounts(), lambda: failures.append(1))
+
+
+async def test_a_token_budget_leaves_room_then_refuses_with_insufficient_quota() -> None:
+    limits = limits_of({"default": {"tokensPerDay": 100}, "agents": {"main": {"tokensPerDay": 70}}})
+    first = await limits.admit("ann", "main")
+    assert first.tokens_left == 70 and first.usd_left is None  # the agent's is the smaller
+    await first.charge(60, 0.0)
+    other_agent = await limits.admit("ann", "other")
+    assert other_agent.tokens_left == 40
+    await other_agent.charge(45, 0.0)
+    with pytest.raises(ApiError) as refused:
+        await limits.admit("ann", "other")
+    error = refused.value
+    assert (error.status, error.type, error.code) == (
+        429,
+        "insufficient_quota",
+        "insufficient_quota",
+    )
+    assert "100 tokens per day" in error.message and int(error.headers["retry-after"]) >= 1
+    assert (await limits.admit("bob", "other")).tokens_left == 100  # budgets are per identity
+
+
+async def test_tokens_per_minute_is_a_rate_limit_with_openais_token_headers() -> None:
+    limits = limits_of({"default": {"tokensPerMinute": 50, "requestsPerMinute": 10}})
+    admission = await limits.admit("ann", "main")
+    headers = dict(admission.headers)
+    assert headers[b"x-ratelimit-limit-tokens"] == b"50"
+    assert headers[b"x-ratelimit-remaining-tokens"] == b"50"
+    assert headers[b"x-ratelimit-remaining-requests"] == b"9"
+    await admission.charge(50, 0.0)
+    with pytest.raises(ApiError) as refused:
+        await limits.admit("ann", "main")
+    assert refused.value.type == "rate_limit_error"
+    assert refused.value.headers["x-ratelimit-remaining-tokens"] == "0"
+
+
+async def test_usd_budgets_count_in_millionths_and_the_smallest_room_wins() -> None:
+    limits = limits_of({"default": {"usdPerDay": 2.5, "usdPerMonth": 3}})
+    admission = await limits.admit("ann", "main")
+    assert admission.usd_left == 2.5 and admission.tokens_left is None
+    await admission.charge(1000, 0.75)
+    assert (await limits.admit("ann", "main")).usd_left == pytest.approx(1.75)
+    await admission.charge(1000, 1.75)
+    with pytest.raises(ApiError) as refused:
+        await limits.admit("ann", "main")
+    assert refused.value.type == "insufficient_quota" and "2.5 USD per day" in refused.value.message
+
+
+async def test_a_tool_call_counts_as_a_request_but_not_against_budgets() -> None:
+    limits = limits_of({"default": {"tokensPerDay": 10, "requestsPerMinute": 2}})
+    spent = await limits.admit("ann", "main")
+    await spent.charge(10, 0.0)
+    tool_call = await limits.admit("ann", "main", spends=False)
+    assert tool_call.tokens_left is None and not tool_call.charges
+    with pytest.raises(ApiError) as refused:
+        await limits.admit("ann", "main", spends=False)
+    assert refused.value.type == "rate_limit_error"  # the third request in the minute
