@@ -52,6 +52,12 @@ def _chunk(
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
+def _usage_chunk(model: str, usage: dict[str, Any]) -> bytes:
+    """The last chunk of a stream that asked for usage: no choices, the usage."""
+    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": model}
+    return b"data: " + orjson.dumps({**chunk, "choices": [], "usage": usage}) + b"\n\n"
+
+
 async def read_json(receive: Any) -> Any:
     """An ASGI request's JSON body."""
     body = b""
@@ -111,6 +117,7 @@ class UpstreamStandIn(ThreadedServer):
         self.request_headers: list[dict[bytes, bytes]] = []  # in the order of `requests`
         self.disconnect_times: list[float] = []
         self.chunks_sent = 0
+        self.usages: list[dict[str, Any]] = []  # the usage it reported, answer by answer
         super().__init__(tls)
 
     @property
@@ -199,19 +206,13 @@ class UpstreamStandIn(ThreadedServer):
             await body(_chunk(model, {"content": word}, None, top_logprobs))
             self.chunks_sent += 1
         usage = {
-            "id": "x",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": model,
-            "choices": [],
-            "usage": {
-                "prompt_tokens": 11,
-                "completion_tokens": len(words),
-                "total_tokens": 11 + len(words),
-                "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS},
-            },
+            "prompt_tokens": 11,
+            "completion_tokens": len(words),
+            "total_tokens": 11 + len(words),
+            "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS},
         }
-        tail = _chunk(model, {}, "length") + b"data: " + orjson.dumps(usage) + b"\n\n"
+        self.usages.append(usage)
+        tail = _chunk(model, {}, "length") + _usage_chunk(model, usage)
         await body(tail + b"data: [DONE]\n\n", more=False)
 
     async def _tool_answer(self, request: dict[str, Any], model: str, send: Any) -> None:
@@ -237,6 +238,13 @@ class UpstreamStandIn(ThreadedServer):
                     fragment = {"index": index, "function": {"arguments": piece}}
                     chunks.append(_chunk(model, {"tool_calls": [fragment]}))
             chunks.append(_chunk(model, {}, "tool_calls"))
+        if (request.get("stream_options") or {}).get("include_usage"):
+            # As OpenAI counts: a prompt that grows with the conversation, an answer per chunk.
+            prompt_tokens = 10 * len(messages)
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(chunks) - 1}
+            usage["total_tokens"] = prompt_tokens + usage["completion_tokens"]
+            self.usages.append(usage)
+            chunks.append(_usage_chunk(model, usage))
         for chunk in chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await asyncio.sleep(0.001)  # in separate reads, as a model writes them

@@ -5,6 +5,7 @@ reaches only their own sessions (the workers check it too)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated, Any
 
 import orjson
@@ -126,12 +127,11 @@ async def compact_session(
     if not isinstance(instructions, str):
         raise bad_request("instructions must be a string.", param="instructions")
     agents = state.workers.agents
-    agent_id = resolve_agent(
-        model if isinstance(model, str) else None,
-        x_openclaw_agent_id,
-        agents.ids,
-        agents.default_id,
-    )
+    named = model if isinstance(model, str) else None
+    if named is None and x_openclaw_agent_id is None:
+        # Summarised by its own agent's model, not the default agent's.
+        x_openclaw_agent_id = _agent_in_key(key, agents.ids)
+    agent_id = resolve_agent(named, x_openclaw_agent_id, agents.ids, agents.default_id)
     answer = await ask(
         state.workers,
         "CompactSession",
@@ -194,3 +194,10 @@ def _message(message: pb.Message) -> dict[str, Any]:
     if message.name:
         shown["name"] = message.name
     return shown
+
+
+def _agent_in_key(key: str, agent_ids: Collection[str]) -> str | None:
+    """The agent an OpenClaw-shaped session key names (`agent:<id>:…`), when it is one."""
+    kind, _, rest = key.partition(":")
+    agent_id = rest.partition(":")[0]
+    return agent_id if kind == "agent" and agent_id in agent_ids else None

@@ -4,14 +4,23 @@ prices, and a turn whose prompt alone does not fit is refused before it starts."
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import cast
+
 import pytest
 
-from agent_worker.agents import AgentRegistry
-from agent_worker.context_window import MESSAGE_OVERHEAD_TOKENS, ContextWindows
+from agent_worker.agent_tools import AgentTools
+from agent_worker.agents import Agent, AgentRegistry
+from agent_worker.context_window import MESSAGE_OVERHEAD_TOKENS, ContextWindows, TokenCounter
 from agent_worker.domain import (
     ChatMessage,
     FinishReason,
     TextDelta,
+    Tool,
+    ToolCall,
+    ToolRunFinished,
+    ToolRunStarted,
     TurnBudget,
     TurnEvent,
     TurnFinished,
@@ -37,7 +46,24 @@ PROMPT = 3 + 2 * MESSAGE_OVERHEAD_TOKENS
 REPORTED_PROMPT = 3
 
 
-def runner(store: SqliteSessionStore) -> TurnRunner:
+class OneClock:
+    """The agent's own tools, reduced to one that answers at once (AgentTools' two methods)."""
+
+    TOOL = Tool("clock__now", "The time now.", '{"type": "object", "properties": {}}')
+
+    async def offer(self, agent: Agent) -> tuple[Tool, ...]:
+        return (self.TOOL,)
+
+    async def run_step(
+        self, calls: list[ToolCall], steps: list[ChatMessage]
+    ) -> AsyncIterator[ToolRunStarted | ToolRunFinished]:
+        for call in calls:
+            yield ToolRunStarted(call.id, call.name, call.arguments)
+            steps.append(ChatMessage("tool", "noon", tool_call_id=call.id, name=call.name))
+            yield ToolRunFinished(call.id, call.name, "noon", 0, is_error=False)
+
+
+def runner(store: SqliteSessionStore, tools: OneClock | None = None) -> TurnRunner:
     providers = CONFIG.models.providers
     echo = providers["p"]
     assert isinstance(echo, EchoProviderConfig)
@@ -47,8 +73,13 @@ def runner(store: SqliteSessionStore) -> TurnRunner:
         store,
         max_concurrent_turns=2,
         session_wait_timeout=5,
-        windows=ContextWindows(providers, {"p": lambda text: len(text.split())}),
+        windows=ContextWindows(providers, {"p": words}),
+        tools=cast(AgentTools, tools),
     )
+
+
+def words(text: str) -> int:
+    return len(text.split())
 
 
 async def run(store: SqliteSessionStore, budget: TurnBudget | None) -> list[TurnEvent]:
@@ -103,3 +134,27 @@ async def test_no_room_for_the_prompt_is_refused_before_the_turn_starts(
             events.append(event)
     assert events == []  # not even TurnStarted: the edge answers 429 insufficient_quota
     assert await store.load("k") == []
+
+
+async def test_a_budget_spent_between_tool_steps_ends_the_turn_at_length(
+    store: SqliteSessionStore,
+) -> None:
+    request = TurnRequest("main", "k", ChatMessage("user", "checking call clock__now"))
+    counter = TokenCounter(words)
+    first_prompt = counter.messages(
+        [ChatMessage("system", "be brief"), request.input]
+    ) + counter.tools((OneClock.TOOL,))
+    # Room for the first step's call, not for the second step's longer prompt.
+    budget = TurnBudget(tokens=first_prompt + 5)
+    events = [e async for e in runner(store, OneClock()).run(replace(request, budget=budget))]
+    finished = events[-1]
+    assert isinstance(finished, TurnFinished) and finished.finish_reason == FinishReason.LENGTH
+    assert [type(e) for e in events if isinstance(e, ToolRunStarted | ToolRunFinished)] == [
+        ToolRunStarted,
+        ToolRunFinished,
+    ]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "checking"
+    assert finished.tool_calls == ()  # the agent's own call is not the client's
+    assert finished.spent.tokens == finished.usage.total_tokens  # one model call, counted
+    # Stored as far as it went: the call and its result, to be continued by the next turn.
+    assert [m.role for m in await store.load("k")] == ["user", "assistant", "tool"]

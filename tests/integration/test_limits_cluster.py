@@ -7,12 +7,15 @@ count behind."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import openai
 import pytest
@@ -21,7 +24,7 @@ import redis
 from devkit.processes import wait_until
 from devkit.upstream import CACHED_TOKENS, UpstreamStandIn
 from tests.integration.test_scale_out import Cluster
-from tests.support.postgres import requires_postgres
+from tests.support.postgres import POSTGRES_URL, requires_postgres
 
 pytestmark = requires_postgres
 REDIS_URL = "redis://127.0.0.1:6379/11"
@@ -59,11 +62,16 @@ def configure(upstream_url: str) -> Any:
         providers["upstream"] = {
             "api": "openai-compatible",
             "baseUrl": upstream_url,
-            "models": [{"id": "m", "cost": PRICES}],
+            "models": [{"id": "m", "cost": PRICES}, {"id": "tools-1", "cost": PRICES}],
+        }
+        # A real MCP server (PyPI's mcp-server-time, over stdio) for the agent's own tools.
+        config["mcp"] = {
+            "servers": {"time": {"command": sys.executable, "args": ["-m", "mcp_server_time"]}}
         }
         config["agents"]["list"] += [
             {"id": "long", "model": "long/l"},
             {"id": "priced", "model": "upstream/m"},
+            {"id": "tooled", "model": "upstream/tools-1", "tools": {"allow": ["time__*"]}},
         ]
 
     return change
@@ -191,21 +199,67 @@ def test_a_token_budget_stops_a_streamed_answer_at_length(
     assert usage_of(first, TINA)["requests"] == 1  # the refusal spent nothing
 
 
+def stored_usage(who: str) -> list[tuple[int, int, int, bool]]:
+    """`who`'s usage rows in the session store, in the order the calls were made."""
+
+    async def read() -> list[Any]:
+        connection = await asyncpg.connect(POSTGRES_URL)
+        try:
+            return list(
+                await connection.fetch(
+                    "SELECT input_tokens, output_tokens, cache_read_tokens, estimated"
+                    " FROM clawgate_usage WHERE identity = $1 ORDER BY created_at, call",
+                    who,
+                )
+            )
+        finally:
+            await connection.close()
+
+    return [tuple(row) for row in asyncio.run(read())]
+
+
 def test_usage_rows_are_what_the_upstream_reported_priced_to_the_cent(
-    cluster: tuple[Cluster, list[str]],
+    cluster: tuple[Cluster, list[str]], upstream: UpstreamStandIn
 ) -> None:
     _, edges = cluster
-    reported = []
-    for index in range(3):
-        answer = chat(edges[index % 2], UNA, f"question {index}", model="openclaw:priced")
+    upstream.usages.clear()
+    answers = []
+    for index in range(3):  # one conversation, through both edges
+        answer = chat(edges[index % 2], UNA, f"question {index}", model="openclaw:priced", user="u")
         assert answer.status_code == 200, answer.text
-        reported.append(answer.json()["usage"])
-    assert {u["prompt_tokens_details"]["cached_tokens"] for u in reported} == {CACHED_TOKENS}
+        answers.append(answer.json()["usage"])
+    key = answer.headers["x-openclaw-session-key"]
+    # A turn of two steps: the model calls the agent's own tool, then answers with its result.
+    tooled = chat(edges[1], UNA, "what time is it", model="openclaw:tooled")
+    assert tooled.status_code == 200, tooled.text
+    assert tooled.json()["choices"][0]["message"]["content"].startswith("Let me check.")
+    # A manual compaction: one summary call, a request of its own, by the session's own agent
+    # (the agent its key names: before, the default agent's model wrote the summary).
+    compacted = httpx.post(
+        f"{edges[0]}/v1/sessions/{key}/compact", headers=as_user(UNA), json={}, timeout=60
+    )
+    assert compacted.status_code == 200 and compacted.json()["compacted"], compacted.text
+
+    reported = [
+        (
+            usage["prompt_tokens"],
+            usage["completion_tokens"],
+            (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0),
+            False,
+        )
+        for usage in upstream.usages
+    ]
+    assert len(reported) == 3 + 2 + 1  # three turns, two tool steps, one summary
+    assert stored_usage(UNA) == reported  # call by call, none estimated
+    tool_steps = reported[3:5]
+    assert tooled.json()["usage"]["prompt_tokens"] == sum(step[0] for step in tool_steps)
+    assert {u["prompt_tokens_details"]["cached_tokens"] for u in answers} == {CACHED_TOKENS}
+
     row = usage_of(edges[0], UNA)
-    assert row["requests"] == 3
-    assert row["input_tokens"] == sum(u["prompt_tokens"] for u in reported)
-    assert row["output_tokens"] == sum(u["completion_tokens"] for u in reported)
-    assert row["cache_read_tokens"] == 3 * CACHED_TOKENS
+    assert row["requests"] == 3 + 1 + 1
+    assert row["input_tokens"] == sum(call[0] for call in reported)
+    assert row["output_tokens"] == sum(call[1] for call in reported)
+    assert row["cache_read_tokens"] == sum(call[2] for call in reported)
     fresh = row["input_tokens"] - row["cache_read_tokens"]
     expected = (
         fresh * PRICES["input"]
