@@ -108,7 +108,7 @@ async def create_embeddings(
             ),
             call_seconds=EMBED_SECONDS,
         )
-        await admission.charge(answer.prompt_tokens, answer.cost_usd)
+        await admission.finish(answer.prompt_tokens, answer.cost_usd)
     finally:
         await admission.release()
     return json_response(

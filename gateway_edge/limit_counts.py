@@ -3,42 +3,67 @@ PostgreSQL when that is the session store and no Redis is named, or in one edge'
 
 Two kinds of count: amounts added up per window (requests, tokens, micro-USD; a window is a
 UTC minute, day or month) and places among concurrent turns (each held under a lease, so that
-an edge that died mid-turn cannot hold one for ever). Every operation is one atomic step of the
-store (a Redis pipeline or Lua script, one PostgreSQL transaction), never an edge's own
-read-modify-write.
+an edge that died mid-turn cannot hold one for ever). A request makes two calls of its store,
+each one atomic step (a Lua script, one PostgreSQL transaction): `take` when it starts (count
+it, read its budgets, take its places) and `give_back` when it ends (charge what it spent, give
+its places back).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from gateway_edge.redis_link import RedisError, RedisLink
 from services.config import POSTGRES_URL_PREFIXES
 
 Period = Literal["minute", "day", "month"]
 # A turn holds its place among an identity's concurrent turns at most this long.
 TURN_LEASE_SECONDS = 30 * 60
 _SECONDS: dict[str, int] = {"minute": 60, "day": 86_400}
+NO_CEILING = 2**62
 
 
 def window(period: Period, now: float) -> tuple[str, float]:
     """The current window of `period` (UTC): its label, and the seconds until it ends."""
     if period == "month":
-        today = datetime.datetime.fromtimestamp(now, datetime.UTC)
-        year, month = divmod(today.year * 12 + today.month, 12)  # the next month, 0-based
-        following = datetime.datetime(year, month + 1, 1, tzinfo=datetime.UTC)
-        return f"{today.year}-{today.month:02}", following.timestamp() - now
+        label, end = _month_of(int(now // 86_400))
+        return label, end - now
     seconds = _SECONDS[period]
     number = int(now // seconds)
     return str(number), (number + 1) * seconds - now
 
 
-# (key, period, amount): add `amount` to `key`'s current window of `period`.
-Addition = tuple[str, Period, int]
+@functools.lru_cache(maxsize=4)
+def _month_of(day: int) -> tuple[str, float]:
+    """The month of a UTC day (days since 1970): its label and the Unix time it ends."""
+    today = datetime.datetime.fromtimestamp(day * 86_400, datetime.UTC)
+    year, month = divmod(today.year * 12 + today.month, 12)  # the next month, 0-based
+    following = datetime.datetime(year, month + 1, 1, tzinfo=datetime.UTC)
+    return f"{today.year}-{today.month:02}", following.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """`amount` added to `key`'s current window of `period` (0 reads it); a total above
+    `ceiling` refuses the request."""
+
+    key: str
+    period: Period
+    amount: int
+    ceiling: int = NO_CEILING
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    totals: list[int]  # each count's total, its amount included
+    over: bool  # a total passed its ceiling: no place was taken
+    full: int | None  # the place that was full (none taken); None: all were taken
 
 
 class LimitStoreDown(Exception):
@@ -46,14 +71,14 @@ class LimitStoreDown(Exception):
 
 
 class Counts(Protocol):
-    async def add(self, additions: Sequence[Addition]) -> list[int]:
-        """Adds each amount to its window (0 reads it), together: the totals after adding."""
+    async def take(
+        self, counts: Sequence[Count], places: Sequence[tuple[str, int]], token: str
+    ) -> Taken:
+        """Adds `counts`; unless one passed its ceiling, takes a place under each key of
+        `places` (key, how many at most) for `token`, all or none."""
 
-    async def enter(self, key: str, limit: int) -> str | None:
-        """Takes one of `limit` places under `key`; its token, or None when all are taken."""
-
-    async def leave(self, key: str, token: str) -> None:
-        """Gives a place back."""
+    async def give_back(self, charges: Sequence[Count], places: Sequence[str], token: str) -> None:
+        """Adds `charges` and gives `token`'s places back."""
 
     async def close(self) -> None:
         """Lets go of the store."""
@@ -67,40 +92,81 @@ class LocalCounts:
         self._windows: dict[tuple[str, Period], tuple[str, int]] = {}
         self._places: dict[str, set[str]] = {}
 
-    async def add(self, additions: Sequence[Addition]) -> list[int]:
-        now = time.time()
+    def _add(self, counts: Sequence[Count], now: float) -> list[int]:
         totals = []
-        for key, period, amount in additions:
-            label, _ = window(period, now)
-            known, total = self._windows.get((key, period), (label, 0))
-            total = total + amount if known == label else amount
-            self._windows[key, period] = (label, total)
+        for count in counts:
+            label, _ = window(count.period, now)
+            known, total = self._windows.get((count.key, count.period), (label, 0))
+            total = total + count.amount if known == label else count.amount
+            self._windows[count.key, count.period] = (label, total)
             totals.append(total)
         return totals
 
-    async def enter(self, key: str, limit: int) -> str | None:
-        places = self._places.setdefault(key, set())
-        if len(places) >= limit:
-            return None
-        token = uuid.uuid4().hex
-        places.add(token)
-        return token
+    async def take(
+        self, counts: Sequence[Count], places: Sequence[tuple[str, int]], token: str
+    ) -> Taken:
+        totals = self._add(counts, time.time())
+        if any(total > count.ceiling for total, count in zip(totals, counts, strict=True)):
+            return Taken(totals, over=True, full=None)
+        for index, (key, limit) in enumerate(places):
+            if len(self._places.get(key, ())) >= limit:
+                return Taken(totals, over=False, full=index)
+        for key, _ in places:
+            self._places.setdefault(key, set()).add(token)
+        return Taken(totals, over=False, full=None)
 
-    async def leave(self, key: str, token: str) -> None:
-        self._places.get(key, set()).discard(token)
+    async def give_back(self, charges: Sequence[Count], places: Sequence[str], token: str) -> None:
+        self._add(charges, time.time())
+        for key in places:
+            self._places.get(key, set()).discard(token)
 
     async def close(self) -> None:
         return None
 
 
-# A place among concurrent turns is a member of a sorted set scored by its lease's end; places
-# whose lease ended are dropped before counting, all in one atomic step.
-_ENTER = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return 1
+# KEYS: the counted windows, then the place sets. ARGV: how many windows, now, the lease's end,
+# the token, the lease in seconds; (amount, seconds to keep, ceiling) per window; the most
+# places per set. Returns each window's total, then -1 (over a ceiling), 0 (places taken) or
+# the number of the set that was full.
+_TAKE = """
+local windows = tonumber(ARGV[1])
+local totals = {}
+local over = false
+for i = 1, windows do
+  local at = 5 + (i - 1) * 3
+  local total = redis.call('INCRBY', KEYS[i], ARGV[at + 1])
+  if total == tonumber(ARGV[at + 1]) then redis.call('EXPIRE', KEYS[i], ARGV[at + 2]) end
+  totals[i] = total
+  if total > tonumber(ARGV[at + 3]) then over = true end
+end
+local outcome = 0
+if over then
+  outcome = -1
+else
+  for j = windows + 1, #KEYS do
+    redis.call('ZREMRANGEBYSCORE', KEYS[j], '-inf', ARGV[2])
+    if redis.call('ZCARD', KEYS[j]) >= tonumber(ARGV[5 + windows * 3 + j - windows]) then
+      for k = windows + 1, j - 1 do redis.call('ZREM', KEYS[k], ARGV[4]) end
+      outcome = j - windows
+      break
+    end
+    redis.call('ZADD', KEYS[j], ARGV[3], ARGV[4])
+    redis.call('EXPIRE', KEYS[j], ARGV[5])
+  end
+end
+totals[windows + 1] = outcome
+return totals
+"""
+# KEYS: the charged windows, then the place sets. ARGV: how many windows, the token; (amount,
+# seconds to keep) per window.
+_GIVE_BACK = """
+local windows = tonumber(ARGV[1])
+for i = 1, windows do
+  local total = redis.call('INCRBY', KEYS[i], ARGV[1 + i * 2])
+  if total == tonumber(ARGV[1 + i * 2]) then redis.call('EXPIRE', KEYS[i], ARGV[2 + i * 2]) end
+end
+for j = windows + 1, #KEYS do redis.call('ZREM', KEYS[j], ARGV[2]) end
+return 0
 """
 
 
@@ -108,56 +174,47 @@ class RedisCounts:
     """Counts in Redis, shared by every edge that names the same store."""
 
     def __init__(self, url: str) -> None:
-        # Imported only when a store is configured.
-        from redis.asyncio import Redis
-        from redis.exceptions import RedisError
+        self._link = RedisLink(url)
 
-        self._redis: Any = Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        self._enter = self._redis.register_script(_ENTER)
-        self._failures = (RedisError, OSError)
-
-    async def _call(self, work: Callable[[], Awaitable[Any]]) -> Any:
+    async def _run(self, script: str, keys: list[str], arguments: list[Any]) -> Any:
         try:
-            return await work()
-        except self._failures as error:
-            raise LimitStoreDown(str(error) or type(error).__name__) from None
+            return await self._link.run_script(script, keys, arguments)
+        except RedisError as error:
+            raise LimitStoreDown(str(error)) from None
 
-    async def add(self, additions: Sequence[Addition]) -> list[int]:
+    @staticmethod
+    def _windows(counts: Sequence[Count], now: float) -> tuple[list[str], list[list[Any]]]:
+        keys, arguments = [], []
+        for count in counts:
+            label, left = window(count.period, now)
+            keys.append(f"clawgate:limit:{count.key}:{label}")
+            arguments.append([count.amount, int(left) + 60, count.ceiling])
+        return keys, arguments
+
+    async def take(
+        self, counts: Sequence[Count], places: Sequence[tuple[str, int]], token: str
+    ) -> Taken:
         now = time.time()
+        keys, per_window = self._windows(counts, now)
+        arguments: list[Any] = [len(counts), now, now + TURN_LEASE_SECONDS, token]
+        arguments.append(TURN_LEASE_SECONDS)
+        for amount_keep_ceiling in per_window:
+            arguments += amount_keep_ceiling
+        keys += [f"clawgate:limit:{key}" for key, _ in places]
+        arguments += [limit for _, limit in places]
+        *totals, outcome = await self._run(_TAKE, keys, arguments)
+        return Taken(totals, over=outcome == -1, full=outcome - 1 if outcome > 0 else None)
 
-        async def count() -> Any:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for key, period, amount in additions:
-                    label, left = window(period, now)
-                    counted = f"clawgate:limit:{key}:{label}"
-                    pipe.incrby(counted, amount)
-                    pipe.expire(counted, int(left) + 60)
-                return await pipe.execute()
-
-        replies = await self._call(count)
-        return [int(total) for total in replies[::2]]
-
-    async def enter(self, key: str, limit: int) -> str | None:
-        now = time.time()
-        token = uuid.uuid4().hex
-        arguments: list[float | int | str] = [
-            now,
-            now + TURN_LEASE_SECONDS,
-            limit,
-            token,
-            TURN_LEASE_SECONDS,
-        ]
-
-        async def take() -> Any:
-            return await self._enter(keys=[f"clawgate:limit:{key}"], args=arguments)
-
-        return token if await self._call(take) else None
-
-    async def leave(self, key: str, token: str) -> None:
-        await self._call(lambda: self._redis.zrem(f"clawgate:limit:{key}", token))
+    async def give_back(self, charges: Sequence[Count], places: Sequence[str], token: str) -> None:
+        keys, per_window = self._windows(charges, time.time())
+        arguments: list[Any] = [len(charges), token]
+        for amount, keep, _ in per_window:
+            arguments += [amount, keep]
+        keys += [f"clawgate:limit:{key}" for key in places]
+        await self._run(_GIVE_BACK, keys, arguments)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._link.close()
 
 
 # Made by whichever edge starts first; the advisory lock keeps two from racing on it.
@@ -202,77 +259,95 @@ class PostgresCounts:
                 self._pool = pool
         return self._pool
 
-    async def _call(self, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def _in_transaction(self, work: Callable[[Any], Awaitable[Any]]) -> Any:
         import asyncpg  # only when PostgreSQL counts
 
         try:
             pool = self._pool or await self._opened()
-            async with pool.acquire() as connection:
+            async with pool.acquire() as connection, connection.transaction():
                 return await work(connection)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
             raise LimitStoreDown(str(error) or type(error).__name__) from None
 
-    async def add(self, additions: Sequence[Addition]) -> list[int]:
-        now = time.time()
-        windows = [window(period, now) for _, period, _ in additions]
-        columns = (
-            [key for key, _, _ in additions],
+    async def _add(self, connection: Any, counts: Sequence[Count], now: float) -> list[int]:
+        if not counts:
+            return []
+        if now - self._swept > SWEEP_SECONDS:
+            self._swept = now
+            await connection.execute("DELETE FROM clawgate_limit_counts WHERE expires_at < $1", now)
+        windows = [window(count.period, now) for count in counts]
+        rows = await connection.fetch(
+            _POSTGRES_ADD,
+            [count.key for count in counts],
             [label for label, _ in windows],
-            [amount for _, _, amount in additions],
+            [count.amount for count in counts],
             [now + left + 60 for _, left in windows],
         )
-        sweep = now - self._swept > SWEEP_SECONDS
-        if sweep:
-            self._swept = now
-
-        async def count(connection: Any) -> Any:
-            if sweep:
-                await connection.execute(
-                    "DELETE FROM clawgate_limit_counts WHERE expires_at < $1", now
-                )
-            return await connection.fetch(_POSTGRES_ADD, *columns)
-
-        rows = await self._call(count)
         totals = {(row["key"], row["label"]): row["total"] for row in rows}
-        return [totals[key, label] for key, (label, _) in zip(columns[0], windows, strict=True)]
+        return [totals[count.key, label] for count, (label, _) in zip(counts, windows, strict=True)]
 
-    async def enter(self, key: str, limit: int) -> str | None:
+    async def take(
+        self, counts: Sequence[Count], places: Sequence[tuple[str, int]], token: str
+    ) -> Taken:
         now = time.time()
-        token = uuid.uuid4().hex
 
-        async def take(connection: Any) -> bool:
-            async with connection.transaction():
-                # One key's places are counted and taken by one edge at a time.
-                await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
+        async def work(connection: Any) -> Taken:
+            totals = await self._add(connection, counts, now)
+            if any(total > count.ceiling for total, count in zip(totals, counts, strict=True)):
+                return Taken(totals, over=True, full=None)
+            async with connection.transaction():  # a savepoint: the places, all or none
+                for index, (key, limit) in enumerate(places):
+                    # One key's places are counted and taken by one edge at a time.
+                    await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
+                    await connection.execute(
+                        "DELETE FROM clawgate_limit_places WHERE key = $1 AND lease_end < $2",
+                        key,
+                        now,
+                    )
+                    taken = await connection.fetchval(
+                        "SELECT count(*) FROM clawgate_limit_places WHERE key = $1", key
+                    )
+                    if taken >= limit:
+                        raise _Full(Taken(totals, over=False, full=index))
+                    await connection.execute(
+                        "INSERT INTO clawgate_limit_places VALUES ($1, $2, $3)",
+                        key,
+                        token,
+                        now + TURN_LEASE_SECONDS,
+                    )
+            return Taken(totals, over=False, full=None)
+
+        async def counted_even_when_full(connection: Any) -> Taken:
+            try:
+                return await work(connection)
+            except _Full as full:
+                return full.taken
+
+        result: Taken = await self._in_transaction(counted_even_when_full)
+        return result
+
+    async def give_back(self, charges: Sequence[Count], places: Sequence[str], token: str) -> None:
+        async def work(connection: Any) -> None:
+            await self._add(connection, charges, time.time())
+            if places:
                 await connection.execute(
-                    "DELETE FROM clawgate_limit_places WHERE key = $1 AND lease_end < $2", key, now
-                )
-                taken = await connection.fetchval(
-                    "SELECT count(*) FROM clawgate_limit_places WHERE key = $1", key
-                )
-                if taken >= limit:
-                    return False
-                await connection.execute(
-                    "INSERT INTO clawgate_limit_places VALUES ($1, $2, $3)",
-                    key,
+                    "DELETE FROM clawgate_limit_places WHERE key = ANY($1::text[]) AND token = $2",
+                    list(places),
                     token,
-                    now + TURN_LEASE_SECONDS,
                 )
-                return True
 
-        return token if await self._call(take) else None
-
-    async def leave(self, key: str, token: str) -> None:
-        async def give_back(connection: Any) -> None:
-            await connection.execute(
-                "DELETE FROM clawgate_limit_places WHERE key = $1 AND token = $2", key, token
-            )
-
-        await self._call(give_back)
+        await self._in_transaction(work)
 
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
+
+
+class _Full(Exception):
+    """A place set was full: its savepoint rolls the places back, the counts stay."""
+
+    def __init__(self, taken: Taken) -> None:
+        self.taken = taken
 
 
 def counts_for(store: str | None, sessions_store: str) -> Counts:

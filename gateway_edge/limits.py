@@ -4,7 +4,8 @@ Counted where gateway_edge/limit_counts.py says, so that every edge of a deploym
 
 A turn is admitted while each of its budgets has room left; the room goes to the worker with
 the turn (RunTurnRequest.budget), which caps the turn's answers to it, and what the turn spent
-(TurnFinished.spent) is charged to every budget when it finishes.
+(TurnFinished.spent) is charged to every budget when it finishes. Each request makes two calls
+of the store: one when it starts, one when it ends (limit_counts.Counts).
 
 A limit store that does not answer is `onStoreDown`'s choice: "open" admits the turn, logs a
 warning and counts the failure (`clawgate_edge_limit_store_failures_total`); "closed" refuses
@@ -16,11 +17,12 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway_edge.errors import ApiError
-from gateway_edge.limit_counts import Addition, Counts, LimitStoreDown, Period, window
+from gateway_edge.limit_counts import Count, Counts, LimitStoreDown, Period, window
 from services.limits_config import LimitsConfig, LimitSet
 
 log = logging.getLogger("clawgate.edge.limits")
@@ -61,56 +63,78 @@ def out_of_quota(message: str, retry_after: float, headers: RequestHeaders) -> A
     return error
 
 
-@dataclass(slots=True)
-class Charge:
-    """A budget a finished turn's spend is added to."""
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """One count a request makes: its requests per minute (budget None) or one budget."""
 
+    scope: str  # "identity" or "agent"
+    who: str
+    budget: Budget | None
+    limit: float
     key: str
-    period: Period
-    in_usd: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one identity's requests on one agent count, worked out once."""
+
+    checks: tuple[_Check, ...]
+    places: tuple[tuple[str, int, str, str], ...]  # key, at most, scope, who
+
+    def counts(self, spends: bool) -> list[Count]:
+        return [
+            Count(check.key, check.budget.period, 0, _ceiling(check.budget, check.limit))
+            if check.budget is not None
+            else Count(check.key, "minute", 1, int(check.limit))
+            for check in self.checks
+            if spends or check.budget is None
+        ]
+
+
+def _ceiling(budget: Budget, limit: float) -> int:
+    """The most a budget's count may read and still let a request in: just under its limit."""
+    return math.ceil(limit * MICRO_USD if budget.in_usd else limit) - 1
 
 
 @dataclass
 class Admission:
-    """A turn let in: the headers its answer carries, the room its budgets leave (None: no
-    budget of that kind), and its places to give back and budgets to charge."""
+    """A request let in: the headers its answer carries, the room its budgets leave (None: no
+    budget of that kind), and what to charge and give back when it ends."""
 
     headers: RequestHeaders = field(default_factory=list)
     tokens_left: int | None = None
     usd_left: float | None = None
-    charges: list[Charge] = field(default_factory=list)
-    places: list[tuple[str, str]] = field(default_factory=list)  # (key, token) to give back
-    counts: Counts | None = None  # where the places are held; None once given back
+    charges: list[tuple[Budget, str]] = field(default_factory=list)  # budget, key
+    places: list[str] = field(default_factory=list)
+    token: str = ""
+    counts: Counts | None = None  # None once it ended
     on_failure: Callable[[], None] = lambda: None
 
-    async def charge(self, tokens: int, cost_usd: float) -> None:
-        """Adds what the turn spent to each of its budgets (a store that does not answer then
-        loses this charge: logged and counted, the answer goes on)."""
-        if not self.charges or self.counts is None:
-            return
-        additions: list[Addition] = [
-            (charge.key, charge.period, round(cost_usd * MICRO_USD) if charge.in_usd else tokens)
-            for charge in self.charges
-        ]
-        try:
-            await self.counts.add(additions)
-        except LimitStoreDown as down:
-            self.on_failure()
-            log.warning("limit store: a turn's spend was not charged (%s)", down)
-
-    async def release(self) -> None:
+    async def finish(self, tokens: int, cost_usd: float) -> None:
+        """Charges what the request spent to its budgets and gives its places back (a store
+        that does not answer loses the charge: logged and counted, the answer goes on)."""
         counts, self.counts = self.counts, None
         if counts is None:
             return
-        for key, token in self.places:
-            try:
-                await counts.leave(key, token)
-            except LimitStoreDown as down:
-                log.warning("limit store: a place was not given back (%s); its lease ends it", down)
+        charges = [
+            Count(key, budget.period, round(cost_usd * MICRO_USD) if budget.in_usd else tokens)
+            for budget, key in self.charges
+        ]
+        try:
+            await counts.give_back(charges, self.places, self.token)
+        except LimitStoreDown as down:
+            self.on_failure()
+            log.warning("limit store: a spend or a place was not given back (%s)", down)
+
+    async def release(self) -> None:
+        """Ends a request that spent nothing known (failed, cancelled): its places go back."""
+        await self.finish(0, 0.0)
 
 
 NO_LIMITS = Admission()
 _UNLIMITED = LimitSet()
+# Plans kept at most: one per identity and agent that asked (people behind one proxy).
+_PLANS_KEPT = 10_000
 
 
 class Limits:
@@ -124,25 +148,48 @@ class Limits:
         self._identities = {
             who: limits.over(config.default) for who, limits in config.identities.items()
         }
+        self._plans: dict[tuple[str, str], _Plan] = {}
         self.active = bool(
             config.identities or config.agents or config.default.model_dump(exclude_none=True)
         )
 
-    def _of(self, identity: str, agent: str) -> tuple[LimitSet, LimitSet]:
+    def _plan(self, identity: str, agent: str) -> _Plan:
+        plan = self._plans.get((identity, agent))
+        if plan is not None:
+            return plan
         mine = self._identities.get(identity, self._config.default)
-        return mine, self._config.agents.get(agent, _UNLIMITED)
+        scopes = (
+            ("identity", identity, mine),
+            ("agent", agent, self._config.agents.get(agent, _UNLIMITED)),
+        )
+        checks, places = [], []
+        for scope, who, limits in scopes:
+            if limits.requests_per_minute is not None:
+                rpm = limits.requests_per_minute
+                checks.append(_Check(scope, who, None, rpm, f"rpm:{scope}:{who}"))
+            for budget in BUDGETS:
+                limit = getattr(limits, budget.field)
+                if limit is not None:
+                    key = f"{budget.prefix}:{scope}:{who}"
+                    checks.append(_Check(scope, who, budget, limit, key))
+            if limits.concurrent_turns is not None:
+                places.append((f"turns:{scope}:{who}", limits.concurrent_turns, scope, who))
+        if len(self._plans) >= _PLANS_KEPT:
+            self._plans.clear()
+        plan = self._plans[identity, agent] = _Plan(tuple(checks), tuple(places))
+        return plan
 
     async def close(self) -> None:
         await self._counts.close()
 
     async def admit(self, identity: str, agent: str, spends: bool = True) -> Admission:
-        """Lets a turn of `identity` on `agent` in, or raises ApiError (429, or 503 when the
-        store is down and onStoreDown is "closed"). `spends`: the call spends tokens, so
-        its budgets are checked."""
+        """Lets a request of `identity` on `agent` in, or raises ApiError (429, or 503 when
+        the store is down and onStoreDown is "closed"). `spends`: the request spends tokens,
+        so its budgets are checked and charged."""
         if not self.active:
             return NO_LIMITS
         try:
-            return await self._admit(identity, agent, spends)
+            return await self._admit(self._plan(identity, agent), spends)
         except LimitStoreDown as down:
             self._on_failure()
             if self._config.on_store_down == "closed":
@@ -156,95 +203,80 @@ class Limits:
             log.warning("limit store down (%s): the turn goes on unlimited (onStoreDown)", down)
             return NO_LIMITS
 
-    async def _admit(self, identity: str, agent: str, spends: bool) -> Admission:
-        mine, agents = self._of(identity, agent)
-        scopes = (("identity", identity, mine), ("agent", agent, agents))
-        admission = Admission(counts=self._counts, on_failure=self._on_failure)
-        # The requests are counted, and the budgets read (an addition of 0), in one step.
-        additions: list[Addition] = []
-        checks: list[tuple[str, str, Budget | None, float]] = []  # scope, who, budget, limit
-        for scope, who, limits in scopes:
-            if limits.requests_per_minute is not None:
-                additions.append((f"rpm:{scope}:{who}", "minute", 1))
-                checks.append((scope, who, None, limits.requests_per_minute))
-            for budget in BUDGETS if spends else ():
-                limit = getattr(limits, budget.field)
-                if limit is not None:
-                    key = f"{budget.prefix}:{scope}:{who}"
-                    additions.append((key, budget.period, 0))
-                    checks.append((scope, who, budget, limit))
-                    admission.charges.append(Charge(key, budget.period, budget.in_usd))
-        totals = await self._counts.add(additions) if additions else []
+    async def _admit(self, plan: _Plan, spends: bool) -> Admission:
+        checks = [check for check in plan.checks if spends or check.budget is None]
+        places = [(key, limit) for key, limit, _, _ in plan.places]
+        token = uuid.uuid4().hex
+        taken = await self._counts.take(plan.counts(spends), places, token)
+        admission = Admission(
+            token=token,
+            places=[key for key, _ in places],
+            counts=self._counts,
+            on_failure=self._on_failure,
+        )
         now = time.time()
-        for (scope, who, checked, limit), total in zip(checks, totals, strict=True):
-            _, reset = window(checked.period if checked else "minute", now)
-            if checked is None:
-                self._count_request(admission, scope, who, int(limit), total, reset)
+        refusal: ApiError | None = None
+        for check, total in zip(checks, taken.totals, strict=True):
+            _, reset = window(check.budget.period if check.budget else "minute", now)
+            if check.budget is None:
+                refused = _count_request(admission, check, total, reset)
             else:
-                self._check_budget(admission, scope, who, checked, limit, total, reset)
-        for scope, who, limits in scopes:
-            at_once = limits.concurrent_turns
-            if at_once is None:
-                continue
-            key = f"turns:{scope}:{who}"
-            token = await self._counts.enter(key, at_once)
-            if token is None:
-                await admission.release()
-                raise rate_limited(
-                    f"Too many turns at once for {scope} {who!r}: at most {at_once}"
-                    " (gateway.limits).",
-                    1,
-                    admission.headers,
-                )
-            admission.places.append((key, token))
+                admission.charges.append((check.budget, check.key))
+                refused = _check_budget(admission, check, check.budget, total, reset)
+            refusal = refusal or refused
+        if refusal is None and taken.full is not None:
+            _, at_once, scope, who = plan.places[taken.full]
+            message = f"Too many turns at once for {scope} {who!r}: at most {at_once}"
+            refusal = rate_limited(f"{message} (gateway.limits).", 1, admission.headers)
+        if refusal is not None:
+            # The headers of every limit, whichever refused.
+            refusal.headers.update((n.decode(), v.decode()) for n, v in admission.headers)
+            raise refusal
         return admission
 
-    @staticmethod
-    def _count_request(
-        admission: Admission, scope: str, who: str, limit: int, count: int, reset: float
-    ) -> None:
-        if scope == "identity":
-            admission.headers += _rate_headers("requests", limit, count, reset)
-        if count > limit:
-            raise rate_limited(
-                f"Rate limit reached for {scope} {who!r}: {limit} requests per minute"
-                " (gateway.limits).",
-                reset,
-                admission.headers,
-            )
 
-    @staticmethod
-    def _check_budget(
-        admission: Admission,
-        scope: str,
-        who: str,
-        budget: Budget,
-        limit: float,
-        spent: int,
-        reset: float,
-    ) -> None:
-        if budget.in_usd:
-            left_usd = limit - spent / MICRO_USD
-            if admission.usd_left is None or left_usd < admission.usd_left:
-                admission.usd_left = left_usd
-            exhausted = left_usd <= 0
-        else:
-            left = int(limit) - spent
-            if admission.tokens_left is None or left < admission.tokens_left:
-                admission.tokens_left = left
-            exhausted = left <= 0
-            if scope == "identity" and budget.period == "minute":
-                admission.headers += _rate_headers("tokens", int(limit), spent, reset)
-        if not exhausted:
-            return
-        said = budget.field.replace("_", " ").replace("usd", "USD")
-        message = (
-            f"Budget reached for {scope} {who!r}: {limit:g} {said} (gateway.limits);"
-            f" it renews in {max(math.ceil(reset), 1)} s."
-        )
-        if budget.period == "minute":
-            raise rate_limited(message, reset, admission.headers)
-        raise out_of_quota(message, reset, admission.headers)
+def _count_request(
+    admission: Admission, check: _Check, count: int, reset: float
+) -> ApiError | None:
+    limit = int(check.limit)
+    if check.scope == "identity":
+        admission.headers += _rate_headers("requests", limit, count, reset)
+    if count <= limit:
+        return None
+    return rate_limited(
+        f"Rate limit reached for {check.scope} {check.who!r}: {limit} requests per minute"
+        " (gateway.limits).",
+        reset,
+        [],
+    )
+
+
+def _check_budget(
+    admission: Admission, check: _Check, budget: Budget, spent: int, reset: float
+) -> ApiError | None:
+    limit = check.limit
+    if budget.in_usd:
+        left_usd = limit - spent / MICRO_USD
+        if admission.usd_left is None or left_usd < admission.usd_left:
+            admission.usd_left = left_usd
+        exhausted = left_usd <= 0
+    else:
+        left = int(limit) - spent
+        if admission.tokens_left is None or left < admission.tokens_left:
+            admission.tokens_left = left
+        exhausted = left <= 0
+        if check.scope == "identity" and budget.period == "minute":
+            admission.headers += _rate_headers("tokens", int(limit), spent, reset)
+    if not exhausted:
+        return None
+    said = budget.field.replace("_", " ").replace("usd", "USD")
+    message = (
+        f"Budget reached for {check.scope} {check.who!r}: {limit:g} {said} (gateway.limits);"
+        f" it renews in {max(math.ceil(reset), 1)} s."
+    )
+    if budget.period == "minute":
+        return rate_limited(message, reset, [])
+    return out_of_quota(message, reset, [])
 
 
 def _rate_headers(kind: str, limit: int, used: int, reset: float) -> RequestHeaders:

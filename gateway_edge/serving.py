@@ -255,9 +255,9 @@ class TurnEndpoint:
                         case pb.TurnFinished():
                             finished = True
                             self._completion_tokens.inc(event.usage.completion_tokens)
-                            # Charged before the client reads the end: its next request
-                            # sees this turn's spend.
-                            await admission.charge(event.spent.tokens, event.spent.cost_usd)
+                            # Charged (and its places given back) before the client reads
+                            # the end: its next request sees this turn's spend.
+                            await admission.finish(event.spent.tokens, event.spent.cost_usd)
                             frames.append(encoder.finish(event))
                         case _:
                             assert_never(event)
@@ -290,7 +290,7 @@ class TurnEndpoint:
                         pass  # the finished event has the client's calls whole
                     case pb.TurnFinished():
                         self._completion_tokens.inc(event.usage.completion_tokens)
-                        await admission.charge(event.spent.tokens, event.spent.cost_usd)
+                        await admission.finish(event.spent.tokens, event.spent.cost_usd)
                         return encoder.whole(texts, event, thoughts)
                     case _:
                         assert_never(event)
