@@ -31,21 +31,21 @@ NO_CEILING = 2**62
 
 def window(period: Period, now: float) -> tuple[str, float]:
     """The current window of `period` (UTC): its label, and the seconds until it ends."""
+    label, end = _window_of(period, int(now))
+    return label, end - now
+
+
+@functools.lru_cache(maxsize=8)  # every request asks: worked out once a second per period
+def _window_of(period: Period, second: int) -> tuple[str, float]:
+    """The window of `period` holding the UTC second `second`: its label and its end."""
     if period == "month":
-        label, end = _month_of(int(now // 86_400))
-        return label, end - now
+        today = datetime.datetime.fromtimestamp(second, datetime.UTC)
+        year, month = divmod(today.year * 12 + today.month, 12)  # the next month, 0-based
+        following = datetime.datetime(year, month + 1, 1, tzinfo=datetime.UTC)
+        return f"{today.year}-{today.month:02}", following.timestamp()
     seconds = _SECONDS[period]
-    number = int(now // seconds)
-    return str(number), (number + 1) * seconds - now
-
-
-@functools.lru_cache(maxsize=4)
-def _month_of(day: int) -> tuple[str, float]:
-    """The month of a UTC day (days since 1970): its label and the Unix time it ends."""
-    today = datetime.datetime.fromtimestamp(day * 86_400, datetime.UTC)
-    year, month = divmod(today.year * 12 + today.month, 12)  # the next month, 0-based
-    following = datetime.datetime(year, month + 1, 1, tzinfo=datetime.UTC)
-    return f"{today.year}-{today.month:02}", following.timestamp()
+    number = second // seconds
+    return str(number), (number + 1) * seconds
 
 
 @dataclass(frozen=True, slots=True)

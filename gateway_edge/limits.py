@@ -14,6 +14,7 @@ it with 503.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -76,19 +77,31 @@ class _Check:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """What one identity's requests on one agent count, worked out once."""
+    """What one identity's requests on one agent count, worked out once: the checks and the
+    counts they make (all, or without the budgets for a request that spends nothing)."""
 
     checks: tuple[_Check, ...]
     places: tuple[tuple[str, int, str, str], ...]  # key, at most, scope, who
+    place_limits: tuple[tuple[str, int], ...]
+    spending: tuple[tuple[_Check, ...], tuple[Count, ...]]
+    not_spending: tuple[tuple[_Check, ...], tuple[Count, ...]]
 
-    def counts(self, spends: bool) -> list[Count]:
-        return [
+    @classmethod
+    def of(cls, checks: list[_Check], places: list[tuple[str, int, str, str]]) -> _Plan:
+        counts = [
             Count(check.key, check.budget.period, 0, _ceiling(check.budget, check.limit))
             if check.budget is not None
             else Count(check.key, "minute", 1, int(check.limit))
-            for check in self.checks
-            if spends or check.budget is None
+            for check in checks
         ]
+        free = [index for index, check in enumerate(checks) if check.budget is None]
+        return cls(
+            tuple(checks),
+            tuple(places),
+            tuple((key, limit) for key, limit, _, _ in places),
+            (tuple(checks), tuple(counts)),
+            (tuple(checks[i] for i in free), tuple(counts[i] for i in free)),
+        )
 
 
 def _ceiling(budget: Budget, limit: float) -> int:
@@ -119,7 +132,10 @@ class Admission:
         charges = [
             Count(key, budget.period, round(cost_usd * MICRO_USD) if budget.in_usd else tokens)
             for budget, key in self.charges
+            if (cost_usd if budget.in_usd else tokens)
         ]
+        if not charges and not self.places:  # nothing to tell the store
+            return
         try:
             await counts.give_back(charges, self.places, self.token)
         except LimitStoreDown as down:
@@ -149,6 +165,9 @@ class Limits:
             who: limits.over(config.default) for who, limits in config.identities.items()
         }
         self._plans: dict[tuple[str, str], _Plan] = {}
+        # A place's token: this edge, then a number of its own.
+        self._edge = f"{uuid.uuid4().hex[:12]}:"
+        self._tokens = itertools.count()
         self.active = bool(
             config.identities or config.agents or config.default.model_dump(exclude_none=True)
         )
@@ -176,7 +195,7 @@ class Limits:
                 places.append((f"turns:{scope}:{who}", limits.concurrent_turns, scope, who))
         if len(self._plans) >= _PLANS_KEPT:
             self._plans.clear()
-        plan = self._plans[identity, agent] = _Plan(tuple(checks), tuple(places))
+        plan = self._plans[identity, agent] = _Plan.of(checks, places)
         return plan
 
     async def close(self) -> None:
@@ -204,13 +223,12 @@ class Limits:
             return NO_LIMITS
 
     async def _admit(self, plan: _Plan, spends: bool) -> Admission:
-        checks = [check for check in plan.checks if spends or check.budget is None]
-        places = [(key, limit) for key, limit, _, _ in plan.places]
-        token = uuid.uuid4().hex
-        taken = await self._counts.take(plan.counts(spends), places, token)
+        checks, counts = plan.spending if spends else plan.not_spending
+        token = f"{self._edge}{next(self._tokens)}"
+        taken = await self._counts.take(counts, plan.place_limits, token)
         admission = Admission(
             token=token,
-            places=[key for key, _ in places],
+            places=[key for key, _ in plan.place_limits],
             counts=self._counts,
             on_failure=self._on_failure,
         )
