@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -31,10 +32,13 @@ from agent_worker.providers.base import Embedder
 from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_outbox import OpenTurns, RunTurn, batches_of_one_turn
 from agent_worker.turn_runner import Flushed, TurnRunner
+from agent_worker.usage import TOOL_PROVIDER, ModelUsage
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from services import tracing
 from services.ids import random_hex
+
+log = logging.getLogger("clawgate.worker.servicer")
 
 
 def served_span(context: grpc.aio.ServicerContext, method: str) -> tracing.Span:
@@ -246,11 +250,22 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             request.call_id or f"call_{random_hex()}", request.tool, request.arguments_json
         )
         outcome, result = await tools.invoke(call)
+        await self._record_tool_call(request, agent.id)
         return pb.InvokeToolResponse(
             outcome=outcome,
             result=result.text,
             duration_ms=round((time.monotonic() - started) * 1000),
         )
+
+    async def _record_tool_call(self, request: pb.InvokeToolRequest, agent_id: str) -> None:
+        """A tool invocation is a usage record of its own: model `tool/<name>`, no tokens. The
+        tool has run by now: a store that fails loses the record, not the result."""
+        call = ModelUsage(TOOL_PROVIDER, request.tool, Usage(), None)
+        identity = identity_of(caller_from_proto(request))
+        try:
+            await self._store.record_usage(random_hex(), identity, agent_id, (call,))
+        except TurnError as error:
+            log.warning("a tool invocation's usage record was not stored: %s", error.message)
 
     async def Embed(  # noqa: N802
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext

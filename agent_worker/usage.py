@@ -15,6 +15,8 @@ from agent_worker.metrics import WorkerMetrics
 from services.provider_config import ProviderConfig
 
 _PER_TOKEN = 1e-6  # catalog prices are per million tokens
+# A /tools/invoke call is a usage record of its own, with no tokens: model "tool/<its name>".
+TOOL_PROVIDER = "tool"
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,23 @@ def test_an_allowed_tool_answers_ok_with_its_result(stack: Stack) -> None:
     assert body["result"]["timezone"] == "Europe/Paris" and "datetime" in body["result"]
 
 
+def test_each_invocation_is_a_usage_record_of_its_own(stack: Stack) -> None:
+    def tool_rows() -> list[dict[str, Any]]:
+        answer = httpx.get(
+            f"{stack.base_url}/v1/usage", params={"group_by": "agent,model"}, headers=AUTH
+        )
+        rows: list[dict[str, Any]] = answer.json()["data"]
+        return [row for row in rows if row["model"] == "tool/time__get_current_time"]
+
+    before = sum(row["requests"] for row in tool_rows())
+    body = {"tool": "time__get_current_time", "args": {"timezone": "UTC"}, "agentId": "timed"}
+    for _ in range(2):
+        assert invoke(stack, body).status_code == 200
+    (row,) = tool_rows()
+    assert row["agent"] == "timed" and row["requests"] == before + 2
+    assert row["input_tokens"] == row["output_tokens"] == 0 and row["cost_usd"] == 0
+
+
 def test_the_agent_comes_from_the_session_key_and_name_wins_over_tool(stack: Stack) -> None:
     response = invoke(
         stack,
