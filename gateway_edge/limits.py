@@ -80,7 +80,6 @@ class _Plan:
     """What one identity's requests on one agent count, worked out once: the checks and the
     counts they make (all, or without the budgets for a request that spends nothing)."""
 
-    checks: tuple[_Check, ...]
     places: tuple[tuple[str, int, str, str], ...]  # key, at most, scope, who
     place_limits: tuple[tuple[str, int], ...]
     spending: tuple[tuple[_Check, ...], tuple[Count, ...]]
@@ -96,7 +95,6 @@ class _Plan:
         ]
         free = [index for index, check in enumerate(checks) if check.budget is None]
         return cls(
-            tuple(checks),
             tuple(places),
             tuple((key, limit) for key, limit, _, _ in places),
             (tuple(checks), tuple(counts)),

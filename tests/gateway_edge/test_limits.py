@@ -13,16 +13,10 @@ import pytest
 import redis
 
 from gateway_edge.errors import ApiError
-from gateway_edge.limit_counts import (
-    Count,
-    Counts,
-    LocalCounts,
-    PostgresCounts,
-    RedisCounts,
-    Taken,
-    window,
-)
+from gateway_edge.limit_counts import Count, Counts, LocalCounts, Taken, window
 from gateway_edge.limits import Limits
+from gateway_edge.postgres_counts import PostgresCounts
+from gateway_edge.redis_counts import RedisCounts
 from services.limits_config import LimitsConfig
 
 REDIS_URL = "redis://127.0.0.1:6379/12"  # the unit tests' own database
