@@ -63,7 +63,9 @@ def main() -> None:
         action="store_true",
         help="this checkout's pair with every limit on, counted in --limits-store",
     )
-    parser.add_argument("--limits-store", default="redis://127.0.0.1:6379/13")
+    parser.add_argument(
+        "--limits-store", default="redis://127.0.0.1:6379/13", help='a Redis URL, or "local"'
+    )
     args = parser.parse_args()
     trees = {
         "base": Tree("base", args.base.resolve(), args.base_cli),

@@ -226,10 +226,14 @@ LIMITS_ON = {
 
 
 def limited_by(store: str) -> Callable[[dict[str, Any]], None]:
-    """A config change: every limit of `gateway.limits` on, counted in `store` (Redis)."""
+    """A config change: every limit of `gateway.limits` on, counted in `store` (Redis; "local":
+    in the edge's process)."""
 
     def change(config: dict[str, Any]) -> None:
-        config["gateway"]["limits"] = {"store": store, "default": LIMITS_ON}
+        limits: dict[str, Any] = {"default": LIMITS_ON}
+        if store != "local":
+            limits["store"] = store
+        config["gateway"]["limits"] = limits
 
     return change
 
