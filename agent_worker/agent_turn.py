@@ -177,7 +177,13 @@ class AgentTurn:
                 if answer_room != sampling.max_tokens:
                     step_sampling = dataclasses.replace(sampling, max_tokens=answer_room)
                 provider_request = ProviderRequest(
-                    agent.model, messages, step_sampling, tools, choice, request.parallel_tool_calls
+                    agent.model,
+                    messages,
+                    step_sampling,
+                    tools,
+                    choice,
+                    request.parallel_tool_calls,
+                    agent.cache_retention,
                 )
                 shown = False
                 try:

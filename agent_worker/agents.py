@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 
 from agent_worker.domain import Sampling
 from agent_worker.errors import UnknownAgentError
-from services.agent_config import AgentConfig, AgentDefaults, model_refs
+from services.agent_config import (
+    AgentConfig,
+    AgentDefaults,
+    CacheRetention,
+    cache_retention_of,
+    model_refs,
+)
 from services.config import ClawgateConfig
 from services.mcp_config import DEFAULT_MAX_STEPS, matches_any
 
@@ -58,6 +64,8 @@ class Agent:
     compaction: CompactionSettings = field(default_factory=CompactionSettings)
     fallbacks: tuple[str, ...] = ()  # "provider/model" refs, tried in order after the model
     embedding_model: str = ""  # "provider/model" for embeddings; empty: the agent's own
+    # How long its model's provider keeps the prompt's prefix cached; None: nothing asked.
+    cache_retention: CacheRetention | None = None
 
     def may_use(self, tool_name: str) -> bool:
         return matches_any(tool_name, list(self.tools_allow)) and not matches_any(
@@ -112,6 +120,7 @@ class AgentRegistry:
                     compaction=compaction_settings(defaults, entry),
                     fallbacks=tuple(fallbacks),
                     embedding_model=entry.embedding_model or "",
+                    cache_retention=_cache_retention(config, entry, primary),
                 )
             )
         return cls(agents)
@@ -125,6 +134,18 @@ class AgentRegistry:
             known = ", ".join(sorted(self._agents)) or "none"
             raise UnknownAgentError(f"unknown agent {agent_id!r} (configured: {known})")
         return agent
+
+
+def _cache_retention(
+    config: ClawgateConfig, entry: AgentConfig, model_ref: str
+) -> CacheRetention | None:
+    """The configured retention; unset, "short" for an Anthropic Messages provider (whose
+    caching must be asked for), nothing elsewhere."""
+    chosen = cache_retention_of(config.agents.defaults, entry, model_ref)
+    provider = config.models.providers.get(model_ref.partition("/")[0])
+    if chosen is None and provider is not None and provider.api == "anthropic-messages":
+        return "short"
+    return chosen
 
 
 _SAMPLING_FIELDS = tuple(field.name for field in dataclasses.fields(Sampling))

@@ -49,6 +49,22 @@ class ModelChoice(Section):
     fallbacks: list[str] = Field(default_factory=list)
 
 
+CacheRetention = Literal["none", "short", "long"]
+
+
+class ModelParams(Section):
+    """`params` (OpenClaw's): for every model, one model, or one agent."""
+
+    # How long the provider keeps the prompt's prefix cached (docs/providers.md).
+    cache_retention: CacheRetention | None = Field(None, alias="cacheRetention")
+
+
+class ModelSettings(Section):
+    """`agents.defaults.models["provider/model"]` and an agent's own `models[...]`."""
+
+    params: ModelParams = Field(default_factory=ModelParams)
+
+
 def model_refs(model: str | ModelChoice) -> list[str]:
     """Every "provider/model" an agent's `model` names, the primary first."""
     return [model] if isinstance(model, str) else [model.primary, *model.fallbacks]
@@ -64,6 +80,8 @@ class AgentDefaults(Section):
     # A cap on the model's context window (tokens), for every agent.
     context_tokens: int | None = Field(None, alias="contextTokens", ge=256)
     compaction: CompactionDefaults = Field(default_factory=CompactionDefaults)
+    params: ModelParams = Field(default_factory=ModelParams)
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
 
 
 class AgentConfig(Section):
@@ -80,6 +98,8 @@ class AgentConfig(Section):
     compaction: CompactionOverrides | None = None
     # "provider/model" for POST /v1/embeddings; unset: the agent's own model.
     embedding_model: str | None = Field(None, alias="embeddingModel")
+    params: ModelParams | None = None
+    models: dict[str, ModelSettings] | None = None
 
 
 class AgentsConfig(Section):
@@ -99,3 +119,20 @@ class AgentsConfig(Section):
         if sum(agent.default for agent in agents) > 1:
             raise ValueError("more than one agent is marked default")
         return agents
+
+
+def cache_retention_of(
+    defaults: AgentDefaults, entry: AgentConfig, model_ref: str
+) -> CacheRetention | None:
+    """OpenClaw's merge order, later wins: `agents.defaults.params`, the defaults' entry for the
+    model, the agent's own entry for it, the agent's `params`."""
+    layers = [
+        defaults.params,
+        (defaults.models.get(model_ref) or ModelSettings()).params,
+        ((entry.models or {}).get(model_ref) or ModelSettings()).params,
+        entry.params or ModelParams(),
+    ]
+    chosen: CacheRetention | None = None
+    for params in layers:
+        chosen = params.cache_retention or chosen
+    return chosen

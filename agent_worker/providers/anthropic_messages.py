@@ -192,6 +192,32 @@ def _tools(request: ProviderRequest) -> dict[str, Any]:
     return {"tools": tools, "tool_choice": tool_choice}
 
 
+def _cache_marker(retention: str | None) -> dict[str, str] | None:
+    """Anthropic's `cache_control` for a retention: 5 minutes ("short") or an hour ("long")."""
+    if retention == "short":
+        return {"type": "ephemeral"}
+    if retention == "long":
+        return {"type": "ephemeral", "ttl": "1h"}
+    return None  # "none", or nothing asked
+
+
+def _mark_cached_prefix(body: dict[str, Any], marker: dict[str, str]) -> None:
+    """Breakpoints where Anthropic caches the prompt's prefix (three of its four): after the
+    tools, after the system prompt, and after the latest user message or tool results. The
+    last one moves on with every turn and tool-loop step; Anthropic finds the earlier prefix
+    again by looking back from it, so what was cached is read, not written anew."""
+    tools = body.get("tools")
+    if tools:
+        tools[-1] = {**tools[-1], "cache_control": marker}
+    system = body.get("system")
+    if system:
+        body["system"] = [{"type": "text", "text": system, "cache_control": marker}]
+    for turn in reversed(body["messages"]):
+        if turn["role"] == "user":
+            turn["content"][-1] = {**turn["content"][-1], "cache_control": marker}
+            return
+
+
 def _thinking_can_continue(messages: Sequence[ChatMessage]) -> bool:
     """With thinking on, Anthropic wants the last assistant turn's thinking back when it called
     tools. A client's own tool loop over the OpenAI API cannot send it (it never saw it): such a
@@ -378,6 +404,9 @@ class AnthropicMessagesProvider(HttpProvider):
         if sampling.stop:
             body["stop_sequences"] = list(sampling.stop)
         body.update(_tools(request))
+        marker = _cache_marker(request.cache_retention)
+        if marker is not None:
+            _mark_cached_prefix(body, marker)
         return body
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:

@@ -33,6 +33,8 @@ class ProviderRequest:
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     parallel_tool_calls: bool | None = None
+    # Ask the provider to cache the prompt's prefix ("short", "long"); "none" or None: do not.
+    cache_retention: str | None = None
 
 
 # Text, thinking and tool-call pieces, then one TurnFinished (whose tool_calls the runner fills in).

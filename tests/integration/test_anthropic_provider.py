@@ -121,7 +121,12 @@ def test_text_with_the_system_prompt_top_level(
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None and completion.usage.prompt_tokens == 21
     [body] = asked(standin, before)
-    assert body["system"] == SYSTEM and body["stream"] is True
+    # Cached for five minutes unless told otherwise (cacheRetention "short"): a breakpoint
+    # after the system prompt, and after the latest input.
+    ephemeral = {"type": "ephemeral"}
+    assert body["system"] == [{"type": "text", "text": SYSTEM, "cache_control": ephemeral}]
+    assert body["messages"][-1]["content"][-1]["cache_control"] == ephemeral
+    assert body["stream"] is True
     assert all(message["role"] in ("user", "assistant") for message in body["messages"])
     assert body["max_tokens"] == 4096  # none asked for, none in the catalog: the provider's
     headers = standin.headers[-1]
@@ -267,7 +272,12 @@ def test_a_tool_call_round_trip(
     assert result == {
         "role": "user",
         "content": [
-            {"type": "tool_result", "tool_use_id": "toolu_standin_0", "content": "sunny, 21°C"}
+            {
+                "type": "tool_result",
+                "tool_use_id": "toolu_standin_0",
+                "content": "sunny, 21°C",
+                "cache_control": {"type": "ephemeral"},  # the latest input: a breakpoint
+            }
         ],
     }
 

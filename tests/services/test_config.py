@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_worker.agents import AgentRegistry
 from services.config import (
     ConfigError,
     expand_env,
@@ -88,6 +89,10 @@ def test_unknown_keys_warn_but_load(caplog: pytest.LogCaptureFixture) -> None:
         ),
         ("{ gateway: { limits: { default: { usdPerDay: -5 } } } }", "usdPerDay"),
         ("{ gateway: { limits: { store: 'localhost:6379' } } }", "gateway.limits.store"),
+        (
+            "{ agents: { defaults: { params: { cacheRetention: 'standard' } } } }",
+            "agents.defaults.params.cacheRetention",
+        ),
         ("{ gateway: { limits: { onStoreDown: 'maybe' } } }", "gateway.limits.onStoreDown"),
         ("[1]", "top level must be an object"),
         ("{ nope", "not valid JSON5"),
@@ -119,3 +124,52 @@ def test_openclaw_api_names_and_fallbacks_load() -> None:
 def test_missing_file_says_how_to_get_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="clawgate up"):
         load_config(tmp_path / "absent.json5")
+
+
+def test_cache_retention_merges_as_openclaw_does() -> None:
+    config = parse_config(
+        """{
+          models: { providers: {
+            claude: { api: 'anthropic-messages', apiKey: 'k' },
+            lm: { api: 'openai-completions', baseUrl: 'http://h/v1' },
+          } },
+          agents: {
+            defaults: {
+              model: 'claude/opus',
+              params: { cacheRetention: 'long' },
+              models: { 'claude/haiku': { params: { cacheRetention: 'none' } } },
+            },
+            list: [
+              { id: 'main', default: true },
+              { id: 'quick', model: 'claude/haiku' },
+              { id: 'mine', model: 'claude/haiku',
+                models: { 'claude/haiku': { params: { cacheRetention: 'short' } } } },
+              { id: 'alerts', params: { cacheRetention: 'none' },
+                models: { 'claude/opus': { params: { cacheRetention: 'short' } } } },
+            ],
+          },
+        }"""
+    )
+    agents = {agent.id: agent for agent in AgentRegistry.from_config(config)}
+    assert agents["main"].cache_retention == "long"  # agents.defaults.params
+    assert agents["quick"].cache_retention == "none"  # the defaults' entry for its model
+    assert agents["mine"].cache_retention == "short"  # the agent's entry for its model
+    assert agents["alerts"].cache_retention == "none"  # the agent's params win over all
+
+
+def test_anthropic_caches_for_five_minutes_unless_told_and_others_are_not_asked() -> None:
+    config = parse_config(
+        """{
+          models: { providers: {
+            claude: { api: 'anthropic-messages', apiKey: 'k' },
+            lm: { api: 'openai-completions', baseUrl: 'http://h/v1' },
+          } },
+          agents: { list: [
+            { id: 'main', default: true, model: 'claude/opus' },
+            { id: 'local', model: 'lm/small' },
+          ] },
+        }"""
+    )
+    agents = {agent.id: agent for agent in AgentRegistry.from_config(config)}
+    assert agents["main"].cache_retention == "short"
+    assert agents["local"].cache_retention is None

@@ -352,3 +352,99 @@ def test_the_stand_in_refuses_thinking_with_a_forced_tool_choice() -> None:
     body = thinking.body(request([ChatMessage("user", "q")], ToolChoice()))
     with pytest.raises(Refused, match="tool_choice"):
         check_body({**body, "tool_choice": {"type": "any"}})
+
+
+# Tools as MCP servers offer them (`<server>__<tool>`), in the order the worker offers them.
+MCP_TOOLS = (
+    Tool("time__get_current_time", "The time in a timezone.", '{"type": "object"}'),
+    Tool("git__git_status", "The working tree's status.", '{"type": "object"}'),
+)
+
+
+def cached_request(messages: list[ChatMessage], retention: str | None) -> ProviderRequest:
+    return ProviderRequest(
+        "claude-x", tuple(messages), Sampling(), MCP_TOOLS, cache_retention=retention
+    )
+
+
+def markers(body: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
+    """Where the body's cache breakpoints are, and what they say."""
+    found = [
+        ("tools", tool["cache_control"])
+        for tool in body.get("tools", ())
+        if "cache_control" in tool
+    ]
+    system = body.get("system")
+    if isinstance(system, list):
+        found += [
+            ("system", block["cache_control"]) for block in system if "cache_control" in block
+        ]
+    for index, turn in enumerate(body["messages"]):
+        for block in turn["content"]:
+            if "cache_control" in block:
+                found.append((f"messages.{index}.{block['type']}", block["cache_control"]))
+    return found
+
+
+TURN_ONE = [ChatMessage("system", "You are careful."), ChatMessage("user", "What time is it?")]
+CALLED = ToolCall("toolu_9", "time__get_current_time", '{"timezone": "UTC"}')
+TURN_ONE_STEP_TWO = [
+    *TURN_ONE,
+    ChatMessage("assistant", "Let me check.", tool_calls=(CALLED,)),
+    ChatMessage("tool", "12:00", tool_call_id="toolu_9", name="time__get_current_time"),
+]
+TURN_TWO = [
+    *TURN_ONE_STEP_TWO,
+    ChatMessage("assistant", "It is noon."),
+    ChatMessage("user", "And in Tokyo?"),
+]
+
+
+@pytest.mark.parametrize(
+    ("retention", "marker"),
+    [("short", {"type": "ephemeral"}), ("long", {"type": "ephemeral", "ttl": "1h"})],
+)
+def test_breakpoints_after_the_tools_the_system_and_the_latest_input(
+    retention: str, marker: dict[str, str]
+) -> None:
+    for messages, latest in (
+        (TURN_ONE, "messages.0.text"),
+        (TURN_ONE_STEP_TWO, "messages.2.tool_result"),  # it moves along the tool loop
+        (TURN_TWO, "messages.4.text"),
+    ):
+        body = provider().body(cached_request(messages, retention))
+        check_body(body)  # the SDK's types take the markers where they are
+        assert markers(body) == [("tools", marker), ("system", marker), (latest, marker)]
+
+
+@pytest.mark.parametrize("retention", ["none", None])
+def test_no_breakpoint_when_caching_is_off(retention: str | None) -> None:
+    body = provider().body(cached_request(TURN_TWO, retention))
+    assert markers(body) == [] and body["system"] == "You are careful."
+
+
+def without_markers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_markers(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [without_markers(item) for item in value]
+    return value
+
+
+def cached_prefix(body: dict[str, Any], turns: int) -> bytes:
+    """The bytes Anthropic caches, in its order (tools, system, messages), up to `turns`
+    messages, breakpoints left out (they mark the prefix; they are not part of it)."""
+    parts = [body.get("tools"), body.get("system"), body["messages"][:turns]]
+    return orjson.dumps(without_markers(parts))
+
+
+def test_each_request_repeats_the_previous_ones_prefix_byte_for_byte() -> None:
+    """Turn one, its second tool-loop step, and turn two: each request begins with exactly the
+    previous request's bytes up to its last breakpoint, so the cache written is read."""
+    bodies = [
+        provider().body(cached_request(messages, "short"))
+        for messages in (TURN_ONE, TURN_ONE_STEP_TWO, TURN_TWO)
+    ]
+    for earlier, later in zip(bodies, bodies[1:], strict=False):
+        turns = len(earlier["messages"])
+        assert cached_prefix(later, turns) == cached_prefix(earlier, turns)
