@@ -370,6 +370,7 @@ class AgentTurn:
         if not request.new_session:
             with _store_span(self._store, "session read", "load_context") as reading:
                 stored = await self._store.load_context(request.session_key, agent.history_limit)
+                stored = stored.cut_in_steps(agent.history_limit)
                 reading.set("clawgate.messages", len(stored.messages))
         new_context = (
             messages_after_last_assistant(request.context)

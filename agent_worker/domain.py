@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -210,6 +211,19 @@ class StoredContext:
     def last_position(self) -> int:
         """The session's length as read: where the next turn's messages start."""
         return self.first_position + len(self.messages)
+
+    def cut_in_steps(self, limit: int | None) -> StoredContext:
+        """`historyLimit`'s cut (the store read the last `limit` messages), moved to a multiple
+        of half the limit: the prompt's first message then changes once every `limit / 2`
+        messages instead of with each one, and a provider's prompt cache keeps the prefix in
+        between. Keeps from half the limit to all of it."""
+        if not limit or limit < 2 or len(self.messages) < limit:
+            return self  # nothing was cut
+        step = limit // 2
+        start = -(-self.first_position // step) * step  # the next multiple of the step
+        return dataclasses.replace(
+            self, messages=self.messages[start - self.first_position :], first_position=start
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -191,6 +191,7 @@ class TurnRunner:
             self._store.session_lock(session_key, wait),
         ):
             stored = await self._store.load_context(session_key, agent.history_limit)
+            stored = stored.cut_in_steps(agent.history_limit)
             if not stored.messages:
                 return stored.exists, None
             *history, last = stored.messages

@@ -21,6 +21,10 @@ The requested `model` steers the answer:
 - `refusal`: stop reason `refusal`.
 - anything else: says back the system prompt, the last user text and each image it got
   (`system=… user=… image=<media type>:<bytes>`).
+
+Input tokens are counted and cached as Anthropic documents (devkit/anthropic_cache.py), and
+reported as its `message_start` does: `input_tokens`, `cache_read_input_tokens`,
+`cache_creation_input_tokens`.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from anthropic.types import MessageParam, ToolParam
 from anthropic.types.message_create_params import MessageCreateParamsStreaming
 from pydantic import TypeAdapter, ValidationError
 
+from devkit.anthropic_cache import PromptCache
 from devkit.upstream import ThreadedServer, read_json
 
 API_KEY = "sk-ant-standin"
@@ -178,6 +183,8 @@ class AnthropicStandIn(ThreadedServer):
         self.headers: list[dict[str, str]] = []
         self.refusals: list[str] = []
         self._counts: dict[str, int] = {}
+        self.cache = PromptCache()
+        self.usages: list[dict[str, int]] = []  # message_start's input counts, request by request
         super().__init__()
 
     def models_asked(self) -> list[str]:
@@ -246,6 +253,13 @@ class AnthropicStandIn(ThreadedServer):
     def _frames(self, body: dict[str, Any], model: str) -> list[bytes | None]:
         messages = body["messages"]
         last = _blocks(messages[-1])
+        uncached, read, written = self.cache.account(body)
+        usage = {
+            "input_tokens": uncached,
+            "cache_read_input_tokens": read,
+            "cache_creation_input_tokens": written,
+        }
+        self.usages.append(usage)
         frames: list[bytes | None] = [
             _event(
                 "message_start",
@@ -258,7 +272,7 @@ class AnthropicStandIn(ThreadedServer):
                         "model": model,
                         "stop_reason": None,
                         "stop_sequence": None,
-                        "usage": {"input_tokens": 21, "output_tokens": 1},
+                        "usage": {**usage, "output_tokens": 1},
                     }
                 },
             ),

@@ -119,7 +119,8 @@ def test_text_with_the_system_prompt_top_level(
     assert_valid("CreateChatCompletionResponse", completion.model_dump(exclude_unset=True))
     assert completion.choices[0].message.content == f"system={SYSTEM} user=hello there"
     assert completion.choices[0].finish_reason == "stop"
-    assert completion.usage is not None and completion.usage.prompt_tokens == 21
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == sum(standin.usages[-1].values())
     [body] = asked(standin, before)
     # Cached for five minutes unless told otherwise (cacheRetention "short"): a breakpoint
     # after the system prompt, and after the latest input.
@@ -134,7 +135,9 @@ def test_text_with_the_system_prompt_top_level(
     assert headers["x-team"] == "clawgate-tests"  # the provider's `headers`
 
 
-def test_stream_chunks_are_valid_and_carry_usage(client: openai.OpenAI) -> None:
+def test_stream_chunks_are_valid_and_carry_usage(
+    client: openai.OpenAI, standin: AnthropicStandIn
+) -> None:
     chunks = list(
         client.chat.completions.create(
             model="openclaw:claude",
@@ -147,7 +150,8 @@ def test_stream_chunks_are_valid_and_carry_usage(client: openai.OpenAI) -> None:
         assert_valid("CreateChatCompletionStreamResponse", chunk.model_dump(exclude_unset=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == f"system={SYSTEM} user=stream it"
-    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 21
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.prompt_tokens == sum(standin.usages[-1].values())
 
 
 def test_max_tokens_is_sent_and_its_stop_is_length(

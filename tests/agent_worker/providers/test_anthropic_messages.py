@@ -330,7 +330,7 @@ def test_the_test_stand_ins_events_are_anthropics(model: str) -> None:
     event_type: TypeAdapter[RawMessageStreamEvent] = TypeAdapter(RawMessageStreamEvent)
     body = provider().body(request([ChatMessage("user", "hi")]))
     body["model"] = model
-    frames = AnthropicStandIn._frames(AnthropicStandIn.__new__(AnthropicStandIn), body, model)
+    frames = AnthropicStandIn()._frames(body, model)  # not started: its frames alone
     for frame in frames:
         if frame is None:
             continue
