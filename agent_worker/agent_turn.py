@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -122,6 +123,9 @@ class AgentTurn:
         self._store = store
         self._tools = tools
         self._metrics = metrics
+        # The session's prompt cache key: a digest, so no identity in a session key leaves.
+        digest = hashlib.sha256(f"{agent.id}\0{request.session_key}".encode()).hexdigest()
+        self._cache_key = f"clawgate-{digest[:32]}"
 
     async def events(self, flushed: Flushed) -> AsyncIterator[TurnEvent]:
         request, agent = self._request, self._agent
@@ -184,6 +188,7 @@ class AgentTurn:
                     choice,
                     request.parallel_tool_calls,
                     agent.cache_retention,
+                    self._cache_key,
                 )
                 shown = False
                 try:

@@ -33,8 +33,11 @@ class ProviderRequest:
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice = field(default_factory=ToolChoice)
     parallel_tool_calls: bool | None = None
-    # Ask the provider to cache the prompt's prefix ("short", "long"); "none" or None: do not.
+    # How long the provider should cache the prompt's prefix ("none", "short", "long"); None:
+    # nothing asked (Anthropic then caches nothing, OpenAI as it always does).
     cache_retention: str | None = None
+    # The session's cache routing key (OpenAI's prompt_cache_key): a digest, never the key.
+    cache_key: str = ""
 
 
 # Text, thinking and tool-call pieces, then one TurnFinished (whose tool_calls the runner fills in).

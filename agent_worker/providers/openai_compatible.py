@@ -40,6 +40,7 @@ from services.provider_config import OpenAICompatibleProviderConfig
 
 _FINISH_REASONS = {reason.value: reason for reason in FinishReason}
 MAX_DELTA_CHARS = 1024  # so that a turn's event credit bounds its bytes as before
+OPENAI_HOST = "api.openai.com"  # takes prompt_cache_key and 24-hour retention unless told
 
 
 def _tool_call_piece(call: dict[str, Any]) -> ToolCallDelta:
@@ -172,6 +173,7 @@ class OpenAICompatibleProvider(HttpProvider):
             url = yarl.URL(config.base_url.rstrip("/") + "/chat/completions")
             embeddings_url = yarl.URL(config.base_url.rstrip("/") + "/embeddings")
         super().__init__(config, url, headers)
+        self._official = url is not None and url.host == OPENAI_HOST  # OpenAI's own API
         self._embeddings = self.client(embeddings_url, "application/json")
 
     async def embed(self, model: str, inputs: Sequence[str], dimensions: int | None) -> Embeddings:
@@ -208,8 +210,26 @@ class OpenAICompatibleProvider(HttpProvider):
                 "stream_options": {"include_usage": True},
                 **sampling_arguments(request.sampling),
                 **tool_arguments(request),
+                **self._caching(request),
             }
         )
+
+    def _caching(self, request: ProviderRequest) -> dict[str, str]:
+        """OpenAI caches prefixes on its own; a `prompt_cache_key` routes a session's requests
+        to the same cache (where the model's `compat.supportsPromptCacheKey` says the upstream
+        takes one: by default OpenAI's own host only), and `long` keeps it 24 hours where
+        `compat.supportsLongCacheRetention` says so."""
+        retention = request.cache_retention
+        if retention == "none" or not request.cache_key:
+            return {}
+        entry = self._config.model_entry(request.model)
+        compat = entry.compat if entry is not None else {}
+        if not compat.get("supportsPromptCacheKey", self._official):
+            return {}
+        caching = {"prompt_cache_key": request.cache_key}
+        if retention == "long" and compat.get("supportsLongCacheRetention", self._official):
+            caching["prompt_cache_retention"] = "24h"
+        return caching
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         body = SseBody()

@@ -286,3 +286,15 @@ async def test_a_new_session_does_not_read_the_store(store: SqliteSessionStore) 
     fresh = dataclasses.replace(request("now"), new_session=True)
     [event async for event in runner(provider, store).run(fresh)]
     assert [message.text for message in provider.prompts[0].messages] == ["SYS", "now"]
+
+
+async def test_a_session_has_one_prompt_cache_key_that_does_not_say_its_name(
+    store: SqliteSessionStore,
+) -> None:
+    provider = ScriptedProvider(["ok"])
+    turns = runner(provider, store)
+    for key in ("alice@example.com:chat", "alice@example.com:chat", "bob:chat"):
+        [e async for e in turns.run(request("hi", key=key))]
+    first, again, other = (prompt.cache_key for prompt in provider.prompts)
+    assert first == again != other and first.startswith("clawgate-")
+    assert "alice" not in first and len(first) == len("clawgate-") + 32

@@ -256,3 +256,45 @@ def test_logprobs_of_joined_chunks_stay_with_their_text() -> None:
         ("b", -1.25, b"b"),
     ]
     assert delta.logprobs[1].top_logprobs[0].token == "b"
+
+
+def cached(retention: str | None, key: str = "clawgate-0123") -> ProviderRequest:
+    return ProviderRequest(
+        "m", (ChatMessage("user", "hi"),), Sampling(), cache_retention=retention, cache_key=key
+    )
+
+
+def sent(client: OpenAICompatibleProvider, request: ProviderRequest) -> dict[str, object]:
+    body: dict[str, object] = orjson.loads(client._body(request))
+    return body
+
+
+@pytest.mark.parametrize("retention", [None, "short"])
+def test_openais_own_host_gets_the_sessions_cache_key(retention: str | None) -> None:
+    body = sent(provider("https://api.openai.com/v1"), cached(retention))
+    assert body["prompt_cache_key"] == "clawgate-0123" and "prompt_cache_retention" not in body
+
+
+def test_long_retention_is_24_hours_where_the_upstream_takes_it() -> None:
+    assert (
+        sent(provider("https://api.openai.com/v1"), cached("long"))["prompt_cache_retention"]
+        == "24h"
+    )
+    opted = provider(
+        "http://127.0.0.1:9/v1",
+        models=[{"id": "m", "compat": {"supportsPromptCacheKey": True}}],
+    )
+    body = sent(opted, cached("long"))
+    assert body["prompt_cache_key"] == "clawgate-0123" and "prompt_cache_retention" not in body
+
+
+def test_no_cache_key_unless_the_upstream_opts_in_or_caching_is_off() -> None:
+    assert "prompt_cache_key" not in sent(provider("http://127.0.0.1:9/v1"), cached("short"))
+    official = provider("https://api.openai.com/v1")
+    assert "prompt_cache_key" not in sent(official, cached("none"))
+    assert "prompt_cache_key" not in sent(official, cached("short", key=""))  # a summary
+    declined = provider(
+        "https://api.openai.com/v1",
+        models=[{"id": "m", "compat": {"supportsPromptCacheKey": False}}],
+    )
+    assert "prompt_cache_key" not in sent(declined, cached("short"))
