@@ -22,6 +22,7 @@ from typing import assert_never
 
 from agent_worker.agent_tools import AgentTools
 from agent_worker.agents import Agent, merged_sampling
+from agent_worker.cache_trace import CacheTrace
 from agent_worker.compaction import Summarizer
 from agent_worker.context_window import ContextWindows
 from agent_worker.deadline import ProviderDeadline
@@ -110,7 +111,9 @@ class AgentTurn:
         summarizer: Summarizer,
         off_loop: OffLoop,
         meter: UsageMeter,
+        cache_trace: CacheTrace | None = None,
     ) -> None:
+        self._cache_trace = cache_trace
         self._off_loop = off_loop
         self._usage = TurnUsage(meter, agent.id)
         self._windows = windows
@@ -190,6 +193,10 @@ class AgentTurn:
                     agent.cache_retention,
                     self._cache_key,
                 )
+                if self._cache_trace is not None:  # it hashes the whole prompt: on a thread
+                    await self._off_loop.run(
+                        False, self._cache_trace.observe, request.session_key, provider_request
+                    )
                 shown = False
                 try:
                     async for event in self._ask(provider_request, step, separate=said_something):

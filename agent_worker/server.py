@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from agent_worker.agent_tools import AgentTools
 from agent_worker.agents import AgentRegistry
+from agent_worker.cache_trace import CacheTrace
 from agent_worker.context_window import ContextWindows, tokenizers_of
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.providers.base import Provider
@@ -179,6 +180,7 @@ async def serve(
         metrics=metrics,
         tools=tools,
         windows=ContextWindows(config.models.providers, tokenizers_of(providers)),
+        cache_trace=CacheTrace() if config.diagnostics.cache_trace else None,
     )
     logprob_agents = frozenset(
         agent.id for agent in agents if providers[agent.provider].gives_logprobs

@@ -19,6 +19,7 @@ from contextlib import AsyncExitStack, aclosing
 from agent_worker.agent_tools import AgentTools
 from agent_worker.agent_turn import AgentTurn, Flushed, nothing_to_flush
 from agent_worker.agents import Agent, AgentRegistry
+from agent_worker.cache_trace import CacheTrace
 from agent_worker.compaction import Summarizer
 from agent_worker.context_window import ContextWindows
 from agent_worker.domain import Compaction, StoredContext, TurnEvent, TurnRequest, identity_of
@@ -61,8 +62,10 @@ class TurnRunner:
         metrics: WorkerMetrics | None = None,
         tools: AgentTools | None = None,
         windows: ContextWindows | None = None,
+        cache_trace: CacheTrace | None = None,
     ) -> None:
         self.windows = windows or ContextWindows({})
+        self._cache_trace = cache_trace
         self.off_loop = OffLoop(name="prompt")
         self._summarizer = Summarizer(providers, self.windows, self.off_loop)
         self._agents = agents
@@ -157,6 +160,7 @@ class TurnRunner:
                     self._summarizer,
                     self.off_loop,
                     self.meter,
+                    self._cache_trace,
                 )
                 async for event in turn.events(flushed):
                     yield event

@@ -240,6 +240,8 @@ class OtelConfig(Section):
 
 class DiagnosticsConfig(Section):
     otel: OtelConfig = Field(default_factory=OtelConfig)
+    # A log line per model call on its prompt's cached prefix (agent_worker/cache_trace.py).
+    cache_trace: bool = Field(False, alias="cacheTrace")
 
 
 class ClawgateConfig(Section):
