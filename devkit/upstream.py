@@ -14,6 +14,7 @@ and when each client went away before the end of its answer.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import time
 from typing import Any, Self
@@ -170,7 +171,7 @@ class UpstreamStandIn(ThreadedServer):
         if model.startswith("tools-"):
             answer = asyncio.ensure_future(self._tool_answer(request, model, send))
         else:
-            answer = asyncio.ensure_future(self._answer(model, send, top_logprobs))
+            answer = asyncio.ensure_future(self._answer(request, model, send, top_logprobs))
         gone = asyncio.ensure_future(receive())  # http.disconnect, when the client leaves early
         await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
         if not answer.done():
@@ -181,7 +182,14 @@ class UpstreamStandIn(ThreadedServer):
         if not answer.cancelled() and isinstance(answer.exception(), ConnectionAbortedError):
             raise answer.exception()  # type: ignore[misc]
 
-    async def _answer(self, model: str, send: Any, top_logprobs: int | None = None) -> None:
+    def prompt_usage(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The prompt's side of an answer's usage: fixed counts (11 tokens, CACHED_TOKENS of
+        them cached) that the tests were written against; a caching stand-in counts them."""
+        return {"prompt_tokens": 11, "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS}}
+
+    async def _answer(
+        self, request: dict[str, Any], model: str, send: Any, top_logprobs: int | None = None
+    ) -> None:
         async def body(data: bytes, more: bool = True) -> None:
             if model == "split":  # SSE lines cut across separate network writes
                 while len(data) > 7:
@@ -205,12 +213,9 @@ class UpstreamStandIn(ThreadedServer):
                 await asyncio.sleep(delay)
             await body(_chunk(model, {"content": word}, None, top_logprobs))
             self.chunks_sent += 1
-        usage = {
-            "prompt_tokens": 11,
-            "completion_tokens": len(words),
-            "total_tokens": 11 + len(words),
-            "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS},
-        }
+        usage = self.prompt_usage(request)
+        usage["completion_tokens"] = len(words)
+        usage["total_tokens"] = usage["prompt_tokens"] + len(words)
         self.usages.append(usage)
         tail = _chunk(model, {}, "length") + _usage_chunk(model, usage)
         await body(tail + b"data: [DONE]\n\n", more=False)
@@ -239,13 +244,38 @@ class UpstreamStandIn(ThreadedServer):
                     chunks.append(_chunk(model, {"tool_calls": [fragment]}))
             chunks.append(_chunk(model, {}, "tool_calls"))
         if (request.get("stream_options") or {}).get("include_usage"):
-            # As OpenAI counts: a prompt that grows with the conversation, an answer per chunk.
-            prompt_tokens = 10 * len(messages)
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(chunks) - 1}
-            usage["total_tokens"] = prompt_tokens + usage["completion_tokens"]
+            usage = self.prompt_usage(request)
+            usage["completion_tokens"] = len(chunks) - 1  # a token per chunk
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             self.usages.append(usage)
             chunks.append(_usage_chunk(model, usage))
         for chunk in chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await asyncio.sleep(0.001)  # in separate reads, as a model writes them
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
+# OpenAI's prompt caching, as its guide describes it: prompts of 1,024 tokens or more, the
+# longest prefix seen before read back in steps of 128 tokens, per `prompt_cache_key`.
+MIN_CACHED_PROMPT = 1024
+CACHE_STEP = 128
+
+
+class CachingUpstreamStandIn(UpstreamStandIn):
+    """The stand-in with OpenAI's prompt cache: a prompt is its tools and messages as JSON, a
+    token about four bytes of it; `cached_tokens` is the longest 128-token step of it (from
+    1,024 tokens) that an earlier request with the same `prompt_cache_key` began with."""
+
+    def __init__(self) -> None:
+        self.cached_prefixes: dict[str, set[bytes]] = {}  # prompt_cache_key: prefix digests
+        super().__init__()
+
+    def prompt_usage(self, request: dict[str, Any]) -> dict[str, Any]:
+        prompt = orjson.dumps([request.get("tools") or [], request["messages"]])
+        tokens = len(prompt) // 4
+        seen = self.cached_prefixes.setdefault(str(request.get("prompt_cache_key", "")), set())
+        steps = range(MIN_CACHED_PROMPT, tokens + 1, CACHE_STEP)
+        digests = [hashlib.blake2b(prompt[: n * 4], digest_size=16).digest() for n in steps]
+        cached = max((n for n, d in zip(steps, digests, strict=True) if d in seen), default=0)
+        seen.update(digests)
+        return {"prompt_tokens": tokens, "prompt_tokens_details": {"cached_tokens": cached}}
