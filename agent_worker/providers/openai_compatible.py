@@ -53,6 +53,28 @@ def _tool_call_piece(call: dict[str, Any]) -> ToolCallDelta:
     )
 
 
+def _mark_cached_prefix(body: dict[str, Any], marker: dict[str, str], in_messages: bool) -> None:
+    """`compat.cacheControlFormat: "anthropic"`: breakpoints after the last tool, the system
+    prompt and the latest user message or tool result (not in messages when the route wants
+    string content, `compat.requiresStringContent`)."""
+    tools = body.get("tools")
+    if tools:
+        tools[-1] = {**tools[-1], "cache_control": marker}
+    if not in_messages:
+        return
+    messages = body["messages"]
+    system = next((m for m in messages if m["role"] == "system"), None)
+    latest = next((m for m in reversed(messages) if m["role"] in ("user", "tool")), None)
+    for message in (system, latest):
+        if message is None:
+            continue
+        content = message["content"]
+        if isinstance(content, str) and content:
+            message["content"] = [{"type": "text", "text": content, "cache_control": marker}]
+        elif isinstance(content, list) and content:
+            content[-1] = {**content[-1], "cache_control": marker}
+
+
 def _pooled(embedding: list[Any]) -> list[float]:
     """An answer's vector. llama-cpp-python's server answers one vector per token for a model
     without a pooling type (SmolLM2): those are mean-pooled to unit length, as the embedded
@@ -202,19 +224,24 @@ class OpenAICompatibleProvider(HttpProvider):
         return Embeddings(vectors, tokens)
 
     def _body(self, request: ProviderRequest) -> bytes:
-        return orjson.dumps(
-            {
-                "model": request.model,
-                "messages": [message_payload(message) for message in request.messages],
-                "stream": True,
-                "stream_options": {"include_usage": True},
-                **sampling_arguments(request.sampling),
-                **tool_arguments(request),
-                **self._caching(request),
-            }
-        )
+        entry = self._config.model_entry(request.model)
+        compat = entry.compat if entry is not None else {}
+        body = {
+            "model": request.model,
+            "messages": [message_payload(message) for message in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **sampling_arguments(request.sampling),
+            **tool_arguments(request),
+            **self._caching(request, compat),
+        }
+        if compat.get("cacheControlFormat") == "anthropic" and request.cache_key:
+            marker = self._anthropic_marker(request.cache_retention, compat)
+            if marker is not None:
+                _mark_cached_prefix(body, marker, not compat.get("requiresStringContent"))
+        return orjson.dumps(body)
 
-    def _caching(self, request: ProviderRequest) -> dict[str, str]:
+    def _caching(self, request: ProviderRequest, compat: dict[str, Any]) -> dict[str, str]:
         """OpenAI caches prefixes on its own; a `prompt_cache_key` routes a session's requests
         to the same cache (where the model's `compat.supportsPromptCacheKey` says the upstream
         takes one: by default OpenAI's own host only), and `long` keeps it 24 hours where
@@ -222,14 +249,22 @@ class OpenAICompatibleProvider(HttpProvider):
         retention = request.cache_retention
         if retention == "none" or not request.cache_key:
             return {}
-        entry = self._config.model_entry(request.model)
-        compat = entry.compat if entry is not None else {}
         if not compat.get("supportsPromptCacheKey", self._official):
             return {}
         caching = {"prompt_cache_key": request.cache_key}
         if retention == "long" and compat.get("supportsLongCacheRetention", self._official):
             caching["prompt_cache_retention"] = "24h"
         return caching
+
+    @staticmethod
+    def _anthropic_marker(retention: str | None, compat: dict[str, Any]) -> dict[str, str] | None:
+        """Anthropic's marker for routes that take it in chat messages (OpenRouter-style):
+        an hour only where `compat.supportsLongCacheRetention` says the route keeps one."""
+        if retention == "none":
+            return None
+        if retention == "long" and compat.get("supportsLongCacheRetention"):
+            return {"type": "ephemeral", "ttl": "1h"}
+        return {"type": "ephemeral"}
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         body = SseBody()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import orjson
 import pytest
@@ -11,6 +12,7 @@ from agent_worker.domain import (
     Image,
     Sampling,
     TextDelta,
+    Tool,
     TurnFinished,
     Usage,
 )
@@ -298,3 +300,47 @@ def test_no_cache_key_unless_the_upstream_opts_in_or_caching_is_off() -> None:
         models=[{"id": "m", "compat": {"supportsPromptCacheKey": False}}],
     )
     assert "prompt_cache_key" not in sent(declined, cached("short"))
+
+
+def routed(retention: str | None, **compat: object) -> dict[str, Any]:
+    """The body for a route that takes Anthropic's markers in chat messages."""
+    client = provider(
+        "http://127.0.0.1:9/v1",
+        models=[{"id": "m", "compat": {"cacheControlFormat": "anthropic", **compat}}],
+    )
+    messages = (
+        ChatMessage("system", "Be brief."),
+        ChatMessage("user", "first"),
+        ChatMessage("assistant", "one"),
+        ChatMessage("user", "second"),
+    )
+    tools = (Tool("time__now", "The time.", '{"type": "object"}'),)
+    request = ProviderRequest(
+        "m", messages, Sampling(), tools, cache_retention=retention, cache_key="clawgate-1"
+    )
+    body: dict[str, Any] = orjson.loads(client._body(request))
+    return body
+
+
+def test_anthropic_markers_in_chat_messages_where_the_route_takes_them() -> None:
+    body = routed("short")
+    ephemeral = {"type": "ephemeral"}
+    assert body["tools"][-1]["cache_control"] == ephemeral
+    system, first, _, latest = body["messages"]
+    assert system["content"] == [{"type": "text", "text": "Be brief.", "cache_control": ephemeral}]
+    assert first["content"] == "first"  # only the latest input is marked
+    assert latest["content"][-1]["cache_control"] == ephemeral
+    assert "prompt_cache_key" not in body  # the route did not say it takes one
+
+
+def test_anthropic_markers_follow_retention_and_string_only_routes() -> None:
+    assert "cache_control" not in str(routed("none"))
+    assert routed("long")["tools"][-1]["cache_control"] == {"type": "ephemeral"}  # no 1h said
+    long = routed("long", supportsLongCacheRetention=True)
+    assert long["messages"][-1]["content"][-1]["cache_control"] == {
+        "type": "ephemeral",
+        "ttl": "1h",
+    }
+    strings = routed("short", requiresStringContent=True)
+    assert all(isinstance(m["content"], str) for m in strings["messages"])
+    assert strings["tools"][-1]["cache_control"] == {"type": "ephemeral"}
