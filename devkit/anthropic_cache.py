@@ -39,6 +39,22 @@ def prompt_blocks(body: dict[str, Any]) -> list[dict[str, Any]]:
     return blocks
 
 
+def without_markers(value: Any) -> Any:
+    """`value` with every `cache_control` left out: the markers are not part of a prefix."""
+    if isinstance(value, dict):
+        return {k: without_markers(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [without_markers(item) for item in value]
+    return value
+
+
+def prefix_bytes(body: dict[str, Any], messages: int) -> bytes:
+    """What a provider caches of a request body (Anthropic's or OpenAI's), in its order, up to
+    `messages` messages: the tools, the system prompt (Anthropic's is apart), the messages."""
+    parts = [body.get("tools"), body.get("system"), body["messages"][:messages]]
+    return orjson.dumps(without_markers(parts))
+
+
 def _unmarked(block: dict[str, Any]) -> bytes:
     return orjson.dumps({k: v for k, v in block.items() if k != "cache_control"})
 

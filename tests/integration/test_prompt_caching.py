@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import openai
-import orjson
 import pytest
 
+from devkit.anthropic_cache import prefix_bytes
 from devkit.anthropic_standin import API_KEY, AnthropicStandIn
 from devkit.processes import TOKEN, Stack, echo_config, start_stack
 from devkit.upstream import CachingUpstreamStandIn
@@ -138,21 +138,6 @@ def test_cache_retention_none_reads_nothing(stack: Stack, standin: AnthropicStan
     assert shares == [0.0] * TURNS
     sent = standin.requests[before:]
     assert not any("cache_control" in str(body) for body in sent)
-
-
-def without_markers(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: without_markers(v) for k, v in value.items() if k != "cache_control"}
-    if isinstance(value, list):
-        return [without_markers(item) for item in value]
-    return value
-
-
-def prefix_bytes(body: dict[str, Any], messages: int) -> bytes:
-    """What a provider caches of a body, in its order, up to `messages` messages: the tools,
-    the system prompt (Anthropic's is apart), the messages; breakpoints are not part of it."""
-    parts = [body.get("tools"), body.get("system"), body["messages"][:messages]]
-    return orjson.dumps(without_markers(parts))
 
 
 @pytest.mark.parametrize("agent", ["tooled", "oa-tooled"])

@@ -37,6 +37,7 @@ from agent_worker.providers.anthropic_messages import (
 )
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.providers.upstream_errors import retry_after_seconds, status_error
+from devkit.anthropic_cache import prefix_bytes
 from devkit.anthropic_standin import Refused, check_body
 from services.provider_config import AnthropicProviderConfig
 
@@ -423,21 +424,6 @@ def test_no_breakpoint_when_caching_is_off(retention: str | None) -> None:
     assert markers(body) == [] and body["system"] == "You are careful."
 
 
-def without_markers(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: without_markers(v) for k, v in value.items() if k != "cache_control"}
-    if isinstance(value, list):
-        return [without_markers(item) for item in value]
-    return value
-
-
-def cached_prefix(body: dict[str, Any], turns: int) -> bytes:
-    """The bytes Anthropic caches, in its order (tools, system, messages), up to `turns`
-    messages, breakpoints left out (they mark the prefix; they are not part of it)."""
-    parts = [body.get("tools"), body.get("system"), body["messages"][:turns]]
-    return orjson.dumps(without_markers(parts))
-
-
 def test_each_request_repeats_the_previous_ones_prefix_byte_for_byte() -> None:
     """Turn one, its second tool-loop step, and turn two: each request begins with exactly the
     previous request's bytes up to its last breakpoint, so the cache written is read."""
@@ -447,4 +433,4 @@ def test_each_request_repeats_the_previous_ones_prefix_byte_for_byte() -> None:
     ]
     for earlier, later in zip(bodies, bodies[1:], strict=False):
         turns = len(earlier["messages"])
-        assert cached_prefix(later, turns) == cached_prefix(earlier, turns)
+        assert prefix_bytes(later, turns) == prefix_bytes(earlier, turns)
