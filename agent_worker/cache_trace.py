@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections import OrderedDict
 
 import orjson
@@ -49,14 +50,16 @@ def prompt_parts(request: ProviderRequest) -> list[Part]:
 class CacheTrace:
     def __init__(self) -> None:
         self._last: OrderedDict[str, list[Part]] = OrderedDict()
+        self._lock = threading.Lock()  # turns trace on several threads at once
 
     def observe(self, session_key: str, request: ProviderRequest) -> None:
         """Logs the call's line (it may run on a thread: the prompt is hashed whole)."""
         parts = prompt_parts(request)
-        previous = self._last.pop(session_key, None)
-        self._last[session_key] = parts
-        if len(self._last) > SESSIONS_KEPT:
-            self._last.popitem(last=False)
+        with self._lock:
+            previous = self._last.pop(session_key, None)
+            self._last[session_key] = parts
+            if len(self._last) > SESSIONS_KEPT:
+                self._last.popitem(last=False)
         whole = hashlib.blake2b(b"".join(digest for _, digest in parts), digest_size=8)
         if previous is None:
             verdict = "first call of the session on this worker"
