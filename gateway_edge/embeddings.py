@@ -21,7 +21,6 @@ from gateway_edge.principal import ADMIN, WRITE
 from gateway_edge.state import Admitted, admitted
 from gateway_edge.turn_setup import configured_model
 from gateway_edge.worker_calls import ask
-from services.config import OPERATOR_IDENTITY
 
 router = APIRouter()
 MAX_INPUTS = 2048  # OpenAI's limit per request
@@ -94,7 +93,7 @@ async def create_embeddings(
     if other_model is not None:
         principal.require(ADMIN)
         other_model = configured_model(other_model, agents.providers)
-    admission = await state.limits.admit(principal.identity or OPERATOR_IDENTITY, agent_id)
+    admission = await state.limits.admit(principal.counted_as, agent_id)
     try:
         answer = await ask(
             state.workers,

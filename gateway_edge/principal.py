@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.errors import missing_scope
-from services.config import OPERATOR_SCOPES
+from services.config import OPERATOR_IDENTITY, OPERATOR_SCOPES
 
 ADMIN, READ, WRITE = "operator.admin", "operator.read", "operator.write"
 SCOPES_HEADER = b"x-openclaw-scopes"
@@ -21,6 +21,11 @@ SCOPES_HEADER = b"x-openclaw-scopes"
 class Principal:
     identity: str  # the person; "" for the gateway's owner (or the one caller of mode "none")
     scopes: frozenset[str]
+
+    @property
+    def counted_as(self) -> str:
+        """Whom limits and usage count the caller as: the person, or `operator` for the owner."""
+        return self.identity or OPERATOR_IDENTITY
 
     @property
     def admin(self) -> bool:

@@ -40,7 +40,6 @@ from gateway_edge.sse import DONE, KEEP_ALIVE
 from gateway_edge.state import EdgeState
 from gateway_edge.turn_setup import SESSION_KEY_HEADER_BYTES, PreparedTurn, prepare_turn
 from services import tracing
-from services.config import OPERATOR_IDENTITY
 
 log = logging.getLogger("clawgate.edge")
 
@@ -178,8 +177,7 @@ class TurnEndpoint:
                 False, prepare, adapted.chat, principal, adapted.continues
             )
         encoder = dialect.encoder(adapted, prepared.request)
-        identity = principal.identity or OPERATOR_IDENTITY
-        admission = await state.limits.admit(identity, prepared.request.agent_id)
+        admission = await state.limits.admit(principal.counted_as, prepared.request.agent_id)
         try:
             if admission.tokens_left is not None:
                 prepared.request.budget.tokens = admission.tokens_left

@@ -24,7 +24,6 @@ from gateway_edge.principal import ADMIN
 from gateway_edge.state import Admitted, EdgeState, admitted
 from gateway_edge.turn_setup import CONTEXT_HEADERS
 from gateway_edge.worker_calls import ask
-from services.config import OPERATOR_IDENTITY
 from services.mcp_config import TOOL_NAME_SEPARATOR, matches_any
 
 router = APIRouter()
@@ -122,9 +121,8 @@ async def invoke_tool(request: Request, call: Annotated[Admitted, Depends(admitt
             for name in map(bytes.decode, CONTEXT_HEADERS)
             if (value := request.headers.get(name))
         }
-        identity = principal.identity or OPERATOR_IDENTITY
         # A tool call spends no tokens: its requests and places count, its budgets do not.
-        admission = await state.limits.admit(identity, agent_id, spends=False)
+        admission = await state.limits.admit(principal.counted_as, agent_id, spends=False)
         try:
             answer = await ask(
                 state.workers,
