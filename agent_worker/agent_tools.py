@@ -24,6 +24,7 @@ from agent_worker.mcp_server import McpServer, ServerUnavailable, ToolOutcome
 from agent_worker.metrics import WorkerMetrics
 from services import tracing
 from services.mcp_config import TOOL_NAME_SEPARATOR, McpConfig, matches_any
+from services.spans import NO_SPAN, Span
 
 log = logging.getLogger("clawgate.worker.tools")
 SUMMARY_CHARACTERS = 200
@@ -207,9 +208,9 @@ class AgentTools:
         await asyncio.gather(*(server.close() for server in self._servers.values()))
 
 
-def _tool_span(call: ToolCall) -> tracing.Span:
+def _tool_span(call: ToolCall) -> Span:
     if not tracing.active():
-        return tracing.NO_SPAN
+        return NO_SPAN
     attributes = {
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.tool.name": call.name,
@@ -219,7 +220,7 @@ def _tool_span(call: ToolCall) -> tracing.Span:
     return tracing.span(f"execute_tool {call.name}", attributes=attributes)
 
 
-def _tool_ended(span: tracing.Span, call: ToolCall, outcome: str, result: ToolOutcome) -> None:
+def _tool_ended(span: Span, call: ToolCall, outcome: str, result: ToolOutcome) -> None:
     span.set("clawgate.tool.outcome", outcome)
     if outcome != "ok":  # the result's text is the tool's: content, not said here
         span.fail(f"the tool call ended with {outcome}", outcome)

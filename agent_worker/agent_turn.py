@@ -11,30 +11,22 @@ ToolRunStarted / ToolRunFinished events, and the transcript keeps every step.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import aclosing
-from typing import assert_never
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from agent_worker.agent_tools import AgentTools
 from agent_worker.agents import Agent, merged_sampling
 from agent_worker.cache_trace import CacheTrace
 from agent_worker.compaction import Summarizer
 from agent_worker.context_window import ContextWindows
-from agent_worker.deadline import ProviderDeadline
 from agent_worker.domain import (
     ChatMessage,
     FinishReason,
-    ReasoningDelta,
-    StoredContext,
-    TextDelta,
     Tool,
     ToolCall,
-    ToolCallDelta,
     ToolChoice,
     TurnEvent,
     TurnFinished,
@@ -43,59 +35,26 @@ from agent_worker.domain import (
     Usage,
     identity_of,
 )
-from agent_worker.errors import (
-    ContextOverflowError,
-    NotYourSessionError,
-    OverBudgetError,
-    ProviderFailedError,
-)
+from agent_worker.errors import ContextOverflowError, OverBudgetError
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.model_chain import ModelChain
+from agent_worker.model_step import ModelStep, Step
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.sessions.store import SessionStore, TurnOrigin
 from agent_worker.tool_calls import ToolCalls
-from agent_worker.turn_context import TurnContext
+from agent_worker.turn_session import ContextParts, open_context, store_turn
 from agent_worker.usage import TurnUsage, UsageMeter
-from services import tracing
 from services.ids import random_hex
 from services.logging import fingerprint
 from services.off_loop import OffLoop
 
 log = logging.getLogger("clawgate.worker.turns")
-# Between the texts of two steps, so that "Let me check." and the answer do not run together.
-STEP_SEPARATOR = "\n\n"
-
-NO_HISTORY = StoredContext([])
 # The transport's word that the turn's text so far has been written to its caller.
 Flushed = Callable[[], Awaitable[None]]
 
 
 async def nothing_to_flush() -> None:
     return None
-
-
-def system_prompt_for(agent: Agent, extra: str) -> str:
-    return "\n\n".join(part for part in (agent.system_prompt, extra) if part)
-
-
-def messages_after_last_assistant(context: Sequence[ChatMessage]) -> list[ChatMessage]:
-    for index in range(len(context) - 1, -1, -1):
-        if context[index].role == "assistant":
-            return list(context[index + 1 :])
-    return list(context)
-
-
-# What a step's caller sees of the provider's answer.
-Shown = TextDelta | ReasoningDelta | ToolCallDelta
-
-
-@dataclasses.dataclass(slots=True)
-class _Step:
-    """One answer of the model: its text, its calls, its finish."""
-
-    calls: ToolCalls
-    parts: list[str] = dataclasses.field(default_factory=list)
-    finished: TurnFinished | None = None
 
 
 class AgentTurn:
@@ -117,11 +76,10 @@ class AgentTurn:
         self._off_loop = off_loop
         self._usage = TurnUsage(meter, agent.id)
         self._windows = windows
-        self._summarizer = summarizer
+        self._context_parts = ContextParts(windows, summarizer, metrics, off_loop, self._usage.add)
         self._request = request
         self._agent = agent
-        self._models = models
-        self._answered_by = agent.model_ref  # a fallback's, when one answered
+        self._model = ModelStep(agent, models, metrics)
         self._provider = models.primary
         self._store = store
         self._tools = tools
@@ -132,7 +90,7 @@ class AgentTurn:
 
     async def events(self, flushed: Flushed) -> AsyncIterator[TurnEvent]:
         request, agent = self._request, self._agent
-        context, new_context = await self._context()
+        context, new_context = await open_context(request, agent, self._store, self._context_parts)
         sampling = merged_sampling(agent.sampling, request.sampling)
         if sampling.max_tokens is None and (
             default_answer := self._windows.limits(agent.provider, agent.model).max_tokens
@@ -171,7 +129,7 @@ class AgentTurn:
                 messages = await context.fit(
                     steps, tools, sampling.max_tokens, "budget" if attempt == 1 else "overflow"
                 )
-                step = _Step(ToolCalls(messages, own_names))
+                step = Step(ToolCalls(messages, own_names))
                 answer_room = context.answer_room(sampling.max_tokens)
                 if request.budget is not None:
                     cap = self._answer_cap(await context.counted(steps, tools), refuse=not steps)
@@ -199,7 +157,9 @@ class AgentTurn:
                     )
                 shown = False
                 try:
-                    async for event in self._ask(provider_request, step, separate=said_something):
+                    async for event in self._model.ask(
+                        provider_request, step, separate=said_something
+                    ):
                         shown = True
                         yield event
                     break
@@ -219,11 +179,11 @@ class AgentTurn:
                 break
             if attempt == 2:
                 self._metrics.overflow_recoveries_by(agent.id, "ok").inc()
-            assert step.finished is not None  # _ask raised otherwise
+            assert step.finished is not None  # ask() raised otherwise
             answered = step.finished
             self._record(answered.usage, context.estimate)
             if answered.usage.prompt_tokens:
-                context.reported(answered.usage.prompt_tokens, self._answered_by)
+                context.reported(answered.usage.prompt_tokens, self._model.answered_by)
                 self._metrics.prompt_tokens_by(agent.provider).observe(answered.usage.prompt_tokens)
             calls = step.calls.whole()
             said_something = said_something or any(step.parts)
@@ -253,7 +213,6 @@ class AgentTurn:
         finished = TurnFinished(reason, used, client_calls, spent=self._usage.spent())
         await flushed()  # the text is with the caller: it never waits for the session write
         turn = [*new_context, request.input, *steps]
-        # Shielded: once the reply is complete, a late cancel must not leave the write half-done.
         owner = identity_of(request.caller)
         # A turn that read its session is stored only if nobody else's was stored since.
         read_length = None if request.new_session else context.stored_length
@@ -265,15 +224,15 @@ class AgentTurn:
             read_length,
             tuple(self._usage.calls),
             run_id,
+            one_off=request.new_session,
         )
-        with _store_span(self._store, "session write", "append_turn"):
-            await asyncio.shield(self._store.append_turn(request.session_key, turn, origin))
+        await store_turn(self._store, request.session_key, turn, origin)
         if log.isEnabledFor(logging.INFO):  # the session's fingerprint costs a hash
             log.info(
                 "turn %s finished: agent=%s model=%s session=%s history=%d %s, %d tokens, %.0f ms",
                 run_id,
                 agent.id,
-                self._answered_by,
+                self._model.answered_by,
                 fingerprint(request.session_key),
                 history,
                 finished.finish_reason.value,
@@ -281,65 +240,6 @@ class AgentTurn:
                 (time.monotonic() - started) * 1000,
             )
         yield finished
-
-    async def _ask(
-        self, request: ProviderRequest, step: _Step, separate: bool
-    ) -> AsyncIterator[Shown]:
-        """One step's answer as the caller sees it, as the provider gives it: text and the
-        client's tool-call pieces; `step` collects them, the own calls and the finish.
-        `separate`: an earlier step said something, so this step's text starts on its own.
-        One generator, not two: each layer an event passes through cost the echo rows ~5%."""
-        choice = request.tool_choice
-        # A forced tool choice holds the answer back until the call is confirmed: text that
-        # went out could not be taken back when the model did not call the tool.
-        held: list[Shown] | None = [] if choice.forces_a_call else None
-        provider_name = self._agent.provider
-        deadline = ProviderDeadline(self._agent.turn_timeout)
-        asked = time.monotonic()
-        try:
-            # Retries and fallbacks happen before the first event; then the provider's stream.
-            events, event, answering = await self._models.first_event(request, deadline)
-            self._answered_by = answering.ref
-            async with aclosing(events):
-                while event is not None:
-                    shown: Shown | None = None
-                    match event:
-                        case TextDelta():
-                            if not step.parts:
-                                self._metrics.provider_first_token_seconds_by(
-                                    provider_name
-                                ).observe(time.monotonic() - asked)
-                            step.parts.append(event.text)
-                            if separate:
-                                separate = False
-                                event = dataclasses.replace(event, text=STEP_SEPARATOR + event.text)
-                            shown = event
-                        case ReasoningDelta():
-                            shown = event  # thinking is shown apart, never joined to the text
-                        case ToolCallDelta():
-                            shown = step.calls.add(event)
-                        case TurnFinished():
-                            step.finished = event
-                        case _:
-                            assert_never(event)
-                    if shown is not None:
-                        if held is None:
-                            yield shown
-                        else:
-                            held.append(shown)
-                    event = await deadline.wait_for(anext(events, None))
-        except ContextOverflowError as overflow:  # the model that refused is learned, no other
-            overflow.model_ref = overflow.model_ref or self._answered_by
-            raise
-        finally:
-            deadline.cancel()
-        self._metrics.provider_seconds_by(provider_name).observe(time.monotonic() - asked)
-        if step.finished is None:
-            raise ProviderFailedError("the provider ended its answer without finishing it")
-        if not choice.satisfied_by(step.calls.whole()):
-            raise ProviderFailedError(_unmet(choice))
-        for event in held or ():
-            yield event
 
     def _answer_cap(self, prompt_tokens: int, refuse: bool) -> int | None:
         """The most tokens the next answer may have within the caller's budget (None: nothing
@@ -360,60 +260,10 @@ class AgentTurn:
         prompt tokens has the worker's estimate of them (and is marked estimated)."""
         if not usage.prompt_tokens and prompt_estimate:
             usage = dataclasses.replace(usage, prompt_tokens=prompt_estimate, estimated=True)
-        provider, _, model = self._answered_by.partition("/")
+        provider, _, model = self._model.answered_by.partition("/")
         self._usage.add(provider, model, usage)
 
     async def _own_tools(self) -> tuple[Tool, ...]:
         if self._tools is None or not self._provider.supports_tools:
             return ()
         return await self._tools.offer(self._agent)
-
-    async def _context(self) -> tuple[TurnContext, list[ChatMessage]]:
-        """What the model sees of the session, and the client's messages new to it."""
-        request, agent = self._request, self._agent
-        caller = request.caller
-        if caller is not None and not caller.admin:
-            # Checked even for a key said to be new: a gRPC client could name anyone's.
-            with _store_span(self._store, "session owner", "owner_of"):
-                owner = await self._store.owner_of(request.session_key)
-            if not caller.reaches(owner):
-                raise NotYourSessionError(request.session_key)
-        stored = NO_HISTORY
-        if not request.new_session:
-            with _store_span(self._store, "session read", "load_context") as reading:
-                stored = await self._store.load_context(request.session_key, agent.history_limit)
-                stored = stored.cut_in_steps(agent.history_limit)
-                reading.set("clawgate.messages", len(stored.messages))
-        new_context = (
-            messages_after_last_assistant(request.context)
-            if stored.exists
-            else list(request.context)
-        )
-        context = TurnContext(
-            agent,
-            system_prompt_for(agent, request.extra_system_prompt),
-            stored,
-            new_context,
-            request.input,
-            self._windows,
-            self._summarizer,
-            self._metrics,
-            request.session_key,
-            self._off_loop,
-            self._usage.add,
-        )
-        return context, new_context
-
-
-def _store_span(store: SessionStore, name: str, operation: str) -> tracing.Span:
-    if not tracing.active():
-        return tracing.NO_SPAN
-    attributes = {"db.system.name": store.system, "db.operation.name": operation}
-    in_process = store.system == "sqlite"
-    return tracing.span(name, "internal" if in_process else "client", attributes)
-
-
-def _unmet(choice: ToolChoice) -> str:
-    if choice.mode == "function":
-        return f"the model did not call the required tool {choice.function_name!r}"
-    return "the model did not call a tool, and tool_choice is 'required'"

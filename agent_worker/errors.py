@@ -23,8 +23,14 @@ class TurnError(Exception):
         self.detail = detail  # what only the worker's log shows (addresses, upstream text)
 
 
-class UnknownAgentError(TurnError):
+class NotFoundError(TurnError):
+    """What a call names (a tool, a stored response) is not there, or not there for its caller."""
+
     code = grpc.StatusCode.NOT_FOUND
+
+
+class UnknownAgentError(NotFoundError):
+    pass
 
 
 class InvalidTurnError(TurnError):

@@ -13,6 +13,7 @@ import orjson
 from agent_worker.domain import TextDelta, TurnFinished
 from agent_worker.providers.base import Provider, ProviderEvent, ProviderRequest
 from services import tracing
+from services.spans import Attributes, AttributeValue, Span
 
 
 def model_stream(
@@ -24,8 +25,8 @@ def model_stream(
     return _traced(provider_name, provider, request)
 
 
-def _request_attributes(provider_name: str, request: ProviderRequest) -> tracing.Attributes:
-    attributes: dict[str, tracing.AttributeValue] = {
+def _request_attributes(provider_name: str, request: ProviderRequest) -> Attributes:
+    attributes: dict[str, AttributeValue] = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": provider_name,
         "gen_ai.request.model": request.model,
@@ -75,7 +76,7 @@ async def _traced(
         span.end()
 
 
-def _finished(span: tracing.Span, request: ProviderRequest, finished: TurnFinished) -> None:
+def _finished(span: Span, request: ProviderRequest, finished: TurnFinished) -> None:
     span.set("gen_ai.response.model", request.model)
     span.set("gen_ai.response.finish_reasons", [finished.finish_reason.value])
     span.set("gen_ai.usage.input_tokens", finished.usage.prompt_tokens)

@@ -35,7 +35,7 @@ from agent_worker.domain import (
 from agent_worker.errors import InvalidTurnError, TurnError
 from agent_worker.usage import UsageGroup, UsageQuery, UsageSums
 from clawgate.agent.v1 import agent_service_pb2 as pb
-from services.config import OPERATOR_IDENTITY
+from services.gateway_config import OPERATOR_IDENTITY
 
 _ROLES: dict[int, Role] = {
     pb.ROLE_UNSPECIFIED: "user",  # the contract reads an unset role as the user's

@@ -24,30 +24,23 @@ from agent_worker.compaction import (
     UNKNOWN_WINDOW,
     Summarizer,
     UsageRecorder,
-    clipped_message,
     cut_point,
-    reserve_tokens,
     summary_tokens,
 )
-from agent_worker.context_window import (
-    MESSAGE_OVERHEAD_TOKENS,
-    ContextWindows,
-    TokenCounter,
-    TurnCounts,
-)
+from agent_worker.context_window import ContextWindows, TurnCounts
 from agent_worker.domain import ChatMessage, Compaction, StoredContext, Tool
 from agent_worker.errors import ContextOverflowError, InputTooLargeError
 from agent_worker.light_prompts import is_light
 from agent_worker.metrics import WorkerMetrics
+from agent_worker.prompt_trim import largest_clipped, old_tool_results_clipped, tool_result_within
+from agent_worker.turn_window import TurnWindow
 from services import tracing
 from services.logging import fingerprint
 from services.off_loop import OffLoop
+from services.spans import Attributes
 
 log = logging.getLogger("clawgate.worker.compaction")
 SUMMARY_HEADING = "Summary of the earlier conversation:"
-# A tool result older than the turn's input takes at most this share of the prompt budget.
-_OLD_TOOL_RESULT_SHARE = 8
-_MIN_CLIPPED = 32  # tokens: the least a clipped message keeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +73,7 @@ class TurnContext:
         self._first = stored.first_position  # the session position of _history[0]
         self.stored_length = stored.last_position  # the session's length as read
         self._input = turn_input
-        self._windows = windows
+        self._window = TurnWindow(agent, windows)
         self._summarizer = summarizer
         self._metrics = metrics
         self._session_key = session_key
@@ -89,7 +82,6 @@ class TurnContext:
         self.compaction = stored.compaction  # the summary the prompt carries
         self.made: Compaction | None = None  # a compaction this turn made, stored with it
         self.estimate = 0  # the last prompt's estimated tokens (0: not counted)
-        self._window_tokens = self._known_window()
 
     @property
     def history_size(self) -> int:
@@ -106,29 +98,13 @@ class TurnContext:
         summary = f"{SUMMARY_HEADING}\n{self.compaction.summary}"
         return f"{self._system}\n\n{summary}" if self._system else summary
 
-    def _known_window(self) -> int | None:
-        agent = self._agent
-        return self._windows.window(agent.provider, agent.model, agent.context_tokens)
-
-    def _counter(self) -> TokenCounter:
-        return self._windows.counter(self._agent.provider, self._agent.model)
-
-    def _budget(self, window: int, answer_tokens: int | None) -> int:
-        agent = self._agent
-        answer = answer_tokens or self._windows.limits(agent.provider, agent.model).max_tokens
-        return window - reserve_tokens(window, answer, agent.compaction.reserve_tokens_floor)
-
     def answer_room(self, answer_tokens: int | None) -> int | None:
-        """The most the answer may ask for beside the last prompt: a `max_tokens` larger than
-        what the window can hold is capped (the answer then ends with "length")."""
-        window = self._window_tokens
-        if answer_tokens is None or window is None or not self.estimate:
-            return answer_tokens
-        return max(min(answer_tokens, window - self.estimate), 1)
+        """The most the answer may ask for beside the last prompt (see TurnWindow)."""
+        return self._window.answer_room(answer_tokens, self.estimate)
 
     @functools.cached_property
     def _counts(self) -> TurnCounts:
-        return TurnCounts(self._counter())
+        return TurnCounts(self._window.counter())
 
     @functools.cached_property
     def _light(self) -> bool:
@@ -147,11 +123,11 @@ class TurnContext:
         trigger: str = "budget",
     ) -> tuple[ChatMessage, ...]:
         """The prompt for the next model call, within the window when it is known."""
-        window = self._window_tokens
+        window = self._window.tokens
         if window is None or not self._agent.compaction.enabled:
             return self.messages(steps)
         light = self._is_light(steps)
-        budget = self._budget(window, answer_tokens)
+        budget = self._window.budget(window, answer_tokens)
         started = time.monotonic()
         forced = trigger != "budget"
         plan = await self._off_loop.run(light, self._measure, steps, tools, window, budget, forced)
@@ -189,7 +165,7 @@ class TurnContext:
             self.estimate = total
             return self.messages(steps)
         before = total
-        self._prune_old_tool_results(budget)
+        self._history = old_tool_results_clipped(self._history, budget, self._counts)
         total = self._count(steps, tools)
         if total <= budget and not forced:
             self.estimate = total
@@ -205,22 +181,24 @@ class TurnContext:
         """The prompt, its largest messages clipped while it is over the budget."""
         total = self._count(steps, tools)
         if total > budget:
-            steps = self._clip_to(list(steps), total - budget)
+            self._history, steps = largest_clipped(
+                self._history, steps, total - budget, self._counts
+            )
             total = self._count(steps, tools)
         self.estimate = total
         return self.messages(steps)
 
     async def counted(self, steps: Sequence[ChatMessage], tools: tuple[Tool, ...]) -> int:
         """The next prompt's tokens: fit's count when it made one, else counted now."""
-        if self.estimate and self._window_tokens is not None and self._agent.compaction.enabled:
+        if self.estimate and self._window.tokens is not None and self._agent.compaction.enabled:
             return self.estimate
         return await self._off_loop.run(self._is_light(steps), self._count, steps, tools)
 
     async def check_input(self, tools: tuple[Tool, ...], answer_tokens: int | None) -> None:
         """Refuses, before the turn starts, an input that alone cannot fit the window."""
-        window = self._window_tokens
+        window = self._window.tokens
         if window is not None and self._agent.compaction.enabled:
-            budget = self._budget(window, answer_tokens)
+            budget = self._window.budget(window, answer_tokens)
             light = self._is_light(())
             await self._off_loop.run(light, self._fixed_tokens, tools, window, budget)
 
@@ -231,10 +209,8 @@ class TurnContext:
         fixed = counts.tools(tools) + counts.message(self._input)
         fixed += counts.message(ChatMessage("system", self._system)) if self._system else 0
         if fixed > budget and self._input.role == "tool":
-            # A client tool's result is data, not the user's words: clipped like old ones.
             room = budget - fixed + counts.message(self._input)
-            text_room = max(room - MESSAGE_OVERHEAD_TOKENS, _MIN_CLIPPED)
-            self._input = clipped_message(self._input, text_room, counts)
+            self._input = tool_result_within(self._input, room, counts)
             fixed = budget - room + counts.message(self._input)
         if fixed > budget:
             raise InputTooLargeError(
@@ -248,7 +224,7 @@ class TurnContext:
     async def compact_now(self, instructions: str = "") -> Compaction | None:
         """Manual compaction: summarises everything before the last exchange, window known or
         not; None when there is nothing before it."""
-        budget = self._budget(self._window_tokens or UNKNOWN_WINDOW, None)
+        budget = self._window.budget(self._window.tokens or UNKNOWN_WINDOW, None)
         light = self._is_light(())
         before = await self._off_loop.run(light, self._count, (), ())
         last_user = max(
@@ -263,44 +239,21 @@ class TurnContext:
     async def overflowed(
         self, error: ContextOverflowError, sent: Sequence[ChatMessage], tools: tuple[Tool, ...]
     ) -> None:
-        """The provider refused `sent` as too long: learn what it said, or what it implies, of
-        the model that refused it (a fallback's window is not the primary's)."""
-        agent = self._agent
-        refused_by = error.model_ref or agent.model_ref
-        provider, _, model = refused_by.partition("/")
-        primary = refused_by == agent.model_ref
-        known = self._windows.window(provider, model, agent.context_tokens if primary else None)
-        if error.window:
-            self._windows.learn(provider, model, error.window)
-        elif known is None:  # the window is below what was sent: assume well below
-            light = self._is_light(sent)
-            estimate = await self._off_loop.run(light, self._count_of, sent, tools)
-            self._windows.learn(provider, model, max(estimate * 3 // 4, 256))
-        if primary and known is not None and (error.window is None or error.window >= known):
-            self._counter().grow()  # the window was right: the estimate was low
-        windows = (self._known_window(), self._windows.window(provider, model))
-        # This turn's next prompt must fit the model that refused, whichever that was.
-        self._window_tokens = min((window for window in windows if window), default=None)
+        """The provider refused `sent` as too long: the next prompt fits what that implies."""
+
+        async def estimate_sent() -> int:
+            return await self._off_loop.run(self._is_light(sent), self._count_of, sent, tools)
+
+        await self._window.refused(error, estimate_sent)
 
     def _count_of(self, prompt: Sequence[ChatMessage], tools: tuple[Tool, ...]) -> int:
         return self._counts.messages(prompt) + self._counts.tools(tools)
 
     def reported(self, prompt_tokens: int, answered_by: str) -> None:
-        """The provider counted the last prompt: correct the estimates, when the model that
-        answered is the one whose counter made them."""
-        if self.estimate and answered_by == self._agent.model_ref:
-            self._counter().observe(self.estimate, prompt_tokens)
+        self._window.reported(self.estimate, prompt_tokens, answered_by)
 
     def _count(self, steps: Sequence[ChatMessage], tools: tuple[Tool, ...]) -> int:
         return self._count_of(self.messages(steps), tools)
-
-    def _prune_old_tool_results(self, budget: int) -> None:
-        limit = max(budget // _OLD_TOOL_RESULT_SHARE, _MIN_CLIPPED)
-        counts = self._counts
-        self._history = [
-            clipped_message(message, limit, counts) if message.role == "tool" else message
-            for message in self._history
-        ]
 
     async def _compact(
         self,
@@ -319,7 +272,7 @@ class TurnContext:
         if cut == 0:
             return False
         previous = self.compaction.summary if self.compaction else ""
-        attributes: tracing.Attributes = {
+        attributes: Attributes = {
             "clawgate.compaction.trigger": trigger,
             "clawgate.compaction.messages": cut,
         }
@@ -339,21 +292,3 @@ class TurnContext:
         self.made = dataclasses.replace(
             self.compaction, tokens_before=tokens_before, tokens_after=tokens_after
         )
-
-    def _clip_to(self, steps: list[ChatMessage], excess: int) -> list[ChatMessage]:
-        """Clips the largest messages (history and steps), largest first, until `excess`
-        tokens are gone: one pass in size order, so clipping stays linear in the messages."""
-        counts = self._counts
-        pool = [*self._history, *steps]
-        by_size = sorted(range(len(pool)), key=lambda at: counts.message(pool[at]), reverse=True)
-        for index in by_size:
-            if excess <= 0:
-                break
-            tokens = counts.message(pool[index])
-            clipped = clipped_message(pool[index], max(tokens - excess, _MIN_CLIPPED), counts)
-            if clipped is pool[index]:
-                continue  # nothing of its text can go (its size is in its tool calls)
-            excess -= tokens - counts.message(clipped)
-            pool[index] = clipped
-        self._history = pool[: len(self._history)]
-        return pool[len(self._history) :]

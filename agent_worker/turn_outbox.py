@@ -8,8 +8,8 @@ queued event has been taken, so the text is on its way before the store is touch
 waiter resumes only after the step that set it, so the message has been handed over by then).
 With other turns in flight it returns at once, like Nagle's rule: what is queued then waits and
 rides with the finish after the write (a write takes a loop step: turns that end together share
-its commit), and messages stay shared, where a second message per turn cost busy streams 10% of
-their throughput (docs/performance.md, step 16). It also returns at once for a caller that reads
+its commit), and messages stay shared: a second message per turn would cost every busy stream
+a message's overhead. It also returns at once for a caller that reads
 whole answers, whose text waits for the finish from the start; its started event does not (the
 edge moves a turn that has not started) unless it is still queued when the write begins, as for
 an answer that came at once, which then leaves whole in one message. Once the queue holds

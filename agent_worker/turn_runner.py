@@ -41,6 +41,7 @@ from services import tracing
 from services.ids import random_hex
 from services.logging import fingerprint
 from services.off_loop import OffLoop
+from services.spans import NO_SPAN, AttributeValue, Span
 
 __all__ = ["Flushed", "STREAM_BROKEN", "TurnRunner"]
 log = logging.getLogger("clawgate.worker.turns")
@@ -261,9 +262,9 @@ class TurnRunner:
             raise InvalidTurnError("this agent's model does not accept images")
 
 
-def _turn_span(request: TurnRequest) -> tracing.Span:
+def _turn_span(request: TurnRequest) -> Span:
     """The turn's server span, in the caller's trace (a new one when it sent none)."""
-    attributes: dict[str, tracing.AttributeValue] = {
+    attributes: dict[str, AttributeValue] = {
         "rpc.system": "grpc",
         "rpc.service": tracing.AGENT_SERVICE,
         "rpc.method": "RunTurn",
@@ -276,7 +277,7 @@ def _turn_span(request: TurnRequest) -> tracing.Span:
     return tracing.span(tracing.RUN_TURN_SPAN, "server", attributes, request.traceparent)
 
 
-def _wait_span(queued: bool) -> tracing.Span:
+def _wait_span(queued: bool) -> Span:
     if not tracing.active():
-        return tracing.NO_SPAN
+        return NO_SPAN
     return tracing.span("session wait", attributes={"clawgate.queued": queued})

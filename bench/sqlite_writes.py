@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent_worker.domain import ChatMessage
-from agent_worker.sessions import sqlite_store
+from agent_worker.sessions import sqlite_store, sqlite_writes
 
 TURN = [ChatMessage("user", "hi"), ChatMessage("assistant", " ".join(f"w{i}" for i in range(16)))]
 
@@ -28,14 +28,14 @@ def waited_since(asked: float, waits: list[float]) -> Callable[[object], None]:
 
 async def run(seconds: float) -> None:
     checkpoints: list[float] = []
-    checkpoint = sqlite_store.checkpoint_wal
+    checkpoint = sqlite_writes.checkpoint_wal
 
     def timed_checkpoint(connection: sqlite3.Connection) -> None:
         started = time.perf_counter()
         checkpoint(connection)
         checkpoints.append(time.perf_counter() - started)
 
-    sqlite_store.checkpoint_wal = timed_checkpoint  # the thread calls it through the module
+    sqlite_writes.checkpoint_wal = timed_checkpoint  # the thread calls it through the module
     with tempfile.TemporaryDirectory() as tmp:
         store = sqlite_store.SqliteSessionStore(Path(tmp) / "s.db")
         await store.open()

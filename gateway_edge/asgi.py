@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-from starlette.types import Receive, Send
+from starlette.types import Receive, Scope, Send
 
 from gateway_edge.errors import (
     JSON_CONTENT_TYPE,
@@ -96,13 +96,18 @@ async def read_body(receive: Receive, declared: bytes | None, limit: int) -> byt
             return body
 
 
-class cancelled_on_disconnect:  # noqa: N801 - used like the context-manager function it was
+def request_headers(scope: Scope) -> dict[bytes, bytes]:
+    """The request's headers by their (lowercase) names; the first of repeated headers wins."""
+    return dict(reversed(scope["headers"]))
+
+
+class cancelled_on_disconnect:  # noqa: N801 - used as a context-manager function would be
     """Cancels the work inside when the client goes away; it then raises ClientDisconnected.
     One watcher per request, reading the rest of `receive` (the body must be read already).
-    A class, not @asynccontextmanager: the generator machinery cost ~2% of the edge's CPU per
-    request (py-spy, non-stream at c=32). The watcher must not reach this object: a cancelled
-    watcher keeps its frames, and a cycle through them left every request to the garbage
-    collector, whose passes held the loop for 50-75 ms (tests/gateway_edge/test_asgi.py)."""
+    A class rather than @asynccontextmanager: it runs for every request, and a generator-based
+    manager costs more per entry. The watcher must not reach this object: a cancelled watcher
+    keeps its frames, and a cycle through them would leave every request to the garbage
+    collector, whose passes hold the loop (tests/gateway_edge/test_asgi.py)."""
 
     __slots__ = ("_receive", "_watcher")
 

@@ -17,7 +17,8 @@ from gateway_edge.principal import OWNER, SCOPES_HEADER, Principal, scopes_from
 from gateway_edge.proxies import NO_PROXIES, TrustedProxies
 from gateway_edge.rate_limit import AuthFailureLimiter
 from gateway_edge.sessions import header_text
-from services.config import OPERATOR_SCOPES, PASSWORD_ENV, TOKEN_ENV, AuthConfig
+from services.config import PASSWORD_ENV, TOKEN_ENV
+from services.gateway_config import OPERATOR_SCOPES, AuthConfig
 from services.network import is_loopback
 
 log = logging.getLogger("clawgate.edge")

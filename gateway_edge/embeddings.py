@@ -61,10 +61,9 @@ def _encoded(values: Any, encoding: str) -> Any:
 async def create_embeddings(
     request: Request, call: Annotated[Admitted, Depends(admitted)]
 ) -> Response:
-    state, principal = call
+    state, principal, headers = call
     principal.require(WRITE)
     limit = state.config.gateway.http.endpoints.chat_completions.max_body_bytes
-    headers = dict(reversed(request.scope["headers"]))
     document = await read_json_object(request.receive, headers, limit)
     model = document.get("model")
     if not isinstance(model, str) or not model:

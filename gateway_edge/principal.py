@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.errors import missing_scope
-from services.config import OPERATOR_IDENTITY, OPERATOR_SCOPES
+from services.gateway_config import OPERATOR_IDENTITY, OPERATOR_SCOPES
 
 ADMIN, READ, WRITE = "operator.admin", "operator.read", "operator.write"
 SCOPES_HEADER = b"x-openclaw-scopes"

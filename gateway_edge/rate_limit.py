@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from services.config import RateLimitConfig
+from services.gateway_config import RateLimitConfig
 from services.network import is_loopback
 
 MAX_TRACKED_CLIENTS = 10_000

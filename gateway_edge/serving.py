@@ -4,7 +4,7 @@
 The driver owns what every dialect does alike: method and auth checks, the body and item
 limits, the agent and session (`prepare_turn`), the worker turn, disconnects, keep-alives,
 metrics and logs, and the stream and whole-answer loops. A dialect owns only what differs:
-how its request becomes a chat-shaped turn (`adapt`) and how the turn's events are said in its
+how its request becomes a `TurnInput` (`parse`) and how the turn's events are said in its
 shape (`AnswerEncoder`). It is a pure ASGI app: the hot path skips the framework's routing and
 response classes, and sends pre-encoded bytes.
 """
@@ -15,7 +15,7 @@ import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, assert_never
+from typing import Any, Generic, Protocol, TypeVar, assert_never
 
 from starlette.types import Receive, Scope, Send
 
@@ -27,10 +27,10 @@ from gateway_edge.asgi import (
     body_part,
     cancelled_on_disconnect,
     read_json,
+    request_headers,
     send_bytes,
     send_error,
 )
-from gateway_edge.dialects.chat_request import ChatCompletionRequest
 from gateway_edge.errors import ApiError, bad_request
 from gateway_edge.limits import Admission
 from gateway_edge.observability import RequestRecord
@@ -38,23 +38,27 @@ from gateway_edge.principal import WRITE, Principal
 from gateway_edge.remote_turn import RemoteTurn
 from gateway_edge.sse import DONE, KEEP_ALIVE
 from gateway_edge.state import EdgeState
+from gateway_edge.turn_input import TurnInput
 from gateway_edge.turn_setup import SESSION_KEY_HEADER_BYTES, PreparedTurn, prepare_turn
 from services import tracing
 
 log = logging.getLogger("clawgate.edge")
 
 
+NativeT = TypeVar("NativeT")
+
+
 @dataclass(slots=True)
-class AdaptedRequest:
+class AdaptedRequest(Generic[NativeT]):
     """A dialect's request said as the turn that runs it."""
 
-    chat: ChatCompletionRequest
+    native: NativeT  # the request in its dialect's shape, which only that dialect reads
+    turn: TurnInput
     stream: bool
     # The stored response this request follows (Responses' previous_response_id), found by
     # `Dialect.resolve`.
     previous_response_id: str | None = None
     continues: pb.FindResponseResponse | None = None
-    document: Any = None  # the body as it came, for a dialect that echoes its fields
 
 
 class AnswerEncoder(Protocol):
@@ -87,22 +91,22 @@ class AnswerEncoder(Protocol):
         """The non-stream body; `finished` carries the client's tool calls whole."""
 
 
-class Dialect(Protocol):
+class Dialect(Protocol[NativeT]):
     path: str
     items_field: str  # the array `maxMessages` counts: chat `messages`, Responses `input`
     max_body_bytes: int
     max_items: int
 
-    def parse(self, document: Any) -> AdaptedRequest:
+    def parse(self, document: Any) -> AdaptedRequest[NativeT]:
         """The parsed body as a turn; raises ApiError (400) naming the bad param. A large
         body's runs on a thread (it may be called there)."""
 
     async def resolve(
-        self, request: AdaptedRequest, state: EdgeState, principal: Principal
+        self, request: AdaptedRequest[NativeT], state: EdgeState, principal: Principal
     ) -> None:
         """Finds what the request names in the workers' stores; raises ApiError (404)."""
 
-    def encoder(self, request: AdaptedRequest, turn: pb.RunTurnRequest) -> AnswerEncoder:
+    def encoder(self, request: AdaptedRequest[NativeT], turn: pb.RunTurnRequest) -> AnswerEncoder:
         """A fresh encoder for one answer (it may stamp `turn`, e.g. the response id)."""
 
 
@@ -137,7 +141,7 @@ def check_item_count(document: object, field: str, limit: int) -> None:
 class TurnEndpoint:
     """`POST <dialect.path>`: one agent turn per request, JSON or SSE."""
 
-    def __init__(self, state: EdgeState, dialect: Dialect) -> None:
+    def __init__(self, state: EdgeState, dialect: Dialect[Any]) -> None:
         self.path = dialect.path
         self.path_format = dialect.path  # the metrics' route label, as the framework's routes
         self._state = state
@@ -157,7 +161,7 @@ class TurnEndpoint:
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         state, dialect = self._state, self._dialect
-        headers = dict(reversed(scope["headers"]))  # the first of repeated headers wins
+        headers = request_headers(scope)
         principal = state.access.admit(scope.get("client"), headers)
         principal.require(WRITE)
         document = await read_json(receive, headers, dialect.max_body_bytes)
@@ -168,13 +172,13 @@ class TurnEndpoint:
         if _is_light(headers, document, dialect.items_field):
             adapted = dialect.parse(document)
             await dialect.resolve(adapted, state, principal)
-            prepared = prepare(adapted.chat, principal, adapted.continues)
+            prepared = prepare(adapted.turn, principal, adapted.continues)
         else:
             off_loop = state.off_loop
             adapted = await off_loop.run(False, dialect.parse, document)
             await dialect.resolve(adapted, state, principal)
             prepared = await off_loop.run(
-                False, prepare, adapted.chat, principal, adapted.continues
+                False, prepare, adapted.turn, principal, adapted.continues
             )
         encoder = dialect.encoder(adapted, prepared.request)
         admission = await state.limits.admit(principal.counted_as, prepared.request.agent_id)
@@ -192,7 +196,7 @@ class TurnEndpoint:
         send: Send,
         receive: Receive,
         prepared: PreparedTurn,
-        adapted: AdaptedRequest,
+        adapted: AdaptedRequest[Any],
         encoder: AnswerEncoder,
         admission: Admission,
     ) -> None:

@@ -53,7 +53,7 @@ async def list_sessions(
 ) -> Response:
     """`mine`: only the caller's own sessions (an admin reaches everyone's otherwise).
     `include=one-off`: also the calls made without `user` or a session key."""
-    state, principal = call
+    state, principal, _ = call
     principal.require(READ)
     page = await ask(
         state.workers,
@@ -91,7 +91,7 @@ async def list_sessions(
 
 @router.get("/v1/sessions/{key:path}")
 async def get_session(key: str, call: Annotated[Admitted, Depends(admitted)]) -> Response:
-    state, principal = call
+    state, principal, _ = call
     principal.require(READ)
     asked = pb.GetSessionRequest(session_key=key, caller=principal.caller())
     stored = await ask(state.workers, "GetSession", asked, key)
@@ -114,7 +114,7 @@ async def compact_session(
     x_openclaw_agent_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Summarises the session's older messages now (optional body: {"instructions": "…"})."""
-    state, principal = call
+    state, principal, _ = call
     principal.require(WRITE)
     body = await request.body()
     try:
@@ -158,7 +158,7 @@ async def compact_session(
 
 @router.delete("/v1/sessions/{key:path}")
 async def delete_session(key: str, call: Annotated[Admitted, Depends(admitted)]) -> Response:
-    state, principal = call
+    state, principal, _ = call
     principal.require(WRITE)
     asked = pb.DeleteSessionRequest(session_key=key, caller=principal.caller())
     answer = await ask(state.workers, "DeleteSession", asked, key)

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from fastapi import Request
 
+from gateway_edge.asgi import request_headers
 from gateway_edge.auth import AccessGuard
 from gateway_edge.limits import Limits
 from gateway_edge.metrics import EdgeMetrics
@@ -30,19 +31,20 @@ class EdgeState:
 class Admitted(NamedTuple):
     state: EdgeState
     principal: Principal
+    headers: dict[bytes, bytes]
 
 
 def admitted(request: Request) -> Admitted:
     """The framework routes' auth, as a dependency: the edge's state and who the caller is,
     once they are let in (the turn endpoints make the same `access.admit`)."""
     state: EdgeState = request.app.state.edge
-    headers = dict(reversed(request.scope["headers"]))  # the first of repeated headers wins
-    return Admitted(state, state.access.admit(request.scope.get("client"), headers))
+    headers = request_headers(request.scope)
+    return Admitted(state, state.access.admit(request.scope.get("client"), headers), headers)
 
 
 def authorized(request: Request) -> EdgeState:
     """`admitted` for routes that only read what the gateway serves (models, status): any
     operator who may read or write."""
-    state, principal = admitted(request)
+    state, principal, _ = admitted(request)
     principal.require_any(READ, WRITE)
     return state

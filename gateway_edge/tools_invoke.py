@@ -91,10 +91,9 @@ def _denied(tool: str, allow: list[str], deny: list[str]) -> bool:
 
 @router.post("/tools/invoke")
 async def invoke_tool(request: Request, call: Annotated[Admitted, Depends(admitted)]) -> Response:
-    state, principal = call
+    state, principal, headers = call
     try:
         principal.require(ADMIN)
-        headers = dict(reversed(request.scope["headers"]))
         document = await read_json_object(request.receive, headers, MAX_BODY_BYTES)
         tool = _field(document, "name", str) or _field(document, "tool", str)
         if not tool:
@@ -144,13 +143,13 @@ async def invoke_tool(request: Request, call: Annotated[Admitted, Depends(admitt
             await admission.release()
     except ApiError as error:
         return _failure(error)
-    headers = {name.decode(): value.decode() for name, value in admission.headers}
+    limit_headers = {name.decode(): value.decode() for name, value in admission.headers}
     if answer.outcome == "ok":
-        return _answer(200, {"ok": True, "result": _result_of(answer.result)}, headers)
+        return _answer(200, {"ok": True, "result": _result_of(answer.result)}, limit_headers)
     status = _FAILED_STATUS.get(answer.outcome, 500)
     kind = "tool_error" if answer.outcome == "error" else answer.outcome
     failed = {"ok": False, "error": {"type": kind, "message": answer.result}}
-    return _answer(status, failed, headers)
+    return _answer(status, failed, limit_headers)
 
 
 def _result_of(text: str) -> Any:

@@ -9,13 +9,12 @@ from starlette.types import Scope
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.agent_resolution import resolve_agent
-from gateway_edge.dialects.chat_request import ChatCompletionRequest
 from gateway_edge.errors import ApiError, bad_request
 from gateway_edge.observability import RequestRecord, record_of
 from gateway_edge.principal import ADMIN, Principal
 from gateway_edge.sessions import SESSION_KEY_HEADER, Session, header_text, session_for
 from gateway_edge.state import EdgeState
-from gateway_edge.turn_input import turn_request_for
+from gateway_edge.turn_input import TurnInput, turn_request_for
 from services.logging import request_id_var
 
 SESSION_KEY_HEADER_BYTES = SESSION_KEY_HEADER.encode()
@@ -41,7 +40,7 @@ def prepare_turn(
     state: EdgeState,
     scope: Scope,
     headers: dict[bytes, bytes],
-    chat: ChatCompletionRequest,
+    turn: TurnInput,
     principal: Principal,
     continues: pb.FindResponseResponse | None = None,
 ) -> PreparedTurn:
@@ -50,12 +49,12 @@ def prepare_turn(
     `user` names one of their conversations."""
     agents = state.workers.known_agents()
     agent_id = resolve_agent(
-        chat.model,
+        turn.model,
         header_value(headers, b"x-openclaw-agent-id", b"x-openclaw-agent"),
         agents.ids,
         agents.default_id,
     )
-    if chat.logprobs and agent_id not in agents.logprob_ids:
+    if turn.logprobs and agent_id not in agents.logprob_ids:
         raise bad_request(
             f"Agent {agent_id!r}'s model does not return logprobs.", "logprobs", "unsupported"
         )
@@ -67,12 +66,12 @@ def prepare_turn(
             403, f"Session {shown!r} was not found.", "forbidden", SESSION_KEY_HEADER, "forbidden"
         )
     if continues is None:
-        session = session_for(agent_id, chat.user, header_key, principal.identity)
+        session = session_for(agent_id, turn.user, header_key, principal.identity)
     else:
         session = _continued(continues, agent_id, header_key)
     record = record_of(scope)
     record.agent, record.session_key = agent_id, session.key
-    turn_request = turn_request_for(chat, agent_id, session, request_id_var.get())
+    turn_request = turn_request_for(turn, agent_id, session, request_id_var.get())
     if (caller := principal.caller()) is not None:
         turn_request.caller.CopyFrom(caller)
     for name in CONTEXT_HEADERS:

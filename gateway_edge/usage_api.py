@@ -63,7 +63,7 @@ async def usage(
 ) -> Response:
     """`from` and `to`: UTC days, both included (default: the last seven days up to today);
     `group_by`: a comma list of identity, agent, model, day and session."""
-    state, principal = call
+    state, principal, _ = call
     principal.require(READ)
     last = _day(to, "to") if to else datetime.datetime.now(datetime.UTC).date()
     first = _day(from_, "from") if from_ else last - (DEFAULT_DAYS - 1) * _DAY

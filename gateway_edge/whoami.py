@@ -21,7 +21,7 @@ async def whoami(request: Request) -> Response:
     if needs_token and "authorization" not in request.headers:
         # Asking is not a failed attempt: the page learns that it needs a token.
         return json_response({"auth": mode, "needs_token": True, "signed_in": False})
-    _, principal = admitted(request)
+    principal = admitted(request).principal
     return json_response(
         {
             "auth": mode,

@@ -6,22 +6,21 @@ that an OpenClaw config with more keys still loads.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import json5
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from services.agent_config import AgentsConfig, model_refs
 from services.config_section import Section
-from services.limits_config import LimitsConfig
+from services.diagnostics_config import DiagnosticsConfig
+from services.gateway_config import GatewayConfig
 from services.mcp_config import McpConfig
 from services.provider_config import ModelsConfig
-from services.tracing import PROTOCOLS
 
 log = logging.getLogger("clawgate.config")
 
@@ -34,146 +33,6 @@ _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 class ConfigError(Exception):
     """The config file is missing, unreadable or invalid; the message names the bad key."""
-
-
-class RateLimitConfig(Section):
-    max_attempts: int = Field(10, alias="maxAttempts", ge=1)
-    window_ms: int = Field(60_000, alias="windowMs", ge=1)
-    lockout_ms: int = Field(300_000, alias="lockoutMs", ge=0)
-    exempt_loopback: bool = Field(True, alias="exemptLoopback")
-
-
-# Whom usage and limits count for when the caller bears no identity (token or password mode).
-OPERATOR_IDENTITY = "operator"
-OPERATOR_SCOPES = (
-    "operator.admin",
-    "operator.approvals",
-    "operator.pairing",
-    "operator.read",
-    "operator.talk.secrets",
-    "operator.write",
-)
-
-
-class TrustedProxyConfig(Section):
-    """`gateway.auth.trustedProxy`: who a request is for, as an identity-aware proxy says."""
-
-    user_header: str | None = Field(None, alias="userHeader")
-    # Headers the proxy always sets (e.g. x-forwarded-proto): a request without one is refused.
-    required_headers: list[str] = Field(default_factory=list, alias="requiredHeaders")
-    # Empty: anyone the proxy lets through.
-    allow_users: list[str] = Field(default_factory=list, alias="allowUsers")
-    # A proxy on this host (a loopback address in gateway.trustedProxies) must be opted into:
-    # every local process could otherwise claim to be anyone.
-    allow_loopback: bool = Field(False, alias="allowLoopback")
-    # The scopes of a request without x-openclaw-scopes; unset: operator.read and
-    # operator.write (a person's own sessions; OpenClaw's unset default is the full set).
-    default_scopes: list[str] | None = Field(None, alias="defaultScopes")
-
-
-class AuthConfig(Section):
-    mode: Literal["token", "password", "none", "trusted-proxy"] | None = None
-    token: str | None = None
-    password: str | None = None
-    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig, alias="rateLimit")
-    allow_unauthenticated_non_loopback: bool = Field(False, alias="allowUnauthenticatedNonLoopback")
-    trusted_proxy: TrustedProxyConfig = Field(
-        default_factory=TrustedProxyConfig, alias="trustedProxy"
-    )
-
-
-class ChatCompletionsEndpointConfig(Section):
-    enabled: bool = False
-    max_body_bytes: int = Field(20 * 1024 * 1024, alias="maxBodyBytes", ge=1)
-    # A request with more messages is refused before it is validated or sent on.
-    max_messages: int = Field(10_000, alias="maxMessages", ge=1)
-
-
-class ResponsesEndpointConfig(Section):
-    enabled: bool = False
-    max_body_bytes: int = Field(20 * 1024 * 1024, alias="maxBodyBytes", ge=1)
-    # A request with more `input` items is refused before it is validated or sent on.
-    max_messages: int = Field(10_000, alias="maxMessages", ge=1)
-
-
-class SessionsEndpointConfig(Section):
-    # Unset: on exactly when chat completions are.
-    enabled: bool | None = None
-
-
-class EndpointsConfig(Section):
-    chat_completions: ChatCompletionsEndpointConfig = Field(
-        default_factory=ChatCompletionsEndpointConfig, alias="chatCompletions"
-    )
-    responses: ResponsesEndpointConfig = Field(default_factory=ResponsesEndpointConfig)
-    sessions: SessionsEndpointConfig = Field(default_factory=SessionsEndpointConfig)
-
-    @property
-    def sessions_enabled(self) -> bool:
-        enabled = self.sessions.enabled
-        return self.chat_completions.enabled if enabled is None else enabled
-
-
-class HttpConfig(Section):
-    endpoints: EndpointsConfig = Field(default_factory=EndpointsConfig)
-
-
-class MetricsConfig(Section):
-    enabled: bool = True
-    # Serve /metrics on its own "host:port" instead of the gateway's port.
-    listen: str | None = None
-
-
-class GatewayToolsConfig(Section):
-    """`gateway.tools`: what `POST /tools/invoke` may reach beyond each agent's own policy."""
-
-    deny: list[str] = Field(default_factory=list)  # more tools to refuse over HTTP (globs)
-    allow: list[str] = Field(default_factory=list)  # lifted from the built-in deny list
-
-
-class GatewayConfig(Section):
-    tools: GatewayToolsConfig = Field(default_factory=GatewayToolsConfig)
-    port: int = Field(18789, ge=0, le=65535)
-    bind: str = "127.0.0.1"
-    auth: AuthConfig = Field(default_factory=AuthConfig)
-    http: HttpConfig = Field(default_factory=HttpConfig)
-    workers: list[str] = Field(default_factory=lambda: ["127.0.0.1:50051"], min_length=1)
-    keep_alive_seconds: float = Field(15.0, alias="keepAliveSeconds", gt=0)
-    worker_resolve_seconds: float = Field(5.0, alias="workerResolveSeconds", gt=0)
-    # HTTP/2 pings to each worker; a worker that does not answer one within the timeout is
-    # dropped with its streams.
-    worker_keepalive_seconds: float = Field(20.0, alias="workerKeepaliveSeconds", ge=1)
-    # A turn a worker has not started by then is checked on: when the worker does not answer
-    # a health check within workerHealthTimeoutMs, the turn moves to the next worker.
-    turn_start_timeout_ms: int = Field(3_000, alias="turnStartTimeoutMs", ge=1)
-    # Workers are health-checked this often, with this timeout; one that does not answer
-    # leaves the pool until it does.
-    worker_health_timeout_ms: int = Field(2_000, alias="workerHealthTimeoutMs", ge=1)
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client, and, in
-    # auth mode "trusted-proxy", the only ones whose identity headers are believed; nobody's
-    # by default, so that no client can name another one.
-    trusted_proxies: list[str] = Field(default_factory=list, alias="trustedProxies")
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _addresses_or_networks(cls, entries: list[str]) -> list[str]:
-        for entry in entries:
-            try:
-                ipaddress.ip_network(entry.strip().strip("[]"), strict=False)
-            except ValueError:
-                raise ValueError(
-                    f"{entry!r} is neither an IP address nor a network (such as 10.0.0.1 or"
-                    " 10.0.0.0/8)"
-                ) from None
-        return entries
-
-    @property
-    def local_url(self) -> str:
-        """The edge's base URL from this machine (a wildcard bind is reached on loopback)."""
-        host = "127.0.0.1" if self.bind in ("0.0.0.0", "::", "") else self.bind
-        return f"http://{host}:{self.port}"
 
 
 class WorkerConfig(Section):
@@ -212,36 +71,6 @@ class SessionsConfig(Section):
     def locks_across_processes(self) -> bool:
         """Whether the store itself keeps two workers from running one session at once."""
         return self.store.startswith(POSTGRES_URL_PREFIXES)
-
-
-class OtelConfig(Section):
-    """`diagnostics.otel`: traces over OTLP. Unset keys fall back to the standard OTEL_*
-    environment variables; on when an endpoint is set here or there (services/tracing.py)."""
-
-    # None: on exactly when an endpoint is configured; false: off whatever the environment says.
-    enabled: bool | None = None
-    endpoint: str | None = None  # the collector's base URL (OTLP/HTTP traces: <base>/v1/traces)
-    protocol: str | None = None  # "http/protobuf" (the default) or "grpc"
-    headers: dict[str, str] = Field(default_factory=dict)
-    service_name: str | None = Field(None, alias="serviceName")
-    # The share of new traces kept (0..1); a caller's sampled flag is followed.
-    sample_rate: float | None = Field(None, alias="sampleRate", ge=0, le=1)
-    # Message content (prompts, answers, tool arguments and results) is personal data: only
-    # recorded in spans when this is true.
-    capture_content: bool = Field(False, alias="captureContent")
-
-    @field_validator("protocol")
-    @classmethod
-    def _known_protocol(cls, protocol: str | None) -> str | None:
-        if protocol is not None and protocol not in PROTOCOLS:
-            raise ValueError(f"{protocol!r} is not supported: use {' or '.join(PROTOCOLS)}")
-        return protocol
-
-
-class DiagnosticsConfig(Section):
-    otel: OtelConfig = Field(default_factory=OtelConfig)
-    # A log line per model call on its prompt's cached prefix (agent_worker/cache_trace.py).
-    cache_trace: bool = Field(False, alias="cacheTrace")
 
 
 class ClawgateConfig(Section):

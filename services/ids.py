@@ -21,9 +21,9 @@ def time_ordered_uuid() -> str:
     random bits.
 
     Session keys carry one, and stores index sessions by key. Keys made later sort later, so a
-    new session's rows go to the end of the index instead of into a random page of it: an
-    SQLite turn with 100,000 sessions stored took ~30 µs instead of ~55 with random (version 4)
-    keys (docs/performance.md). The random bits keep the key unguessable."""
+    new session's rows go to the end of the index instead of into a random page of it, which
+    keeps a store's writes cheap as sessions accumulate. The random bits keep the key
+    unguessable."""
     milliseconds = time.time_ns() // 1_000_000
     bits = int.from_bytes(os.urandom(10), "big")  # 80: 12 for rand_a, 62 for rand_b
     value = (

@@ -7,9 +7,8 @@ pairs in text).
 
 Lines are written in batches: a record is kept, and what has gathered is formatted and written
 with one write every `FLUSH_SECONDS`, when `BATCH` records wait, or at once for a warning or
-worse. Measured at info with wrk -c32 (docs/performance.md): a write per line cost the pair a
-few percent; a QueueHandler and a writer thread cost more than that (the thread contends for
-the interpreter on every record).
+worse: a write per line costs a system call per record, and a QueueHandler with a writer thread
+costs more than that (the thread contends for the interpreter on every record).
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ def quiet_gc() -> None:
     """Call once the process is ready to serve: moves what start-up made (modules, the app, its
     models) out of the collector's sight and lets it run less often. A request allocates hundreds
     of short-lived objects, so the default first-generation threshold (700) ran a collection
-    every few requests; and a full collection walked everything imported after an earlier
-    freeze (the edge's came at 24-42 ms)."""
+    every few requests; and a full collection walks everything not frozen, which holds the loop
+    for tens of milliseconds."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioB
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from services.tracing import NO_SPAN, Attributes, AttributeValue, Span, SpanKind, TraceSettings
+from services.spans import NO_SPAN, Attributes, AttributeValue, Span, SpanKind, TraceSettings
 
 _KINDS = {
     "internal": trace.SpanKind.INTERNAL,
@@ -147,7 +147,7 @@ class OtelTracer:
             current = trace.get_current_span()
             if current.get_span_context().is_valid and not current.is_recording():
                 # A trace not sampled: its children would be recorded by nobody either, and
-                # each cost ~7 µs. The current span's context still travels on.
+                # each would still cost its making. The current span's context travels on.
                 return NO_SPAN
             context = None
         return LiveSpan(self._tracer.start_span(name, context, _KINDS[kind], attributes=attributes))

@@ -15,100 +15,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from services.config import OtelConfig
+from services.diagnostics_config import OTLP_PROTOCOLS, OtelConfig
+from services.spans import NO_SPAN, Attributes, Span, SpanKind, TraceSettings
 
-SpanKind = Literal["internal", "server", "client"]
-AttributeValue = str | bool | int | float | list[str]
-Attributes = Mapping[str, AttributeValue]
-PROTOCOLS = ("http/protobuf", "grpc")
 # The contract's service as span names and `rpc.service` say it (OpenTelemetry's RPC names);
 # a turn is a RunTurn on either side, whichever stream carries it.
 AGENT_SERVICE = "clawgate.agent.v1.AgentService"
 RUN_TURN_SPAN = f"{AGENT_SERVICE}/RunTurn"
 DEFAULT_ENDPOINTS = {"http/protobuf": "http://localhost:4318", "grpc": "http://localhost:4317"}
-
-
-class Span(Protocol):
-    live: bool  # False for the do-nothing span while tracing is off
-
-    def set(self, key: str, value: AttributeValue) -> None: ...
-
-    def rename(self, name: str) -> None: ...
-
-    def fail(self, message: str, error_type: str) -> None:
-        """Marks the span as failed (status ERROR, `error.type`); the first failure stays."""
-
-    def end(self) -> None: ...
-
-    def current(self) -> _Current:
-        """A context manager that makes this span the current one, without ending it."""
-
-    def traceparent(self) -> str:
-        """The W3C `traceparent` of this span ('' when tracing is off)."""
-
-    def __enter__(self) -> Span: ...
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...
-
-
-class _Current(Protocol):
-    def __enter__(self) -> object: ...
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...
-
-
-class _NoSpan:
-    """Every span while tracing is off: one object, every method does nothing."""
-
-    __slots__ = ()
-    live = False
-
-    def set(self, key: str, value: AttributeValue) -> None:
-        pass
-
-    def rename(self, name: str) -> None:
-        pass
-
-    def fail(self, message: str, error_type: str) -> None:
-        pass
-
-    def end(self) -> None:
-        pass
-
-    def current(self) -> _NoSpan:
-        return self
-
-    def traceparent(self) -> str:
-        return ""
-
-    def __enter__(self) -> _NoSpan:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        pass
-
-
-NO_SPAN = _NoSpan()
 
 
 class Tracer(Protocol):
@@ -185,17 +101,6 @@ def trace_ids() -> tuple[str, str] | None:
     return None if tracer is None else tracer.ids()
 
 
-@dataclass(frozen=True, slots=True)
-class TraceSettings:
-    endpoint: str  # the full traces URL (OTLP/HTTP) or the collector's address (gRPC)
-    protocol: str
-    service_name: str
-    headers: dict[str, str] | None = None  # None: the exporter reads OTEL_EXPORTER_OTLP_HEADERS
-    sample_rate: float | None = None  # None: the SDK reads OTEL_TRACES_SAMPLER(_ARG)
-    capture_content: bool = False
-    resource: dict[str, str] = field(default_factory=dict)
-
-
 class TracingSetupError(Exception):
     """The tracing settings cannot work (an unknown protocol); the message says which key."""
 
@@ -219,10 +124,10 @@ def trace_settings(
         or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "http/protobuf"
     ).strip()
-    if protocol not in PROTOCOLS:
+    if protocol not in OTLP_PROTOCOLS:
         raise TracingSetupError(
             f"diagnostics.otel.protocol (or OTEL_EXPORTER_OTLP_PROTOCOL) {protocol!r} is not"
-            f" supported: use {' or '.join(PROTOCOLS)}"
+            f" supported: use {' or '.join(OTLP_PROTOCOLS)}"
         )
     if config.endpoint:
         endpoint = _traces_url(config.endpoint, protocol)

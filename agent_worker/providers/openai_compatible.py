@@ -1,8 +1,8 @@
 """`openai-compatible`: any OpenAI-compatible HTTP API (OpenAI, vLLM, Ollama, llama.cpp server…).
 
-One long-lived HTTP client per provider (`http_client`: keep-alive, a C parser), the request
-encoded with orjson and the SSE answer parsed a network read at a time: a turn costs the worker
-little more than the bytes it forwards.
+One long-lived HTTP client per provider (`http_client`: keep-alive, a C parser); the request is
+encoded with orjson and the SSE answer parsed a network read at a time, all the pieces of one
+read in one JSON parse.
 """
 
 from __future__ import annotations

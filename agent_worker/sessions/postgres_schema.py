@@ -6,7 +6,7 @@ from typing import Any
 
 from agent_worker.sessions.records import COMPACTION_COLUMNS, MESSAGE_COLUMNS
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 MESSAGES_TABLE = "clawgate_session_messages"
 RESPONSES_TABLE = "clawgate_responses"
 SESSIONS_TABLE = "clawgate_sessions"
@@ -119,6 +119,13 @@ _MIGRATIONS = {
     CREATE INDEX IF NOT EXISTS clawgate_usage_by_time ON {USAGE_TABLE} (created_at);
     CREATE INDEX IF NOT EXISTS clawgate_usage_by_identity ON {USAGE_TABLE} (identity, created_at);
     """,
+    # Sessions of one call under a key the edge made up, kept out of listings; those stored
+    # before the flag are known by the form of such keys (gateway_edge/sessions.py).
+    10: f"""
+    ALTER TABLE {SESSIONS_TABLE} ADD COLUMN IF NOT EXISTS one_off BOOLEAN NOT NULL DEFAULT false;
+    UPDATE {SESSIONS_TABLE} SET one_off = true
+    WHERE turns <= 1 AND starts_with(session_key, 'agent:' || agent_id || ':openai:');
+    """,
 }
 INSERT_COMPACTION = f"""
 INSERT INTO {COMPACTIONS_TABLE}
@@ -147,10 +154,11 @@ LEFT JOIN LATERAL (
 ORDER BY m.seq DESC
 """
 SUMMARIZE = f"""
-INSERT INTO {SESSIONS_TABLE} (session_key, agent_id, title, turns, updated_at, owner)
-VALUES ($1, $2, $3, 1, $4, $5)
+INSERT INTO {SESSIONS_TABLE} (session_key, agent_id, title, turns, updated_at, owner, one_off)
+VALUES ($1, $2, $3, 1, $4, $5, $6)
 ON CONFLICT (session_key) DO UPDATE SET
     turns = {SESSIONS_TABLE}.turns + 1,
+    one_off = false,
     updated_at = excluded.updated_at,
     agent_id = CASE WHEN {SESSIONS_TABLE}.agent_id = '' THEN excluded.agent_id
                     ELSE {SESSIONS_TABLE}.agent_id END,

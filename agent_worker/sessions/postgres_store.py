@@ -173,6 +173,7 @@ class PostgresSessionStore:
                     title_of(messages),
                     time.time(),
                     origin.owner,
+                    origin.one_off,
                 )
                 if origin.compaction is not None:
                     await connection.execute(
@@ -240,9 +241,7 @@ class PostgresSessionStore:
         conditions: list[str] = []
         values: list[object] = []
         if not include_one_off:  # see SessionStore.list_sessions
-            conditions.append(
-                "NOT (turns <= 1 AND starts_with(session_key, 'agent:' || agent_id || ':openai:'))"
-            )
+            conditions.append("NOT one_off")
         if agent_id:
             values.append(agent_id)
             conditions.append(f"agent_id = ${len(values)}")

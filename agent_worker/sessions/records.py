@@ -12,7 +12,7 @@ import orjson
 
 from agent_worker.domain import ChatMessage, Reasoning, Role, ToolCall
 from agent_worker.usage import ModelUsage, UsageQuery, UsageSums
-from services.config import OPERATOR_IDENTITY
+from services.gateway_config import OPERATOR_IDENTITY
 
 # A compaction record's columns, in both stores, in the order of Compaction's fields.
 COMPACTION_COLUMNS = "covers, summary, tokens_before, tokens_after, created_at"

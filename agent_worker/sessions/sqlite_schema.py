@@ -104,8 +104,15 @@ _ADDED_COLUMNS = {
         "name": "TEXT",
         "reasoning": "TEXT",
     },
-    "sessions": {"owner": "TEXT NOT NULL DEFAULT ''"},
+    "sessions": {"owner": "TEXT NOT NULL DEFAULT ''", "one_off": "INTEGER NOT NULL DEFAULT 0"},
 }
+# Sessions stored before `one_off` are known by the form of the keys the edge makes up for one
+# call (gateway_edge/sessions.py); from then on the turn says so.
+_BACKFILL_ONE_OFF = """
+UPDATE sessions SET one_off = 1
+WHERE turns <= 1
+  AND substr(session_key, 1, length(agent_id) + 14) = 'agent:' || agent_id || ':openai:'
+"""
 _OWNER_INDEX = (
     "CREATE INDEX IF NOT EXISTS sessions_by_owner ON sessions (owner, updated_at, session_key)"
 )
@@ -136,10 +143,11 @@ SELECT m.session_key, '',
 FROM session_messages m GROUP BY m.session_key
 """
 _SUMMARIZE = """
-INSERT INTO sessions (session_key, agent_id, title, turns, updated_at, owner)
-VALUES (?, ?, ?, 1, ?, ?)
+INSERT INTO sessions (session_key, agent_id, title, turns, updated_at, owner, one_off)
+VALUES (?, ?, ?, 1, ?, ?, ?)
 ON CONFLICT (session_key) DO UPDATE SET
     turns = turns + 1,
+    one_off = 0,
     updated_at = excluded.updated_at,
     agent_id = CASE WHEN agent_id = '' THEN excluded.agent_id ELSE agent_id END,
     title = CASE WHEN title = '' THEN excluded.title ELSE title END
@@ -172,7 +180,8 @@ def insert_turn(
         ],
     )
     connection.execute(
-        _SUMMARIZE, (session_key, origin.agent_id, title_of(messages), now, origin.owner)
+        _SUMMARIZE,
+        (session_key, origin.agent_id, title_of(messages), now, origin.owner, origin.one_off),
     )
     if origin.compaction is not None:
         insert_compaction(connection, session_key, origin.compaction, now)
@@ -248,6 +257,8 @@ def create_or_migrate(connection: sqlite3.Connection) -> None:
         for column, kind in added.items():
             if column not in columns:
                 connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                if column == "one_off" and had_sessions:
+                    connection.execute(_BACKFILL_ONE_OFF)
     connection.execute(_OWNER_INDEX)
     if not had_sessions:
         with connection:
@@ -293,11 +304,8 @@ def _listing_filter(
 ) -> tuple[str, tuple[object, ...]]:
     conditions: list[str] = []
     values: list[object] = []
-    if not include_one_off:  # the key starts with the row's own agent's one-off prefix
-        conditions.append(
-            "NOT (turns <= 1 AND substr(session_key, 1, length(agent_id) + 14)"
-            " = 'agent:' || agent_id || ':openai:')"
-        )
+    if not include_one_off:
+        conditions.append("NOT one_off")
     if agent_id:
         conditions.append("agent_id = ?")
         values.append(agent_id)

@@ -34,6 +34,9 @@ class TurnOrigin:
     # under its run id.
     usage: tuple[ModelUsage, ...] = ()
     run_id: str = ""
+    # The edge made the session's key up for this one call (the turn's `new_session`): the
+    # session is left out of listings until a later turn continues it.
+    one_off: bool = False
 
 
 NO_ORIGIN = TurnOrigin()
@@ -106,8 +109,7 @@ class SessionStore(Protocol):
     ) -> list[SessionSummary]:
         """Sessions newest first (of one agent when `agent_id` is set, of one owner when
         `owner` is), after the cursor (updated_at, session_key) of the last one a previous
-        page held. One-off calls only when `include_one_off`: one turn under a key the edge made
-        up (`agent:<its agent>:openai:…`, gateway_edge/sessions.py)."""
+        page held. One-off calls (`TurnOrigin.one_off`) only when `include_one_off`."""
 
     async def record_usage(
         self, request_id: str, identity: str, agent_id: str, calls: Sequence[ModelUsage]

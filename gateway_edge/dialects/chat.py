@@ -8,7 +8,8 @@ from typing import Any
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.dialects.chat_encoder import ChatEncoder
-from gateway_edge.dialects.chat_request import parse_chat_request
+from gateway_edge.dialects.chat_request import ChatCompletionRequest, parse_chat_request
+from gateway_edge.dialects.chat_turn import chat_turn
 from gateway_edge.principal import Principal
 from gateway_edge.serving import AdaptedRequest
 from gateway_edge.state import EdgeState
@@ -27,17 +28,19 @@ class ChatCompletions:
         self.max_body_bytes = endpoint.max_body_bytes
         self.max_items = endpoint.max_messages
 
-    def parse(self, document: Any) -> AdaptedRequest:
+    def parse(self, document: Any) -> AdaptedRequest[ChatCompletionRequest]:
         chat = parse_chat_request(document)
-        return AdaptedRequest(chat, stream=bool(chat.stream))
+        return AdaptedRequest(chat, chat_turn(chat), stream=bool(chat.stream))
 
     async def resolve(
-        self, request: AdaptedRequest, state: EdgeState, principal: Principal
+        self, request: AdaptedRequest[ChatCompletionRequest], state: EdgeState, principal: Principal
     ) -> None:
         return None  # a chat request names nothing stored
 
-    def encoder(self, request: AdaptedRequest, turn: pb.RunTurnRequest) -> ChatEncoder:
-        chat = request.chat
+    def encoder(
+        self, request: AdaptedRequest[ChatCompletionRequest], turn: pb.RunTurnRequest
+    ) -> ChatEncoder:
+        chat = request.native
         return ChatEncoder(
             f"chatcmpl_{random_hex()}",
             int(time.time()),

@@ -168,18 +168,7 @@ def _check_tool_choice_kind(document: dict[str, Any]) -> None:
         )
 
 
-def _check_tools(request: ChatCompletionRequest) -> None:
-    names = {tool.function.name for tool in request.tools or ()}
-    names |= {function.name for function in request.functions or ()}
-    choice = request.tool_choice
-    if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
-        raise bad_request(
-            f"tool_choice names the function {choice.function.name!r}, which is not among the"
-            " tools.",
-            "tool_choice",
-        )
-    if choice == "required" and not names:
-        raise bad_request("tool_choice 'required' needs tools.", "tool_choice")
+def _check_tool_results(request: ChatCompletionRequest) -> None:
     for index, message in enumerate(request.messages):
         if message.role == "tool" and message.tool_call_id is None:
             raise bad_request(
@@ -196,7 +185,7 @@ def parse_chat_request(document: Any) -> ChatCompletionRequest:
         request = ChatCompletionRequest.model_validate(document)
     except ValidationError as error:
         raise validation_error(error) from None
-    _check_tools(request)
+    _check_tool_results(request)
     if request.n is not None and request.n != 1:
         raise bad_request("Only n=1 is supported.", "n")
     if request.top_logprobs is not None and not request.logprobs:

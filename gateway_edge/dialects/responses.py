@@ -1,6 +1,7 @@
-"""`POST /v1/responses` (OpenResponses): the request is said again as a chat request
-(responses_request.py); the answer is a `response` object or its event stream
-(responses_encoder.py). `previous_response_id` continues the session that response was in."""
+"""`POST /v1/responses` (OpenResponses): the request is validated in its own shape
+(responses_request.py) and made a turn (responses_turn.py); the answer is a `response` object
+or its event stream (responses_encoder.py). `previous_response_id` continues the session
+that response was in."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.dialects.responses_encoder import ResponsesEncoder
-from gateway_edge.dialects.responses_request import as_chat_request, parse_responses_request
+from gateway_edge.dialects.responses_request import parse_responses_request
+from gateway_edge.dialects.responses_turn import responses_turn
 from gateway_edge.errors import ApiError
 from gateway_edge.principal import Principal
 from gateway_edge.serving import AdaptedRequest
@@ -29,16 +31,15 @@ class Responses:
         self.max_body_bytes = endpoint.max_body_bytes
         self.max_items = endpoint.max_messages
 
-    def parse(self, document: Any) -> AdaptedRequest:
+    def parse(self, document: Any) -> AdaptedRequest[dict[str, Any]]:
+        """The native request is the body as it came: the answer echoes its fields."""
         request = parse_responses_request(document)
-        adapted = AdaptedRequest(
-            as_chat_request(request), stream=bool(request.stream), document=document
-        )
+        adapted = AdaptedRequest(document, responses_turn(request), stream=bool(request.stream))
         adapted.previous_response_id = request.previous_response_id
         return adapted
 
     async def resolve(
-        self, request: AdaptedRequest, state: EdgeState, principal: Principal
+        self, request: AdaptedRequest[dict[str, Any]], state: EdgeState, principal: Principal
     ) -> None:
         previous = request.previous_response_id
         if previous is None:
@@ -53,9 +54,10 @@ class Responses:
                 "response_not_found",
             )
 
-    def encoder(self, request: AdaptedRequest, turn: pb.RunTurnRequest) -> ResponsesEncoder:
-        encoder = ResponsesEncoder(
-            int(time.time()), request.chat.model or "openclaw", request.document
-        )
+    def encoder(
+        self, request: AdaptedRequest[dict[str, Any]], turn: pb.RunTurnRequest
+    ) -> ResponsesEncoder:
+        model = request.turn.model or "openclaw"
+        encoder = ResponsesEncoder(int(time.time()), model, request.native)
         turn.response_id = encoder.id  # stored with the turn, for the next one to continue
         return encoder

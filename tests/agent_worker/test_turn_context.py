@@ -34,6 +34,7 @@ from agent_worker.errors import (
     ProviderRateLimitedError,
 )
 from agent_worker.metrics import WorkerMetrics
+from agent_worker.prompt_trim import largest_clipped
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
 from agent_worker.sessions.sqlite_store import SqliteSessionStore
 from agent_worker.turn_context import SUMMARY_HEADING, TurnContext
@@ -310,7 +311,7 @@ def test_clipping_counts_each_message_about_once() -> None:
         "k",
         OffLoop(),
     )
-    context._clip_to([], 1000 * 40)  # every message must lose most of its text
+    largest_clipped(history, [], 1000 * 40, context._counts)  # each loses most of its text
     assert calls < 10 * len(history), calls
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from gateway_edge.auth import PASSWORD_ENV, TOKEN_ENV, Authenticator, AuthSetupError
-from services.config import AuthConfig
+from services.gateway_config import AuthConfig
 
 
 def auth(

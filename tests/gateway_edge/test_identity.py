@@ -14,7 +14,8 @@ from gateway_edge.principal import OWNER, Principal, scopes_from
 from gateway_edge.proxies import TrustedProxies
 from gateway_edge.rate_limit import AuthFailureLimiter
 from gateway_edge.sessions import session_for, user_of
-from services.config import OPERATOR_SCOPES, AuthConfig, ConfigError, RateLimitConfig, parse_config
+from services.config import ConfigError, parse_config
+from services.gateway_config import OPERATOR_SCOPES, AuthConfig, RateLimitConfig
 
 PROXY = ("10.0.0.5", 40000)
 STRANGER = ("10.9.9.9", 40000)

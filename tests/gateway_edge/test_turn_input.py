@@ -1,20 +1,33 @@
 from __future__ import annotations
 
 import base64
+import re
+from collections.abc import Mapping
 
 import pytest
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.dialects.chat_request import parse_chat_request
+from gateway_edge.dialects.chat_turn import chat_turn
+from gateway_edge.dialects.responses_request import parse_responses_request
+from gateway_edge.dialects.responses_turn import responses_turn
 from gateway_edge.errors import ApiError
 from gateway_edge.sessions import Session
-from gateway_edge.turn_input import MISSING_USER_MESSAGE, turn_request_for
+from gateway_edge.turn_input import TurnInput, turn_request_for
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
 
 def turn(**body: object) -> pb.RunTurnRequest:
-    return turn_request_for(parse_chat_request(body), "main", Session("key", named=True), "rid")
+    return turn_request_for(chat_of(body), "main", Session("key", named=True), "rid")
+
+
+def chat_of(body: dict[str, object]) -> TurnInput:
+    return chat_turn(parse_chat_request(body))
+
+
+def responses_of(body: Mapping[str, object]) -> TurnInput:
+    return responses_turn(parse_responses_request(body))
 
 
 def test_system_and_developer_become_extra_instructions() -> None:
@@ -86,7 +99,7 @@ def test_text_parts_join_with_newlines_and_images_decode() -> None:
     ],
 )
 def test_missing_user_message(messages: list[dict]) -> None:
-    with pytest.raises(ApiError, match=MISSING_USER_MESSAGE):
+    with pytest.raises(ApiError, match="Missing user message in messages."):
         turn(messages=messages)
 
 
@@ -138,7 +151,93 @@ def test_sampling_fields_are_forwarded() -> None:
 
 
 def test_a_made_up_session_is_new_and_a_named_one_is_not() -> None:
-    body = parse_chat_request({"messages": [{"role": "user", "content": "x"}]})
+    body = chat_of({"messages": [{"role": "user", "content": "x"}]})
     named = turn_request_for(body, "main", Session("k", named=True), "rid")
     fresh = turn_request_for(body, "main", Session("k", named=False), "rid")
     assert (named.new_session, fresh.new_session) == (False, True)
+
+
+def test_chat_and_responses_make_the_same_turn_of_the_same_conversation() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    chat = chat_of(
+        {
+            "model": "openclaw:main",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "q1"},
+                {"role": "assistant", "content": "thinking", "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": "out"},
+            ],
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": "required",
+            "max_tokens": 9,
+            "user": "u1",
+        }
+    )
+    responses = responses_of(
+        {
+            "model": "openclaw:main",
+            "instructions": "Be brief.",
+            "input": [
+                {"role": "user", "content": "q1"},
+                {"type": "message", "role": "assistant", "content": "thinking"},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "out"},
+            ],
+            "tools": [{"type": "function", "name": "f"}],
+            "tool_choice": "required",
+            "max_output_tokens": 9,
+            "user": "u1",
+        }
+    )
+    assert responses == chat
+
+
+@pytest.mark.parametrize(
+    ("item", "param", "message"),
+    [
+        (
+            {"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]},
+            "input[3].content[0].image_url",
+            "base64 data: URIs",
+        ),
+        ({"role": "assistant", "content": "late"}, "input", "input[3] is an assistant message"),
+        ({"role": "user", "content": "  "}, "input", "Missing user message in input."),
+    ],
+)
+def test_responses_refusals_name_the_item_as_the_client_numbered_it(
+    item: dict[str, object], param: str, message: str
+) -> None:
+    """`instructions` is not an item: it does not shift the items' numbers."""
+    body = {
+        "instructions": "Be brief.",
+        "input": [
+            {"role": "developer", "content": "Use French."},
+            {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "q2"},
+            item,
+        ],
+    }
+    with pytest.raises(ApiError, match=re.escape(message)) as caught:
+        responses_of(body)
+    assert caught.value.param == param
+
+
+def test_a_pinned_tool_must_be_offered_in_both_dialects() -> None:
+    with pytest.raises(ApiError, match="not among the tools") as caught:
+        chat_of(
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            }
+        )
+    assert caught.value.param == "tool_choice"
+    with pytest.raises(ApiError, match="not among the tools"):
+        responses_of(
+            {
+                "input": "x",
+                "tools": [{"type": "function", "name": "f"}],
+                "tool_choice": {"type": "function", "name": "g"},
+            }
+        )

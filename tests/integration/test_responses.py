@@ -186,6 +186,18 @@ def test_streamed_function_calls_are_items_with_argument_deltas(stack: Stack) ->
         ({"input": "x", "tools": [{"type": "function"}]}, "tools[0].name"),
         ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
         ({"input": "x", "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),
+        (
+            {
+                "instructions": "Be brief.",
+                "input": [
+                    {"role": "user", "content": "q1"},
+                    {"role": "assistant", "content": "a1"},
+                    {"role": "user", "content": "q2"},
+                    {"role": "user", "content": [{"type": "input_image", "image_url": "x"}]},
+                ],
+            },
+            "input[3].content[0].image_url",
+        ),
     ],
 )
 def test_bad_requests_are_400s_naming_the_param(

@@ -5,20 +5,20 @@ from __future__ import annotations
 import pytest
 
 from services import tracing
-from services.config import ConfigError, OtelConfig, parse_config
+from services.config import ConfigError, parse_config
+from services.diagnostics_config import OtelConfig
+from services.spans import NO_SPAN, TraceSettings
 from services.tracing import TracingSetupError, trace_settings
 
 
-def settings(
-    config: dict[str, object] | None = None, **environ: str
-) -> tracing.TraceSettings | None:
+def settings(config: dict[str, object] | None = None, **environ: str) -> TraceSettings | None:
     return trace_settings(OtelConfig.model_validate(config or {}), "clawgate-edge", environ)
 
 
 def test_off_without_an_endpoint() -> None:
     assert settings() is None
     assert not tracing.active()
-    assert tracing.span("x") is tracing.NO_SPAN
+    assert tracing.span("x") is NO_SPAN
     assert tracing.traceparent_header() == b""
 
 

@@ -28,13 +28,9 @@ from agent_worker.errors import (
     ProviderRateLimitedError,
     ProviderRejectedError,
 )
-from agent_worker.providers.anthropic_messages import (
-    AnthropicMessagesProvider,
-    MessagesStream,
-    conversation,
-    error_of,
-    messages_url,
-)
+from agent_worker.providers.anthropic_messages import AnthropicMessagesProvider
+from agent_worker.providers.anthropic_request import conversation, messages_url
+from agent_worker.providers.anthropic_stream import MessagesStream, error_of
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.providers.upstream_errors import retry_after_seconds, status_error
 from devkit.anthropic_cache import prefix_bytes

@@ -448,8 +448,9 @@ async def test_one_off_calls_are_listed_only_when_asked_for(
     agent = f"agent-{uuid.uuid4().hex[:8]}"  # the database is shared with other tests
     one_off, continued, chosen = f"agent:{agent}:openai:1", f"agent:{agent}:openai:2", key()
     turn = [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
-    for session in (one_off, continued, continued, chosen):
-        await first.append_turn(session, turn, TurnOrigin(agent))
+    for session, made_up in ((one_off, True), (continued, True), (continued, False)):
+        await first.append_turn(session, turn, TurnOrigin(agent, one_off=made_up))
+    await first.append_turn(chosen, turn, TurnOrigin(agent))
     listed = {s.session_key for s in await first.list_sessions(agent, 9, None)}
     assert listed == {continued, chosen}
     everything = await first.list_sessions(agent, 9, None, include_one_off=True)

@@ -173,8 +173,8 @@ async def test_turns_ending_in_one_loop_step_share_one_commit_on_the_loop(tmp_pa
     store = SqliteSessionStore(tmp_path / "s.db")
     await store.open()
     statements: list[str] = []
-    assert store._loop_connection is not None
-    store._loop_connection.set_trace_callback(statements.append)
+    assert store._commits.loop_connection is not None
+    store._commits.loop_connection.set_trace_callback(statements.append)
     written = [store.append_turn(f"k{n}", [ChatMessage("user", f"q{n}")]) for n in range(5)]
     await asyncio.gather(*written)
     assert statements.count("COMMIT") == 1
@@ -406,9 +406,27 @@ async def test_sessions_from_before_owners_belong_to_the_gateway_owner(tmp_path:
     await store.close()
 
 
+async def test_one_off_calls_stored_before_the_flag_stay_out_of_listings(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as connection:  # the summary table as it was before one_off
+        connection.executescript(
+            "CREATE TABLE sessions (session_key TEXT PRIMARY KEY, agent_id TEXT NOT NULL,"
+            " title TEXT NOT NULL, turns INTEGER NOT NULL, updated_at REAL NOT NULL,"
+            " owner TEXT NOT NULL DEFAULT '') WITHOUT ROWID;"
+            " INSERT INTO sessions VALUES ('agent:main:openai:1', 'main', 'a', 1, 1.0, '');"
+            " INSERT INTO sessions VALUES ('agent:main:openai:2', 'main', 'b', 2, 2.0, '');"
+            " INSERT INTO sessions VALUES ('mine', 'main', 'c', 1, 3.0, '');"
+        )
+    store = SqliteSessionStore(path)
+    await store.open()
+    listed = [s.session_key for s in await store.list_sessions("main", 10, None)]
+    assert listed == ["mine", "agent:main:openai:2"]
+    await store.close()
+
+
 async def test_one_off_calls_are_listed_only_when_asked_for(tmp_path: Path) -> None:
-    """A single turn under a key the edge made up is a one-off call; continued, or under any
-    other key (a `user`'s, a chosen one, another agent's shape), it is a conversation."""
+    """A single turn under a key the edge made up (the turn says `one_off`) is a one-off call;
+    continued, or under any other key, it is a conversation, whatever the key looks like."""
     store = SqliteSessionStore(tmp_path / "s.db")
     await store.open()
     turn = [ChatMessage("user", "q"), ChatMessage("assistant", "a")]
@@ -417,10 +435,11 @@ async def test_one_off_calls_are_listed_only_when_asked_for(tmp_path: Path) -> N
         "continued": "agent:main:openai:0002",
         "user": "agent:main:openai-user:alice",
         "chosen": "my-session",
-        "other agent's shape": "agent:beta:openai:0003",
+        "made-up form, chosen": "agent:main:openai:0003",
     }
+    made_up = {keys["one-off"], keys["continued"]}
     for session in keys.values():
-        await store.append_turn(session, turn, TurnOrigin("main"))
+        await store.append_turn(session, turn, TurnOrigin("main", one_off=session in made_up))
     await store.append_turn(keys["continued"], turn, TurnOrigin("main"))
     listed = {s.session_key for s in await store.list_sessions("main", 10, None)}
     assert listed == set(keys.values()) - {keys["one-off"]}
