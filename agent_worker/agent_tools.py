@@ -19,7 +19,8 @@ from typing import Any
 import jsonschema
 
 from agent_worker.agents import Agent
-from agent_worker.domain import ChatMessage, Tool, ToolCall, ToolRunFinished, ToolRunStarted
+from agent_worker.domain import ChatMessage, Tool, ToolCall
+from agent_worker.events import ToolRunFinished, ToolRunStarted
 from agent_worker.mcp_server import McpServer, ServerUnavailable, ToolOutcome
 from agent_worker.metrics import WorkerMetrics
 from services import tracing

@@ -28,14 +28,12 @@ from agent_worker.domain import (
     Tool,
     ToolCall,
     ToolChoice,
-    TurnEvent,
-    TurnFinished,
     TurnRequest,
-    TurnStarted,
     Usage,
     identity_of,
 )
 from agent_worker.errors import ContextOverflowError, OverBudgetError
+from agent_worker.events import TurnEvent, TurnFinished, TurnStarted
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.model_chain import ModelChain
 from agent_worker.model_step import ModelStep, Step

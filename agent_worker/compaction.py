@@ -21,16 +21,9 @@ from typing import assert_never
 
 from agent_worker.agents import Agent
 from agent_worker.context_window import MESSAGE_OVERHEAD_TOKENS, ContextWindows, Counts
-from agent_worker.domain import (
-    ChatMessage,
-    ReasoningDelta,
-    Sampling,
-    TextDelta,
-    ToolCallDelta,
-    TurnFinished,
-    Usage,
-)
+from agent_worker.domain import ChatMessage, Sampling, Usage
 from agent_worker.errors import ContextOverflowError, ProviderFailedError, TurnError
+from agent_worker.events import ReasoningDelta, TextDelta, ToolCallDelta, TurnFinished
 from agent_worker.light_prompts import is_light
 from agent_worker.model_call import model_stream
 from agent_worker.providers.base import Provider, ProviderRequest

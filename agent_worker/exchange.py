@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable
 import grpc
 
 from agent_worker.errors import TurnError
-from agent_worker.proto_mapping import fill_event
+from agent_worker.event_mapping import fill_event
 from agent_worker.turn_outbox import EVENT_BUFFER, UNLIMITED, OpenTurns, RunTurn, TurnOutbox
 from agent_worker.turn_runner import STREAM_BROKEN
 from clawgate.agent.v1 import agent_service_pb2 as pb

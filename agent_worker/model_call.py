@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator
 
 import orjson
 
-from agent_worker.domain import TextDelta, TurnFinished
+from agent_worker.events import TextDelta, TurnFinished
 from agent_worker.providers.base import Provider, ProviderEvent, ProviderRequest
 from services import tracing
 from services.spans import Attributes, AttributeValue, Span

@@ -11,14 +11,9 @@ from typing import assert_never
 
 from agent_worker.agents import Agent
 from agent_worker.deadline import ProviderDeadline
-from agent_worker.domain import (
-    ReasoningDelta,
-    TextDelta,
-    ToolCallDelta,
-    ToolChoice,
-    TurnFinished,
-)
+from agent_worker.domain import ToolChoice
 from agent_worker.errors import ContextOverflowError, ProviderFailedError
+from agent_worker.events import ReasoningDelta, TextDelta, ToolCallDelta, TurnFinished
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.model_chain import ModelChain
 from agent_worker.providers.base import ProviderRequest

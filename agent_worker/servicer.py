@@ -15,11 +15,12 @@ import grpc
 from agent_worker.agent_tools import AgentTools
 from agent_worker.agents import AgentRegistry
 from agent_worker.direct_calls import DirectCalls
-from agent_worker.domain import TurnEvent
 from agent_worker.errors import InvalidTurnError, TurnError
+from agent_worker.event_mapping import fill_event
+from agent_worker.events import TurnEvent
 from agent_worker.exchange import DRAINING, ExchangeCall
 from agent_worker.light_prompts import LIGHT_TO_ESTIMATE
-from agent_worker.proto_mapping import fill_event, turn_request_from_proto
+from agent_worker.proto_mapping import turn_request_from_proto
 from agent_worker.session_calls import SessionCalls
 from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_outbox import OpenTurns, RunTurn, batches_of_one_turn

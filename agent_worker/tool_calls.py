@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from agent_worker.domain import ChatMessage, ToolCall, ToolCallDelta
+from agent_worker.domain import ChatMessage, ToolCall
+from agent_worker.events import ToolCallDelta
 from services.ids import random_hex
 
 

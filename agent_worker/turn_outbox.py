@@ -24,8 +24,8 @@ import logging
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterator
 
-from agent_worker.domain import TurnEvent, TurnFinished, TurnStarted
 from agent_worker.errors import TurnError
+from agent_worker.events import TurnEvent, TurnFinished, TurnStarted
 from agent_worker.turn_runner import Flushed
 from services.credit import WINDOW, CreditWindow
 from services.logging import request_id_var

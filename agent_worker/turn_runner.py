@@ -22,13 +22,14 @@ from agent_worker.agents import Agent, AgentRegistry
 from agent_worker.cache_trace import CacheTrace
 from agent_worker.compaction import Summarizer
 from agent_worker.context_window import ContextWindows
-from agent_worker.domain import Compaction, StoredContext, TurnEvent, TurnRequest, identity_of
+from agent_worker.domain import Compaction, StoredContext, TurnRequest, identity_of
 from agent_worker.errors import (
     InvalidTurnError,
     TurnError,
     UnknownAgentError,
     WorkerAtCapacityError,
 )
+from agent_worker.events import TurnEvent
 from agent_worker.fair_slots import FairSlots
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.model_chain import ModelChain, ModelTarget

@@ -23,31 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway_edge.errors import ApiError
-from gateway_edge.limit_counts import Count, Counts, LimitStoreDown, Period, window
-from services.limits_config import LimitsConfig, LimitSet
+from gateway_edge.limit_counts import Count, Counts, LimitStoreDown, window
+from gateway_edge.limit_plan import MICRO_USD, Budget, Check, Plan, plan_of
+from services.limits_config import LimitsConfig
 
 log = logging.getLogger("clawgate.edge.limits")
 RequestHeaders = list[tuple[bytes, bytes]]
-MICRO_USD = 1_000_000  # USD are counted in millionths: the stores add integers
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """One budget of a LimitSet: its key's prefix, the window it is counted in, and whether it
-    counts tokens or USD."""
-
-    field: str
-    prefix: str
-    period: Period
-    in_usd: bool
-
-
-BUDGETS = (
-    Budget("tokens_per_minute", "tpm", "minute", in_usd=False),
-    Budget("tokens_per_day", "tpd", "day", in_usd=False),
-    Budget("usd_per_day", "usd-day", "day", in_usd=True),
-    Budget("usd_per_month", "usd-month", "month", in_usd=True),
-)
 
 
 def rate_limited(message: str, retry_after: float, headers: RequestHeaders) -> ApiError:
@@ -62,49 +43,6 @@ def out_of_quota(message: str, retry_after: float, headers: RequestHeaders) -> A
     error = rate_limited(message, retry_after, headers)
     error.type = error.code = "insufficient_quota"
     return error
-
-
-@dataclass(frozen=True, slots=True)
-class _Check:
-    """One count a request makes: its requests per minute (budget None) or one budget."""
-
-    scope: str  # "identity" or "agent"
-    who: str
-    budget: Budget | None
-    limit: float
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """What one identity's requests on one agent count, worked out once: the checks and the
-    counts they make (all, or without the budgets for a request that spends nothing)."""
-
-    places: tuple[tuple[str, int, str, str], ...]  # key, at most, scope, who
-    place_limits: tuple[tuple[str, int], ...]
-    spending: tuple[tuple[_Check, ...], tuple[Count, ...]]
-    not_spending: tuple[tuple[_Check, ...], tuple[Count, ...]]
-
-    @classmethod
-    def of(cls, checks: list[_Check], places: list[tuple[str, int, str, str]]) -> _Plan:
-        counts = [
-            Count(check.key, check.budget.period, 0, _ceiling(check.budget, check.limit))
-            if check.budget is not None
-            else Count(check.key, "minute", 1, int(check.limit))
-            for check in checks
-        ]
-        free = [index for index, check in enumerate(checks) if check.budget is None]
-        return cls(
-            tuple(places),
-            tuple((key, limit) for key, limit, _, _ in places),
-            (tuple(checks), tuple(counts)),
-            (tuple(checks[i] for i in free), tuple(counts[i] for i in free)),
-        )
-
-
-def _ceiling(budget: Budget, limit: float) -> int:
-    """The most a budget's count may read and still let a request in: just under its limit."""
-    return math.ceil(limit * MICRO_USD if budget.in_usd else limit) - 1
 
 
 @dataclass
@@ -146,7 +84,6 @@ class Admission:
 
 
 NO_LIMITS = Admission()
-_UNLIMITED = LimitSet()
 # Plans kept at most: one per identity and agent that asked (people behind one proxy).
 _PLANS_KEPT = 10_000
 
@@ -162,7 +99,7 @@ class Limits:
         self._identities = {
             who: limits.over(config.default) for who, limits in config.identities.items()
         }
-        self._plans: dict[tuple[str, str], _Plan] = {}
+        self._plans: dict[tuple[str, str], Plan] = {}
         # A place's token: this edge, then a number of its own.
         self._edge = f"{uuid.uuid4().hex[:12]}:"
         self._tokens = itertools.count()
@@ -170,30 +107,15 @@ class Limits:
             config.identities or config.agents or config.default.model_dump(exclude_none=True)
         )
 
-    def _plan(self, identity: str, agent: str) -> _Plan:
+    def _plan(self, identity: str, agent: str) -> Plan:
         plan = self._plans.get((identity, agent))
         if plan is not None:
             return plan
         mine = self._identities.get(identity, self._config.default)
-        scopes = (
-            ("identity", identity, mine),
-            ("agent", agent, self._config.agents.get(agent, _UNLIMITED)),
-        )
-        checks, places = [], []
-        for scope, who, limits in scopes:
-            if limits.requests_per_minute is not None:
-                rpm = limits.requests_per_minute
-                checks.append(_Check(scope, who, None, rpm, f"rpm:{scope}:{who}"))
-            for budget in BUDGETS:
-                limit = getattr(limits, budget.field)
-                if limit is not None:
-                    key = f"{budget.prefix}:{scope}:{who}"
-                    checks.append(_Check(scope, who, budget, limit, key))
-            if limits.concurrent_turns is not None:
-                places.append((f"turns:{scope}:{who}", limits.concurrent_turns, scope, who))
+        theirs = self._config.agents.get(agent)
         if len(self._plans) >= _PLANS_KEPT:
             self._plans.clear()
-        plan = self._plans[identity, agent] = _Plan.of(checks, places)
+        plan = self._plans[identity, agent] = plan_of(identity, mine, agent, theirs)
         return plan
 
     async def close(self) -> None:
@@ -220,7 +142,7 @@ class Limits:
             log.warning("limit store down (%s): the turn goes on unlimited (onStoreDown)", down)
             return NO_LIMITS
 
-    async def _admit(self, plan: _Plan, spends: bool) -> Admission:
+    async def _admit(self, plan: Plan, spends: bool) -> Admission:
         checks, counts = plan.spending if spends else plan.not_spending
         token = f"{self._edge}{next(self._tokens)}"
         taken = await self._counts.take(counts, plan.place_limits, token)
@@ -251,9 +173,7 @@ class Limits:
         return admission
 
 
-def _count_request(
-    admission: Admission, check: _Check, count: int, reset: float
-) -> ApiError | None:
+def _count_request(admission: Admission, check: Check, count: int, reset: float) -> ApiError | None:
     limit = int(check.limit)
     if check.scope == "identity":
         admission.headers += _rate_headers("requests", limit, count, reset)
@@ -268,7 +188,7 @@ def _count_request(
 
 
 def _check_budget(
-    admission: Admission, check: _Check, budget: Budget, spent: int, reset: float
+    admission: Admission, check: Check, budget: Budget, spent: int, reset: float
 ) -> ApiError | None:
     limit = check.limit
     if budget.in_usd:

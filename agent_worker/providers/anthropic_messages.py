@@ -10,8 +10,9 @@ from typing import Any
 
 import orjson
 
-from agent_worker.domain import Reasoning, TurnFinished, Usage
+from agent_worker.domain import Reasoning, Usage
 from agent_worker.errors import ProviderFailedError
+from agent_worker.events import TurnFinished
 from agent_worker.providers.anthropic_request import messages_body, messages_url
 from agent_worker.providers.anthropic_stream import MessagesStream, MidAnswerError
 from agent_worker.providers.base import ProviderEvent, ProviderRequest

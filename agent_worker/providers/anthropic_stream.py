@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from agent_worker.domain import FinishReason, ReasoningDelta, TextDelta, ToolCallDelta
+from agent_worker.domain import FinishReason
 from agent_worker.errors import (
     ProviderFailedError,
     ProviderOverloadedError,
@@ -16,6 +16,7 @@ from agent_worker.errors import (
     ProviderRejectedError,
     TurnError,
 )
+from agent_worker.events import ReasoningDelta, TextDelta, ToolCallDelta
 from agent_worker.providers.http_provider import sse_data
 from agent_worker.providers.overflow import overflow_error
 

@@ -10,17 +10,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
-from agent_worker.domain import (
-    ChatMessage,
-    ReasoningDelta,
-    Sampling,
-    TextDelta,
-    TokenLogprob,
-    Tool,
-    ToolCallDelta,
-    ToolChoice,
-    TurnFinished,
-)
+from agent_worker.domain import ChatMessage, Sampling, Tool, ToolChoice
+from agent_worker.events import ReasoningDelta, TextDelta, TokenLogprob, ToolCallDelta, TurnFinished
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ import hashlib
 import re
 from collections.abc import AsyncGenerator, Sequence
 
-from agent_worker.domain import FinishReason, TextDelta, ToolCallDelta, TurnFinished, Usage
+from agent_worker.domain import FinishReason, Usage
+from agent_worker.events import TextDelta, ToolCallDelta, TurnFinished
 from agent_worker.providers.base import (
     Embeddings,
     ProviderEvent,

@@ -15,16 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from agent_worker.domain import (
-    ChatMessage,
-    FinishReason,
-    Sampling,
-    TextDelta,
-    ToolCallDelta,
-    TurnFinished,
-    Usage,
-)
-from agent_worker.errors import InvalidTurnError, ProviderFailedError, ProviderUnavailableError
+from agent_worker.domain import ChatMessage, FinishReason, Sampling, Usage
+from agent_worker.errors import ProviderFailedError, ProviderUnavailableError
+from agent_worker.events import TextDelta, ToolCallDelta, TurnFinished
 from agent_worker.providers.base import (
     Embeddings,
     ProviderEvent,
@@ -33,7 +26,6 @@ from agent_worker.providers.base import (
     sampling_arguments,
     token_logprob,
     tool_arguments,
-    unit_length,
 )
 from agent_worker.providers.llama_controls import (
     CLOSING_TOKENS,
@@ -41,6 +33,7 @@ from agent_worker.providers.llama_controls import (
     stop_when,
     without_extra_buffer_types,
 )
+from agent_worker.providers.llama_embeddings import LlamaEmbeddings
 from agent_worker.providers.overflow import overflow_error
 from services.provider_config import LlamaCppProviderConfig
 
@@ -75,20 +68,6 @@ def llama_arguments(sampling: Sampling, defaults: LlamaCppProviderConfig) -> dic
     else:
         arguments.pop("response_format", None)
     return arguments
-
-
-def _embed_batch(embedder: Any, inputs: Sequence[str]) -> Embeddings:
-    window = embedder.n_ctx()
-    for index, text in enumerate(inputs):
-        tokens = len(embedder.tokenize(text.encode(), add_bos=True))
-        if tokens > window:
-            raise InvalidTurnError(
-                f"Invalid 'input[{index}]': {tokens} tokens, more than the model's"
-                f" {window}-token window."
-            )
-    answer = embedder.create_embedding(list(inputs))
-    vectors = [unit_length(row["embedding"]) for row in answer["data"]]
-    return Embeddings(vectors, answer["usage"]["prompt_tokens"])
 
 
 def _chatml_tool_arguments(request: ProviderRequest) -> dict[str, Any]:
@@ -130,11 +109,7 @@ class LlamaCppProvider:
         self.gives_logprobs = config.logprobs
         self._llama: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
-        # Embeddings run on a second instance of the model, on a thread of their own: an
-        # embedding never waits behind a long chat answer. Loaded at the first one.
-        self._embedder: Any = None
-        self._embedder_loading = asyncio.Lock()
-        self._embed_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-embed")
+        self._embeddings = LlamaEmbeddings(config, lambda: self.model_path)
         # The cancel flag of the job on the generation thread now (one job at a time).
         self._running_job_cancelled = threading.Event()
 
@@ -166,40 +141,7 @@ class LlamaCppProvider:
         return llama
 
     async def embed(self, model: str, inputs: Sequence[str], dimensions: int | None) -> Embeddings:
-        """Mean-pooled, unit-length vectors of the model's hidden states, one batch per call."""
-        loop = asyncio.get_running_loop()
-        async with self._embedder_loading:
-            if self._embedder is None:
-                self._embedder = await loop.run_in_executor(
-                    self._embed_executor, self._load_embedder, self.model_path
-                )
-        embedder = self._embedder
-        size = embedder.n_embd()
-        if dimensions and dimensions != size:
-            raise InvalidTurnError(
-                f"Invalid 'dimensions': this model's vectors have {size} components"
-                " and cannot be shortened."
-            )
-        # Tokens, vectors and their normalisation all run on the embedding thread: 2,048 inputs
-        # would otherwise hold the event loop (and every other turn on this worker).
-        batch = list(inputs)
-        return await loop.run_in_executor(self._embed_executor, _embed_batch, embedder, batch)
-
-    def _load_embedder(self, path: Path) -> Any:
-        from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
-
-        window = self._config.context_size
-        with without_extra_buffer_types():  # plain CPU buffers, as for generation
-            return Llama(
-                model_path=str(path),
-                embedding=True,
-                pooling_type=LLAMA_POOLING_TYPE_MEAN,
-                n_ctx=window,
-                n_batch=window,  # an input is embedded in one batch
-                n_ubatch=window,
-                n_threads=self._config.threads,
-                verbose=False,
-            )
+        return await self._embeddings.embed(inputs, dimensions)
 
     def count_tokens(self, text: str) -> int:
         """A text's tokens by the model's own tokenizer (it reads only the vocabulary, so it
@@ -210,10 +152,7 @@ class LlamaCppProvider:
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._embed_executor.shutdown(wait=False, cancel_futures=True)
-        if self._embedder is not None:
-            self._embedder.close()
-            self._embedder = None
+        self._embeddings.close()
         if self._llama is not None:
             self._llama.close()
             self._llama = None

@@ -14,17 +14,11 @@ from typing import Any
 import orjson
 import yarl
 
-from agent_worker.domain import (
-    FinishReason,
-    TextDelta,
-    TokenLogprob,
-    ToolCallDelta,
-    TurnFinished,
-    Usage,
-)
+from agent_worker.domain import FinishReason, Usage
 from agent_worker.errors import (
     ProviderFailedError,
 )
+from agent_worker.events import TextDelta, TokenLogprob, ToolCallDelta, TurnFinished
 from agent_worker.providers.base import (
     Embeddings,
     ProviderEvent,

@@ -42,6 +42,13 @@ from agent_worker.sessions.records import (
     usage_sums,
     usage_values,
 )
+from agent_worker.sessions.sqlite_reads import (
+    read_compactions,
+    read_context,
+    read_owner,
+    read_response,
+    read_sessions,
+)
 from agent_worker.sessions.sqlite_schema import (
     BUSY_TIMEOUT_SECONDS,
     INSERT_USAGE,
@@ -50,11 +57,6 @@ from agent_worker.sessions.sqlite_schema import (
     create_or_migrate,
     insert_compaction,
     make_private,
-    read_compactions,
-    read_context,
-    read_owner,
-    read_response,
-    read_sessions,
     switch_to_wal,
 )
 from agent_worker.sessions.sqlite_writes import TurnCommits, store_error

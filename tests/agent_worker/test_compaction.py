@@ -18,16 +18,9 @@ from agent_worker.compaction import (
     reserve_tokens,
 )
 from agent_worker.context_window import ContextWindows, TokenCounter
-from agent_worker.domain import (
-    ChatMessage,
-    FinishReason,
-    Sampling,
-    TextDelta,
-    ToolCall,
-    TurnFinished,
-    Usage,
-)
+from agent_worker.domain import ChatMessage, FinishReason, Sampling, ToolCall, Usage
 from agent_worker.errors import ContextOverflowError, ProviderFailedError
+from agent_worker.events import TextDelta, TurnFinished
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
 from agent_worker.providers.overflow import overflow_error
 from agent_worker.providers.upstream_errors import status_error

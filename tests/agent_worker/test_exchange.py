@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from agent_worker.domain import FinishReason, TextDelta, TurnEvent, TurnFinished, TurnStarted, Usage
+from agent_worker.domain import FinishReason, Usage
 from agent_worker.errors import WorkerAtCapacityError
+from agent_worker.events import TextDelta, TurnEvent, TurnFinished, TurnStarted
 from agent_worker.exchange import EVENT_BUFFER, ExchangeCall
 from agent_worker.turn_outbox import OpenTurns, TurnOutbox, batches_of_one_turn
 from agent_worker.turn_runner import Flushed

@@ -8,13 +8,14 @@ from collections.abc import AsyncGenerator
 import pytest
 
 from agent_worker.deadline import ProviderDeadline
-from agent_worker.domain import FinishReason, Sampling, TextDelta, TurnFinished, Usage
+from agent_worker.domain import FinishReason, Sampling, Usage
 from agent_worker.errors import (
     ProviderOverloadedError,
     ProviderRateLimitedError,
     ProviderRejectedError,
     TurnError,
 )
+from agent_worker.events import TextDelta, TurnFinished
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.model_chain import ModelChain, ModelTarget, RetryPolicy
 from agent_worker.providers.base import ProviderEvent, ProviderRequest

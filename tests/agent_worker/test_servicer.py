@@ -10,19 +10,12 @@ import grpc
 import pytest
 
 from agent_worker.agents import AgentRegistry
-from agent_worker.domain import (
-    ChatMessage,
-    FinishReason,
-    Image,
-    Sampling,
-    TextDelta,
-    TurnFinished,
-    TurnStarted,
-    Usage,
-)
+from agent_worker.domain import ChatMessage, FinishReason, Image, Sampling, Usage
 from agent_worker.errors import InvalidTurnError, SessionBusyError, TurnError
+from agent_worker.event_mapping import fill_event
+from agent_worker.events import TextDelta, TurnFinished, TurnStarted
 from agent_worker.exchange import ExchangeCall
-from agent_worker.proto_mapping import fill_event, sampling_from_proto, turn_request_from_proto
+from agent_worker.proto_mapping import sampling_from_proto, turn_request_from_proto
 from agent_worker.providers.registry import build_provider
 from agent_worker.servicer import AgentServicer
 from agent_worker.sessions.sqlite_store import SqliteSessionStore

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from agent_worker.domain import ChatMessage, ToolCall, ToolCallDelta
+from agent_worker.domain import ChatMessage, ToolCall
+from agent_worker.events import ToolCallDelta
 from agent_worker.tool_calls import ToolCalls
 
 

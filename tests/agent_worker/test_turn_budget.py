@@ -13,20 +13,9 @@ import pytest
 from agent_worker.agent_tools import AgentTools
 from agent_worker.agents import Agent, AgentRegistry
 from agent_worker.context_window import MESSAGE_OVERHEAD_TOKENS, ContextWindows, TokenCounter
-from agent_worker.domain import (
-    ChatMessage,
-    FinishReason,
-    TextDelta,
-    Tool,
-    ToolCall,
-    ToolRunFinished,
-    ToolRunStarted,
-    TurnBudget,
-    TurnEvent,
-    TurnFinished,
-    TurnRequest,
-)
+from agent_worker.domain import ChatMessage, FinishReason, Tool, ToolCall, TurnBudget, TurnRequest
 from agent_worker.errors import OverBudgetError
+from agent_worker.events import TextDelta, ToolRunFinished, ToolRunStarted, TurnEvent, TurnFinished
 from agent_worker.providers.echo import EchoProvider
 from agent_worker.sessions.sqlite_store import SqliteSessionStore
 from agent_worker.turn_runner import TurnRunner

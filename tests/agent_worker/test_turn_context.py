@@ -21,10 +21,7 @@ from agent_worker.domain import (
     FinishReason,
     Sampling,
     StoredContext,
-    TextDelta,
     ToolCall,
-    TurnEvent,
-    TurnFinished,
     TurnRequest,
     Usage,
 )
@@ -33,6 +30,7 @@ from agent_worker.errors import (
     InputTooLargeError,
     ProviderRateLimitedError,
 )
+from agent_worker.events import TextDelta, TurnEvent, TurnFinished
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.prompt_trim import largest_clipped
 from agent_worker.providers.base import ProviderEvent, ProviderRequest

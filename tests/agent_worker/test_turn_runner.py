@@ -9,17 +9,7 @@ import pytest
 
 from agent_worker.agents import AgentRegistry, merged_sampling
 from agent_worker.deadline import ProviderDeadline
-from agent_worker.domain import (
-    Caller,
-    ChatMessage,
-    FinishReason,
-    Sampling,
-    TextDelta,
-    TurnFinished,
-    TurnRequest,
-    TurnStarted,
-    Usage,
-)
+from agent_worker.domain import Caller, ChatMessage, FinishReason, Sampling, TurnRequest, Usage
 from agent_worker.errors import (
     InvalidTurnError,
     ProviderFailedError,
@@ -27,6 +17,7 @@ from agent_worker.errors import (
     UnknownAgentError,
     WorkerAtCapacityError,
 )
+from agent_worker.events import TextDelta, TurnFinished, TurnStarted
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
 from agent_worker.sessions.sqlite_store import SqliteSessionStore
 from agent_worker.turn_runner import TurnRunner

@@ -14,12 +14,9 @@ from agent_worker.domain import (
     FinishReason,
     Image,
     Reasoning,
-    ReasoningDelta,
     Sampling,
-    TextDelta,
     Tool,
     ToolCall,
-    ToolCallDelta,
     ToolChoice,
 )
 from agent_worker.errors import (
@@ -28,6 +25,7 @@ from agent_worker.errors import (
     ProviderRateLimitedError,
     ProviderRejectedError,
 )
+from agent_worker.events import ReasoningDelta, TextDelta, ToolCallDelta
 from agent_worker.providers.anthropic_messages import AnthropicMessagesProvider
 from agent_worker.providers.anthropic_request import conversation, messages_url
 from agent_worker.providers.anthropic_stream import MessagesStream, error_of

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import time
 
-from agent_worker.domain import ChatMessage, FinishReason, Sampling, TextDelta, TurnFinished
+from agent_worker.domain import ChatMessage, FinishReason, Sampling
+from agent_worker.events import TextDelta, TurnFinished
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.providers.echo import EchoProvider
 from services.provider_config import EchoProviderConfig

@@ -9,18 +9,9 @@ from collections.abc import AsyncIterator
 import jsonschema
 import pytest
 
-from agent_worker.domain import (
-    ChatMessage,
-    FinishReason,
-    Sampling,
-    TextDelta,
-    Tool,
-    ToolCall,
-    ToolCallDelta,
-    ToolChoice,
-    TurnFinished,
-)
+from agent_worker.domain import ChatMessage, FinishReason, Sampling, Tool, ToolCall, ToolChoice
 from agent_worker.errors import ProviderUnavailableError
+from agent_worker.events import TextDelta, ToolCallDelta, TurnFinished
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.providers.llama_controls import GenerationCancelled, stop_when
 from agent_worker.providers.llama_cpp import LlamaCppProvider, default_model_path, plain_message

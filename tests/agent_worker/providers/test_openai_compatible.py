@@ -6,16 +6,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agent_worker.domain import (
-    ChatMessage,
-    FinishReason,
-    Image,
-    Sampling,
-    TextDelta,
-    Tool,
-    TurnFinished,
-    Usage,
-)
+from agent_worker.domain import ChatMessage, FinishReason, Image, Sampling, Tool, Usage
 from agent_worker.errors import (
     ProviderFailedError,
     ProviderOverloadedError,
@@ -25,6 +16,7 @@ from agent_worker.errors import (
     ProviderUnavailableError,
     TurnError,
 )
+from agent_worker.events import TextDelta, TurnFinished
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.providers.openai_compatible import (
     MAX_DELTA_CHARS,
