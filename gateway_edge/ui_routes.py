@@ -6,6 +6,7 @@ origin only (no inline scripts)."""
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from importlib import resources
 
@@ -35,15 +36,35 @@ class _Asset:
     content_type: str
 
 
+# A module's import of another module beside it: `from "./name.js"`.
+_MODULE_IMPORT = re.compile(r'from "\./([a-z_]+\.js)"')
+_ENTRY_POINTS = ("app.js", "app.css", "favicon.svg")
+
+
 def _load() -> tuple[bytes, dict[str, _Asset]]:
+    """The page and its assets, each named by a hash of its content. The page's scripts are ES
+    modules: a module's imports are rewritten to the hashed names of what it imports (hashed
+    first), so that a changed module changes the name of every module that leads to it."""
     folder = resources.files("gateway_edge") / "ui"
-    page = (folder / "index.html").read_text(encoding="utf-8")
     assets: dict[str, _Asset] = {}
-    for name, suffix in (("app", ".js"), ("app", ".css"), ("favicon", ".svg")):
-        body = (folder / f"{name}{suffix}").read_bytes()
-        hashed = f"{name}.{hashlib.sha256(body).hexdigest()[:12]}{suffix}"
-        assets[hashed] = _Asset(body, _CONTENT_TYPES[suffix])
-        page = page.replace("{{" + name + suffix + "}}", hashed)
+    hashed_names: dict[str, str] = {}
+
+    def add(filename: str) -> str:
+        if filename in hashed_names:
+            return hashed_names[filename]
+        body = (folder / filename).read_bytes()
+        if filename.endswith(".js"):
+            text = body.decode("utf-8")
+            body = _MODULE_IMPORT.sub(lambda found: f'from "./{add(found[1])}"', text).encode()
+        stem, dot, suffix = filename.rpartition(".")
+        hashed = f"{stem}.{hashlib.sha256(body).hexdigest()[:12]}.{suffix}"
+        assets[hashed] = _Asset(body, _CONTENT_TYPES[dot + suffix])
+        hashed_names[filename] = hashed
+        return hashed
+
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    for filename in _ENTRY_POINTS:
+        page = page.replace("{{" + filename + "}}", add(filename))
     return page.encode(), assets
 
 

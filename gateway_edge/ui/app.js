@@ -1,15 +1,17 @@
 // The clawgate chat page: talks to the same API as any client (/whoami, /v1/models,
-// /v1/sessions, streamed /v1/chat/completions, /v1/usage), with a bearer token where the gateway wants one
-// (behind a single sign-on proxy it does not). Model text only ever reaches the page as text
-// nodes: the small markdown renderer below builds elements, it never parses HTML.
-"use strict";
+// /v1/sessions, streamed /v1/chat/completions, /v1/usage). An ES module, loaded as it is (no
+// build step): gateway.js calls the API, transcript.js and markdown.js show the conversation.
+
+import { api, gateway, readStream } from "./gateway.js";
+import { renderMarkdown } from "./markdown.js";
+import { addFolded, addMessage, showConversation } from "./transcript.js";
 
 const TOKEN_KEY = "clawgate.token";
 const $ = (id) => document.getElementById(id);
 // session: the open conversation's key; user: the `user` value that continues it (the page
 // names its conversations with `user`, which needs no admin scope behind a proxy).
 const state = {
-  token: localStorage.getItem(TOKEN_KEY) || "", agent: "", defaultAgent: "", session: null, user: null, running: null,
+  agent: "", defaultAgent: "", session: null, user: null, running: null,
   identity: "operator", // whose usage the page shows: token and password callers are "operator"
 };
 
@@ -17,132 +19,6 @@ function showError(text) {
   const box = $("error");
   box.textContent = text;
   box.hidden = !text;
-}
-
-async function api(path, options = {}) {
-  const headers = { ...(options.headers || {}) };
-  if (state.token) headers.Authorization = `Bearer ${state.token}`;
-  let response;
-  try {
-    response = await fetch(path, { ...options, headers });
-  } catch (error) {
-    if (error.name === "AbortError") throw error;
-    throw new Error(`The gateway cannot be reached (${error.message}).`);
-  }
-  if (!response.ok) throw new Error(await describe(response));
-  return response;
-}
-
-async function describe(response) {
-  if (response.status === 401 && state.token) return "The gateway refused the token (401). Check it and connect again.";
-  try {
-    const body = await response.json();
-    if (body.error && body.error.message) return `${body.error.message} (${response.status})`;
-  } catch (_) { /* not JSON */ }
-  return `The gateway answered ${response.status}.`;
-}
-
-// --- markdown, safely: code fences, inline code, bold, line breaks; everything else is text
-
-function renderMarkdown(target, text) {
-  target.replaceChildren();
-  const blocks = text.split(/```/);
-  blocks.forEach((block, index) => {
-    if (index % 2 === 1) {
-      const pre = document.createElement("pre");
-      const code = document.createElement("code");
-      code.textContent = block.replace(/^[^\n]*\n/, "");
-      pre.append(code);
-      target.append(pre);
-    } else if (block) {
-      for (const paragraph of block.split(/\n{2,}/)) {
-        if (!paragraph.trim()) continue;
-        const p = document.createElement("p");
-        renderInline(p, paragraph);
-        target.append(p);
-      }
-    }
-  });
-}
-
-function renderInline(target, text) {
-  const pattern = /`([^`]+)`|\*\*([^*]+)\*\*|\n/g;
-  let last = 0;
-  for (const match of text.matchAll(pattern)) {
-    target.append(document.createTextNode(text.slice(last, match.index)));
-    if (match[1] !== undefined) {
-      const code = document.createElement("code");
-      code.textContent = match[1];
-      target.append(code);
-    } else if (match[2] !== undefined) {
-      const strong = document.createElement("strong");
-      strong.textContent = match[2];
-      target.append(strong);
-    } else {
-      target.append(document.createElement("br"));
-    }
-    last = match.index + match[0].length;
-  }
-  target.append(document.createTextNode(text.slice(last)));
-}
-
-// --- the conversation
-
-function addMessage(role, text) {
-  const article = document.createElement("article");
-  article.setAttribute("aria-label", role);
-  const body = document.createElement("div");
-  body.className = "body";
-  renderMarkdown(body, text || "");
-  article.append(body);
-  $("log").append(article);
-  article.scrollIntoView({ block: "end" });
-  return article;
-}
-
-function addFolded(article, summary, text) {
-  const details = document.createElement("details");
-  const title = document.createElement("summary");
-  title.textContent = summary;
-  const pre = document.createElement("pre");
-  pre.textContent = text;
-  details.append(title, pre);
-  article.append(details);
-}
-
-// Where the conversation was compacted: what the model sees after it is the summary and the
-// messages below it (every message stays stored and shown).
-function addCompactionMarker(compaction) {
-  const marker = document.createElement("div");
-  marker.className = "compaction";
-  marker.setAttribute("role", "separator");
-  marker.setAttribute("aria-label", "compacted");
-  const details = document.createElement("details");
-  const title = document.createElement("summary");
-  title.textContent = `Compacted: the ${compaction.covers} messages above are summarised for the model`;
-  const pre = document.createElement("pre");
-  pre.textContent = compaction.summary;
-  details.append(title, pre);
-  marker.append(details);
-  $("log").append(marker);
-}
-
-function showConversation(messages, compactions = []) {
-  $("log").replaceChildren();
-  const markers = new Map(compactions.map((compaction) => [compaction.covers, compaction]));
-  let assistant = null;
-  for (const [index, message] of messages.entries()) {
-    if (markers.has(index)) addCompactionMarker(markers.get(index));
-    if (message.role === "tool") {
-      addFolded(assistant || addMessage("assistant", ""), `tool result: ${message.name || message.tool_call_id}`, message.content);
-      continue;
-    }
-    const article = addMessage(message.role, message.content);
-    for (const call of message.tool_calls || []) {
-      addFolded(article, `tool call: ${call.function.name}`, call.function.arguments);
-    }
-    assistant = message.role === "assistant" ? article : null;
-  }
 }
 
 let listings = 0; // the latest listing asked for: an older one answering late is dropped
@@ -266,26 +142,6 @@ async function send() {
   }
 }
 
-async function readStream(response, onChunk) {
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += decoder.decode(value, { stream: true });
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const frame = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      if (!frame.startsWith("data: ")) continue; // keep-alive comments
-      const data = frame.slice(6);
-      if (data === "[DONE]") return;
-      onChunk(JSON.parse(data));
-    }
-  }
-}
-
 function setRunning(running) {
   $("send").disabled = running;
   $("stop").disabled = !running;
@@ -326,20 +182,21 @@ async function connect() {
   const preferred = [state.agent, state.defaultAgent].find((id) => agents.includes(id));
   state.agent = preferred || agents[0] || "";
   select.value = state.agent;
-  localStorage.setItem(TOKEN_KEY, state.token);
+  localStorage.setItem(TOKEN_KEY, gateway.token);
   for (const id of ["agent", "message", "send", "new-chat"]) $(id).disabled = false;
   newChat();
 }
 
+gateway.token = localStorage.getItem(TOKEN_KEY) || "";
 document.addEventListener("DOMContentLoaded", () => {
   if (location.hash.startsWith("#token=")) { // from `clawgate up`: keep it, drop it from the URL
-    state.token = decodeURIComponent(location.hash.slice("#token=".length));
+    gateway.token = decodeURIComponent(location.hash.slice("#token=".length));
     history.replaceState(null, "", location.pathname);
   }
-  $("token").value = state.token;
+  $("token").value = gateway.token;
   $("connect").addEventListener("submit", (event) => {
     event.preventDefault();
-    state.token = $("token").value.trim();
+    gateway.token = $("token").value.trim();
     signIn().catch((error) => showError(error.message));
   });
   $("agent").addEventListener("change", () => {

@@ -65,6 +65,12 @@ def test_the_page_is_served_with_a_strict_policy_and_cached_assets(stack: Stack)
     assert asset.status_code == 200
     assert "immutable" in asset.headers["cache-control"]
     assert httpx.get(f"{stack.base_url}/ui/app.js").status_code == 404
+    # The page's modules import each other by their hashed names, served the same way.
+    imported = re.findall(r'from "\./([a-z_]+\.[0-9a-f]{12}\.js)"', asset.text)
+    assert {name.split(".")[0] for name in imported} == {"gateway", "markdown", "transcript"}
+    for name in imported:
+        module = httpx.get(f"{stack.base_url}/ui/{name}")
+        assert module.status_code == 200 and "javascript" in module.headers["content-type"]
 
 
 def test_connect_and_a_streamed_reply_shows_before_it_finishes(page: Page) -> None:
@@ -343,7 +349,10 @@ def test_the_page_shows_a_conversations_tokens_and_cost_and_the_months(
     expect(page.get_by_role("article", name="assistant")).to_contain_text("echo: what does")
     say(page, "and this")
     expect(page.get_by_role("article", name="assistant").nth(1)).to_contain_text("echo: and")
-    session = page.evaluate("() => state.session")
+    # The open conversation is the listed one marked current; its tooltip is its key.
+    current = page.locator('#conversations button[aria-current="true"]')
+    expect(current).to_have_count(1)
+    session = current.get_attribute("title")
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
     def usage(**params: str) -> list[dict[str, Any]]:
