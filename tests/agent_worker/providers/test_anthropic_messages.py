@@ -32,7 +32,7 @@ from agent_worker.providers.anthropic_stream import MessagesStream, error_of
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.providers.upstream_errors import retry_after_seconds, status_error
 from devkit.anthropic_cache import prefix_bytes
-from devkit.anthropic_standin import Refused, check_body
+from devkit.anthropic_rules import Refused, check_body
 from services.provider_config import AnthropicProviderConfig
 
 CALL = ToolCall("toolu_1", "get_weather", '{"city": "Paris"}')
