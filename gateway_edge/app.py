@@ -30,7 +30,7 @@ from gateway_edge.dialects.chat import ChatCompletions
 from gateway_edge.dialects.responses import Responses
 from gateway_edge.errors import ApiError, bad_request, internal_error
 from gateway_edge.json_responses import error_response
-from gateway_edge.limit_counts import counts_for
+from gateway_edge.limit_stores import counts_for
 from gateway_edge.limits import Limits
 from gateway_edge.metrics import EdgeMetrics
 from gateway_edge.observability import ObservabilityMiddleware

@@ -7,7 +7,7 @@ an edge that died mid-turn cannot hold one for ever). A request makes two calls 
 each one atomic step (a Lua script, one PostgreSQL transaction): `take` when it starts (count
 it, read its budgets, take its places) and `give_back` when it ends (charge what it spent, give
 its places back). The stores: LocalCounts here, RedisCounts (redis_counts.py), PostgresCounts
-(postgres_counts.py).
+(postgres_counts.py); limit_stores.py picks one.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
-
-from services.config import POSTGRES_URL_PREFIXES
 
 Period = Literal["minute", "day", "month"]
 # A turn holds its place among an identity's concurrent turns at most this long.
@@ -121,16 +119,3 @@ class LocalCounts:
 
     async def close(self) -> None:
         return None
-
-
-def counts_for(store: str | None, sessions_store: str) -> Counts:
-    """`gateway.limits.store`'s Redis; unset, the session store's PostgreSQL, else this edge."""
-    if store is not None:
-        from gateway_edge.redis_counts import RedisCounts
-
-        return RedisCounts(store)
-    if sessions_store.startswith(POSTGRES_URL_PREFIXES):
-        from gateway_edge.postgres_counts import PostgresCounts
-
-        return PostgresCounts(sessions_store)
-    return LocalCounts()
