@@ -66,7 +66,6 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self._runner = runner
         self._max_turn_messages = max_turn_messages
         self._agents = agents
-        self._store = store
         self._sessions_shared = sessions_shared
         self._logprob_agents = logprob_agents
         self._providers = providers
