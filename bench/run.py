@@ -10,6 +10,7 @@ the stand-in answering with a tool call), pair-responses (the same pair through
 pair-anthropic (the same pair with an anthropic-messages provider), litellm and
 litellm-stream (LiteLLM's proxy 1.108.0 in front of the same stand-in), portkey (Portkey's
 gateway 1.15.2, non-stream), all (these thirteen); long-streams (many slow streams at once);
+fast-streams (streams at 50 tokens a second: CPU per token, the gap each token adds);
 idle-streams (RSS per open, idle stream), soak (RSS growth over 100,000 requests) and
 pair-traced (`pair` exporting every span over OTLP/HTTP to a sink).
 Each prints one table row (wrk -t1 -c32 for req/s and latency; a sequential asyncio client for
@@ -35,7 +36,7 @@ from bench.harness import (
     stop_on_interrupt,
 )
 from bench.long_runs import idle_streams, soak
-from bench.long_streams import long_streams
+from bench.long_streams import fast_streams, long_streams
 from bench.stack import AUTH, LITELLM_VERSION, PORTKEY_VERSION, Bench, traced_to
 from bench.worker_alone import worker_alone
 
@@ -188,6 +189,7 @@ SCENARIOS: dict[str, Callable[[Bench], Row]] = {
 ALL = [name for name in SCENARIOS if name not in ("idle-streams", "pair-traced")]
 SCENARIOS["soak"] = soak
 SCENARIOS["long-streams"] = long_streams
+SCENARIOS["fast-streams"] = fast_streams
 
 
 def summary(rows: dict[str, Row]) -> str:
@@ -227,6 +229,9 @@ def main() -> None:
     parser.add_argument("--ttft-samples", type=int, default=200)
     parser.add_argument(
         "--streams", type=int, default=1000, help="long-streams: streams held open at once"
+    )
+    parser.add_argument(
+        "--fast-streams", type=int, default=200, help="fast-streams: streams at 50 tokens/s"
     )
     parser.add_argument(
         "--rounds",
