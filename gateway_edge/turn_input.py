@@ -126,18 +126,18 @@ _CHOICE_MODES = {"none": pb.TOOL_CHOICE_MODE_NONE, "required": pb.TOOL_CHOICE_MO
 
 
 def offered_tools(
-    tools: list[pb.Tool], mode: str | None, pinned: str | None = None
+    tools: list[pb.Tool], mode: str | None, pinned: str | None = None, param: str = "tool_choice"
 ) -> tuple[list[pb.Tool], pb.ToolChoice | None]:
     """The tools the model is offered and how it must choose: `mode` is "auto", "none",
-    "required" or None; `pinned` names the one function it must call."""
+    "required" or None; `pinned` names the one function it must call. `param`: the field the
+    client chose with, for a refusal to name."""
     names = {tool.name for tool in tools}
     if pinned is not None and pinned not in names:
         raise bad_request(
-            f"tool_choice names the function {pinned!r}, which is not among the tools.",
-            "tool_choice",
+            f"{param} names the function {pinned!r}, which is not among the tools.", param
         )
     if mode == "required" and not tools:
-        raise bad_request("tool_choice 'required' needs tools.", "tool_choice")
+        raise bad_request(f"{param} 'required' needs tools.", param)
     if not tools:
         return [], None
     if pinned is not None:  # a pinned function narrows what the model is offered to that one

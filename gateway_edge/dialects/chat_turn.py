@@ -12,6 +12,7 @@ from gateway_edge.dialects.chat_request import (
     ChatMessage,
     FunctionDefinition,
     ImagePart,
+    NamedFunction,
     NamedToolChoice,
 )
 from gateway_edge.turn_input import Conversation, ImageBudget, TurnInput, offered_tools
@@ -137,9 +138,12 @@ def _tool(function: FunctionDefinition) -> pb.Tool:
 def _tools(request: ChatCompletionRequest) -> tuple[list[pb.Tool], pb.ToolChoice | None]:
     """`tools` and `tool_choice`, or their legacy forms `functions` and `function_call`."""
     functions = [tool.function for tool in request.tools or ()] + list(request.functions or ())
-    choice = request.tool_choice if request.tool_choice is not None else request.function_call
     tools = [_tool(function) for function in functions]
+    choice: str | NamedToolChoice | NamedFunction | None = request.tool_choice
+    param = "tool_choice"
+    if choice is None and request.function_call is not None:
+        choice, param = request.function_call, "function_call"
     if choice is None or isinstance(choice, str):
-        return offered_tools(tools, choice)
+        return offered_tools(tools, choice, param=param)
     name = choice.function.name if isinstance(choice, NamedToolChoice) else choice.name
-    return offered_tools(tools, None, name)
+    return offered_tools(tools, None, name, param)

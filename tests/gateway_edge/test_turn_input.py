@@ -241,3 +241,15 @@ def test_a_pinned_tool_must_be_offered_in_both_dialects() -> None:
                 "tool_choice": {"type": "function", "name": "g"},
             }
         )
+
+
+def test_a_legacy_function_call_is_refused_in_its_own_name() -> None:
+    with pytest.raises(ApiError, match="function_call names the function 'g'") as caught:
+        chat_of(
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "functions": [{"name": "f"}],
+                "function_call": {"name": "g"},
+            }
+        )
+    assert caught.value.param == "function_call"
