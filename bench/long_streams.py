@@ -2,7 +2,8 @@
 stream's tokens at a fixed pace (bench/slow_standin.py):
 
 - `long-streams`: `--streams` streams (default 1,000), one token a second for a minute, as
-  agents answering slowly do; opened over a ramp (at most 500 a second).
+  agents answering slowly do; opened over a ramp (`--open-per-second`, by default a tenth of
+  the streams a second, at most 500).
 - `fast-streams`: `--fast-streams` streams (default 200), 50 tokens a second for `--seconds`,
   as a fast model streams; all opened within a second.
 
@@ -74,7 +75,8 @@ class StreamsSeen:
 
 def long_streams(bench: Bench) -> Row:
     count = bench.args.streams
-    pace = Pace(count, 60, 1.0, min(500, max(count // 10, 10)))
+    opened_per_second = bench.args.open_per_second or min(500, max(count // 10, 10))
+    pace = Pace(count, 60, 1.0, opened_per_second)
     seen, per_stream, cpu, wall = _run(bench, pace)
     quantiles = percentiles(sorted(gap * 1000 for _, gap in seen.gaps))
     steady_ms = sorted(gap * 1000 for sent, gap in seen.gaps if in_range(sent, seen.steady))

@@ -234,6 +234,9 @@ def main() -> None:
         "--fast-streams", type=int, default=200, help="fast-streams: streams at 50 tokens/s"
     )
     parser.add_argument(
+        "--open-per-second", type=int, help="long-streams: streams opened a second (the ramp)"
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         help="run the scenarios this many times, alternating, and report medians"
