@@ -10,6 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.errors import bad_request
@@ -120,6 +123,15 @@ class ImageBudget:
                 param,
             )
         return pb.Image(media_type=media_type, data=data)
+
+
+def tool_of(name: str, description: str | None, parameters: dict[str, Any] | None) -> pb.Tool:
+    """A function the client offers, as the turn carries it (its JSON schema serialized)."""
+    return pb.Tool(
+        name=name,
+        description=description or "",
+        parameters_json=orjson.dumps(parameters).decode() if parameters else "",
+    )
 
 
 _CHOICE_MODES = {"none": pb.TOOL_CHOICE_MODE_NONE, "required": pb.TOOL_CHOICE_MODE_REQUIRED}

@@ -10,12 +10,11 @@ from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.dialects.chat_request import (
     ChatCompletionRequest,
     ChatMessage,
-    FunctionDefinition,
     ImagePart,
     NamedFunction,
     NamedToolChoice,
 )
-from gateway_edge.turn_input import Conversation, ImageBudget, TurnInput, offered_tools
+from gateway_edge.turn_input import Conversation, ImageBudget, TurnInput, offered_tools, tool_of
 
 _INSTRUCTION_ROLES = ("system", "developer")
 _ROLES = {
@@ -127,18 +126,10 @@ def _sampling(request: ChatCompletionRequest) -> pb.SamplingOptions:
     return sampling
 
 
-def _tool(function: FunctionDefinition) -> pb.Tool:
-    return pb.Tool(
-        name=function.name,
-        description=function.description or "",
-        parameters_json=orjson.dumps(function.parameters).decode() if function.parameters else "",
-    )
-
-
 def _tools(request: ChatCompletionRequest) -> tuple[list[pb.Tool], pb.ToolChoice | None]:
     """`tools` and `tool_choice`, or their legacy forms `functions` and `function_call`."""
     functions = [tool.function for tool in request.tools or ()] + list(request.functions or ())
-    tools = [_tool(function) for function in functions]
+    tools = [tool_of(f.name, f.description, f.parameters) for f in functions]
     choice: str | NamedToolChoice | NamedFunction | None = request.tool_choice
     param = "tool_choice"
     if choice is None and request.function_call is not None:

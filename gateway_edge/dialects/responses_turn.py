@@ -9,19 +9,16 @@ the assistant message just before them), `function_call_output` items tool resul
 
 from __future__ import annotations
 
-import orjson
-
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.dialects.responses_request import (
     FunctionCallItem,
     FunctionCallOutputItem,
-    FunctionTool,
     InputText,
     MessageItem,
     NamedFunctionChoice,
     ResponsesRequest,
 )
-from gateway_edge.turn_input import Conversation, ImageBudget, TurnInput, offered_tools
+from gateway_edge.turn_input import Conversation, ImageBudget, TurnInput, offered_tools, tool_of
 
 _ROLES = {"user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT}
 
@@ -96,16 +93,8 @@ def _text_and_images(
     return ("" if item.role == "assistant" else "\n").join(texts), decoded
 
 
-def _tool(tool: FunctionTool) -> pb.Tool:
-    return pb.Tool(
-        name=tool.name,
-        description=tool.description or "",
-        parameters_json=orjson.dumps(tool.parameters).decode() if tool.parameters else "",
-    )
-
-
 def _tools(request: ResponsesRequest) -> tuple[list[pb.Tool], pb.ToolChoice | None]:
-    tools = [_tool(tool) for tool in request.tools or ()]
+    tools = [tool_of(t.name, t.description, t.parameters) for t in request.tools or ()]
     choice = request.tool_choice
     if isinstance(choice, NamedFunctionChoice):
         return offered_tools(tools, None, choice.name)
