@@ -30,7 +30,6 @@ from bench.harness import CHAT_BODY, Row, cpu_seconds
 from bench.stack import AUTH, Bench, answers
 from devkit.observe import rss_kib
 from devkit.processes import (
-    clawgate,
     echo_config,
     edge_answers,
     free_port,
@@ -135,7 +134,9 @@ def fast_streams(bench: Bench) -> Row:
         quantiles[98],
         sum(seen.errors.values()),
         None,
-        {f"{name} µs/token": seconds / max(tokens, 1) * 1e6 for name, seconds in per_token.items()},
+        cpu_us_per_request={
+            name: seconds / max(tokens, 1) * 1e6 for name, seconds in per_token.items()
+        },
     )
 
 
@@ -168,10 +169,12 @@ def _run(bench: Bench, pace: Pace) -> tuple[StreamsSeen, dict[str, float], dict[
     level = ("--log-level", bench.args.log_level)
     processes = {}
     for index, address in enumerate(addresses, start=1):
-        worker = bench.process(clawgate(path, *level, "worker", "--listen", address), f"w{index}")
+        worker = bench.clawgate_process(
+            path, [*level, "worker", "--listen", address], f"w{index}", bench.tree
+        )
         wait_until(lambda a=address: worker_serving(a), 60, "worker", worker)  # type: ignore[misc]
         processes[f"worker {index}"] = worker
-    edge = bench.process(clawgate(path, *level, "edge"), "long-edge")
+    edge = bench.clawgate_process(path, [*level, "edge"], "long-edge", bench.tree)
     port = config["gateway"]["port"]
     wait_until(lambda: edge_answers(f"http://127.0.0.1:{port}"), 30, "edge", edge)
     processes = {"edge": edge, **processes}

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -37,8 +39,9 @@ from bench.harness import (
 )
 from bench.long_runs import idle_streams, soak
 from bench.long_streams import fast_streams, long_streams
-from bench.stack import AUTH, LITELLM_VERSION, PORTKEY_VERSION, Bench, traced_to
+from bench.stack import AUTH, LITELLM_VERSION, PORTKEY_VERSION, Bench, Tree, traced_to
 from bench.worker_alone import worker_alone
+from devkit.processes import REPO_ROOT
 
 
 def scenario_standin(bench: Bench) -> Row:
@@ -247,7 +250,17 @@ def main() -> None:
         default="info",
         help="clawgate's log level (default info: what `clawgate up` runs with)",
     )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        help="long-streams, fast-streams: run them on this checkout and on another in turn"
+        " (ABBA over the rounds, default 4) and print the paired ratios",
+    )
+    parser.add_argument("--base-cli", default="clawgate.cli", help="with --base: its CLI module")
     args = parser.parse_args()
+    if args.base is not None:
+        streams_paired(args)
+        return
     names = ALL if args.scenario == "all" else [args.scenario]
     rounds = args.rounds or (3 if args.scenario == "all" else 1)
     print(
@@ -271,6 +284,39 @@ def main() -> None:
             print(row.markdown())
     if any(name in ALL for name in names):  # idle-streams and soak print their own line
         print(summary(rows))
+
+
+def streams_paired(args: argparse.Namespace) -> None:
+    """One streams scenario on this checkout and on `--base`, one after the other (each run
+    needs the whole machine), in ABBA order across rounds; the ratios are this / base."""
+    if args.scenario not in ("long-streams", "fast-streams"):
+        sys.exit("--base is for long-streams and fast-streams; bench.paired pairs the others")
+    base, this = Tree("base", args.base.resolve(), args.base_cli), Tree("this", REPO_ROOT)
+    scenario = SCENARIOS[args.scenario]
+    pairs: list[tuple[Row, Row]] = []
+    print(HEADER, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        stop_on_interrupt(Path(tmp))
+        for index in range(args.rounds or 4):
+            ran: dict[str, Row] = {}
+            for tree in (base, this) if index % 2 == 0 else (this, base):
+                bench = Bench(args, Path(tmp), tree)
+                with bench.stack:
+                    row = ran[tree.name] = scenario(bench)
+                row.scenario = f"{tree.name}: {row.scenario}"
+                print(row.markdown(), flush=True)
+            pairs.append((ran["base"], ran["this"]))
+
+    def ratio(figure: Callable[[Row], float]) -> str:
+        ratios = [figure(this) / figure(base) for base, this in pairs if figure(base)]
+        return f"{statistics.median(ratios):.3f}" if ratios else "n/a"
+
+    print(
+        f"this / base, medians of {len(pairs)} paired rounds:"
+        f" rate {ratio(lambda r: r.requests_per_second)}, p50 {ratio(lambda r: r.p50_ms)},"
+        f" p99 {ratio(lambda r: r.p99_ms)},"
+        f" CPU {ratio(lambda r: sum(r.cpu_us_per_request.values()))}"
+    )
 
 
 if __name__ == "__main__":

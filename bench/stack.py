@@ -60,10 +60,11 @@ class Tree:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+    def __init__(self, args: argparse.Namespace, tmp: Path, tree: Tree | None = None) -> None:
         self.args = args
         self.tmp = tmp
         self.stack = ExitStack()
+        self.tree = tree  # the checkout whose clawgate the streams scenarios run (None: this)
 
     def process(self, argv: list[str], name: str, env: dict[str, str] | None = None) -> Process:
         process = Process(argv, self.tmp / f"{name}.log", env or {}).start()
