@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any
 
@@ -47,6 +47,47 @@ async def send_bytes(
 
 async def send_error(send: Send, error: ApiError) -> None:
     await send_bytes(send, *rendered(error))
+
+
+class SendRest:
+    """The rest of a `send` that `send_now` began and that had to wait (its socket's buffer was
+    full): awaiting it drives the same coroutine on, exactly as awaiting `send` would have."""
+
+    __slots__ = ("_step", "_waiting")
+
+    def __init__(self, step: Coroutine[Any, Any, None], waiting: Any) -> None:
+        self._step = step
+        self._waiting = waiting  # what the send waits on: handed to the awaiting task as is
+
+    def __await__(self) -> Generator[Any, None, None]:
+        step, waiting = self._step, self._waiting
+        while True:
+            try:
+                yield waiting
+            except BaseException as error:  # a cancel of the awaiting task goes on into the send
+                try:
+                    waiting = step.throw(error)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting = step.send(None)
+                except StopIteration:
+                    return
+
+
+def send_now(send: Send, message: dict[str, object]) -> Awaitable[None] | None:
+    """Sends `message` from plain code (a callback, another stream's task) when the server
+    takes it at once, as it does unless the socket's buffer is full: returns None then, else
+    the rest to await. Writing a token this way spares waking its stream's task for it."""
+    step = send(message)  # type: ignore[arg-type]
+    if not isinstance(step, Coroutine):
+        return step  # not a coroutine: nothing can be run of it here
+    try:
+        waiting = step.send(None)
+    except StopIteration:
+        return None
+    return SendRest(step, waiting)
 
 
 def body_part(body: bytes) -> dict[str, object]:

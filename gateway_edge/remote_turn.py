@@ -11,6 +11,7 @@ kinds.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -26,14 +27,11 @@ from services.tracing import NO_SPAN, Span
 from services.turn_events import kind_of, unknown_kind
 
 log = logging.getLogger("clawgate.edge.workers")
-Event = (
-    pb.TextDelta
-    | pb.ReasoningDelta
-    | pb.ToolCallDelta
-    | pb.ToolRunStarted
-    | pb.ToolRunFinished
-    | pb.TurnFinished
+# What a streamed answer relays as it comes: everything but the finish.
+PlainEvent = (
+    pb.TextDelta | pb.ReasoningDelta | pb.ToolCallDelta | pb.ToolRunStarted | pb.ToolRunFinished
 )
+Event = PlainEvent | pb.TurnFinished
 _ENDED_EARLY = ApiError(
     502, "The worker ended the turn without finishing it.", "api_error", code="worker_error"
 )
@@ -211,16 +209,8 @@ class RemoteTurn:
             batch: list[Event] = []
             for event in events:
                 match kind := kind_of(event):
-                    case "delta":
-                        batch.append(event.delta)
-                    case "reasoning":
-                        batch.append(event.reasoning)
-                    case "tool_call":
-                        batch.append(event.tool_call)
-                    case "tool_started":
-                        batch.append(event.tool_started)
-                    case "tool_finished":
-                        batch.append(event.tool_finished)
+                    case "delta" | "reasoning" | "tool_call" | "tool_started" | "tool_finished":
+                        batch.append(getattr(event, kind))
                     case "finished":
                         self._end("ok")
                         batch.append(event.finished)
@@ -239,6 +229,31 @@ class RemoteTurn:
             if batch:
                 return batch
         raise self._failure or _ENDED_EARLY
+
+    def stream_to(self, write: Callable[[list[PlainEvent]], bool] | None) -> None:
+        """Hands the turn's plain events (text, tool-call pieces, reasoning, tool runs) to
+        `write` as they arrive, on the link's reader, instead of queueing them for
+        `next_batch`; what `write` refuses (False) queues, in order. The finish, a failure and
+        anything unexpected always queue. None stops it."""
+        self.inbox.listener = None if write is None else functools.partial(self._direct, write)
+
+    def _direct(
+        self, write: Callable[[list[PlainEvent]], bool], events: Sequence[pb.RunTurnEvent]
+    ) -> bool:
+        if self._early or self._outcome is not None:
+            return False  # what came first goes first, through next_batch
+        batch: list[PlainEvent] = []
+        for event in events:
+            match kind := kind_of(event):
+                case "delta" | "reasoning" | "tool_call" | "tool_started" | "tool_finished":
+                    batch.append(getattr(event, kind))
+                case _:
+                    return False
+        return write(batch)
+
+    def nudge(self) -> None:
+        """Ends a `next_batch` wait early (it returns None, as when its time ran out)."""
+        self.inbox.wake()
 
     def _fail(self, outcome: str, failure: ApiError) -> None:
         self._end(outcome)

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, assert_never
 
 from starlette.types import Receive, Scope, Send
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
+from gateway_edge.answer_stream import AnswerEncoder, StreamWriter
 from gateway_edge.asgi import (
     JSON_HEADERS,
     STREAM_HEADERS,
     answered_or_refused,
-    body_part,
     cancelled_on_disconnect,
     read_json,
     request_headers,
@@ -59,36 +58,6 @@ class AdaptedRequest(Generic[NativeT]):
     # `Dialect.resolve`.
     previous_response_id: str | None = None
     continues: pb.FindResponseResponse | None = None
-
-
-class AnswerEncoder(Protocol):
-    """One answer in a dialect's shape: SSE frames while streaming, or the whole body."""
-
-    def opening(self) -> bytes:
-        """The stream's first frames, sent before the first event."""
-
-    def text(self, delta: pb.TextDelta) -> bytes: ...
-
-    def reasoning(self, delta: pb.ReasoningDelta) -> bytes:
-        """A piece of the model's thinking: said apart from the answer's text."""
-
-    def tool_call(self, piece: pb.ToolCallDelta) -> bytes: ...
-
-    def tool_run(self, event: pb.ToolRunStarted | pb.ToolRunFinished) -> bytes:
-        """The agent's own tool runs: not the client's calls; at least keeps the stream alive."""
-
-    def finish(self, finished: pb.TurnFinished) -> bytes: ...
-
-    def failed(self, error: ApiError) -> bytes:
-        """A failure after the stream started (its status line is gone)."""
-
-    def whole(
-        self,
-        texts: Sequence[pb.TextDelta],
-        finished: pb.TurnFinished,
-        thoughts: Sequence[pb.ReasoningDelta] = (),
-    ) -> bytes:
-        """The non-stream body; `finished` carries the client's tool calls whole."""
 
 
 class Dialect(Protocol[NativeT]):
@@ -230,46 +199,42 @@ class TurnEndpoint:
         record: RequestRecord,
         admission: Admission,
     ) -> None:
+        keep_alive = self._keep_alive
+        writer = StreamWriter(send, encoder, record, turn)
         self._streams_open.inc()
         try:
-            await send(body_part(encoder.opening()))  # type: ignore[arg-type]
+            await writer.send(encoder.opening())
+            turn.stream_to(writer.take)  # plain events go out from the link's reader
             # Until the finish: a failure that came with the last text raises on the next read.
             finished = False
             while not finished:
-                batch = await turn.next_batch(self._keep_alive)
-                if batch is None:
-                    await send(body_part(KEEP_ALIVE))  # type: ignore[arg-type]
+                await writer.settle()
+                quiet_left = writer.quiet_left(keep_alive)
+                batch = await turn.next_batch(quiet_left) if quiet_left > 0 else None
+                if batch is None:  # quiet for a while, or the reader needs this task
+                    if writer.quiet_left(keep_alive) <= 0:
+                        await writer.send(KEEP_ALIVE)
                     continue
                 frames: list[bytes] = []  # what arrived together goes out in one write
                 for event in batch:
-                    match event:
-                        case pb.TextDelta():
-                            record.first_token()
-                            frames.append(encoder.text(event))
-                        case pb.ToolCallDelta():
-                            record.first_token()
-                            frames.append(encoder.tool_call(event))
-                        case pb.ReasoningDelta():
-                            record.first_token()  # the first thing the client sees
-                            frames.append(encoder.reasoning(event))
-                        case pb.ToolRunStarted() | pb.ToolRunFinished():
-                            frames.append(encoder.tool_run(event))
-                        case pb.TurnFinished():
-                            finished = True
-                            self._completion_tokens.inc(event.usage.completion_tokens)
-                            # Charged (and its places given back) before the client reads
-                            # the end: its next request sees this turn's spend.
-                            await admission.finish(event.spent.tokens, event.spent.cost_usd)
-                            frames.append(encoder.finish(event))
-                        case _:
-                            assert_never(event)
+                    if not isinstance(event, pb.TurnFinished):
+                        frames.append(writer.frame(event))
+                        continue
+                    finished = True
+                    self._completion_tokens.inc(event.usage.completion_tokens)
+                    # Charged (and its places given back) before the client reads the end:
+                    # its next request sees this turn's spend.
+                    await admission.finish(event.spent.tokens, event.spent.cost_usd)
+                    frames.append(encoder.finish(event))
                 if frames:
-                    await send(body_part(b"".join(frames)))  # type: ignore[arg-type]
+                    await writer.send(b"".join(frames))
         except ApiError as error:
             tracing.fail_current(error.message, error.code or error.type)
             log.warning("turn failed after the stream started: %s", error.message)
-            await send(body_part(encoder.failed(error)))  # type: ignore[arg-type]
+            await writer.settle()
+            await writer.send(encoder.failed(error))
         finally:
+            turn.stream_to(None)
             self._streams_open.dec()
         await send({"type": "http.response.body", "body": DONE})
 

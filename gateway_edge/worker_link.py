@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -49,7 +49,17 @@ class LinkFailure(Exception):
 class TurnInbox:
     """Events of one turn as its worker sends them; read with `next_events`."""
 
-    __slots__ = ("id", "ended", "whole", "_link", "_batches", "_waiter", "_failure", "_credit")
+    __slots__ = (
+        "id",
+        "ended",
+        "whole",
+        "listener",
+        "_link",
+        "_batches",
+        "_waiter",
+        "_failure",
+        "_credit",
+    )
 
     def __init__(self, link: WorkerLink, turn_id: int) -> None:
         self.id = turn_id
@@ -57,22 +67,29 @@ class TurnInbox:
         # Read only once it ended (a non-stream answer): arrivals before the end wake nobody,
         # and their credit goes back as they arrive.
         self.whole = False
+        # Takes events on the reader as they arrive, unless it returns False (they queue then).
+        self.listener: Callable[[Sequence[pb.RunTurnEvent]], bool] | None = None
         self._link = link
         self._batches: deque[Sequence[pb.RunTurnEvent]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._failure: LinkFailure | None = None
         self._credit = CreditWindow()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Ends a `next_events` wait, with whatever has arrived (perhaps nothing)."""
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     def deliver(self, events: Sequence[pb.RunTurnEvent]) -> None:
+        listener = self.listener
+        if listener is not None and not self._batches and listener(events):
+            self._give_back(len(events))
+            return
         self._batches.append(events)
         if self.whole and not self.ended and not _has_unknown_kind(events):
             self._give_back(len(events))
             return
-        self._wake()  # an event of an unknown kind fails the turn: its reader must see it
+        self.wake()  # an event of an unknown kind fails the turn: its reader must see it
 
     def _give_back(self, events: int) -> None:
         give_back = self._credit.took(events)
@@ -81,7 +98,7 @@ class TurnInbox:
 
     def fail(self, failure: LinkFailure) -> None:
         self._failure = failure
-        self._wake()
+        self.wake()
 
     async def next_events(self, wait_seconds: float | None = None) -> Sequence[pb.RunTurnEvent]:
         """The next events that arrived together, or () when `wait_seconds` passed without any;
@@ -91,7 +108,7 @@ class TurnInbox:
                 raise self._failure
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
-            timer = None if wait_seconds is None else loop.call_later(wait_seconds, self._wake)
+            timer = None if wait_seconds is None else loop.call_later(wait_seconds, self.wake)
             try:
                 await waiter
             finally:

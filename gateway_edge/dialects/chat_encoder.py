@@ -1,5 +1,5 @@
 """The shapes of one chat completion answer: the JSON body, or its SSE chunks (pre-encoded
-where it matters: only the text is encoded per delta). An `AnswerEncoder` (serving.py)."""
+where it matters: only the text is encoded per delta). An `AnswerEncoder` (answer_stream.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The shapes of one `/v1/responses` answer: the `response` object, or its SSE events
 (`event: <type>` + `data: <json>`, numbered by `sequence_number`). A text delta's frame is
-pre-encoded around its text; the rest are built once per item. An `AnswerEncoder` (serving.py).
+pre-encoded around its text; the rest are built once per item. An `AnswerEncoder`
+(answer_stream.py).
 """
 
 from __future__ import annotations
