@@ -1,6 +1,6 @@
 """What a span is, on or off: the `Span` the code calls, the do-nothing one used while tracing
 is off, and the settings an exporter starts with. Imported by services/tracing.py and by the
-SDK's side (services/otel.py) alike, so that neither imports the other's module at load."""
+tracer (services/otlp_tracer.py) alike, so that neither imports the other's module at load."""
 
 from __future__ import annotations
 
@@ -98,6 +98,6 @@ class TraceSettings:
     protocol: str
     service_name: str
     headers: dict[str, str] | None = None  # None: the exporter reads OTEL_EXPORTER_OTLP_HEADERS
-    sample_rate: float | None = None  # None: the SDK reads OTEL_TRACES_SAMPLER(_ARG)
+    sample_rate: float | None = None  # None: OTEL_TRACES_SAMPLER(_ARG) say
     capture_content: bool = False
     resource: dict[str, str] = field(default_factory=dict)

@@ -2,8 +2,8 @@
 
 Tracing is on only when an OTLP endpoint is configured (`diagnostics.otel` or the standard
 `OTEL_EXPORTER_OTLP_*` variables, see `trace_settings`). While off, `span()` hands back one
-shared do-nothing span and the OpenTelemetry SDK is never imported; `start()` imports it
-(services/otel.py) and from then on `span()` makes real ones.
+shared do-nothing span and nothing of OpenTelemetry is imported; `start()` imports the tracer
+(services/otlp_tracer.py) and from then on `span()` makes real ones.
 
 A `Span` is started by `span()` and ended once: `with span:` makes it the current span (its
 children's parent, the context sent upstream) and ends it, marking an escaping exception as its
@@ -28,7 +28,7 @@ DEFAULT_ENDPOINTS = {"http/protobuf": "http://localhost:4318", "grpc": "http://l
 
 
 class Tracer(Protocol):
-    """What services/otel.py provides once tracing is on."""
+    """What services/otlp_tracer.py provides once tracing is on."""
 
     capture_content: bool
 
@@ -157,11 +157,11 @@ def _traces_url(base: str, protocol: str) -> str:
 
 
 def start(settings: TraceSettings) -> None:
-    """Turns tracing on for this process (imports the SDK)."""
+    """Turns tracing on for this process (imports the exporter and its protobuf classes)."""
     global _tracer
-    from services.otel import OtelTracer  # the SDK, only now
+    from services.otlp_tracer import OtlpTracer  # only now: off costs no import
 
-    _tracer = OtelTracer(settings)
+    _tracer = OtlpTracer(settings)
 
 
 def shutdown() -> None:
