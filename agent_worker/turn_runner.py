@@ -42,7 +42,7 @@ from services import tracing
 from services.ids import random_hex
 from services.logging import fingerprint
 from services.off_loop import OffLoop
-from services.spans import NO_SPAN, AttributeValue, Span
+from services.spans import AttributeValue, Span
 
 __all__ = ["Flushed", "STREAM_BROKEN", "TurnRunner"]
 log = logging.getLogger("clawgate.worker.turns")
@@ -136,10 +136,8 @@ class TurnRunner:
         wait = self._session_wait_timeout
         try:
             async with AsyncExitStack() as session:
-                with (
-                    self.metrics.sessions_waiting.track_inprogress(),
-                    _wait_span(queued),
-                ):
+                waited_for_session = queued
+                with self.metrics.sessions_waiting.track_inprogress():
                     await session.enter_async_context(
                         self._sessions.hold(request.session_key, wait)
                     )
@@ -151,6 +149,9 @@ class TurnRunner:
                     await session.enter_async_context(
                         self._store.session_lock(request.session_key, wait)
                     )
+                if tracing.active():  # on the turn's span: a span of its own cost as much
+                    tracing.set_current("clawgate.session.queued", waited_for_session)
+                    tracing.set_current("clawgate.session.wait_seconds", time.monotonic() - started)
                 turn = AgentTurn(
                     request,
                     agent,
@@ -276,9 +277,3 @@ def _turn_span(request: TurnRequest) -> Span:
     if request.request_id:
         attributes["clawgate.request_id"] = request.request_id
     return tracing.span(tracing.RUN_TURN_SPAN, "server", attributes, request.traceparent)
-
-
-def _wait_span(queued: bool) -> Span:
-    if not tracing.active():
-        return NO_SPAN
-    return tracing.span("session wait", attributes={"clawgate.queued": queued})

@@ -206,11 +206,10 @@ class WorkerPool:
                 " worker.maxMessageBytes)."
             )
         refusal: NotStarted | None = None
-        # Until the turn started somewhere: not made current, so that the calls below are its
-        # siblings (a call lasts the whole turn).
-        placement = tracing.span("placement", attributes={"clawgate.session.sticky": sticky})
+        # Each worker tried is a call span of its own (a refused one says why): the placement.
         for worker in candidates(self._workers.values(), request.session_key, sticky):
             call = tracing.span(tracing.RUN_TURN_SPAN, "client", worker.span_attributes)
+            call.set("clawgate.session.sticky", sticky)
             if tracing.active():  # a trace not sampled has no call span: its context goes
                 request.traceparent = call.traceparent() or tracing.traceparent()
             inbox = worker.link.open_turn(request, size, whole_answer)
@@ -219,19 +218,15 @@ class WorkerPool:
                 await turn.wait_started(
                     self._settings.start_check_seconds, self._settings.health_timeout_seconds
                 )
-                placement.set("server.address", worker.address)
-                placement.end()
                 return turn
             except NotStarted as not_started:
                 refusal = not_started
                 turn.close(refusal.outcome, refusal.error.message)
             except ApiError as error:  # the worker answered something other than started/error
                 turn.close("worker_error", error.message)
-                placement.end()
                 raise
             except BaseException:
                 turn.close()
-                placement.end()
                 raise
             may_move = refusal.movable and (
                 refusal.status != pb.ERROR_CODE_RESOURCE_EXHAUSTED
@@ -239,12 +234,8 @@ class WorkerPool:
                 or self.agents.sessions_shared
             )
             if not may_move:
-                placement.fail(refusal.error.message, refusal.outcome)
-                placement.end()
                 raise refusal.error
             log.info("worker %s: %s, trying the next one", worker.address, refusal.error.message)
-        placement.fail("no worker started the turn", refusal.outcome if refusal else "unavailable")
-        placement.end()
         if refusal is None:
             raise refused(pb.ERROR_CODE_UNAVAILABLE, None)
         raise refusal.error

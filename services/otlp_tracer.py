@@ -256,5 +256,10 @@ class OtlpTracer:
         if current is not None:
             current.fail(message, error_type)
 
+    def set_current(self, key: str, value: AttributeValue) -> None:
+        current = _current.get()
+        if current is not None:
+            current.set(key, value)
+
     def shutdown(self) -> None:
         self._exporter.shutdown()

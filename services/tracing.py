@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from services.diagnostics_config import OTLP_PROTOCOLS, OtelConfig
-from services.spans import NO_SPAN, Attributes, Span, SpanKind, TraceSettings
+from services.spans import NO_SPAN, Attributes, AttributeValue, Span, SpanKind, TraceSettings
 
 # The contract's service as span names and `rpc.service` say it (OpenTelemetry's RPC names);
 # a turn is a RunTurn on either side, whichever stream carries it.
@@ -44,6 +44,9 @@ class Tracer(Protocol):
 
     def fail_current(self, message: str, error_type: str) -> None:
         """Marks the current span as failed, as `Span.fail`."""
+
+    def set_current(self, key: str, value: AttributeValue) -> None:
+        """Sets an attribute of the current span."""
 
     def shutdown(self) -> None:
         """Sends what is still queued and stops the exporter."""
@@ -94,6 +97,13 @@ def fail_current(message: str, error_type: str) -> None:
     tracer = _tracer
     if tracer is not None:
         tracer.fail_current(message, error_type)
+
+
+def set_current(key: str, value: AttributeValue) -> None:
+    """Sets an attribute of the current span: for what is worth saying but not a span's cost."""
+    tracer = _tracer
+    if tracer is not None:
+        tracer.set_current(key, value)
 
 
 def trace_ids() -> tuple[str, str] | None:

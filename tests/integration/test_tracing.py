@@ -132,9 +132,12 @@ def assert_one_turn(spans: list[ReceivedSpan], client_span: str | None, route: s
     assert served.parent_id == call.span_id
     assert call.attributes["rpc.system"] == "grpc"
     assert served.resource["clawgate.worker.address"]
-    assert named(spans, "placement")[0].service == "clawgate-edge"
-    for name in ("session wait", "session write"):
-        assert named(spans, name)[0].service == "clawgate-worker", name
+    assert call.attributes["clawgate.session.sticky"] in (True, False)
+    assert served.attributes["clawgate.session.queued"] is False
+    assert served.attributes["clawgate.session.wait_seconds"] >= 0
+    assert named(spans, "session write")[0].service == "clawgate-worker"
+    # What is said as an attribute costs no span of its own.
+    assert not named(spans, "placement") and not named(spans, "session wait")
     models = [span for span in spans if span.name.startswith("chat ")]
     assert models and all(span.kind == "client" for span in models)
     assert len([span for span in spans if span.kind == "client"]) >= 2
