@@ -12,12 +12,12 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from devkit.processes import TOKEN, echo_config, start_edge, write_config
 from tests.support.newer_events import event_of_unknown_kind
+from tests.support.scripted_worker import serve_scripted
 
 BROKE_OFF = pb.RunTurnEvent(
     error=pb.TurnError(status=pb.ERROR_CODE_UNAVAILABLE, message="the provider broke off")
@@ -72,15 +72,7 @@ class TextThenFailureTogether(pb_grpc.AgentServiceServicer):
 )
 async def edge(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str]]:
     started_alone, ending, message = request.param
-    server = grpc.aio.server()
-    pb_grpc.add_AgentServiceServicer_to_server(
-        TextThenFailureTogether(started_alone, ending), server
-    )
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    server, port = await serve_scripted(TextThenFailureTogether(started_alone, ending))
     config = echo_config(tmp_path)
     config["gateway"]["workers"] = [f"127.0.0.1:{port}"]
     config["gateway"]["http"]["endpoints"]["responses"] = {"enabled": True}

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from clawgate.agent.v1 import agent_service_pb2_grpc as pb_grpc
 from devkit.processes import TOKEN, echo_config, start_edge, write_config
 from gateway_edge.asgi import send_now
+from tests.support.scripted_worker import serve_scripted
 
 PIECES = 256
 PIECE_CHARS = 32 * 1024  # 8 MB in all: more than the sockets between edge and client hold
@@ -72,13 +72,8 @@ def _message(turn_id: int, *events: pb.RunTurnEvent) -> pb.ExchangeResponse:
 
 @pytest.fixture
 async def edge_port(tmp_path: Path) -> AsyncIterator[int]:
-    server = grpc.aio.server(options=[("grpc.max_send_message_length", 16 * 1024 * 1024)])
-    pb_grpc.add_AgentServiceServicer_to_server(ScriptedWorker(), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    options = (("grpc.max_send_message_length", 16 * 1024 * 1024),)
+    server, port = await serve_scripted(ScriptedWorker(), options)
     config = echo_config(tmp_path)
     config["gateway"]["workers"] = [f"127.0.0.1:{port}"]
     config["gateway"]["keepAliveSeconds"] = 0.5
