@@ -101,8 +101,9 @@ class TurnInbox:
         self.wake()
 
     async def next_events(self, wait_seconds: float | None = None) -> Sequence[pb.RunTurnEvent]:
-        """The next events that arrived together, or () when `wait_seconds` passed without any;
-        raises LinkFailure when the stream broke."""
+        """The events that arrived since the last call, in order (those of one message, or of
+        several that queued), or () when `wait_seconds` passed without any; raises
+        LinkFailure when the stream broke."""
         if not self._batches:
             if self._failure is not None:
                 raise self._failure
@@ -120,6 +121,9 @@ class TurnInbox:
                     raise self._failure
                 return ()
         events = self._batches.popleft()
+        if self._batches:  # what queued behind a busy socket leaves together, in order
+            events = [*events, *itertools.chain.from_iterable(self._batches)]
+            self._batches.clear()
         if not self.whole:
             self._give_back(len(events))
         return events

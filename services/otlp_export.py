@@ -219,7 +219,7 @@ class BatchExporter:
             self._dropped += 1
             return
         queue.append(span)
-        if len(queue) == self._batch:
+        if len(queue) >= self._batch and not self._wake.is_set():
             self._wake.set()
 
     def shutdown(self) -> None:
