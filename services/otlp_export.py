@@ -232,8 +232,14 @@ class BatchExporter:
         while not self._stopping:
             self._wake.wait(self._delay)
             self._wake.clear()
+            self._send_queued_safely()
+        self._send_queued_safely()
+
+    def _send_queued_safely(self) -> None:
+        try:
             self._send_queued()
-        self._send_queued()
+        except Exception:  # this thread is all of tracing: it goes on with the next batch
+            log.exception("exporting spans failed")
 
     def _send_queued(self) -> None:
         queue = self._queue

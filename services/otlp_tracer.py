@@ -142,14 +142,14 @@ class LiveSpan:
         self._ended = False
 
     def set(self, key: str, value: AttributeValue) -> None:
-        if self.sampled:
+        if self.sampled and not self._ended:  # once ended, the exporter's thread reads them
             self.attributes[key] = value
 
     def rename(self, name: str) -> None:
         self.name = name
 
     def fail(self, message: str, error_type: str) -> None:
-        if self.sampled and not self._code:  # the first failure says what went wrong
+        if self.sampled and not self._code and not self._ended:  # the first one says it
             self._code, self._message = _STATUS_ERROR, message
             self.attributes["error.type"] = error_type
 

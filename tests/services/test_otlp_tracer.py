@@ -198,3 +198,50 @@ def test_a_refusal_is_not_tried_again(collector: str) -> None:
 
 def _in(seconds: float) -> float:
     return time.monotonic() + seconds
+
+
+def test_an_ended_span_keeps_what_it_had(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its attributes are the exporter thread's to read once it ended.
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    settings = TraceSettings("http://127.0.0.1:9/v1/traces", "http/protobuf", "t", {}, 1.0)
+    tracer = OtlpTracer(settings)
+    try:
+        span = tracer.span("turn", "server", {"kept": 1}, "")
+        span.end()
+        span.set("late", 2)
+        span.fail("too late", "late")
+        [queued] = tracer._exporter._queue
+        assert queued[7] == {"kept": 1} and queued[8] == 0
+    finally:
+        tracer._exporter._queue.clear()
+        tracer.shutdown()
+
+
+def test_a_failing_export_leaves_the_exporter_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+
+    class Broken(Recorder):
+        calls = 0
+
+        def send(self, body: bytes, deadline: float) -> bool:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("a bug in a transport")
+            return super().send(body, deadline)
+
+    transport = Broken()
+    exporter = BatchExporter(transport, {}, ("clawgate", "9"))
+    try:
+        exporter.add(_span("first", {}))
+        for _ in range(200):
+            if transport.calls:
+                break
+            time.sleep(0.01)
+        exporter.add(_span("second", {}))
+        for _ in range(200):
+            if transport.bodies:
+                break
+            time.sleep(0.01)
+        assert transport.bodies, "the exporter's thread died with the first failure"
+    finally:
+        exporter.shutdown()
