@@ -6,7 +6,7 @@ Written here rather than taken from OpenTelemetry's SDK for speed: the SDK's exp
 per attribute) and its span 28 µs to make and end; this encodes one in about 8 µs, straight
 into the protobuf classes of `opentelemetry-proto` (docs/performance.md, "Traces"). What users
 set for the SDK works the same: `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE`,
-`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, `OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`, `…_TIMEOUT`,
+`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, `OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`, `…_TIMEOUT` (seconds),
 `…_COMPRESSION` (gzip), `…_CERTIFICATE` and, for gRPC, `…_INSECURE`; a collector that answers
 429, 502, 503 or 504 (or UNAVAILABLE) is tried again with backoff within the timeout.
 """
@@ -24,6 +24,7 @@ import urllib.parse
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import grpc
@@ -154,13 +155,14 @@ class GrpcTransport:
             self._channel = grpc.insecure_channel(target)
         else:
             certificate = _env("CERTIFICATE")
-            roots = open(certificate, "rb").read() if certificate else None  # noqa: SIM115
+            roots = Path(certificate).read_bytes() if certificate else None
             self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(roots))
         self._export = self._channel.unary_unary(
             _EXPORT_METHOD, response_deserializer=ExportTraceServiceResponse.FromString
         )
         self._metadata = tuple(headers.items())
-        self._compression = grpc.Compression.Gzip if _env("COMPRESSION") == "gzip" else None
+        gzipped = _env("COMPRESSION").strip().lower() == "gzip"
+        self._compression = grpc.Compression.Gzip if gzipped else None
 
     def send(self, body: bytes, deadline: float) -> bool:
         def attempt(seconds: float) -> bool | None:
@@ -185,6 +187,15 @@ class GrpcTransport:
         self._channel.close()
 
 
+def _timeout_seconds() -> float:
+    """`OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT` in seconds, as OpenTelemetry's Python exporters
+    read it (the specification says milliseconds; a Python user's "10" means ten seconds)."""
+    try:
+        return max(float(_env("TIMEOUT", "10")), 0.1)
+    except ValueError:
+        return 10.0
+
+
 def _env_int(name: str, default: int) -> int:
     try:
         return max(int(os.environ.get(name, default)), 1)
@@ -205,7 +216,7 @@ class BatchExporter:
         self._delay = _env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
         self._max_queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
         self._batch = min(_env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512), self._max_queue)
-        self._timeout = _env_int("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000) / 1000
+        self._timeout = _timeout_seconds()
         self._queue: deque[FinishedSpan] = deque()
         self._dropped = 0
         self._wake = threading.Event()

@@ -11,7 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from services.otlp_export import BatchExporter, FinishedSpan, HttpTransport, env_headers
+from services.otlp_export import (
+    BatchExporter,
+    FinishedSpan,
+    HttpTransport,
+    _timeout_seconds,
+    env_headers,
+)
 from services.otlp_tracer import OtlpTracer, RootSampler, _remote_parent
 from services.spans import NO_SPAN, TraceSettings
 
@@ -245,3 +251,15 @@ def test_a_failing_export_leaves_the_exporter_running(monkeypatch: pytest.Monkey
         assert transport.bodies, "the exporter's thread died with the first failure"
     finally:
         exporter.shutdown()
+
+
+def test_the_timeout_is_in_seconds_as_the_python_exporters_read_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TIMEOUT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", raising=False)
+    assert _timeout_seconds() == 10.0
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2.5")
+    assert _timeout_seconds() == 2.5
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "4")  # the traces' own comes first
+    assert _timeout_seconds() == 4.0
