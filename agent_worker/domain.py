@@ -26,13 +26,15 @@ class ToolCall:
 
 @dataclass(frozen=True, slots=True)
 class Reasoning:
-    """A model's thinking before its answer (Anthropic's thinking block): never answer text,
-    but sent back unchanged, signature and all, when the same answer continues after its tool
-    calls ran."""
+    """A model's thinking before its answer (Anthropic's thinking block, or a reasoning item of
+    OpenAI's Responses API): never answer text, but sent back unchanged, signature and all, when
+    the same answer continues after its tool calls ran. Each API sends back only its own kind:
+    a Responses reasoning item has an `item_id`, Anthropic's blocks have none."""
 
-    text: str
-    signature: str  # for a redacted block: its encrypted data
+    text: str  # the thinking, or a Responses item's summary
+    signature: str  # for a redacted block: its encrypted data; for a Responses item: ditto
     redacted: bool = False
+    item_id: str = ""  # a Responses reasoning item's id (rs_…)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,9 @@ class TurnError(Exception):
     # answer has arrived yet: unreachable, slow to answer, rate-limited or overloaded.
     transient = False
     retry_after: float | None = None  # seconds the provider asked for (its Retry-After)
+    # The provider refused the key (401/403): another auth profile, or the next model, may do.
+    key_refused = False
+    rate_limited = False  # the provider said 429 (for this key)
     model_ref = ""  # "provider/model" that failed, when a model did (set by the model chain)
 
     def __init__(self, message: str, detail: str | None = None) -> None:
@@ -73,6 +76,7 @@ class ProviderTimeoutError(TurnError):
 class ProviderRateLimitedError(TurnError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     transient = True
+    rate_limited = True
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -104,6 +108,12 @@ class ProviderFailedError(TurnError):
     """The provider answered with an error or broke off its answer."""
 
     code = grpc.StatusCode.INTERNAL
+
+
+class ProviderAuthError(ProviderFailedError):
+    """The provider refused the credentials (401, 403): not asked again with the same key."""
+
+    key_refused = True
 
 
 class ProviderOverloadedError(ProviderFailedError):

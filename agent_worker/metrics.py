@@ -112,6 +112,28 @@ class WorkerMetrics:
             ["agent", "provider", "model"],
             registry=self.registry,
         )
+        self.auth_profile_calls = Counter(
+            "clawgate_worker_auth_profile_calls",
+            "Model calls made with each auth profile's key, by provider and profile id.",
+            ["provider", "profile"],
+            registry=self.registry,
+        )
+        self.auth_profile_cooldowns = Counter(
+            "clawgate_worker_auth_profile_cooldowns",
+            "Auth profiles cooled down after their key was refused (auth) or rate-limited"
+            " (ratelimited), by provider, profile id and reason.",
+            ["provider", "profile", "reason"],
+            registry=self.registry,
+        )
+        self.auth_profile_ready_at = Gauge(
+            "clawgate_worker_auth_profile_cooldown_until_seconds",
+            "When each auth profile's last cooldown ends (Unix time; past: it is in use).",
+            ["provider", "profile"],
+            registry=self.registry,
+        )
+        self.auth_profile_calls_by = children_of(self.auth_profile_calls)
+        self.auth_profile_cooldowns_by = children_of(self.auth_profile_cooldowns)
+        self.auth_profile_ready_at_by = children_of(self.auth_profile_ready_at)
         self.turns_by = children_of(self.turns)
         self.model_tokens_by = children_of(self.model_tokens)
         self.model_cost_by = children_of(self.model_cost)

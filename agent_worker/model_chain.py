@@ -1,7 +1,9 @@
 """An agent's models in the order it tries them (`model: {primary, fallbacks}`), and the rule
 for asking again: a transient failure before any answer (unreachable, timed out, rate-limited,
 overloaded) is asked again of the same model after a pause, then of the next model; an answer
-that has started is never restarted.
+that has started is never restarted. A provider with auth profiles (auth_rotation.py) first
+moves to its next profile when a key is refused or rate-limited; a refused key is never asked
+again, and when no profile is left the next model is.
 
 Only the start of an answer goes through here (`first_event`): once the first event came, the
 turn reads the provider's own stream, so a turn that never fails pays nothing per event.
@@ -16,6 +18,7 @@ import random
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
+from agent_worker.auth_rotation import AuthRotation
 from agent_worker.deadline import ProviderDeadline
 from agent_worker.errors import TurnError
 from agent_worker.metrics import WorkerMetrics
@@ -30,6 +33,7 @@ class ModelTarget:
     provider_name: str
     model: str
     provider: Provider
+    rotation: AuthRotation | None = None  # the provider's auth profiles, when it has them
 
     @property
     def ref(self) -> str:
@@ -55,6 +59,7 @@ class RetryPolicy:
 
 
 def _reason(error: TurnError) -> str:
+    """ratelimited, auth, overloaded, timeout, unavailable…"""
     return type(error).__name__.removeprefix("Provider").removesuffix("Error").lower()
 
 
@@ -86,23 +91,44 @@ class ModelChain:
             asked = request
             if target.model != request.model:
                 asked = dataclasses.replace(request, model=target.model)
+            rotation = target.rotation
+            # The profiles this call may use, in turn ("" alone: the provider's own key).
+            profiles = rotation.order(request.cache_key) if rotation else [""]
+            profile = profiles.pop(0)
             attempt = 0
             while True:
                 attempt += 1
+                if rotation is not None:
+                    asked = dataclasses.replace(asked, auth_profile=profile)
+                    rotation.tried(profile)
                 events = model_stream(target.provider_name, target.provider, asked)
                 try:
                     first = await deadline.wait_for(anext(events, None))
                 except TurnError as error:
                     await events.aclose()
                     error.model_ref = error.model_ref or target.ref
-                    if not error.transient:
+                    if not (error.transient or error.key_refused):
                         raise
                     failure = error
-                except BaseException:
-                    await events.aclose()
-                    raise
                 else:
+                    if rotation is not None:
+                        rotation.answered(profile, request.cache_key)
                     return events, first, target
+                if rotation is not None and (failure.key_refused or failure.rate_limited):
+                    rotation.failed(profile, _reason(failure))
+                    if profiles:  # the next key at once: its limits are its own
+                        log.warning(
+                            "model %s refused auth profile %s (%s); trying profile %s",
+                            target.ref,
+                            profile,
+                            failure.message,
+                            profiles[0],
+                        )
+                        profile = profiles.pop(0)
+                        attempt -= 1
+                        continue
+                if failure.key_refused:
+                    break  # no key left that might do: the next model
                 pause = self._policy.pause(attempt, failure.retry_after)
                 if pause is None:
                     break

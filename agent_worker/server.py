@@ -110,9 +110,16 @@ def _check_exposure(config: ClawgateConfig, address: str) -> None:
 def _providers_for(config: ClawgateConfig) -> dict[str, Provider]:
     """Every configured provider: an agent's, or one a turn names (`x-openclaw-model`)."""
     providers: dict[str, Provider] = {}
+    profiles = config.auth.profiles
     for name, provider_config in config.models.providers.items():
         try:
-            providers[name] = build_provider(provider_config)
+            keys = {
+                profile: profiles[profile].secret() for profile in config.auth.profiles_of(name)
+            }
+        except ValueError as error:  # a key file it cannot read
+            raise WorkerStartError(f"auth.profiles of provider {name}: {error}") from None
+        try:
+            providers[name] = build_provider(provider_config, keys)
         except ValueError as error:  # a proxy from the environment it cannot use
             raise WorkerStartError(f"models.providers.{name}: {error}") from None
     return providers
@@ -181,6 +188,7 @@ async def serve(
         tools=tools,
         windows=ContextWindows(config.models.providers, tokenizers_of(providers)),
         cache_trace=CacheTrace() if config.diagnostics.cache_trace else None,
+        auth_profiles={name: config.auth.profiles_of(name) for name in providers},
     )
     logprob_agents = frozenset(
         agent.id for agent in agents if providers[agent.provider].gives_logprobs

@@ -13,12 +13,13 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing
 
 from agent_worker.agent_tools import AgentTools
 from agent_worker.agent_turn import AgentTurn, Flushed, nothing_to_flush
 from agent_worker.agents import Agent, AgentRegistry
+from agent_worker.auth_rotation import AuthRotation
 from agent_worker.cache_trace import CacheTrace
 from agent_worker.compaction import Summarizer
 from agent_worker.context_window import ContextWindows
@@ -65,7 +66,10 @@ class TurnRunner:
         tools: AgentTools | None = None,
         windows: ContextWindows | None = None,
         cache_trace: CacheTrace | None = None,
+        auth_profiles: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        """`auth_profiles`: the ids of each provider's auth profiles, in order (its keys are
+        the provider's own)."""
         self.windows = windows or ContextWindows({})
         self._cache_trace = cache_trace
         self.off_loop = OffLoop(name="prompt")
@@ -86,6 +90,11 @@ class TurnRunner:
         self.metrics = metrics or WorkerMetrics()
         self.meter = UsageMeter(self.windows.catalog, self.metrics)
         self.metrics.turns_in_flight.set_function(lambda: self.turns_in_flight)
+        self._rotations = {
+            provider: AuthRotation(provider, profiles, self.metrics)
+            for provider, profiles in (auth_profiles or {}).items()
+            if profiles
+        }
 
     @property
     def turns_in_flight(self) -> int:
@@ -244,7 +253,8 @@ class TurnRunner:
             targets = []
             for ref in (agent.model_ref, *agent.fallbacks):
                 provider, _, model = ref.partition("/")
-                targets.append(ModelTarget(provider, model, self._providers[provider]))
+                rotation = self._rotations.get(provider)
+                targets.append(ModelTarget(provider, model, self._providers[provider], rotation))
             chain = self._chains[key] = ModelChain(targets, self.metrics)
         return chain
 

@@ -16,11 +16,12 @@ import json5
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from services.agent_config import AgentsConfig, model_refs
+from services.auth_config import AuthConfig
 from services.config_section import Section
 from services.diagnostics_config import DiagnosticsConfig
 from services.gateway_config import GatewayConfig
 from services.mcp_config import McpConfig
-from services.provider_config import ModelsConfig
+from services.provider_config import HttpProviderSection, ModelsConfig
 
 log = logging.getLogger("clawgate.config")
 
@@ -81,6 +82,23 @@ class ClawgateConfig(Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
     mcp: McpConfig = Field(default_factory=McpConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+
+    @model_validator(mode="after")
+    def _auth_profiles_name_http_providers(self) -> ClawgateConfig:
+        for name, profile in self.auth.profiles.items():
+            provider = self.models.providers.get(profile.provider)
+            if provider is None:
+                raise ValueError(
+                    f"auth.profiles.{name}: provider {profile.provider!r} is not in"
+                    f" models.providers (have: {', '.join(sorted(self.models.providers))})"
+                )
+            if not isinstance(provider, HttpProviderSection):
+                raise ValueError(
+                    f"auth.profiles.{name}: provider {profile.provider!r} ({provider.api})"
+                    " takes no API key"
+                )
+        return self
 
     @model_validator(mode="after")
     def _agent_models_exist(self) -> ClawgateConfig:

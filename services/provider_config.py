@@ -113,6 +113,13 @@ class OpenAICompatibleProviderConfig(HttpProviderSection):
     api: Literal["openai-compatible", "openai-completions"]
 
 
+class OpenAIResponsesProviderConfig(HttpProviderSection):
+    """OpenAI's Responses API (`POST {baseUrl}/responses`), called statelessly."""
+
+    api: Literal["openai-responses"]
+    base_url: str = Field("https://api.openai.com/v1", alias="baseUrl")
+
+
 class AnthropicProviderConfig(HttpProviderSection):
     """Anthropic's Messages API (`POST {baseUrl}/v1/messages`), spoken natively."""
 
@@ -129,13 +136,14 @@ class AnthropicProviderConfig(HttpProviderSection):
 
 
 # `api` values OpenClaw configs use that clawgate does not speak yet: named at startup.
-NOT_YET_SUPPORTED_APIS = ("openai-responses", "google-generative-ai")
+NOT_YET_SUPPORTED_APIS = ("google-generative-ai",)
 
 
 ProviderConfig = Annotated[
     EchoProviderConfig
     | LlamaCppProviderConfig
     | OpenAICompatibleProviderConfig
+    | OpenAIResponsesProviderConfig
     | AnthropicProviderConfig,
     Field(discriminator="api"),
 ]
@@ -157,7 +165,7 @@ class ModelsConfig(Section):
                 if api in NOT_YET_SUPPORTED_APIS:
                     raise ValueError(
                         f"provider {name!r}: api {api!r} is not supported yet; clawgate speaks"
-                        " 'openai-completions' (also 'openai-compatible'), 'anthropic-messages',"
-                        " 'llama-cpp' and 'echo'"
+                        " 'openai-completions' (also 'openai-compatible'), 'openai-responses',"
+                        " 'anthropic-messages', 'llama-cpp' and 'echo'"
                     )
         return providers

@@ -4,7 +4,7 @@ the stream parsed in anthropic_stream.py; what maps to what is in docs/providers
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -14,25 +14,27 @@ from agent_worker.domain import Reasoning, Usage
 from agent_worker.errors import ProviderFailedError
 from agent_worker.events import TurnFinished
 from agent_worker.providers.anthropic_request import messages_body, messages_url
-from agent_worker.providers.anthropic_stream import MessagesStream, MidAnswerError
+from agent_worker.providers.anthropic_stream import MessagesStream
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
-from agent_worker.providers.http_provider import HttpProvider
+from agent_worker.providers.http_provider import NO_PROFILES, HttpProvider, MidAnswerError
 from services.provider_config import AnthropicProviderConfig, ModelEntry
 
 
 class AnthropicMessagesProvider(HttpProvider):
     gives_logprobs = False  # the Messages API has none
 
-    def __init__(self, config: AnthropicProviderConfig) -> None:
-        headers = {"anthropic-version": config.anthropic_version}
-        if config.api_key:
-            headers["x-api-key"] = config.api_key
-        super().__init__(
-            config, messages_url(config.base_url) if config.base_url else None, headers
-        )
+    def __init__(
+        self, config: AnthropicProviderConfig, profile_keys: Mapping[str, str] = NO_PROFILES
+    ) -> None:
+        url = messages_url(config.base_url) if config.base_url else None
+        super().__init__(config, url, {"anthropic-version": config.anthropic_version}, profile_keys)
         self._max_tokens = config.max_tokens
         self._thinking_budget = config.thinking_budget_tokens
         self._entries: dict[str, ModelEntry] = {entry.id: entry for entry in config.models}
+
+    @staticmethod
+    def key_header(key: str) -> tuple[str, str]:
+        return "x-api-key", key
 
     def body(self, request: ProviderRequest) -> dict[str, Any]:
         entry = self._entries.get(request.model)
@@ -41,7 +43,7 @@ class AnthropicMessagesProvider(HttpProvider):
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         parsed = MessagesStream()
         encoded = await self.encoded(request, lambda asked: orjson.dumps(self.body(asked)))
-        async with aclosing(self.exchange(encoded)) as blocks:
+        async with aclosing(self.exchange(encoded, profile=request.auth_profile)) as blocks:
             async for block in blocks:
                 try:
                     events = parsed.feed(block)

@@ -61,7 +61,7 @@ def _assistant_blocks(message: ChatMessage) -> list[dict[str, Any]]:
         if thought.redacted
         else {"type": "thinking", "thinking": thought.text, "signature": thought.signature}
         for thought in message.reasoning
-        if thought.signature
+        if thought.signature and not thought.item_id  # an OpenAI item means nothing here
     ]
     if message.text:
         blocks.append({"type": "text", "text": message.text})
@@ -179,7 +179,9 @@ def _thinking_can_continue(messages: Sequence[ChatMessage]) -> bool:
     request goes without thinking rather than be refused."""
     for message in reversed(messages):
         if message.role == "assistant":
-            return not message.tool_calls or any(t.signature for t in message.reasoning)
+            return not message.tool_calls or any(
+                t.signature and not t.item_id for t in message.reasoning
+            )
     return True
 
 

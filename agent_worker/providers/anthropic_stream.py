@@ -10,18 +10,17 @@ import orjson
 
 from agent_worker.domain import FinishReason
 from agent_worker.errors import (
+    ProviderAuthError,
     ProviderFailedError,
     ProviderOverloadedError,
     ProviderRateLimitedError,
     ProviderRejectedError,
     TurnError,
 )
-from agent_worker.events import ReasoningDelta, TextDelta, ToolCallDelta
-from agent_worker.providers.http_provider import sse_data
+from agent_worker.events import ReasoningDelta, ToolCallDelta
+from agent_worker.providers.http_provider import MidAnswerError, Piece, flush_texts, sse_data
 from agent_worker.providers.overflow import overflow_error
 
-# What one read of the stream gives the turn.
-Piece = TextDelta | ReasoningDelta | ToolCallDelta
 _STOP_REASONS = {
     "end_turn": FinishReason.STOP,
     "stop_sequence": FinishReason.STOP,
@@ -51,6 +50,8 @@ def error_of(kind: str, message: str, retry_after: float | None = None) -> TurnE
         return ProviderOverloadedError(text, retry_after)
     if kind == "rate_limit_error":
         return ProviderRateLimitedError(f"provider rate limit: {message}", retry_after)
+    if kind in ("authentication_error", "permission_error"):
+        return ProviderAuthError(text)
     if kind == "invalid_request_error":
         return overflow_error(message, text) or ProviderRejectedError(text)
     return ProviderFailedError(text)
@@ -105,11 +106,11 @@ class MessagesStream:
                     texts.append(delta["text"])
                 elif delta_kind == "input_json_delta":
                     index = self._calls[event["index"]]
-                    out += self._flush(texts)
+                    out += flush_texts(texts)
                     out.append(ToolCallDelta(index, "", "", delta["partial_json"]))
                 elif delta_kind == "thinking_delta":
                     self._thinking_blocks[event["index"]][0] += delta["thinking"]
-                    out += self._flush(texts)
+                    out += flush_texts(texts)
                     out.append(ReasoningDelta(delta["thinking"]))
                 elif delta_kind == "signature_delta":
                     self._thinking_blocks[event["index"]][1] += delta["signature"]
@@ -120,7 +121,7 @@ class MessagesStream:
                     texts.append(content["text"])
                 elif content_kind == "tool_use":
                     index = self._calls[event["index"]] = len(self._calls)
-                    out += self._flush(texts)
+                    out += flush_texts(texts)
                     out.append(ToolCallDelta(index, content["id"], content["name"], ""))
                     if content.get("input"):  # servers may send the input whole here
                         arguments = orjson.dumps(content["input"]).decode()
@@ -150,26 +151,10 @@ class MessagesStream:
                 break
             elif kind == "error":
                 failure = event.get("error") or {}
-                out += self._flush(texts)
+                out += flush_texts(texts)
                 raise MidAnswerError(
                     out, error_of(failure.get("type", ""), failure.get("message", ""))
                 )
             # ping, content_block_stop and kinds added later need nothing
-        out += self._flush(texts)
+        out += flush_texts(texts)
         return out
-
-    @staticmethod
-    def _flush(texts: list[str]) -> list[TextDelta]:
-        if not texts:
-            return []
-        text = "".join(texts)
-        texts.clear()
-        return [TextDelta(text)]
-
-
-class MidAnswerError(Exception):
-    """An `error` event: the events before it in the same read still go out first."""
-
-    def __init__(self, before: list[Piece], error: TurnError) -> None:
-        self.before = before
-        self.error = error

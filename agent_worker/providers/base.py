@@ -29,6 +29,8 @@ class ProviderRequest:
     cache_retention: str | None = None
     # The session's cache routing key (OpenAI's prompt_cache_key): a digest, never the key.
     cache_key: str = ""
+    # The auth profile whose key the call uses ("": the provider's own key; set by the chain).
+    auth_profile: str = ""
 
 
 # Text, thinking and tool-call pieces, then one TurnFinished (whose tool_calls the runner fills in).

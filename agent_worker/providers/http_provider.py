@@ -4,8 +4,9 @@ worker's errors. Each provider adds its body and its stream parser."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
+from types import MappingProxyType
 
 import yarl
 
@@ -13,7 +14,9 @@ from agent_worker.errors import (
     ProviderFailedError,
     ProviderTimeoutError,
     ProviderUnavailableError,
+    TurnError,
 )
+from agent_worker.events import ReasoningDelta, TextDelta, ToolCallDelta
 from agent_worker.light_prompts import is_light
 from agent_worker.providers.base import ProviderRequest
 from agent_worker.providers.http_client import (
@@ -29,6 +32,26 @@ from services.off_loop import OffLoop
 from services.provider_config import HttpProviderSection
 
 MAX_SSE_LINE = 8 << 20
+NO_PROFILES: Mapping[str, str] = MappingProxyType({})  # a provider that uses its own apiKey
+# What one read of a stream gives the turn.
+Piece = TextDelta | ReasoningDelta | ToolCallDelta
+
+
+class MidAnswerError(Exception):
+    """An error event mid-stream: the events before it in the same read still go out first."""
+
+    def __init__(self, before: list[Piece], error: TurnError) -> None:
+        self.before = before
+        self.error = error
+
+
+def flush_texts(texts: list[str]) -> list[TextDelta]:
+    """The text pieces of one read as one delta (none when there are none); empties `texts`."""
+    if not texts:
+        return []
+    text = "".join(texts)
+    texts.clear()
+    return [TextDelta(text)]
 
 
 def sse_data(data: bytes) -> tuple[list[bytes], bytes]:
@@ -46,13 +69,34 @@ class HttpProvider:
     supports_tools = True
 
     def __init__(
-        self, config: HttpProviderSection, url: yarl.URL | None, headers: dict[str, str]
+        self,
+        config: HttpProviderSection,
+        url: yarl.URL | None,
+        headers: dict[str, str],
+        profile_keys: Mapping[str, str],
     ) -> None:
-        """`url` None when baseUrl is empty (an unset variable): its turns then fail."""
+        """`url` None when baseUrl is empty (an unset variable): its turns then fail.
+        `profile_keys`: the key of each auth profile (by id, in order), used instead of the
+        provider's own apiKey; a request names its profile (`ProviderRequest.auth_profile`)."""
         self._config = config
+        # Each profile's key as a ready header line, sent with that profile's requests alone.
+        self._key_heads = {
+            profile: "{}: {}\r\n".format(*self.key_header(key)).encode()
+            for profile, key in profile_keys.items()
+        }
+        # Calls that name no profile (embeddings) use the first.
+        self._default_key_head = next(iter(self._key_heads.values()), b"")
+        if config.api_key and not profile_keys:
+            name, value = self.key_header(config.api_key)
+            headers = {**headers, name: value}
         self._headers = {"user-agent": "clawgate", **headers, **config.headers}
         self._http = self.client(url, "text/event-stream")
         self._encoding = OffLoop(threads=1, name="request-body")
+
+    @staticmethod
+    def key_header(key: str) -> tuple[str, str]:
+        """The header that carries an API key (OpenAI's bearer token; Anthropic overrides)."""
+        return "authorization", f"Bearer {key}"
 
     async def encoded(
         self, request: ProviderRequest, encode: Callable[[ProviderRequest], bytes]
@@ -88,10 +132,10 @@ class HttpProvider:
             return b"".join([block async for block in blocks])
 
     async def exchange(
-        self, body: bytes, http: HttpClient | None = None
+        self, body: bytes, http: HttpClient | None = None, profile: str = ""
     ) -> AsyncGenerator[bytes, None]:
         """The answer's body a network read at a time, once its status said success (from the
-        provider's main URL, or `http`'s)."""
+        provider's main URL, or `http`'s), sent with `profile`'s key when it has profiles."""
         http = http or self._http
         if http is None:
             raise ProviderUnavailableError(
@@ -99,7 +143,8 @@ class HttpProvider:
             )
         answered = False
         try:
-            response = await http.post(body, tracing.traceparent_header())
+            key_head = self._key_heads.get(profile, self._default_key_head)
+            response = await http.post(body, key_head + tracing.traceparent_header())
             try:
                 if response.status >= 300:
                     error_body = await response.read(MAX_ERROR_BODY)

@@ -7,7 +7,7 @@ read in one JSON parse.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -29,7 +29,7 @@ from agent_worker.providers.base import (
     tool_arguments,
     unit_length,
 )
-from agent_worker.providers.http_provider import HttpProvider, sse_data
+from agent_worker.providers.http_provider import NO_PROFILES, HttpProvider, sse_data
 from services.provider_config import OpenAICompatibleProviderConfig
 
 _FINISH_REASONS = {reason.value: reason for reason in FinishReason}
@@ -67,6 +67,24 @@ def _mark_cached_prefix(body: dict[str, Any], marker: dict[str, str], in_message
             message["content"] = [{"type": "text", "text": content, "cache_control": marker}]
         elif isinstance(content, list) and content:
             content[-1] = {**content[-1], "cache_control": marker}
+
+
+def cache_arguments(
+    request: ProviderRequest, compat: dict[str, Any], official: bool
+) -> dict[str, str]:
+    """OpenAI caches prefixes on its own; a `prompt_cache_key` routes a session's requests to
+    the same cache (where the model's `compat.supportsPromptCacheKey` says the upstream takes
+    one: by default OpenAI's own host only, `official`), and `long` keeps it 24 hours where
+    `compat.supportsLongCacheRetention` says so. The same for Chat Completions and Responses."""
+    retention = request.cache_retention
+    if retention == "none" or not request.cache_key:
+        return {}
+    if not compat.get("supportsPromptCacheKey", official):
+        return {}
+    caching = {"prompt_cache_key": request.cache_key}
+    if retention == "long" and compat.get("supportsLongCacheRetention", official):
+        caching["prompt_cache_retention"] = "24h"
+    return caching
 
 
 def _pooled(embedding: list[Any]) -> list[float]:
@@ -182,13 +200,14 @@ class SseBody:
 class OpenAICompatibleProvider(HttpProvider):
     gives_logprobs = True
 
-    def __init__(self, config: OpenAICompatibleProviderConfig) -> None:
-        headers = {"authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+    def __init__(
+        self, config: OpenAICompatibleProviderConfig, profile_keys: Mapping[str, str] = NO_PROFILES
+    ) -> None:
         url = embeddings_url = None
         if config.base_url:
             url = yarl.URL(config.base_url.rstrip("/") + "/chat/completions")
             embeddings_url = yarl.URL(config.base_url.rstrip("/") + "/embeddings")
-        super().__init__(config, url, headers)
+        super().__init__(config, url, {}, profile_keys)
         self._official = url is not None and url.host == OPENAI_HOST  # OpenAI's own API
         self._embeddings = self.client(embeddings_url, "application/json")
 
@@ -227,28 +246,13 @@ class OpenAICompatibleProvider(HttpProvider):
             "stream_options": {"include_usage": True},
             **sampling_arguments(request.sampling),
             **tool_arguments(request),
-            **self._caching(request, compat),
+            **cache_arguments(request, compat, self._official),
         }
         if compat.get("cacheControlFormat") == "anthropic" and request.cache_key:
             marker = self._anthropic_marker(request.cache_retention, compat)
             if marker is not None:
                 _mark_cached_prefix(body, marker, not compat.get("requiresStringContent"))
         return orjson.dumps(body)
-
-    def _caching(self, request: ProviderRequest, compat: dict[str, Any]) -> dict[str, str]:
-        """OpenAI caches prefixes on its own; a `prompt_cache_key` routes a session's requests
-        to the same cache (where the model's `compat.supportsPromptCacheKey` says the upstream
-        takes one: by default OpenAI's own host only), and `long` keeps it 24 hours where
-        `compat.supportsLongCacheRetention` says so."""
-        retention = request.cache_retention
-        if retention == "none" or not request.cache_key:
-            return {}
-        if not compat.get("supportsPromptCacheKey", self._official):
-            return {}
-        caching = {"prompt_cache_key": request.cache_key}
-        if retention == "long" and compat.get("supportsLongCacheRetention", self._official):
-            caching["prompt_cache_retention"] = "24h"
-        return caching
 
     @staticmethod
     def _anthropic_marker(retention: str | None, compat: dict[str, Any]) -> dict[str, str] | None:
@@ -262,7 +266,8 @@ class OpenAICompatibleProvider(HttpProvider):
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
         body = SseBody()
-        async with aclosing(self.exchange(await self.encoded(request, self._body))) as blocks:
+        encoded = await self.encoded(request, self._body)
+        async with aclosing(self.exchange(encoded, profile=request.auth_profile)) as blocks:
             async for block in blocks:
                 try:
                     deltas = body.feed(block)

@@ -9,6 +9,7 @@ import time
 import orjson
 
 from agent_worker.errors import (
+    ProviderAuthError,
     ProviderFailedError,
     ProviderOverloadedError,
     ProviderRateLimitedError,
@@ -52,6 +53,8 @@ def status_error(
         detail = orjson.loads(body)["error"]["message"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
         detail = body[:200].decode(errors="replace") or f"HTTP {status}"
+    if status in (401, 403):
+        return ProviderAuthError(f"provider refused its credentials ({status}): {detail}")
     if status == 429:
         return ProviderRateLimitedError(f"provider rate limit: {detail}", retry_after)
     if status in _REJECTED and (

@@ -56,7 +56,10 @@ def row_values(
     later call that continues its tool loop must send it back unchanged."""
     reasoning = (
         orjson.dumps(
-            [[thought.text, thought.signature, thought.redacted] for thought in message.reasoning]
+            [
+                [thought.text, thought.signature, thought.redacted, thought.item_id]
+                for thought in message.reasoning
+            ]
         ).decode()
         if message.reasoning
         else None

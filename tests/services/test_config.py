@@ -69,8 +69,9 @@ def test_unknown_keys_warn_but_load(caplog: pytest.LogCaptureFixture) -> None:
             "line break",
         ),
         (
-            "{ models: { providers: { r: { api: 'openai-responses', baseUrl: 'http://h' } } } }",
-            "api 'openai-responses' is not supported yet",
+            "{ models: { providers: { g: { api: 'google-generative-ai',"
+            " baseUrl: 'http://h' } } } }",
+            "api 'google-generative-ai' is not supported yet",
         ),
         (
             "{ models: { providers: { a: { api: 'anthropic-messages',"

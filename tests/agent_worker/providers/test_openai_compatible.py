@@ -8,6 +8,7 @@ import pytest
 
 from agent_worker.domain import ChatMessage, FinishReason, Image, Sampling, Tool, Usage
 from agent_worker.errors import (
+    ProviderAuthError,
     ProviderFailedError,
     ProviderOverloadedError,
     ProviderRateLimitedError,
@@ -175,7 +176,8 @@ async def test_images_are_sent_as_data_uris(upstream: UpstreamStandIn) -> None:
         ("status-429", ProviderRateLimitedError),
         ("status-400", ProviderRejectedError),
         ("status-404", ProviderRejectedError),
-        ("status-401", ProviderFailedError),
+        ("status-401", ProviderAuthError),
+        ("status-403", ProviderAuthError),
         ("status-500", ProviderOverloadedError),
         ("status-503", ProviderOverloadedError),
         ("break-after-1", ProviderFailedError),
@@ -191,6 +193,8 @@ async def test_upstream_errors_map_to_turn_errors(
     assert type(caught.value) is error and caught.value.message
     # Worth asking again: unreachable, rate-limited or overloaded; never a rejected request.
     assert caught.value.transient == (error in (ProviderRateLimitedError, ProviderOverloadedError))
+    # Another key (or the next model) may do: never the same key again.
+    assert caught.value.key_refused == (error is ProviderAuthError)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,61 @@
+"""`openai-responses`: OpenAI's Responses API (`POST {baseUrl}/responses`), spoken statelessly
+on the worker's own HTTP client, as the other HTTP providers are. The body is built in
+responses_request.py, the stream parsed in responses_stream.py; what maps to what is in
+docs/providers.md."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from typing import Any
+
+import orjson
+
+from agent_worker.domain import Usage
+from agent_worker.errors import ProviderFailedError
+from agent_worker.events import TurnFinished
+from agent_worker.providers.base import ProviderEvent, ProviderRequest
+from agent_worker.providers.http_provider import NO_PROFILES, HttpProvider, MidAnswerError
+from agent_worker.providers.openai_compatible import OPENAI_HOST
+from agent_worker.providers.responses_request import responses_body, responses_url
+from agent_worker.providers.responses_stream import ResponsesStream
+from services.provider_config import OpenAIResponsesProviderConfig
+
+
+class OpenAIResponsesProvider(HttpProvider):
+    gives_logprobs = False
+
+    def __init__(
+        self, config: OpenAIResponsesProviderConfig, profile_keys: Mapping[str, str] = NO_PROFILES
+    ) -> None:
+        url = responses_url(config.base_url) if config.base_url else None
+        super().__init__(config, url, {}, profile_keys)
+        self._official = url is not None and url.host == OPENAI_HOST
+
+    def body(self, request: ProviderRequest) -> dict[str, Any]:
+        entry = self._config.model_entry(request.model)
+        return responses_body(request, entry, self._official)
+
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+        parsed = ResponsesStream()
+        encoded = await self.encoded(request, lambda asked: orjson.dumps(self.body(asked)))
+        async with aclosing(self.exchange(encoded, profile=request.auth_profile)) as blocks:
+            async for block in blocks:
+                try:
+                    events = parsed.feed(block)
+                except MidAnswerError as failure:
+                    for event in failure.before:
+                        yield event
+                    raise failure.error from None
+                for event in events:
+                    yield event
+                if parsed.done:
+                    break
+        if not parsed.done:
+            raise ProviderFailedError(
+                "provider's answer ended before response.completed: is baseUrl a Responses API?"
+                if not parsed.events
+                else "provider broke off its answer before response.completed"
+            )
+        usage = parsed.usage or Usage(0, 0, estimated=True)
+        yield TurnFinished(parsed.finish_reason, usage, reasoning=tuple(parsed.reasoning))
