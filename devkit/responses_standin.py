@@ -25,7 +25,7 @@ Keys: each known key is served, rate limited or refused as `keys` says.
   (`instructions=… user=… image=<media type>:<bytes>`).
 
 Usage: input tokens counted its own way, `cached_tokens` the part of the input that repeats the
-previous request with the same `prompt_cache_key` (no 1,024-token minimum, unlike OpenAI).
+start of a recent request (no 1,024-token minimum, unlike OpenAI).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+from collections import deque
 from typing import Any
 
 import orjson
@@ -56,6 +57,14 @@ def _text(content: Any) -> str:
     return content or ""
 
 
+def _shared(one: str, other: str) -> int:
+    """The length of the prefix two strings share."""
+    return next(
+        (i for i, (a, b) in enumerate(zip(one, other, strict=False)) if a != b),
+        min(len(one), len(other)),
+    )
+
+
 class ResponsesStandIn(ThreadedServer):
     def __init__(self, keys: dict[str, int] | None = None) -> None:
         """`keys`: the API keys it knows and the status each gets (200: served; 429: rate
@@ -67,7 +76,7 @@ class ResponsesStandIn(ThreadedServer):
         self.usages: list[dict[str, Any]] = []
         self.overflows = 0
         self.summaries = 0
-        self._cache: dict[str, str] = {}  # prompt_cache_key → the last input, serialised
+        self._recent: deque[str] = deque(maxlen=64)  # recent inputs, serialised
         super().__init__()
 
     def models_asked(self) -> list[str]:
@@ -126,15 +135,13 @@ class ResponsesStandIn(ThreadedServer):
     def _usage(self, body: dict[str, Any], output_tokens: int) -> dict[str, Any]:
         serialised = orjson.dumps(body.get("input")).decode()
         counted = tokens_of(serialised + (body.get("instructions") or ""))
-        cached = 0
-        if key := body.get("prompt_cache_key"):
-            before = self._cache.get(key, "")
-            same = next(
-                (i for i, (a, b) in enumerate(zip(before, serialised, strict=False)) if a != b),
-                min(len(before), len(serialised)),
-            )
-            cached = min(tokens_of(serialised[:same]), counted)
-            self._cache[key] = serialised
+        # OpenAI caches prefixes whether or not a key routes them: the longest prefix this
+        # input shares with a recent one is read from the cache.
+        cached = max(
+            (tokens_of(serialised[: _shared(before, serialised)]) for before in self._recent),
+            default=0,
+        )
+        self._recent.append(serialised)
         usage = {
             "input_tokens": counted,
             "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},

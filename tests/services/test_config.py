@@ -85,6 +85,24 @@ def test_unknown_keys_warn_but_load(caplog: pytest.LogCaptureFixture) -> None:
         ),
         ("{ agents: { defaults: { model: { fallbacks: [] } } } }", "primary"),
         (
+            "{ auth: { profiles: { 'x:a': { provider: 'x', apiKey: 'k' } } } }",
+            "auth.profiles.x:a: provider 'x' is not in models.providers",
+        ),
+        (
+            "{ auth: { profiles: { 'l:a': { provider: 'local', apiKey: 'k' } } } }",
+            "provider 'local' (llama-cpp) takes no API key",
+        ),
+        (
+            "{ auth: { profiles: { 'o:a': { provider: 'o', mode: 'oauth', apiKey: 'k' } } } }",
+            "clawgate does not run",
+        ),
+        ("{ auth: { profiles: { 'o:a': { provider: 'o' } } } }", "needs apiKey"),
+        (
+            "{ auth: { profiles: { 'o:a': { provider: 'o', apiKey: 'k' } },"
+            " order: { o: ['o:a', 'o:b'] } } }",
+            "order.o: 'o:b' is not in auth.profiles",
+        ),
+        (
             "{ gateway: { limits: { identities: { a: { tokensPerDay: 0 } } } } }",
             "gateway.limits.identities.a.tokensPerDay",
         ),
@@ -120,6 +138,20 @@ def test_openclaw_api_names_and_fallbacks_load() -> None:
     assert claude.base_url == "https://api.anthropic.com"  # type: ignore[union-attr]
     model = config.agents.defaults.model
     assert not isinstance(model, str) and model.fallbacks == ["lm/small"]
+
+
+def test_auth_profiles_in_openclaws_shape_keep_their_order() -> None:
+    config = parse_config(
+        """{ models: { providers: { openai: { api: 'openai-responses' } } },
+             agents: { defaults: { model: 'openai/gpt-5.2' } },
+             auth: { profiles: {
+                 'openai:team-a': { provider: 'openai', mode: 'api_key', apiKey: 'ka' },
+                 'openai:team-b': { provider: 'openai', mode: 'token', token: 'kb' } },
+               order: { openai: ['openai:team-b', 'openai:team-a'] } } }"""
+    )
+    assert config.auth.profiles_of("openai") == ["openai:team-b", "openai:team-a"]
+    assert config.auth.profiles["openai:team-b"].secret() == "kb"
+    assert config.auth.profiles_of("local") == []
 
 
 def test_missing_file_says_how_to_get_one(tmp_path: Path) -> None:
