@@ -138,17 +138,12 @@ class TurnEndpoint:
         # A large body is validated and turned into a turn on a thread: the loop carries
         # everyone's streams.
         prepare = functools.partial(prepare_turn, state, scope, headers)
-        if _is_light(headers, document, dialect.items_field):
-            adapted = dialect.parse(document)
-            await dialect.resolve(adapted, state, principal)
-            prepared = prepare(adapted.turn, principal, adapted.continues)
-        else:
-            off_loop = state.off_loop
-            adapted = await off_loop.run(False, dialect.parse, document)
-            await dialect.resolve(adapted, state, principal)
-            prepared = await off_loop.run(
-                False, prepare, adapted.turn, principal, adapted.continues
-            )
+        off_loop, light = state.off_loop, _is_light(headers, document, dialect.items_field)
+        adapted = await off_loop.run(light, dialect.parse, document)
+        if adapted.turn.sources is not None:  # URLs fetched, files read on a thread
+            await adapted.turn.sources.ready(adapted.turn.instructions, off_loop)
+        await dialect.resolve(adapted, state, principal)
+        prepared = await off_loop.run(light, prepare, adapted.turn, principal, adapted.continues)
         encoder = dialect.encoder(adapted, prepared.request)
         admission = await state.limits.admit(principal.counted_as, prepared.request.agent_id)
         try:

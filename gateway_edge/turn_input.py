@@ -2,15 +2,14 @@
 from its own parsed request, and the driver sends it to a worker as a `RunTurnRequest`.
 
 What every dialect checks alike lives here too, with the field names the dialect passes in:
-which message is the turn's input, the images' limits, and which tools the model is offered.
+which message is the turn's input and which tools the model is offered (images and files:
+input_sources.py).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -18,9 +17,9 @@ from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.errors import bad_request
 from gateway_edge.sessions import Session
 
-IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
-MAX_IMAGES = 8
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
+if TYPE_CHECKING:
+    from gateway_edge.input_sources import InputSources
+
 _INPUT_ROLES = (pb.ROLE_USER, pb.ROLE_TOOL)
 
 
@@ -39,6 +38,8 @@ class TurnInput:
     model: str | None = None  # names the agent (`openclaw:<id>`, `agent:<id>`)
     user: str | None = None  # a stable user id: the session it derives is theirs
     logprobs: bool = False
+    # Images by URL and files, made ready (fetched, read) before the turn is sent; None: none.
+    sources: InputSources | None = None
 
 
 def missing_input(field_name: str) -> str:
@@ -88,41 +89,6 @@ class Conversation:
         context = [message for _, message in self._messages[:position]]
         instructions = [text for index, text in self._instructions if index < input_index]
         return turn_input, context, instructions
-
-
-class ImageBudget:
-    """Decodes a request's images (base64 `data:` URIs), within its count and size limits."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.total_bytes = 0
-
-    def decode(self, url: str, param: str) -> pb.Image:
-        header, comma, payload = url.partition(",")
-        if not url.startswith("data:") or not comma or not header.endswith(";base64"):
-            raise bad_request(
-                "Only base64 data: URIs are accepted for images (data:image/png;base64,...).", param
-            )
-        media_type = header.removeprefix("data:").removesuffix(";base64").lower()
-        if media_type not in IMAGE_MEDIA_TYPES:
-            raise bad_request(
-                f"Unsupported image type {media_type!r}; allowed: {', '.join(IMAGE_MEDIA_TYPES)}.",
-                param,
-            )
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
-            raise bad_request("The image's base64 data is invalid.", param) from None
-        self.count += 1
-        self.total_bytes += len(data)
-        if self.count > MAX_IMAGES:
-            raise bad_request(f"At most {MAX_IMAGES} images are allowed per request.", param)
-        if self.total_bytes > MAX_IMAGE_BYTES:
-            raise bad_request(
-                f"Images may total at most {MAX_IMAGE_BYTES // (1024 * 1024)} MiB per request.",
-                param,
-            )
-        return pb.Image(media_type=media_type, data=data)
 
 
 def tool_of(name: str, description: str | None, parameters: dict[str, Any] | None) -> pb.Tool:

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from services.config_section import Section
+from services.input_sources_config import ChatInputSourcesSection, InputSourcesSection
 from services.limits_config import LimitsConfig
 
 
@@ -58,14 +59,14 @@ class AuthConfig(Section):
     )
 
 
-class ChatCompletionsEndpointConfig(Section):
+class ChatCompletionsEndpointConfig(ChatInputSourcesSection):
     enabled: bool = False
     max_body_bytes: int = Field(20 * 1024 * 1024, alias="maxBodyBytes", ge=1)
     # A request with more messages is refused before it is validated or sent on.
     max_messages: int = Field(10_000, alias="maxMessages", ge=1)
 
 
-class ResponsesEndpointConfig(Section):
+class ResponsesEndpointConfig(InputSourcesSection):
     enabled: bool = False
     max_body_bytes: int = Field(20 * 1024 * 1024, alias="maxBodyBytes", ge=1)
     # A request with more `input` items is refused before it is validated or sent on.

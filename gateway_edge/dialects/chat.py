@@ -10,6 +10,7 @@ from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.dialects.chat_encoder import ChatEncoder
 from gateway_edge.dialects.chat_request import ChatCompletionRequest, parse_chat_request
 from gateway_edge.dialects.chat_turn import chat_turn
+from gateway_edge.input_sources import InputSources
 from gateway_edge.principal import Principal
 from gateway_edge.serving import AdaptedRequest
 from gateway_edge.state import EdgeState
@@ -27,10 +28,12 @@ class ChatCompletions:
         endpoint = config.gateway.http.endpoints.chat_completions
         self.max_body_bytes = endpoint.max_body_bytes
         self.max_items = endpoint.max_messages
+        self._sources = endpoint
 
     def parse(self, document: Any) -> AdaptedRequest[ChatCompletionRequest]:
         chat = parse_chat_request(document)
-        return AdaptedRequest(chat, chat_turn(chat), stream=bool(chat.stream))
+        turn = chat_turn(chat, InputSources(self._sources))
+        return AdaptedRequest(chat, turn, stream=bool(chat.stream))
 
     async def resolve(
         self, request: AdaptedRequest[ChatCompletionRequest], state: EdgeState, principal: Principal

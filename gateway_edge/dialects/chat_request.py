@@ -43,7 +43,18 @@ class ImagePart(Lenient):
     image_url: ImageUrl
 
 
-ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+class FileData(Lenient):
+    file_data: StrictStr | None = None  # base64, or a data: URL naming its type
+    file_id: StrictStr | None = None  # OpenAI's uploaded files: none are kept here
+    filename: StrictStr | None = None
+
+
+class FilePart(Lenient):
+    type: Literal["file"]
+    file: FileData
+
+
+ContentPart = Annotated[TextPart | ImagePart | FilePart, Field(discriminator="type")]
 
 
 FunctionName = Annotated[StrictStr, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]

@@ -10,11 +10,14 @@ from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.dialects.chat_request import (
     ChatCompletionRequest,
     ChatMessage,
+    FilePart,
     ImagePart,
     NamedFunction,
     NamedToolChoice,
 )
-from gateway_edge.turn_input import Conversation, ImageBudget, TurnInput, offered_tools, tool_of
+from gateway_edge.errors import bad_request
+from gateway_edge.input_sources import InputSources
+from gateway_edge.turn_input import Conversation, TurnInput, offered_tools, tool_of
 
 _INSTRUCTION_ROLES = ("system", "developer")
 _ROLES = {
@@ -30,8 +33,8 @@ _RESPONSE_FORMATS = {
 }
 
 
-def chat_turn(request: ChatCompletionRequest) -> TurnInput:
-    conversation = _conversation(request.messages)
+def chat_turn(request: ChatCompletionRequest, sources: InputSources) -> TurnInput:
+    conversation = _conversation(request.messages, sources)
     turn_input, context, instructions = conversation.split()
     tools, tool_choice = _tools(request)
     return TurnInput(
@@ -45,19 +48,19 @@ def chat_turn(request: ChatCompletionRequest) -> TurnInput:
         model=request.model,
         user=request.user,
         logprobs=bool(request.logprobs),
+        sources=sources if sources.pending else None,
     )
 
 
-def _conversation(messages: list[ChatMessage]) -> Conversation:
+def _conversation(messages: list[ChatMessage], sources: InputSources) -> Conversation:
     conversation = Conversation("messages")
-    images = ImageBudget()
     last_call = ""  # the last legacy function_call's id, which a `function` message answers
     for index, message in enumerate(messages):
-        text, decoded = _text_and_images(message, index, images)
+        proto = pb.Message(role=_ROLES.get(message.role, pb.ROLE_USER))
+        proto.text = _content(message, index, sources, proto)
         if message.role in _INSTRUCTION_ROLES:
-            conversation.instruct(index, text)
+            conversation.instruct(index, proto.text)
             continue
-        proto = pb.Message(role=_ROLES[message.role], text=text, images=decoded)
         _structure(message, index, proto, last_call)
         if message.function_call is not None:
             last_call = _legacy_call_id(index)
@@ -65,21 +68,28 @@ def _conversation(messages: list[ChatMessage]) -> Conversation:
     return conversation
 
 
-def _text_and_images(
-    message: ChatMessage, index: int, images: ImageBudget
-) -> tuple[str, list[pb.Image]]:
+def _content(message: ChatMessage, index: int, sources: InputSources, proto: pb.Message) -> str:
+    """The message's text; its images go into `proto`, its files to `sources`."""
     content = message.content
     if content is None or isinstance(content, str):
-        return content or "", []
+        return content or ""
     texts: list[str] = []
-    decoded: list[pb.Image] = []
     for part_index, part in enumerate(content):
+        param = f"messages[{index}].content[{part_index}]"
         if isinstance(part, ImagePart):
-            param = f"messages[{index}].content[{part_index}].image_url.url"
-            decoded.append(images.decode(part.image_url.url, param))
+            sources.image(proto, part.image_url.url, f"{param}.image_url.url")
+        elif isinstance(part, FilePart):
+            file = part.file
+            if file.file_data is None and file.file_id is not None:
+                raise bad_request(
+                    "file_id is not supported (this gateway keeps no uploaded files): send"
+                    " file_data.",
+                    f"{param}.file.file_id",
+                )
+            sources.file(f"{param}.file", data=file.file_data, filename=file.filename)
         else:
             texts.append(part.text)
-    return "\n".join(texts), decoded
+    return "\n".join(texts)
 
 
 def _legacy_call_id(index: int) -> str:

@@ -13,6 +13,7 @@ from gateway_edge.dialects.responses_encoder import ResponsesEncoder
 from gateway_edge.dialects.responses_request import parse_responses_request
 from gateway_edge.dialects.responses_turn import responses_turn
 from gateway_edge.errors import ApiError
+from gateway_edge.input_sources import InputSources
 from gateway_edge.principal import Principal
 from gateway_edge.serving import AdaptedRequest
 from gateway_edge.state import EdgeState
@@ -30,11 +31,13 @@ class Responses:
         endpoint = config.gateway.http.endpoints.responses
         self.max_body_bytes = endpoint.max_body_bytes
         self.max_items = endpoint.max_messages
+        self._sources = endpoint
 
     def parse(self, document: Any) -> AdaptedRequest[dict[str, Any]]:
         """The native request is the body as it came: the answer echoes its fields."""
         request = parse_responses_request(document)
-        adapted = AdaptedRequest(document, responses_turn(request), stream=bool(request.stream))
+        turn = responses_turn(request, InputSources(self._sources))
+        adapted = AdaptedRequest(document, turn, stream=bool(request.stream))
         adapted.previous_response_id = request.previous_response_id
         return adapted
 

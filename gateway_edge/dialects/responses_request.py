@@ -16,12 +16,32 @@ class InputText(Lenient):
     text: StrictStr
 
 
+class Source(Lenient):
+    """OpenClaw's form of an image or file: inline base64 or a URL."""
+
+    type: Literal["base64", "url"]
+    media_type: StrictStr | None = None
+    data: StrictStr | None = None
+    url: StrictStr | None = None
+    filename: StrictStr | None = None
+
+
 class InputImage(Lenient):
     type: Literal["input_image"]
-    image_url: StrictStr | None = None
+    image_url: StrictStr | None = None  # OpenAI's form: a data: URI or a URL
+    source: Source | None = None  # OpenClaw's
 
 
-ContentPart = Annotated[InputText | InputImage, Field(discriminator="type")]
+class InputFile(Lenient):
+    type: Literal["input_file"]
+    file_data: StrictStr | None = None  # OpenAI's form: base64 or a data: URL
+    file_url: StrictStr | None = None
+    file_id: StrictStr | None = None
+    filename: StrictStr | None = None
+    source: Source | None = None  # OpenClaw's
+
+
+ContentPart = Annotated[InputText | InputImage | InputFile, Field(discriminator="type")]
 
 
 class MessageItem(Lenient):

@@ -3,8 +3,9 @@
 `instructions` and `system`/`developer` message items join the instructions; `user` and
 `assistant` items are messages; `function_call` items are the assistant's tool calls (joining
 the assistant message just before them), `function_call_output` items tool results;
-`reasoning` and `item_reference` items are accepted and left out. Every refusal names
-`input[<index>]` as the client numbered its items.
+`reasoning` and `item_reference` items are accepted and left out; images and files go to
+`InputSources` (in OpenAI's and OpenClaw's forms). Every refusal names `input[<index>]` as the
+client numbered its items.
 """
 
 from __future__ import annotations
@@ -13,18 +14,22 @@ from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.dialects.responses_request import (
     FunctionCallItem,
     FunctionCallOutputItem,
+    InputFile,
+    InputImage,
     InputText,
     MessageItem,
     NamedFunctionChoice,
     ResponsesRequest,
 )
-from gateway_edge.turn_input import Conversation, ImageBudget, TurnInput, offered_tools, tool_of
+from gateway_edge.errors import bad_request
+from gateway_edge.input_sources import InputSources
+from gateway_edge.turn_input import Conversation, TurnInput, offered_tools, tool_of
 
 _ROLES = {"user": pb.ROLE_USER, "assistant": pb.ROLE_ASSISTANT}
 
 
-def responses_turn(request: ResponsesRequest) -> TurnInput:
-    turn_input, context, instructions = _conversation(request).split()
+def responses_turn(request: ResponsesRequest, sources: InputSources) -> TurnInput:
+    turn_input, context, instructions = _conversation(request, sources).split()
     if request.instructions:
         instructions.insert(0, request.instructions)
     sampling = pb.SamplingOptions(
@@ -43,24 +48,23 @@ def responses_turn(request: ResponsesRequest) -> TurnInput:
         parallel_tool_calls=request.parallel_tool_calls,
         model=request.model,
         user=request.user,
+        sources=sources if sources.pending else None,
     )
 
 
-def _conversation(request: ResponsesRequest) -> Conversation:
+def _conversation(request: ResponsesRequest, sources: InputSources) -> Conversation:
     conversation = Conversation("input")
     if isinstance(request.input, str):
         conversation.add(0, pb.Message(role=pb.ROLE_USER, text=request.input))
         return conversation
-    images = ImageBudget()
     for index, item in enumerate(request.input):
         if isinstance(item, MessageItem):
-            text, decoded = _text_and_images(item, index, images)
+            proto = pb.Message(role=_ROLES.get(item.role, pb.ROLE_USER))
+            proto.text = _content(item, index, sources, proto)
             if item.role in ("system", "developer"):
-                conversation.instruct(index, text)
+                conversation.instruct(index, proto.text)
             else:
-                conversation.add(
-                    index, pb.Message(role=_ROLES[item.role], text=text, images=decoded)
-                )
+                conversation.add(index, proto)
         elif isinstance(item, FunctionCallItem):
             last = conversation.last()
             if last is None or last.role != pb.ROLE_ASSISTANT:
@@ -76,21 +80,63 @@ def _conversation(request: ResponsesRequest) -> Conversation:
     return conversation
 
 
-def _text_and_images(
-    item: MessageItem, index: int, images: ImageBudget
-) -> tuple[str, list[pb.Image]]:
+def _content(item: MessageItem, index: int, sources: InputSources, proto: pb.Message) -> str:
+    """The item's text; its images go into `proto`, its files to `sources`."""
     if isinstance(item.content, str):
-        return item.content, []
+        return item.content
     texts: list[str] = []
-    decoded: list[pb.Image] = []
     for part_index, part in enumerate(item.content):
+        param = f"input[{index}].content[{part_index}]"
         if isinstance(part, InputText):
             texts.append(part.text)
+        elif isinstance(part, InputImage):
+            _image(part, param, sources, proto)
         else:
-            param = f"input[{index}].content[{part_index}].image_url"
-            decoded.append(images.decode(part.image_url or "", param))
+            _file(part, param, sources)
     # An assistant's output_text parts are one reply cut in pieces; a user's parts are apart.
-    return ("" if item.role == "assistant" else "\n").join(texts), decoded
+    return ("" if item.role == "assistant" else "\n").join(texts)
+
+
+def _image(part: InputImage, param: str, sources: InputSources, proto: pb.Message) -> None:
+    source = part.source
+    if source is None:
+        sources.image(proto, part.image_url or "", f"{param}.image_url")
+    elif source.type == "url":
+        sources.image(proto, source.url or "", f"{param}.source.url")
+    else:
+        media_type = source.media_type or ""
+        sources.image(proto, f"data:{media_type};base64,{source.data or ''}", f"{param}.source")
+
+
+def _file(part: InputFile, param: str, sources: InputSources) -> None:
+    source = part.source
+    if source is not None:
+        if source.type == "url":
+            sources.file(
+                f"{param}.source.url",
+                url=source.url or "",
+                media_type=source.media_type,
+                filename=source.filename,
+            )
+        else:
+            sources.file(
+                f"{param}.source.data",
+                data=source.data or "",
+                media_type=source.media_type,
+                filename=source.filename,
+            )
+    elif part.file_url is not None:
+        sources.file(f"{param}.file_url", url=part.file_url, filename=part.filename)
+    elif part.file_data is not None:
+        sources.file(f"{param}.file_data", data=part.file_data, filename=part.filename)
+    elif part.file_id is not None:
+        raise bad_request(
+            "file_id is not supported (this gateway keeps no uploaded files): send file_data"
+            " or file_url.",
+            f"{param}.file_id",
+        )
+    else:
+        raise bad_request("An input_file needs file_data, file_url or a source.", param)
 
 
 def _tools(request: ResponsesRequest) -> tuple[list[pb.Tool], pb.ToolChoice | None]:

@@ -88,7 +88,7 @@ def test_images_to_a_text_only_model_are_400(echo_stack: Stack) -> None:
 @pytest.mark.parametrize(
     ("url", "says"),
     [
-        ("https://example.com/cat.png", "data: URIs"),
+        ("https://example.com/cat.png", "images.allowUrl is off"),
         ("data:image/svg+xml;base64,PHN2Zz4=", "Unsupported image type"),
         ("data:image/png;base64,%%%", "invalid"),
     ],
@@ -116,7 +116,9 @@ def test_image_count_and_size_limits(echo_stack: Stack) -> None:
 def test_images_may_total_20_mib(tmp_path: Path, echo_stack: Stack) -> None:
     # Under the default 20 MiB body limit base64 cannot carry 20 MiB of images; raise it.
     def roomy(config: dict) -> None:
-        config["gateway"]["http"]["endpoints"]["chatCompletions"]["maxBodyBytes"] = 40 * 1024 * 1024
+        chat = config["gateway"]["http"]["endpoints"]["chatCompletions"]
+        chat["maxBodyBytes"] = 40 * 1024 * 1024
+        chat["images"] = {"maxBytes": 15 * 1024 * 1024}  # each may pass; together they may not
 
     huge = "data:image/png;base64," + base64.b64encode(b"0" * (11 * 1024 * 1024)).decode()
     two = [{"type": "image_url", "image_url": {"url": huge}}] * 2

@@ -12,8 +12,10 @@ from gateway_edge.dialects.chat_turn import chat_turn
 from gateway_edge.dialects.responses_request import parse_responses_request
 from gateway_edge.dialects.responses_turn import responses_turn
 from gateway_edge.errors import ApiError
+from gateway_edge.input_sources import InputSources
 from gateway_edge.sessions import Session
 from gateway_edge.turn_input import TurnInput, turn_request_for
+from services.gateway_config import ChatCompletionsEndpointConfig, ResponsesEndpointConfig
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
@@ -23,11 +25,12 @@ def turn(**body: object) -> pb.RunTurnRequest:
 
 
 def chat_of(body: dict[str, object]) -> TurnInput:
-    return chat_turn(parse_chat_request(body))
+    return chat_turn(parse_chat_request(body), InputSources(ChatCompletionsEndpointConfig()))
 
 
 def responses_of(body: Mapping[str, object]) -> TurnInput:
-    return responses_turn(parse_responses_request(body))
+    sources = InputSources(ResponsesEndpointConfig())
+    return responses_turn(parse_responses_request(body), sources)
 
 
 def test_system_and_developer_become_extra_instructions() -> None:
@@ -106,10 +109,10 @@ def test_missing_user_message(messages: list[dict]) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("https://example.com/cat.png", "base64 data: URIs"),
+        ("https://example.com/cat.png", "images.allowUrl is off"),
         ("data:image/bmp;base64,AAAA", "Unsupported image type"),
         ("data:image/png;base64,@@@", "base64 data is invalid"),
-        ("data:image/png,plain", "base64 data: URIs"),
+        ("data:image/png,plain", "base64 data: URI"),
     ],
 )
 def test_bad_images_are_400(url: str, message: str) -> None:
@@ -197,9 +200,12 @@ def test_chat_and_responses_make_the_same_turn_of_the_same_conversation() -> Non
     ("item", "param", "message"),
     [
         (
-            {"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]},
+            {
+                "role": "user",
+                "content": [{"type": "input_image", "image_url": "data:image/bmp;base64,AAAA"}],
+            },
             "input[3].content[0].image_url",
-            "base64 data: URIs",
+            "Unsupported image type",
         ),
         ({"role": "assistant", "content": "late"}, "input", "input[3] is an assistant message"),
         ({"role": "user", "content": "  "}, "input", "Missing user message in input."),
