@@ -111,7 +111,7 @@ def test_a_text_file_and_a_pdf_reach_the_model_as_text(
 
 
 def test_chats_file_part_is_read_too(client: openai.OpenAI) -> None:
-    part = {
+    part: Any = {
         "type": "file",
         "file": {
             "filename": "notes.txt",
@@ -120,7 +120,7 @@ def test_chats_file_part_is_read_too(client: openai.OpenAI) -> None:
     }
     completion = client.chat.completions.create(
         model="openclaw:reader",
-        messages=[{"role": "user", "content": [{"type": "text", "text": "read"}, part]}],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": [{"type": "text", "text": "read"}, part]}],
     )
     assert NOTES in (completion.choices[0].message.content or "")
 
