@@ -77,10 +77,9 @@ def b64(data: bytes) -> str:
 
 
 def respond(client: openai.OpenAI, *parts: dict[str, Any]) -> str:
-    content = [{"type": "input_text", "text": "what is in it?"}, *parts]
+    content: Any = [{"type": "input_text", "text": "what is in it?"}, *parts]
     response = client.responses.create(
-        model="openclaw:reader",
-        input=[{"role": "user", "content": content}],  # type: ignore[list-item]
+        model="openclaw:reader", input=[{"role": "user", "content": content}]
     )
     return response.output_text
 
