@@ -16,7 +16,7 @@ import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import h11
 
@@ -24,6 +24,7 @@ from services.input_sources_config import UrlFetchSection
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _READ_SIZE = 64 * 1024
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 
 
 class FetchRefused(Exception):
@@ -89,8 +90,15 @@ def _target(url: str, policy: UrlFetchSection) -> tuple[str, str, int, str]:
         port = parts.port or (443 if scheme == "https" else 80)
     except ValueError:
         raise FetchRefused("the URL's port is invalid") from None
-    path = parts.path or "/"
-    return scheme, host, port, path + (f"?{parts.query}" if parts.query else "")
+    try:
+        host = host.encode("idna").decode("ascii")  # an international name, as DNS spells it
+    except UnicodeError:
+        raise FetchRefused("the URL's host name is invalid") from None
+    # Spaces and non-ASCII characters percent-encoded; what is encoded already stays.
+    target = quote(parts.path or "/", safe=_PATH_SAFE)
+    if parts.query:
+        target += "?" + quote(parts.query, safe=_PATH_SAFE + "?")
+    return scheme, host, port, target
 
 
 async def fetch(url: str, policy: UrlFetchSection, max_bytes: int) -> Fetched:
@@ -134,7 +142,8 @@ async def _exchange(
     max_bytes: int,
 ) -> Fetched | str:
     connection = h11.Connection(h11.CLIENT)
-    authority = host if port in (80, 443) else f"{host}:{port}"
+    name = f"[{host}]" if ":" in host else host  # an IPv6 literal
+    authority = name if port in (80, 443) else f"{name}:{port}"
     request = h11.Request(
         method="GET",
         target=target,
@@ -145,10 +154,11 @@ async def _exchange(
             ("connection", "close"),
         ],
     )
-    writer.write(connection.send(request) + connection.send(h11.EndOfMessage()))
     body = bytearray()
     response: h11.Response | None = None
+    media_type = ""
     try:
+        writer.write(connection.send(request) + connection.send(h11.EndOfMessage()))
         while True:
             event = connection.next_event()
             if event is h11.NEED_DATA:
@@ -179,5 +189,5 @@ async def _exchange(
                 return Fetched(media_type, bytes(body), url)
             elif isinstance(event, h11.ConnectionClosed):
                 raise FetchRefused("the server closed the connection before the whole answer")
-    except (h11.RemoteProtocolError, OSError) as error:
-        raise FetchRefused(f"the server's answer broke off: {error}") from None
+    except (h11.ProtocolError, OSError) as error:
+        raise FetchRefused(f"the exchange with the server failed: {error}") from None

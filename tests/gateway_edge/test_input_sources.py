@@ -117,6 +117,13 @@ async def test_too_many_redirects_too_big_and_too_slow_are_refused(server: FileS
         await fetch("file:///etc/passwd", loopback(), 10_000)
 
 
+async def test_a_url_with_spaces_or_other_letters_is_sent_encoded(server: FileServer) -> None:
+    server.files["/a b/ü.png"] = ("image/png", PNG)
+    assert (await fetch(server.url("/a b/ü.png"), loopback(), 10_000)).data == PNG
+    with pytest.raises(FetchRefused, match="could not be resolved|invalid"):
+        await fetch("http://exa mple.invalid/x.png", loopback(timeoutMs=3000), 10_000)
+
+
 def sources(**files_and_images: object) -> InputSources:
     return InputSources(ResponsesEndpointConfig.model_validate(files_and_images))
 

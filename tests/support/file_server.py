@@ -24,7 +24,7 @@ class FileServer(ThreadedServer):
         return f"http://{host}:{self.port}{path}"
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        path = scope["path"]
+        path = scope["path"]  # percent-decoded by the server
         self.paths.append(path)
         if path == "/redirect":
             target = parse_qs(scope["query_string"].decode())["to"][0]
