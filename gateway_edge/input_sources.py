@@ -156,7 +156,10 @@ class InputSources:
                     for work in fetches:
                         group.create_task(work)
             except BaseExceptionGroup as failures:  # the first refusal, for the client
-                raise next(e for e in failures.exceptions if isinstance(e, ApiError)) from None
+                refusal = next((e for e in failures.exceptions if isinstance(e, ApiError)), None)
+                if refusal is None:
+                    raise
+                raise refusal from None
         if self._files:
             instructions += await off_loop.run(False, self._file_texts)
 

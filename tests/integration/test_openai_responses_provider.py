@@ -226,12 +226,18 @@ def test_client_tool_calls_round_trip_over_responses(
         "name": "get_weather",
         "parameters": WEATHER_TOOL["function"]["parameters"],
     }
-    first = client.responses.create(
-        model="openclaw:oai",
-        input="weather in Paris?",
-        tools=[tool],  # type: ignore[list-item]
-        extra_headers={"x-openclaw-model": "oai/tools"},
+    events = list(
+        client.responses.create(
+            model="openclaw:oai",
+            input="weather in Paris?",
+            tools=[tool],  # type: ignore[list-item]
+            stream=True,
+            extra_headers={"x-openclaw-model": "oai/tools"},
+        )
     )
+    pieces = [e.delta for e in events if isinstance(e, ResponseFunctionCallArgumentsDeltaEvent)]
+    assert len(pieces) >= 2 and "".join(pieces) == '{"city": "Paris"}'  # as they streamed
+    first = next(e.response for e in events if isinstance(e, ResponseCompletedEvent))
     [call] = [item for item in first.output if item.type == "function_call"]
     assert call.name == "get_weather" and call.arguments == '{"city": "Paris"}'
     second = client.responses.create(
