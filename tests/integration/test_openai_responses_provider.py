@@ -15,6 +15,7 @@ import openai
 import orjson
 import pytest
 from openai.types.chat import ChatCompletionToolParam
+from openai.types.responses import ResponseCompletedEvent, ResponseFunctionCallArgumentsDeltaEvent
 
 from devkit.processes import TOKEN, Stack, echo_config, free_port, start_stack
 from devkit.responses_rules import encrypted_of
