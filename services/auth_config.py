@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from services.config_section import Section
+from services.provider_config import header_value
 
 
 class AuthProfile(Section):
@@ -32,12 +33,7 @@ class AuthProfile(Section):
             raise ValueError("apiKey and apiKeyFile: give one")
         return self
 
-    @field_validator("api_key")
-    @classmethod
-    def _one_line(cls, api_key: str | None) -> str | None:
-        if api_key is not None and ("\r" in api_key or "\n" in api_key):
-            raise ValueError("must not hold a line break (it is sent as an HTTP header)")
-        return api_key
+    _one_line = field_validator("api_key")(header_value)
 
     def secret(self) -> str:
         """The key (read from its file when it has one); never logged."""

@@ -9,6 +9,13 @@ from pydantic import Field, field_validator
 from services.config_section import Section
 
 
+def header_value(value: str | None) -> str | None:
+    """A value sent as an HTTP header (an API key): refused when it holds a line break."""
+    if value is not None and ("\r" in value or "\n" in value):
+        raise ValueError("must not hold a line break (it is sent as an HTTP header)")
+    return value
+
+
 class ModelEntry(Section):
     """One entry of a provider's model catalog, in OpenClaw's shape. clawgate uses the window,
     the answer size, `input` (images only where it holds "image") and `reasoning` (extended
@@ -92,12 +99,7 @@ class HttpProviderSection(ProviderSection):
             raise ValueError(f"must be an http:// proxy URL, got {proxy.split('@')[-1]!r}")
         return proxy
 
-    @field_validator("api_key")
-    @classmethod
-    def _one_line(cls, api_key: str | None) -> str | None:
-        if api_key is not None and ("\r" in api_key or "\n" in api_key):
-            raise ValueError("must not hold a line break (it is sent as an HTTP header)")
-        return api_key
+    _one_line = field_validator("api_key")(header_value)
 
     @field_validator("headers")
     @classmethod

@@ -5,18 +5,14 @@ the stream parsed in anthropic_stream.py; what maps to what is in docs/providers
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
 from typing import Any
 
 import orjson
 
-from agent_worker.domain import Reasoning, Usage
-from agent_worker.errors import ProviderFailedError
-from agent_worker.events import TurnFinished
 from agent_worker.providers.anthropic_request import messages_body, messages_url
 from agent_worker.providers.anthropic_stream import MessagesStream
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
-from agent_worker.providers.http_provider import NO_PROFILES, HttpProvider, MidAnswerError
+from agent_worker.providers.http_provider import NO_PROFILES, HttpProvider
 from services.provider_config import AnthropicProviderConfig, ModelEntry
 
 
@@ -40,32 +36,11 @@ class AnthropicMessagesProvider(HttpProvider):
         entry = self._entries.get(request.model)
         return messages_body(request, entry, self._max_tokens, self._thinking_budget)
 
-    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
-        parsed = MessagesStream()
-        encoded = await self.encoded(request, lambda asked: orjson.dumps(self.body(asked)))
-        async with aclosing(self.exchange(encoded, profile=request.auth_profile)) as blocks:
-            async for block in blocks:
-                try:
-                    events = parsed.feed(block)
-                except MidAnswerError as failure:
-                    for event in failure.before:
-                        yield event
-                    raise failure.error from None
-                for event in events:
-                    yield event
-                if parsed.done:
-                    break
-        if not parsed.done:
-            raise ProviderFailedError(
-                "provider's answer ended before message_stop: is baseUrl Anthropic's API?"
-                if not parsed.events
-                else "provider broke off its answer before message_stop"
-            )
-        thinking = tuple(Reasoning(*block) for block in parsed.thinking)
-        usage = Usage(
-            parsed.prompt_tokens,
-            parsed.completion_tokens,
-            parsed.cache_read_tokens,
-            parsed.cache_write_tokens,
+    def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+        return self.answer(
+            request,
+            lambda asked: orjson.dumps(self.body(asked)),
+            MessagesStream(),
+            "message_stop",
+            "Anthropic's API",
         )
-        yield TurnFinished(parsed.finish_reason, usage, reasoning=thinking)

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from agent_worker.domain import FinishReason
+from agent_worker.domain import FinishReason, Reasoning, Usage
 from agent_worker.errors import (
     ProviderAuthError,
     ProviderFailedError,
@@ -17,8 +17,8 @@ from agent_worker.errors import (
     ProviderRejectedError,
     TurnError,
 )
-from agent_worker.events import ReasoningDelta, ToolCallDelta
-from agent_worker.providers.http_provider import MidAnswerError, Piece, flush_texts, sse_data
+from agent_worker.events import ReasoningDelta, ToolCallDelta, TurnFinished
+from agent_worker.providers.http_provider import EventStream, MidAnswerError, Piece, flush_texts
 from agent_worker.providers.overflow import overflow_error
 
 _STOP_REASONS = {
@@ -57,7 +57,7 @@ def error_of(kind: str, message: str, retry_after: float | None = None) -> TurnE
     return ProviderFailedError(text)
 
 
-class MessagesStream:
+class MessagesStream(EventStream):
     """A Messages API event stream, parsed a network read at a time into clawgate's events.
 
     Text that arrived in one read goes on as one delta; a `tool_use` block becomes a tool call
@@ -66,35 +66,28 @@ class MessagesStream:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.finish_reason = FinishReason.STOP
         self.prompt_tokens = 0  # cached ones included, as OpenAI counts them
         self.completion_tokens = 0
         self.cache_read_tokens = 0
         self.cache_write_tokens = 0
-        self.done = False  # message_stop arrived
-        self.events = 0
         # [text, signature, redacted] per thinking block, in order
         self.thinking: list[list[Any]] = []
-        self._pending = b""
         self._calls: dict[int, int] = {}  # content block index → tool call index
         self._thinking_blocks: dict[int, list[Any]] = {}
 
-    def feed(self, block: bytes) -> list[Piece]:
-        payloads, self._pending = sse_data(self._pending + block if self._pending else block)
-        if not payloads:
-            return []
-        try:
-            # One parse for the whole read, as the OpenAI-compatible provider does.
-            events = orjson.loads(b"[%s]" % b",".join(payloads))
-        except orjson.JSONDecodeError as error:
-            raise ProviderFailedError(f"provider sent malformed JSON: {error}") from None
-        try:
-            return self._handle(events)
-        except (AttributeError, LookupError, TypeError, ValueError) as error:
-            raise ProviderFailedError(f"provider sent a malformed event: {error!r}") from None
+    def finished(self) -> TurnFinished:
+        usage = Usage(
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cache_read_tokens,
+            self.cache_write_tokens,
+        )
+        thinking = tuple(Reasoning(*block) for block in self.thinking)
+        return TurnFinished(self.finish_reason, usage, reasoning=thinking)
 
-    def _handle(self, events: list[Any]) -> list[Piece]:
-        self.events += len(events)
+    def handle(self, events: list[Any]) -> list[Piece]:
         out: list[Piece] = []
         texts: list[str] = []
         for event in events:

@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from types import MappingProxyType
+from typing import Any
 
+import orjson
 import yarl
 
 from agent_worker.errors import (
@@ -16,9 +18,9 @@ from agent_worker.errors import (
     ProviderUnavailableError,
     TurnError,
 )
-from agent_worker.events import ReasoningDelta, TextDelta, ToolCallDelta
+from agent_worker.events import ReasoningDelta, TextDelta, ToolCallDelta, TurnFinished
 from agent_worker.light_prompts import is_light
-from agent_worker.providers.base import ProviderRequest
+from agent_worker.providers.base import ProviderEvent, ProviderRequest
 from agent_worker.providers.http_client import (
     HttpClient,
     UpstreamBroken,
@@ -43,6 +45,39 @@ class MidAnswerError(Exception):
     def __init__(self, before: list[Piece], error: TurnError) -> None:
         self.before = before
         self.error = error
+
+
+class EventStream:
+    """An SSE stream of JSON events (Anthropic's Messages, OpenAI's Responses), parsed a
+    network read at a time: every complete event of a read in one JSON parse, handed to
+    `handle`; `finished` is the answer's end once `done`."""
+
+    done = False  # the stream's last event arrived
+
+    def __init__(self) -> None:
+        self.events = 0  # events read (an answer without any is not this API's stream)
+        self._pending = b""
+
+    def feed(self, block: bytes) -> list[Piece]:
+        payloads, self._pending = sse_data(self._pending + block if self._pending else block)
+        if not payloads:
+            return []
+        try:
+            events = orjson.loads(b"[%s]" % b",".join(payloads))
+        except orjson.JSONDecodeError as error:
+            raise ProviderFailedError(f"provider sent malformed JSON: {error}") from None
+        self.events += len(events)
+        try:
+            return self.handle(events)
+        except (AttributeError, LookupError, TypeError, ValueError) as error:
+            raise ProviderFailedError(f"provider sent a malformed event: {error!r}") from None
+
+    def handle(self, events: list[Any]) -> list[Piece]:
+        """The pieces of one read's events; raises MidAnswerError for an error event."""
+        raise NotImplementedError
+
+    def finished(self) -> TurnFinished:
+        raise NotImplementedError
 
 
 def flush_texts(texts: list[str]) -> list[TextDelta]:
@@ -125,6 +160,37 @@ class HttpProvider:
         if self._http is not None:
             self._http.close()
         self._encoding.close()
+
+    async def answer(
+        self,
+        request: ProviderRequest,
+        encode: Callable[[ProviderRequest], bytes],
+        parsed: EventStream,
+        last_event: str,
+        api: str,
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        """The streamed answer to `request` as `parsed` reads it, then its finish; an answer
+        that ends before `last_event` is a failure (`api`: what baseUrl should point at)."""
+        body = await self.encoded(request, encode)
+        async with aclosing(self.exchange(body, profile=request.auth_profile)) as blocks:
+            async for block in blocks:
+                try:
+                    events = parsed.feed(block)
+                except MidAnswerError as failure:
+                    for event in failure.before:
+                        yield event
+                    raise failure.error from None
+                for event in events:
+                    yield event
+                if parsed.done:
+                    break
+        if not parsed.done:
+            raise ProviderFailedError(
+                f"provider's answer ended before {last_event}: is baseUrl {api}?"
+                if not parsed.events
+                else f"provider broke off its answer before {last_event}"
+            )
+        yield parsed.finished()
 
     async def whole(self, body: bytes, http: HttpClient | None) -> bytes:
         """A whole (JSON) answer, for the calls that do not stream."""

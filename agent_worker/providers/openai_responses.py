@@ -6,16 +6,12 @@ docs/providers.md."""
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
 from typing import Any
 
 import orjson
 
-from agent_worker.domain import Usage
-from agent_worker.errors import ProviderFailedError
-from agent_worker.events import TurnFinished
 from agent_worker.providers.base import ProviderEvent, ProviderRequest
-from agent_worker.providers.http_provider import NO_PROFILES, HttpProvider, MidAnswerError
+from agent_worker.providers.http_provider import NO_PROFILES, HttpProvider
 from agent_worker.providers.openai_compatible import OPENAI_HOST
 from agent_worker.providers.responses_request import responses_body, responses_url
 from agent_worker.providers.responses_stream import ResponsesStream
@@ -36,26 +32,11 @@ class OpenAIResponsesProvider(HttpProvider):
         entry = self._config.model_entry(request.model)
         return responses_body(request, entry, self._official)
 
-    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
-        parsed = ResponsesStream()
-        encoded = await self.encoded(request, lambda asked: orjson.dumps(self.body(asked)))
-        async with aclosing(self.exchange(encoded, profile=request.auth_profile)) as blocks:
-            async for block in blocks:
-                try:
-                    events = parsed.feed(block)
-                except MidAnswerError as failure:
-                    for event in failure.before:
-                        yield event
-                    raise failure.error from None
-                for event in events:
-                    yield event
-                if parsed.done:
-                    break
-        if not parsed.done:
-            raise ProviderFailedError(
-                "provider's answer ended before response.completed: is baseUrl a Responses API?"
-                if not parsed.events
-                else "provider broke off its answer before response.completed"
-            )
-        usage = parsed.usage or Usage(0, 0, estimated=True)
-        yield TurnFinished(parsed.finish_reason, usage, reasoning=tuple(parsed.reasoning))
+    def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+        return self.answer(
+            request,
+            lambda asked: orjson.dumps(self.body(asked)),
+            ResponsesStream(),
+            "response.completed",
+            "a Responses API",
+        )

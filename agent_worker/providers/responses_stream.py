@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from agent_worker.domain import FinishReason, Reasoning, Usage
 from agent_worker.errors import (
     ProviderFailedError,
@@ -15,8 +13,8 @@ from agent_worker.errors import (
     ProviderRejectedError,
     TurnError,
 )
-from agent_worker.events import ReasoningDelta, ToolCallDelta
-from agent_worker.providers.http_provider import MidAnswerError, Piece, flush_texts, sse_data
+from agent_worker.events import ReasoningDelta, ToolCallDelta, TurnFinished
+from agent_worker.providers.http_provider import EventStream, MidAnswerError, Piece, flush_texts
 from agent_worker.providers.overflow import overflow_error
 
 _INCOMPLETE_REASONS = {
@@ -40,7 +38,7 @@ def error_of(code: str, message: str) -> TurnError:
     return ProviderFailedError(text)
 
 
-class ResponsesStream:
+class ResponsesStream(EventStream):
     """A Responses API event stream, a network read at a time.
 
     Text that arrived in one read goes on as one delta; a `function_call` item becomes a tool
@@ -50,31 +48,19 @@ class ResponsesStream:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.finish_reason = FinishReason.STOP
         self.usage: Usage | None = None
-        self.done = False  # the response completed, or ended incomplete
-        self.events = 0
         self.reasoning: list[Reasoning] = []
-        self._pending = b""
         self._calls: dict[str, int] = {}  # function_call item id → tool call index
         self._streamed: set[int] = set()  # calls whose arguments came in deltas
         self._refused = False
 
-    def feed(self, block: bytes) -> list[Piece]:
-        payloads, self._pending = sse_data(self._pending + block if self._pending else block)
-        if not payloads:
-            return []
-        try:
-            events = orjson.loads(b"[%s]" % b",".join(payloads))
-        except orjson.JSONDecodeError as error:
-            raise ProviderFailedError(f"provider sent malformed JSON: {error}") from None
-        try:
-            return self._handle(events)
-        except (AttributeError, LookupError, TypeError, ValueError) as error:
-            raise ProviderFailedError(f"provider sent a malformed event: {error!r}") from None
+    def finished(self) -> TurnFinished:
+        usage = self.usage or Usage(0, 0, estimated=True)
+        return TurnFinished(self.finish_reason, usage, reasoning=tuple(self.reasoning))
 
-    def _handle(self, events: list[Any]) -> list[Piece]:
-        self.events += len(events)
+    def handle(self, events: list[Any]) -> list[Piece]:
         out: list[Piece] = []
         texts: list[str] = []
         for event in events:
