@@ -226,6 +226,7 @@ async def serve(
         await provider.start()
     await server.start()
     tools.warm_up(agents)
+    servicer.runs.keep()
     quiet_gc()
     await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
     store_watch = asyncio.create_task(
@@ -237,6 +238,7 @@ async def serve(
     finally:
         store_watch.cancel()
         await _stop_serving(server, health_servicer, servicer, config.worker.shutdown_grace_seconds)
+        await servicer.runs.close()
         await tools.close()
         for provider in providers.values():
             with contextlib.suppress(Exception):

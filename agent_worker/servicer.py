@@ -21,6 +21,7 @@ from agent_worker.events import TurnEvent
 from agent_worker.exchange import DRAINING, ExchangeCall
 from agent_worker.light_prompts import LIGHT_TO_ESTIMATE
 from agent_worker.proto_mapping import turn_request_from_proto
+from agent_worker.runs import Runs
 from agent_worker.session_calls import SessionCalls
 from agent_worker.sessions.store import SessionStore
 from agent_worker.turn_outbox import OpenTurns, RunTurn, batches_of_one_turn
@@ -62,6 +63,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         providers: tuple[str, ...] = (),
         tools: AgentTools | None = None,
         max_turn_messages: int = 10_000,
+        runs: Runs | None = None,
     ) -> None:
         self._runner = runner
         self._max_turn_messages = max_turn_messages
@@ -72,6 +74,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self._tools = tools
         self._sessions = SessionCalls(store, runner, agents)
         self._direct = DirectCalls(store, runner, agents, tools)
+        self.runs = runs or Runs(runner, store, agents)
         self.open_turns = OpenTurns()
 
     def drain(self) -> None:
@@ -210,6 +213,23 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetUsageResponse:
         return await _answered(context, self._direct.usage(request))
+
+    async def StartRun(  # noqa: N802
+        self, request: pb.StartRunRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StartRunResponse:
+        if self.open_turns.draining:
+            await context.abort(DRAINING.code, DRAINING.message)
+        return await _answered(context, self.runs.start(request), "StartRun")
+
+    async def GetRun(  # noqa: N802
+        self, request: pb.GetRunRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetRunResponse:
+        return await _answered(context, self.runs.get(request))
+
+    async def ListRuns(  # noqa: N802
+        self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRunsResponse:
+        return await _answered(context, self.runs.list(request))
 
 
 async def _answered(

@@ -20,6 +20,7 @@ from services.auth_config import AuthConfig
 from services.config_section import Section
 from services.diagnostics_config import DiagnosticsConfig
 from services.gateway_config import GatewayConfig
+from services.hooks_config import HooksConfig
 from services.mcp_config import McpConfig
 from services.provider_config import HttpProviderSection, ModelsConfig
 
@@ -83,6 +84,24 @@ class ClawgateConfig(Section):
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
     mcp: McpConfig = Field(default_factory=McpConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
+
+    @model_validator(mode="after")
+    def _hooks_have_their_own_token(self) -> ClawgateConfig:
+        hooks, gateway_auth = self.hooks, self.gateway.auth
+        if hooks.enabled and hooks.token in (gateway_auth.token, gateway_auth.password):
+            raise ValueError(
+                "hooks.token: must not be the gateway's token or password (a webhook sender"
+                " would hold the whole API): give the hooks a long random token of their own"
+            )
+        agent_ids = {agent.id for agent in self.agents.entries} | {self.default_agent_id}
+        for index, mapping in enumerate(hooks.mappings):
+            if mapping.agent_id is not None and mapping.agent_id not in agent_ids:
+                raise ValueError(
+                    f"hooks.mappings.{index}.agentId: {mapping.agent_id!r} is not an agent"
+                    f" (have: {', '.join(sorted(agent_ids))})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _auth_profiles_name_http_providers(self) -> ClawgateConfig:

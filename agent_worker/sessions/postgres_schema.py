@@ -6,13 +6,14 @@ from typing import Any
 
 from agent_worker.sessions.records import COMPACTION_COLUMNS, MESSAGE_COLUMNS
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 MESSAGES_TABLE = "clawgate_session_messages"
 RESPONSES_TABLE = "clawgate_responses"
 SESSIONS_TABLE = "clawgate_sessions"
 LEASES_TABLE = "clawgate_session_leases"
 COMPACTIONS_TABLE = "clawgate_session_compactions"
 USAGE_TABLE = "clawgate_usage"
+RUNS_TABLE = "clawgate_runs"
 _MIGRATIONS = {
     1: f"""
     CREATE TABLE IF NOT EXISTS {MESSAGES_TABLE} (
@@ -125,6 +126,27 @@ _MIGRATIONS = {
     ALTER TABLE {SESSIONS_TABLE} ADD COLUMN IF NOT EXISTS one_off BOOLEAN NOT NULL DEFAULT false;
     UPDATE {SESSIONS_TABLE} SET one_off = true
     WHERE turns <= 1 AND starts_with(session_key, 'agent:' || agent_id || ':openai:');
+    """,
+    # Runs: turns a webhook started, one per replay key (run_rows.py).
+    11: f"""
+    CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
+        run_id TEXT PRIMARY KEY,
+        replay_key TEXT UNIQUE,
+        status TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        session_key TEXT NOT NULL,
+        hook TEXT NOT NULL,
+        name TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        finished_at DOUBLE PRECISION,
+        error TEXT NOT NULL,
+        answer TEXT NOT NULL,
+        holder TEXT NOT NULL,
+        alive_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS clawgate_runs_by_session ON {RUNS_TABLE} (session_key, created_at);
+    CREATE INDEX IF NOT EXISTS clawgate_runs_unfinished ON {RUNS_TABLE} (status, alive_at);
     """,
 }
 INSERT_COMPACTION = f"""

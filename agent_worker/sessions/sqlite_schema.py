@@ -86,6 +86,24 @@ CREATE TABLE IF NOT EXISTS responses (
     agent_id TEXT NOT NULL,
     created_at REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    replay_key TEXT UNIQUE,
+    status TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    session_key TEXT NOT NULL,
+    hook TEXT NOT NULL,
+    name TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    error TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    alive_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_key, created_at);
+CREATE INDEX IF NOT EXISTS runs_unfinished ON runs (status, alive_at);
 """
 # Columns added since the first schema, by table: a file written before them gains them on
 # open. Sessions stored before owners were recorded belong to the gateway's owner ('').

@@ -14,6 +14,7 @@ from agent_worker.domain import (
     StoredContext,
     StoredResponse,
 )
+from agent_worker.sessions.run_rows import RunRecord
 from agent_worker.usage import ModelUsage, UsageQuery, UsageSums
 
 
@@ -123,3 +124,27 @@ class SessionStore(Protocol):
 
     async def delete(self, session_key: str) -> bool:
         """Deletes the transcript (and its summary and response ids); whether there was one."""
+
+    async def claim_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
+        """Stores a new run unless its replay key is stored already: (the run stored under the
+        key, whether it is this one). Two claims of one key at once store one run."""
+
+    async def start_run(self, run_id: str, holder: str, now: float) -> bool:
+        """A queued run is now running on `holder`; False when it was not queued."""
+
+    async def finish_run(
+        self, run_id: str, status: str, finished_at: float, error: str, answer: str
+    ) -> None:
+        """Ends an unfinished run (a finished one stays as it ended)."""
+
+    async def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    async def list_runs(self, session_key: str, limit: int) -> list[RunRecord]:
+        """A session's runs, newest first."""
+
+    async def touch_runs(self, holder: str, now: float) -> None:
+        """`holder` still runs its unfinished runs."""
+
+    async def sweep_runs(self, now: float, stale_before: float) -> int:
+        """Fails the unfinished runs nobody refreshed since `stale_before`: their worker
+        stopped. How many."""

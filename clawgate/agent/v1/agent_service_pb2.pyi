@@ -71,6 +71,14 @@ class UsageGroup(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     USAGE_GROUP_MODEL: _ClassVar[UsageGroup]
     USAGE_GROUP_DAY: _ClassVar[UsageGroup]
     USAGE_GROUP_SESSION: _ClassVar[UsageGroup]
+
+class RunStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RUN_STATUS_UNSPECIFIED: _ClassVar[RunStatus]
+    RUN_STATUS_QUEUED: _ClassVar[RunStatus]
+    RUN_STATUS_RUNNING: _ClassVar[RunStatus]
+    RUN_STATUS_COMPLETED: _ClassVar[RunStatus]
+    RUN_STATUS_FAILED: _ClassVar[RunStatus]
 ROLE_UNSPECIFIED: Role
 ROLE_USER: Role
 ROLE_ASSISTANT: Role
@@ -115,6 +123,11 @@ USAGE_GROUP_AGENT: UsageGroup
 USAGE_GROUP_MODEL: UsageGroup
 USAGE_GROUP_DAY: UsageGroup
 USAGE_GROUP_SESSION: UsageGroup
+RUN_STATUS_UNSPECIFIED: RunStatus
+RUN_STATUS_QUEUED: RunStatus
+RUN_STATUS_RUNNING: RunStatus
+RUN_STATUS_COMPLETED: RunStatus
+RUN_STATUS_FAILED: RunStatus
 
 class Image(_message.Message):
     __slots__ = ("media_type", "data")
@@ -719,3 +732,87 @@ class UsageRow(_message.Message):
     cost_usd: float
     session_key: str
     def __init__(self, identity: _Optional[str] = ..., agent_id: _Optional[str] = ..., model: _Optional[str] = ..., day: _Optional[str] = ..., requests: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., session_key: _Optional[str] = ...) -> None: ...
+
+class StartRunRequest(_message.Message):
+    __slots__ = ("agent_id", "session_key", "message", "hook", "name", "replay_key", "model", "timeout_seconds", "request_id", "caller")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    HOOK_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_KEY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    session_key: str
+    message: str
+    hook: str
+    name: str
+    replay_key: str
+    model: str
+    timeout_seconds: int
+    request_id: str
+    caller: Caller
+    def __init__(self, agent_id: _Optional[str] = ..., session_key: _Optional[str] = ..., message: _Optional[str] = ..., hook: _Optional[str] = ..., name: _Optional[str] = ..., replay_key: _Optional[str] = ..., model: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., request_id: _Optional[str] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
+
+class Run(_message.Message):
+    __slots__ = ("id", "status", "agent_id", "session_key", "hook", "name", "created_at", "finished_at", "error", "answer", "owner")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
+    HOOK_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    status: RunStatus
+    agent_id: str
+    session_key: str
+    hook: str
+    name: str
+    created_at: float
+    finished_at: float
+    error: str
+    answer: str
+    owner: str
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., agent_id: _Optional[str] = ..., session_key: _Optional[str] = ..., hook: _Optional[str] = ..., name: _Optional[str] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., error: _Optional[str] = ..., answer: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class StartRunResponse(_message.Message):
+    __slots__ = ("run", "replayed")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    run: Run
+    replayed: bool
+    def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class GetRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class GetRunResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: Run
+    def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
+
+class ListRunsRequest(_message.Message):
+    __slots__ = ("session_key", "limit")
+    SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    session_key: str
+    limit: int
+    def __init__(self, session_key: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListRunsResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[Run]
+    def __init__(self, runs: _Optional[_Iterable[_Union[Run, _Mapping]]] = ...) -> None: ...

@@ -96,6 +96,21 @@ class AgentServiceStub:
                 request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.StartRun = channel.unary_unary(
+                '/clawgate.agent.v1.AgentService/StartRun',
+                request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.StartRunRequest.SerializeToString,
+                response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.StartRunResponse.FromString,
+                _registered_method=True)
+        self.GetRun = channel.unary_unary(
+                '/clawgate.agent.v1.AgentService/GetRun',
+                request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetRunRequest.SerializeToString,
+                response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetRunResponse.FromString,
+                _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/clawgate.agent.v1.AgentService/ListRuns',
+                request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -201,6 +216,31 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartRun(self, request, context):
+        """Starts a run: an agent turn the gateway itself admitted (a webhook), stored with its replay
+        key before it starts, then run by this worker in the background; its answer lands in the
+        session as any turn's. A request whose replay key is already stored returns that run (with
+        `replayed` set) and starts nothing: one run per key, whatever the number of deliveries,
+        edges or restarts. NOT_FOUND for an unknown agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRun(self, request, context):
+        """A stored run; NOT_FOUND when there is none with that id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRuns(self, request, context):
+        """The runs of a session, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -258,6 +298,21 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetUsageRequest.FromString,
                     response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'StartRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRun,
+                    request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.StartRunRequest.FromString,
+                    response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.StartRunResponse.SerializeToString,
+            ),
+            'GetRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRun,
+                    request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetRunRequest.FromString,
+                    response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetRunResponse.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListRunsRequest.FromString,
+                    response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -564,6 +619,87 @@ class AgentService:
             '/clawgate.agent.v1.AgentService/GetUsage',
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetUsageRequest.SerializeToString,
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clawgate.agent.v1.AgentService/StartRun',
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.StartRunRequest.SerializeToString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.StartRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clawgate.agent.v1.AgentService/GetRun',
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetRunRequest.SerializeToString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.GetRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clawgate.agent.v1.AgentService/ListRuns',
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListRunsRequest.SerializeToString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
