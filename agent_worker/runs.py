@@ -196,8 +196,9 @@ class Runs:
             except TurnError as failure:
                 log.warning("runs could not be refreshed: %s", failure.message)
                 continue
-            if swept:
-                log.warning("%d run(s) failed: their worker stopped refreshing them", swept)
+            for run in swept:
+                log.warning("run %s failed: %s", run.run_id, run.error)
+                self._on_finished(run)
 
     async def close(self) -> None:
         """Ends the keeper and this worker's runs (each stored as failed)."""

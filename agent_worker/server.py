@@ -22,6 +22,8 @@ from agent_worker.context_window import ContextWindows, tokenizers_of
 from agent_worker.metrics import WorkerMetrics
 from agent_worker.providers.base import Provider
 from agent_worker.providers.registry import build_provider
+from agent_worker.run_delivery import RunDelivery
+from agent_worker.runs import Runs
 from agent_worker.servicer import AgentServicer
 from agent_worker.sessions.factory import store_for_url
 from agent_worker.sessions.store import SessionStore
@@ -193,6 +195,8 @@ async def serve(
     logprob_agents = frozenset(
         agent.id for agent in agents if providers[agent.provider].gives_logprobs
     )
+    delivery = RunDelivery(config.hooks.delivery) if config.hooks.delivery else None
+    runs = Runs(runner, store, agents, delivery.deliver if delivery else lambda run: None)
     servicer = AgentServicer(
         runner,
         agents,
@@ -202,6 +206,7 @@ async def serve(
         providers=tuple(providers),
         tools=tools,
         max_turn_messages=config.worker.max_turn_messages,
+        runs=runs,
     )
     server, health_servicer = _grpc_server(config, servicer, address)
     metrics_address = metrics_listen or config.worker.metrics_listen
@@ -226,7 +231,7 @@ async def serve(
         await provider.start()
     await server.start()
     tools.warm_up(agents)
-    servicer.runs.keep()
+    runs.keep()
     quiet_gc()
     await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
     store_watch = asyncio.create_task(
@@ -238,7 +243,9 @@ async def serve(
     finally:
         store_watch.cancel()
         await _stop_serving(server, health_servicer, servicer, config.worker.shutdown_grace_seconds)
-        await servicer.runs.close()
+        await runs.close()
+        if delivery is not None:
+            await delivery.close()
         await tools.close()
         for provider in providers.values():
             with contextlib.suppress(Exception):

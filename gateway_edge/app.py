@@ -17,6 +17,7 @@ from gateway_edge import (
     embeddings,
     health,
     models,
+    runs_api,
     sessions_api,
     status,
     tools_invoke,
@@ -29,6 +30,7 @@ from gateway_edge.auth import AccessGuard, Authenticator
 from gateway_edge.dialects.chat import ChatCompletions
 from gateway_edge.dialects.responses import Responses
 from gateway_edge.errors import ApiError, bad_request, internal_error
+from gateway_edge.hooks import HookEndpoint
 from gateway_edge.json_responses import error_response
 from gateway_edge.limit_stores import counts_for
 from gateway_edge.limits import Limits
@@ -87,14 +89,22 @@ class HotPath:
     framework's routing, dependencies and middleware cost every turn more than the turn's own
     work at the edge."""
 
-    def __init__(self, app: ASGIApp, endpoints: list[TurnEndpoint]) -> None:
+    def __init__(
+        self, app: ASGIApp, endpoints: list[TurnEndpoint], hooks: HookEndpoint | None = None
+    ) -> None:
         self._app = app
         self._endpoints = {endpoint.path: endpoint for endpoint in endpoints}
+        self._hooks = hooks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self._endpoints.get(scope["path"]) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        endpoint = self._endpoints.get(scope["path"])
         if endpoint is not None:
             await endpoint(scope, receive, send)
+        elif self._hooks is not None and self._hooks.serves(scope["path"]):
+            await self._hooks(scope, receive, send)
         else:
             await self._app(scope, receive, send)
 
@@ -175,6 +185,7 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
     if endpoints_config.sessions_enabled:
         app.include_router(sessions_api.router)
     app.include_router(whoami.router)
+    app.include_router(runs_api.router)
     app.include_router(usage_api.router)
     app.include_router(tools_invoke.router)  # always served, as OpenClaw does
     if endpoints_config.chat_completions.enabled or endpoints_config.responses.enabled:
@@ -194,7 +205,9 @@ def create_app(config: ClawgateConfig) -> ASGIApp:
             "POST /v1/chat/completions is off (404): set"
             " gateway.http.endpoints.chatCompletions.enabled to true to serve it"
         )
-    if not endpoints:
+    hooks = HookEndpoint(state) if config.hooks.enabled else None
+    if endpoints:
+        app.include_router(models.router)
+    elif hooks is None:
         return ObservabilityMiddleware(app, metrics)
-    app.include_router(models.router)
-    return ObservabilityMiddleware(HotPath(app, endpoints), metrics)
+    return ObservabilityMiddleware(HotPath(app, endpoints, hooks), metrics)

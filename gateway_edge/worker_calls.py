@@ -23,7 +23,17 @@ log = logging.getLogger("clawgate.edge.workers")
 # (it may have run) is made again on the next worker. Any other (a tool's side effects, a
 # compaction's summary calls, an embedding's usage record) runs at most once, and its failure
 # is the answer.
-ASKED_AGAIN = frozenset({"ListSessions", "GetSession", "DeleteSession", "FindResponse", "GetUsage"})
+ASKED_AGAIN = frozenset(
+    {
+        "ListSessions",
+        "GetSession",
+        "DeleteSession",
+        "FindResponse",
+        "GetUsage",
+        "GetRun",
+        "ListRuns",
+    }
+)
 
 
 async def ask(
@@ -64,24 +74,29 @@ async def ask(
 async def find_response(
     pool: WorkerPool, response_id: str, caller: pb.Caller | None
 ) -> pb.FindResponseResponse | None:
-    """Where a stored response id belongs, asking the usable workers in turn (they may keep
-    separate stores); None when every one that answered does not know it (or it is in a
-    session the caller may not reach)."""
+    """Where a stored response id belongs (None when unknown, or in a session the caller may
+    not reach)."""
+    request = pb.FindResponseRequest(response_id=response_id, caller=caller)
+    found: pb.FindResponseResponse | None = await ask_each(pool, "FindResponse", request)
+    return found
+
+
+async def ask_each(pool: WorkerPool, method: str, request: Any) -> Any | None:
+    """A lookup asked of the usable workers in turn (they may keep separate stores) until one
+    knows it; None when every one that answered said NOT_FOUND."""
     answered = False
     for worker in pool.workers:
         if not worker.usable:
             continue
         try:
-            return await worker.agents.FindResponse(  # type: ignore[no-any-return]
-                pb.FindResponseRequest(response_id=response_id, caller=caller),
-                metadata=pool.call_metadata,
-                timeout=pool.call_timeout,
+            return await getattr(worker.agents, method)(
+                request, metadata=pool.call_metadata, timeout=pool.call_timeout
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 answered = True
                 continue
-            log.warning("worker %s: FindResponse failed: %s", worker.address, error.code().name)
+            log.warning("worker %s: %s failed: %s", worker.address, method, error.code().name)
     if answered:
         return None
     raise refused(pb.ERROR_CODE_UNAVAILABLE, None)

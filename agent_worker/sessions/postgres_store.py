@@ -298,10 +298,10 @@ class PostgresSessionStore:
         with store_errors("refreshing the runs"):
             await self.pool.execute(_RUNS.touch, holder, now)
 
-    async def sweep_runs(self, now: float, stale_before: float) -> int:
+    async def sweep_runs(self, now: float, stale_before: float) -> list[RunRecord]:
         with store_errors("sweeping the runs"):
-            status = await self.pool.execute(_RUNS.sweep, now, stale_before)
-        return int(status.rsplit(" ", 1)[-1])
+            rows = await self.pool.fetch(_RUNS.sweep, now, stale_before)
+        return list(map(run_of, rows))
 
     async def delete(self, session_key: str) -> bool:
         with store_errors("deleting the session"):

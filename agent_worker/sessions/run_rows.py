@@ -70,7 +70,7 @@ class RunSql:
     finish: str  # status, finished_at, error, answer where run_id and unfinished
     start: str  # running, holder, alive_at where run_id and queued
     touch: str  # alive_at where holder and unfinished
-    sweep: str  # failed where unfinished and alive_at before
+    sweep: str  # failed where unfinished and alive_at before; the runs it failed
 
 
 def run_sql(table: str, placeholder: Callable[[int], str]) -> RunSql:
@@ -97,5 +97,6 @@ def run_sql(table: str, placeholder: Callable[[int], str]) -> RunSql:
         sweep=(
             f"UPDATE {table} SET status = '{FAILED}', finished_at = {p(1)},"
             f" error = '{WORKER_STOPPED}' WHERE {unfinished} AND alive_at < {p(2)}"
+            f" RETURNING {RUN_COLUMNS}"
         ),
     )

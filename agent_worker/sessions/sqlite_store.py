@@ -264,8 +264,12 @@ class SqliteSessionStore:
     async def touch_runs(self, holder: str, now: float) -> None:
         await self._write(_RUNS.touch, (holder, now), "refreshing the runs")
 
-    async def sweep_runs(self, now: float, stale_before: float) -> int:
-        return await self._write(_RUNS.sweep, (now, stale_before), "sweeping the runs")
+    async def sweep_runs(self, now: float, stale_before: float) -> list[RunRecord]:
+        def sweep(connection: sqlite3.Connection) -> list[RunRecord]:
+            with connection:
+                return list(map(run_of, connection.execute(_RUNS.sweep, (now, stale_before))))
+
+        return await self._call(sweep, "sweeping the runs")
 
     async def _write(self, sql: str, values: tuple[object, ...], doing: str) -> int:
         def write(connection: sqlite3.Connection) -> int:

@@ -145,6 +145,6 @@ class SessionStore(Protocol):
     async def touch_runs(self, holder: str, now: float) -> None:
         """`holder` still runs its unfinished runs."""
 
-    async def sweep_runs(self, now: float, stale_before: float) -> int:
-        """Fails the unfinished runs nobody refreshed since `stale_before`: their worker
-        stopped. How many."""
+    async def sweep_runs(self, now: float, stale_before: float) -> list[RunRecord]:
+        """Fails the unfinished runs nobody refreshed since `stale_before` (their worker
+        stopped), and returns them as they now are: each to one sweeper only."""

@@ -130,9 +130,11 @@ async def check_store_runs(store: SessionStore) -> None:
     assert not await store.start_run(first.run_id, "w2", time.time())  # running already
     stale, _ = await store.claim_run(record(None, time.time() - 60, holder="gone"))
     await store.touch_runs("w1", time.time())
-    assert await store.sweep_runs(time.time(), time.time() - 30) >= 1
-    swept = await store.get_run(stale.run_id)
-    assert swept is not None and swept.status == FAILED and swept.error == WORKER_STOPPED
+    swept = [run for run in await store.sweep_runs(time.time(), time.time() - 30)]
+    assert stale.run_id in [run.run_id for run in swept]
+    assert first.run_id not in [run.run_id for run in swept]
+    assert all(run.status == FAILED and run.error == WORKER_STOPPED for run in swept)
+    assert await store.sweep_runs(time.time(), time.time() - 30) == []  # each run once
     alive = await store.get_run(first.run_id)
     assert alive is not None and alive.status == "running"  # refreshed: not swept
     await store.finish_run(first.run_id, "completed", time.time(), "", "done")
