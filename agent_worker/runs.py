@@ -32,10 +32,11 @@ from agent_worker.sessions.run_rows import (
     RUNNING,
     RunRecord,
 )
-from agent_worker.sessions.store import SessionStore
+from agent_worker.sessions.store import SessionStore, TurnOrigin
 from agent_worker.turn_runner import TurnRunner
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from services.ids import random_hex
+from services.logging import fingerprint
 
 log = logging.getLogger("clawgate.worker.runs")
 HEARTBEAT_SECONDS = 2.0
@@ -169,6 +170,22 @@ class Runs:
             answer,
         )
         self._on_finished(stored)
+
+    async def queue_event(self, request: pb.QueueEventRequest) -> pb.QueueEventResponse:
+        """A wake for the session's next turn: stored as a message of the session (its next
+        turn reads it with the rest of the history), unless it repeats the last one."""
+        agent = self._agents.get(request.agent_id)
+        if not request.text.strip() or not request.session_key:
+            raise InvalidTurnError("an event needs its text and a session")
+        event = ChatMessage("user", request.text)
+        async with self._runner.session_held(request.session_key):
+            last = await self._store.load(request.session_key, limit=1)
+            if last and last[-1] == event:
+                return pb.QueueEventResponse(coalesced=True)
+            origin = TurnOrigin(agent_id=agent.id, expected_length=None)
+            await self._store.append_turn(request.session_key, [event], origin)
+        log.info("event queued for the next turn of session %s", fingerprint(request.session_key))
+        return pb.QueueEventResponse(coalesced=False)
 
     async def get(self, request: pb.GetRunRequest) -> pb.GetRunResponse:
         run = await self._store.get_run(request.run_id)

@@ -226,6 +226,11 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     ) -> pb.GetRunResponse:
         return await _answered(context, self.runs.get(request))
 
+    async def QueueEvent(  # noqa: N802
+        self, request: pb.QueueEventRequest, context: grpc.aio.ServicerContext
+    ) -> pb.QueueEventResponse:
+        return await _answered(context, self.runs.queue_event(request))
+
     async def ListRuns(  # noqa: N802
         self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRunsResponse:

@@ -13,8 +13,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from contextlib import AsyncExitStack, aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 
 from agent_worker.agent_tools import AgentTools
 from agent_worker.agent_turn import AgentTurn, Flushed, nothing_to_flush
@@ -193,6 +193,16 @@ class TurnRunner:
             self.metrics.turns_by(agent.id, outcome).inc()
             self.metrics.turn_seconds_by(agent.id).observe(time.monotonic() - started)
 
+    @asynccontextmanager
+    async def session_held(self, session_key: str) -> AsyncIterator[None]:
+        """Holds a session between its turns (here and across workers sharing the store)."""
+        wait = self._session_wait_timeout
+        async with (
+            self._sessions.hold(session_key, wait),
+            self._store.session_lock(session_key, wait),
+        ):
+            yield
+
     async def compact(
         self, session_key: str, agent_id: str, instructions: str, identity: str = ""
     ) -> tuple[bool, Compaction | None]:
@@ -201,11 +211,7 @@ class TurnRunner:
         are stored as a usage record once the compaction is."""
         agent = self._agents.get(agent_id)
         usage = TurnUsage(self.meter, agent.id)
-        wait = self._session_wait_timeout
-        async with (
-            self._sessions.hold(session_key, wait),
-            self._store.session_lock(session_key, wait),
-        ):
+        async with self.session_held(session_key):
             stored = await self._store.load_context(session_key, agent.history_limit)
             stored = stored.cut_in_steps(agent.history_limit)
             if not stored.messages:

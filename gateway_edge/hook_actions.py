@@ -48,6 +48,29 @@ class AgentAction:
     replay_key: str  # "" for none
 
 
+@dataclass(frozen=True, slots=True)
+class WakeAction:
+    """A system event for an agent's main session: run now, or kept for its next turn."""
+
+    hook: str
+    agent_id: str
+    session_key: str
+    text: str  # as the model reads it
+    mode: str  # "now" or "next-heartbeat"
+
+
+Action = AgentAction | WakeAction
+
+
+def main_session(agent_id: str) -> str:
+    """An agent's main session (OpenClaw's key for it)."""
+    return f"agent:{agent_id}:main"
+
+
+def system_event(text: str) -> str:
+    return f"System event: {text}"
+
+
 def idempotency_key(headers: dict[str, str], payload: Any) -> str | None:
     """OpenClaw's order: `Idempotency-Key`, `X-OpenClaw-Idempotency-Key`, the payload's
     `idempotencyKey`; only a trimmed, non-empty string of at most 256 characters counts."""
@@ -117,21 +140,59 @@ class HookPlanner:
             unsafe=False,
         )
 
+    def wake(self, request: HookRequest) -> WakeAction:
+        """`POST <path>/wake`: a system event for the agent's main session."""
+        payload = request.payload
+        if not isinstance(payload, dict):
+            raise bad_hook("the payload must be a JSON object")
+        text = payload.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise bad_hook("text is required (a non-empty string)")
+        mode = payload.get("mode", "now")
+        if mode not in ("now", "next-heartbeat"):
+            raise bad_hook("mode must be 'now' or 'next-heartbeat'")
+        agent_id = _text_field(payload, "agentId") or self._default_agent
+        session_key = _text_field(payload, "sessionKey")
+        if session_key is not None:
+            config = self._config
+            if mode != "now" or not config.allow_request_session_key:
+                raise bad_hook(
+                    "a wake's sessionKey needs mode 'now' and hooks.allowRequestSessionKey"
+                )
+            if not config.session_key_allowed(session_key):
+                raise bad_hook(
+                    f"session key {session_key!r} is not allowed by allowedSessionKeyPrefixes"
+                )
+        return self._wake("wake", agent_id, session_key, text, mode)
+
+    def _wake(
+        self, hook: str, agent_id: str, session_key: str | None, text: str, mode: str
+    ) -> WakeAction:
+        if not self._config.agent_allowed(agent_id):
+            raise bad_hook(f"agent {agent_id!r} is not in hooks.allowedAgentIds")
+        session = session_key or main_session(agent_id)
+        return WakeAction(hook, agent_id, session, system_event(text.strip()), mode)
+
     def mapped(
         self, request: HookRequest, headers: dict[str, str]
-    ) -> tuple[str, list[AgentAction]] | None:
+    ) -> tuple[str, list[Action]] | None:
         """The first mapping that matches, and its actions (none: 204); None: no mapping."""
         for index, mapping in enumerate(self._config.mappings):
             if not _matches(mapping, request):
                 continue
             mapping_id = self._config.mapping_id(index)
-            if mapping.action == "wake":
-                raise HookRefused(501, f"mapping {mapping_id!r}: wake actions are not served")
             explicit_key = idempotency_key(headers, request.payload)
-            return mapping_id, [
-                self._mapped_action(mapping_id, mapping, item, explicit_key)
-                for item in _fanned_out(mapping, request)
-            ]
+            actions: list[Action] = []
+            for item in _fanned_out(mapping, request):
+                if mapping.action == "wake":
+                    text = render(mapping.text_template, item)
+                    if not text.strip():
+                        raise bad_hook(f"mapping {mapping_id!r}: the rendered text is empty")
+                    agent_id = mapping.agent_id or self._default_agent
+                    actions.append(self._wake(mapping_id, agent_id, None, text, mapping.wake_mode))
+                else:
+                    actions.append(self._mapped_action(mapping_id, mapping, item, explicit_key))
+            return mapping_id, actions
         return None
 
     def _mapped_action(

@@ -21,7 +21,7 @@ import orjson
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.asgi import Receive, Scope, Send, read_body, request_headers, send_bytes
 from gateway_edge.errors import ApiError
-from gateway_edge.hook_actions import AgentAction, HookPlanner, HookRefused, bad_hook
+from gateway_edge.hook_actions import AgentAction, HookPlanner, HookRefused, WakeAction, bad_hook
 from gateway_edge.hook_templates import HookRequest
 from gateway_edge.rate_limit import AuthFailureLimiter
 from gateway_edge.state import EdgeState
@@ -84,17 +84,26 @@ class HookEndpoint:
             action = self._planner.direct(request, headers)
             wait = isinstance(payload, dict) and payload.get("waitForCompletion") is True
             return await self._single(action, wait)
+        if path == "wake":
+            return await self._wakes([self._planner.wake(request)])
         if not path:
-            raise HookRefused(404, "no hook action here: POST to /agent or a mapped path")
+            raise HookRefused(404, "no hook action here: POST to /agent, /wake or a mapped path")
         planned = self._planner.mapped(request, headers)
         if planned is None:
             raise HookRefused(404, f"no hook mapping matches {path!r}")
         _, actions = planned
+        wakes = [action for action in actions if isinstance(action, WakeAction)]
+        runs = [action for action in actions if isinstance(action, AgentAction)]
         if not actions:
             return 204, {}
-        if len(actions) == 1:
-            return await self._single(actions[0], wait=False)
-        return await self._fan_out(actions)
+        if not runs:
+            return await self._wakes(wakes)
+        status, answer = await (
+            self._single(runs[0], wait=False) if len(runs) == 1 else self._fan_out(runs)
+        )
+        if wakes:  # wakes have no replay identity: they go whatever the runs did
+            answer["eventOutcome"] = (await self._wakes(wakes))[1]["eventOutcome"]
+        return status, answer
 
     def _authenticate(self, scope: Scope, headers: dict[str, str]) -> None:
         client = (scope.get("client") or ("", 0))[0]
@@ -154,6 +163,34 @@ class HookEndpoint:
             action.agent_id,
         )
         return started
+
+    async def _wakes(self, wakes: list[WakeAction]) -> tuple[int, dict[str, Any]]:
+        """Runs each `now` wake on its session and keeps each `next-heartbeat` one for the
+        session's next turn; `coalesced` when every one repeated what was already kept."""
+        outcomes = [await self._wake(wake) for wake in wakes]
+        outcome = "queued" if any(said == "queued" for said, _ in outcomes) else "coalesced"
+        answer: dict[str, Any] = {"ok": True, "mode": wakes[0].mode, "eventOutcome": outcome}
+        if run_ids := [run_id for _, run_id in outcomes if run_id]:  # ours: the runs it started
+            answer["runId"] = run_ids[0]
+        return 200, answer
+
+    async def _wake(self, wake: WakeAction) -> tuple[str, str]:
+        """(its outcome, the run it started: "" for none)."""
+        if wake.mode == "now":
+            action = AgentAction(
+                wake.hook, "Wake", wake.agent_id, wake.session_key, wake.text, "", 0, ""
+            )
+            return "queued", (await self._start(action)).run.id
+        request = pb.QueueEventRequest(
+            agent_id=wake.agent_id, session_key=wake.session_key, text=wake.text
+        )
+        try:
+            queued: pb.QueueEventResponse = await ask(
+                self._state.workers, "QueueEvent", request, wake.session_key, ADMISSION_SECONDS
+            )
+        except ApiError as error:
+            raise HookRefused(503 if error.status in (503, 504) else 502, error.message) from None
+        return ("coalesced" if queued.coalesced else "queued"), ""
 
     async def _single(self, action: AgentAction, wait: bool) -> tuple[int, dict[str, Any]]:
         started = await self._start(action)

@@ -83,7 +83,7 @@ def configure(receiver_url: str) -> Any:
             "token": HOOK_TOKEN,
             "allowRequestSessionKey": True,
             "allowedSessionKeyPrefixes": ["hook:"],
-            "allowedAgentIds": ["main", "sluggish"],
+            "allowedAgentIds": ["main", "sluggish", "paced"],
             "mappings": [
                 {
                     "id": "github",
@@ -98,6 +98,14 @@ def configure(receiver_url: str) -> Any:
                     "match": {"path": "batch"},
                     "forEach": "items",
                     "messageTemplate": "Item {{items[0].id}}",
+                },
+                {
+                    "id": "deploys",
+                    "match": {"path": "deploys", "source": "ci"},
+                    "action": "wake",
+                    "wakeMode": "next-heartbeat",
+                    "agentId": "paced",
+                    "textTemplate": "Deploy {{payload.version}} finished",
                 },
                 {
                     "id": "slow",
@@ -372,3 +380,34 @@ def test_the_gateway_token_does_not_open_the_hooks(cluster: tuple[Cluster, list[
     _, (edge, _) = cluster
     answer = httpx.post(f"{edge}/hooks/agent", json={"message": "m"}, headers=API_AUTH)
     assert answer.status_code == 401
+
+
+def test_a_wake_joins_the_main_sessions_next_turn_or_runs_one_now(
+    cluster: tuple[Cluster, list[str]],
+) -> None:
+    _, (edge, other_edge) = cluster
+    main = "agent:paced:main"
+    httpx.delete(f"{edge}/v1/sessions/{main}", headers=API_AUTH, timeout=30)
+    event = {"text": f"Backup {RUN} done", "mode": "next-heartbeat", "agentId": "paced"}
+    first = hook(edge, "wake", event)
+    assert first.json() == {"ok": True, "mode": "next-heartbeat", "eventOutcome": "queued"}
+    assert hook(other_edge, "wake", event).json()["eventOutcome"] == "coalesced"
+    mapped = hook(edge, "deploys", {"source": "ci", "version": "1.2"})
+    assert mapped.json().get("eventOutcome") == "queued", mapped.text
+    assert hook(edge, "deploys", {"source": "cron", "version": "1.2"}).status_code == 404
+    stored = httpx.get(f"{edge}/v1/sessions/{main}", headers=API_AUTH, timeout=30).json()
+    assert [m["content"] for m in stored["messages"]] == [
+        f"System event: Backup {RUN} done",
+        "System event: Deploy 1.2 finished",
+    ]
+    reply = httpx.post(
+        f"{edge}/v1/chat/completions",
+        headers={**API_AUTH, "x-openclaw-session-key": main},
+        json={"model": "openclaw:paced", "messages": [{"role": "user", "content": "news?"}]},
+        timeout=60,
+    ).json()
+    assert reply["choices"][0]["message"]["content"] == "turns=2 for news?"  # it saw both
+    now = hook(edge, "wake", {"text": "Page the on-call", "agentId": "paced"})
+    assert now.json()["mode"] == "now" and now.json()["eventOutcome"] == "queued"
+    run = finished_run(edge, now.json()["runId"])
+    assert run["session_key"] == main and run["status"] == "completed"

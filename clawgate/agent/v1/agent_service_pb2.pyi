@@ -816,3 +816,21 @@ class ListRunsResponse(_message.Message):
     RUNS_FIELD_NUMBER: _ClassVar[int]
     runs: _containers.RepeatedCompositeFieldContainer[Run]
     def __init__(self, runs: _Optional[_Iterable[_Union[Run, _Mapping]]] = ...) -> None: ...
+
+class QueueEventRequest(_message.Message):
+    __slots__ = ("agent_id", "session_key", "text", "request_id")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_KEY_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    session_key: str
+    text: str
+    request_id: str
+    def __init__(self, agent_id: _Optional[str] = ..., session_key: _Optional[str] = ..., text: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class QueueEventResponse(_message.Message):
+    __slots__ = ("coalesced",)
+    COALESCED_FIELD_NUMBER: _ClassVar[int]
+    coalesced: bool
+    def __init__(self, coalesced: _Optional[bool] = ...) -> None: ...

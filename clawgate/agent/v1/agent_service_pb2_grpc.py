@@ -111,6 +111,11 @@ class AgentServiceStub:
                 request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListRunsRequest.SerializeToString,
                 response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListRunsResponse.FromString,
                 _registered_method=True)
+        self.QueueEvent = channel.unary_unary(
+                '/clawgate.agent.v1.AgentService/QueueEvent',
+                request_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.QueueEventRequest.SerializeToString,
+                response_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.QueueEventResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -241,6 +246,15 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueueEvent(self, request, context):
+        """Stores a system event (a webhook's wake) in a session, where its next turn reads it; no
+        turn runs now. The same text as the session's last stored message is not stored twice
+        (`coalesced`). NOT_FOUND for an unknown agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -313,6 +327,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ListRuns,
                     request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListRunsRequest.FromString,
                     response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'QueueEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueueEvent,
+                    request_deserializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.QueueEventRequest.FromString,
+                    response_serializer=clawgate_dot_agent_dot_v1_dot_agent__service__pb2.QueueEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -700,6 +719,33 @@ class AgentService:
             '/clawgate.agent.v1.AgentService/ListRuns',
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListRunsRequest.SerializeToString,
             clawgate_dot_agent_dot_v1_dot_agent__service__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueueEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clawgate.agent.v1.AgentService/QueueEvent',
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.QueueEventRequest.SerializeToString,
+            clawgate_dot_agent_dot_v1_dot_agent__service__pb2.QueueEventResponse.FromString,
             options,
             channel_credentials,
             insecure,
