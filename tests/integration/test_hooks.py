@@ -411,3 +411,16 @@ def test_a_wake_joins_the_main_sessions_next_turn_or_runs_one_now(
     assert now.json()["mode"] == "now" and now.json()["eventOutcome"] == "queued"
     run = finished_run(edge, now.json()["runId"])
     assert run["session_key"] == main and run["status"] == "completed"
+
+
+def test_every_finished_run_was_delivered_once_and_signed(
+    cluster: tuple[Cluster, list[str]], receiver: Receiver
+) -> None:
+    """Runs last in this module: each run the tests finished reached the receiver once."""
+    _, (edge, _) = cluster
+    answer = hook(edge, "agent", {"message": "one more", "waitForCompletion": True})
+    run_id = answer.json()["runId"]
+    wait_until(lambda: run_id in receiver.runs, 30, "the last run's delivery")
+    time.sleep(1)
+    assert receiver.runs and all(len(bodies) == 1 for bodies in receiver.runs.values())
+    assert receiver.bad_signatures == 0

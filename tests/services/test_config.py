@@ -84,6 +84,16 @@ def test_unknown_keys_warn_but_load(caplog: pytest.LogCaptureFixture) -> None:
             "agents.list.0.model: provider 'ghost'",
         ),
         ("{ agents: { defaults: { model: { fallbacks: [] } } } }", "primary"),
+        ("{ hooks: { enabled: true } }", "enabled hooks need a token"),
+        (
+            "{ gateway: { auth: { token: 'same-token' } },"
+            " hooks: { enabled: true, token: 'same-token' } }",
+            "must not be the gateway's token",
+        ),
+        ("{ hooks: { mappings: [ { transform: { module: 'gh.ts' } } ] } }", "transform modules"),
+        ("{ hooks: { path: '/' } }", "'/' is not allowed"),
+        ("{ hooks: { mappings: [ { agentId: 'ghost' } ] } }", "'ghost' is not an agent"),
+        ("{ hooks: { mappings: [ { forEach: 'a.b' } ] } }", "top-level key"),
         (
             "{ auth: { profiles: { 'x:a': { provider: 'x', apiKey: 'k' } } } }",
             "auth.profiles.x:a: provider 'x' is not in models.providers",
