@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from gateway_edge.external_content import untrusted
 from gateway_edge.hook_templates import HookRequest, render
 from services.hooks_config import FOR_EACH_LIMIT, HookMapping, HooksConfig
 
@@ -84,16 +84,6 @@ def idempotency_key(headers: dict[str, str], payload: Any) -> str | None:
             key = candidate.strip()
             return key if len(key) <= MAX_IDEMPOTENCY_KEY else None
     return None
-
-
-def untrusted(text: str, source: str) -> str:
-    """A webhook's text as the model reads it: data from outside, not instructions."""
-    marker = secrets.token_hex(8)
-    return (
-        f'<<<EXTERNAL_UNTRUSTED_CONTENT id="{marker}">>>\n'
-        f"Source: External (webhook: {source})\n---\n{text}\n"
-        f'<<<END_EXTERNAL_UNTRUSTED_CONTENT id="{marker}">>>'
-    )
 
 
 class HookPlanner:
@@ -268,7 +258,7 @@ class HookPlanner:
             name,
             agent_id,
             run_session,
-            message if unsafe else untrusted(message, name),
+            message if unsafe else untrusted(message, f"Webhook: {name}"),
             model,
             timeout_seconds,
             replay_key,

@@ -16,11 +16,11 @@ import base64
 import binascii
 import io
 import mimetypes
-import secrets
 from dataclasses import dataclass
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
 from gateway_edge.errors import ApiError, bad_request
+from gateway_edge.external_content import untrusted
 from gateway_edge.url_fetch import Fetched, FetchRefused, fetch
 from services.input_sources_config import InputSourcesSection
 from services.off_loop import OffLoop
@@ -190,7 +190,10 @@ class InputSources:
             raise bad_request(f"The {what} at this URL was not fetched: {refused}", param) from None
 
     def _file_texts(self) -> list[str]:
-        return [self._wrapped(part, self._text_of(part)) for part in self._files]
+        return [
+            untrusted(self._text_of(part), f"File: {part.filename} ({part.media_type})")
+            for part in self._files
+        ]
 
     def _text_of(self, part: _File) -> str:
         files = self._config.files
@@ -204,17 +207,6 @@ class InputSources:
                 part.param,
             )
         return text
-
-    @staticmethod
-    def _wrapped(part: _File, text: str) -> str:
-        """The file as untrusted external content: data for the model, never instructions."""
-        marker = secrets.token_hex(8)
-        return (
-            f'<<<EXTERNAL_UNTRUSTED_CONTENT id="{marker}">>>\n'
-            f"Source: External\nFile: {part.filename} ({part.media_type})\n---\n"
-            f"{text}\n"
-            f'<<<END_EXTERNAL_UNTRUSTED_CONTENT id="{marker}">>>'
-        )
 
     def _count_url(self, param: str) -> None:
         self._url_parts += 1
