@@ -19,7 +19,15 @@ from urllib.parse import parse_qs
 import orjson
 
 from clawgate.agent.v1 import agent_service_pb2 as pb
-from gateway_edge.asgi import Receive, Scope, Send, read_body, request_headers, send_bytes
+from gateway_edge.asgi import (
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    request_headers,
+    send_bytes,
+)
 from gateway_edge.errors import ApiError
 from gateway_edge.hook_actions import AgentAction, HookPlanner, HookRefused, WakeAction, bad_hook
 from gateway_edge.hook_templates import HookRequest
@@ -55,6 +63,8 @@ class HookEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             status, body = await self._serve(scope, receive)
+        except ClientDisconnected:
+            return  # the sender left: no one to answer
         except HookRefused as refused:
             status, body = refused.status, {"ok": False, "error": refused.error}
             headers = [(name.encode(), value.encode()) for name, value in refused.headers.items()]
@@ -62,6 +72,9 @@ class HookEndpoint:
             return
         except ApiError as error:  # a body too large, a worker's refusal
             status, body = error.status, {"ok": False, "error": error.message}
+        except Exception:
+            log.exception("hook %s failed", scope["path"])
+            status, body = 500, {"ok": False, "error": "hook mapping failed"}
         if status == 204:
             await send_bytes(send, 204, [], b"")
         else:

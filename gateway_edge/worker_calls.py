@@ -48,7 +48,8 @@ async def ask(
     INVALID_ARGUMENT, a wrong secret) is the answer, said by `refusal`. A call in ASKED_AGAIN
     that got no answer moves on to the next usable worker."""
     failure: grpc.aio.AioRpcError | None = None
-    workers = candidates(pool.workers, session_key, sticky=True)
+    # No session: the least busy worker (a fresh webhook run, a listing).
+    workers = candidates(pool.workers, session_key, sticky=bool(session_key))
     if method not in ASKED_AGAIN:
         workers = workers[:1]
     for worker in workers:

@@ -71,6 +71,7 @@ class RunSql:
     start: str  # running, holder, alive_at where run_id and queued
     touch: str  # alive_at where holder and unfinished
     sweep: str  # failed where unfinished and alive_at before; the runs it failed
+    stale: str  # whether the sweep would find one
 
 
 def run_sql(table: str, placeholder: Callable[[int], str]) -> RunSql:
@@ -99,4 +100,5 @@ def run_sql(table: str, placeholder: Callable[[int], str]) -> RunSql:
             f" error = '{WORKER_STOPPED}' WHERE {unfinished} AND alive_at < {p(2)}"
             f" RETURNING {RUN_COLUMNS}"
         ),
+        stale=f"SELECT 1 FROM {table} WHERE {unfinished} AND alive_at < {p(1)} LIMIT 1",
     )

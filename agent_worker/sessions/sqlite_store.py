@@ -266,6 +266,9 @@ class SqliteSessionStore:
 
     async def sweep_runs(self, now: float, stale_before: float) -> list[RunRecord]:
         def sweep(connection: sqlite3.Connection) -> list[RunRecord]:
+            # Most sweeps find nothing: a read first, so they take no write lock from turns.
+            if connection.execute(_RUNS.stale, (stale_before,)).fetchone() is None:
+                return []
             with connection:
                 return list(map(run_of, connection.execute(_RUNS.sweep, (now, stale_before))))
 
