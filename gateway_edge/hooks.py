@@ -119,7 +119,8 @@ class HookEndpoint:
         return status, answer
 
     def _authenticate(self, scope: Scope, headers: dict[str, str]) -> None:
-        client = (scope.get("client") or ("", 0))[0]
+        # Behind a trusted proxy, the sender's address it forwarded (gateway.trustedProxies).
+        client = self._state.access.client_ip(scope.get("client"), request_headers(scope))
         bearer = headers.get("authorization", "")
         token = bearer[7:].strip() if bearer[:7].lower() == "bearer " else ""
         token = token or headers.get("x-openclaw-token", "").strip()
