@@ -164,7 +164,12 @@ class HookEndpoint:
         )
         try:
             started: pb.StartRunResponse = await ask(
-                self._state.workers, "StartRun", request, action.session_key, ADMISSION_SECONDS
+                self._state.workers,
+                "StartRun",
+                request,
+                action.session_key,
+                ADMISSION_SECONDS,
+                sticky=bool(action.session_key),  # a fresh session: the least busy worker
             )
         except ApiError as error:
             status = 503 if error.status in (503, 504) else 502

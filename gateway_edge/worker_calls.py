@@ -43,13 +43,13 @@ async def ask(
     session_key: str = "",
     call_seconds: float | None = None,
     refusal: Callable[[grpc.StatusCode, str | None], ApiError] = api_error_from_call,
+    sticky: bool = True,
 ) -> Any:
-    """One call of a worker RPC on the session's worker; a refusal (NOT_FOUND,
-    INVALID_ARGUMENT, a wrong secret) is the answer, said by `refusal`. A call in ASKED_AGAIN
-    that got no answer moves on to the next usable worker."""
+    """One call of a worker RPC on the session's worker (`sticky`; else the least busy); a
+    refusal (NOT_FOUND, INVALID_ARGUMENT, a wrong secret) is the answer, said by `refusal`. A
+    call in ASKED_AGAIN that got no answer moves on to the next usable worker."""
     failure: grpc.aio.AioRpcError | None = None
-    # No session: the least busy worker (a fresh webhook run, a listing).
-    workers = candidates(pool.workers, session_key, sticky=bool(session_key))
+    workers = candidates(pool.workers, session_key, sticky)
     if method not in ASKED_AGAIN:
         workers = workers[:1]
     for worker in workers:
