@@ -95,6 +95,7 @@ class ModelChain:
             # The profiles this call may use, in turn ("" alone: the provider's own key).
             profiles = rotation.order(request.cache_key) if rotation else [""]
             profile = profiles.pop(0)
+            cooled: set[str] = set()  # a profile's cooldown grows once per call, not per retry
             attempt = 0
             while True:
                 attempt += 1
@@ -115,10 +116,12 @@ class ModelChain:
                         rotation.answered(profile, request.cache_key)
                     return events, first, target
                 if rotation is not None and (failure.key_refused or failure.rate_limited):
-                    rotation.failed(profile, _reason(failure))
+                    if profile not in cooled:
+                        cooled.add(profile)
+                        rotation.failed(profile, _reason(failure))
                     if profiles:  # the next key at once: its limits are its own
                         log.warning(
-                            "model %s refused auth profile %s (%s); trying profile %s",
+                            "model %s: auth profile %s failed (%s); trying profile %s",
                             target.ref,
                             profile,
                             failure.message,

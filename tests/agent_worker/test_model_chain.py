@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
+from agent_worker.auth_rotation import AuthRotation
 from agent_worker.deadline import ProviderDeadline
 from agent_worker.domain import FinishReason, Sampling, Usage
 from agent_worker.errors import (
@@ -98,3 +99,46 @@ def test_pauses_double_with_jitter_and_honour_a_short_retry_after() -> None:
     assert policy.pause(3, None) is None  # three attempts per model
     assert policy.pause(1, 2.0) == 2.0
     assert policy.pause(1, 30.0) is None  # longer than a turn waits: the next model now
+
+
+class Keyed(Scripted):
+    """Scripted, recording the auth profile each call used."""
+
+    def __init__(self, *failures: TurnError) -> None:
+        super().__init__(*failures)
+        self.profiles: list[str] = []
+
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[ProviderEvent, None]:
+        self.profiles.append(request.auth_profile)
+        async for event in super().stream(request):
+            yield event
+
+
+def keyed_chain(provider: Keyed, metrics: WorkerMetrics) -> ModelChain:
+    rotation = AuthRotation("p", ("p:a", "p:b"), metrics)
+    return ModelChain([ModelTarget("p", "a", provider, rotation)], metrics, FAST)
+
+
+def cooldowns(metrics: WorkerMetrics, profile: str, reason: str) -> float | None:
+    return metrics.registry.get_sample_value(
+        "clawgate_worker_auth_profile_cooldowns_total",
+        {"provider": "p", "profile": profile, "reason": reason},
+    )
+
+
+async def test_a_rate_limited_key_moves_to_the_next_profile_before_any_pause() -> None:
+    metrics = WorkerMetrics()
+    provider = Keyed(ProviderRateLimitedError("slow down", retry_after=30))
+    assert await first_text(keyed_chain(provider, metrics)) == "ok"
+    assert provider.profiles == ["p:a", "p:b"]  # a Retry-After of 30 s was not waited out
+    assert cooldowns(metrics, "p:a", "ratelimited") == 1
+
+
+async def test_every_key_rate_limited_cools_each_once_and_retries_the_last() -> None:
+    metrics = WorkerMetrics()
+    limited = [ProviderRateLimitedError("slow down") for _ in range(3)]
+    provider = Keyed(*limited)
+    assert await first_text(keyed_chain(provider, metrics)) == "ok"
+    assert provider.profiles == ["p:a", "p:b", "p:b", "p:b"]  # the last key's three attempts
+    assert cooldowns(metrics, "p:a", "ratelimited") == 1
+    assert cooldowns(metrics, "p:b", "ratelimited") == 1  # its retries do not lengthen it
