@@ -53,6 +53,7 @@ class HookEndpoint:
         self._state = state
         self._token = (config.token or "").encode()
         self._planner = HookPlanner(config, config.token or "", state.config.default_agent_id)
+        self._background: set[asyncio.Future[pb.StartRunResponse]] = set()
         self._failures = AuthFailureLimiter(
             RateLimitConfig(maxAttempts=20, windowMs=60_000, lockoutMs=60_000, exemptLoopback=False)
         )
@@ -219,6 +220,12 @@ class HookEndpoint:
             answer["completion"] = completion_of(run)
         return 200, answer
 
+    def _settled(self, task: asyncio.Future[pb.StartRunResponse]) -> None:
+        """A fan-out item admitted after its answer went: said in the log if it failed."""
+        self._background.discard(task)
+        if not task.cancelled() and (failure := task.exception()) is not None:
+            log.warning("hook fan-out item not admitted: %s", failure)
+
     async def _finished(self, run: pb.Run) -> pb.Run:
         """The run once it ended, asked of the workers until then (the run may be anywhere)."""
         pause = 0.05
@@ -234,6 +241,9 @@ class HookEndpoint:
     async def _fan_out(self, actions: list[AgentAction]) -> tuple[int, dict[str, Any]]:
         tasks = [asyncio.ensure_future(self._start(action)) for action in actions]
         done, pending = await asyncio.wait(tasks, timeout=FAN_OUT_SECONDS)
+        for task in pending:  # they go on being admitted after the answer: kept referenced
+            self._background.add(task)
+            task.add_done_callback(self._settled)
         run_ids = [task.result().run.id for task in tasks if task in done and not task.exception()]
         errors = [
             str(getattr(task.exception(), "error", task.exception()))
