@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -155,19 +156,8 @@ class Runs:
         (log.info if status == COMPLETED else log.warning)(
             "run %s %s%s", run.run_id, status, f": {error}" if error else ""
         )
-        stored = RunRecord(
-            run.run_id,
-            run.replay_key,
-            status,
-            run.agent_id,
-            run.session_key,
-            run.hook,
-            run.name,
-            run.owner,
-            run.created_at,
-            finished_at,
-            error,
-            answer,
+        stored = dataclasses.replace(
+            run, status=status, finished_at=finished_at, error=error, answer=answer
         )
         self._on_finished(stored)
 

@@ -87,10 +87,9 @@ class HookEndpoint:
         query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
         if "token" in query:
             raise bad_hook("a token in the query is refused: send it in Authorization")
-        headers = {
-            k.decode("latin-1"): v.decode("latin-1") for k, v in request_headers(scope).items()
-        }
-        self._authenticate(scope, headers)
+        raw_headers = request_headers(scope)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers.items()}
+        self._authenticate(scope, raw_headers, headers)
         path = scope["path"][len(self.prefix) :].strip("/")
         payload = await self._payload(receive, headers)
         request = HookRequest(payload, path, headers, query)
@@ -119,9 +118,11 @@ class HookEndpoint:
             answer["eventOutcome"] = (await self._wakes(wakes))[1]["eventOutcome"]
         return status, answer
 
-    def _authenticate(self, scope: Scope, headers: dict[str, str]) -> None:
+    def _authenticate(
+        self, scope: Scope, raw_headers: dict[bytes, bytes], headers: dict[str, str]
+    ) -> None:
         # Behind a trusted proxy, the sender's address it forwarded (gateway.trustedProxies).
-        client = self._state.access.client_ip(scope.get("client"), request_headers(scope))
+        client = self._state.access.client_ip(scope.get("client"), raw_headers)
         bearer = headers.get("authorization", "")
         token = bearer[7:].strip() if bearer[:7].lower() == "bearer " else ""
         token = token or headers.get("x-openclaw-token", "").strip()

@@ -15,7 +15,7 @@ import orjson
 import yarl
 
 from agent_worker.domain import ChatMessage
-from agent_worker.providers.base import ProviderRequest
+from agent_worker.providers.base import ProviderRequest, parameters_schema
 from services.provider_config import ModelEntry
 
 _TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
@@ -128,11 +128,7 @@ def _tools(request: ProviderRequest) -> dict[str, Any]:
         return {}
     tools = []
     for tool in request.tools:
-        schema = orjson.loads(tool.parameters_json) if tool.parameters_json else None
-        entry: dict[str, Any] = {
-            "name": tool.name,
-            "input_schema": schema or {"type": "object", "properties": {}},
-        }
+        entry: dict[str, Any] = {"name": tool.name, "input_schema": parameters_schema(tool)}
         if tool.description:
             entry["description"] = tool.description
         tools.append(entry)

@@ -104,6 +104,13 @@ def message_payload(message: ChatMessage) -> dict[str, Any]:
     return payload
 
 
+def parameters_schema(tool: Tool) -> dict[str, Any]:
+    """A tool's arguments schema; an object of no properties where it gave none (the APIs
+    that require one: Anthropic's, OpenAI's Responses)."""
+    schema = orjson.loads(tool.parameters_json) if tool.parameters_json else None
+    return schema or {"type": "object", "properties": {}}
+
+
 def tool_arguments(request: ProviderRequest) -> dict[str, Any]:
     """The request's tools and tool choice, as OpenAI's chat completion arguments."""
     if not request.tools:

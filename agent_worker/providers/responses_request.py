@@ -17,7 +17,7 @@ import orjson
 import yarl
 
 from agent_worker.domain import ChatMessage, Sampling
-from agent_worker.providers.base import ProviderRequest
+from agent_worker.providers.base import ProviderRequest, parameters_schema
 from agent_worker.providers.openai_compatible import cache_arguments
 from services.provider_config import ModelEntry
 
@@ -105,13 +105,12 @@ def _tools(request: ProviderRequest) -> dict[str, Any]:
         return {}
     tools = []
     for tool in request.tools:
-        schema = orjson.loads(tool.parameters_json) if tool.parameters_json else None
         tools.append(
             {
                 "type": "function",
                 "name": tool.name,
                 "description": tool.description or None,
-                "parameters": schema or {"type": "object", "properties": {}},
+                "parameters": parameters_schema(tool),
                 # Responses functions are strict unless told: Chat's are not, and a client's
                 # schema written for Chat is often not a strict one.
                 "strict": False,
